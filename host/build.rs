@@ -1,0 +1,36 @@
+//! Builds every plugin crate under `plugins/` into a component and embeds
+//! them (see `src/protocols/builtin.rs`), so built-in protocols need no
+//! plugin directory and no extra build step.
+
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().expect("host/ is inside the workspace").to_path_buf();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    for watched in ["plugins", "sdk/src", "sdk/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    // <target>/<profile>/build/wirelens-<hash>/out -> <target>
+    let target_dir = out_dir.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_else(|| root.join("target"));
+    let wasm_target = target_dir.join("wasm-plugins");
+
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(root.join("plugins"))
+        .expect("reading plugins/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("Cargo.toml").exists())
+        .collect();
+    crates.sort();
+    let mut entries = String::new();
+    for crate_dir in crates {
+        let mut build = wirelens_plugin_builder::Build::new(&crate_dir, out_dir.join("plugins"));
+        build.target_dir = wasm_target.clone();
+        let component = build.run().unwrap_or_else(|e| panic!("building plugin {}: {e:#}", crate_dir.display()));
+        let name = component.file_stem().unwrap().to_string_lossy().into_owned();
+        entries.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", component.display().to_string()));
+    }
+    let code = format!(
+        "/// `(name, component bytes)` of each built-in plugin.\npub static PLUGINS: &[(&str, &[u8])] = &[\n{entries}];\n"
+    );
+    std::fs::write(out_dir.join("builtin_plugins.rs"), code).expect("writing builtin_plugins.rs");
+}

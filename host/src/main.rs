@@ -1,0 +1,170 @@
+//! The `wirelens` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use wirelens::protocols::registry::Entry;
+use wirelens::protocols::{reload::PluginDirWatcher, LoadedPlugin, Registry, Runtime, SandboxLimits, Source};
+
+/// wirelens: watch every process's network calls without touching them.
+///
+/// eBPF programs see each network system call and its payload; WebAssembly
+/// protocol plugins (HTTP, and any you add) turn the bytes into layer-7
+/// calls. Records go to stdout (one JSON object per line); logs go to stderr.
+#[derive(Parser)]
+#[command(name = "wirelens", version, about, long_about)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Directory for compiled plugin artifacts (keyed by content hash), so a
+    /// restart does not recompile. Default: $WIRELENS_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/wirelens, else ~/.cache/wirelens.
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage protocol plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCmd),
+}
+
+#[derive(Subcommand)]
+enum PluginsCmd {
+    /// List built-in plugins and those in a plugin directory: name, version,
+    /// WIT version, source and state (active, shadowed, invalid: reason).
+    List {
+        /// Plugin directory to include.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Load and validate one plugin file; print what `list` would, or the
+    /// error. Exits non-zero when the plugin is not usable.
+    Check {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+    },
+    /// Build a plugin crate (written with wirelens-sdk) into a component,
+    /// with stable Rust and no other tool: compiles for
+    /// wasm32-unknown-unknown and encodes the module as a component.
+    Build {
+        /// Directory of the plugin crate (holding its Cargo.toml).
+        #[arg(default_value = ".")]
+        crate_dir: PathBuf,
+        /// Where to write NAME.wasm (a plugin directory, typically).
+        #[arg(long, short, default_value = ".", value_name = "DIR")]
+        out: PathBuf,
+        /// Cargo target directory for the wasm build. Default: CRATE_DIR/target.
+        #[arg(long, value_name = "DIR")]
+        target_dir: Option<PathBuf>,
+        /// Cargo features to enable.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WIRELENS_CACHE_DIR") {
+        return Some(d.into());
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("wirelens"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wirelens"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cache_dir = cli.cache_dir.or_else(default_cache_dir);
+    match cli.command {
+        Command::Plugins(PluginsCmd::List { dir }) => {
+            let runtime = Runtime::new(SandboxLimits::default(), cache_dir)?;
+            let registry = Registry::new(runtime, Default::default());
+            registry.load_builtins();
+            // Loading through the watcher's scan lists exactly what the daemon would.
+            let _watcher = dir.as_deref().map(|d| PluginDirWatcher::start(registry.clone(), d)).transpose()?;
+            print_entries(&registry.catalog().entries);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(PluginsCmd::Check { file }) => {
+            let runtime = Runtime::new(SandboxLimits::default(), cache_dir)?;
+            let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            match LoadedPlugin::load(&runtime, &bytes, Source::File(file.clone()), &[]) {
+                Ok(p) => {
+                    let m = &p.meta;
+                    print_entries(&[Entry {
+                        name: m.name.to_string(),
+                        version: m.version.clone(),
+                        wit_version: m.wit_version.clone(),
+                        source: m.source.to_string(),
+                        state: "ok".into(),
+                    }]);
+                    println!("fields: {}", m.field_names.join(", "));
+                    println!("ports:  {:?}", m.default_ports);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e:#}", file.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Plugins(PluginsCmd::Build { crate_dir, out, target_dir, features }) => {
+            let mut build = wirelens_plugin_builder::Build::new(&crate_dir, &out);
+            if let Some(t) = target_dir {
+                build.target_dir = t;
+            }
+            build.features = features;
+            let path = build.run()?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_entries(entries: &[Entry]) {
+    let rows: Vec<[&str; 5]> = entries
+        .iter()
+        .map(|e| [e.name.as_str(), e.version.as_str(), e.wit_version.as_str(), e.source.as_str(), e.state.as_str()])
+        .collect();
+    let header = ["NAME", "VERSION", "WIT", "SOURCE", "STATE"];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    for r in std::iter::once(header).chain(rows) {
+        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}

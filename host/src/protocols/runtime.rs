@@ -1,0 +1,202 @@
+//! The wasmtime engine shared by every plugin: configuration, the epoch
+//! ticker that enforces call deadlines, and the linker (which offers only
+//! the contract's `host.log`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter};
+
+use super::bindings::{self, LogLevel};
+use super::cache::ArtifactCache;
+use super::SandboxLimits;
+
+/// Period of the epoch ticker: deadlines are whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Engine, linker, limits and artifact cache.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<StoreData>,
+    pub(crate) limits: SandboxLimits,
+    pub(crate) cache: ArtifactCache,
+    next_plugin_id: AtomicU64,
+    ticker: Option<Ticker>,
+}
+
+impl Runtime {
+    /// A runtime whose compiled artifacts are cached under `cache_dir`.
+    pub fn new(limits: SandboxLimits, cache_dir: Option<PathBuf>) -> Result<Arc<Self>> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        bindings::wirelens::protocol::host::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the host interface")?;
+        let cache = ArtifactCache::new(&engine, cache_dir);
+        let ticker = Ticker::start(engine.clone());
+        Ok(Arc::new(Self { engine, linker, limits, cache, next_plugin_id: AtomicU64::new(1), ticker: Some(ticker) }))
+    }
+
+    /// The limits every sandbox gets.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The artifact cache.
+    pub fn cache(&self) -> &ArtifactCache {
+        &self.cache
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_plugin_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Deadline in epoch ticks (at least one).
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.stop();
+        }
+    }
+}
+
+/// Increments the engine's epoch every [`EPOCH_TICK`].
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Per-instance store data: the memory limiter and the log budget.
+pub struct StoreData {
+    pub(crate) limiter: Limiter,
+    /// `name@version` for log lines.
+    pub(crate) label: Arc<str>,
+    log_window: Instant,
+    log_lines: u32,
+    log_budget: u32,
+    /// Log lines suppressed by the budget.
+    pub(crate) logs_suppressed: u64,
+}
+
+impl StoreData {
+    pub(crate) fn new(label: Arc<str>, limits: &SandboxLimits) -> Self {
+        Self {
+            limiter: Limiter { memory_cap: limits.memory_bytes, memory_exceeded: false },
+            label,
+            log_window: Instant::now(),
+            log_lines: 0,
+            log_budget: limits.log_lines_per_second,
+            logs_suppressed: 0,
+        }
+    }
+}
+
+impl StoreData {
+    pub(crate) fn limiter_cap(&self) -> usize {
+        self.limiter.memory_cap
+    }
+}
+
+impl bindings::wirelens::protocol::host::Host for StoreData {
+    fn log(&mut self, level: LogLevel, message: String) {
+        if self.log_window.elapsed() >= Duration::from_secs(1) {
+            self.log_window = Instant::now();
+            self.log_lines = 0;
+        }
+        if self.log_lines >= self.log_budget {
+            self.logs_suppressed += 1;
+            return;
+        }
+        self.log_lines += 1;
+        let mut end = message.len().min(1024);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &message[..end];
+        let plugin = &*self.label;
+        match level {
+            LogLevel::Error => tracing::error!(plugin, "{text}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{text}"),
+            LogLevel::Info => tracing::info!(plugin, "{text}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{text}"),
+        }
+    }
+}
+
+impl bindings::wirelens::protocol::types::Host for StoreData {}
+
+/// Caps an instance's memory; remembers a refusal so the failure can be
+/// reported as "memory limit" rather than a generic trap.
+pub(crate) struct Limiter {
+    memory_cap: usize,
+    pub(crate) memory_exceeded: bool,
+}
+
+/// The error a refused memory growth traps with.
+#[derive(Debug)]
+pub struct MemoryLimitExceeded {
+    pub cap: usize,
+    pub desired: usize,
+}
+
+impl std::fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "memory limit of {} bytes exceeded (wanted {})", self.cap, self.desired)
+    }
+}
+
+impl std::error::Error for MemoryLimitExceeded {}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_exceeded = true;
+            return Err(MemoryLimitExceeded { cap: self.memory_cap, desired }.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

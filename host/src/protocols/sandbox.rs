@@ -1,0 +1,195 @@
+//! One plugin instance in its own store, and every call into it: the epoch
+//! deadline is armed before each call, memory is capped by the limiter, and
+//! results are checked before anyone uses them. After any failure the
+//! instance is poisoned: its owner drops it and makes a new one.
+
+use std::sync::Arc;
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::{Batch, Chunk, Direction, PluginInfo, ProtocolPlugin, ProtocolPluginPre, Role, Value};
+use super::runtime::{MemoryLimitExceeded, Runtime, StoreData};
+use super::SandboxLimits;
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The call ran past its deadline and was interrupted.
+    Timeout,
+    /// The instance tried to grow its memory past the cap.
+    MemoryLimit(String),
+    /// The plugin trapped (panic, unreachable, out-of-bounds...).
+    Trap(String),
+    /// The plugin returned too much, or references that do not hold.
+    BadOutput(String),
+    /// The instance could not be created.
+    Instantiate(String),
+    /// The plugin refused a request (bad option): not a sandbox failure.
+    Rejected(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Timeout => f.write_str("deadline exceeded"),
+            Failure::MemoryLimit(m) => write!(f, "{m}"),
+            Failure::Trap(m) => write!(f, "trap: {m}"),
+            Failure::BadOutput(m) => write!(f, "bad output: {m}"),
+            Failure::Instantiate(m) => write!(f, "instantiation failed: {m}"),
+            Failure::Rejected(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// A live instance of one plugin.
+pub struct Sandbox {
+    store: Store<StoreData>,
+    plugin: ProtocolPlugin,
+    deadline_ticks: u64,
+    limits: SandboxLimits,
+    field_count: usize,
+    poisoned: bool,
+}
+
+impl Sandbox {
+    /// Create an instance with the runtime's limits.
+    pub fn instantiate(runtime: &Runtime, pre: &ProtocolPluginPre<StoreData>, label: Arc<str>) -> Result<Self, Failure> {
+        let mut store = Store::new(&runtime.engine, StoreData::new(label, &runtime.limits));
+        store.limiter(|d| &mut d.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(runtime.deadline_ticks());
+        let plugin = match pre.instantiate(&mut store) {
+            Ok(p) => p,
+            Err(e) => return Err(classify(&store, e, Failure::Instantiate)),
+        };
+        Ok(Self {
+            store,
+            plugin,
+            deadline_ticks: runtime.deadline_ticks(),
+            limits: runtime.limits.clone(),
+            field_count: usize::MAX,
+            poisoned: false,
+        })
+    }
+
+    /// After a failure the instance must not be used again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Log lines the plugin wrote past its budget.
+    pub fn logs_suppressed(&self) -> u64 {
+        self.store.data().logs_suppressed
+    }
+
+    /// The plugin's self-description. Also fixes the number of field names
+    /// used to check later results.
+    pub fn info(&mut self) -> Result<PluginInfo, Failure> {
+        let info = self.call(|p, s| p.wirelens_protocol_parser().call_info(s))?;
+        self.field_count = info.field_names.len();
+        Ok(info)
+    }
+
+    /// Tell the checker how many field names the plugin declared (known
+    /// from its metadata, without calling `info` again).
+    pub fn set_field_count(&mut self, n: usize) {
+        self.field_count = n;
+    }
+
+    /// Apply plugin options.
+    pub fn configure(&mut self, options: &[(String, String)]) -> Result<(), Failure> {
+        self.call(|p, s| p.wirelens_protocol_parser().call_configure(s, options))?.map_err(Failure::Rejected)
+    }
+
+    /// Ask whether a connection starting with `bytes` is the plugin's protocol.
+    pub fn detect(&mut self, direction: Direction, role: Role, bytes: &[u8]) -> Result<u8, Failure> {
+        self.call(|p, s| p.wirelens_protocol_parser().call_detect(s, direction, role, bytes))
+    }
+
+    /// Parse a batch of chunks.
+    pub fn feed(&mut self, chunks: &[Chunk], data: &[u8]) -> Result<Batch, Failure> {
+        let batch = self.call(|p, s| p.wirelens_protocol_parser().call_feed(s, chunks, data))?;
+        self.check(batch)
+    }
+
+    /// Finish and forget connections.
+    pub fn close(&mut self, conns: &[u64]) -> Result<Batch, Failure> {
+        let batch = self.call(|p, s| p.wirelens_protocol_parser().call_close(s, conns))?;
+        self.check(batch)
+    }
+
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&ProtocolPlugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        if self.poisoned {
+            return Err(Failure::Trap("instance already failed".into()));
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match f(&self.plugin, &mut self.store) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.poisoned = true;
+                Err(classify(&self.store, e, Failure::Trap))
+            }
+        }
+    }
+
+    fn check(&mut self, batch: Batch) -> Result<Batch, Failure> {
+        match validate(&batch, self.field_count, &self.limits) {
+            Ok(()) => Ok(batch),
+            Err(m) => {
+                // The instance may be fine, but it broke the contract once:
+                // treat it like any other failure.
+                self.poisoned = true;
+                Err(Failure::BadOutput(m))
+            }
+        }
+    }
+}
+
+fn classify(store: &Store<StoreData>, e: wasmtime::Error, other: fn(String) -> Failure) -> Failure {
+    if store.data().limiter.memory_exceeded || e.downcast_ref::<MemoryLimitExceeded>().is_some() {
+        let cap = store.data().limiter_cap();
+        return Failure::MemoryLimit(format!("memory limit of {cap} bytes exceeded"));
+    }
+    if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return Failure::Timeout;
+    }
+    other(format!("{e:#}"))
+}
+
+/// Check sizes and that every reference in the batch holds.
+fn validate(batch: &Batch, field_count: usize, limits: &SandboxLimits) -> Result<(), String> {
+    if batch.messages.len() > limits.max_messages {
+        return Err(format!("{} messages in one call (limit {})", batch.messages.len(), limits.max_messages));
+    }
+    let error_bytes: usize = batch.errors.iter().map(|e| e.reason.len()).sum();
+    let bytes = batch.arena.len() + error_bytes + batch.fields.len() * 16;
+    if bytes > limits.max_output_bytes {
+        return Err(format!("{bytes} bytes of output in one call (limit {})", limits.max_output_bytes));
+    }
+    for m in &batch.messages {
+        let end = u64::from(m.first_field) + u64::from(m.field_count);
+        if end > batch.fields.len() as u64 {
+            return Err(format!("message fields {}..{end} beyond {} fields", m.first_field, batch.fields.len()));
+        }
+    }
+    for f in &batch.fields {
+        if usize::from(f.key) >= field_count {
+            return Err(format!("field key {} beyond the {field_count} declared names", f.key));
+        }
+        if let Value::Text(span) = f.value {
+            let end = u64::from(span.offset) + u64::from(span.len);
+            let text = batch.arena.get(span.offset as usize..end as usize);
+            match text {
+                None => return Err(format!("text span {}..{end} beyond the {} byte arena", span.offset, batch.arena.len())),
+                Some(t) if std::str::from_utf8(t).is_err() => {
+                    return Err(format!("text span {}..{end} is not UTF-8", span.offset))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}

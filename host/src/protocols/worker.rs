@@ -1,0 +1,441 @@
+//! Per-thread dispatch of captured chunks to plugins.
+//!
+//! A connection is offered to the active plugins (those allowed by
+//! `IncludeProtocols`, port-hinted ones first) until one claims it; from
+//! then on its chunks go to that plugin's instance only, in batches (one
+//! component call per batch, bytes copied in once). Each worker owns one
+//! instance per plugin version: a connection stays on the version it was
+//! detected with until it closes, so a hot reload never cuts a parse short,
+//! and new connections use the newest version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::bindings::{Batch, Chunk, Direction, Role, Value};
+use super::plugin::LoadedPlugin;
+use super::sandbox::{Failure, Sandbox};
+use super::Registry;
+
+/// How a worker detects and batches.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Protocols allowed (`Common.IncludeProtocols`, lower case); `None`: all.
+    pub include: Option<Vec<String>>,
+    /// Lowest detection confidence that claims a connection.
+    pub detect_threshold: u8,
+    /// Chunks with data offered to detection before a connection is left to
+    /// layer 4 only.
+    pub detect_attempts: u32,
+    /// How many first bytes of a chunk detection looks at.
+    pub detect_bytes: usize,
+    /// A plugin's queued chunks are parsed when this many are waiting...
+    pub batch_chunks: usize,
+    /// ... or this many bytes.
+    pub batch_bytes: usize,
+    /// Most connections tracked; beyond it new ones are counted and skipped.
+    pub max_connections: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            include: None,
+            detect_threshold: 50,
+            detect_attempts: 4,
+            detect_bytes: 512,
+            batch_chunks: 64,
+            batch_bytes: 256 << 10,
+            max_connections: 65_536,
+        }
+    }
+}
+
+/// One captured call's bytes on one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkIn<'a> {
+    pub conn: u64,
+    pub direction: Direction,
+    pub role: Role,
+    pub timestamp_ns: u64,
+    /// Captured bytes.
+    pub data: &'a [u8],
+    /// Bytes the call moved (>= `data.len()`).
+    pub real_len: u64,
+    /// The remote (or, for servers, local) port: a detection hint.
+    pub port_hint: u16,
+}
+
+/// A field value of a parsed message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    Int(i64),
+    Text(Box<str>),
+}
+
+impl std::fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Int(v) => write!(f, "{v}"),
+            FieldValue::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// A message a plugin found.
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    pub conn: u64,
+    /// The plugin (its name is the protocol; its field names key `fields`).
+    pub plugin: Arc<LoadedPlugin>,
+    pub kind: super::bindings::MessageKind,
+    pub direction: Direction,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub size: u64,
+    pub pair_id: Option<u64>,
+    pub success: bool,
+    pub fields: Vec<(u16, FieldValue)>,
+}
+
+impl Parsed {
+    /// A field by name.
+    pub fn field(&self, name: &str) -> Option<&FieldValue> {
+        let key = self.plugin.meta.field_names.iter().position(|n| &**n == name)?;
+        self.fields.iter().find(|(k, _)| usize::from(*k) == key).map(|(_, v)| v)
+    }
+}
+
+/// What happened to a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// A plugin claimed the connection.
+    Detected { conn: u64, protocol: Arc<str> },
+    /// No plugin claimed it: layer 4 only.
+    NoProtocol { conn: u64 },
+    /// Its plugin gave up on it or failed: layer 4 only from now on.
+    Dropped { conn: u64, protocol: Arc<str>, reason: String },
+}
+
+/// Counters of one worker.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerStats {
+    pub chunks: u64,
+    pub calls: u64,
+    pub messages: u64,
+    pub detected: u64,
+    pub no_protocol: u64,
+    pub dropped: u64,
+    pub plugin_failures: u64,
+    /// Connections not tracked because `max_connections` was reached.
+    pub over_capacity: u64,
+}
+
+enum Binding {
+    Detecting { attempts: u32 },
+    Bound { plugin_id: u64 },
+    Unparsed,
+}
+
+/// One plugin version's instance in this worker, and its queued work.
+struct Slot {
+    plugin: Arc<LoadedPlugin>,
+    sandbox: Option<Sandbox>,
+    chunks: Vec<Chunk>,
+    data: Vec<u8>,
+    closing: Vec<u64>,
+    bound: usize,
+}
+
+/// Detects, batches and parses for the connections of one thread.
+pub struct ProtocolWorker {
+    registry: Arc<Registry>,
+    config: WorkerConfig,
+    conns: HashMap<u64, Binding>,
+    slots: HashMap<u64, Slot>,
+    parsed: Vec<Parsed>,
+    events: Vec<ConnEvent>,
+    stats: WorkerStats,
+}
+
+impl ProtocolWorker {
+    pub fn new(registry: Arc<Registry>, config: WorkerConfig) -> Self {
+        Self {
+            registry,
+            config,
+            conns: HashMap::new(),
+            slots: HashMap::new(),
+            parsed: Vec::new(),
+            events: Vec::new(),
+            stats: WorkerStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// Connections tracked.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Offer one chunk. Parsing may happen now (a full batch) or at the
+    /// next [`ProtocolWorker::poll`].
+    pub fn push(&mut self, chunk: ChunkIn<'_>) {
+        self.stats.chunks += 1;
+        let binding = match self.conns.get(&chunk.conn) {
+            Some(Binding::Unparsed) => return,
+            Some(Binding::Bound { plugin_id }) => Binding::Bound { plugin_id: *plugin_id },
+            Some(Binding::Detecting { attempts }) => Binding::Detecting { attempts: *attempts },
+            None if self.conns.len() >= self.config.max_connections => {
+                self.stats.over_capacity += 1;
+                return;
+            }
+            None => Binding::Detecting { attempts: 0 },
+        };
+        match binding {
+            Binding::Unparsed => {}
+            Binding::Bound { plugin_id } => self.enqueue(plugin_id, &chunk),
+            Binding::Detecting { attempts } => {
+                if chunk.data.is_empty() {
+                    return;
+                }
+                match self.detect(&chunk) {
+                    Some(plugin_id) => {
+                        let slot = self.slots.get_mut(&plugin_id).expect("detect returns a live slot");
+                        slot.bound += 1;
+                        self.stats.detected += 1;
+                        self.events.push(ConnEvent::Detected { conn: chunk.conn, protocol: slot.plugin.meta.name.clone() });
+                        self.conns.insert(chunk.conn, Binding::Bound { plugin_id });
+                        self.enqueue(plugin_id, &chunk);
+                    }
+                    None if attempts + 1 >= self.config.detect_attempts => {
+                        self.stats.no_protocol += 1;
+                        self.events.push(ConnEvent::NoProtocol { conn: chunk.conn });
+                        self.conns.insert(chunk.conn, Binding::Unparsed);
+                    }
+                    None => {
+                        self.conns.insert(chunk.conn, Binding::Detecting { attempts: attempts + 1 });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection closed: finish its messages and forget it.
+    pub fn close(&mut self, conn: u64) {
+        if let Some(Binding::Bound { plugin_id }) = self.conns.remove(&conn) {
+            if let Some(slot) = self.slots.get_mut(&plugin_id) {
+                slot.bound = slot.bound.saturating_sub(1);
+                slot.closing.push(conn);
+            }
+        }
+    }
+
+    /// Parse everything queued and hand over what was found.
+    pub fn poll(&mut self, parsed: &mut Vec<Parsed>, events: &mut Vec<ConnEvent>) {
+        let ids: Vec<u64> = self.slots.keys().copied().collect();
+        for id in ids {
+            self.flush_slot(id);
+        }
+        // Instances of replaced or removed versions go once their last
+        // connection is done.
+        let catalog = self.registry.catalog();
+        self.slots.retain(|id, slot| {
+            slot.bound > 0 || !slot.chunks.is_empty() || catalog.active.iter().any(|p| p.meta.id == *id)
+        });
+        parsed.append(&mut self.parsed);
+        events.append(&mut self.events);
+    }
+
+    /// The plugin that claims this connection, if any.
+    fn detect(&mut self, chunk: &ChunkIn<'_>) -> Option<u64> {
+        let catalog = self.registry.catalog();
+        let now = Instant::now();
+        let mut candidates: Vec<&Arc<LoadedPlugin>> = catalog
+            .active
+            .iter()
+            .filter(|p| self.config.include.as_ref().is_none_or(|inc| inc.iter().any(|n| **n == *p.meta.name)))
+            .filter(|p| p.is_available(now))
+            .collect();
+        // Ports are a hint: hinted plugins are asked first, the rest still are.
+        candidates.sort_by_key(|p| !p.meta.default_ports.contains(&chunk.port_hint));
+        let bytes = &chunk.data[..chunk.data.len().min(self.config.detect_bytes)];
+        let mut best: Option<(u8, u64)> = None;
+        for plugin in candidates {
+            let id = plugin.meta.id;
+            let Some(sandbox) = self.sandbox(plugin) else { continue };
+            match sandbox.detect(chunk.direction, chunk.role, bytes) {
+                Ok(confidence) => {
+                    plugin.record_success();
+                    if confidence >= self.config.detect_threshold && best.is_none_or(|(c, _)| confidence > c) {
+                        best = Some((confidence, id));
+                        if confidence >= 95 {
+                            break;
+                        }
+                    }
+                }
+                Err(failure) => self.fail_slot(id, failure),
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// The slot's instance, created if needed; `None` if that failed.
+    fn sandbox(&mut self, plugin: &Arc<LoadedPlugin>) -> Option<&mut Sandbox> {
+        let id = plugin.meta.id;
+        let slot = self.slots.entry(id).or_insert_with(|| Slot {
+            plugin: plugin.clone(),
+            sandbox: None,
+            chunks: Vec::new(),
+            data: Vec::new(),
+            closing: Vec::new(),
+            bound: 0,
+        });
+        if slot.sandbox.is_none() {
+            let runtime = self.registry.runtime();
+            let label: Arc<str> = Arc::from(plugin.meta.label());
+            let created = Sandbox::instantiate(runtime, &plugin.pre, label).and_then(|mut s| {
+                s.set_field_count(plugin.meta.field_names.len());
+                s.configure(self.registry.options_for(&plugin.meta.name)).map(|()| s)
+            });
+            match created {
+                Ok(s) => slot.sandbox = Some(s),
+                Err(failure) => {
+                    self.fail_slot(id, failure);
+                    return None;
+                }
+            }
+        }
+        self.slots.get_mut(&id).and_then(|s| s.sandbox.as_mut())
+    }
+
+    fn enqueue(&mut self, plugin_id: u64, chunk: &ChunkIn<'_>) {
+        let Some(slot) = self.slots.get_mut(&plugin_id) else { return };
+        slot.chunks.push(Chunk {
+            conn: chunk.conn,
+            direction: chunk.direction,
+            role: chunk.role,
+            timestamp_ns: chunk.timestamp_ns,
+            captured: chunk.data.len() as u32,
+            real_len: chunk.real_len.max(chunk.data.len() as u64),
+        });
+        slot.data.extend_from_slice(chunk.data);
+        if slot.chunks.len() >= self.config.batch_chunks || slot.data.len() >= self.config.batch_bytes {
+            self.flush_slot(plugin_id);
+        }
+    }
+
+    /// Feed the slot's queued chunks, then close its closed connections.
+    fn flush_slot(&mut self, id: u64) {
+        let Some(slot) = self.slots.get_mut(&id) else { return };
+        if slot.chunks.is_empty() && slot.closing.is_empty() {
+            return;
+        }
+        let chunks = std::mem::take(&mut slot.chunks);
+        let data = std::mem::take(&mut slot.data);
+        let closing = std::mem::take(&mut slot.closing);
+        let plugin = slot.plugin.clone();
+        if self.sandbox(&plugin).is_none() {
+            return;
+        }
+        let mut result = Ok(());
+        if !chunks.is_empty() {
+            self.stats.calls += 1;
+            plugin.stats.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let sandbox = self.slots.get_mut(&id).and_then(|s| s.sandbox.as_mut()).expect("created above");
+            result = sandbox.feed(&chunks, &data).map(|batch| self.take_batch(&plugin, batch));
+        }
+        if result.is_ok() && !closing.is_empty() {
+            let Some(sandbox) = self.slots.get_mut(&id).and_then(|s| s.sandbox.as_mut()) else { return };
+            result = sandbox.close(&closing).map(|batch| self.take_batch(&plugin, batch));
+        }
+        match result {
+            Ok(()) => plugin.record_success(),
+            Err(failure) => self.fail_slot(id, failure),
+        }
+        // Give the buffers back to avoid reallocating each batch.
+        if let Some(slot) = self.slots.get_mut(&id) {
+            let (mut chunks, mut data) = (chunks, data);
+            chunks.clear();
+            data.clear();
+            if slot.chunks.is_empty() {
+                slot.chunks = chunks;
+                slot.data = data;
+            }
+        }
+    }
+
+    /// Turn a batch into [`Parsed`] messages and connection events.
+    fn take_batch(&mut self, plugin: &Arc<LoadedPlugin>, batch: Batch) {
+        self.stats.messages += batch.messages.len() as u64;
+        for m in &batch.messages {
+            let range = m.first_field as usize..(m.first_field + m.field_count) as usize;
+            let fields = batch.fields[range]
+                .iter()
+                .map(|f| {
+                    let value = match f.value {
+                        Value::Int(v) => FieldValue::Int(v),
+                        Value::Text(span) => {
+                            let bytes = &batch.arena[span.offset as usize..(span.offset + span.len) as usize];
+                            FieldValue::Text(Box::from(std::str::from_utf8(bytes).unwrap_or_default()))
+                        }
+                    };
+                    (f.key, value)
+                })
+                .collect();
+            self.parsed.push(Parsed {
+                conn: m.conn,
+                plugin: plugin.clone(),
+                kind: m.kind,
+                direction: m.direction,
+                start_ns: m.start_ns,
+                end_ns: m.end_ns,
+                size: m.size,
+                pair_id: m.pair_id,
+                success: m.success,
+                fields,
+            });
+        }
+        for e in batch.errors {
+            if let Some(Binding::Bound { plugin_id }) = self.conns.get(&e.conn) {
+                if let Some(slot) = self.slots.get_mut(plugin_id) {
+                    slot.bound = slot.bound.saturating_sub(1);
+                }
+                self.conns.insert(e.conn, Binding::Unparsed);
+            }
+            self.stats.dropped += 1;
+            tracing::debug!(plugin = %plugin.meta.label(), conn = e.conn, "connection left to layer 4: {}", e.reason);
+            self.events.push(ConnEvent::Dropped { conn: e.conn, protocol: plugin.meta.name.clone(), reason: e.reason });
+        }
+    }
+
+    /// The slot's instance failed: count it (maybe quarantine the plugin),
+    /// drop the instance, and leave its connections to layer 4.
+    fn fail_slot(&mut self, id: u64, failure: Failure) {
+        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let plugin = slot.plugin.clone();
+        slot.sandbox = None;
+        slot.chunks.clear();
+        slot.data.clear();
+        slot.closing.clear();
+        slot.bound = 0;
+        self.stats.plugin_failures += 1;
+        let limits = self.registry.runtime().limits().clone();
+        let quarantine = plugin.record_failure(&failure, &limits);
+        tracing::error!(plugin = %plugin.meta.label(), source = %plugin.meta.source, "plugin call failed: {failure}");
+        if let Some(span) = quarantine {
+            tracing::error!(plugin = %plugin.meta.label(), "plugin quarantined for {span:?} after repeated failures");
+        }
+        let reason = format!("plugin {} failed: {failure}", plugin.meta.label());
+        for (conn, binding) in self.conns.iter_mut() {
+            if matches!(binding, Binding::Bound { plugin_id } if *plugin_id == id) {
+                *binding = Binding::Unparsed;
+                self.stats.dropped += 1;
+                self.events.push(ConnEvent::Dropped { conn: *conn, protocol: plugin.meta.name.clone(), reason: reason.clone() });
+            }
+        }
+    }
+}

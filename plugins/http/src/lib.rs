@@ -1,0 +1,363 @@
+//! HTTP/1.x protocol plugin.
+//!
+//! Requests and responses are told apart by their first line, so the role of
+//! the observed process does not matter. Bodies are delimited by
+//! Content-Length, chunked transfer coding, or the connection's close;
+//! responses to HEAD and 1xx/204/304 responses have none. Interim 1xx
+//! responses are not messages. After `101 Switching Protocols` the
+//! connection is no longer HTTP and is handed back to layer-4 only.
+//!
+//! Fields: `version` (minor version, as iLogtail reports it: 1 for HTTP/1.1),
+//! `method`, `url` (path; the query is dropped unless the `keep_query` option
+//! is `true`), `host`, `resp_code`.
+
+use std::collections::VecDeque;
+
+use wirelens_sdk::cursor::{parse_decimal, parse_hex, Cursor};
+use wirelens_sdk::{Ctx, Direction, FieldKey, Fields, Info, Meta, Protocol, Role, Step};
+
+pub mod cases;
+
+pub const VERSION: FieldKey = FieldKey(0);
+pub const METHOD: FieldKey = FieldKey(1);
+pub const URL: FieldKey = FieldKey(2);
+pub const HOST: FieldKey = FieldKey(3);
+pub const RESP_CODE: FieldKey = FieldKey(4);
+
+const METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE", b"PROPFIND",
+];
+/// Longest start line or header line accepted while waiting for its end.
+const MAX_LINE: usize = 16 * 1024;
+/// Requests remembered while waiting for their responses (HEAD matters).
+const MAX_QUEUED_REQUESTS: usize = 1024;
+
+/// The protocol; `keep_query` is its one option.
+#[derive(Default)]
+pub struct Http {
+    keep_query: bool,
+}
+
+/// Per-connection state.
+#[derive(Default)]
+pub struct Conn {
+    body: [Body; 2],
+    /// Meta of the message whose body is being read, per direction.
+    meta: [Option<Meta>; 2],
+    /// One entry per request not yet answered: true for HEAD.
+    head_requests: VecDeque<bool>,
+    upgraded: bool,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Body {
+    /// The next bytes start a message.
+    #[default]
+    None,
+    /// Inside a chunked body: the next bytes are a chunk-size line.
+    Chunked,
+    /// The body runs to the end of the stream.
+    UntilClose,
+}
+
+fn idx(d: Direction) -> usize {
+    match d {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
+}
+
+impl Protocol for Http {
+    type Conn = Conn;
+
+    fn info() -> Info {
+        Info {
+            name: "http",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "HTTP/1.0 and HTTP/1.1 requests and responses",
+            default_ports: &[80, 8080, 8000, 8008, 8888],
+            field_names: &["version", "method", "url", "host", "resp_code"],
+            max_buffer: 64 * 1024,
+        }
+    }
+
+    fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "keep_query" => {
+                self.keep_query = value
+                    .parse()
+                    .map_err(|_| format!("option `keep_query` must be true or false, not `{value}`"))?;
+                Ok(())
+            }
+            _ => Err(format!("unknown option `{key}` (known: keep_query)")),
+        }
+    }
+
+    fn detect(&self, _direction: Direction, _role: Role, bytes: &[u8]) -> u8 {
+        if bytes.starts_with(b"HTTP/1.") {
+            return 90;
+        }
+        let method_len = bytes.iter().position(|&b| b == b' ');
+        match method_len {
+            Some(n) if METHODS.contains(&&bytes[..n]) && bytes.len() > n + 1 && bytes[n + 1] == b'/' => 95,
+            Some(n) if METHODS.contains(&&bytes[..n]) => 80,
+            _ => 0,
+        }
+    }
+
+    fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
+        let d = idx(ctx.direction);
+        if conn.upgraded {
+            return Step::Invalid("connection switched protocols (101); no longer HTTP".into());
+        }
+        match conn.body[d] {
+            Body::Chunked => self.parse_chunk(conn, d, buf),
+            Body::UntilClose => Step::RestOfStream,
+            Body::None => self.parse_head(conn, d, buf, fields),
+        }
+    }
+
+    fn finish(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
+        let d = idx(ctx.direction);
+        conn.body[d] = Body::None;
+        conn.meta[d].take()
+    }
+
+    fn resync(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
+        let d = idx(ctx.direction);
+        conn.body[d] = Body::None;
+        // The headers were seen, the body was lost: the call still happened.
+        conn.meta[d].take()
+    }
+}
+
+impl Http {
+    fn parse_head(&self, conn: &mut Conn, d: usize, buf: &[u8], fields: &mut Fields) -> Step {
+        // Robustness (RFC 9112 2.2): empty lines before a message are ignored.
+        if buf[0] == b'\n' {
+            return Step::Discard(1);
+        }
+        if buf.starts_with(b"\r\n") {
+            return Step::Discard(2);
+        }
+        let Some(head_len) = headers_end(buf) else {
+            return match start_line_error(buf) {
+                Some(reason) => Step::Invalid(reason),
+                None => Step::NeedMore,
+            };
+        };
+        let mut cur = Cursor::new(&buf[..head_len]);
+        let first = cur.line().unwrap_or_default();
+        let headers = Headers::parse(cur);
+        if first.starts_with(b"HTTP/") {
+            self.parse_response(conn, d, first, &headers, head_len as u64, fields)
+        } else {
+            self.parse_request(conn, d, first, &headers, head_len as u64, fields)
+        }
+    }
+
+    fn parse_request(
+        &self,
+        conn: &mut Conn,
+        d: usize,
+        line: &[u8],
+        headers: &Headers,
+        head_len: u64,
+        fields: &mut Fields,
+    ) -> Step {
+        let mut parts = line.split(|&b| b == b' ').filter(|p| !p.is_empty());
+        let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+            return Step::Invalid(format!("bad request line `{}`", String::from_utf8_lossy(line)));
+        };
+        let Some(minor) = minor_version(version) else {
+            return Step::Invalid(format!("bad HTTP version `{}`", String::from_utf8_lossy(version)));
+        };
+        if !method.iter().all(|b| b.is_ascii_uppercase() || *b == b'-' || *b == b'_') {
+            return Step::Invalid(format!("bad method `{}`", String::from_utf8_lossy(method)));
+        }
+        if conn.head_requests.len() >= MAX_QUEUED_REQUESTS {
+            conn.head_requests.pop_front();
+        }
+        conn.head_requests.push_back(method == b"HEAD");
+        fields.int(VERSION, minor);
+        fields.text(METHOD, method);
+        fields.text(URL, self.url_path(target));
+        if let Some(host) = headers.host {
+            fields.text(HOST, host);
+        }
+        let meta = Meta::request();
+        if headers.chunked {
+            conn.body[d] = Body::Chunked;
+            conn.meta[d] = Some(meta);
+            return Step::Continue(head_len);
+        }
+        Step::Complete(head_len + headers.content_length.unwrap_or(0), meta)
+    }
+
+    fn parse_response(
+        &self,
+        conn: &mut Conn,
+        d: usize,
+        line: &[u8],
+        headers: &Headers,
+        head_len: u64,
+        fields: &mut Fields,
+    ) -> Step {
+        let mut parts = line.splitn(3, |&b| b == b' ');
+        let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+            return Step::Invalid(format!("bad status line `{}`", String::from_utf8_lossy(line)));
+        };
+        let (Some(minor), Some(code)) = (minor_version(version), status_code(code)) else {
+            return Step::Invalid(format!("bad status line `{}`", String::from_utf8_lossy(line)));
+        };
+        if (100..200).contains(&code) && code != 101 {
+            return Step::Discard(head_len); // interim response (100 Continue, 103 Early Hints)
+        }
+        let answers_head = conn.head_requests.pop_front().unwrap_or(false);
+        fields.int(VERSION, minor);
+        fields.int(RESP_CODE, i64::from(code));
+        let meta = Meta::response(code < 400);
+        if code == 101 {
+            conn.upgraded = true;
+            return Step::Complete(head_len, meta);
+        }
+        if answers_head || code == 204 || code == 304 {
+            return Step::Complete(head_len, meta);
+        }
+        if headers.chunked {
+            conn.body[d] = Body::Chunked;
+            conn.meta[d] = Some(meta);
+            return Step::Continue(head_len);
+        }
+        if let Some(len) = headers.content_length {
+            return Step::Complete(head_len + len, meta);
+        }
+        conn.body[d] = Body::UntilClose;
+        conn.meta[d] = Some(meta);
+        Step::RestOfStream
+    }
+
+    /// One chunk of a chunked body: its size line, data and CRLF; or the
+    /// last chunk and the trailers, which end the message.
+    fn parse_chunk(&self, conn: &mut Conn, d: usize, buf: &[u8]) -> Step {
+        let mut cur = Cursor::new(buf);
+        let Some(size_line) = cur.line() else {
+            return if buf.len() > MAX_LINE { Step::Invalid("chunk-size line too long".into()) } else { Step::NeedMore };
+        };
+        let digits = size_line.split(|&b| b == b';').next().unwrap_or_default();
+        let Some(size) = parse_hex(trim(digits)) else {
+            return Step::Invalid(format!("bad chunk size `{}`", String::from_utf8_lossy(size_line)));
+        };
+        if size > 0 {
+            return match size.checked_add(cur.position() as u64 + 2) {
+                Some(n) => Step::Continue(n),
+                None => Step::Invalid("chunk size overflows".into()),
+            };
+        }
+        // Last chunk: trailer lines up to an empty one.
+        loop {
+            match cur.line() {
+                Some([]) => break,
+                Some(_) => continue,
+                None if buf.len() > MAX_LINE => return Step::Invalid("chunked trailers too long".into()),
+                None => return Step::NeedMore,
+            }
+        }
+        conn.body[d] = Body::None;
+        let meta = conn.meta[d].take().unwrap_or_else(Meta::request);
+        Step::Complete(cur.position() as u64, meta)
+    }
+
+    fn url_path<'a>(&self, target: &'a [u8]) -> &'a [u8] {
+        let end = if self.keep_query {
+            target.iter().position(|&b| b == b'#')
+        } else {
+            target.iter().position(|&b| b == b'?' || b == b'#')
+        };
+        &target[..end.unwrap_or(target.len())]
+    }
+}
+
+/// The headers that matter for framing and fields.
+struct Headers<'a> {
+    host: Option<&'a [u8]>,
+    content_length: Option<u64>,
+    chunked: bool,
+}
+
+impl<'a> Headers<'a> {
+    fn parse(mut cur: Cursor<'a>) -> Self {
+        let mut h = Headers { host: None, content_length: None, chunked: false };
+        while let Some(line) = cur.line() {
+            let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+            let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+            if name.eq_ignore_ascii_case(b"host") {
+                h.host = Some(value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                h.content_length = parse_decimal(value);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // Chunked must be the final coding (RFC 9112 6.1).
+                h.chunked = value.rsplit(|&b| b == b',').next().is_some_and(|c| trim(c).eq_ignore_ascii_case(b"chunked"));
+            }
+        }
+        h
+    }
+}
+
+/// Length of the head (start line and headers, blank line included).
+fn headers_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(nl) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + nl + 1;
+        match &buf[at..] {
+            [b'\r', b'\n', ..] => return Some(at + 2),
+            [b'\n', ..] => return Some(at + 1),
+            _ => from = at,
+        }
+    }
+    None
+}
+
+/// Why the bytes at the front cannot start an HTTP message, if that is
+/// already certain before the head is complete.
+fn start_line_error(buf: &[u8]) -> Option<String> {
+    let looks_like_start = if buf.len() >= 5 && buf.starts_with(b"HTTP/") {
+        true
+    } else if b"HTTP/".starts_with(&buf[..buf.len().min(5)]) {
+        true
+    } else {
+        let token = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
+        token > 0 && (token == buf.len() || buf[token] == b' ') && token <= 16
+    };
+    if !looks_like_start {
+        let shown = String::from_utf8_lossy(&buf[..buf.len().min(16)]).into_owned();
+        return Some(format!("not an HTTP/1.x message start: `{}`", shown.escape_debug()));
+    }
+    if !buf[..buf.len().min(MAX_LINE)].contains(&b'\n') && buf.len() > MAX_LINE {
+        return Some("start line too long".into());
+    }
+    None
+}
+
+fn minor_version(v: &[u8]) -> Option<i64> {
+    match v {
+        b"HTTP/1.1" => Some(1),
+        b"HTTP/1.0" => Some(0),
+        _ => None,
+    }
+}
+
+fn status_code(code: &[u8]) -> Option<u16> {
+    if code.len() != 3 {
+        return None;
+    }
+    parse_decimal(code).map(|c| c as u16).filter(|c| (100..600).contains(c))
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+wirelens_sdk::export_plugin!(Http);

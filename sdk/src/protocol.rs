@@ -1,0 +1,221 @@
+//! The one trait a plugin implements.
+
+use crate::{Direction, MessageKind, Role};
+
+/// Static description of a protocol plugin.
+#[derive(Clone, Debug)]
+pub struct Info {
+    /// Protocol name as it appears in records (`http`, `redis`, ...).
+    pub name: &'static str,
+    /// Plugin version (semver). `env!("CARGO_PKG_VERSION")` is a good choice.
+    pub version: &'static str,
+    /// One line for `wirelens plugins list`.
+    pub description: &'static str,
+    /// Well-known ports: only a hint for detection order.
+    pub default_ports: &'static [u16],
+    /// Names of the fields this protocol's messages carry. A [`FieldKey`] is
+    /// an index into this list.
+    pub field_names: &'static [&'static str],
+    /// Most bytes of one direction's stream kept while waiting for a message
+    /// to be complete; beyond it the connection is given up (bounded memory).
+    pub max_buffer: usize,
+}
+
+/// Index into [`Info::field_names`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldKey(pub u16);
+
+/// What the parser is told about the stream it parses.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    /// The connection id (host-chosen).
+    pub conn: u64,
+    /// Direction of the stream being parsed.
+    pub direction: Direction,
+    /// Role of the observed process on this connection.
+    pub role: Role,
+}
+
+impl Ctx {
+    /// True when, by role, this direction carries requests (client egress,
+    /// server ingress). `None` when the role is unknown.
+    pub fn carries_requests(&self) -> Option<bool> {
+        match (self.role, self.direction) {
+            (Role::Client, Direction::Egress) | (Role::Server, Direction::Ingress) => Some(true),
+            (Role::Client, Direction::Ingress) | (Role::Server, Direction::Egress) => Some(false),
+            (Role::Unknown, _) => None,
+        }
+    }
+}
+
+/// How a completed message takes part in a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: MessageKind,
+    /// For responses: did the call succeed.
+    pub success: bool,
+    /// Pairs a response with its request (DNS id); `None` means FIFO.
+    pub pair_id: Option<u64>,
+}
+
+impl Meta {
+    /// A request, paired first-in first-out.
+    pub fn request() -> Self {
+        Self { kind: MessageKind::Request, success: true, pair_id: None }
+    }
+    /// A response with its outcome, paired first-in first-out.
+    pub fn response(success: bool) -> Self {
+        Self { kind: MessageKind::Response, success, pair_id: None }
+    }
+    /// A message that is neither request nor response (pub/sub push).
+    pub fn oneway() -> Self {
+        Self { kind: MessageKind::Oneway, success: true, pair_id: None }
+    }
+    /// Pair by this id instead of by order.
+    pub fn with_pair_id(mut self, id: u64) -> Self {
+        self.pair_id = Some(id);
+        self
+    }
+}
+
+/// The next step of one direction's stream, decided from the bytes at its
+/// front. Lengths are `u64` wire lengths: they may exceed the bytes at hand,
+/// in which case the SDK skips the rest as it arrives, including bytes the
+/// capture truncated, and stays in sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The first `n` bytes belong to the message in progress (starting it if
+    /// none is), which goes on: the next call sees what follows them.
+    Continue(u64),
+    /// The message in progress (or a new one) ends after `n` more bytes.
+    Complete(u64, Meta),
+    /// Everything from here to the end of the stream belongs to the message
+    /// in progress (an HTTP body delimited by the connection's close). It is
+    /// emitted when the connection closes, with the meta [`Protocol::finish`]
+    /// returns.
+    RestOfStream,
+    /// The first `n` bytes are not part of any message (keep-alive noise,
+    /// interim responses): drop them.
+    Discard(u64),
+    /// The bytes at hand are not enough to decide: call again with more.
+    NeedMore,
+    /// This is not (or no longer) the protocol: give the connection up.
+    Invalid(String),
+}
+
+/// Where a parser writes the fields of the message in progress. Fields
+/// written during a call that returns [`Step::NeedMore`] are thrown away, so
+/// a parser can always write as it goes.
+#[derive(Default, Debug)]
+pub struct Fields {
+    pub(crate) keys: Vec<(u16, FieldRepr)>,
+    pub(crate) text: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FieldRepr {
+    Int(i64),
+    Text { offset: u32, len: u32 },
+}
+
+impl Fields {
+    /// Add a text field. Invalid UTF-8 is replaced, long values are cut to
+    /// 4 KiB (at a character boundary) so records stay small.
+    pub fn text(&mut self, key: FieldKey, value: &[u8]) {
+        const MAX: usize = 4096;
+        let value = String::from_utf8_lossy(value);
+        let mut end = value.len().min(MAX);
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.push_text(key, &value[..end]);
+    }
+
+    /// Add a text field from a `&str`.
+    pub fn str(&mut self, key: FieldKey, value: &str) {
+        self.text(key, value.as_bytes());
+    }
+
+    /// Add an integer field.
+    pub fn int(&mut self, key: FieldKey, value: i64) {
+        self.keys.push((key.0, FieldRepr::Int(value)));
+    }
+
+    /// Drop every field written so far for the message in progress.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.text.clear();
+    }
+
+    /// Number of fields written so far.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when no field was written.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn push_text(&mut self, key: FieldKey, value: &str) {
+        let offset = self.text.len() as u32;
+        self.text.extend_from_slice(value.as_bytes());
+        self.keys.push((key.0, FieldRepr::Text { offset, len: value.len() as u32 }));
+    }
+
+    pub(crate) fn mark(&self) -> (usize, usize) {
+        (self.keys.len(), self.text.len())
+    }
+
+    pub(crate) fn rewind(&mut self, mark: (usize, usize)) {
+        self.keys.truncate(mark.0);
+        self.text.truncate(mark.1);
+    }
+}
+
+/// A layer-7 protocol parser.
+///
+/// One value of the implementing type lives per plugin instance (built with
+/// `Default`, then [`Protocol::configure`]d); one [`Protocol::Conn`] lives per
+/// connection. The SDK calls [`Protocol::parse`] with the bytes at the front
+/// of one direction's stream until it returns [`Step::NeedMore`].
+pub trait Protocol: Default + 'static {
+    /// Per-connection state (both directions), e.g. requests awaiting answers.
+    type Conn: Default;
+
+    /// Name, version, field names and limits.
+    fn info() -> Info;
+
+    /// Apply one option from the daemon's configuration. Unknown keys should
+    /// be refused with a message naming them.
+    fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let _ = value;
+        Err(format!("unknown option `{key}`"))
+    }
+
+    /// How sure (0-100) that a connection whose first bytes in `direction`
+    /// are `bytes` speaks this protocol. 0 means no.
+    fn detect(&self, direction: Direction, role: Role, bytes: &[u8]) -> u8;
+
+    /// Decide the next step for the bytes at the front of a stream. `buf` is
+    /// never empty. Write the message's fields into `fields`.
+    fn parse(&self, conn: &mut Self::Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step;
+
+    /// The stream of `ctx.direction` ended (connection closed) while a
+    /// message was in progress: return its meta to emit it (a body that ends
+    /// with the connection), or `None` to drop it.
+    fn finish(&self, conn: &mut Self::Conn, ctx: &Ctx) -> Option<Meta> {
+        let _ = (conn, ctx);
+        None
+    }
+
+    /// Bytes of `ctx.direction` were lost (truncated capture inside a header,
+    /// or the capture started mid-stream): forget any per-direction parsing
+    /// state. Return the meta of the message in progress to still report it
+    /// (its head was seen, the rest was lost), or `None` to drop it. The SDK
+    /// restarts parsing at the next chunk.
+    fn resync(&self, conn: &mut Self::Conn, ctx: &Ctx) -> Option<Meta> {
+        let _ = (conn, ctx);
+        None
+    }
+}
