@@ -13,36 +13,43 @@ pub struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// Start at the beginning of `buf`.
+    #[inline]
     pub fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
 
     /// Bytes read so far.
+    #[inline]
     pub fn position(&self) -> usize {
         self.pos
     }
 
     /// Bytes not read yet.
+    #[inline]
     pub fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos..]
     }
 
     /// Number of bytes not read yet.
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     /// True when every byte has been read.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
 
     /// Look at the next byte without reading it.
+    #[inline]
     pub fn peek(&self) -> Option<u8> {
         self.buf.get(self.pos).copied()
     }
 
     /// Read `n` bytes.
+    #[inline]
     pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let out = self.buf.get(self.pos..end)?;
@@ -52,61 +59,73 @@ impl<'a> Cursor<'a> {
 
     /// Read `n` bytes given as a wire length (`u64`, possibly larger than
     /// memory on a 32-bit target): never truncates the length.
+    #[inline]
     pub fn take_len(&mut self, n: u64) -> Option<&'a [u8]> {
         self.take(usize::try_from(n).ok()?)
     }
 
     /// Skip `n` bytes.
+    #[inline]
     pub fn skip(&mut self, n: usize) -> Option<()> {
         self.take(n).map(|_| ())
     }
 
     /// Read a fixed-size array.
+    #[inline]
     pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N).map(|b| b.try_into().expect("take returned N bytes"))
     }
 
     /// Read one byte.
+    #[inline]
     pub fn u8(&mut self) -> Option<u8> {
         self.array::<1>().map(|b| b[0])
     }
 
     /// Big-endian (network order) `u16`.
+    #[inline]
     pub fn u16_be(&mut self) -> Option<u16> {
         self.array().map(u16::from_be_bytes)
     }
 
     /// Little-endian `u16`.
+    #[inline]
     pub fn u16_le(&mut self) -> Option<u16> {
         self.array().map(u16::from_le_bytes)
     }
 
     /// Little-endian 3-byte integer (MySQL packet lengths).
+    #[inline]
     pub fn u24_le(&mut self) -> Option<u32> {
         self.array::<3>().map(|b| u32::from_le_bytes([b[0], b[1], b[2], 0]))
     }
 
     /// Big-endian `u32`.
+    #[inline]
     pub fn u32_be(&mut self) -> Option<u32> {
         self.array().map(u32::from_be_bytes)
     }
 
     /// Little-endian `u32`.
+    #[inline]
     pub fn u32_le(&mut self) -> Option<u32> {
         self.array().map(u32::from_le_bytes)
     }
 
     /// Big-endian `u64`.
+    #[inline]
     pub fn u64_be(&mut self) -> Option<u64> {
         self.array().map(u64::from_be_bytes)
     }
 
     /// Little-endian `u64`.
+    #[inline]
     pub fn u64_le(&mut self) -> Option<u64> {
         self.array().map(u64::from_le_bytes)
     }
 
     /// A body preceded by its length as a big-endian `u16`.
+    #[inline]
     pub fn prefixed_u16_be(&mut self) -> Option<&'a [u8]> {
         let mut probe = *self;
         let len = probe.u16_be()?;
@@ -116,6 +135,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A body preceded by its length as a big-endian `u32`.
+    #[inline]
     pub fn prefixed_u32_be(&mut self) -> Option<&'a [u8]> {
         let mut probe = *self;
         let len = probe.u32_be()?;
@@ -126,41 +146,43 @@ impl<'a> Cursor<'a> {
 
     /// A line ended by `\n` (a preceding `\r` is removed); the terminator is
     /// consumed but not returned. `None` until the terminator is present.
+    #[inline]
     pub fn line(&mut self) -> Option<&'a [u8]> {
         let rest = self.rest();
-        let nl = rest.iter().position(|&b| b == b'\n')?;
+        let nl = memchr::memchr(b'\n', rest)?;
         self.pos += nl + 1;
         let line = &rest[..nl];
         Some(line.strip_suffix(b"\r").unwrap_or(line))
     }
 
     /// Bytes up to a NUL byte (C string); the NUL is consumed.
+    #[inline]
     pub fn cstr(&mut self) -> Option<&'a [u8]> {
         let rest = self.rest();
-        let nul = rest.iter().position(|&b| b == 0)?;
+        let nul = memchr::memchr(0, rest)?;
         self.pos += nul + 1;
         Some(&rest[..nul])
     }
 
     /// Bytes up to (not including) `delim`; the delimiter is consumed.
+    #[inline]
     pub fn until(&mut self, delim: u8) -> Option<&'a [u8]> {
         let rest = self.rest();
-        let at = rest.iter().position(|&b| b == delim)?;
+        let at = memchr::memchr(delim, rest)?;
         self.pos += at + 1;
         Some(&rest[..at])
     }
 }
 
 /// Find `needle` in `haystack` (for header terminators and the like).
+#[inline]
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// Parse ASCII decimal digits into a `u64` (no sign, no spaces); `None` on
 /// anything else or overflow.
+#[inline]
 pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
@@ -175,6 +197,7 @@ pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
 }
 
 /// Parse ASCII hex digits into a `u64`; `None` on anything else or overflow.
+#[inline]
 pub fn parse_hex(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;

@@ -20,8 +20,11 @@ pub mod glue;
 mod protocol;
 mod stream;
 pub mod testing;
+pub mod wire;
 
 pub use cursor::Cursor;
+/// Fast byte search (SIMD inside the sandbox too), re-exported for plugins.
+pub use memchr;
 pub use protocol::{Ctx, FieldKey, Fields, Info, Meta, Protocol, Step};
 pub use stream::Engine;
 
@@ -38,9 +41,8 @@ pub mod bindings {
     });
 }
 
-pub use bindings::wirelens::protocol::types::{
-    Batch, Chunk, ConnError, Direction, Field, LogLevel, Message, MessageKind, Role, Span, Value,
-};
+pub use bindings::wirelens::protocol::types::{Batch, Chunks, ConnError, Direction, LogLevel, Role};
+pub use wire::{Chunk, MessageKind};
 
 /// Version of the WIT package this SDK builds against.
 pub const WIT_VERSION: &str = "1.0.0";
@@ -81,7 +83,7 @@ macro_rules! export_plugin {
                 fn detect(direction: $crate::Direction, role: $crate::Role, bytes: ::std::vec::Vec<u8>) -> u8 {
                     ENGINE.with(|engine| engine.detect(direction, role, &bytes))
                 }
-                fn feed(chunks: ::std::vec::Vec<$crate::Chunk>, data: ::std::vec::Vec<u8>) -> $crate::Batch {
+                fn feed(chunks: $crate::Chunks, data: ::std::vec::Vec<u8>) -> $crate::Batch {
                     ENGINE.with(|engine| engine.feed(&chunks, &data))
                 }
                 fn close(conns: ::std::vec::Vec<u64>) -> $crate::Batch {

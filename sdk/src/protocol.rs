@@ -108,37 +108,58 @@ pub enum Step {
 /// a parser can always write as it goes.
 #[derive(Default, Debug)]
 pub struct Fields {
-    pub(crate) keys: Vec<(u16, FieldRepr)>,
-    pub(crate) text: Vec<u8>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum FieldRepr {
-    Int(i64),
-    Text { offset: u32, len: u32 },
+    /// `(key, offset in text, length)` per field.
+    pub(crate) keys: Vec<(u16, u32, u32)>,
+    pub(crate) text: String,
 }
 
 impl Fields {
     /// Add a text field. Invalid UTF-8 is replaced, long values are cut to
     /// 4 KiB (at a character boundary) so records stay small.
+    #[inline]
     pub fn text(&mut self, key: FieldKey, value: &[u8]) {
         const MAX: usize = 4096;
-        let value = String::from_utf8_lossy(value);
-        let mut end = value.len().min(MAX);
-        while !value.is_char_boundary(end) {
-            end -= 1;
+        let value = &value[..value.len().min(MAX)];
+        match std::str::from_utf8(value) {
+            Ok(text) => self.str(key, text),
+            Err(e) if e.error_len().is_none() => {
+                // Cut inside a character at MAX: keep the whole ones.
+                let text = std::str::from_utf8(&value[..e.valid_up_to()]).unwrap_or_default();
+                self.str(key, text)
+            }
+            Err(_) => self.str(key, &String::from_utf8_lossy(value)),
         }
-        self.push_text(key, &value[..end]);
     }
 
     /// Add a text field from a `&str`.
+    #[inline]
     pub fn str(&mut self, key: FieldKey, value: &str) {
-        self.text(key, value.as_bytes());
+        let offset = self.text.len() as u32;
+        self.text.push_str(value);
+        self.keys.push((key.0, offset, value.len() as u32));
     }
 
-    /// Add an integer field.
+    /// Add an integer field (carried as decimal text, as records show it).
+    #[inline]
     pub fn int(&mut self, key: FieldKey, value: i64) {
-        self.keys.push((key.0, FieldRepr::Int(value)));
+        // By hand: core::fmt costs more than the parsing inside the sandbox.
+        let mut digits = [0u8; 20];
+        let mut n = value.unsigned_abs();
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let offset = self.text.len() as u32;
+        if value < 0 {
+            self.text.push('-');
+        }
+        self.text.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+        self.keys.push((key.0, offset, self.text.len() as u32 - offset));
     }
 
     /// Drop every field written so far for the message in progress.
@@ -155,12 +176,6 @@ impl Fields {
     /// True when no field was written.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-
-    fn push_text(&mut self, key: FieldKey, value: &str) {
-        let offset = self.text.len() as u32;
-        self.text.extend_from_slice(value.as_bytes());
-        self.keys.push((key.0, FieldRepr::Text { offset, len: value.len() as u32 }));
     }
 
     pub(crate) fn mark(&self) -> (usize, usize) {
@@ -217,5 +232,31 @@ pub trait Protocol: Default + 'static {
     fn resync(&self, conn: &mut Self::Conn, ctx: &Ctx) -> Option<Meta> {
         let _ = (conn, ctx);
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(f: &Fields) -> Vec<&str> {
+        f.keys.iter().map(|&(_, o, l)| &f.text[o as usize..(o + l) as usize]).collect()
+    }
+
+    #[test]
+    fn ints_and_texts() {
+        let mut f = Fields::default();
+        f.int(FieldKey(0), 0);
+        f.int(FieldKey(0), -42);
+        f.int(FieldKey(0), i64::MIN);
+        f.int(FieldKey(0), i64::MAX);
+        f.text(FieldKey(1), b"caf\xc3\xa9");
+        f.text(FieldKey(1), b"bad\xffbyte");
+        let mut long = vec![b'a'; 4095];
+        long.extend_from_slice("é".as_bytes()); // cut in the middle of this character
+        f.text(FieldKey(1), &long);
+        let v = values(&f);
+        assert_eq!(&v[..6], &["0", "-42", "-9223372036854775808", "9223372036854775807", "café", "bad\u{fffd}byte"]);
+        assert_eq!(v[6].len(), 4095);
     }
 }

@@ -5,8 +5,9 @@
 use std::collections::VecDeque;
 
 use crate::fasthash::IdMap;
-use crate::protocol::{FieldRepr, Fields, Meta};
-use crate::{Batch, Chunk, ConnError, Ctx, Direction, Field, Info, Message, Protocol, Role, Span, Step, Value};
+use crate::protocol::{Fields, Meta};
+use crate::wire::{MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS};
+use crate::{Batch, Chunk, Chunks, ConnError, Ctx, Direction, Info, Protocol, Role, Step};
 
 /// After lost bytes, how many chunks may fail to parse as a message start
 /// before the connection is given up.
@@ -93,46 +94,71 @@ impl<P: Protocol> Engine<P> {
     }
 
     /// Parse a batch of chunks whose captured bytes are laid end to end in `data`.
-    pub fn feed(&mut self, chunks: &[Chunk], data: &[u8]) -> Batch {
-        let mut out = empty_batch();
+    pub fn feed(&mut self, chunks: &Chunks, data: &[u8]) -> Batch {
+        let mut out = Batch::with_capacity(chunks.len());
+        let n = chunks.len();
+        let consistent = [chunks.timestamp_ns.len(), chunks.captured.len(), chunks.real_len.len(), chunks.flags.len()]
+            .iter()
+            .all(|&l| l == n);
+        if !consistent {
+            out.errors.push(ConnError { conn: u64::MAX, reason: "chunk columns of different lengths".into() });
+            return out;
+        }
         let mut offset = 0usize;
-        for chunk in chunks {
-            let captured = chunk.captured as usize;
-            let Some(bytes) = offset.checked_add(captured).and_then(|end| data.get(offset..end)) else {
-                out.errors.push(ConnError {
-                    conn: chunk.conn,
-                    reason: format!(
-                        "chunk claims {captured} bytes at data offset {offset} but data holds {}",
-                        data.len()
-                    ),
-                });
+        for i in 0..n {
+            let chunk = chunks.get(i).expect("columns checked above");
+            if !self.feed_one(&chunk, data, &mut offset, &mut out) {
                 break;
-            };
-            offset += captured;
-            let missing = chunk.real_len.saturating_sub(captured as u64);
-            let state = self.conns.entry(chunk.conn).or_insert_with(|| ConnState {
-                proto: P::Conn::default(),
-                role: chunk.role,
-                streams: Default::default(),
-            });
-            if chunk.role != Role::Unknown {
-                state.role = chunk.role;
-            }
-            let ctx = Ctx { conn: chunk.conn, direction: chunk.direction, role: state.role };
-            let stream = &mut state.streams[dir_index(chunk.direction)];
-            let result =
-                stream.feed(&self.proto, &self.info, &mut state.proto, &ctx, chunk.timestamp_ns, bytes, missing, &mut out);
-            if let Err(reason) = result {
-                self.conns.remove(&chunk.conn);
-                out.errors.push(ConnError { conn: chunk.conn, reason });
             }
         }
         out
     }
 
+    /// Like [`Engine::feed`], with chunks as rows (tests, benchmarks).
+    pub fn feed_rows(&mut self, chunks: &[Chunk], data: &[u8]) -> Batch {
+        let mut out = Batch::with_capacity(chunks.len());
+        let mut offset = 0usize;
+        for chunk in chunks {
+            if !self.feed_one(chunk, data, &mut offset, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// One chunk; false when `data` is too short for it (the batch is cut).
+    fn feed_one(&mut self, chunk: &Chunk, data: &[u8], offset: &mut usize, out: &mut Batch) -> bool {
+        let captured = chunk.captured as usize;
+        let Some(bytes) = offset.checked_add(captured).and_then(|end| data.get(*offset..end)) else {
+            out.errors.push(ConnError {
+                conn: chunk.conn,
+                reason: format!("chunk claims {captured} bytes at data offset {offset} but data holds {}", data.len()),
+            });
+            return false;
+        };
+        *offset += captured;
+        let missing = chunk.real_len.saturating_sub(captured as u64);
+        let state = self.conns.entry(chunk.conn).or_insert_with(|| ConnState {
+            proto: P::Conn::default(),
+            role: chunk.role,
+            streams: Default::default(),
+        });
+        if chunk.role != Role::Unknown {
+            state.role = chunk.role;
+        }
+        let ctx = Ctx { conn: chunk.conn, direction: chunk.direction, role: state.role };
+        let stream = &mut state.streams[dir_index(chunk.direction)];
+        let result = stream.feed(&self.proto, &self.info, &mut state.proto, &ctx, chunk.timestamp_ns, bytes, missing, out);
+        if let Err(reason) = result {
+            self.conns.remove(&chunk.conn);
+            out.errors.push(ConnError { conn: chunk.conn, reason });
+        }
+        true
+    }
+
     /// Finish and forget these connections.
     pub fn close(&mut self, conns: &[u64]) -> Batch {
-        let mut out = empty_batch();
+        let mut out = Batch::with_capacity(0);
         for &conn in conns {
             let Some(mut state) = self.conns.remove(&conn) else { continue };
             for direction in [Direction::Egress, Direction::Ingress] {
@@ -153,36 +179,35 @@ impl<P: Protocol> Engine<P> {
     }
 }
 
-fn empty_batch() -> Batch {
-    Batch { messages: Vec::new(), fields: Vec::new(), arena: Vec::new(), errors: Vec::new() }
-}
-
 /// Move a completed message and its fields into the batch.
 fn emit(out: &mut Batch, ctx: &Ctx, meta: Meta, start_ns: u64, end_ns: u64, size: u64, fields: &mut Fields) {
-    let first_field = out.fields.len() as u32;
+    // A message carries at most u16::MAX fields (the count's width).
+    fields.keys.truncate(usize::from(u16::MAX));
     let base = out.arena.len() as u32;
-    out.arena.extend_from_slice(&fields.text);
-    out.fields.extend(fields.keys.iter().map(|&(key, repr)| Field {
-        key,
-        value: match repr {
-            FieldRepr::Int(v) => Value::Int(v),
-            FieldRepr::Text { offset, len } => Value::Text(Span { offset: base + offset, len }),
-        },
-    }));
-    let field_count = fields.keys.len() as u32;
+    out.arena.extend_from_slice(fields.text.as_bytes());
+    for &(key, offset, len) in &fields.keys {
+        out.field_key.push(key);
+        out.field_offset.push(base + offset);
+        out.field_len.push(len);
+    }
+    out.field_count.push(fields.keys.len() as u16);
     fields.clear();
-    out.messages.push(Message {
-        conn: ctx.conn,
-        kind: meta.kind,
-        direction: ctx.direction,
-        start_ns,
-        end_ns,
-        size,
-        pair_id: meta.pair_id,
-        success: meta.success,
-        first_field,
-        field_count,
-    });
+    let mut flags = meta.kind as u8;
+    if ctx.direction == Direction::Ingress {
+        flags |= MSG_INGRESS;
+    }
+    if meta.success {
+        flags |= MSG_SUCCESS;
+    }
+    if meta.pair_id.is_some() {
+        flags |= MSG_HAS_PAIR_ID;
+    }
+    out.conn.push(ctx.conn);
+    out.start_ns.push(start_ns);
+    out.end_ns.push(end_ns);
+    out.size.push(size);
+    out.pair_id.push(meta.pair_id.unwrap_or(0));
+    out.flags.push(flags);
 }
 
 impl DirStream {
@@ -219,11 +244,24 @@ impl DirStream {
             }
             self.finish_skip(ctx, ts, out);
         }
-        if !present.is_empty() {
+        if self.buf.is_empty() {
+            // Common case: nothing pending, so parse the chunk where it lies
+            // and keep only an incomplete tail.
+            let used = self.parse(proto, info, conn, ctx, present, &VecDeque::new(), ts, out)?;
+            if used < present.len() && !self.to_end && self.skip == 0 {
+                self.marks.push_back((0, ts));
+                self.buf.extend_from_slice(&present[used..]);
+            }
+        } else if !present.is_empty() {
             self.marks.push_back((self.buf.len(), ts));
             self.buf.extend_from_slice(present);
+            let buf = std::mem::take(&mut self.buf);
+            let marks = std::mem::take(&mut self.marks);
+            let used = self.parse(proto, info, conn, ctx, &buf, &marks, ts, out);
+            self.buf = buf;
+            self.marks = marks;
+            self.consume(used?);
         }
-        self.parse_buffered(proto, info, conn, ctx, out)?;
         if missing > 0 {
             if self.to_end {
                 if let Some(current) = self.current.as_mut() {
@@ -269,27 +307,31 @@ impl DirStream {
         self.resync_attempts = self.resync_attempts.max(1);
     }
 
-    fn ts_at(&self, index: usize) -> u64 {
-        self.marks.iter().take_while(|(start, _)| *start <= index).last().map_or(self.last_ts, |&(_, ts)| ts)
-    }
-
-    fn parse_buffered<P: Protocol>(
+    /// Parse messages from the front of `data` (the buffer, or a chunk when
+    /// nothing is buffered); returns how many bytes were used. `marks` maps
+    /// positions in `data` to chunk timestamps (empty: all are `ts`).
+    #[allow(clippy::too_many_arguments)]
+    fn parse<P: Protocol>(
         &mut self,
         proto: &P,
         info: &Info,
         conn: &mut P::Conn,
         ctx: &Ctx,
+        data: &[u8],
+        marks: &VecDeque<(usize, u64)>,
+        ts: u64,
         out: &mut Batch,
-    ) -> Result<(), String> {
+    ) -> Result<usize, String> {
+        let ts_at = |index: usize| marks.iter().take_while(|(start, _)| *start <= index).last().map_or(ts, |&(_, t)| t);
         let mut pos = 0usize;
-        while pos < self.buf.len() && !self.to_end {
+        while pos < data.len() && !self.to_end {
             let mark = self.fields.mark();
-            let step = proto.parse(conn, ctx, &self.buf[pos..], &mut self.fields);
-            let avail = (self.buf.len() - pos) as u64;
+            let step = proto.parse(conn, ctx, &data[pos..], &mut self.fields);
+            let avail = (data.len() - pos) as u64;
             let (n, complete, is_message) = match step {
                 Step::NeedMore => {
                     self.fields.rewind(mark);
-                    if self.buf.len() - pos > info.max_buffer {
+                    if data.len() - pos > info.max_buffer {
                         return Err(format!(
                             "a {} message is longer than its {} byte buffer without being complete",
                             info.name, info.max_buffer
@@ -308,18 +350,18 @@ impl DirStream {
                     if self.resync_attempts > MAX_RESYNC_ATTEMPTS {
                         return Err(format!("lost sync after missing bytes: {reason}"));
                     }
-                    pos = self.buf.len();
+                    pos = data.len();
                     self.current = None;
                     self.fields.clear();
                     let _ = proto.resync(conn, ctx);
                     break;
                 }
                 Step::RestOfStream => {
-                    let start_ns = self.ts_at(pos);
+                    let start_ns = ts_at(pos);
                     self.current.get_or_insert(InProgress { start_ns, size: 0 }).size += avail;
                     self.resync_attempts = 0;
                     self.to_end = true;
-                    pos = self.buf.len();
+                    pos = data.len();
                     break;
                 }
                 Step::Continue(n) => (n, None, true),
@@ -331,7 +373,7 @@ impl DirStream {
             }
             self.resync_attempts = 0;
             if is_message {
-                let start_ns = self.ts_at(pos);
+                let start_ns = ts_at(pos);
                 self.current.get_or_insert(InProgress { start_ns, size: 0 }).size += n;
             }
             let take = n.min(avail);
@@ -342,14 +384,13 @@ impl DirStream {
                 break;
             }
             if let Some(meta) = complete {
-                let end_ns = self.ts_at(pos - 1);
+                let end_ns = ts_at(pos - 1);
                 if let Some(current) = self.current.take() {
                     emit(out, ctx, meta, current.start_ns, end_ns, current.size, &mut self.fields);
                 }
             }
         }
-        self.consume(pos);
-        Ok(())
+        Ok(pos)
     }
 
     /// Drop `n` parsed bytes from the front of the buffer.

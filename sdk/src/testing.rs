@@ -2,7 +2,8 @@
 //! plain lines, so the same cases can be checked natively and, by the
 //! daemon's tests, through the WebAssembly build (where `usize` is 32-bit).
 
-use crate::{Batch, Chunk, Direction, Engine, MessageKind, Protocol, Role, Value};
+use crate::wire::{MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS};
+use crate::{Batch, Chunk, Chunks, Direction, Engine, MessageKind, Protocol, Role};
 
 /// One captured call's bytes, for tests.
 #[derive(Clone, Debug)]
@@ -69,22 +70,20 @@ pub struct Case {
 }
 
 /// The WIT inputs for `feed`: chunk headers and their bytes end to end.
-pub fn to_wire(chunks: &[TestChunk]) -> (Vec<Chunk>, Vec<u8>) {
+pub fn to_wire(chunks: &[TestChunk]) -> (Chunks, Vec<u8>) {
     let mut data = Vec::new();
-    let headers = chunks
-        .iter()
-        .map(|c| {
-            data.extend_from_slice(&c.bytes);
-            Chunk {
-                conn: c.conn,
-                direction: c.direction,
-                role: c.role,
-                timestamp_ns: c.timestamp_ns,
-                captured: c.bytes.len() as u32,
-                real_len: c.real_len.unwrap_or(c.bytes.len() as u64),
-            }
-        })
-        .collect();
+    let mut headers = Chunks::new();
+    for c in chunks {
+        data.extend_from_slice(&c.bytes);
+        headers.push(&Chunk {
+            conn: c.conn,
+            direction: c.direction,
+            role: c.role,
+            timestamp_ns: c.timestamp_ns,
+            captured: c.bytes.len() as u32,
+            real_len: c.real_len.unwrap_or(c.bytes.len() as u64),
+        });
+    }
     (headers, data)
 }
 
@@ -115,31 +114,29 @@ pub fn check<P: Protocol>(case: &Case) {
 /// are compared through this text.
 pub fn render<S: AsRef<str>>(batch: &Batch, field_names: &[S]) -> Vec<String> {
     let mut lines = Vec::new();
-    for m in &batch.messages {
-        let kind = match m.kind {
-            MessageKind::Request => "req",
-            MessageKind::Response => "resp",
-            MessageKind::Oneway => "oneway",
+    let mut field = 0usize;
+    for i in 0..batch.conn.len() {
+        let flags = batch.flags[i];
+        let kind = match MessageKind::from_flags(flags) {
+            Some(MessageKind::Request) => "req",
+            Some(MessageKind::Response) => "resp",
+            Some(MessageKind::Oneway) => "oneway",
+            None => "?",
         };
-        let dir = match m.direction {
-            Direction::Egress => "out",
-            Direction::Ingress => "in",
-        };
-        let mut line = format!("{} {kind} {dir} {}-{} size={}", m.conn, m.start_ns, m.end_ns, m.size);
-        if let Some(id) = m.pair_id {
-            line.push_str(&format!(" id={id}"));
+        let dir = if flags & MSG_INGRESS != 0 { "in" } else { "out" };
+        let mut line =
+            format!("{} {kind} {dir} {}-{} size={}", batch.conn[i], batch.start_ns[i], batch.end_ns[i], batch.size[i]);
+        if flags & MSG_HAS_PAIR_ID != 0 {
+            line.push_str(&format!(" id={}", batch.pair_id[i]));
         }
-        line.push_str(if m.success { " ok" } else { " fail" });
-        let fields = batch.fields.get(m.first_field as usize..(m.first_field + m.field_count) as usize);
-        for f in fields.unwrap_or_else(|| panic!("message fields out of range: {m:?}")) {
-            let name = field_names.get(usize::from(f.key)).map_or("?", |s| s.as_ref());
-            match &f.value {
-                Value::Int(v) => line.push_str(&format!(" {name}={v}")),
-                Value::Text(span) => {
-                    let bytes = &batch.arena[span.offset as usize..(span.offset + span.len) as usize];
-                    line.push_str(&format!(" {name}={}", String::from_utf8_lossy(bytes)));
-                }
-            }
+        line.push_str(if flags & MSG_SUCCESS != 0 { " ok" } else { " fail" });
+        for _ in 0..batch.field_count[i] {
+            let key = usize::from(batch.field_key[field]);
+            let name = field_names.get(key).map_or("?", |s| s.as_ref());
+            let start = batch.field_offset[field] as usize;
+            let value = &batch.arena[start..start + batch.field_len[field] as usize];
+            line.push_str(&format!(" {name}={}", String::from_utf8_lossy(value)));
+            field += 1;
         }
         lines.push(line);
     }

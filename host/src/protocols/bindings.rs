@@ -5,6 +5,4 @@ wasmtime::component::bindgen!({
     world: "protocol-plugin",
 });
 
-pub use wirelens::protocol::types::{
-    Batch, Chunk, ConnError, Direction, Field, LogLevel, Message, MessageKind, PluginInfo, Role, Span, Value,
-};
+pub use wirelens::protocol::types::{Batch, Chunks, ConnError, Direction, LogLevel, PluginInfo, Role};

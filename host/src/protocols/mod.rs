@@ -22,6 +22,7 @@ pub mod registry;
 pub mod reload;
 pub mod runtime;
 pub mod sandbox;
+pub mod wire;
 pub mod worker;
 
 pub use limits::SandboxLimits;
@@ -29,4 +30,5 @@ pub use plugin::{LoadedPlugin, PluginMeta, Source};
 pub use registry::Registry;
 pub use runtime::Runtime;
 pub use sandbox::{Failure, Sandbox};
-pub use worker::{ChunkIn, ConnEvent, FieldValue, Parsed, ProtocolWorker, WorkerConfig};
+pub use wire::MessageKind;
+pub use worker::{ChunkIn, ConnEvent, Parsed, ProtocolWorker, WorkerConfig};

@@ -137,6 +137,11 @@ impl LoadedPlugin {
         Ok(Arc::new(plugin))
     }
 
+    /// The pre-linked component (to make instances).
+    pub fn pre(&self) -> &ProtocolPluginPre<StoreData> {
+        &self.pre
+    }
+
     /// Not quarantined at `now`.
     pub fn is_available(&self, now: Instant) -> bool {
         self.health.lock().quarantined_until.is_none_or(|until| now >= until)

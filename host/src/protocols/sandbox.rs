@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use wasmtime::{Store, Trap};
 
-use super::bindings::{Batch, Chunk, Direction, PluginInfo, ProtocolPlugin, ProtocolPluginPre, Role, Value};
+use super::bindings::{Batch, Chunks, Direction, PluginInfo, ProtocolPlugin, ProtocolPluginPre, Role};
+use super::wire;
 use super::runtime::{MemoryLimitExceeded, Runtime, StoreData};
 use super::SandboxLimits;
 
@@ -107,7 +108,7 @@ impl Sandbox {
     }
 
     /// Parse a batch of chunks.
-    pub fn feed(&mut self, chunks: &[Chunk], data: &[u8]) -> Result<Batch, Failure> {
+    pub fn feed(&mut self, chunks: &Chunks, data: &[u8]) -> Result<Batch, Failure> {
         let batch = self.call(|p, s| p.wirelens_protocol_parser().call_feed(s, chunks, data))?;
         self.check(batch)
     }
@@ -160,35 +161,40 @@ fn classify(store: &Store<StoreData>, e: wasmtime::Error, other: fn(String) -> F
 }
 
 /// Check sizes and that every reference in the batch holds.
-fn validate(batch: &Batch, field_count: usize, limits: &SandboxLimits) -> Result<(), String> {
-    if batch.messages.len() > limits.max_messages {
-        return Err(format!("{} messages in one call (limit {})", batch.messages.len(), limits.max_messages));
+fn validate(b: &Batch, field_count: usize, limits: &SandboxLimits) -> Result<(), String> {
+    let n = b.conn.len();
+    if n > limits.max_messages {
+        return Err(format!("{n} messages in one call (limit {})", limits.max_messages));
     }
-    let error_bytes: usize = batch.errors.iter().map(|e| e.reason.len()).sum();
-    let bytes = batch.arena.len() + error_bytes + batch.fields.len() * 16;
+    let columns = [b.start_ns.len(), b.end_ns.len(), b.size.len(), b.pair_id.len(), b.flags.len(), b.field_count.len()];
+    if columns.iter().any(|&l| l != n) {
+        return Err(format!("message columns of different lengths: {n} connections, {columns:?}"));
+    }
+    let fields = b.field_key.len();
+    if b.field_offset.len() != fields || b.field_len.len() != fields {
+        return Err("field columns of different lengths".into());
+    }
+    let declared: usize = b.field_count.iter().map(|&c| usize::from(c)).sum();
+    if declared != fields {
+        return Err(format!("messages declare {declared} fields but {fields} were returned"));
+    }
+    let error_bytes: usize = b.errors.iter().map(|e| e.reason.len()).sum();
+    let bytes = b.arena.len() + error_bytes + fields * 10;
     if bytes > limits.max_output_bytes {
         return Err(format!("{bytes} bytes of output in one call (limit {})", limits.max_output_bytes));
     }
-    for m in &batch.messages {
-        let end = u64::from(m.first_field) + u64::from(m.field_count);
-        if end > batch.fields.len() as u64 {
-            return Err(format!("message fields {}..{end} beyond {} fields", m.first_field, batch.fields.len()));
-        }
+    if let Some(f) = b.flags.iter().find(|&&f| wire::kind(f).is_none()) {
+        return Err(format!("message flags {f:#04x} name no message kind"));
     }
-    for f in &batch.fields {
-        if usize::from(f.key) >= field_count {
-            return Err(format!("field key {} beyond the {field_count} declared names", f.key));
+    for i in 0..fields {
+        if usize::from(b.field_key[i]) >= field_count {
+            return Err(format!("field key {} beyond the {field_count} declared names", b.field_key[i]));
         }
-        if let Value::Text(span) = f.value {
-            let end = u64::from(span.offset) + u64::from(span.len);
-            let text = batch.arena.get(span.offset as usize..end as usize);
-            match text {
-                None => return Err(format!("text span {}..{end} beyond the {} byte arena", span.offset, batch.arena.len())),
-                Some(t) if std::str::from_utf8(t).is_err() => {
-                    return Err(format!("text span {}..{end} is not UTF-8", span.offset))
-                }
-                Some(_) => {}
-            }
+        let (start, len) = (b.field_offset[i] as usize, b.field_len[i] as usize);
+        match b.arena.get(start..start.saturating_add(len)) {
+            None => return Err(format!("text span {start}+{len} beyond the {} byte arena", b.arena.len())),
+            Some(t) if std::str::from_utf8(t).is_err() => return Err(format!("text span {start}+{len} is not UTF-8")),
+            Some(_) => {}
         }
     }
     Ok(())

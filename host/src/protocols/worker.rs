@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::bindings::{Batch, Chunk, Direction, Role, Value};
+use super::bindings::{Batch, Chunks, Direction, Role};
+use super::wire::{self, MessageKind, MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS};
 use super::plugin::LoadedPlugin;
 use super::sandbox::{Failure, Sandbox};
 use super::Registry;
@@ -66,43 +67,28 @@ pub struct ChunkIn<'a> {
     pub port_hint: u16,
 }
 
-/// A field value of a parsed message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FieldValue {
-    Int(i64),
-    Text(Box<str>),
-}
-
-impl std::fmt::Display for FieldValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FieldValue::Int(v) => write!(f, "{v}"),
-            FieldValue::Text(t) => f.write_str(t),
-        }
-    }
-}
-
 /// A message a plugin found.
 #[derive(Clone, Debug)]
 pub struct Parsed {
     pub conn: u64,
     /// The plugin (its name is the protocol; its field names key `fields`).
     pub plugin: Arc<LoadedPlugin>,
-    pub kind: super::bindings::MessageKind,
+    pub kind: MessageKind,
     pub direction: Direction,
     pub start_ns: u64,
     pub end_ns: u64,
     pub size: u64,
     pub pair_id: Option<u64>,
     pub success: bool,
-    pub fields: Vec<(u16, FieldValue)>,
+    /// `(index into the plugin's field names, value)`.
+    pub fields: Vec<(u16, Box<str>)>,
 }
 
 impl Parsed {
     /// A field by name.
-    pub fn field(&self, name: &str) -> Option<&FieldValue> {
+    pub fn field(&self, name: &str) -> Option<&str> {
         let key = self.plugin.meta.field_names.iter().position(|n| &**n == name)?;
-        self.fields.iter().find(|(k, _)| usize::from(*k) == key).map(|(_, v)| v)
+        self.fields.iter().find(|(k, _)| usize::from(*k) == key).map(|(_, v)| &**v)
     }
 }
 
@@ -141,7 +127,7 @@ enum Binding {
 struct Slot {
     plugin: Arc<LoadedPlugin>,
     sandbox: Option<Sandbox>,
-    chunks: Vec<Chunk>,
+    chunks: Chunks,
     data: Vec<u8>,
     closing: Vec<u64>,
     bound: usize,
@@ -277,7 +263,7 @@ impl ProtocolWorker {
                         }
                     }
                 }
-                Err(failure) => self.fail_slot(id, failure),
+                Err(failure) => self.fail_slot(id, failure, &[]),
             }
         }
         best.map(|(_, id)| id)
@@ -289,7 +275,7 @@ impl ProtocolWorker {
         let slot = self.slots.entry(id).or_insert_with(|| Slot {
             plugin: plugin.clone(),
             sandbox: None,
-            chunks: Vec::new(),
+            chunks: Chunks::new(),
             data: Vec::new(),
             closing: Vec::new(),
             bound: 0,
@@ -304,7 +290,7 @@ impl ProtocolWorker {
             match created {
                 Ok(s) => slot.sandbox = Some(s),
                 Err(failure) => {
-                    self.fail_slot(id, failure);
+                    self.fail_slot(id, failure, &[]);
                     return None;
                 }
             }
@@ -314,14 +300,14 @@ impl ProtocolWorker {
 
     fn enqueue(&mut self, plugin_id: u64, chunk: &ChunkIn<'_>) {
         let Some(slot) = self.slots.get_mut(&plugin_id) else { return };
-        slot.chunks.push(Chunk {
-            conn: chunk.conn,
-            direction: chunk.direction,
-            role: chunk.role,
-            timestamp_ns: chunk.timestamp_ns,
-            captured: chunk.data.len() as u32,
-            real_len: chunk.real_len.max(chunk.data.len() as u64),
-        });
+        slot.chunks.push(
+            chunk.conn,
+            chunk.direction,
+            chunk.role,
+            chunk.timestamp_ns,
+            chunk.data.len() as u32,
+            chunk.real_len.max(chunk.data.len() as u64),
+        );
         slot.data.extend_from_slice(chunk.data);
         if slot.chunks.len() >= self.config.batch_chunks || slot.data.len() >= self.config.batch_bytes {
             self.flush_slot(plugin_id);
@@ -354,7 +340,15 @@ impl ProtocolWorker {
         }
         match result {
             Ok(()) => plugin.record_success(),
-            Err(failure) => self.fail_slot(id, failure),
+            Err(failure) => {
+                // Connections closed since their chunks were queued are no
+                // longer bound, but lost their messages all the same.
+                let mut closed: Vec<u64> = chunks.conn.iter().chain(closing.iter()).copied().collect();
+                closed.sort_unstable();
+                closed.dedup();
+                closed.retain(|c| !self.conns.contains_key(c));
+                self.fail_slot(id, failure, &closed);
+            }
         }
         // Give the buffers back to avoid reallocating each batch.
         if let Some(slot) = self.slots.get_mut(&id) {
@@ -370,32 +364,29 @@ impl ProtocolWorker {
 
     /// Turn a batch into [`Parsed`] messages and connection events.
     fn take_batch(&mut self, plugin: &Arc<LoadedPlugin>, batch: Batch) {
-        self.stats.messages += batch.messages.len() as u64;
-        for m in &batch.messages {
-            let range = m.first_field as usize..(m.first_field + m.field_count) as usize;
-            let fields = batch.fields[range]
-                .iter()
+        self.stats.messages += batch.conn.len() as u64;
+        let mut field = 0usize;
+        for i in 0..batch.conn.len() {
+            let count = usize::from(batch.field_count[i]);
+            let fields = (field..field + count)
                 .map(|f| {
-                    let value = match f.value {
-                        Value::Int(v) => FieldValue::Int(v),
-                        Value::Text(span) => {
-                            let bytes = &batch.arena[span.offset as usize..(span.offset + span.len) as usize];
-                            FieldValue::Text(Box::from(std::str::from_utf8(bytes).unwrap_or_default()))
-                        }
-                    };
-                    (f.key, value)
+                    let start = batch.field_offset[f] as usize;
+                    let bytes = &batch.arena[start..start + batch.field_len[f] as usize];
+                    (batch.field_key[f], Box::from(std::str::from_utf8(bytes).unwrap_or_default()))
                 })
                 .collect();
+            field += count;
+            let flags = batch.flags[i];
             self.parsed.push(Parsed {
-                conn: m.conn,
+                conn: batch.conn[i],
                 plugin: plugin.clone(),
-                kind: m.kind,
-                direction: m.direction,
-                start_ns: m.start_ns,
-                end_ns: m.end_ns,
-                size: m.size,
-                pair_id: m.pair_id,
-                success: m.success,
+                kind: wire::kind(flags).unwrap_or(MessageKind::Oneway),
+                direction: if flags & MSG_INGRESS != 0 { Direction::Ingress } else { Direction::Egress },
+                start_ns: batch.start_ns[i],
+                end_ns: batch.end_ns[i],
+                size: batch.size[i],
+                pair_id: (flags & MSG_HAS_PAIR_ID != 0).then_some(batch.pair_id[i]),
+                success: flags & MSG_SUCCESS != 0,
                 fields,
             });
         }
@@ -413,8 +404,9 @@ impl ProtocolWorker {
     }
 
     /// The slot's instance failed: count it (maybe quarantine the plugin),
-    /// drop the instance, and leave its connections to layer 4.
-    fn fail_slot(&mut self, id: u64, failure: Failure) {
+    /// drop the instance, and leave its connections (those bound to it, and
+    /// `closed` ones whose last chunks were in the failed call) to layer 4.
+    fn fail_slot(&mut self, id: u64, failure: Failure, closed: &[u64]) {
         let Some(slot) = self.slots.get_mut(&id) else { return };
         let plugin = slot.plugin.clone();
         slot.sandbox = None;
@@ -436,6 +428,10 @@ impl ProtocolWorker {
                 self.stats.dropped += 1;
                 self.events.push(ConnEvent::Dropped { conn: *conn, protocol: plugin.meta.name.clone(), reason: reason.clone() });
             }
+        }
+        for &conn in closed {
+            self.stats.dropped += 1;
+            self.events.push(ConnEvent::Dropped { conn, protocol: plugin.meta.name.clone(), reason: reason.clone() });
         }
     }
 }

@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 
 use wirelens_sdk::cursor::{parse_decimal, parse_hex, Cursor};
+use wirelens_sdk::memchr::{memchr, memchr2};
 use wirelens_sdk::{Ctx, Direction, FieldKey, Fields, Info, Meta, Protocol, Role, Step};
 
 pub mod cases;
@@ -29,6 +30,8 @@ const METHODS: &[&[u8]] = &[
 ];
 /// Longest start line or header line accepted while waiting for its end.
 const MAX_LINE: usize = 16 * 1024;
+/// Longest head (start line and headers) accepted while waiting for its end.
+const MAX_HEAD: usize = 48 * 1024;
 /// Requests remembered while waiting for their responses (HEAD matters).
 const MAX_QUEUED_REQUESTS: usize = 1024;
 
@@ -140,19 +143,33 @@ impl Http {
         if buf.starts_with(b"\r\n") {
             return Step::Discard(2);
         }
-        let Some(head_len) = headers_end(buf) else {
+        // One pass over the head: start line, then header lines up to the
+        // empty one.
+        let mut cur = Cursor::new(buf);
+        let Some(first) = cur.line() else {
             return match start_line_error(buf) {
                 Some(reason) => Step::Invalid(reason),
                 None => Step::NeedMore,
             };
         };
-        let mut cur = Cursor::new(&buf[..head_len]);
-        let first = cur.line().unwrap_or_default();
-        let headers = Headers::parse(cur);
-        if first.starts_with(b"HTTP/") {
-            self.parse_response(conn, d, first, &headers, head_len as u64, fields)
+        let is_response = first.starts_with(b"HTTP/");
+        if !is_response && start_line_error(first).is_some() {
+            return Step::Invalid(start_line_error(buf).unwrap_or_else(|| "bad start line".into()));
+        }
+        let mut headers = Headers { host: None, content_length: None, chunked: false };
+        loop {
+            match cur.line() {
+                Some([]) => break,
+                Some(line) => headers.add(line),
+                None if buf.len() > MAX_HEAD => return Step::Invalid(format!("head longer than {MAX_HEAD} bytes")),
+                None => return Step::NeedMore,
+            }
+        }
+        let head_len = cur.position() as u64;
+        if is_response {
+            self.parse_response(conn, d, first, &headers, head_len, fields)
         } else {
-            self.parse_request(conn, d, first, &headers, head_len as u64, fields)
+            self.parse_request(conn, d, first, &headers, head_len, fields)
         }
     }
 
@@ -269,11 +286,7 @@ impl Http {
     }
 
     fn url_path<'a>(&self, target: &'a [u8]) -> &'a [u8] {
-        let end = if self.keep_query {
-            target.iter().position(|&b| b == b'#')
-        } else {
-            target.iter().position(|&b| b == b'?' || b == b'#')
-        };
+        let end = if self.keep_query { memchr(b'#', target) } else { memchr2(b'?', b'#', target) };
         &target[..end.unwrap_or(target.len())]
     }
 }
@@ -286,36 +299,24 @@ struct Headers<'a> {
 }
 
 impl<'a> Headers<'a> {
-    fn parse(mut cur: Cursor<'a>) -> Self {
-        let mut h = Headers { host: None, content_length: None, chunked: false };
-        while let Some(line) = cur.line() {
-            let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-            let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-            if name.eq_ignore_ascii_case(b"host") {
-                h.host = Some(value);
-            } else if name.eq_ignore_ascii_case(b"content-length") {
-                h.content_length = parse_decimal(value);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                // Chunked must be the final coding (RFC 9112 6.1).
-                h.chunked = value.rsplit(|&b| b == b',').next().is_some_and(|c| trim(c).eq_ignore_ascii_case(b"chunked"));
-            }
+    fn add(&mut self, line: &'a [u8]) {
+        let Some(colon) = memchr(b':', line) else { return };
+        let name = &line[..colon];
+        // Compare lengths first: most headers are none of these three.
+        let wanted = matches!(name.len(), 4 | 14 | 17);
+        if !wanted {
+            return;
         }
-        h
-    }
-}
-
-/// Length of the head (start line and headers, blank line included).
-fn headers_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(nl) = buf[from..].iter().position(|&b| b == b'\n') {
-        let at = from + nl + 1;
-        match &buf[at..] {
-            [b'\r', b'\n', ..] => return Some(at + 2),
-            [b'\n', ..] => return Some(at + 1),
-            _ => from = at,
+        let value = trim(&line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"host") {
+            self.host = Some(value);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            self.content_length = parse_decimal(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Chunked must be the final coding (RFC 9112 6.1).
+            self.chunked = value.rsplit(|&b| b == b',').next().is_some_and(|c| trim(c).eq_ignore_ascii_case(b"chunked"));
         }
     }
-    None
 }
 
 /// Why the bytes at the front cannot start an HTTP message, if that is
@@ -333,12 +334,13 @@ fn start_line_error(buf: &[u8]) -> Option<String> {
         let shown = String::from_utf8_lossy(&buf[..buf.len().min(16)]).into_owned();
         return Some(format!("not an HTTP/1.x message start: `{}`", shown.escape_debug()));
     }
-    if !buf[..buf.len().min(MAX_LINE)].contains(&b'\n') && buf.len() > MAX_LINE {
+    if buf.len() > MAX_LINE && !buf[..MAX_LINE].contains(&b'\n') {
         return Some("start line too long".into());
     }
     None
 }
 
+#[inline]
 fn minor_version(v: &[u8]) -> Option<i64> {
     match v {
         b"HTTP/1.1" => Some(1),
@@ -347,6 +349,7 @@ fn minor_version(v: &[u8]) -> Option<i64> {
     }
 }
 
+#[inline]
 fn status_code(code: &[u8]) -> Option<u16> {
     if code.len() != 3 {
         return None;
@@ -354,6 +357,7 @@ fn status_code(code: &[u8]) -> Option<u16> {
     parse_decimal(code).map(|c| c as u16).filter(|c| (100..600).contains(c))
 }
 
+#[inline]
 fn trim(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
     let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);

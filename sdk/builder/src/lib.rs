@@ -49,6 +49,13 @@ impl Build {
             .arg(&manifest)
             .arg("--target-dir")
             .arg(&self.target_dir);
+        // Plugins are small: whole-program optimisation is cheap for them and
+        // makes the sandboxed code faster. Only this wasm build is affected.
+        cmd.env("CARGO_PROFILE_RELEASE_LTO", "true")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+            .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
+            // wasmtime runs SIMD; byte scans (line ends, delimiters) use it.
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", "-Ctarget-feature=+simd128");
         if !self.features.is_empty() {
             cmd.arg("--features").arg(self.features.join(","));
         }

@@ -55,13 +55,15 @@ impl Protocol for TestProto {
             b"BOMB" => {
                 let mut hoard = Vec::new();
                 loop {
-                    hoard.push(std::hint::black_box(vec![7u8; 1 << 20]));
+                    hoard.push(std::hint::black_box(Vec::<u8>::with_capacity(8 << 20)));
                 }
             }
             b"TRAP" => panic!("testproto was told to trap"),
             b"HUGE" => {
-                for i in 0..300_000 {
-                    fields.int(TEXT, i);
+                // 1.1 MB of text (the test sets a 1 MiB output limit).
+                let block = [b'x'; 4096];
+                for _ in 0..275 {
+                    fields.text(TEXT, &block);
                 }
             }
             b"LOGS" => {

@@ -1,0 +1,93 @@
+//! Helpers shared by the daemon's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use wirelens::protocols::bindings as host;
+use wirelens::protocols::{Registry, Runtime, SandboxLimits};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The cargo target dir this test runs from (`<target>/<profile>/deps/test-bin`).
+pub fn target_dir() -> PathBuf {
+    std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf()
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Build a plugin crate (relative to the workspace root) into a component,
+/// with `features`; returns its bytes. Built in the same wasm target dir as
+/// the built-in plugins, so only the crate itself compiles.
+pub fn build_plugin(crate_rel: &str, features: &[&str]) -> Vec<u8> {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = target_dir().join("test-plugins").join(format!("{}-{}", crate_rel.replace('/', "_"), features.join("_")));
+    let mut build = wirelens_plugin_builder::Build::new(root().join(crate_rel), &out);
+    build.target_dir = target_dir().join("wasm-plugins");
+    build.features = features.iter().map(|s| s.to_string()).collect();
+    let path = build.run().unwrap_or_else(|e| panic!("building {crate_rel}: {e:#}"));
+    std::fs::read(path).unwrap()
+}
+
+/// A runtime with these limits and no artifact cache.
+pub fn runtime(limits: SandboxLimits) -> Arc<Runtime> {
+    Runtime::new(limits, None).unwrap()
+}
+
+/// A registry with the built-in plugins loaded.
+pub fn registry_with_builtins(limits: SandboxLimits) -> Arc<Registry> {
+    let registry = Registry::new(runtime(limits), Default::default());
+    registry.load_builtins();
+    registry
+}
+
+/// The host's chunk columns from SDK test chunks.
+pub fn host_chunks(chunks: &[wirelens_sdk::testing::TestChunk]) -> (host::Chunks, Vec<u8>) {
+    let (c, data) = wirelens_sdk::testing::to_wire(chunks);
+    let chunks = host::Chunks {
+        conn: c.conn,
+        timestamp_ns: c.timestamp_ns,
+        captured: c.captured,
+        real_len: c.real_len,
+        flags: c.flags,
+    };
+    (chunks, data)
+}
+
+/// The SDK's form of a batch the host received, so both paths render alike.
+pub fn sdk_batch(b: host::Batch) -> wirelens_sdk::Batch {
+    wirelens_sdk::Batch {
+        conn: b.conn,
+        start_ns: b.start_ns,
+        end_ns: b.end_ns,
+        size: b.size,
+        pair_id: b.pair_id,
+        flags: b.flags,
+        field_count: b.field_count,
+        field_key: b.field_key,
+        field_offset: b.field_offset,
+        field_len: b.field_len,
+        arena: b.arena,
+        errors: b.errors.into_iter().map(|e| wirelens_sdk::ConnError { conn: e.conn, reason: e.reason }).collect(),
+    }
+}
+
+/// Write a file the way plugin writers should: temp file, then rename.
+pub fn drop_plugin(dir: &Path, name: &str, bytes: &[u8]) {
+    wirelens_plugin_builder::write_atomically(&dir.join(name), bytes).unwrap();
+}
+
+/// Wait until `cond` holds, up to `limit`; returns the time it took.
+pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    None
+}

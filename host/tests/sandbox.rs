@@ -1,0 +1,214 @@
+//! Hostile plugins are contained: an infinite loop, a memory bomb, a trap and
+//! an oversized result each stop within the deadline, are counted against
+//! the plugin, and leave the daemon and the other plugins working.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use wirelens::protocols::bindings::{Direction, Role};
+use wirelens::protocols::{ChunkIn, ConnEvent, Parsed, ProtocolWorker, Registry, SandboxLimits, Source, WorkerConfig};
+
+fn chunk(conn: u64, direction: Direction, data: &[u8]) -> ChunkIn<'_> {
+    ChunkIn { conn, direction, role: Role::Client, timestamp_ns: 1, data, real_len: data.len() as u64, port_hint: 0 }
+}
+
+struct Harness {
+    registry: std::sync::Arc<Registry>,
+    worker: ProtocolWorker,
+    next_conn: u64,
+}
+
+impl Harness {
+    fn new(limits: SandboxLimits) -> Self {
+        let registry = common::registry_with_builtins(limits);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("testproto.wasm");
+        std::fs::write(&path, common::build_plugin("tests/plugins/testproto", &[])).unwrap();
+        registry.load_file(&path).unwrap();
+        let worker = ProtocolWorker::new(registry.clone(), WorkerConfig::default());
+        Self { registry, worker, next_conn: 1 }
+    }
+
+    /// One request/response exchange on a new connection.
+    fn exchange(&mut self, request: &[u8], response: &[u8]) -> (Vec<Parsed>, Vec<ConnEvent>, Duration) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let start = Instant::now();
+        self.worker.push(chunk(conn, Direction::Egress, request));
+        self.worker.push(chunk(conn, Direction::Ingress, response));
+        self.worker.close(conn);
+        let (mut parsed, mut events) = (Vec::new(), Vec::new());
+        self.worker.poll(&mut parsed, &mut events);
+        (parsed, events, start.elapsed())
+    }
+
+    /// HTTP keeps answering correctly.
+    fn http_still_works(&mut self) {
+        let (parsed, _, _) =
+            self.exchange(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(parsed.len(), 2, "http request and response: {parsed:?}");
+        assert_eq!(parsed[0].field("url").unwrap().to_string(), "/ok");
+        assert_eq!(parsed[1].field("resp_code").unwrap().to_string(), "200");
+    }
+
+    fn testproto(&self) -> std::sync::Arc<wirelens::protocols::LoadedPlugin> {
+        self.registry.catalog().get("testproto").unwrap().clone()
+    }
+}
+
+#[test]
+fn hostile_calls_are_contained_and_counted() {
+    let limits = SandboxLimits { failure_threshold: 100, max_output_bytes: 1 << 20, ..SandboxLimits::default() };
+    let deadline = limits.deadline;
+    let mut h = Harness::new(limits);
+    h.http_still_works();
+
+    let hostile: [(&[u8], &str); 4] = [
+        (b"REQ LOOP\n", "deadline exceeded"),
+        (b"REQ BOMB\n", "memory limit of 67108864 bytes exceeded"),
+        (b"REQ TRAP\n", "trap:"),
+        (b"REQ HUGE\n", "bytes of output in one call (limit 1048576)"),
+    ];
+    for (request, expected) in hostile {
+        let (parsed, events, took) = h.exchange(request, b"RES ok\n");
+        let what = String::from_utf8_lossy(request);
+        eprintln!("{}: contained in {took:?} (deadline {deadline:?})", what.trim());
+        assert!(parsed.is_empty(), "{what}: nothing parsed: {parsed:?}");
+        let dropped = events.iter().find_map(|e| match e {
+            ConnEvent::Dropped { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        let reason = dropped.unwrap_or_else(|| panic!("{what}: connection dropped to L4, events: {events:?}"));
+        assert!(reason.contains(expected), "{what}: reason `{reason}` names `{expected}`");
+        assert!(reason.contains("testproto@1.0.0"), "reason names plugin and version: {reason}");
+        // Stopped promptly: a loop is interrupted at the deadline, not left running.
+        assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+        // The other plugin, and the hostile one on a fresh instance, still work.
+        h.http_still_works();
+        let (parsed, events, _) = h.exchange(b"REQ hello\n", b"RES world\n");
+        assert_eq!(parsed.len(), 2, "testproto recovers on a new instance: {events:?}");
+        assert_eq!(parsed[0].field("text").unwrap().to_string(), "hello");
+    }
+    let stats = &h.testproto().stats;
+    assert_eq!(stats.timeouts.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.memory_limits.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.traps.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.bad_outputs.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.quarantines.load(Ordering::Relaxed), 0);
+    assert_eq!(h.worker.stats().plugin_failures, 4);
+}
+
+#[test]
+fn repeated_failures_quarantine_with_backoff() {
+    let limits = SandboxLimits {
+        failure_threshold: 3,
+        quarantine_base: Duration::from_millis(300),
+        ..SandboxLimits::default()
+    };
+    let mut h = Harness::new(limits);
+    for _ in 0..3 {
+        h.exchange(b"REQ TRAP\n", b"RES x\n");
+    }
+    let plugin = h.testproto();
+    assert_eq!(plugin.stats.quarantines.load(Ordering::Relaxed), 1);
+    let until = plugin.quarantined_until().expect("quarantined");
+    let span = until - Instant::now();
+    assert!(span <= Duration::from_millis(300) && span > Duration::from_millis(100), "first quarantine {span:?}");
+    // While quarantined, connections are not given to it (layer 4 only).
+    let (parsed, events, _) = h.exchange(b"REQ hello\n", b"RES world\n");
+    assert!(parsed.is_empty(), "{parsed:?}");
+    assert!(!events.iter().any(|e| matches!(e, ConnEvent::Detected { .. })), "{events:?}");
+    h.http_still_works();
+    // After the quarantine it is tried again...
+    std::thread::sleep(until - Instant::now() + Duration::from_millis(20));
+    let (parsed, _, _) = h.exchange(b"REQ hello\n", b"RES world\n");
+    assert_eq!(parsed.len(), 2);
+    // ... a success ends the probation, failures count afresh, and the next
+    // quarantine lasts twice as long.
+    h.exchange(b"REQ TRAP\n", b"RES x\n");
+    assert_eq!(plugin.stats.quarantines.load(Ordering::Relaxed), 1);
+    h.exchange(b"REQ TRAP\n", b"RES x\n");
+    h.exchange(b"REQ TRAP\n", b"RES x\n");
+    assert_eq!(plugin.stats.quarantines.load(Ordering::Relaxed), 2);
+    let span = plugin.quarantined_until().unwrap() - Instant::now();
+    assert!(span > Duration::from_millis(400) && span <= Duration::from_millis(600), "second quarantine {span:?}");
+}
+
+#[test]
+fn plugin_logs_are_rate_limited() {
+    let runtime = common::runtime(SandboxLimits::default());
+    let plugin = wirelens::protocols::LoadedPlugin::load(
+        &runtime,
+        &common::build_plugin("tests/plugins/testproto", &[]),
+        Source::Builtin,
+        &[],
+    )
+    .unwrap();
+    let mut sandbox = wirelens::protocols::Sandbox::instantiate(&runtime, plugin.pre(), "t".into()).unwrap();
+    sandbox.set_field_count(1);
+    let (h, d) = common::host_chunks(&[wirelens_sdk::testing::TestChunk::egress(1, "REQ LOGS\n")]);
+    let batch = sandbox.feed(&h, &d).unwrap();
+    assert_eq!(batch.conn.len(), 1);
+    assert_eq!(sandbox.logs_suppressed(), 10_000 - u64::from(SandboxLimits::default().log_lines_per_second));
+}
+
+#[test]
+fn plugins_have_no_capabilities() {
+    // A component importing WASI (what a wasm32-wasip2 build needs) is refused
+    // before it runs: the sandbox offers nothing but `host.log`.
+    let wat = r#"(component
+        (import "wasi:cli/environment@0.2.0" (instance))
+        (core module $m (func (export "f") (result i32) i32.const 0))
+        (core instance $i (instantiate $m))
+        (func $f (result u8) (canon lift (core func $i "f")))
+        (instance $p (export "info" (func $f)))
+        (export "wirelens:protocol/parser@1.0.0" (instance $p)))"#;
+    let runtime = common::runtime(SandboxLimits::default());
+    let err = wirelens::protocols::LoadedPlugin::load(&runtime, &wat::parse_str(wat).unwrap(), Source::Builtin, &[])
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("imports `wasi:cli/environment@0.2.0`") && msg.contains("no WASI"), "{msg}");
+}
+
+#[test]
+fn another_major_version_is_refused() {
+    let wat = r#"(component
+        (core module $m (func (export "f") (result i32) i32.const 0))
+        (core instance $i (instantiate $m))
+        (func $f (result u8) (canon lift (core func $i "f")))
+        (instance $p (export "info" (func $f)))
+        (export "wirelens:protocol/parser@2.0.0" (instance $p)))"#;
+    let runtime = common::runtime(SandboxLimits::default());
+    let err = wirelens::protocols::LoadedPlugin::load(&runtime, &wat::parse_str(wat).unwrap(), Source::Builtin, &[])
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("built against wirelens:protocol@2.0.0") && msg.contains("speaks wirelens:protocol@1.0.0"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn host_and_sdk_agree_on_the_wire_layout() {
+    use wirelens::protocols::wire as h;
+    use wirelens_sdk::wire as s;
+    assert_eq!(
+        (h::CHUNK_INGRESS, h::CHUNK_ROLE_SHIFT, h::MSG_KIND_MASK, h::MSG_INGRESS, h::MSG_SUCCESS, h::MSG_HAS_PAIR_ID),
+        (s::CHUNK_INGRESS, s::CHUNK_ROLE_SHIFT, s::MSG_KIND_MASK, s::MSG_INGRESS, s::MSG_SUCCESS, s::MSG_HAS_PAIR_ID)
+    );
+    for (hd, sd) in [(Direction::Egress, wirelens_sdk::Direction::Egress), (Direction::Ingress, wirelens_sdk::Direction::Ingress)] {
+        for (hr, sr) in [
+            (Role::Client, wirelens_sdk::Role::Client),
+            (Role::Server, wirelens_sdk::Role::Server),
+            (Role::Unknown, wirelens_sdk::Role::Unknown),
+        ] {
+            assert_eq!(h::chunk_flags(hd, hr), s::chunk_flags(sd, sr));
+        }
+    }
+    for kind in [wirelens_sdk::MessageKind::Request, wirelens_sdk::MessageKind::Response, wirelens_sdk::MessageKind::Oneway] {
+        let host_kind = h::kind(kind as u8).unwrap();
+        assert_eq!(format!("{host_kind:?}"), format!("{kind:?}"));
+    }
+}
