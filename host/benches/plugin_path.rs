@@ -85,7 +85,10 @@ fn main() {
     let http = registry.catalog().get("http").expect("built-in http").clone();
 
     println!("HTTP parsing, {BATCH} chunks per call over {CONNS} connections, {ROUNDS} rounds of {ROUND_TIME:?}");
-    println!("{:>6}  {:>30}  {:>30}  {:>12}  {:>22}", "chunk", "wasm msg/s (min/med/max)", "native msg/s (min/med/max)", "native/wasm", "worker msg/s (med)");
+    println!(
+        "{:>6}  {:>30}  {:>30}  {:>12}  {:>22}",
+        "chunk", "wasm msg/s (min/med/max)", "native msg/s (min/med/max)", "native/wasm", "worker msg/s (med)"
+    );
     for size in [100usize, 1024, 16 * 1024] {
         let w = Workload { request: message(size, false), response: message(size, true) };
         assert_eq!(w.request.len(), size);
@@ -96,7 +99,8 @@ fn main() {
         let mut sandbox = Sandbox::instantiate(&runtime, http.pre(), Arc::from("bench")).unwrap();
         sandbox.set_field_count(http.meta.field_names.len());
         let mut native = Engine::<Http>::new();
-        let mut worker = ProtocolWorker::new(registry.clone(), WorkerConfig { batch_chunks: BATCH, ..Default::default() });
+        let mut worker =
+            ProtocolWorker::new(registry.clone(), WorkerConfig { batch_chunks: BATCH, ..Default::default() });
         let (mut parsed, mut events) = (Vec::new(), Vec::new());
 
         let (mut wasm_rates, mut native_rates, mut worker_rates) = (vec![], vec![], vec![]);

@@ -124,13 +124,18 @@ fn invalid_file_keeps_old_version_and_removal_unloads() {
     common::wait_for(Duration::from_secs(5), || registry.catalog().generation > generation).expect("event seen");
     assert_eq!(active_version(&registry).as_deref(), Some("1.0.0"));
     let entry = registry.catalog().entries.iter().find(|e| e.name == "testproto").cloned().unwrap();
-    assert!(entry.state.contains("newer file invalid") && entry.state.contains("not a valid WebAssembly component"), "{entry:?}");
+    assert!(
+        entry.state.contains("newer file invalid") && entry.state.contains("not a valid WebAssembly component"),
+        "{entry:?}"
+    );
 
     // A plugin with the name of a built-in overrides it; removing it brings the built-in back.
     let http_file = dir.path().join("http.wasm");
     std::fs::write(&http_file, b"not wasm at all").unwrap();
-    common::wait_for(Duration::from_secs(5), || registry.catalog().entries.iter().any(|e| e.state.contains("http.wasm") || e.source.contains("http.wasm")))
-        .expect("bad http.wasm listed");
+    common::wait_for(Duration::from_secs(5), || {
+        registry.catalog().entries.iter().any(|e| e.state.contains("http.wasm") || e.source.contains("http.wasm"))
+    })
+    .expect("bad http.wasm listed");
     assert_eq!(registry.catalog().get("http").unwrap().meta.source, wirelens::protocols::Source::Builtin);
 
     std::fs::remove_file(dir.path().join("testproto.wasm")).unwrap();

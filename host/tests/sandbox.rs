@@ -102,11 +102,8 @@ fn hostile_calls_are_contained_and_counted() {
 
 #[test]
 fn repeated_failures_quarantine_with_backoff() {
-    let limits = SandboxLimits {
-        failure_threshold: 3,
-        quarantine_base: Duration::from_millis(300),
-        ..SandboxLimits::default()
-    };
+    let limits =
+        SandboxLimits { failure_threshold: 3, quarantine_base: Duration::from_millis(300), ..SandboxLimits::default() };
     let mut h = Harness::new(limits);
     for _ in 0..3 {
         h.exchange(b"REQ TRAP\n", b"RES x\n");
@@ -198,7 +195,9 @@ fn host_and_sdk_agree_on_the_wire_layout() {
         (h::CHUNK_INGRESS, h::CHUNK_ROLE_SHIFT, h::MSG_KIND_MASK, h::MSG_INGRESS, h::MSG_SUCCESS, h::MSG_HAS_PAIR_ID),
         (s::CHUNK_INGRESS, s::CHUNK_ROLE_SHIFT, s::MSG_KIND_MASK, s::MSG_INGRESS, s::MSG_SUCCESS, s::MSG_HAS_PAIR_ID)
     );
-    for (hd, sd) in [(Direction::Egress, wirelens_sdk::Direction::Egress), (Direction::Ingress, wirelens_sdk::Direction::Ingress)] {
+    for (hd, sd) in
+        [(Direction::Egress, wirelens_sdk::Direction::Egress), (Direction::Ingress, wirelens_sdk::Direction::Ingress)]
+    {
         for (hr, sr) in [
             (Role::Client, wirelens_sdk::Role::Client),
             (Role::Server, wirelens_sdk::Role::Server),
@@ -207,7 +206,9 @@ fn host_and_sdk_agree_on_the_wire_layout() {
             assert_eq!(h::chunk_flags(hd, hr), s::chunk_flags(sd, sr));
         }
     }
-    for kind in [wirelens_sdk::MessageKind::Request, wirelens_sdk::MessageKind::Response, wirelens_sdk::MessageKind::Oneway] {
+    for kind in
+        [wirelens_sdk::MessageKind::Request, wirelens_sdk::MessageKind::Response, wirelens_sdk::MessageKind::Oneway]
+    {
         let host_kind = h::kind(kind as u8).unwrap();
         assert_eq!(format!("{host_kind:?}"), format!("{kind:?}"));
     }

@@ -91,7 +91,7 @@ macro_rules! export_plugin {
                 }
             }
 
-            $crate::bindings::export_component!(WirelensPlugin with_types_in $crate::bindings);
+    $crate::bindings::export_component!(WirelensPlugin with_types_in $crate::bindings);
         };
     };
 }

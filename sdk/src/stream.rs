@@ -148,7 +148,8 @@ impl<P: Protocol> Engine<P> {
         }
         let ctx = Ctx { conn: chunk.conn, direction: chunk.direction, role: state.role };
         let stream = &mut state.streams[dir_index(chunk.direction)];
-        let result = stream.feed(&self.proto, &self.info, &mut state.proto, &ctx, chunk.timestamp_ns, bytes, missing, out);
+        let result =
+            stream.feed(&self.proto, &self.info, &mut state.proto, &ctx, chunk.timestamp_ns, bytes, missing, out);
         if let Err(reason) = result {
             self.conns.remove(&chunk.conn);
             out.errors.push(ConnError { conn: chunk.conn, reason });
@@ -293,7 +294,15 @@ impl DirStream {
     }
 
     /// `lost` bytes that will never be seen follow what is buffered.
-    fn lose_sync<P: Protocol>(&mut self, proto: &P, conn: &mut P::Conn, ctx: &Ctx, ts: u64, lost: u64, out: &mut Batch) {
+    fn lose_sync<P: Protocol>(
+        &mut self,
+        proto: &P,
+        conn: &mut P::Conn,
+        ctx: &Ctx,
+        ts: u64,
+        lost: u64,
+        out: &mut Batch,
+    ) {
         let current = self.current.take();
         if let (Some(meta), Some(current)) = (proto.resync(conn, ctx), current) {
             let size = current.size + lost;

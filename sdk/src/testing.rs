@@ -30,7 +30,14 @@ impl TestChunk {
     }
 
     fn new(direction: Direction, ts: u64, bytes: impl AsRef<[u8]>) -> Self {
-        Self { conn: 1, direction, role: Role::Client, timestamp_ns: ts, bytes: bytes.as_ref().to_vec(), real_len: None }
+        Self {
+            conn: 1,
+            direction,
+            role: Role::Client,
+            timestamp_ns: ts,
+            bytes: bytes.as_ref().to_vec(),
+            real_len: None,
+        }
     }
 
     /// The call moved `real_len` bytes but only these were captured.
@@ -152,10 +159,7 @@ pub fn render<S: AsRef<str>>(batch: &Batch, field_names: &[S]) -> Vec<String> {
 pub fn all_two_way_splits<P: Protocol>(direction: Direction, stream: &[u8]) -> Vec<(usize, Vec<String>)> {
     (1..stream.len())
         .map(|at| {
-            let chunks = [
-                TestChunk::new(direction, 1, &stream[..at]),
-                TestChunk::new(direction, 1, &stream[at..]),
-            ];
+            let chunks = [TestChunk::new(direction, 1, &stream[..at]), TestChunk::new(direction, 1, &stream[at..])];
             (at, run::<P>(&chunks, &[1]))
         })
         .collect()

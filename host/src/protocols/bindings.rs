@@ -5,4 +5,4 @@ wasmtime::component::bindgen!({
     world: "protocol-plugin",
 });
 
-pub use wirelens::protocol::types::{Batch, Chunks, ConnError, Direction, LogLevel, PluginInfo, Role};
+pub use self::wirelens::protocol::types::{Batch, Chunks, ConnError, Direction, LogLevel, PluginInfo, Role};

@@ -64,7 +64,9 @@ impl ArtifactCache {
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let component = Component::new(engine, bytes).map_err(anyhow::Error::from).context("is not a valid WebAssembly component")?;
+        let component = Component::new(engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("is not a valid WebAssembly component")?;
         if let Some(path) = path {
             if let Err(e) = store(&path, &component) {
                 tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e:#}");

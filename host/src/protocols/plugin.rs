@@ -102,12 +102,20 @@ impl std::fmt::Debug for LoadedPlugin {
 impl LoadedPlugin {
     /// Compile (or load from cache), check the contract, instantiate once to
     /// read `info()`, and apply `options`.
-    pub fn load(runtime: &Arc<Runtime>, bytes: &[u8], source: Source, options: &[(String, String)]) -> Result<Arc<Self>> {
+    pub fn load(
+        runtime: &Arc<Runtime>,
+        bytes: &[u8],
+        source: Source,
+        options: &[(String, String)],
+    ) -> Result<Arc<Self>> {
         let hash = cache::content_hash(bytes);
         let component = runtime.cache.component(&runtime.engine, bytes, &hash)?;
         let wit_version = contract::check(&runtime.engine, &component)?;
-        let pre = runtime.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context("cannot be linked")?;
-        let pre = ProtocolPluginPre::new(pre).map_err(anyhow::Error::from).context("does not match the protocol-plugin world")?;
+        let pre =
+            runtime.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context("cannot be linked")?;
+        let pre = ProtocolPluginPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("does not match the protocol-plugin world")?;
         let provisional = PluginMeta {
             id: runtime.next_id(),
             name: Arc::from("?"),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use wasmtime::{Store, Trap};
 
 use super::bindings::{Batch, Chunks, Direction, PluginInfo, ProtocolPlugin, ProtocolPluginPre, Role};
-use super::wire;
 use super::runtime::{MemoryLimitExceeded, Runtime, StoreData};
+use super::wire;
 use super::SandboxLimits;
 
 /// Why a call failed.
@@ -54,7 +54,11 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Create an instance with the runtime's limits.
-    pub fn instantiate(runtime: &Runtime, pre: &ProtocolPluginPre<StoreData>, label: Arc<str>) -> Result<Self, Failure> {
+    pub fn instantiate(
+        runtime: &Runtime,
+        pre: &ProtocolPluginPre<StoreData>,
+        label: Arc<str>,
+    ) -> Result<Self, Failure> {
         let mut store = Store::new(&runtime.engine, StoreData::new(label, &runtime.limits));
         store.limiter(|d| &mut d.limiter);
         store.epoch_deadline_trap();

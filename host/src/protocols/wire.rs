@@ -62,7 +62,15 @@ impl Chunks {
     }
 
     /// Append one chunk's header.
-    pub fn push(&mut self, conn: u64, direction: Direction, role: Role, timestamp_ns: u64, captured: u32, real_len: u64) {
+    pub fn push(
+        &mut self,
+        conn: u64,
+        direction: Direction,
+        role: Role,
+        timestamp_ns: u64,
+        captured: u32,
+        real_len: u64,
+    ) {
         self.conn.push(conn);
         self.timestamp_ns.push(timestamp_ns);
         self.captured.push(captured);

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::bindings::{Batch, Chunks, Direction, Role};
-use super::wire::{self, MessageKind, MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS};
 use super::plugin::LoadedPlugin;
 use super::sandbox::{Failure, Sandbox};
+use super::wire::{self, MessageKind, MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS};
 use super::Registry;
 
 /// How a worker detects and batches.
@@ -193,7 +193,8 @@ impl ProtocolWorker {
                         let slot = self.slots.get_mut(&plugin_id).expect("detect returns a live slot");
                         slot.bound += 1;
                         self.stats.detected += 1;
-                        self.events.push(ConnEvent::Detected { conn: chunk.conn, protocol: slot.plugin.meta.name.clone() });
+                        self.events
+                            .push(ConnEvent::Detected { conn: chunk.conn, protocol: slot.plugin.meta.name.clone() });
                         self.conns.insert(chunk.conn, Binding::Bound { plugin_id });
                         self.enqueue(plugin_id, &chunk);
                     }
@@ -426,7 +427,11 @@ impl ProtocolWorker {
             if matches!(binding, Binding::Bound { plugin_id } if *plugin_id == id) {
                 *binding = Binding::Unparsed;
                 self.stats.dropped += 1;
-                self.events.push(ConnEvent::Dropped { conn: *conn, protocol: plugin.meta.name.clone(), reason: reason.clone() });
+                self.events.push(ConnEvent::Dropped {
+                    conn: *conn,
+                    protocol: plugin.meta.name.clone(),
+                    reason: reason.clone(),
+                });
             }
         }
         for &conn in closed {

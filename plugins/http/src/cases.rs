@@ -265,9 +265,8 @@ mod tests {
     #[test]
     fn any_split_of_a_pipelined_stream_gives_the_same_messages() {
         let requests = format!("{GET}POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc{GET}");
-        let responses = format!(
-            "{OK_HELLO}HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n{OK_HELLO}"
-        );
+        let responses =
+            format!("{OK_HELLO}HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n{OK_HELLO}");
         for (dir, stream) in [(Direction::Egress, &requests), (Direction::Ingress, &responses)] {
             let whole = run::<Http>(&[TestChunk::egress(1, stream.as_bytes()).direction(dir)], &[1]);
             assert_eq!(whole.len(), 3, "{whole:?}");

@@ -25,9 +25,8 @@ pub const URL: FieldKey = FieldKey(2);
 pub const HOST: FieldKey = FieldKey(3);
 pub const RESP_CODE: FieldKey = FieldKey(4);
 
-const METHODS: &[&[u8]] = &[
-    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE", b"PROPFIND",
-];
+const METHODS: &[&[u8]] =
+    &[b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE", b"PROPFIND"];
 /// Longest start line or header line accepted while waiting for its end.
 const MAX_LINE: usize = 16 * 1024;
 /// Longest head (start line and headers) accepted while waiting for its end.
@@ -87,9 +86,8 @@ impl Protocol for Http {
     fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "keep_query" => {
-                self.keep_query = value
-                    .parse()
-                    .map_err(|_| format!("option `keep_query` must be true or false, not `{value}`"))?;
+                self.keep_query =
+                    value.parse().map_err(|_| format!("option `keep_query` must be true or false, not `{value}`"))?;
                 Ok(())
             }
             _ => Err(format!("unknown option `{key}` (known: keep_query)")),
@@ -259,7 +257,11 @@ impl Http {
     fn parse_chunk(&self, conn: &mut Conn, d: usize, buf: &[u8]) -> Step {
         let mut cur = Cursor::new(buf);
         let Some(size_line) = cur.line() else {
-            return if buf.len() > MAX_LINE { Step::Invalid("chunk-size line too long".into()) } else { Step::NeedMore };
+            return if buf.len() > MAX_LINE {
+                Step::Invalid("chunk-size line too long".into())
+            } else {
+                Step::NeedMore
+            };
         };
         let digits = size_line.split(|&b| b == b';').next().unwrap_or_default();
         let Some(size) = parse_hex(trim(digits)) else {
@@ -314,7 +316,8 @@ impl<'a> Headers<'a> {
             self.content_length = parse_decimal(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Chunked must be the final coding (RFC 9112 6.1).
-            self.chunked = value.rsplit(|&b| b == b',').next().is_some_and(|c| trim(c).eq_ignore_ascii_case(b"chunked"));
+            self.chunked =
+                value.rsplit(|&b| b == b',').next().is_some_and(|c| trim(c).eq_ignore_ascii_case(b"chunked"));
         }
     }
 }
@@ -322,9 +325,9 @@ impl<'a> Headers<'a> {
 /// Why the bytes at the front cannot start an HTTP message, if that is
 /// already certain before the head is complete.
 fn start_line_error(buf: &[u8]) -> Option<String> {
-    let looks_like_start = if buf.len() >= 5 && buf.starts_with(b"HTTP/") {
-        true
-    } else if b"HTTP/".starts_with(&buf[..buf.len().min(5)]) {
+    // `HTTP/` (or a prefix of it, for a response whose first bytes are all
+    // that arrived), or an upper-case method token followed by a space.
+    let looks_like_start = if buf.starts_with(b"HTTP/") || b"HTTP/".starts_with(&buf[..buf.len().min(5)]) {
         true
     } else {
         let token = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();

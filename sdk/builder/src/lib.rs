@@ -36,7 +36,13 @@ impl Build {
     /// Build `crate_dir` with its own `target/` and write the component to `out_dir`.
     pub fn new(crate_dir: impl Into<PathBuf>, out_dir: impl Into<PathBuf>) -> Self {
         let crate_dir = crate_dir.into();
-        Self { target_dir: crate_dir.join("target"), crate_dir, out_dir: out_dir.into(), features: vec![], out_name: None }
+        Self {
+            target_dir: crate_dir.join("target"),
+            crate_dir,
+            out_dir: out_dir.into(),
+            features: vec![],
+            out_name: None,
+        }
     }
 
     /// Compile and encode; returns the component's path.
@@ -84,12 +90,17 @@ impl Build {
         }
         let module_path = self.target_dir.join(TARGET).join("release").join(format!("{lib_name}.wasm"));
         let module = std::fs::read(&module_path).with_context(|| {
-            format!("{} not found: does {} set crate-type = [\"cdylib\", ...]?", module_path.display(), manifest.display())
+            format!(
+                "{} not found: does {} set crate-type = [\"cdylib\", ...]?",
+                module_path.display(),
+                manifest.display()
+            )
         })?;
         let component = encode_component(&module).with_context(|| format!("encoding {}", module_path.display()))?;
-        let name = self.out_name.clone().unwrap_or_else(|| {
-            format!("{}.wasm", package.strip_prefix("wirelens-plugin-").unwrap_or(&package))
-        });
+        let name = self
+            .out_name
+            .clone()
+            .unwrap_or_else(|| format!("{}.wasm", package.strip_prefix("wirelens-plugin-").unwrap_or(&package)));
         std::fs::create_dir_all(&self.out_dir).with_context(|| format!("creating {}", self.out_dir.display()))?;
         let out = self.out_dir.join(name);
         write_atomically(&out, &component)?;
@@ -139,8 +150,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wl-builder-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let m = dir.join("Cargo.toml");
-        std::fs::write(&m, "[package]\nname = \"wirelens-plugin-foo\"\nversion = \"1.0.0\"\n[dependencies]\nname = \"x\"\n")
-            .unwrap();
+        std::fs::write(
+            &m,
+            "[package]\nname = \"wirelens-plugin-foo\"\nversion = \"1.0.0\"\n[dependencies]\nname = \"x\"\n",
+        )
+        .unwrap();
         assert_eq!(package_name(&m).unwrap(), "wirelens-plugin-foo");
         std::fs::write(&m, "[workspace]\n").unwrap();
         assert!(package_name(&m).unwrap_err().to_string().contains("no [package] name"));
