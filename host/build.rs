@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
+    build_ebpf();
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().expect("host/ is inside the workspace").to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -33,4 +34,22 @@ fn main() {
         "/// `(name, component bytes)` of each built-in plugin.\npub static PLUGINS: &[(&str, &[u8])] = &[\n{entries}];\n"
     );
     std::fs::write(out_dir.join("builtin_plugins.rs"), code).expect("writing builtin_plugins.rs");
+}
+
+/// Compile the kernel programs (C, CO-RE) with clang for the BPF target.
+fn build_ebpf() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).parent().unwrap().to_path_buf();
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("capture.bpf.o");
+    println!("cargo:rerun-if-changed={}", root.join("ebpf").display());
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    let status = std::process::Command::new(&clang)
+        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-I"])
+        .arg(root.join("ebpf/include"))
+        .arg("-c")
+        .arg(root.join("ebpf/capture.bpf.c"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("running {clang}: {e}: install clang and libbpf-dev (scripts/setup.sh does it)"));
+    assert!(status.success(), "compiling ebpf/capture.bpf.c failed (needs clang and libbpf-dev: scripts/setup.sh)");
 }

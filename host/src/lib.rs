@@ -4,4 +4,11 @@
 //! capture → connections → [`protocols`] (WebAssembly plugins) → stitch →
 //! aggregate → pipeline → flushers.
 
+pub mod aggregate;
+pub mod capture;
+pub mod config;
+pub mod connections;
+pub mod daemon;
+pub mod metadata;
 pub mod protocols;
+pub mod records;

@@ -32,9 +32,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: capture every process's network calls and print
+    /// records (JSON lines) to the configured flushers until SIGINT/SIGTERM.
+    /// Needs root (eBPF) unless EBPF.Enabled is false.
+    Run {
+        /// Configuration file (iLogtail's YAML or JSON shape), e.g. configs/l4.yaml.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Manage protocol plugins.
     #[command(subcommand)]
     Plugins(PluginsCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a configuration file without running; prints the error
+    /// (naming the key and file) and exits non-zero when it is bad.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +127,21 @@ fn default_cache_dir() -> Option<PathBuf> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cache_dir = cli.cache_dir.or_else(default_cache_dir);
     match cli.command {
+        Command::Run { config } => {
+            let config = wirelens::config::Config::load(&config)?;
+            wirelens::daemon::run(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCmd::Check { file }) => match wirelens::config::Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Plugins(PluginsCmd::List { dir }) => {
             let runtime = Runtime::new(SandboxLimits::default(), cache_dir)?;
             let registry = Registry::new(runtime, Default::default());

@@ -1,0 +1,93 @@
+//! Layer-4 statistics per process, remote endpoint, role and socket type,
+//! over one `FlushOutL4Interval` window.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::capture::event::INGRESS;
+use crate::capture::Event;
+use crate::connections::{Conn, Role, SocketType};
+use crate::metadata::ProcessCache;
+use crate::records::Record;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    pid: u32,
+    remote_ip: IpAddr,
+    remote_port: u16,
+    role: Role,
+    socket_type: SocketType,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Stats {
+    send_bytes: u64,
+    recv_bytes: u64,
+    send_packets: u64,
+    recv_packets: u64,
+    send_latency: u64,
+    recv_latency: u64,
+}
+
+/// One window of statistics, with a cap on its keys.
+pub struct L4Window {
+    stats: HashMap<Key, Stats>,
+    max_keys: usize,
+    /// Calls folded into no key because the cap was reached.
+    pub overflow: u64,
+}
+
+impl L4Window {
+    pub fn new(max_keys: usize) -> Self {
+        Self { stats: HashMap::new(), max_keys, overflow: 0 }
+    }
+
+    /// Count one data call on a kept connection.
+    pub fn add(&mut self, conn: &Conn, ev: &Event) {
+        // Datagram sockets without a fixed peer carry it per call.
+        let (remote_ip, remote_port) = if ev.remote.1 != 0 { ev.remote } else { conn.remote };
+        let key = Key { pid: conn.key.pid, remote_ip, remote_port, role: conn.role, socket_type: conn.socket_type };
+        if !self.stats.contains_key(&key) && self.stats.len() >= self.max_keys {
+            self.overflow += 1;
+            return;
+        }
+        let s = self.stats.entry(key).or_default();
+        let latency = ev.ts_exit.saturating_sub(ev.ts_enter);
+        if ev.direction == INGRESS {
+            s.recv_bytes += ev.real_len;
+            s.recv_packets += 1;
+            s.recv_latency += latency;
+        } else {
+            s.send_bytes += ev.real_len;
+            s.send_packets += 1;
+            s.send_latency += latency;
+        }
+    }
+
+    /// The window's records (`type: statistics`), and a new empty window.
+    pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.stats.len());
+        for (k, s) in self.stats.drain() {
+            let mut r = Record::new("statistics");
+            procs.describe(k.pid, &mut r);
+            r.push("remote_info", remote_info(k.remote_ip, k.remote_port, k.role.peer()));
+            r.push("socket_type", k.socket_type.as_str());
+            r.push("role", k.role.as_str());
+            r.push("send_bytes", s.send_bytes);
+            r.push("recv_bytes", s.recv_bytes);
+            r.push("send_packets", s.send_packets);
+            r.push("recv_packets", s.recv_packets);
+            r.push("send_total_latency", s.send_latency);
+            r.push("recv_total_latency", s.recv_latency);
+            r.push("__time__", time);
+            out.push(r);
+        }
+        out
+    }
+}
+
+/// The seed's `remote_info`: a JSON object serialised into a string.
+pub fn remote_info(ip: IpAddr, port: u16, remote_type: &str) -> String {
+    let ip = if ip.is_unspecified() { String::new() } else { ip.to_string() };
+    serde_json::json!({"remote_ip": ip, "remote_port": port.to_string(), "remote_type": remote_type}).to_string()
+}

@@ -1,0 +1,234 @@
+//! The event layout shared with the kernel programs: a `#[repr(C)]` mirror
+//! of `struct wl_event` in `ebpf/include/wirelens.h` (a test checks every
+//! offset against the header), and the owned form the daemon passes on.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const MAX_PAYLOAD: usize = 8192;
+
+pub const EV_DATA: u16 = 1;
+pub const EV_CONNECT: u16 = 2;
+pub const EV_ACCEPT: u16 = 3;
+pub const EV_CLOSE: u16 = 4;
+
+pub const EGRESS: u8 = 0;
+pub const INGRESS: u8 = 1;
+
+pub const CNT_EVENTS: u32 = 0;
+pub const CNT_LOST: u32 = 1;
+pub const CNT_FILTERED: u32 = 2;
+pub const CNT_TRUNCATED: u32 = 3;
+
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `struct wl_event`, exactly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawEvent {
+    pub ts_enter: u64,
+    pub ts_exit: u64,
+    pub sock: u64,
+    pub ret: i64,
+    pub real_len: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub captured: u32,
+    pub kind: u16,
+    pub syscall: u16,
+    pub family: u16,
+    pub sock_type: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub direction: u8,
+    pub pad: [u8; 3],
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<RawEvent>() == 120);
+
+/// What happened on a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Bytes moved (`captured` of them are in the payload).
+    Data,
+    Connect,
+    Accept,
+    Close,
+}
+
+/// One decoded event.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    /// The kernel socket's address: with pid and fd, a connection's identity.
+    pub sock: u64,
+    pub ts_enter: u64,
+    pub ts_exit: u64,
+    pub ret: i64,
+    /// Bytes the call moved.
+    pub real_len: u64,
+    /// `EGRESS` or `INGRESS`.
+    pub direction: u8,
+    pub family: u16,
+    pub sock_type: u16,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    pub syscall: u16,
+    pub comm: String,
+    /// The first bytes of the payload (up to the configured capture size).
+    pub payload: Vec<u8>,
+}
+
+fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
+    match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(*raw);
+            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+        }
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+impl Event {
+    /// Decode one ring-buffer record; `None` if it is malformed (counted by
+    /// the caller).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let header = std::mem::size_of::<RawEvent>();
+        if bytes.len() < header {
+            return None;
+        }
+        // SAFETY: RawEvent is plain old data and the slice holds enough bytes.
+        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let captured = (raw.captured as usize).min(MAX_PAYLOAD);
+        let payload = bytes.get(header..header + captured)?.to_vec();
+        let kind = match raw.kind {
+            EV_DATA => EventKind::Data,
+            EV_CONNECT => EventKind::Connect,
+            EV_ACCEPT => EventKind::Accept,
+            EV_CLOSE => EventKind::Close,
+            _ => return None,
+        };
+        let comm_len = raw.comm.iter().position(|&b| b == 0).unwrap_or(raw.comm.len());
+        Some(Self {
+            kind,
+            pid: raw.pid,
+            tid: raw.tid,
+            fd: raw.fd,
+            sock: raw.sock,
+            ts_enter: raw.ts_enter,
+            ts_exit: raw.ts_exit,
+            ret: raw.ret,
+            real_len: raw.real_len,
+            direction: raw.direction,
+            family: raw.family,
+            sock_type: raw.sock_type,
+            local: (addr(raw.family, &raw.laddr), raw.lport),
+            remote: (addr(raw.family, &raw.raddr), raw.rport),
+            syscall: raw.syscall,
+            comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    /// Every `_Static_assert` of the C header holds for the Rust struct.
+    #[test]
+    fn layout_matches_the_c_header() {
+        let header = include_str!("../../../ebpf/include/wirelens.h");
+        let rust: &[(&str, usize)] = &[
+            ("ts_enter", offset_of!(RawEvent, ts_enter)),
+            ("ts_exit", offset_of!(RawEvent, ts_exit)),
+            ("sock", offset_of!(RawEvent, sock)),
+            ("ret", offset_of!(RawEvent, ret)),
+            ("real_len", offset_of!(RawEvent, real_len)),
+            ("pid", offset_of!(RawEvent, pid)),
+            ("tid", offset_of!(RawEvent, tid)),
+            ("fd", offset_of!(RawEvent, fd)),
+            ("captured", offset_of!(RawEvent, captured)),
+            ("kind", offset_of!(RawEvent, kind)),
+            ("syscall", offset_of!(RawEvent, syscall)),
+            ("family", offset_of!(RawEvent, family)),
+            ("sock_type", offset_of!(RawEvent, sock_type)),
+            ("lport", offset_of!(RawEvent, lport)),
+            ("rport", offset_of!(RawEvent, rport)),
+            ("direction", offset_of!(RawEvent, direction)),
+            ("laddr", offset_of!(RawEvent, laddr)),
+            ("raddr", offset_of!(RawEvent, raddr)),
+            ("comm", offset_of!(RawEvent, comm)),
+        ];
+        let mut checked = 0;
+        for line in header.lines().filter(|l| l.starts_with("_Static_assert(")) {
+            let n: usize = line.split("==").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
+            if line.contains("sizeof(struct wl_event)") {
+                assert_eq!(std::mem::size_of::<RawEvent>(), n, "size");
+            } else {
+                let field = line.split(", ").nth(1).unwrap().split(')').next().unwrap();
+                let (_, off) = rust.iter().find(|(f, _)| *f == field).unwrap_or_else(|| panic!("{field} not mirrored"));
+                assert_eq!(*off, n, "offset of {field}");
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, rust.len() + 1, "every field is asserted in the header");
+        // Constants too.
+        for (name, value) in [
+            ("WL_MAX_PAYLOAD", MAX_PAYLOAD as u64),
+            ("WL_EV_DATA", EV_DATA.into()),
+            ("WL_EV_CONNECT", EV_CONNECT.into()),
+            ("WL_EV_ACCEPT", EV_ACCEPT.into()),
+            ("WL_EV_CLOSE", EV_CLOSE.into()),
+            ("WL_EGRESS", EGRESS.into()),
+            ("WL_INGRESS", INGRESS.into()),
+            ("WL_CNT_EVENTS", CNT_EVENTS.into()),
+            ("WL_CNT_LOST", CNT_LOST.into()),
+            ("WL_CNT_FILTERED", CNT_FILTERED.into()),
+            ("WL_CNT_TRUNCATED", CNT_TRUNCATED.into()),
+        ] {
+            let line = header.lines().find(|l| l.starts_with(&format!("#define {name} "))).unwrap();
+            let v: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+            assert_eq!(v, value, "{name}");
+        }
+    }
+
+    #[test]
+    fn decodes_an_event() {
+        let mut raw = RawEvent {
+            kind: EV_DATA,
+            pid: 42,
+            fd: 3,
+            captured: 5,
+            family: AF_INET,
+            lport: 8080,
+            rport: 5555,
+            ..Default::default()
+        };
+        raw.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        raw.raddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        raw.comm[..4].copy_from_slice(b"curl");
+        let mut bytes = vec![0u8; 120];
+        // SAFETY: writing a POD struct into a buffer of its size.
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), raw) };
+        bytes.extend_from_slice(b"hello");
+        let e = Event::decode(&bytes).unwrap();
+        assert_eq!((e.pid, e.fd, e.kind), (42, 3, EventKind::Data));
+        assert_eq!(e.remote, ("10.1.2.3".parse().unwrap(), 5555));
+        assert_eq!(e.local.1, 8080);
+        assert_eq!(e.comm, "curl");
+        assert_eq!(e.payload, b"hello");
+        assert!(Event::decode(&bytes[..100]).is_none());
+        assert!(Event::decode(&bytes[..122]).is_none(), "payload shorter than announced");
+    }
+}

@@ -1,0 +1,223 @@
+//! Capture: the kernel programs (`ebpf/capture.bpf.c`, built by the build
+//! script and embedded), their set-up, and the thread that drains the ring
+//! buffer into decoded [`Event`]s.
+
+pub mod event;
+mod setup;
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+
+pub use event::{Event, EventKind};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
+
+/// How often the reader looks at the ring buffer when not woken (the kernel
+/// wakes it only when `wakeup_bytes` are pending: batched wake-ups).
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The syscalls traced: (tracepoint suffix, program name suffix).
+const SYSCALLS: &[(&str, &str)] = &[
+    ("read", "read"),
+    ("write", "write"),
+    ("readv", "readv"),
+    ("writev", "writev"),
+    ("sendto", "sendto"),
+    ("recvfrom", "recvfrom"),
+    ("sendmsg", "sendmsg"),
+    ("recvmsg", "recvmsg"),
+    ("sendmmsg", "sendmmsg"),
+    ("recvmmsg", "recvmmsg"),
+    ("sendfile64", "sendfile"),
+    ("connect", "connect"),
+    ("accept", "accept"),
+    ("accept4", "accept4"),
+];
+
+/// What the kernel side filters and copies.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// Payload bytes copied per call (at most 8 KiB).
+    pub payload_bytes: u32,
+    /// Percent of connections captured (decided per connection).
+    pub sampling: u32,
+    /// Only these processes (`EBPF.Pid`); empty: all.
+    pub pids: Vec<u32>,
+    pub drop_unix: bool,
+    pub drop_unknown: bool,
+    /// Drop loopback peers in the kernel (part of `DropLocalConnections`;
+    /// other local addresses are dropped by connection tracking).
+    pub drop_loopback: bool,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Wake the reader when this much is pending.
+    pub wakeup_bytes: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            payload_bytes: 4096,
+            sampling: 100,
+            pids: vec![],
+            drop_unix: true,
+            drop_unknown: true,
+            drop_loopback: true,
+            ring_bytes: 8 << 20,
+            wakeup_bytes: 256 << 10,
+        }
+    }
+}
+
+/// Kernel and reader counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Events the kernel wrote to the ring buffer.
+    pub events: u64,
+    /// Events lost in the kernel (ring buffer full).
+    pub lost: u64,
+    /// Socket calls skipped in the kernel by pid, sampling or drop rules.
+    pub filtered: u64,
+    /// Events whose payload was cut to the capture size.
+    pub truncated: u64,
+    /// Records the reader could not decode.
+    pub malformed: u64,
+}
+
+/// Attached programs and the reader thread; dropping it detaches everything.
+pub struct Capture {
+    ebpf: Option<Ebpf>,
+    counters: PerCpuArray<MapData, u64>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+    malformed: Arc<AtomicU64>,
+}
+
+impl Capture {
+    /// Check the machine, load and attach the programs, and start sending
+    /// events to `sink`.
+    pub fn start(config: &CaptureConfig, sink: SyncSender<Event>) -> Result<Self> {
+        setup::prepare()?;
+        let self_pid = std::process::id();
+        let payload = config.payload_bytes.min(event::MAX_PAYLOAD as u32);
+        let filter_pids = u8::from(!config.pids.is_empty());
+        let (drop_unix, drop_unknown, drop_loopback) =
+            (u8::from(config.drop_unix), u8::from(config.drop_unknown), u8::from(config.drop_loopback));
+        let sampling = config.sampling.min(100);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("payload_max", &payload, true)
+            .override_global("self_pid", &self_pid, true)
+            .override_global("sampling", &sampling, true)
+            .override_global("filter_pids", &filter_pids, true)
+            .override_global("drop_unix", &drop_unix, true)
+            .override_global("drop_unknown", &drop_unknown, true)
+            .override_global("drop_loopback", &drop_loopback, true)
+            .override_global("wakeup_bytes", &config.wakeup_bytes, true)
+            .map_max_entries("events", config.ring_bytes)
+            .load(OBJECT)
+            .context("loading the capture programs into the kernel")?;
+        if !config.pids.is_empty() {
+            let mut allow: BpfHashMap<_, u32, u8> =
+                BpfHashMap::try_from(ebpf.map_mut("allow_pids").context("allow_pids map")?)?;
+            for pid in &config.pids {
+                allow.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the filter"))?;
+            }
+        }
+        for (tp, prog) in SYSCALLS {
+            attach(&mut ebpf, &format!("enter_{prog}"), &format!("sys_enter_{tp}"))?;
+            attach(&mut ebpf, &format!("exit_{prog}"), &format!("sys_exit_{tp}"))?;
+        }
+        attach(&mut ebpf, "enter_close", "sys_enter_close")?;
+        let ring = RingBuf::try_from(ebpf.take_map("events").context("events map")?)?;
+        let counters = PerCpuArray::try_from(ebpf.take_map("counters").context("counters map")?)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let malformed = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (stop, malformed) = (stop.clone(), malformed.clone());
+            std::thread::Builder::new()
+                .name("capture-reader".into())
+                .spawn(move || read_loop(ring, sink, stop, malformed))
+                .context("spawning the capture reader")?
+        };
+        tracing::info!(programs = SYSCALLS.len() * 2 + 1, payload_bytes = payload, "capture attached");
+        Ok(Self { ebpf: Some(ebpf), counters, stop, reader: Some(reader), malformed })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CaptureStats {
+        let sum = |slot: u32| -> u64 { self.counters.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        CaptureStats {
+            events: sum(event::CNT_EVENTS),
+            lost: sum(event::CNT_LOST),
+            filtered: sum(event::CNT_FILTERED),
+            truncated: sum(event::CNT_TRUNCATED),
+            malformed: self.malformed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keep these processes out in the kernel from now on (filters that
+    /// exclude a process push it here once known).
+    pub fn deny_pids(&mut self, pids: &[u32]) -> Result<()> {
+        let ebpf = self.ebpf.as_mut().expect("capture running");
+        let mut deny: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(ebpf.map_mut("deny_pids").context("deny_pids")?)?;
+        for pid in pids {
+            deny.insert(pid, 1, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Detach and stop the reader (also done on drop).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        if self.ebpf.take().is_some() {
+            tracing::info!("capture detached");
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
+    let prog: &mut TracePoint =
+        ebpf.program_mut(program).with_context(|| format!("program {program} missing from the object"))?.try_into()?;
+    prog.load().with_context(|| format!("loading {program} (verifier)"))?;
+    prog.attach("syscalls", tracepoint).with_context(|| format!("attaching {program} to syscalls:{tracepoint}"))?;
+    Ok(())
+}
+
+fn read_loop(mut ring: RingBuf<MapData>, sink: SyncSender<Event>, stop: Arc<AtomicBool>, malformed: Arc<AtomicU64>) {
+    let fd = ring.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
+        while let Some(item) = ring.next() {
+            match Event::decode(&item) {
+                Some(ev) => {
+                    if sink.send(ev).is_err() {
+                        return; // the pipeline is gone: shutting down
+                    }
+                }
+                None => {
+                    malformed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Configuration: iLogtail's shape (`enable`, `inputs`, `processors`,
+//! `flushers`) with the `observer_ilogtail_network_v1` input's `Common` and
+//! `EBPF` keys and their defaults, plus wirelens' own `Wirelens` section.
+//! YAML or JSON (JSON is YAML). Unknown keys and bad values are errors that
+//! name the key and the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default = "yes")]
+    pub enable: bool,
+    pub inputs: Vec<Input>,
+    #[serde(default)]
+    pub processors: Vec<Plugin>,
+    #[serde(default)]
+    pub flushers: Vec<Plugin>,
+}
+
+/// A processor or flusher: its `Type` and its own keys.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Plugin {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub options: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// The network observer input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Common", default)]
+    pub common: Common,
+    #[serde(rename = "EBPF", default)]
+    pub ebpf: Ebpf,
+    #[serde(rename = "Wirelens", default)]
+    pub wirelens: Wirelens,
+}
+
+/// A flag the seed documents as a number: `true`/`false` or `1`/`0`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum Flag {
+    Bool(bool),
+    Num(i64),
+}
+
+impl Flag {
+    pub fn on(self) -> bool {
+        match self {
+            Flag::Bool(b) => b,
+            Flag::Num(n) => n != 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Common {
+    /// Seconds between layer-4 records.
+    pub flush_out_l4_interval: u64,
+    /// Seconds between layer-7 records.
+    pub flush_out_l7_interval: u64,
+    /// Seconds between container metadata refreshes.
+    pub flush_meta_interval: u64,
+    /// Seconds between listening-socket (sock_diag) refreshes.
+    pub flush_netlink_interval: u64,
+    /// Percent of connections observed.
+    pub sampling: u32,
+    pub protocol_process: Flag,
+    pub drop_unix_socket: Flag,
+    pub drop_local_connections: Flag,
+    pub drop_unknown_socket: Flag,
+    /// Protocols to parse; empty means all.
+    pub include_protocols: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    pub include_container_labels: BTreeMap<String, String>,
+    pub exclude_container_labels: BTreeMap<String, String>,
+    #[serde(rename = "IncludeK8sLabels")]
+    pub include_k8s_labels: BTreeMap<String, String>,
+    #[serde(rename = "ExcludeK8sLabels")]
+    pub exclude_k8s_labels: BTreeMap<String, String>,
+    pub include_envs: BTreeMap<String, String>,
+    pub exclude_envs: BTreeMap<String, String>,
+    pub include_cmd_regex: String,
+    pub exclude_cmd_regex: String,
+    pub include_container_name_regex: String,
+    pub exclude_container_name_regex: String,
+    pub include_pod_name_regex: String,
+    pub exclude_pod_name_regex: String,
+    pub include_namespace_name_regex: String,
+    pub exclude_namespace_name_regex: String,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Self {
+            flush_out_l4_interval: 15,
+            flush_out_l7_interval: 60,
+            flush_meta_interval: 30,
+            flush_netlink_interval: 10,
+            sampling: 100,
+            protocol_process: Flag::Bool(true),
+            drop_unix_socket: Flag::Bool(true),
+            drop_local_connections: Flag::Bool(true),
+            drop_unknown_socket: Flag::Bool(true),
+            include_protocols: vec![],
+            tags: BTreeMap::new(),
+            include_container_labels: BTreeMap::new(),
+            exclude_container_labels: BTreeMap::new(),
+            include_k8s_labels: BTreeMap::new(),
+            exclude_k8s_labels: BTreeMap::new(),
+            include_envs: BTreeMap::new(),
+            exclude_envs: BTreeMap::new(),
+            include_cmd_regex: String::new(),
+            exclude_cmd_regex: String::new(),
+            include_container_name_regex: String::new(),
+            exclude_container_name_regex: String::new(),
+            include_pod_name_regex: String::new(),
+            exclude_pod_name_regex: String::new(),
+            include_namespace_name_regex: String::new(),
+            exclude_namespace_name_regex: String::new(),
+        }
+    }
+}
+
+/// `EBPF.Pid`: one pid, a list, or (as the seed's table types it) a map
+/// whose values are pids.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Pids {
+    One(u32),
+    List(Vec<u32>),
+    Map(BTreeMap<String, serde_yaml_ng::Value>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Ebpf {
+    pub enabled: bool,
+    pub pid: Option<Pids>,
+}
+
+impl Default for Ebpf {
+    fn default() -> Self {
+        Self { enabled: true, pid: None }
+    }
+}
+
+/// wirelens' own settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Wirelens {
+    /// Payload bytes copied per call (1..=8192).
+    pub payload_bytes: u32,
+    /// Kernel ring buffer size in bytes (power of two, at least 4096).
+    pub ring_buffer_bytes: u32,
+    /// Most connections tracked.
+    pub max_connections: usize,
+    /// Most layer-4 keys per window; more fold into an overflow count.
+    pub max_l4_keys: usize,
+    /// Plugin directory (hot-reloaded); default: none (built-ins only).
+    pub plugin_dir: Option<PathBuf>,
+}
+
+impl Default for Wirelens {
+    fn default() -> Self {
+        Self {
+            payload_bytes: 4096,
+            ring_buffer_bytes: 8 << 20,
+            max_connections: 65_536,
+            max_l4_keys: 10_000,
+            plugin_dir: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The effective configuration of the network input.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub enable: bool,
+    pub common: Common,
+    pub ebpf: Ebpf,
+    pub wirelens: Wirelens,
+    pub pids: Vec<u32>,
+    pub flushers: Vec<Plugin>,
+    pub processors: Vec<Plugin>,
+}
+
+pub const INPUT_TYPE: &str = "observer_ilogtail_network_v1";
+
+impl Config {
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Validate config text (`path` is for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let file: File = serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut inputs = file.inputs.into_iter();
+        let Some(input) = inputs.next() else { bail!("{}: `inputs` is empty", path.display()) };
+        if inputs.next().is_some() {
+            bail!("{}: `inputs` holds more than one input; run one daemon per input", path.display());
+        }
+        if input.kind != INPUT_TYPE {
+            bail!("{}: inputs[0].Type is `{}`, expected `{INPUT_TYPE}`", path.display(), input.kind);
+        }
+        let p = path.display();
+        let c = &input.common;
+        if c.sampling > 100 {
+            bail!("{p}: Common.Sampling is {}, must be 0-100", c.sampling);
+        }
+        for (key, v) in [
+            ("FlushOutL4Interval", c.flush_out_l4_interval),
+            ("FlushOutL7Interval", c.flush_out_l7_interval),
+            ("FlushMetaInterval", c.flush_meta_interval),
+            ("FlushNetlinkInterval", c.flush_netlink_interval),
+        ] {
+            if v == 0 {
+                bail!("{p}: Common.{key} must be at least 1 (seconds)");
+            }
+        }
+        let w = &input.wirelens;
+        if !(1..=8192).contains(&w.payload_bytes) {
+            bail!("{p}: Wirelens.PayloadBytes is {}, must be 1-8192", w.payload_bytes);
+        }
+        if !w.ring_buffer_bytes.is_power_of_two() || w.ring_buffer_bytes < 4096 {
+            bail!("{p}: Wirelens.RingBufferBytes is {}, must be a power of two of at least 4096", w.ring_buffer_bytes);
+        }
+        let pids = match &input.ebpf.pid {
+            None => vec![],
+            Some(Pids::One(p)) => vec![*p],
+            Some(Pids::List(l)) => l.clone(),
+            Some(Pids::Map(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    let s = match v {
+                        serde_yaml_ng::Value::Number(n) => n.to_string(),
+                        serde_yaml_ng::Value::String(s) => s.clone(),
+                        _ => String::new(),
+                    };
+                    s.parse().map_err(|_| anyhow::anyhow!("{p}: EBPF.Pid.{k} is not a process id: {v:?}"))
+                })
+                .collect::<Result<_>>()?,
+        };
+        for f in &file.flushers {
+            if f.kind != "flusher_stdout" {
+                bail!("{p}: flusher `{}` is not supported yet (supported: flusher_stdout)", f.kind);
+            }
+        }
+        for pr in &file.processors {
+            if pr.kind != "processor_default" {
+                bail!("{p}: processor `{}` is not supported yet (supported: processor_default)", pr.kind);
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            enable: file.enable,
+            common: input.common,
+            ebpf: input.ebpf,
+            wirelens: input.wirelens,
+            pids,
+            flushers: file.flushers,
+            processors: file.processors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn the_seed_example_parses_with_seed_defaults() {
+        let c = parse(
+            "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 5\n      FlushOutL7Interval: 5\n    EBPF:\n      Enabled: true\nprocessors:\n  - Type: processor_default\nflushers:\n  - Type: flusher_stdout\n",
+        )
+        .unwrap();
+        assert_eq!(c.common.flush_out_l4_interval, 5);
+        assert_eq!(c.common.flush_netlink_interval, 10);
+        assert_eq!(c.common.sampling, 100);
+        assert!(c.common.drop_local_connections.on() && c.common.drop_unix_socket.on());
+        assert!(c.ebpf.enabled);
+    }
+
+    #[test]
+    fn json_and_pid_forms() {
+        let c = parse(r#"{"inputs":[{"Type":"observer_ilogtail_network_v1","EBPF":{"Enabled":true,"Pid":[1,2]},"Common":{"DropUnixSocket":0}}]}"#).unwrap();
+        assert_eq!(c.pids, vec![1, 2]);
+        assert!(!c.common.drop_unix_socket.on());
+        let c = parse("inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: true, Pid: {a: 7}}}]").unwrap();
+        assert_eq!(c.pids, vec![7]);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_file() {
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {Samplin: 5}}]").unwrap_err().to_string();
+        assert!(e.contains("test.yaml") && e.contains("Samplin"), "{e}");
+        let e =
+            parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {Sampling: 500}}]").unwrap_err().to_string();
+        assert!(e.contains("Common.Sampling"), "{e}");
+        let e =
+            parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {Sampling: lots}}]").unwrap_err().to_string();
+        assert!(e.contains("Sampling"), "{e}");
+        let e = parse("inputs: [{Type: other}]").unwrap_err().to_string();
+        assert!(e.contains("inputs[0].Type"), "{e}");
+    }
+}

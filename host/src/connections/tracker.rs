@@ -1,0 +1,299 @@
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::capture::event::{AF_INET, AF_INET6, AF_UNIX, INGRESS};
+use crate::capture::{Event, EventKind};
+
+use super::sockdiag::Listening;
+
+/// What the observed process is on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Client,
+    Server,
+    Unknown,
+}
+
+impl Role {
+    /// As records spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Unknown => "unknown",
+        }
+    }
+
+    /// What the other end is.
+    pub fn peer(self) -> &'static str {
+        match self {
+            Role::Client => "server",
+            Role::Server => "client",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+/// Socket family class, as records spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketType {
+    Inet,
+    Unix,
+    Unknown,
+}
+
+impl SocketType {
+    fn of(family: u16) -> Self {
+        match family {
+            AF_INET | AF_INET6 => SocketType::Inet,
+            AF_UNIX => SocketType::Unix,
+            _ => SocketType::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketType::Inet => "inet_socket",
+            SocketType::Unix => "unix_socket",
+            SocketType::Unknown => "unknown_socket",
+        }
+    }
+}
+
+/// A connection's identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub pid: u32,
+    pub fd: i32,
+    pub sock: u64,
+}
+
+/// One tracked connection.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    /// Unique for the daemon's life (protocol plugins key state by it).
+    pub id: u64,
+    pub key: ConnKey,
+    pub role: Role,
+    pub socket_type: SocketType,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    /// Dropped by a drop rule: tracked, but reported nowhere.
+    pub dropped: bool,
+    last_seen: Instant,
+}
+
+/// Drop rules and bounds.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    pub drop_unix: bool,
+    pub drop_local: bool,
+    pub drop_unknown: bool,
+    /// Most connections tracked at once.
+    pub max_connections: usize,
+    /// A connection with no event for this long is forgotten.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            drop_unix: true,
+            drop_local: true,
+            drop_unknown: true,
+            max_connections: 65_536,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrackerStats {
+    pub opened: u64,
+    pub closed: u64,
+    pub expired: u64,
+    /// Connections not tracked because `max_connections` was reached.
+    pub over_capacity: u64,
+    /// Connections dropped by a drop rule.
+    pub dropped_by_rule: u64,
+}
+
+/// What an event means for its connection.
+pub enum Outcome<'a> {
+    /// Report it (data, or the connection's start).
+    Keep(&'a Conn),
+    /// The connection closed: finish it (id of the connection).
+    Closed(Conn),
+    /// Not reported (dropped by a rule, or not tracked).
+    Ignore,
+}
+
+/// All connections.
+pub struct Tracker {
+    config: TrackerConfig,
+    conns: HashMap<ConnKey, Conn>,
+    /// The socket currently behind each (pid, fd).
+    by_fd: HashMap<(u32, i32), u64>,
+    next_id: u64,
+    listening: Listening,
+    local_addrs: HashSet<IpAddr>,
+    stats: TrackerStats,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Self {
+        Self {
+            config,
+            conns: HashMap::new(),
+            by_fd: HashMap::new(),
+            next_id: 1,
+            listening: Listening::default(),
+            local_addrs: HashSet::new(),
+            stats: TrackerStats::default(),
+        }
+    }
+
+    /// Refresh what the host listens on and its addresses (sock_diag and
+    /// interface addresses): role inference and `DropLocalConnections`.
+    pub fn refresh_host_view(&mut self, listening: Listening, local_addrs: HashSet<IpAddr>) {
+        self.listening = listening;
+        self.local_addrs = local_addrs;
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Apply one event.
+    pub fn on_event(&mut self, ev: &Event) -> Outcome<'_> {
+        let key = ConnKey { pid: ev.pid, fd: ev.fd, sock: ev.sock };
+        if ev.kind == EventKind::Close {
+            self.by_fd.remove(&(ev.pid, ev.fd));
+            return match self.conns.remove(&key) {
+                Some(conn) => {
+                    self.stats.closed += 1;
+                    if conn.dropped {
+                        Outcome::Ignore
+                    } else {
+                        Outcome::Closed(conn)
+                    }
+                }
+                None => Outcome::Ignore,
+            };
+        }
+        // A different socket behind the same fd: the old connection ended
+        // without us seeing its close.
+        if let Some(old) = self.by_fd.insert((ev.pid, ev.fd), ev.sock) {
+            if old != ev.sock {
+                self.conns.remove(&ConnKey { pid: ev.pid, fd: ev.fd, sock: old });
+            }
+        }
+        let role = match ev.kind {
+            EventKind::Connect => Some(Role::Client),
+            EventKind::Accept => Some(Role::Server),
+            _ => None,
+        };
+        if !self.conns.contains_key(&key) {
+            if self.conns.len() >= self.config.max_connections {
+                self.stats.over_capacity += 1;
+                return Outcome::Ignore;
+            }
+            let conn = self.new_conn(key, ev, role);
+            self.stats.opened += 1;
+            if conn.dropped {
+                self.stats.dropped_by_rule += 1;
+            }
+            self.conns.insert(key, conn);
+        }
+        let conn = self.conns.get_mut(&key).expect("inserted above");
+        conn.last_seen = Instant::now();
+        if let Some(role) = role {
+            conn.role = role;
+        }
+        // Connected sockets learn their peer at connect time.
+        if ev.remote.1 != 0 && conn.remote.1 == 0 {
+            conn.remote = ev.remote;
+            conn.local = ev.local;
+            conn.dropped = conn.dropped || self.config.drop_local && is_local(&self.local_addrs, conn.remote.0);
+        }
+        if conn.dropped {
+            Outcome::Ignore
+        } else {
+            Outcome::Keep(conn)
+        }
+    }
+
+    fn new_conn(&mut self, key: ConnKey, ev: &Event, role: Option<Role>) -> Conn {
+        let socket_type = SocketType::of(ev.family);
+        let role = role.unwrap_or_else(|| self.infer_role(ev, socket_type));
+        let dropped = match socket_type {
+            SocketType::Unix => self.config.drop_unix,
+            SocketType::Unknown => self.config.drop_unknown,
+            SocketType::Inet => self.config.drop_local && ev.remote.1 != 0 && is_local(&self.local_addrs, ev.remote.0),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, last_seen: Instant::now() }
+    }
+
+    /// For a socket older than the daemon: a server if its local port is one
+    /// the host listens on (sock_diag), a client otherwise; for datagram
+    /// sockets, the same on bound ports, else by the first direction.
+    fn infer_role(&self, ev: &Event, socket_type: SocketType) -> Role {
+        if socket_type != SocketType::Inet {
+            return Role::Unknown;
+        }
+        if self.listening.contains(ev.sock_type, ev.local.1) {
+            return Role::Server;
+        }
+        if ev.sock_type == libc::SOCK_DGRAM as u16 && ev.direction == INGRESS && ev.remote.1 == 0 {
+            return Role::Unknown;
+        }
+        Role::Client
+    }
+
+    /// Forget idle connections and those of processes that exited.
+    pub fn expire(&mut self) -> Vec<Conn> {
+        let now = Instant::now();
+        let idle = self.config.idle_timeout;
+        let mut gone = Vec::new();
+        let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let mut dead = HashSet::new();
+        self.conns.retain(|key, conn| {
+            let expired = now.duration_since(conn.last_seen) > idle || {
+                if dead.contains(&key.pid) {
+                    true
+                } else if !alive(key.pid) {
+                    dead.insert(key.pid);
+                    true
+                } else {
+                    false
+                }
+            };
+            if expired {
+                gone.push(conn.clone());
+            }
+            !expired
+        });
+        for c in &gone {
+            self.by_fd.remove(&(c.key.pid, c.key.fd));
+        }
+        self.stats.expired += gone.len() as u64;
+        gone.retain(|c| !c.dropped);
+        gone
+    }
+}
+
+fn is_local(local_addrs: &HashSet<IpAddr>, ip: IpAddr) -> bool {
+    ip.is_loopback() || local_addrs.contains(&ip)
+}

@@ -1,0 +1,193 @@
+//! `wirelens run`: capture → connections → aggregation → flushers, on one
+//! thread fed by the capture reader, until SIGINT/SIGTERM (which flushes the
+//! pending windows and detaches the kernel programs).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::aggregate::l4::L4Window;
+use crate::capture::{Capture, CaptureConfig, CaptureStats, Event, EventKind};
+use crate::config::Config;
+use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
+use crate::metadata::ProcessCache;
+use crate::records::{write_lines, Record};
+
+/// Events queued between the reader and the pipeline; when full, the reader
+/// waits and the kernel ring buffer absorbs (and counts) the excess.
+const QUEUE: usize = 65_536;
+
+/// Run until a signal arrives.
+pub fn run(config: Config) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    if !config.enable {
+        tracing::warn!(config = %config.path.display(), "`enable: false`: nothing to do");
+        return Ok(());
+    }
+    let (tx, rx) = sync_channel::<Event>(QUEUE);
+    let c = &config.common;
+    let mut capture = if config.ebpf.enabled {
+        let cc = CaptureConfig {
+            payload_bytes: config.wirelens.payload_bytes,
+            sampling: c.sampling,
+            pids: config.pids.clone(),
+            drop_unix: c.drop_unix_socket.on(),
+            drop_unknown: c.drop_unknown_socket.on(),
+            drop_loopback: c.drop_local_connections.on(),
+            ring_bytes: config.wirelens.ring_buffer_bytes,
+            ..CaptureConfig::default()
+        };
+        Some(Capture::start(&cc, tx)?)
+    } else {
+        tracing::warn!("EBPF.Enabled is false: running without capture");
+        drop(tx);
+        None
+    };
+
+    let mut pipeline = Pipeline::new(&config);
+    let l4_every = Duration::from_secs(c.flush_out_l4_interval);
+    let netlink_every = Duration::from_secs(c.flush_netlink_interval);
+    let mut next_l4 = Instant::now() + l4_every;
+    let mut next_netlink = Instant::now() + netlink_every;
+    let mut stdout = std::io::stdout().lock();
+    tracing::info!(config = %config.path.display(), "running");
+    while !stop.load(Ordering::Relaxed) {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(ev) => {
+                pipeline.on_event(&ev);
+                // Take what is queued without waiting, bounded so flushes stay on time.
+                for ev in rx.try_iter().take(4096) {
+                    pipeline.on_event(&ev);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if capture.is_some() {
+                    tracing::error!("capture reader stopped");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let now = Instant::now();
+        if now >= next_netlink {
+            pipeline.refresh_host_view();
+            next_netlink = now + netlink_every;
+        }
+        if now >= next_l4 {
+            let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();
+            let records = pipeline.flush_l4(stats);
+            write_lines(&mut stdout, &records).context("writing records to stdout")?;
+            next_l4 = now + l4_every;
+        }
+    }
+    tracing::info!("shutting down: flushing pending windows");
+    if let Some(cap) = capture.as_mut() {
+        cap.stop();
+    }
+    for ev in rx.try_iter() {
+        pipeline.on_event(&ev);
+    }
+    let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();
+    let records = pipeline.flush_l4(stats);
+    write_lines(&mut stdout, &records)?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Everything between the capture and the flushers.
+pub struct Pipeline {
+    tracker: Tracker,
+    procs: ProcessCache,
+    l4: L4Window,
+    tags: Vec<(String, String)>,
+    last_capture: CaptureStats,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config) -> Self {
+        let c = &config.common;
+        let mut tracker = Tracker::new(TrackerConfig {
+            drop_unix: c.drop_unix_socket.on(),
+            drop_local: c.drop_local_connections.on(),
+            drop_unknown: c.drop_unknown_socket.on(),
+            max_connections: config.wirelens.max_connections,
+            ..TrackerConfig::default()
+        });
+        tracker.refresh_host_view(sockdiag::listening().unwrap_or_default(), local::addresses());
+        Self {
+            tracker,
+            procs: ProcessCache::default(),
+            l4: L4Window::new(config.wirelens.max_l4_keys),
+            tags: c.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            last_capture: CaptureStats::default(),
+        }
+    }
+
+    pub fn refresh_host_view(&mut self) {
+        match sockdiag::listening() {
+            Ok(l) => self.tracker.refresh_host_view(l, local::addresses()),
+            Err(e) => tracing::warn!("sock_diag dump failed: {e}"),
+        }
+    }
+
+    pub fn on_event(&mut self, ev: &Event) {
+        match self.tracker.on_event(ev) {
+            Outcome::Keep(conn) => {
+                self.procs.observe(ev.pid, &ev.comm);
+                if ev.kind == EventKind::Data {
+                    self.l4.add(conn, ev);
+                }
+            }
+            Outcome::Closed(_) | Outcome::Ignore => {}
+        }
+    }
+
+    /// The layer-4 window's records, plus the daemon's own health record.
+    pub fn flush_l4(&mut self, capture: CaptureStats) -> Vec<Record> {
+        let time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut records = self.l4.flush(time, &self.procs);
+        let lost_now = capture.lost - self.last_capture.lost;
+        if lost_now > 0 {
+            tracing::warn!(lost = lost_now, total = capture.lost, "events lost in the kernel (ring buffer full)");
+        }
+        let t = self.tracker.stats();
+        let mut health = Record::new("health");
+        health.push("events", capture.events);
+        health.push("kernel_lost", capture.lost);
+        health.push("kernel_filtered", capture.filtered);
+        health.push("truncated", capture.truncated);
+        health.push("malformed", capture.malformed);
+        health.push("connections", self.tracker.len());
+        health.push("connections_over_capacity", t.over_capacity);
+        health.push("connections_expired", t.expired);
+        health.push("l4_overflow", self.l4.overflow);
+        health.push("rss_bytes", rss_bytes());
+        health.push("__time__", time);
+        records.push(health);
+        self.last_capture = capture;
+        for r in &mut records {
+            for (k, v) in &self.tags {
+                r.push(k, v);
+            }
+        }
+        self.tracker.expire();
+        self.procs.expire();
+        records
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}

@@ -1,0 +1,5 @@
+//! Metadata added to records: processes now (containers and Kubernetes later).
+
+mod process;
+
+pub use process::ProcessCache;
