@@ -1,0 +1,287 @@
+//! End to end on real traffic: the daemon's layer-4 statistics report
+//! exactly the bytes each side sent and received, with the right pid,
+//! command line, role and remote address; drop rules, EBPF.Pid, sampling
+//! and kernel losses behave as configured. Needs root (CI runs as root).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::daemon::{config, remote, sum, Daemon};
+use serde_json::Value;
+
+fn echo_py() -> String {
+    common::root().join("tests/e2e/echo.py").display().to_string()
+}
+
+/// Start a process and read the first line it prints.
+fn spawn_line(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stdin(Stdio::piped()).spawn().expect("spawning a test process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    (child, line.trim().to_string())
+}
+
+fn python(args: &[&str]) -> Command {
+    let mut c = Command::new("python3");
+    c.arg(echo_py()).args(args);
+    c
+}
+
+fn wait_ok(mut c: Child, what: &str) {
+    let status = c.wait().unwrap();
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+fn is_pid(r: &Value, pid: u32) -> bool {
+    r["_process_pid_"] == pid.to_string()
+}
+
+/// An exchange over loopback TCP: `up` bytes client to server, `down` back.
+/// Returns (server pid, client pid, server port, client port).
+fn tcp_exchange(up: u64, down: u64) -> (u32, u32, u16, u16) {
+    let (server, port) = spawn_line(python(&["server", "127.0.0.1:0", &up.to_string(), &down.to_string()]));
+    let addr = format!("127.0.0.1:{port}");
+    let (client, cport) = spawn_line(python(&["client", &addr, &up.to_string(), &down.to_string()]));
+    let (spid, cpid) = (server.id(), client.id());
+    wait_ok(client, "client");
+    wait_ok(server, "server");
+    (spid, cpid, port.parse().unwrap(), cport.parse().unwrap())
+}
+
+#[test]
+fn tcp_bytes_are_exact_on_both_sides() {
+    let daemon = Daemon::start(&config("DropLocalConnections: false", "", ""));
+    let (up, down) = (123_457u64, 54_321u64);
+    let (spid, cpid, port, cport) = tcp_exchange(up, down);
+    let done = daemon.wait_for(Duration::from_secs(10), |rs| {
+        sum(rs, "recv_bytes", |r| is_pid(r, spid)) >= up && sum(rs, "recv_bytes", |r| is_pid(r, cpid)) >= down
+    });
+    let records = daemon.stop();
+    assert!(done, "statistics for both ends within 10 s: {records:#?}");
+    let client = |r: &Value| is_pid(r, cpid) && r["role"] == "client";
+    let server = |r: &Value| is_pid(r, spid) && r["role"] == "server";
+    assert_eq!(sum(&records, "send_bytes", client), up);
+    assert_eq!(sum(&records, "recv_bytes", client), down);
+    assert_eq!(sum(&records, "send_bytes", server), down);
+    assert_eq!(sum(&records, "recv_bytes", server), up);
+    assert_eq!(sum(&records, "send_packets", client), up.div_ceil(1000), "one write per 1000 bytes");
+    let c = records.iter().find(|r| client(r)).unwrap();
+    assert_eq!(remote(c)["remote_ip"], "127.0.0.1");
+    assert_eq!(remote(c)["remote_port"], port.to_string());
+    assert_eq!(remote(c)["remote_type"], "server");
+    assert_eq!(c["socket_type"], "inet_socket");
+    assert_eq!(c["_running_mode_"], "host");
+    let cmd = c["_process_cmd_"].as_str().unwrap();
+    assert!(cmd.contains("echo.py client 127.0.0.1"), "{cmd}");
+    let s = records.iter().find(|r| server(r)).unwrap();
+    assert_eq!(remote(s)["remote_port"], cport.to_string());
+    assert!(sum(&records, "send_total_latency", client) > 0);
+    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+    assert_eq!(health["kernel_lost"], "0");
+}
+
+#[test]
+fn http_server_and_curl() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "x".repeat(10_000)).unwrap();
+    let daemon = Daemon::start(&config("DropLocalConnections: false", "", ""));
+    let mut server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+    let port: u16 = line.split(" port ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let curl = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{size_download} %{size_header} %{size_request}"])
+        .arg(format!("http://127.0.0.1:{port}/index.html"))
+        .output()
+        .expect("curl (apt-get install curl; scripts/setup.sh does it)");
+    let sizes: Vec<u64> = String::from_utf8_lossy(&curl.stdout).split(' ').map(|s| s.parse().unwrap()).collect();
+    let (body, headers, request) = (sizes[0], sizes[1], sizes[2]);
+    assert_eq!(body, 10_000);
+    let spid = server.id();
+    daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "send_bytes", |r| is_pid(r, spid)) >= body + headers);
+    let records = daemon.stop();
+    let _ = server.kill();
+    let curl_rec = |r: &Value| {
+        r["_process_cmd_"].as_str().unwrap_or("").starts_with("curl ") && remote(r)["remote_port"] == port.to_string()
+    };
+    assert_eq!(sum(&records, "send_bytes", curl_rec), request, "curl's request bytes");
+    assert_eq!(sum(&records, "recv_bytes", curl_rec), body + headers, "curl's response bytes");
+    let server_rec = |r: &Value| is_pid(r, spid) && r["role"] == "server";
+    assert_eq!(sum(&records, "recv_bytes", server_rec), request);
+    assert_eq!(sum(&records, "send_bytes", server_rec), body + headers);
+    let c = records.iter().find(|r| curl_rec(r)).unwrap();
+    assert_eq!(c["role"], "client");
+}
+
+#[test]
+fn unix_sockets_follow_drop_unix_socket() {
+    for (drop, expect) in [(false, true), (true, false)] {
+        let daemon = Daemon::start(&config(&format!("DropUnixSocket: {drop}"), "", ""));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock").display().to_string();
+        let (server, _) = spawn_line(python(&["server", &path, "7000", "3000"]));
+        let (client, _) = spawn_line(python(&["client", &path, "7000", "3000"]));
+        let cpid = client.id();
+        wait_ok(client, "unix client");
+        wait_ok(server, "unix server");
+        if expect {
+            daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "recv_bytes", |r| is_pid(r, cpid)) >= 3000);
+        } else {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        let records = daemon.stop();
+        let mine = |r: &Value| is_pid(r, cpid);
+        if expect {
+            assert_eq!(sum(&records, "send_bytes", mine), 7000);
+            assert_eq!(sum(&records, "recv_bytes", mine), 3000);
+            let r = records.iter().find(|r| r["type"] == "statistics" && mine(r)).unwrap();
+            assert_eq!(r["socket_type"], "unix_socket");
+        } else {
+            assert_eq!(sum(&records, "send_bytes", mine), 0, "DropUnixSocket: true drops it");
+        }
+    }
+}
+
+#[test]
+fn ebpf_pid_keeps_only_that_process() {
+    // The listed client exists before the daemon starts; an identical one does not.
+    let (server, port) = spawn_line(python(&["server", "127.0.0.1:0", "2000", "1000"]));
+    let addr = format!("127.0.0.1:{port}");
+    let (mut listed, pid) = spawn_line(python(&["client", &addr, "2000", "1000", "--wait"]));
+    let pid: u32 = pid.parse().unwrap();
+    let daemon = Daemon::start(&config("DropLocalConnections: false", &format!("Pid: [{pid}]"), ""));
+    listed.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    wait_ok(listed, "listed client");
+    wait_ok(server, "server");
+    let (other_server, other_client, _, _) = tcp_exchange(500, 400);
+    daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "send_bytes", |r| is_pid(r, pid)) >= 2000);
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    assert_eq!(sum(&records, "send_bytes", |r| is_pid(r, pid)), 2000);
+    assert_eq!(sum(&records, "recv_bytes", |r| is_pid(r, pid)), 1000);
+    for other in [other_server, other_client] {
+        assert_eq!(sum(&records, "send_bytes", |r| is_pid(r, other)), 0, "pid {other} is not in EBPF.Pid");
+    }
+}
+
+#[test]
+fn sampling_zero_and_hundred() {
+    for (sampling, expect) in [(0u32, false), (100, true)] {
+        let daemon = Daemon::start(&config(&format!("DropLocalConnections: false\nSampling: {sampling}"), "", ""));
+        let (_, cpid, _, _) = tcp_exchange(3000, 2000);
+        if expect {
+            daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "recv_bytes", |r| is_pid(r, cpid)) >= 2000);
+        } else {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        let records = daemon.stop();
+        let got = sum(&records, "send_bytes", |r| is_pid(r, cpid));
+        assert_eq!(got, if expect { 3000 } else { 0 }, "Sampling: {sampling}");
+    }
+}
+
+#[test]
+fn a_burst_larger_than_the_ring_buffer_is_counted_as_lost() {
+    // 16 KiB of ring buffer holds three 4 KiB events; the burst writes far more.
+    let daemon = Daemon::start(&config("DropLocalConnections: false", "", "RingBufferBytes: 16384"));
+    let (_, _, _, _) = tcp_exchange(4_000_000, 10);
+    let lost = daemon.wait_for(Duration::from_secs(10), |rs| {
+        rs.iter().any(|r| r["type"] == "health" && r["kernel_lost"].as_str().unwrap().parse::<u64>().unwrap() > 0)
+    });
+    assert!(lost, "loss reported: {}", daemon.stderr());
+    // Still capturing afterwards.
+    let (_, cpid, _, _) = tcp_exchange(1000, 1000);
+    let after = daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "send_bytes", |r| is_pid(r, cpid)) == 1000);
+    let stderr = daemon.stderr();
+    daemon.stop();
+    assert!(after, "capture resumes after the loss");
+    assert!(stderr.contains("events lost in the kernel"), "{stderr}");
+}
+
+/// Two network namespaces made by the test, joined by a veth pair; both ends
+/// of the traffic stay inside them. Deleted on drop.
+struct Netns {
+    a: String,
+    b: String,
+}
+
+impl Netns {
+    fn new() -> Self {
+        let id = std::process::id();
+        let (a, b) = (format!("wl-a-{id}"), format!("wl-b-{id}"));
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip (iproute2; scripts/setup.sh installs it)");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["netns", "add", &a]);
+        run(&["netns", "add", &b]);
+        let ns = Self { a, b };
+        run(&["link", "add", "wlva", "netns", &ns.a, "type", "veth", "peer", "name", "wlvb", "netns", &ns.b]);
+        run(&["-n", &ns.a, "addr", "add", "10.77.0.1/24", "dev", "wlva"]);
+        run(&["-n", &ns.b, "addr", "add", "10.77.0.2/24", "dev", "wlvb"]);
+        for (n, dev) in [(&ns.a, "wlva"), (&ns.b, "wlvb")] {
+            run(&["-n", n, "link", "set", dev, "up"]);
+            run(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        ns
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, "python3", &echo_py()]).args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[test]
+fn across_namespaces_non_local_traffic_is_kept_and_loopback_dropped() {
+    let ns = Netns::new();
+    let daemon = Daemon::start(&config("DropLocalConnections: true", "", ""));
+    let (server, port) = spawn_line(ns.exec(&ns.a, &["server", "10.77.0.1:0", "4321", "8765"]));
+    let (client, _) = spawn_line(ns.exec(&ns.b, &["client", &format!("10.77.0.1:{port}"), "4321", "8765"]));
+    let (spid, cpid) = (server.id(), client.id());
+    wait_ok(client, "client in namespace B");
+    wait_ok(server, "server in namespace A");
+    // Loopback traffic, inside namespace B and in the daemon's own.
+    let (lserver, lport) = spawn_line(ns.exec(&ns.b, &["server", "127.0.0.1:0", "100", "100"]));
+    let (lclient, _) = spawn_line(ns.exec(&ns.b, &["client", &format!("127.0.0.1:{lport}"), "100", "100"]));
+    let loop_pid = lclient.id();
+    wait_ok(lclient, "loopback client");
+    wait_ok(lserver, "loopback server");
+    let (_, root_loop_pid, _, _) = tcp_exchange(100, 100);
+    daemon.wait_for(Duration::from_secs(10), |rs| {
+        sum(rs, "recv_bytes", |r| is_pid(r, cpid)) >= 8765 && sum(rs, "recv_bytes", |r| is_pid(r, spid)) >= 4321
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let records = daemon.stop();
+    let client = |r: &Value| is_pid(r, cpid) && r["role"] == "client";
+    assert_eq!(sum(&records, "send_bytes", client), 4321);
+    assert_eq!(sum(&records, "recv_bytes", client), 8765);
+    let c = records.iter().find(|r| client(r)).unwrap();
+    assert_eq!(remote(c)["remote_ip"], "10.77.0.1");
+    assert_eq!(remote(c)["remote_port"], port);
+    let server = |r: &Value| is_pid(r, spid) && r["role"] == "server";
+    assert_eq!(sum(&records, "recv_bytes", server), 4321);
+    assert_eq!(remote(records.iter().find(|r| server(r)).unwrap())["remote_ip"], "10.77.0.2");
+    for pid in [loop_pid, root_loop_pid] {
+        assert_eq!(sum(&records, "send_bytes", |r| is_pid(r, pid)), 0, "loopback traffic of {pid} dropped");
+    }
+}

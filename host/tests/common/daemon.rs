@@ -1,0 +1,142 @@
+//! Runs the real daemon for end-to-end tests and collects its records.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Fails the test with what to do when a prerequisite is missing.
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test loads eBPF programs: run it as root (CI does)");
+    }
+}
+
+pub struct Daemon {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Daemon {
+    /// Start `wirelens run` on `config` (YAML) and wait until it captures.
+    pub fn start(config: &str) -> Self {
+        require_root();
+        let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        file.write_all(config.as_bytes()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+            .args(["run", "-c"])
+            .arg(file.path())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let out = child.stdout.take().unwrap();
+            let lines = stdout.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+            let err = child.stderr.take().unwrap();
+            let text = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut t = text.lock().unwrap();
+                    t.push_str(&line);
+                    t.push('\n');
+                }
+            });
+        }
+        let mut d = Self { child, stdout, stderr, _config: file };
+        let start = Instant::now();
+        loop {
+            if d.stderr.lock().unwrap().contains("running") {
+                break;
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("daemon exited ({status}) before running:\n{}", d.stderr());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "daemon not running after 30 s:\n{}", d.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> Vec<Value> {
+        self.stdout.lock().unwrap().iter().map(|l| serde_json::from_str(l).expect("stdout is JSON lines")).collect()
+    }
+
+    /// Wait until `cond` holds on the records so far (up to `limit`).
+    pub fn wait_for(&self, limit: Duration, mut cond: impl FnMut(&[Value]) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond(&self.records()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// SIGINT, wait for the exit (pending windows are flushed), all records.
+    pub fn stop(mut self) -> Vec<Value> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200)); // let the readers drain
+        assert!(status.success(), "daemon exit {status}:\n{}", self.stderr());
+        self.records()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config for the capture tests: 1 s windows, and `extra` lines appended
+/// under `Common` (indented by 6) or as whole sections.
+pub fn config(common: &str, ebpf: &str, wirelens: &str) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("      {l}\n")).collect::<String>();
+    format!(
+        "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n{}    EBPF:\n      Enabled: true\n{}    Wirelens:\n      PayloadBytes: 4096\n{}flushers:\n  - Type: flusher_stdout\n",
+        indent(common),
+        indent(ebpf),
+        indent(wirelens)
+    )
+}
+
+/// Sum of a numeric string field over statistics records matching `pred`.
+pub fn sum(records: &[Value], field: &str, pred: impl Fn(&Value) -> bool) -> u64 {
+    records
+        .iter()
+        .filter(|r| r["type"] == "statistics" && pred(r))
+        .map(|r| r[field].as_str().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The parsed `remote_info` of a record.
+pub fn remote(r: &Value) -> Value {
+    serde_json::from_str(r["remote_info"].as_str().unwrap()).unwrap()
+}
