@@ -9,9 +9,9 @@ need_target() {
 }
 need_target wasm32-unknown-unknown
 
-# Debian packages: none yet for the plugin runtime. (The capture and the
-# end-to-end tests add theirs here.)
-packages=()
+# Debian packages: clang and libbpf-dev build the kernel programs; curl,
+# iproute2 (network namespaces) and python3 drive the end-to-end tests.
+packages=(clang libbpf-dev curl iproute2 python3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

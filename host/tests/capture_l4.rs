@@ -285,3 +285,60 @@ fn across_namespaces_non_local_traffic_is_kept_and_loopback_dropped() {
         assert_eq!(sum(&records, "send_bytes", |r| is_pid(r, pid)), 0, "loopback traffic of {pid} dropped");
     }
 }
+
+#[test]
+fn roles_of_connections_older_than_the_daemon_come_from_sock_diag() {
+    let (server, port) = spawn_line(python(&["server", "127.0.0.1:0", "1500", "2500"]));
+    let addr = format!("127.0.0.1:{port}");
+    // Connected before the daemon starts: no connect/accept event is seen.
+    let (mut client, _) = spawn_line(python(&["client", &addr, "1500", "2500", "--wait-connected"]));
+    let (spid, cpid) = (server.id(), client.id());
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushNetlinkInterval: 1", "", ""));
+    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    wait_ok(client, "client");
+    wait_ok(server, "server");
+    daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "recv_bytes", |r| is_pid(r, cpid)) >= 2500);
+    let records = daemon.stop();
+    assert_eq!(sum(&records, "send_bytes", |r| is_pid(r, spid) && r["role"] == "server"), 2500, "{records:#?}");
+    assert_eq!(sum(&records, "send_bytes", |r| is_pid(r, cpid) && r["role"] == "client"), 1500);
+}
+
+#[test]
+fn clear_errors_without_root_and_runs_without_capture() {
+    // A copy of the binary that the unprivileged user can execute.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("wirelens");
+    std::fs::copy(env!("CARGO_BIN_EXE_wirelens"), &bin).unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, config("", "", "")).unwrap();
+    let cfg_off = dir.path().join("off.yaml");
+    std::fs::write(&cfg_off, config("", "", "").replace("Enabled: true", "Enabled: false")).unwrap();
+    let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir.path(), perms).unwrap();
+    use std::os::unix::process::CommandExt;
+    let nobody = |c: &mut Command| {
+        c.uid(65534).gid(65534);
+    };
+    let mut cmd = Command::new(&bin);
+    cmd.args(["run", "-c"]).arg(&cfg);
+    nobody(&mut cmd);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("capture needs root") && err.contains("EBPF.Enabled: false"), "{err}");
+    // EBPF.Enabled: false runs (as nobody) without capture and stops cleanly on SIGTERM.
+    let mut cmd = Command::new(&bin);
+    cmd.args(["run", "-c"]).arg(&cfg_off).stdout(Stdio::piped()).stderr(Stdio::piped());
+    nobody(&mut cmd);
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("running without capture"), "{err}");
+    let health = String::from_utf8_lossy(&out.stdout);
+    assert!(health.lines().any(|l| l.contains("\"type\":\"health\"")), "a final health record: {health}");
+}

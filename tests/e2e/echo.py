@@ -5,7 +5,8 @@ client: python3 echo.py client ADDR SEND RECV [--wait]
 The server prints its port (or "ready") on stdout once listening, accepts one
 connection, reads RECV bytes, writes SEND bytes, and exits. The client
 connects, writes SEND bytes in 1000-byte writes, reads RECV bytes, and exits.
-With --wait the client prints its pid and waits for a line on stdin first.
+With --wait the client prints its pid and waits for a line on stdin first;
+with --wait-connected it connects, prints its port, then waits for a line.
 """
 import os
 import socket
@@ -60,6 +61,8 @@ def main():
         c = socket.socket(family, socket.SOCK_STREAM)
         c.connect(target)
         print(c.getsockname()[1] if family == socket.AF_INET else "connected", flush=True)
+        if "--wait-connected" in sys.argv:
+            sys.stdin.readline()
         write_all(c, send_n)
         read_exactly(c, recv_n)
         c.close()

@@ -1,0 +1,149 @@
+//! What capture costs the observed application: ns per socket write+read
+//! (socketpair, 64 B and 4 KiB) with no daemon, with the daemon filtering
+//! to another pid, and with the daemon capturing everything; and the
+//! daemon's own CPU at 20,000 captured calls per second. One run, ratios
+//! against the no-daemon baseline measured in the same run. Needs root.
+//!
+//! Run: `cargo bench -p wirelens --bench capture_overhead`
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CALL_PAIRS: usize = 200_000;
+const ROUNDS: usize = 3;
+
+fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    // SAFETY: fresh fds we own.
+    unsafe {
+        (
+            std::os::unix::net::UnixStream::from(OwnedFd::from_raw_fd(fds[0])),
+            std::os::unix::net::UnixStream::from(OwnedFd::from_raw_fd(fds[1])),
+        )
+    }
+}
+
+/// ns per write+read pair of `size` bytes.
+fn write_read(size: usize, pairs: usize) -> f64 {
+    use std::io::Read;
+    let (mut a, mut b) = socketpair();
+    let buf = vec![7u8; size];
+    let mut got = vec![0u8; size];
+    let start = Instant::now();
+    for _ in 0..pairs {
+        a.write_all(&buf).unwrap();
+        b.read_exact(&mut got).unwrap();
+    }
+    start.elapsed().as_nanos() as f64 / pairs as f64
+}
+
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(ebpf_extra: &str) -> Self {
+        let config = format!(
+            "inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n      DropUnixSocket: false\n    EBPF:\n      Enabled: true\n{ebpf_extra}flushers:\n  - Type: flusher_stdout\n"
+        );
+        let path = std::env::temp_dir().join(format!("wl-bench-{}.yaml", std::process::id()));
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap() > 0 {
+            if line.contains("running") {
+                break;
+            }
+            line.clear();
+        }
+        std::thread::spawn(move || for _ in err.lines() {});
+        Self(child)
+    }
+
+    /// utime + stime of the daemon, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
+        let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn measure(size: usize) -> (f64, f64, f64) {
+    median((0..ROUNDS).map(|_| write_read(size, CALL_PAIRS)).collect())
+}
+
+fn main() {
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the capture benchmark loads eBPF programs: run it as root");
+    let sizes = [64usize, 4096];
+    let mut rows = Vec::new();
+    let base: Vec<_> = sizes.iter().map(|&s| measure(s)).collect();
+    let filtered = {
+        let _d = Daemon::start("      Pid: [1]\n");
+        sizes.iter().map(|&s| measure(s)).collect::<Vec<_>>()
+    };
+    let (captured, cpu_pct) = {
+        let d = Daemon::start("");
+        let c = sizes.iter().map(|&s| measure(s)).collect::<Vec<_>>();
+        // 10,000 write+read pairs per second = 20,000 captured calls per second.
+        let before = d.cpu_seconds();
+        let start = Instant::now();
+        let seconds = 5u32;
+        for sec in 0..seconds {
+            write_read(64, 10_000);
+            let target = Duration::from_secs(u64::from(sec) + 1);
+            if let Some(rest) = target.checked_sub(start.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+        let used = d.cpu_seconds() - before;
+        (c, 100.0 * used / start.elapsed().as_secs_f64())
+    };
+    println!("socketpair write+read, ns per pair (min/median/max of {ROUNDS} x {CALL_PAIRS})");
+    println!("{:>6}  {:>22}  {:>22}  {:>22}  {:>14}  {:>14}", "size", "no daemon", "filtered (other pid)", "capturing all", "added/call filt", "added/call cap");
+    for (i, size) in sizes.iter().enumerate() {
+        let (b, f, c) = (base[i], filtered[i], captured[i]);
+        // Two calls per pair.
+        let add_f = (f.1 - b.1) / 2.0;
+        let add_c = (c.1 - b.1) / 2.0;
+        rows.push(format!(
+            "{:>6}  {:>22}  {:>22}  {:>22}  {:>12.0}ns  {:>12.0}ns",
+            size,
+            format!("{:.0}/{:.0}/{:.0}", b.0, b.1, b.2),
+            format!("{:.0}/{:.0}/{:.0} ({:.2}x)", f.0, f.1, f.2, f.1 / b.1),
+            format!("{:.0}/{:.0}/{:.0} ({:.2}x)", c.0, c.1, c.2, c.1 / b.1),
+            add_f,
+            add_c
+        ));
+    }
+    for r in rows {
+        println!("{r}");
+    }
+    println!("daemon CPU at 20,000 captured calls/s: {cpu_pct:.1}% of one core");
+    std::io::stdout().flush().unwrap();
+}
