@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* wirelens capture: syscall tracepoints on the network calls. Each call on a
- * socket is remembered at entry (after the cheap filters: own pid, EBPF.Pid,
+/* wirelens capture: raw tracepoints on syscall entry and exit, dispatching
+ * on the syscall number to the network calls. Each call on a socket is
+ * remembered at entry (after the cheap filters: own pid, EBPF.Pid,
  * excluded pids, socket-only, drop rules, per-connection sampling) and
  * reported at exit with its return value, addresses and up to payload_max
  * bytes of payload (iovecs included), through a ring buffer whose consumer
@@ -75,10 +76,13 @@ struct call {
     __u8 raddr[16];
 };
 
+/* The call in flight, per thread (task-local storage: a pointer away from
+ * the task, much cheaper than a hash lookup on every syscall exit). An
+ * entry with ts == 0 is free. */
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 65536);
-    __type(key, __u64);
+    __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
     __type(value, struct call);
 } active SEC(".maps");
 
@@ -180,6 +184,16 @@ static __always_inline bool sock_wanted(const struct call *c) {
     return true;
 }
 
+/* A call not worth remembering: make sure no earlier entry (left by a
+ * call whose exit was never seen, as when the programs were attached
+ * between its entry and exit) is taken for it at exit. */
+static __always_inline int forget_call(void) {
+    struct call *c = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, 0);
+    if (c)
+        c->ts = 0;
+    return 0;
+}
+
 /* Entry of a call on fd: remember it if it passes the filters. */
 static __always_inline int enter(int fd, __u16 syscall, __u64 buf, __u64 addr, __u64 cnt) {
     __u64 id = bpf_get_current_pid_tgid();
@@ -187,12 +201,12 @@ static __always_inline int enter(int fd, __u16 syscall, __u64 buf, __u64 addr, _
         return 0;
     struct sock *sk = sock_of_fd(fd);
     if (!sk)
-        return 0;
+        return forget_call();
     struct call c = {};
     describe(sk, &c);
     if (syscall != WL_SYS_CONNECT && !sock_wanted(&c)) {
         count(WL_CNT_FILTERED);
-        return 0;
+        return forget_call();
     }
     c.ts = bpf_ktime_get_ns();
     c.fd = fd;
@@ -200,7 +214,9 @@ static __always_inline int enter(int fd, __u16 syscall, __u64 buf, __u64 addr, _
     c.buf = buf;
     c.addr = addr;
     c.count = cnt;
-    bpf_map_update_elem(&active, &id, &c, BPF_ANY);
+    struct call *slot = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (slot)
+        *slot = c;
     return 0;
 }
 
@@ -315,8 +331,15 @@ static __always_inline void peer_from_sockaddr(struct wl_event *e, __u64 addr) {
     }
 }
 
+/* The call this thread has in flight, if any. */
 static __always_inline struct call *take_call(__u64 id) {
-    return bpf_map_lookup_elem(&active, &id);
+    struct call *c = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, 0);
+    return c && c->ts ? c : 0;
+}
+
+/* The call is over: free the thread's slot. */
+static __always_inline void end_call(struct call *c) {
+    c->ts = 0;
 }
 
 /* Exit of a data call whose payload is one buffer or an iovec array. */
@@ -338,7 +361,7 @@ static __always_inline int exit_data(long ret, __u8 direction, bool iov) {
             submit(s);
         }
     }
-    bpf_map_delete_elem(&active, &id);
+    end_call(c);
     return 0;
 }
 
@@ -360,7 +383,7 @@ static __always_inline int exit_msg(long ret, __u8 direction) {
             submit(s);
         }
     }
-    bpf_map_delete_elem(&active, &id);
+    end_call(c);
     return 0;
 }
 
@@ -384,89 +407,46 @@ static __always_inline int exit_mmsg(long ret, __u8 direction) {
         peer_from_sockaddr(&s->ev, (__u64)m.msg_hdr.msg_name);
         submit(s);
     }
-    bpf_map_delete_elem(&active, &id);
+    end_call(c);
     return 0;
 }
 
-#define ARG(ctx, i) ((ctx)->args[i])
+/* x86_64 syscall numbers. */
+#define NR_read 0
+#define NR_write 1
+#define NR_close 3
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendfile 40
+#define NR_connect 42
+#define NR_accept 43
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+#define NR_accept4 288
+#define NR_recvmmsg 299
+#define NR_sendmmsg 307
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int enter_read(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_READ, ARG(ctx, 1), 0, 0); }
-SEC("tracepoint/syscalls/sys_exit_read")
-int exit_read(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx->ret, WL_INGRESS, false); }
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_WRITE, ARG(ctx, 1), 0, 0); }
-SEC("tracepoint/syscalls/sys_exit_write")
-int exit_write(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx->ret, WL_EGRESS, false); }
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int enter_readv(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_READV, ARG(ctx, 1), 0, ARG(ctx, 2)); }
-SEC("tracepoint/syscalls/sys_exit_readv")
-int exit_readv(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx->ret, WL_INGRESS, true); }
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_WRITEV, ARG(ctx, 1), 0, ARG(ctx, 2)); }
-SEC("tracepoint/syscalls/sys_exit_writev")
-int exit_writev(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx->ret, WL_EGRESS, true); }
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int enter_sendto(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_SENDTO, ARG(ctx, 1), ARG(ctx, 4), 0); }
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int exit_sendto(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx->ret, WL_EGRESS, false); }
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_RECVFROM, ARG(ctx, 1), ARG(ctx, 4), 0); }
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx->ret, WL_INGRESS, false); }
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_SENDMSG, ARG(ctx, 1), 0, 0); }
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { return exit_msg(ctx->ret, WL_EGRESS); }
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int enter_recvmsg(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_RECVMSG, ARG(ctx, 1), 0, 0); }
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { return exit_msg(ctx->ret, WL_INGRESS); }
-
-SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int enter_sendmmsg(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_SENDMMSG, ARG(ctx, 1), 0, ARG(ctx, 2)); }
-SEC("tracepoint/syscalls/sys_exit_sendmmsg")
-int exit_sendmmsg(struct trace_event_raw_sys_exit *ctx) { return exit_mmsg(ctx->ret, WL_EGRESS); }
-
-SEC("tracepoint/syscalls/sys_enter_recvmmsg")
-int enter_recvmmsg(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_RECVMMSG, ARG(ctx, 1), 0, ARG(ctx, 2)); }
-SEC("tracepoint/syscalls/sys_exit_recvmmsg")
-int exit_recvmmsg(struct trace_event_raw_sys_exit *ctx) { return exit_mmsg(ctx->ret, WL_INGRESS); }
-
-/* sendfile(out_fd, in_fd, offset, count): the size only. */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int enter_sendfile(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_SENDFILE, 0, 0, 0); }
-SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int exit_sendfile(struct trace_event_raw_sys_exit *ctx) {
+static __always_inline int exit_sendfile(long ret) {
     __u64 id = bpf_get_current_pid_tgid();
     struct call *c = take_call(id);
     if (!c)
         return 0;
-    if (ctx->ret > 0) {
-        struct scratch *s = start_event(c, WL_EV_DATA, ctx->ret);
+    if (ret > 0) {
+        struct scratch *s = start_event(c, WL_EV_DATA, ret);
         if (s)
             submit(s);
     }
-    bpf_map_delete_elem(&active, &id);
+    end_call(c);
     return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int enter_connect(struct trace_event_raw_sys_enter *ctx) { return enter(ARG(ctx, 0), WL_SYS_CONNECT, 0, 0, 0); }
-SEC("tracepoint/syscalls/sys_exit_connect")
-int exit_connect(struct trace_event_raw_sys_exit *ctx) {
+static __always_inline int exit_connect(long ret) {
     __u64 id = bpf_get_current_pid_tgid();
     struct call *c = take_call(id);
     if (!c)
         return 0;
-    long ret = ctx->ret;
     if (ret == 0 || ret == -EINPROGRESS) {
         /* The peer is known only now. */
         struct sock *sk = (struct sock *)c->sock;
@@ -479,7 +459,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx) {
             count(WL_CNT_FILTERED);
         }
     }
-    bpf_map_delete_elem(&active, &id);
+    end_call(c);
     return 0;
 }
 
@@ -487,9 +467,11 @@ static __always_inline int enter_accept_common(void) {
     __u64 id = bpf_get_current_pid_tgid();
     if (!pid_wanted(id >> 32))
         return 0;
-    struct call c = {};
-    c.ts = bpf_ktime_get_ns();
-    bpf_map_update_elem(&active, &id, &c, BPF_ANY);
+    struct call *slot = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (slot) {
+        __builtin_memset(slot, 0, sizeof(*slot));
+        slot->ts = bpf_ktime_get_ns();
+    }
     return 0;
 }
 
@@ -513,26 +495,15 @@ static __always_inline int exit_accept_common(long ret, __u16 syscall) {
             }
         }
     }
-    bpf_map_delete_elem(&active, &id);
+    end_call(c);
     return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept")
-int enter_accept(struct trace_event_raw_sys_enter *ctx) { return enter_accept_common(); }
-SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept(struct trace_event_raw_sys_exit *ctx) { return exit_accept_common(ctx->ret, WL_SYS_ACCEPT); }
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int enter_accept4(struct trace_event_raw_sys_enter *ctx) { return enter_accept_common(); }
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct trace_event_raw_sys_exit *ctx) { return exit_accept_common(ctx->ret, WL_SYS_ACCEPT4); }
-
 /* close of a socket: reported at entry (the fd is gone at exit). */
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx) {
+static __always_inline int enter_close(int fd) {
     __u64 id = bpf_get_current_pid_tgid();
     if (!pid_wanted(id >> 32))
         return 0;
-    int fd = ARG(ctx, 0);
     struct sock *sk = sock_of_fd(fd);
     if (!sk)
         return 0;
@@ -546,5 +517,94 @@ int enter_close(struct trace_event_raw_sys_enter *ctx) {
     struct scratch *s = start_event(&c, WL_EV_CLOSE, 0);
     if (s)
         submit(s);
+    return 0;
+}
+
+/* One raw tracepoint each on syscall entry and exit (cheaper per hit than
+ * a classic tracepoint per syscall): a switch on the syscall number sends
+ * the network calls on and returns at once for every other syscall. */
+SEC("raw_tracepoint/sys_enter")
+int sys_enter(struct bpf_raw_tracepoint_args *ctx) {
+    long nr = ctx->args[1];
+    switch (nr) {
+    case NR_read: case NR_write: case NR_readv: case NR_writev: case NR_sendto: case NR_recvfrom:
+    case NR_sendmsg: case NR_recvmsg: case NR_sendmmsg: case NR_recvmmsg: case NR_sendfile:
+    case NR_connect: case NR_accept: case NR_accept4: case NR_close:
+        break;
+    default:
+        return 0;
+    }
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    int fd = BPF_CORE_READ(regs, di);
+    __u64 a1 = BPF_CORE_READ(regs, si);
+    switch (nr) {
+    case NR_read:
+        return enter(fd, WL_SYS_READ, a1, 0, 0);
+    case NR_write:
+        return enter(fd, WL_SYS_WRITE, a1, 0, 0);
+    case NR_readv:
+        return enter(fd, WL_SYS_READV, a1, 0, BPF_CORE_READ(regs, dx));
+    case NR_writev:
+        return enter(fd, WL_SYS_WRITEV, a1, 0, BPF_CORE_READ(regs, dx));
+    case NR_sendto:
+        return enter(fd, WL_SYS_SENDTO, a1, BPF_CORE_READ(regs, r8), 0);
+    case NR_recvfrom:
+        return enter(fd, WL_SYS_RECVFROM, a1, BPF_CORE_READ(regs, r8), 0);
+    case NR_sendmsg:
+        return enter(fd, WL_SYS_SENDMSG, a1, 0, 0);
+    case NR_recvmsg:
+        return enter(fd, WL_SYS_RECVMSG, a1, 0, 0);
+    case NR_sendmmsg:
+        return enter(fd, WL_SYS_SENDMMSG, a1, 0, BPF_CORE_READ(regs, dx));
+    case NR_recvmmsg:
+        return enter(fd, WL_SYS_RECVMMSG, a1, 0, BPF_CORE_READ(regs, dx));
+    case NR_sendfile:
+        return enter(fd, WL_SYS_SENDFILE, 0, 0, 0);
+    case NR_connect:
+        return enter(fd, WL_SYS_CONNECT, 0, 0, 0);
+    case NR_accept:
+    case NR_accept4:
+        return enter_accept_common();
+    case NR_close:
+        return enter_close(fd);
+    }
+    return 0;
+}
+
+SEC("raw_tracepoint/sys_exit")
+int sys_exit(struct bpf_raw_tracepoint_args *ctx) {
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    long nr = BPF_CORE_READ(regs, orig_ax);
+    long ret = ctx->args[1];
+    switch (nr) {
+    case NR_read:
+        return exit_data(ret, WL_INGRESS, false);
+    case NR_write:
+        return exit_data(ret, WL_EGRESS, false);
+    case NR_readv:
+        return exit_data(ret, WL_INGRESS, true);
+    case NR_writev:
+        return exit_data(ret, WL_EGRESS, true);
+    case NR_sendto:
+        return exit_data(ret, WL_EGRESS, false);
+    case NR_recvfrom:
+        return exit_data(ret, WL_INGRESS, false);
+    case NR_sendmsg:
+        return exit_msg(ret, WL_EGRESS);
+    case NR_recvmsg:
+        return exit_msg(ret, WL_INGRESS);
+    case NR_sendmmsg:
+        return exit_mmsg(ret, WL_EGRESS);
+    case NR_recvmmsg:
+        return exit_mmsg(ret, WL_INGRESS);
+    case NR_sendfile:
+        return exit_sendfile(ret);
+    case NR_connect:
+        return exit_connect(ret);
+    case NR_accept:
+        return exit_accept_common(ret, WL_SYS_ACCEPT);
+    case NR_accept4:
+        return exit_accept_common(ret, WL_SYS_ACCEPT4);
+    }
     return 0;
 }

@@ -33,6 +33,15 @@ enum bpf_map_type {
     BPF_MAP_TYPE_PERCPU_ARRAY = 6,
     BPF_MAP_TYPE_LRU_HASH = 9,
     BPF_MAP_TYPE_RINGBUF = 27,
+    BPF_MAP_TYPE_TASK_STORAGE = 29,
+};
+
+enum {
+    BPF_F_NO_PREALLOC = 1,
+};
+
+enum {
+    BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
 };
 
 enum {
@@ -114,6 +123,18 @@ struct task_struct {
     int tgid;
 };
 
+/* x86_64 register file at syscall entry: arguments in di, si, dx, r10, r8,
+ * r9; the syscall number in orig_ax. */
+struct pt_regs {
+    unsigned long r10;
+    unsigned long r8;
+    unsigned long r9;
+    unsigned long dx;
+    unsigned long si;
+    unsigned long di;
+    unsigned long orig_ax;
+};
+
 #pragma clang attribute pop
 
 /* User-space ABI structs (fixed layout; read with bpf_probe_read_user) and
@@ -148,19 +169,12 @@ struct sockaddr_in6 {
     struct in6_addr sin6_addr;
 };
 
-/* Syscall tracepoint contexts: the common header, the syscall number, then
- * the arguments as 8-byte slots (trace_event_raw_sys_enter/exit). */
-struct trace_event_raw_sys_enter {
-    __u64 common;
-    long id;
-    unsigned long args[6];
+/* Raw tracepoint context: sys_enter gets (struct pt_regs *, long id),
+ * sys_exit (struct pt_regs *, long ret). */
+struct bpf_raw_tracepoint_args {
+    __u64 args[0];
 };
 
-struct trace_event_raw_sys_exit {
-    __u64 common;
-    long id;
-    long ret;
-};
 
 
 

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CALL_PAIRS: usize = 200_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
     let mut fds = [0i32; 2];
@@ -93,23 +93,34 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
-fn measure(size: usize) -> (f64, f64, f64) {
-    median((0..ROUNDS).map(|_| write_read(size, CALL_PAIRS)).collect())
-}
-
 fn main() {
     // SAFETY: no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the capture benchmark loads eBPF programs: run it as root");
     let sizes = [64usize, 4096];
-    let mut rows = Vec::new();
-    let base: Vec<_> = sizes.iter().map(|&s| measure(s)).collect();
-    let filtered = {
-        let _d = Daemon::start("      Pid: [1]\n");
-        sizes.iter().map(|&s| measure(s)).collect::<Vec<_>>()
-    };
-    let (captured, cpu_pct) = {
+    // Modes take turns round by round (a fresh daemon each time), so drift
+    // on this shared machine hits them alike.
+    let mut base = vec![vec![]; sizes.len()];
+    let mut filtered = vec![vec![]; sizes.len()];
+    let mut captured = vec![vec![]; sizes.len()];
+    for _ in 0..ROUNDS {
+        for (i, &s) in sizes.iter().enumerate() {
+            base[i].push(write_read(s, CALL_PAIRS));
+        }
+        {
+            let _d = Daemon::start("      Pid: [1]\n");
+            for (i, &s) in sizes.iter().enumerate() {
+                filtered[i].push(write_read(s, CALL_PAIRS));
+            }
+        }
+        {
+            let _d = Daemon::start("");
+            for (i, &s) in sizes.iter().enumerate() {
+                captured[i].push(write_read(s, CALL_PAIRS));
+            }
+        }
+    }
+    let cpu_pct = {
         let d = Daemon::start("");
-        let c = sizes.iter().map(|&s| measure(s)).collect::<Vec<_>>();
         // 10,000 write+read pairs per second = 20,000 captured calls per second.
         let before = d.cpu_seconds();
         let start = Instant::now();
@@ -121,28 +132,26 @@ fn main() {
                 std::thread::sleep(rest);
             }
         }
-        let used = d.cpu_seconds() - before;
-        (c, 100.0 * used / start.elapsed().as_secs_f64())
+        100.0 * (d.cpu_seconds() - before) / start.elapsed().as_secs_f64()
     };
-    println!("socketpair write+read, ns per pair (min/median/max of {ROUNDS} x {CALL_PAIRS})");
-    println!("{:>6}  {:>22}  {:>22}  {:>22}  {:>14}  {:>14}", "size", "no daemon", "filtered (other pid)", "capturing all", "added/call filt", "added/call cap");
+    println!("socketpair write+read, ns per pair (min/median/max of {ROUNDS} rounds x {CALL_PAIRS} pairs)");
+    println!(
+        "{:>6}  {:>18}  {:>28}  {:>28}  {:>16}  {:>16}",
+        "size", "no daemon", "filtered (other pid)", "capturing all", "added/call filt", "added/call capt"
+    );
     for (i, size) in sizes.iter().enumerate() {
-        let (b, f, c) = (base[i], filtered[i], captured[i]);
-        // Two calls per pair.
-        let add_f = (f.1 - b.1) / 2.0;
-        let add_c = (c.1 - b.1) / 2.0;
-        rows.push(format!(
-            "{:>6}  {:>22}  {:>22}  {:>22}  {:>12.0}ns  {:>12.0}ns",
+        let (b, f, c) = (median(base[i].clone()), median(filtered[i].clone()), median(captured[i].clone()));
+        // Two calls (write and read) per pair.
+        let (add_f, add_c) = ((f.1 - b.1) / 2.0, (c.1 - b.1) / 2.0);
+        println!(
+            "{:>6}  {:>18}  {:>28}  {:>28}  {:>14.0}ns  {:>14.0}ns",
             size,
             format!("{:.0}/{:.0}/{:.0}", b.0, b.1, b.2),
             format!("{:.0}/{:.0}/{:.0} ({:.2}x)", f.0, f.1, f.2, f.1 / b.1),
             format!("{:.0}/{:.0}/{:.0} ({:.2}x)", c.0, c.1, c.2, c.1 / b.1),
             add_f,
             add_c
-        ));
-    }
-    for r in rows {
-        println!("{r}");
+        );
     }
     println!("daemon CPU at 20,000 captured calls/s: {cpu_pct:.1}% of one core");
     std::io::stdout().flush().unwrap();

@@ -36,7 +36,7 @@ fn wait_ok(mut c: Child, what: &str) {
 }
 
 fn is_pid(r: &Value, pid: u32) -> bool {
-    r["_process_pid_"] == pid.to_string()
+    r["_process_pid_"].as_str().and_then(|s| s.parse::<u32>().ok()) == Some(pid)
 }
 
 /// An exchange over loopback TCP: `up` bytes client to server, `down` back.
@@ -111,8 +111,10 @@ fn http_server_and_curl() {
     daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "send_bytes", |r| is_pid(r, spid)) >= body + headers);
     let records = daemon.stop();
     let _ = server.kill();
+    let _ = server.wait();
     let curl_rec = |r: &Value| {
-        r["_process_cmd_"].as_str().unwrap_or("").starts_with("curl ") && remote(r)["remote_port"] == port.to_string()
+        r["_process_cmd_"].as_str().unwrap_or("").starts_with("curl ")
+            && remote(r)["remote_port"].as_str().and_then(|s| s.parse::<u16>().ok()) == Some(port)
     };
     assert_eq!(sum(&records, "send_bytes", curl_rec), request, "curl's request bytes");
     assert_eq!(sum(&records, "recv_bytes", curl_rec), body + headers, "curl's response bytes");

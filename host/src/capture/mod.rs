@@ -1,6 +1,7 @@
 //! Capture: the kernel programs (`ebpf/capture.bpf.c`, built by the build
-//! script and embedded), their set-up, and the thread that drains the ring
-//! buffer into decoded [`Event`]s.
+//! script and embedded; raw tracepoints on syscall entry and exit), their
+//! set-up, and the thread that drains the ring buffer into decoded
+//! [`Event`]s.
 
 pub mod event;
 mod setup;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 
 pub use event::{Event, EventKind};
@@ -25,22 +26,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ca
 /// wakes it only when `wakeup_bytes` are pending: batched wake-ups).
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The syscalls traced: (tracepoint suffix, program name suffix).
-const SYSCALLS: &[(&str, &str)] = &[
-    ("read", "read"),
-    ("write", "write"),
-    ("readv", "readv"),
-    ("writev", "writev"),
-    ("sendto", "sendto"),
-    ("recvfrom", "recvfrom"),
-    ("sendmsg", "sendmsg"),
-    ("recvmsg", "recvmsg"),
-    ("sendmmsg", "sendmmsg"),
-    ("recvmmsg", "recvmmsg"),
-    ("sendfile64", "sendfile"),
-    ("connect", "connect"),
-    ("accept", "accept"),
-    ("accept4", "accept4"),
+/// The syscalls traced (dispatched inside the two raw tracepoint programs).
+pub const SYSCALLS: &[&str] = &[
+    "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "sendfile",
+    "connect", "accept", "accept4", "close",
 ];
 
 /// What the kernel side filters and copies.
@@ -123,6 +112,9 @@ impl Capture {
             .override_global("drop_loopback", &drop_loopback, true)
             .override_global("wakeup_bytes", &config.wakeup_bytes, true)
             .map_max_entries("events", config.ring_bytes)
+            // `active` is task-local storage, which aya has no Rust type for;
+            // only the kernel uses it.
+            .allow_unsupported_maps()
             .load(OBJECT)
             .context("loading the capture programs into the kernel")?;
         if !config.pids.is_empty() {
@@ -132,11 +124,8 @@ impl Capture {
                 allow.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the filter"))?;
             }
         }
-        for (tp, prog) in SYSCALLS {
-            attach(&mut ebpf, &format!("enter_{prog}"), &format!("sys_enter_{tp}"))?;
-            attach(&mut ebpf, &format!("exit_{prog}"), &format!("sys_exit_{tp}"))?;
-        }
-        attach(&mut ebpf, "enter_close", "sys_enter_close")?;
+        attach(&mut ebpf, "sys_enter", "sys_enter")?;
+        attach(&mut ebpf, "sys_exit", "sys_exit")?;
         let ring = RingBuf::try_from(ebpf.take_map("events").context("events map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("counters").context("counters map")?)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -148,7 +137,7 @@ impl Capture {
                 .spawn(move || read_loop(ring, sink, stop, malformed))
                 .context("spawning the capture reader")?
         };
-        tracing::info!(programs = SYSCALLS.len() * 2 + 1, payload_bytes = payload, "capture attached");
+        tracing::info!(syscalls = SYSCALLS.len(), payload_bytes = payload, "capture attached");
         Ok(Self { ebpf: Some(ebpf), counters, stop, reader: Some(reader), malformed })
     }
 
@@ -194,10 +183,10 @@ impl Drop for Capture {
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
-    let prog: &mut TracePoint =
+    let prog: &mut RawTracePoint =
         ebpf.program_mut(program).with_context(|| format!("program {program} missing from the object"))?.try_into()?;
     prog.load().with_context(|| format!("loading {program} (verifier)"))?;
-    prog.attach("syscalls", tracepoint).with_context(|| format!("attaching {program} to syscalls:{tracepoint}"))?;
+    prog.attach(tracepoint).with_context(|| format!("attaching {program} to raw tracepoint {tracepoint}"))?;
     Ok(())
 }
 
