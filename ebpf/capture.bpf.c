@@ -342,6 +342,16 @@ static __always_inline void end_call(struct call *c) {
     c->ts = 0;
 }
 
+/* Send a data event whose payload holds `n` of the call's `len` bytes; the
+ * peer comes from `sockaddr` when the socket has none (datagrams). */
+static __always_inline void finish_data(struct scratch *s, __u32 n, long len, __u64 sockaddr) {
+    s->ev.captured = n;
+    if (n < len && s->ev.syscall != WL_SYS_SENDFILE)
+        count(WL_CNT_TRUNCATED);
+    peer_from_sockaddr(&s->ev, sockaddr);
+    submit(s);
+}
+
 /* Exit of a data call whose payload is one buffer or an iovec array. */
 static __always_inline int exit_data(long ret, __u8 direction, bool iov) {
     __u64 id = bpf_get_current_pid_tgid();
@@ -353,12 +363,7 @@ static __always_inline int exit_data(long ret, __u8 direction, bool iov) {
         if (s) {
             s->ev.direction = direction;
             __u32 n = iov ? copy_iov(s, c->buf, c->count, ret) : copy_flat(s, 0, c->buf, ret);
-            s->ev.captured = n;
-            if (n < ret && c->syscall != WL_SYS_SENDFILE)
-                count(WL_CNT_TRUNCATED);
-            if (c->syscall == WL_SYS_SENDTO || c->syscall == WL_SYS_RECVFROM)
-                peer_from_sockaddr(&s->ev, c->addr);
-            submit(s);
+            finish_data(s, n, ret, c->addr);
         }
     }
     end_call(c);
@@ -376,11 +381,7 @@ static __always_inline int exit_msg(long ret, __u8 direction) {
         struct scratch *s = start_event(c, WL_EV_DATA, ret);
         if (s && bpf_probe_read_user(&msg, sizeof(msg), (void *)c->buf) == 0) {
             s->ev.direction = direction;
-            s->ev.captured = copy_iov(s, (__u64)msg.msg_iov, msg.msg_iovlen, ret);
-            if (s->ev.captured < ret)
-                count(WL_CNT_TRUNCATED);
-            peer_from_sockaddr(&s->ev, (__u64)msg.msg_name);
-            submit(s);
+            finish_data(s, copy_iov(s, (__u64)msg.msg_iov, msg.msg_iovlen, ret), ret, (__u64)msg.msg_name);
         }
     }
     end_call(c);
@@ -403,9 +404,8 @@ static __always_inline int exit_mmsg(long ret, __u8 direction) {
         if (!s)
             break;
         s->ev.direction = direction;
-        s->ev.captured = copy_iov(s, (__u64)m.msg_hdr.msg_iov, m.msg_hdr.msg_iovlen, m.msg_len);
-        peer_from_sockaddr(&s->ev, (__u64)m.msg_hdr.msg_name);
-        submit(s);
+        finish_data(s, copy_iov(s, (__u64)m.msg_hdr.msg_iov, m.msg_hdr.msg_iovlen, m.msg_len), m.msg_len,
+                    (__u64)m.msg_hdr.msg_name);
     }
     end_call(c);
     return 0;

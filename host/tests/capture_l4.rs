@@ -344,3 +344,49 @@ fn clear_errors_without_root_and_runs_without_capture() {
     let health = String::from_utf8_lossy(&out.stdout);
     assert!(health.lines().any(|l| l.contains("\"type\":\"health\"")), "a final health record: {health}");
 }
+
+#[test]
+fn unconnected_udp_peers_come_from_the_call_addresses() {
+    let script = r#"
+import socket, sys
+role = sys.argv[1]
+if role == "server":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1], flush=True)
+    sys.stdin.readline()  # bound before the daemon starts; receives after
+    data, peer = s.recvfrom(2000)
+    s.sendto(b"r" * 700, peer)
+else:
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.sendto(b"q" * 300, ("127.0.0.1", int(sys.argv[2])))
+    print(c.getsockname()[1], flush=True)
+    c.recvfrom(2000)
+"#;
+    let (mut server, port) = spawn_line({
+        let mut c = Command::new("python3");
+        c.args(["-c", script, "server"]);
+        c
+    });
+    let daemon = Daemon::start(&config("DropLocalConnections: false", "", ""));
+    server.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (client, cport) = spawn_line({
+        let mut c = Command::new("python3");
+        c.args(["-c", script, "client", &port]);
+        c
+    });
+    let (spid, cpid) = (server.id(), client.id());
+    wait_ok(client, "udp client");
+    wait_ok(server, "udp server");
+    daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "recv_bytes", |r| is_pid(r, cpid)) >= 700);
+    let records = daemon.stop();
+    let c = records.iter().find(|r| r["type"] == "statistics" && is_pid(r, cpid)).expect("client record");
+    assert_eq!((c["send_bytes"].as_str(), c["recv_bytes"].as_str()), (Some("300"), Some("700")));
+    assert_eq!(c["role"], "client");
+    assert_eq!(remote(c)["remote_port"], port);
+    let s = records.iter().find(|r| r["type"] == "statistics" && is_pid(r, spid)).expect("server record");
+    assert_eq!((s["send_bytes"].as_str(), s["recv_bytes"].as_str()), (Some("700"), Some("300")));
+    assert_eq!(s["role"], "server", "a bound UDP port seen by sock_diag");
+    assert_eq!(remote(s)["remote_port"], cport);
+}
