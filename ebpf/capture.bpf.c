@@ -37,19 +37,23 @@ struct {
     __uint(max_entries, 8 << 20);
 } events SEC(".maps");
 
+/* Pid sets as bitmaps (bit pid % 64 of word pid / 64, for pids up to 2^22):
+ * array lookups are inlined by the verifier, so the per-call filter costs a
+ * few instructions. allow_pids is EBPF.Pid; deny_pids holds processes the
+ * daemon's filters exclude (filled from userspace). */
+#define PID_WORDS (1 << 16)
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 4096);
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, PID_WORDS);
     __type(key, __u32);
-    __type(value, __u8);
+    __type(value, __u64);
 } allow_pids SEC(".maps");
 
-/* Processes the daemon's filters exclude (filled from userspace). */
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 65536);
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, PID_WORDS);
     __type(key, __u32);
-    __type(value, __u8);
+    __type(value, __u64);
 } deny_pids SEC(".maps");
 
 struct {
@@ -78,7 +82,9 @@ struct call {
 
 /* The call in flight, per thread (task-local storage: a pointer away from
  * the task, much cheaper than a hash lookup on every syscall exit). An
- * entry with ts == 0 is free. */
+ * entry with ts == 0 is free. Every syscall's exit follows its own entry, so
+ * the next exit of the thread always consumes (and frees) what an entry
+ * stored. */
 struct {
     __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
     __uint(map_flags, BPF_F_NO_PREALLOC);
@@ -104,14 +110,18 @@ static __always_inline void count(__u32 slot) {
         *c += 1;
 }
 
+static __always_inline bool pid_in(void *set, __u32 pid) {
+    __u32 word = pid >> 6;
+    __u64 *bits = bpf_map_lookup_elem(set, &word);
+    return bits && ((*bits >> (pid & 63)) & 1);
+}
+
 static __always_inline bool pid_wanted(__u32 pid) {
     if (pid == self_pid)
         return false;
-    if (filter_pids && !bpf_map_lookup_elem(&allow_pids, &pid))
+    if (filter_pids && !pid_in(&allow_pids, pid))
         return false;
-    if (bpf_map_lookup_elem(&deny_pids, &pid))
-        return false;
-    return true;
+    return !pid_in(&deny_pids, pid);
 }
 
 /* The struct sock behind fd, or NULL when fd is not a socket. */
@@ -184,29 +194,16 @@ static __always_inline bool sock_wanted(const struct call *c) {
     return true;
 }
 
-/* A call not worth remembering: make sure no earlier entry (left by a
- * call whose exit was never seen, as when the programs were attached
- * between its entry and exit) is taken for it at exit. */
-static __always_inline int forget_call(void) {
-    struct call *c = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, 0);
-    if (c)
-        c->ts = 0;
-    return 0;
-}
-
 /* Entry of a call on fd: remember it if it passes the filters. */
 static __always_inline int enter(int fd, __u16 syscall, __u64 buf, __u64 addr, __u64 cnt) {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!pid_wanted(id >> 32))
-        return 0;
     struct sock *sk = sock_of_fd(fd);
     if (!sk)
-        return forget_call();
+        return 0;
     struct call c = {};
     describe(sk, &c);
     if (syscall != WL_SYS_CONNECT && !sock_wanted(&c)) {
         count(WL_CNT_FILTERED);
-        return forget_call();
+        return 0;
     }
     c.ts = bpf_ktime_get_ns();
     c.fd = fd;
@@ -331,12 +328,6 @@ static __always_inline void peer_from_sockaddr(struct wl_event *e, __u64 addr) {
     }
 }
 
-/* The call this thread has in flight, if any. */
-static __always_inline struct call *take_call(__u64 id) {
-    struct call *c = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, 0);
-    return c && c->ts ? c : 0;
-}
-
 /* The call is over: free the thread's slot. */
 static __always_inline void end_call(struct call *c) {
     c->ts = 0;
@@ -353,11 +344,7 @@ static __always_inline void finish_data(struct scratch *s, __u32 n, long len, __
 }
 
 /* Exit of a data call whose payload is one buffer or an iovec array. */
-static __always_inline int exit_data(long ret, __u8 direction, bool iov) {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct call *c = take_call(id);
-    if (!c)
-        return 0;
+static __always_inline int exit_data(struct call *c, long ret, __u8 direction, bool iov) {
     if (ret > 0) {
         struct scratch *s = start_event(c, WL_EV_DATA, ret);
         if (s) {
@@ -371,11 +358,7 @@ static __always_inline int exit_data(long ret, __u8 direction, bool iov) {
 }
 
 /* Exit of sendmsg/recvmsg: the msghdr holds the iovecs and the peer. */
-static __always_inline int exit_msg(long ret, __u8 direction) {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct call *c = take_call(id);
-    if (!c)
-        return 0;
+static __always_inline int exit_msg(struct call *c, long ret, __u8 direction) {
     if (ret > 0) {
         struct user_msghdr msg = {};
         struct scratch *s = start_event(c, WL_EV_DATA, ret);
@@ -389,11 +372,7 @@ static __always_inline int exit_msg(long ret, __u8 direction) {
 }
 
 /* Exit of sendmmsg/recvmmsg: one event per message (the first MAX_MMSG). */
-static __always_inline int exit_mmsg(long ret, __u8 direction) {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct call *c = take_call(id);
-    if (!c)
-        return 0;
+static __always_inline int exit_mmsg(struct call *c, long ret, __u8 direction) {
     for (int i = 0; i < MAX_MMSG; i++) {
         if (i >= ret)
             break;
@@ -428,11 +407,7 @@ static __always_inline int exit_mmsg(long ret, __u8 direction) {
 #define NR_recvmmsg 299
 #define NR_sendmmsg 307
 
-static __always_inline int exit_sendfile(long ret) {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct call *c = take_call(id);
-    if (!c)
-        return 0;
+static __always_inline int exit_sendfile(struct call *c, long ret) {
     if (ret > 0) {
         struct scratch *s = start_event(c, WL_EV_DATA, ret);
         if (s)
@@ -442,11 +417,7 @@ static __always_inline int exit_sendfile(long ret) {
     return 0;
 }
 
-static __always_inline int exit_connect(long ret) {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct call *c = take_call(id);
-    if (!c)
-        return 0;
+static __always_inline int exit_connect(struct call *c, long ret) {
     if (ret == 0 || ret == -EINPROGRESS) {
         /* The peer is known only now. */
         struct sock *sk = (struct sock *)c->sock;
@@ -463,29 +434,22 @@ static __always_inline int exit_connect(long ret) {
     return 0;
 }
 
-static __always_inline int enter_accept_common(void) {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!pid_wanted(id >> 32))
-        return 0;
+static __always_inline int enter_accept_common(__u16 syscall) {
     struct call *slot = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
     if (slot) {
         __builtin_memset(slot, 0, sizeof(*slot));
+        slot->syscall = syscall;
         slot->ts = bpf_ktime_get_ns();
     }
     return 0;
 }
 
-static __always_inline int exit_accept_common(long ret, __u16 syscall) {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct call *c = take_call(id);
-    if (!c)
-        return 0;
+static __always_inline int exit_accept_common(struct call *c, long ret) {
     if (ret >= 0) {
         struct sock *sk = sock_of_fd(ret);
         if (sk) {
             describe(sk, c);
             c->fd = ret;
-            c->syscall = syscall;
             if (sock_wanted(c)) {
                 struct scratch *s = start_event(c, WL_EV_ACCEPT, ret);
                 if (s)
@@ -501,9 +465,6 @@ static __always_inline int exit_accept_common(long ret, __u16 syscall) {
 
 /* close of a socket: reported at entry (the fd is gone at exit). */
 static __always_inline int enter_close(int fd) {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!pid_wanted(id >> 32))
-        return 0;
     struct sock *sk = sock_of_fd(fd);
     if (!sk)
         return 0;
@@ -534,6 +495,9 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx) {
     default:
         return 0;
     }
+    /* The pid filters come before anything is read. */
+    if (!pid_wanted(bpf_get_current_pid_tgid() >> 32))
+        return 0;
     struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
     int fd = BPF_CORE_READ(regs, di);
     __u64 a1 = BPF_CORE_READ(regs, si);
@@ -563,8 +527,9 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx) {
     case NR_connect:
         return enter(fd, WL_SYS_CONNECT, 0, 0, 0);
     case NR_accept:
+        return enter_accept_common(WL_SYS_ACCEPT);
     case NR_accept4:
-        return enter_accept_common();
+        return enter_accept_common(WL_SYS_ACCEPT4);
     case NR_close:
         return enter_close(fd);
     }
@@ -573,38 +538,38 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx) {
 
 SEC("raw_tracepoint/sys_exit")
 int sys_exit(struct bpf_raw_tracepoint_args *ctx) {
-    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-    long nr = BPF_CORE_READ(regs, orig_ax);
+    /* Only threads with a call in flight go further: the entry decided. */
+    struct call *c = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, 0);
+    if (!c || !c->ts)
+        return 0;
     long ret = ctx->args[1];
-    switch (nr) {
-    case NR_read:
-        return exit_data(ret, WL_INGRESS, false);
-    case NR_write:
-        return exit_data(ret, WL_EGRESS, false);
-    case NR_readv:
-        return exit_data(ret, WL_INGRESS, true);
-    case NR_writev:
-        return exit_data(ret, WL_EGRESS, true);
-    case NR_sendto:
-        return exit_data(ret, WL_EGRESS, false);
-    case NR_recvfrom:
-        return exit_data(ret, WL_INGRESS, false);
-    case NR_sendmsg:
-        return exit_msg(ret, WL_EGRESS);
-    case NR_recvmsg:
-        return exit_msg(ret, WL_INGRESS);
-    case NR_sendmmsg:
-        return exit_mmsg(ret, WL_EGRESS);
-    case NR_recvmmsg:
-        return exit_mmsg(ret, WL_INGRESS);
-    case NR_sendfile:
-        return exit_sendfile(ret);
-    case NR_connect:
-        return exit_connect(ret);
-    case NR_accept:
-        return exit_accept_common(ret, WL_SYS_ACCEPT);
-    case NR_accept4:
-        return exit_accept_common(ret, WL_SYS_ACCEPT4);
+    switch (c->syscall) {
+    case WL_SYS_READ:
+    case WL_SYS_RECVFROM:
+        return exit_data(c, ret, WL_INGRESS, false);
+    case WL_SYS_WRITE:
+    case WL_SYS_SENDTO:
+        return exit_data(c, ret, WL_EGRESS, false);
+    case WL_SYS_READV:
+        return exit_data(c, ret, WL_INGRESS, true);
+    case WL_SYS_WRITEV:
+        return exit_data(c, ret, WL_EGRESS, true);
+    case WL_SYS_SENDMSG:
+        return exit_msg(c, ret, WL_EGRESS);
+    case WL_SYS_RECVMSG:
+        return exit_msg(c, ret, WL_INGRESS);
+    case WL_SYS_SENDMMSG:
+        return exit_mmsg(c, ret, WL_EGRESS);
+    case WL_SYS_RECVMMSG:
+        return exit_mmsg(c, ret, WL_INGRESS);
+    case WL_SYS_SENDFILE:
+        return exit_sendfile(c, ret);
+    case WL_SYS_CONNECT:
+        return exit_connect(c, ret);
+    case WL_SYS_ACCEPT:
+    case WL_SYS_ACCEPT4:
+        return exit_accept_common(c, ret);
     }
+    end_call(c);
     return 0;
 }

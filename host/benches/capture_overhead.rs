@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CALL_PAIRS: usize = 200_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
     let mut fds = [0i32; 2];

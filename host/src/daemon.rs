@@ -17,9 +17,9 @@ use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
 use crate::metadata::ProcessCache;
 use crate::records::{write_lines, Record};
 
-/// Events queued between the reader and the pipeline; when full, the reader
-/// waits and the kernel ring buffer absorbs (and counts) the excess.
-const QUEUE: usize = 65_536;
+/// Batches of events queued between the reader and the pipeline; when full,
+/// the reader waits and the kernel ring buffer absorbs (and counts) the excess.
+const QUEUE: usize = 256;
 
 /// Run until a signal arrives.
 pub fn run(config: Config) -> Result<()> {
@@ -31,7 +31,7 @@ pub fn run(config: Config) -> Result<()> {
         tracing::warn!(config = %config.path.display(), "`enable: false`: nothing to do");
         return Ok(());
     }
-    let (tx, rx) = sync_channel::<Event>(QUEUE);
+    let (tx, rx) = sync_channel::<Vec<Event>>(QUEUE);
     let c = &config.common;
     let mut capture = if config.ebpf.enabled {
         let cc = CaptureConfig {
@@ -60,11 +60,11 @@ pub fn run(config: Config) -> Result<()> {
     tracing::info!(config = %config.path.display(), "running");
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(ev) => {
-                pipeline.on_event(&ev);
+            Ok(batch) => {
+                batch.iter().for_each(|ev| pipeline.on_event(ev));
                 // Take what is queued without waiting, bounded so flushes stay on time.
-                for ev in rx.try_iter().take(4096) {
-                    pipeline.on_event(&ev);
+                for batch in rx.try_iter().take(16) {
+                    batch.iter().for_each(|ev| pipeline.on_event(ev));
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -92,8 +92,8 @@ pub fn run(config: Config) -> Result<()> {
     if let Some(cap) = capture.as_mut() {
         cap.stop();
     }
-    for ev in rx.try_iter() {
-        pipeline.on_event(&ev);
+    for batch in rx.try_iter() {
+        batch.iter().for_each(|ev| pipeline.on_event(ev));
     }
     let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();
     let records = pipeline.flush_l4(stats);

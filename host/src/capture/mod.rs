@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 
@@ -94,7 +94,7 @@ pub struct Capture {
 impl Capture {
     /// Check the machine, load and attach the programs, and start sending
     /// events to `sink`.
-    pub fn start(config: &CaptureConfig, sink: SyncSender<Event>) -> Result<Self> {
+    pub fn start(config: &CaptureConfig, sink: SyncSender<Vec<Event>>) -> Result<Self> {
         setup::prepare()?;
         let self_pid = std::process::id();
         let payload = config.payload_bytes.min(event::MAX_PAYLOAD as u32);
@@ -117,13 +117,7 @@ impl Capture {
             .allow_unsupported_maps()
             .load(OBJECT)
             .context("loading the capture programs into the kernel")?;
-        if !config.pids.is_empty() {
-            let mut allow: BpfHashMap<_, u32, u8> =
-                BpfHashMap::try_from(ebpf.map_mut("allow_pids").context("allow_pids map")?)?;
-            for pid in &config.pids {
-                allow.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the filter"))?;
-            }
-        }
+        add_pids(&mut ebpf, "allow_pids", &config.pids)?;
         attach(&mut ebpf, "sys_enter", "sys_enter")?;
         attach(&mut ebpf, "sys_exit", "sys_exit")?;
         let ring = RingBuf::try_from(ebpf.take_map("events").context("events map")?)?;
@@ -156,12 +150,7 @@ impl Capture {
     /// Keep these processes out in the kernel from now on (filters that
     /// exclude a process push it here once known).
     pub fn deny_pids(&mut self, pids: &[u32]) -> Result<()> {
-        let ebpf = self.ebpf.as_mut().expect("capture running");
-        let mut deny: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(ebpf.map_mut("deny_pids").context("deny_pids")?)?;
-        for pid in pids {
-            deny.insert(pid, 1, 0)?;
-        }
-        Ok(())
+        add_pids(self.ebpf.as_mut().expect("capture running"), "deny_pids", pids)
     }
 
     /// Detach and stop the reader (also done on drop).
@@ -182,6 +171,23 @@ impl Drop for Capture {
     }
 }
 
+/// Set the bits of `pids` in one of the kernel's pid bitmaps.
+fn add_pids(ebpf: &mut Ebpf, map: &str, pids: &[u32]) -> Result<()> {
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let mut bits: Array<_, u64> = Array::try_from(ebpf.map_mut(map).with_context(|| format!("{map} map"))?)?;
+    for &pid in pids {
+        let word = pid >> 6;
+        if word >= bits.len() {
+            anyhow::bail!("pid {pid} is beyond the {} pids the kernel filter holds", bits.len() * 64);
+        }
+        let old = bits.get(&word, 0)?;
+        bits.set(word, old | (1u64 << (pid & 63)), 0).with_context(|| format!("adding pid {pid} to {map}"))?;
+    }
+    Ok(())
+}
+
 fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
     let prog: &mut RawTracePoint =
         ebpf.program_mut(program).with_context(|| format!("program {program} missing from the object"))?.try_into()?;
@@ -190,23 +196,36 @@ fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
     Ok(())
 }
 
-fn read_loop(mut ring: RingBuf<MapData>, sink: SyncSender<Event>, stop: Arc<AtomicBool>, malformed: Arc<AtomicU64>) {
+/// Events handed to the pipeline per channel message (one hand-off per
+/// event cost more than decoding it).
+const BATCH: usize = 256;
+
+fn read_loop(
+    mut ring: RingBuf<MapData>,
+    sink: SyncSender<Vec<Event>>,
+    stop: Arc<AtomicBool>,
+    malformed: Arc<AtomicU64>,
+) {
     let fd = ring.as_raw_fd();
+    let mut batch = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
         while let Some(item) = ring.next() {
             match Event::decode(&item) {
-                Some(ev) => {
-                    if sink.send(ev).is_err() {
-                        return; // the pipeline is gone: shutting down
-                    }
-                }
+                Some(ev) => batch.push(ev),
                 None => {
                     malformed.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            drop(item);
+            if batch.len() == BATCH && sink.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
+                return; // the pipeline is gone: shutting down
+            }
+        }
+        if !batch.is_empty() && sink.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
+            return;
         }
     }
 }
