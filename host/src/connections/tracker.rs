@@ -267,19 +267,12 @@ impl Tracker {
         let now = Instant::now();
         let idle = self.config.idle_timeout;
         let mut gone = Vec::new();
-        let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
-        let mut dead = HashSet::new();
+        // One /proc look-up per process, not per connection.
+        let mut alive: HashMap<u32, bool> = HashMap::new();
         self.conns.retain(|key, conn| {
-            let expired = now.duration_since(conn.last_seen) > idle || {
-                if dead.contains(&key.pid) {
-                    true
-                } else if !alive(key.pid) {
-                    dead.insert(key.pid);
-                    true
-                } else {
-                    false
-                }
-            };
+            let process_alive =
+                *alive.entry(key.pid).or_insert_with(|| std::path::Path::new(&format!("/proc/{}", key.pid)).exists());
+            let expired = !process_alive || now.duration_since(conn.last_seen) > idle;
             if expired {
                 gone.push(conn.clone());
             }
