@@ -69,6 +69,11 @@ pub struct Listening {
 }
 
 impl Listening {
+    /// A view from known ports (tests, or another source of truth).
+    pub fn from_ports(tcp: impl IntoIterator<Item = u16>, udp: impl IntoIterator<Item = u16>) -> Self {
+        Self { tcp: tcp.into_iter().collect(), udp: udp.into_iter().collect() }
+    }
+
     /// Is `port` a listening port for this socket type (SOCK_STREAM = 1, SOCK_DGRAM = 2)?
     pub fn contains(&self, sock_type: u16, port: u16) -> bool {
         match i32::from(sock_type) {

@@ -290,3 +290,91 @@ impl Tracker {
 fn is_local(local_addrs: &HashSet<IpAddr>, ip: IpAddr) -> bool {
     ip.is_loopback() || local_addrs.contains(&ip)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::event::{EGRESS, INGRESS};
+
+    fn event(kind: EventKind, fd: i32, sock: u64, family: u16, remote: &str) -> Event {
+        Event {
+            kind,
+            pid: std::process::id(),
+            tid: 1,
+            fd,
+            sock,
+            ts_enter: 1,
+            ts_exit: 2,
+            ret: 10,
+            real_len: 10,
+            direction: EGRESS,
+            family,
+            sock_type: libc::SOCK_STREAM as u16,
+            local: ("10.0.0.1".parse().unwrap(), 40000),
+            remote: (remote.parse().unwrap(), 80),
+            syscall: 0,
+            comm: "t".into(),
+            payload: vec![],
+        }
+    }
+
+    fn tracker(drop_local: bool) -> Tracker {
+        Tracker::new(TrackerConfig { drop_local, drop_unix: true, ..TrackerConfig::default() })
+    }
+
+    #[test]
+    fn a_reused_fd_is_a_new_connection() {
+        let mut t = tracker(false);
+        let first = match t.on_event(&event(EventKind::Connect, 5, 0x100, AF_INET, "10.0.0.2")) {
+            Outcome::Keep(c) => (c.id, c.role),
+            _ => panic!("kept"),
+        };
+        assert_eq!(first.1, Role::Client);
+        // Same pid and fd, another socket: the old connection is gone.
+        let second = match t.on_event(&event(EventKind::Accept, 5, 0x200, AF_INET, "10.0.0.3")) {
+            Outcome::Keep(c) => (c.id, c.role),
+            _ => panic!("kept"),
+        };
+        assert_ne!(first.0, second.0);
+        assert_eq!(second.1, Role::Server);
+        assert_eq!(t.len(), 1);
+        match t.on_event(&event(EventKind::Close, 5, 0x200, AF_INET, "10.0.0.3")) {
+            Outcome::Closed(c) => assert_eq!(c.id, second.0),
+            _ => panic!("closed"),
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn drop_rules() {
+        let mut t = tracker(true);
+        assert!(matches!(t.on_event(&event(EventKind::Data, 3, 1, AF_INET, "127.0.0.1")), Outcome::Ignore));
+        assert!(matches!(t.on_event(&event(EventKind::Data, 4, 2, AF_UNIX, "0.0.0.0")), Outcome::Ignore));
+        assert!(matches!(t.on_event(&event(EventKind::Data, 6, 3, AF_INET, "10.9.9.9")), Outcome::Keep(_)));
+        assert_eq!(t.stats().dropped_by_rule, 2);
+        let mut keep_local = tracker(false);
+        assert!(matches!(keep_local.on_event(&event(EventKind::Data, 3, 1, AF_INET, "127.0.0.1")), Outcome::Keep(_)));
+    }
+
+    #[test]
+    fn state_is_bounded() {
+        let mut t = Tracker::new(TrackerConfig { max_connections: 2, drop_local: false, ..TrackerConfig::default() });
+        for fd in 0..5 {
+            t.on_event(&event(EventKind::Data, fd, fd as u64 + 1, AF_INET, "10.0.0.2"));
+        }
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().over_capacity, 3);
+    }
+
+    #[test]
+    fn old_sockets_get_their_role_from_listening_ports() {
+        let mut t = tracker(false);
+        t.refresh_host_view(Listening::from_ports([40000], []), HashSet::new());
+        let mut ev = event(EventKind::Data, 7, 9, AF_INET, "10.0.0.2");
+        ev.direction = INGRESS;
+        match t.on_event(&ev) {
+            Outcome::Keep(c) => assert_eq!(c.role, Role::Server),
+            _ => panic!("kept"),
+        }
+    }
+}
