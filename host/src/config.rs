@@ -168,6 +168,8 @@ pub struct Wirelens {
     pub max_connections: usize,
     /// Most layer-4 keys per window; more fold into an overflow count.
     pub max_l4_keys: usize,
+    /// Most layer-7 keys per window; more fold into one `other` key per protocol.
+    pub max_l7_keys: usize,
     /// Plugin directory (hot-reloaded); default: none (built-ins only).
     pub plugin_dir: Option<PathBuf>,
 }
@@ -179,6 +181,7 @@ impl Default for Wirelens {
             ring_buffer_bytes: 8 << 20,
             max_connections: 65_536,
             max_l4_keys: 10_000,
+            max_l7_keys: 10_000,
             plugin_dir: None,
         }
     }

@@ -14,6 +14,7 @@ use crate::aggregate::l4::L4Window;
 use crate::capture::{Capture, CaptureConfig, CaptureStats, Event, EventKind};
 use crate::config::Config;
 use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
+use crate::layer7::Layer7;
 use crate::metadata::ProcessCache;
 use crate::records::{write_lines, Record};
 
@@ -51,8 +52,10 @@ pub fn run(config: Config) -> Result<()> {
         None
     };
 
-    let mut pipeline = Pipeline::new(&config);
+    let mut pipeline = Pipeline::new(&config)?;
     let l4_every = Duration::from_secs(c.flush_out_l4_interval);
+    let l7_every = Duration::from_secs(c.flush_out_l7_interval);
+    let mut next_l7 = Instant::now() + l7_every;
     let netlink_every = Duration::from_secs(c.flush_netlink_interval);
     let mut next_l4 = Instant::now() + l4_every;
     let mut next_netlink = Instant::now() + netlink_every;
@@ -76,7 +79,12 @@ pub fn run(config: Config) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        pipeline.poll_l7();
         let now = Instant::now();
+        if now >= next_l7 {
+            write_lines(&mut stdout, &pipeline.flush_l7()).context("writing records to stdout")?;
+            next_l7 = now + l7_every;
+        }
         if now >= next_netlink {
             pipeline.refresh_host_view();
             next_netlink = now + netlink_every;
@@ -96,7 +104,8 @@ pub fn run(config: Config) -> Result<()> {
         batch.iter().for_each(|ev| pipeline.on_event(ev));
     }
     let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();
-    let records = pipeline.flush_l4(stats);
+    let mut records = pipeline.flush_l7();
+    records.extend(pipeline.flush_l4(stats));
     write_lines(&mut stdout, &records)?;
     stdout.flush()?;
     Ok(())
@@ -107,12 +116,13 @@ pub struct Pipeline {
     tracker: Tracker,
     procs: ProcessCache,
     l4: L4Window,
+    l7: Option<Layer7>,
     tags: Vec<(String, String)>,
     last_capture: CaptureStats,
 }
 
 impl Pipeline {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config) -> Result<Self> {
         let c = &config.common;
         let mut tracker = Tracker::new(TrackerConfig {
             drop_unix: c.drop_unix_socket.on(),
@@ -122,12 +132,44 @@ impl Pipeline {
             ..TrackerConfig::default()
         });
         tracker.refresh_host_view(sockdiag::listening().unwrap_or_default(), local::addresses());
-        Self {
+        let l7 = if c.protocol_process.on() {
+            Some(Layer7::new(&c.include_protocols, config.wirelens.plugin_dir.as_ref(), config.wirelens.max_l7_keys)?)
+        } else {
+            None
+        };
+        Ok(Self {
             tracker,
             procs: ProcessCache::default(),
             l4: L4Window::new(config.wirelens.max_l4_keys),
+            l7,
             tags: c.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             last_capture: CaptureStats::default(),
+        })
+    }
+
+    /// Parse and stitch what is queued for layer 7.
+    pub fn poll_l7(&mut self) {
+        if let Some(l7) = self.l7.as_mut() {
+            l7.poll();
+        }
+    }
+
+    /// The layer-7 window's records.
+    pub fn flush_l7(&mut self) -> Vec<Record> {
+        let time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut records = match self.l7.as_mut() {
+            Some(l7) => l7.flush(time, &self.procs),
+            None => vec![],
+        };
+        self.tag(&mut records);
+        records
+    }
+
+    fn tag(&self, records: &mut [Record]) {
+        for r in records {
+            for (k, v) in &self.tags {
+                r.push(k, v);
+            }
         }
     }
 
@@ -144,9 +186,17 @@ impl Pipeline {
                 self.procs.observe(ev.pid, &ev.comm);
                 if ev.kind == EventKind::Data {
                     self.l4.add(conn, ev);
+                    if let Some(l7) = self.l7.as_mut() {
+                        l7.on_data(conn, ev);
+                    }
                 }
             }
-            Outcome::Closed(_) | Outcome::Ignore => {}
+            Outcome::Closed(conn) => {
+                if let Some(l7) = self.l7.as_mut() {
+                    l7.on_close(conn.id);
+                }
+            }
+            Outcome::Ignore => {}
         }
     }
 
@@ -170,15 +220,18 @@ impl Pipeline {
         health.push("connections_expired", t.expired);
         health.push("l4_overflow", self.l4.overflow);
         health.push("rss_bytes", rss_bytes());
+        if let Some(l7) = &self.l7 {
+            l7.health(&mut health);
+        }
         health.push("__time__", time);
         records.push(health);
         self.last_capture = capture;
-        for r in &mut records {
-            for (k, v) in &self.tags {
-                r.push(k, v);
+        self.tag(&mut records);
+        for gone in self.tracker.expire() {
+            if let Some(l7) = self.l7.as_mut() {
+                l7.on_close(gone.id);
             }
         }
-        self.tracker.expire();
         self.procs.expire();
         records
     }

@@ -9,6 +9,8 @@ pub mod capture;
 pub mod config;
 pub mod connections;
 pub mod daemon;
+pub mod layer7;
 pub mod metadata;
 pub mod protocols;
 pub mod records;
+pub mod stitch;

@@ -390,3 +390,60 @@ else:
     assert_eq!(s["role"], "server", "a bound UDP port seen by sock_diag");
     assert_eq!(remote(s)["remote_port"], cport);
 }
+
+#[test]
+fn http_calls_through_the_wasm_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "y".repeat(3000)).unwrap();
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
+    let mut server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.split(" port ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let spid = server.id();
+    let started = std::time::Instant::now();
+    let ok = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/index.html?a=1"))
+        .arg(format!("http://127.0.0.1:{port}/index.html?a=2"))
+        .arg(format!("http://127.0.0.1:{port}/nope"))
+        .status()
+        .unwrap();
+    let client_time = started.elapsed().as_nanos() as u64;
+    assert!(ok.success());
+    let is_http = |r: &Value| r["type"] == "protocols" && r["protocol"] == "http";
+    let count = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| -> u64 {
+        rs.iter()
+            .filter(|r| is_http(r) && pred(r))
+            .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let server_side = |r: &Value| is_pid(r, spid) && r["role"] == "server";
+    daemon.wait_for(Duration::from_secs(10), |rs| count(rs, &server_side) >= 3);
+    let records = daemon.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    let client_side = |r: &Value| {
+        r["role"] == "client" && remote(r)["remote_port"].as_str().and_then(|p| p.parse::<u16>().ok()) == Some(port)
+    };
+    for (side, name) in [(&client_side as &dyn Fn(&Value) -> bool, "client"), (&server_side, "server")] {
+        let ok = |r: &Value| side(r) && r["url"] == "/index.html" && r["resp_code"] == "200" && r["success"] == "1";
+        let missing = |r: &Value| side(r) && r["url"] == "/nope" && r["resp_code"] == "404" && r["success"] == "0";
+        assert_eq!(count(&records, &ok), 2, "{name}: two successful GETs, query dropped: {records:#?}");
+        assert_eq!(count(&records, &missing), 1, "{name}: one failed call");
+        let r = records.iter().find(|r| is_http(r) && ok(r)).unwrap();
+        assert_eq!((r["method"].as_str(), r["version"].as_str()), (Some("GET"), Some("1")));
+        assert_eq!(r["host"], format!("127.0.0.1:{port}"));
+        let latency: u64 = r["total_latency_ns"].as_str().unwrap().parse().unwrap();
+        assert!(latency > 0 && latency < client_time, "{name}: latency {latency} within the client's {client_time}");
+        let p99: u64 = r["latency_p99_ns"].as_str().unwrap().parse().unwrap();
+        assert!(p99 > 0 && p99 <= r["latency_max_ns"].as_str().unwrap().parse().unwrap());
+        assert!(r["total_resp_bytes"].as_str().unwrap().parse::<u64>().unwrap() > 2 * 3000);
+    }
+}

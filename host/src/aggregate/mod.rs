@@ -1,3 +1,5 @@
-//! Aggregation windows: layer-4 statistics (and, later, layer-7 calls).
+//! Aggregation windows: layer-4 statistics and layer-7 calls.
 
 pub mod l4;
+pub mod l7;
+pub mod sketch;

@@ -1,0 +1,101 @@
+//! Layer-7 calls per process, role, remote endpoint, protocol and the
+//! protocol's fields, over one `FlushOutL7Interval` window: counts, total
+//! latency and bytes, and latency percentiles from a mergeable sketch.
+//! Keys are capped; calls past the cap fold into one `other` key per
+//! protocol and are counted.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use super::l4::remote_info;
+use super::sketch::Sketch;
+use crate::connections::Role;
+use crate::metadata::ProcessCache;
+use crate::records::Record;
+use crate::stitch::Call;
+
+/// Where a call happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub pid: u32,
+    pub role: Role,
+    pub remote: (IpAddr, u16),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    at: Endpoint,
+    protocol: Arc<str>,
+    fields: Vec<(Arc<str>, Box<str>)>,
+    success: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    count: u64,
+    latency: u64,
+    req_bytes: u64,
+    resp_bytes: u64,
+    sketch: Sketch,
+}
+
+pub struct L7Window {
+    stats: HashMap<Key, Stats>,
+    max_keys: usize,
+    /// Calls folded into an `other` key because the cap was reached.
+    pub overflow: u64,
+}
+
+impl L7Window {
+    pub fn new(max_keys: usize) -> Self {
+        Self { stats: HashMap::new(), max_keys, overflow: 0 }
+    }
+
+    pub fn add(&mut self, at: Endpoint, call: &Call) {
+        let mut key =
+            Key { at, protocol: call.plugin.meta.name.clone(), fields: call.fields.clone(), success: call.success };
+        if !self.stats.contains_key(&key) && self.stats.len() >= self.max_keys {
+            self.overflow += 1;
+            key = Key {
+                at: Endpoint { pid: 0, role: Role::Unknown, remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0) },
+                protocol: key.protocol,
+                fields: vec![(Arc::from("other"), Box::from("true"))],
+                success: key.success,
+            };
+        }
+        let s = self.stats.entry(key).or_default();
+        s.count += 1;
+        s.latency += call.latency_ns;
+        s.req_bytes += call.req_bytes;
+        s.resp_bytes += call.resp_bytes;
+        s.sketch.add(call.latency_ns);
+    }
+
+    /// The window's `type: protocols` records, and a new empty window.
+    pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.stats.len());
+        for (k, s) in self.stats.drain() {
+            let mut r = Record::new("protocols");
+            procs.describe(k.at.pid, &mut r);
+            r.push("protocol", &k.protocol);
+            for (name, value) in &k.fields {
+                r.push(name, value);
+            }
+            r.push("success", if k.success { "1" } else { "0" });
+            r.push("role", k.at.role.as_str());
+            r.push("remote_info", remote_info(k.at.remote.0, k.at.remote.1, k.at.role.peer()));
+            r.push("total_count", s.count);
+            r.push("total_latency_ns", s.latency);
+            r.push("total_req_bytes", s.req_bytes);
+            r.push("total_resp_bytes", s.resp_bytes);
+            r.push("latency_p50_ns", s.sketch.quantile(0.5));
+            r.push("latency_p90_ns", s.sketch.quantile(0.9));
+            r.push("latency_p99_ns", s.sketch.quantile(0.99));
+            r.push("latency_max_ns", s.sketch.max());
+            r.push("__time__", time);
+            out.push(r);
+        }
+        out
+    }
+}
