@@ -24,6 +24,9 @@ fn main() {
     crates.sort();
     let mut entries = String::new();
     for crate_dir in crates {
+        // Each plugin's own files, so adding or editing one rebuilds it.
+        println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
+        println!("cargo:rerun-if-changed={}", crate_dir.join("Cargo.toml").display());
         let mut build = wirelens_plugin_builder::Build::new(&crate_dir, out_dir.join("plugins"));
         build.target_dir = wasm_target.clone();
         let component = build.run().unwrap_or_else(|e| panic!("building plugin {}: {e:#}", crate_dir.display()));

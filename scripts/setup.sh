@@ -10,8 +10,9 @@ need_target() {
 need_target wasm32-unknown-unknown
 
 # Debian packages: clang and libbpf-dev build the kernel programs; curl,
-# iproute2 (network namespaces) and python3 drive the end-to-end tests.
-packages=(clang libbpf-dev curl iproute2 python3)
+# iproute2 (network namespaces), python3 and redis-server (with redis-cli and
+# redis-benchmark) drive the end-to-end tests.
+packages=(clang libbpf-dev curl iproute2 python3 redis-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

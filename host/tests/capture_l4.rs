@@ -447,3 +447,84 @@ fn http_calls_through_the_wasm_plugin() {
         assert!(r["total_resp_bytes"].as_str().unwrap().parse::<u64>().unwrap() > 2 * 3000);
     }
 }
+
+/// A redis-server on loopback, stopped on drop.
+struct RedisServer {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = 20000 + (std::process::id() % 20000) as u16;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server; scripts/setup.sh does it)");
+        let s = Self { port, child, _dir: dir };
+        for _ in 0..100 {
+            if s.cli(&["PING"]).trim() == "PONG" {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not answer on port {port}");
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn redis_calls_from_redis_cli_and_pipelined_redis_benchmark() {
+    let server = RedisServer::start();
+    let spid = server.child.id();
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
+    // redis-cli sends one command per process (plus nothing else with a command given).
+    assert_eq!(server.cli(&["SET", "k", "v"]).trim(), "OK");
+    assert_eq!(server.cli(&["GET", "k"]).trim(), "v");
+    let err = server.cli(&["INCR", "k"]);
+    assert!(err.contains("ERR"), "{err}");
+    // Pipelined: 2000 SETs, 16 per round trip.
+    let bench = Command::new("redis-benchmark")
+        .args(["-p", &server.port.to_string(), "-t", "set", "-n", "2000", "-P", "16", "-c", "2", "-q"])
+        .output()
+        .unwrap();
+    assert!(bench.status.success());
+    let calls = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| -> u64 {
+        rs.iter()
+            .filter(|r| r["type"] == "protocols" && r["protocol"] == "redis" && pred(r))
+            .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let server_sets = |r: &Value| is_pid(r, spid) && r["role"] == "server" && r["command"] == "SET";
+    daemon.wait_for(Duration::from_secs(15), |rs| calls(rs, &server_sets) >= 2001);
+    let records = daemon.stop();
+    let bench_sets = |r: &Value| {
+        r["_process_cmd_"].as_str().unwrap_or("").contains("redis-benchmark")
+            && r["command"] == "SET"
+            && r["role"] == "client"
+    };
+    assert_eq!(calls(&records, &bench_sets), 2000, "redis-benchmark's pipelined SETs");
+    assert_eq!(calls(&records, &server_sets), 2001, "the server saw them and redis-cli's");
+    let failed_incr = |r: &Value| is_pid(r, spid) && r["command"] == "INCR" && r["success"] == "0";
+    assert_eq!(calls(&records, &failed_incr), 1, "the error reply is a failed call");
+    let get =
+        records.iter().find(|r| r["protocol"] == "redis" && r["command"] == "GET" && r["role"] == "client").unwrap();
+    assert_eq!(get["key_count"], "1");
+    assert_eq!(remote(get)["remote_port"], server.port.to_string());
+}

@@ -51,6 +51,13 @@ fn http_cases_through_wasm() {
 }
 
 #[test]
+fn redis_cases_through_wasm() {
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let redis = registry.catalog().get("redis").expect("built-in redis plugin").clone();
+    run_cases(&redis, registry.runtime(), &wirelens_plugin_redis::cases::all());
+}
+
+#[test]
 fn sdk_example_cases_through_wasm() {
     let runtime = common::runtime(SandboxLimits::default());
     let bytes = common::build_plugin("sdk/example", &[]);
