@@ -242,7 +242,9 @@ static __always_inline struct scratch *start_event(const struct call *c, __u16 k
     e->direction = WL_EGRESS;
     __builtin_memcpy(e->laddr, c->laddr, 16);
     __builtin_memcpy(e->raddr, c->raddr, 16);
-    bpf_get_current_comm(e->comm, sizeof(e->comm));
+    /* The process's name (its main thread's), not this thread's. */
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    BPF_CORE_READ_STR_INTO(&e->comm, task, group_leader, comm);
     return s;
 }
 

@@ -10,9 +10,9 @@ need_target() {
 need_target wasm32-unknown-unknown
 
 # Debian packages: clang and libbpf-dev build the kernel programs; curl,
-# iproute2 (network namespaces), python3 and redis-server (with redis-cli and
-# redis-benchmark) drive the end-to-end tests.
-packages=(clang libbpf-dev curl iproute2 python3 redis-server)
+# iproute2 (network namespaces), python3, redis-server (with redis-cli and
+# redis-benchmark), dnsmasq and dig drive the end-to-end tests.
+packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -121,6 +121,8 @@ struct files_struct {
 struct task_struct {
     struct files_struct *files;
     int tgid;
+    struct task_struct *group_leader;
+    char comm[16];
 };
 
 /* x86_64 register file at syscall entry: arguments in di, si, dx, r10, r8,
@@ -149,6 +151,9 @@ struct user_msghdr {
     int msg_namelen;
     struct iovec *msg_iov;
     __u64 msg_iovlen;
+    void *msg_control;
+    __u64 msg_controllen;
+    unsigned int msg_flags;
 };
 
 struct mmsghdr {

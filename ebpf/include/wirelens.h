@@ -62,7 +62,7 @@ struct wl_event {
     __u8 pad[3];
     __u8 laddr[16];  /* IPv4 in the first 4 bytes */
     __u8 raddr[16];
-    char comm[16];
+    char comm[16];   /* the process's name (main thread) */
 };
 
 _Static_assert(sizeof(struct wl_event) == 120, "size");

@@ -528,3 +528,63 @@ fn redis_calls_from_redis_cli_and_pipelined_redis_benchmark() {
     assert_eq!(get["key_count"], "1");
     assert_eq!(remote(get)["remote_port"], server.port.to_string());
 }
+
+#[test]
+fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
+    let port = (21000 + std::process::id() % 20000) as u16;
+    let mut dnsmasq = Command::new("dnsmasq")
+        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file="])
+        .args(["--listen-address", "127.0.0.1", "--address=/x.test/1.2.3.4"])
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq (apt-get install dnsmasq-base; scripts/setup.sh does it)");
+    let spid = dnsmasq.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
+    let dig = |name: &str, tcp: bool| {
+        let mut c = Command::new("dig");
+        c.args(["+tries=1", "+time=2", "@127.0.0.1", "-p", &port.to_string(), name]);
+        if tcp {
+            c.arg("+tcp");
+        }
+        let out = c.output().expect("dig (apt-get install bind9-dnsutils; scripts/setup.sh does it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for _ in 0..3 {
+        assert!(dig("a.x.test", false).contains("1.2.3.4"));
+    }
+    for _ in 0..2 {
+        assert!(dig("b.x.test", true).contains("1.2.3.4"));
+    }
+    assert!(dig("nope.invalid", false).contains("REFUSED"));
+    let calls = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| -> u64 {
+        rs.iter()
+            .filter(|r| r["type"] == "protocols" && r["protocol"] == "dns" && pred(r))
+            .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    // dnsmasq answers TCP from a forked child: match the command, not the pid.
+    let server = |r: &Value| r["_process_cmd_"].as_str().unwrap_or("").contains("dnsmasq") && r["role"] == "server";
+    daemon.wait_for(Duration::from_secs(15), |rs| calls(rs, &|r| server(r) && is_pid(r, spid)) >= 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
+    // dig exits at once: its record is the client side of dnsmasq's port.
+    let dig_side = |r: &Value| {
+        r["role"] == "client" && remote(r)["remote_port"].as_str().and_then(|p| p.parse::<u16>().ok()) == Some(port)
+    };
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "dnsmasq"), (&dig_side, "dig")] {
+        let q = |rec: &'static str, ok: &'static str| {
+            move |r: &Value| side(r) && r["query_record"] == rec && r["query_type"] == "A" && r["success"] == ok
+        };
+        assert_eq!(calls(&records, &q("a.x.test", "1")), 3, "{name}: UDP queries: {records:#?}");
+        assert_eq!(calls(&records, &q("b.x.test", "1")), 2, "{name}: TCP queries");
+        assert_eq!(calls(&records, &q("nope.invalid", "0")), 1, "{name}: REFUSED is a failure");
+    }
+    let r = records.iter().find(|r| r["protocol"] == "dns" && dig_side(r) && r["query_record"] == "a.x.test").unwrap();
+    assert_eq!(remote(r)["remote_port"], port.to_string());
+    assert_eq!(r["rcode"], "NOERROR");
+}

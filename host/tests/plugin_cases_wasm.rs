@@ -58,6 +58,13 @@ fn redis_cases_through_wasm() {
 }
 
 #[test]
+fn dns_cases_through_wasm() {
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let dns = registry.catalog().get("dns").expect("built-in dns plugin").clone();
+    run_cases(&dns, registry.runtime(), &wirelens_plugin_dns::cases::all());
+}
+
+#[test]
 fn sdk_example_cases_through_wasm() {
     let runtime = common::runtime(SandboxLimits::default());
     let bytes = common::build_plugin("sdk/example", &[]);

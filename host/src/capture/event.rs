@@ -232,3 +232,34 @@ mod tests {
         assert!(Event::decode(&bytes[..122]).is_none(), "payload shorter than announced");
     }
 }
+
+/// The user-space structs the kernel programs read (declared by hand in
+/// ebpf/include/vmlinux_min.h) have the C library's layout.
+#[cfg(test)]
+mod abi_tests {
+    #[test]
+    fn msghdr_layouts_match_libc() {
+        let header = include_str!("../../../ebpf/include/vmlinux_min.h");
+        let body = |name: &str| -> Vec<String> {
+            let start = header.find(&format!("struct {name} {{")).unwrap();
+            let end = start + header[start..].find("};").unwrap();
+            header[start..end].lines().skip(1).map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+        };
+        // Field lists in declaration order, as libc defines them.
+        assert_eq!(
+            body("user_msghdr"),
+            [
+                "void *msg_name;",
+                "int msg_namelen;",
+                "struct iovec *msg_iov;",
+                "__u64 msg_iovlen;",
+                "void *msg_control;",
+                "__u64 msg_controllen;",
+                "unsigned int msg_flags;"
+            ]
+        );
+        assert_eq!(std::mem::size_of::<libc::msghdr>(), 56);
+        assert_eq!(std::mem::size_of::<libc::mmsghdr>(), 64);
+        assert_eq!(std::mem::size_of::<libc::iovec>(), 16);
+    }
+}
