@@ -24,6 +24,22 @@ fn spawn_line(mut cmd: Command) -> (Child, String) {
     (child, line.trim().to_string())
 }
 
+/// Python's HTTP server on a free loopback port, serving `dir`.
+fn http_server(dir: &std::path::Path) -> (Child, u16) {
+    let mut server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+    let port = line.split(" port ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    (server, port)
+}
+
 fn python(args: &[&str]) -> Command {
     let mut c = Command::new("python3");
     c.arg(echo_py()).args(args);
@@ -88,17 +104,7 @@ fn http_server_and_curl() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "x".repeat(10_000)).unwrap();
     let daemon = Daemon::start(&config("DropLocalConnections: false", "", ""));
-    let mut server = Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-    let port: u16 = line.split(" port ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let (mut server, port) = http_server(dir.path());
     let curl = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{size_download} %{size_header} %{size_request}"])
         .arg(format!("http://127.0.0.1:{port}/index.html"))
@@ -112,9 +118,12 @@ fn http_server_and_curl() {
     let records = daemon.stop();
     let _ = server.kill();
     let _ = server.wait();
+    // curl exits at once (its command line may be gone from /proc by the
+    // time the daemon looks): its record is the client side of the port.
     let curl_rec = |r: &Value| {
-        r["_process_cmd_"].as_str().unwrap_or("").starts_with("curl ")
+        r["role"] == "client"
             && remote(r)["remote_port"].as_str().and_then(|s| s.parse::<u16>().ok()) == Some(port)
+            && r["_process_cmd_"].as_str().unwrap_or("").starts_with("curl")
     };
     assert_eq!(sum(&records, "send_bytes", curl_rec), request, "curl's request bytes");
     assert_eq!(sum(&records, "recv_bytes", curl_rec), body + headers, "curl's response bytes");
@@ -396,16 +405,7 @@ fn http_calls_through_the_wasm_plugin() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "y".repeat(3000)).unwrap();
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    let mut server = Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let port: u16 = line.split(" port ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let (mut server, port) = http_server(dir.path());
     let spid = server.id();
     let started = std::time::Instant::now();
     let ok = Command::new("curl")
