@@ -183,7 +183,7 @@ impl Pipeline {
     pub fn on_event(&mut self, ev: &Event) {
         match self.tracker.on_event(ev) {
             Outcome::Keep(conn) => {
-                self.procs.observe(ev.pid, &ev.comm);
+                self.procs.observe(ev.pid, &ev.comm, ev.cmdline.as_deref());
                 if ev.kind == EventKind::Data {
                     self.l4.add(conn, ev);
                     if let Some(l7) = self.l7.as_mut() {

@@ -83,6 +83,9 @@ pub struct Event {
     pub remote: (IpAddr, u16),
     pub syscall: u16,
     pub comm: String,
+    /// The process's command line, read by the capture reader the first
+    /// time it sees the process (short-lived processes are gone soon after).
+    pub cmdline: Option<String>,
     /// The first bytes of the payload (up to the configured capture size).
     pub payload: Vec<u8>,
 }
@@ -135,6 +138,7 @@ impl Event {
             remote: (addr(raw.family, &raw.raddr), raw.rport),
             syscall: raw.syscall,
             comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+            cmdline: None,
             payload,
         })
     }

@@ -208,13 +208,24 @@ fn read_loop(
 ) {
     let fd = ring.as_raw_fd();
     let mut batch = Vec::with_capacity(BATCH);
+    // Processes whose command line was read already (bounded: forgotten
+    // wholesale when large; a re-read costs one /proc read).
+    let mut seen = std::collections::HashSet::new();
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
         while let Some(item) = ring.next() {
             match Event::decode(&item) {
-                Some(ev) => batch.push(ev),
+                Some(mut ev) => {
+                    if seen.len() > 65_536 {
+                        seen.clear();
+                    }
+                    if seen.insert(ev.pid) {
+                        ev.cmdline = crate::metadata::cmdline(ev.pid);
+                    }
+                    batch.push(ev)
+                }
                 None => {
                     malformed.fetch_add(1, Ordering::Relaxed);
                 }

@@ -314,6 +314,7 @@ mod tests {
             remote: (remote.parse().unwrap(), 80),
             syscall: 0,
             comm: "t".into(),
+            cmdline: None,
             payload: vec![],
         }
     }

@@ -2,4 +2,4 @@
 
 mod process;
 
-pub use process::ProcessCache;
+pub use process::{cmdline, ProcessCache};

@@ -19,9 +19,10 @@ pub struct ProcessCache {
 }
 
 impl ProcessCache {
-    /// Make sure `pid` is known (reads /proc the first time).
-    pub fn observe(&mut self, pid: u32, comm: &str) {
-        self.procs.entry(pid).or_insert_with(|| read(pid, comm));
+    /// Make sure `pid` is known: `cmdline` if the capture read it already,
+    /// else /proc now, else the kernel's process name.
+    pub fn observe(&mut self, pid: u32, comm: &str, cmdline: Option<&str>) {
+        self.procs.entry(pid).or_insert_with(|| read(pid, comm, cmdline));
     }
 
     /// Add `_process_pid_`, `_process_cmd_` and `_running_mode_`.
@@ -46,19 +47,16 @@ impl ProcessCache {
     }
 }
 
-fn read(pid: u32, comm: &str) -> Process {
-    let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .ok()
-        .map(|raw| {
-            let parts: Vec<String> = raw
-                .split(|&b| b == 0)
-                .filter(|p| !p.is_empty())
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .collect();
-            parts.join(" ")
-        })
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| comm.to_string());
+/// A process's command line from /proc (arguments joined by spaces).
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let parts: Vec<String> =
+        raw.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    Some(parts.join(" ")).filter(|c| !c.is_empty())
+}
+
+fn read(pid: u32, comm: &str, known: Option<&str>) -> Process {
+    let cmd = known.map(str::to_string).or_else(|| cmdline(pid)).unwrap_or_else(|| comm.to_string());
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let container = ["/docker/", "docker-", "/kubepods", "cri-containerd", "crio-", "/libpod-"]
         .iter()

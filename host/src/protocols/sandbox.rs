@@ -190,15 +190,20 @@ fn validate(b: &Batch, field_count: usize, limits: &SandboxLimits) -> Result<(),
     if let Some(f) = b.flags.iter().find(|&&f| wire::kind(f).is_none()) {
         return Err(format!("message flags {f:#04x} name no message kind"));
     }
+    // The arena is checked as UTF-8 once; each span then only needs to
+    // start and end on character boundaries.
+    let arena = std::str::from_utf8(&b.arena).map_err(|e| format!("text arena is not UTF-8: {e}"))?;
     for i in 0..fields {
         if usize::from(b.field_key[i]) >= field_count {
             return Err(format!("field key {} beyond the {field_count} declared names", b.field_key[i]));
         }
         let (start, len) = (b.field_offset[i] as usize, b.field_len[i] as usize);
-        match b.arena.get(start..start.saturating_add(len)) {
-            None => return Err(format!("text span {start}+{len} beyond the {} byte arena", b.arena.len())),
-            Some(t) if std::str::from_utf8(t).is_err() => return Err(format!("text span {start}+{len} is not UTF-8")),
-            Some(_) => {}
+        let end = start.saturating_add(len);
+        if arena.get(start..end).is_none() {
+            return Err(format!(
+                "text span {start}+{len} beyond the {} byte arena or not on character boundaries",
+                arena.len()
+            ));
         }
     }
     Ok(())

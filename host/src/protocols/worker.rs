@@ -366,14 +366,17 @@ impl ProtocolWorker {
     /// Turn a batch into [`Parsed`] messages and connection events.
     fn take_batch(&mut self, plugin: &Arc<LoadedPlugin>, batch: Batch) {
         self.stats.messages += batch.conn.len() as u64;
+        // Checked by the sandbox: the arena is UTF-8 and spans fall on
+        // character boundaries.
+        let arena = std::str::from_utf8(&batch.arena).unwrap_or_default();
         let mut field = 0usize;
         for i in 0..batch.conn.len() {
             let count = usize::from(batch.field_count[i]);
             let fields = (field..field + count)
                 .map(|f| {
                     let start = batch.field_offset[f] as usize;
-                    let bytes = &batch.arena[start..start + batch.field_len[f] as usize];
-                    (batch.field_key[f], Box::from(std::str::from_utf8(bytes).unwrap_or_default()))
+                    let text = arena.get(start..start + batch.field_len[f] as usize).unwrap_or_default();
+                    (batch.field_key[f], Box::from(text))
                 })
                 .collect();
             field += count;
