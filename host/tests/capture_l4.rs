@@ -448,6 +448,23 @@ fn http_calls_through_the_wasm_plugin() {
     }
 }
 
+/// A loopback port free for both TCP and UDP right now (outside the
+/// ephemeral range, so clients do not take it in the meantime).
+fn free_port() -> u16 {
+    // Tests of this binary run in parallel: each call starts elsewhere.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let first = 20000 + (std::process::id() % 4000) as u16 + call * 1000;
+    for port in (first..30000).step_by(7) {
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 30000");
+}
+
 /// A redis-server on loopback, stopped on drop.
 struct RedisServer {
     port: u16,
@@ -458,7 +475,7 @@ struct RedisServer {
 impl RedisServer {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = 20000 + (std::process::id() % 20000) as u16;
+        let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -531,7 +548,7 @@ fn redis_calls_from_redis_cli_and_pipelined_redis_benchmark() {
 
 #[test]
 fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
-    let port = (21000 + std::process::id() % 20000) as u16;
+    let port = free_port();
     let mut dnsmasq = Command::new("dnsmasq")
         .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file="])
         .args(["--listen-address", "127.0.0.1", "--address=/x.test/1.2.3.4"])
