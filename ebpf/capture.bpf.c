@@ -419,18 +419,23 @@ static __always_inline int exit_sendfile(struct call *c, long ret) {
     return 0;
 }
 
+/* Report a connection event (connect, accept), or count it as filtered. */
+static __always_inline void report_conn(struct call *c, __u16 kind, long ret) {
+    if (!sock_wanted(c)) {
+        count(WL_CNT_FILTERED);
+        return;
+    }
+    struct scratch *s = start_event(c, kind, ret);
+    if (s)
+        submit(s);
+}
+
 static __always_inline int exit_connect(struct call *c, long ret) {
     if (ret == 0 || ret == -EINPROGRESS) {
         /* The peer is known only now. */
         struct sock *sk = (struct sock *)c->sock;
         describe(sk, c);
-        if (sock_wanted(c)) {
-            struct scratch *s = start_event(c, WL_EV_CONNECT, ret);
-            if (s)
-                submit(s);
-        } else {
-            count(WL_CNT_FILTERED);
-        }
+        report_conn(c, WL_EV_CONNECT, ret);
     }
     end_call(c);
     return 0;
@@ -452,13 +457,7 @@ static __always_inline int exit_accept_common(struct call *c, long ret) {
         if (sk) {
             describe(sk, c);
             c->fd = ret;
-            if (sock_wanted(c)) {
-                struct scratch *s = start_event(c, WL_EV_ACCEPT, ret);
-                if (s)
-                    submit(s);
-            } else {
-                count(WL_CNT_FILTERED);
-            }
+            report_conn(c, WL_EV_ACCEPT, ret);
         }
     }
     end_call(c);

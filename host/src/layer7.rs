@@ -40,10 +40,7 @@ pub struct Layer7 {
 impl Layer7 {
     /// Load the built-in plugins (and those of `plugin_dir`, hot-reloaded).
     pub fn new(include: &[String], plugin_dir: Option<&PathBuf>, max_keys: usize) -> Result<Self> {
-        let cache = std::env::var_os("WIRELENS_CACHE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wirelens")));
-        let runtime = Runtime::new(SandboxLimits::default(), cache)?;
+        let runtime = Runtime::new(SandboxLimits::default(), crate::protocols::cache::default_dir())?;
         let registry = Registry::new(runtime, Default::default());
         registry.load_builtins();
         let watcher = plugin_dir.map(|d| PluginDirWatcher::start(registry.clone(), d)).transpose()?;

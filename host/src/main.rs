@@ -114,18 +114,8 @@ fn init_logs(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("WIRELENS_CACHE_DIR") {
-        return Some(d.into());
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(d).join("wirelens"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wirelens"))
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let cache_dir = cli.cache_dir.or_else(default_cache_dir);
+    let cache_dir = cli.cache_dir.or_else(wirelens::protocols::cache::default_dir);
     match cli.command {
         Command::Run { config } => {
             let config = wirelens::config::Config::load(&config)?;

@@ -6,17 +6,15 @@
 
 mod common;
 
+use common::chunk;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wirelens::protocols::bindings::{Direction, Role};
+use wirelens::protocols::bindings::Direction;
 use wirelens::protocols::reload::PluginDirWatcher;
-use wirelens::protocols::{ChunkIn, ConnEvent, ProtocolWorker, Registry, SandboxLimits, WorkerConfig};
-
-fn chunk(conn: u64, direction: Direction, data: &[u8]) -> ChunkIn<'_> {
-    ChunkIn { conn, direction, role: Role::Client, timestamp_ns: 1, data, real_len: data.len() as u64, port_hint: 0 }
-}
+use wirelens::protocols::{ConnEvent, ProtocolWorker, Registry, SandboxLimits, WorkerConfig};
 
 fn active_version(registry: &Registry) -> Option<String> {
     registry.catalog().get("testproto").map(|p| p.meta.version.clone())

@@ -4,15 +4,13 @@
 
 mod common;
 
+use common::chunk;
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wirelens::protocols::bindings::{Direction, Role};
-use wirelens::protocols::{ChunkIn, ConnEvent, Parsed, ProtocolWorker, Registry, SandboxLimits, Source, WorkerConfig};
-
-fn chunk(conn: u64, direction: Direction, data: &[u8]) -> ChunkIn<'_> {
-    ChunkIn { conn, direction, role: Role::Client, timestamp_ns: 1, data, real_len: data.len() as u64, port_hint: 0 }
-}
+use wirelens::protocols::{ConnEvent, Parsed, ProtocolWorker, Registry, SandboxLimits, Source, WorkerConfig};
 
 struct Harness {
     registry: std::sync::Arc<Registry>,

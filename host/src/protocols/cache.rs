@@ -12,6 +12,18 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
+/// Where compiled artifacts go by default: $WIRELENS_CACHE_DIR, else
+/// $XDG_CACHE_HOME/wirelens, else ~/.cache/wirelens.
+pub fn default_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WIRELENS_CACHE_DIR") {
+        return Some(d.into());
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("wirelens"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wirelens"))
+}
+
 /// Content hash of a plugin file (hex SHA-256).
 pub fn content_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);

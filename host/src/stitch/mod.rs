@@ -124,16 +124,9 @@ fn pair(req: Parsed, resp: Parsed) -> Call {
     }
 }
 
+/// A request that never got its response: a failed call.
 fn unanswered(req: Parsed) -> Call {
-    Call {
-        conn: req.conn,
-        plugin: req.plugin.clone(),
-        fields: named(&req).collect(),
-        latency_ns: 0,
-        req_bytes: req.size,
-        resp_bytes: 0,
-        success: false,
-    }
+    Call { success: false, ..single(req) }
 }
 
 fn single(m: Parsed) -> Call {

@@ -93,3 +93,16 @@ pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> O
     }
     None
 }
+
+/// A chunk of a client connection at timestamp 1, all bytes captured.
+pub fn chunk(conn: u64, direction: host::Direction, data: &[u8]) -> wirelens::protocols::ChunkIn<'_> {
+    wirelens::protocols::ChunkIn {
+        conn,
+        direction,
+        role: host::Role::Client,
+        timestamp_ns: 1,
+        data,
+        real_len: data.len() as u64,
+        port_hint: 0,
+    }
+}
