@@ -100,6 +100,20 @@ impl<'a> Cursor<'a> {
         self.array::<3>().map(|b| u32::from_le_bytes([b[0], b[1], b[2], 0]))
     }
 
+    /// MySQL's length-encoded integer: one byte below 0xfb, else 0xfc, 0xfd
+    /// or 0xfe followed by 2, 3 or 8 little-endian bytes. `None` for the
+    /// NULL (0xfb) and invalid (0xff) markers or when bytes are missing.
+    #[inline]
+    pub fn lenenc(&mut self) -> Option<u64> {
+        match self.u8()? {
+            n @ 0..=0xfa => Some(u64::from(n)),
+            0xfc => self.u16_le().map(u64::from),
+            0xfd => self.u24_le().map(u64::from),
+            0xfe => self.u64_le(),
+            _ => None,
+        }
+    }
+
     /// Big-endian `u32`.
     #[inline]
     pub fn u32_be(&mut self) -> Option<u32> {

@@ -19,6 +19,7 @@ mod fasthash;
 pub mod glue;
 mod protocol;
 mod stream;
+pub mod sql;
 pub mod testing;
 pub mod wire;
 

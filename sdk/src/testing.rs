@@ -164,3 +164,208 @@ pub fn all_two_way_splits<P: Protocol>(direction: Direction, stream: &[u8]) -> V
         })
         .collect()
 }
+
+/// A small deterministic random generator (xorshift64*) for property tests,
+/// so plugins need no extra crate and failures replay from the seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// The same bytes cut differently: each run of consecutive untruncated
+/// chunks of one direction and connection is joined and re-cut at random
+/// points (one to five pieces per run). Order across directions is kept,
+/// so a parser must give the same messages (timestamps aside). Only for
+/// byte-stream protocols: datagram protocols take meaning from boundaries.
+pub fn rechunk(chunks: &[TestChunk], rng: &mut Rng) -> Vec<TestChunk> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chunks.len() {
+        let first = &chunks[i];
+        if first.real_len.is_some() {
+            out.push(first.clone());
+            i += 1;
+            continue;
+        }
+        let mut joined = Vec::new();
+        let mut j = i;
+        while j < chunks.len()
+            && chunks[j].real_len.is_none()
+            && chunks[j].direction == first.direction
+            && chunks[j].conn == first.conn
+        {
+            joined.extend_from_slice(&chunks[j].bytes);
+            j += 1;
+        }
+        let pieces = 1 + rng.below(5);
+        let mut cuts: Vec<usize> = (1..pieces).map(|_| rng.below(joined.len().max(1))).collect();
+        cuts.push(0);
+        cuts.push(joined.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        for w in cuts.windows(2) {
+            let mut piece = first.clone();
+            piece.bytes = joined[w[0]..w[1]].to_vec();
+            out.push(piece);
+        }
+        i = j;
+    }
+    out
+}
+
+/// Rendered lines without their `start-end` timestamps (the third word).
+pub fn without_times(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let mut words: Vec<&str> = l.split(' ').collect();
+            if words.len() > 3 && words[1] != "error:" {
+                words.remove(3);
+            }
+            words.join(" ")
+        })
+        .collect()
+}
+
+/// Property check over a plugin's cases: `rounds` random re-cuttings of
+/// each case (see [`rechunk`]) give the same messages as the case itself.
+pub fn check_rechunking<P: Protocol>(cases: &[Case], rounds: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for case in cases {
+        let want = without_times(&run::<P>(&case.chunks, &case.close));
+        for round in 0..rounds {
+            let chunks = rechunk(&case.chunks, &mut rng);
+            let got = without_times(&run::<P>(&chunks, &case.close));
+            let cuts: Vec<usize> = chunks.iter().map(|c| c.bytes.len()).collect();
+            assert_eq!(got, want, "case `{}`, round {round} (seed {seed}), chunk sizes {cuts:?}", case.name);
+        }
+    }
+}
+
+/// Robustness check: feeds `rounds` inputs made from the cases' chunks by
+/// random mutation (flipped, inserted, deleted and repeated bytes, random
+/// cuts, random truncation marks) plus purely random bytes, in both
+/// directions and roles. Only checks that nothing panics: every input must
+/// end as messages or per-connection errors.
+pub fn fuzz<P: Protocol>(cases: &[Case], rounds: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let seeds: Vec<&TestChunk> = cases.iter().flat_map(|c| &c.chunks).collect();
+    for _ in 0..rounds {
+        let mut chunks = Vec::new();
+        for _ in 0..1 + rng.below(8) {
+            let mut chunk = match seeds.get(rng.below(seeds.len().max(1))) {
+                Some(c) if rng.below(8) != 0 => (*c).clone(),
+                _ => TestChunk::egress(0, Vec::new()),
+            };
+            mutate(&mut chunk.bytes, &mut rng);
+            if rng.below(4) == 0 {
+                chunk.direction = if rng.below(2) == 0 { Direction::Egress } else { Direction::Ingress };
+            }
+            if rng.below(8) == 0 {
+                chunk.role = [Role::Client, Role::Server, Role::Unknown][rng.below(3)];
+            }
+            if rng.below(10) == 0 {
+                chunk.real_len = Some(chunk.bytes.len() as u64 + rng.next_u64() % 100_000);
+            }
+            chunks.push(chunk);
+        }
+        let _ = run::<P>(&chunks, &[1]);
+    }
+}
+
+fn mutate(bytes: &mut Vec<u8>, rng: &mut Rng) {
+    for _ in 0..rng.below(6) {
+        let at = rng.below(bytes.len() + 1);
+        match rng.below(6) {
+            0 if at < bytes.len() => bytes[at] ^= 1 << rng.below(8),
+            1 => bytes.insert(at, rng.next_u64() as u8),
+            2 if at < bytes.len() => {
+                bytes.remove(at);
+            }
+            3 => bytes.truncate(at),
+            4 => {
+                let copy = bytes[at..].to_vec();
+                bytes.extend_from_slice(&copy[..copy.len().min(64)]);
+            }
+            _ => bytes.extend((0..rng.below(32)).map(|_| rng.next_u64() as u8)),
+        }
+    }
+}
+
+/// Chunks of a fixture file written by `tests/fixtures/record.py`: `#`
+/// comment lines, then one `out HEX` or `in HEX` line per chunk, from the
+/// client's point of view. Chunk `i` gets timestamp `i + 1`.
+pub fn load_fixture(path: &std::path::Path) -> Vec<TestChunk> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut chunks = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (direction, hex) = line.split_once(' ').unwrap_or_else(|| panic!("{}:{}: no space", path.display(), n + 1));
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .unwrap_or_else(|e| panic!("{}:{}: bad hex: {e}", path.display(), n + 1));
+        let ts = chunks.len() as u64 + 1;
+        chunks.push(match direction {
+            "out" => TestChunk::egress(ts, bytes),
+            "in" => TestChunk::ingress(ts, bytes),
+            other => panic!("{}:{}: direction `{other}` is neither out nor in", path.display(), n + 1),
+        });
+    }
+    chunks
+}
+
+/// Check every `*.chunks` fixture in `dir` against the `*.expect` file next
+/// to it (rendered lines without timestamps), then against random
+/// re-cuttings of itself unless its header says `# datagrams`. With
+/// `WIRELENS_BLESS=1` the `.expect` files are (re)written instead: review
+/// the diff before committing.
+pub fn check_fixtures<P: Protocol>(dir: &std::path::Path, rounds: usize) -> usize {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "chunks"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no fixtures in {}", dir.display());
+    for path in &paths {
+        let chunks = load_fixture(path);
+        let got = without_times(&run::<P>(&chunks, &[1]));
+        let expect_path = path.with_extension("expect");
+        if std::env::var_os("WIRELENS_BLESS").is_some() {
+            std::fs::write(&expect_path, got.join("\n") + "\n").expect("write .expect");
+            continue;
+        }
+        let want: Vec<String> = std::fs::read_to_string(&expect_path)
+            .unwrap_or_else(|e| panic!("{}: {e} (WIRELENS_BLESS=1 writes it)", expect_path.display()))
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(got, want, "fixture {}", path.display());
+        let datagrams = std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.trim() == "# datagrams"));
+        if !datagrams {
+            let case = Case { name: "fixture", chunks, close: vec![1], expect: vec![] };
+            check_rechunking::<P>(std::slice::from_ref(&case), rounds, path.as_os_str().len() as u64);
+        }
+    }
+    paths.len()
+}

@@ -1,0 +1,306 @@
+//! SQL text normalization shared by the SQL protocol plugins: literals become
+//! `?`, so `SELECT * FROM t WHERE id = 42` and `... id = 7` aggregate under
+//! one key, and the number of distinct keys stays bounded.
+//!
+//! - string literals (`'...'` with `''` and backslash escapes, `E'...'`,
+//!   `X'..'`, `B'..'`, dollar-quoted `$tag$...$tag$`) and numbers (integers,
+//!   decimals, exponents, `0x..`) become `?`; MySQL's `"..."` strings too
+//!   when [`Dialect::MySql`];
+//! - placeholders (`?`, `$1`, `:name`) stay as they are written;
+//! - comments are dropped, runs of white space become one space, a comma
+//!   is followed by one space;
+//! - a list of only placeholders, `(?, ?, ?)`, becomes `(?)`, and repeated
+//!   groups `(?), (?)` (multi-row `VALUES`) become one;
+//! - keywords keep their case (they are part of what the user wrote).
+//!
+//! The output is cut at [`MAX_NORMALIZED`] bytes.
+
+/// Longest normalized text kept.
+pub const MAX_NORMALIZED: usize = 1024;
+
+/// How the text quotes strings and identifiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `"..."` is a string (by default), `` `...` `` an identifier, `#` a comment.
+    MySql,
+    /// `"..."` is an identifier, `$tag$...$tag$` a string.
+    Postgres,
+}
+
+/// The first word of a statement, upper case (`SELECT`, `INSERT`, ...),
+/// skipping comments, white space and opening parentheses.
+pub fn verb(sql: &[u8]) -> String {
+    let mut i = 0;
+    loop {
+        i = skip_space_and_comments(sql, i, true);
+        if sql.get(i) == Some(&b'(') {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let start = i;
+    while i < sql.len() && sql[i].is_ascii_alphabetic() {
+        i += 1;
+    }
+    String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase()
+}
+
+/// Normalize `sql` (see the module documentation). Invalid UTF-8 is replaced.
+pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(sql.len().min(MAX_NORMALIZED));
+    let mut i = 0;
+    let n = sql.len();
+    let mut pending_space = false;
+    while i < n && out.len() < MAX_NORMALIZED * 2 {
+        let c = sql[i];
+        // White space and comments collapse into one separating space.
+        let after = skip_space_and_comments(sql, i, dialect == Dialect::MySql);
+        if after > i {
+            pending_space = true;
+            i = after;
+            continue;
+        }
+        let space = |out: &mut Vec<u8>, pending: &mut bool| {
+            if *pending && !out.is_empty() {
+                out.push(b' ');
+            }
+            *pending = false;
+        };
+        let word_before = out.last().is_some_and(|&b| is_word(b)) && !pending_space;
+        match c {
+            b'\'' => {
+                space(&mut out, &mut pending_space);
+                i = skip_quoted(sql, i, b'\'');
+                out.push(b'?');
+            }
+            b'"' if dialect == Dialect::MySql => {
+                space(&mut out, &mut pending_space);
+                i = skip_quoted(sql, i, b'"');
+                out.push(b'?');
+            }
+            b'"' | b'`' => {
+                // Quoted identifier: kept as written.
+                space(&mut out, &mut pending_space);
+                let end = skip_quoted(sql, i, c);
+                out.extend_from_slice(&sql[i..end]);
+                i = end;
+            }
+            b'$' if dialect == Dialect::Postgres => {
+                space(&mut out, &mut pending_space);
+                if let Some(end) = dollar_quoted(sql, i) {
+                    out.push(b'?');
+                    i = end;
+                } else {
+                    // `$1` placeholder (or a lone `$`): kept.
+                    out.push(b'$');
+                    i += 1;
+                    while i < n && sql[i].is_ascii_digit() {
+                        out.push(sql[i]);
+                        i += 1;
+                    }
+                }
+            }
+            b'0'..=b'9' if !word_before => {
+                space(&mut out, &mut pending_space);
+                i = skip_number(sql, i);
+                out.push(b'?');
+            }
+            b'.' if !word_before && sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                space(&mut out, &mut pending_space);
+                i = skip_number(sql, i);
+                out.push(b'?');
+            }
+            // E'..', X'..', B'..', N'..': a string with a prefix letter.
+            b'e' | b'E' | b'x' | b'X' | b'b' | b'B' | b'n' | b'N'
+                if !word_before && sql.get(i + 1) == Some(&b'\'') =>
+            {
+                space(&mut out, &mut pending_space);
+                i = skip_quoted(sql, i + 1, b'\'');
+                out.push(b'?');
+            }
+            _ => {
+                if is_word(c) {
+                    space(&mut out, &mut pending_space);
+                    while i < n && is_word(sql[i]) {
+                        out.push(sql[i]);
+                        i += 1;
+                    }
+                } else {
+                    // Punctuation: no space before `,` `)` `.`, none after `(` `.`.
+                    if matches!(c, b',' | b')' | b'.' | b';') || out.last().is_some_and(|&b| b == b'(' || b == b'.') {
+                        pending_space = false;
+                    }
+                    space(&mut out, &mut pending_space);
+                    out.push(c);
+                    i += 1;
+                    // `a,b` and `a, b` read the same: one space after a comma.
+                    pending_space = c == b',';
+                }
+            }
+        }
+    }
+    let out = collapse_lists(&out);
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    if text.len() > MAX_NORMALIZED {
+        let mut cut = MAX_NORMALIZED;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// Index after any white space and comments starting at `i`.
+fn skip_space_and_comments(sql: &[u8], mut i: usize, hash_comments: bool) -> usize {
+    let n = sql.len();
+    loop {
+        match sql.get(i) {
+            Some(b) if b.is_ascii_whitespace() => i += 1,
+            Some(b'-') if sql.get(i + 1) == Some(&b'-') => {
+                while i < n && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            Some(b'#') if hash_comments => {
+                while i < n && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            Some(b'/') if sql.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < n && !(sql[i] == b'*' && sql.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i = (i + 2).min(n);
+            }
+            _ => return i,
+        }
+    }
+}
+
+/// Index after the quoted text opening at `i` (doubled quotes and backslash
+/// escapes stay inside); the end of the text when it is not closed.
+fn skip_quoted(sql: &[u8], i: usize, quote: u8) -> usize {
+    let mut j = i + 1;
+    while j < sql.len() {
+        match sql[j] {
+            b'\\' if quote != b'`' => j += 2,
+            b if b == quote => {
+                if sql.get(j + 1) == Some(&quote) {
+                    j += 2;
+                } else {
+                    return j + 1;
+                }
+            }
+            _ => j += 1,
+        }
+    }
+    sql.len()
+}
+
+/// `$tag$ ... $tag$` opening at `i`: the index after it.
+fn dollar_quoted(sql: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    while j < sql.len() && (sql[j].is_ascii_alphabetic() || sql[j] == b'_') {
+        j += 1;
+    }
+    if sql.get(j) != Some(&b'$') {
+        return None;
+    }
+    let tag = &sql[i..=j];
+    let body = j + 1;
+    let end = crate::cursor::find(&sql[body..], tag).map_or(sql.len(), |at| body + at + tag.len());
+    Some(end)
+}
+
+fn skip_number(sql: &[u8], mut i: usize) -> usize {
+    let n = sql.len();
+    if sql[i] == b'0' && matches!(sql.get(i + 1), Some(b'x' | b'X')) {
+        i += 2;
+        while i < n && sql[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        return i;
+    }
+    while i < n && (sql[i].is_ascii_digit() || sql[i] == b'.') {
+        i += 1;
+    }
+    if i < n && matches!(sql[i], b'e' | b'E') {
+        let mut j = i + 1;
+        if j < n && matches!(sql[j], b'+' | b'-') {
+            j += 1;
+        }
+        if j < n && sql[j].is_ascii_digit() {
+            i = j;
+            while i < n && sql[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+    }
+    i
+}
+
+/// `(?, ?, ?)` -> `(?)`, then `(?), (?)` -> `(?)`.
+fn collapse_lists(text: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(text.len());
+    for &b in text {
+        out.push(b);
+        loop {
+            if out.ends_with(b"?, ?") {
+                out.truncate(out.len() - 3);
+            } else if out.ends_with(b"(?), (?)") {
+                out.truncate(out.len() - 5);
+            } else {
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn my(s: &str) -> String {
+        normalize(s.as_bytes(), Dialect::MySql)
+    }
+    fn pg(s: &str) -> String {
+        normalize(s.as_bytes(), Dialect::Postgres)
+    }
+
+    #[test]
+    fn literals_become_placeholders() {
+        assert_eq!(my("SELECT * FROM t WHERE id = 42"), "SELECT * FROM t WHERE id = ?");
+        assert_eq!(my("select a,b from t where x='it''s' and y=\"q\\\"x\" and z=-1.5e3"), "select a, b from t where x=? and y=? and z=-?");
+        assert_eq!(my("INSERT INTO t VALUES (1, 'a', 0x1F), (2, 'b', 0xff)"), "INSERT INTO t VALUES (?)");
+        assert_eq!(my("SELECT * FROM t WHERE id IN (1,2,3,4) AND v = X'0a'"), "SELECT * FROM t WHERE id IN (?) AND v = ?");
+        assert_eq!(pg("SELECT \"Col\" FROM t WHERE a = $1 AND b = E'x\\'y' AND c = $$lit$$"), "SELECT \"Col\" FROM t WHERE a = $1 AND b = ? AND c = ?");
+        assert_eq!(pg("UPDATE pgbench_accounts SET abalance = abalance + -3271 WHERE aid = 5;"), "UPDATE pgbench_accounts SET abalance = abalance + -? WHERE aid = ?;");
+    }
+
+    #[test]
+    fn identifiers_with_digits_comments_and_space() {
+        assert_eq!(my("SELECT t1.c2 FROM `tab 1` t1 -- note\n /* x */  WHERE  t1.c3>.5 # end"), "SELECT t1.c2 FROM `tab 1` t1 WHERE t1.c3>?");
+        assert_eq!(pg("select count(*) from pgbench_branches"), "select count(*) from pgbench_branches");
+        assert_eq!(verb(b"  /* hint */ (select 1)"), "SELECT");
+        assert_eq!(verb(b"begin"), "BEGIN");
+    }
+
+    #[test]
+    fn bounded_and_total() {
+        let long = format!("SELECT '{}' , {}", "x".repeat(5000), "c, ".repeat(2000));
+        assert!(my(&long).len() <= MAX_NORMALIZED);
+        // Unclosed quotes and odd bytes never panic.
+        for s in ["'", "\"", "$a$", "/*", "0x", "1e", "E'", "$", "\u{e9}'\\"] {
+            let _ = my(s);
+            let _ = pg(s);
+        }
+    }
+}
