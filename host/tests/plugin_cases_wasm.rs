@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use wirelens::protocols::{LoadedPlugin, Sandbox, SandboxLimits, Source};
-use wirelens_sdk::testing::{render, Case};
+use wirelens_sdk::testing::{load_fixture, render, without_times, Case};
 
 /// Feed each case one chunk per call, then all chunks in one batch; both must
 /// give the case's expected lines.
@@ -62,6 +62,55 @@ fn dns_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let dns = registry.catalog().get("dns").expect("built-in dns plugin").clone();
     run_cases(&dns, registry.runtime(), &wirelens_plugin_dns::cases::all());
+}
+
+#[test]
+fn mysql_cases_through_wasm() {
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let mysql = registry.catalog().get("mysql").expect("built-in mysql plugin").clone();
+    run_cases(&mysql, registry.runtime(), &wirelens_plugin_mysql::cases::all());
+}
+
+#[test]
+fn pgsql_cases_through_wasm() {
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let pgsql = registry.catalog().get("pgsql").expect("built-in pgsql plugin").clone();
+    run_cases(&pgsql, registry.runtime(), &wirelens_plugin_pgsql::cases::all());
+}
+
+/// The streams recorded from real servers (`tests/fixtures`) give, through
+/// each built-in plugin's wasm build, what the native tests expect.
+#[test]
+fn recorded_fixtures_through_wasm() {
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let mut checked = 0;
+    for protocol in ["http", "redis", "dns", "mysql", "pgsql"] {
+        let plugin = registry.catalog().get(protocol).expect("built-in plugin").clone();
+        let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
+        let dir = common::root().join("tests/fixtures").join(protocol);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "chunks") {
+                continue;
+            }
+            let chunks = load_fixture(&path);
+            let mut conns: Vec<u64> = chunks.iter().map(|c| c.conn).collect();
+            conns.sort_unstable();
+            conns.dedup();
+            let mut sandbox = Sandbox::instantiate(registry.runtime(), plugin_pre(&plugin), Arc::from("test")).unwrap();
+            sandbox.set_field_count(names.len());
+            let mut lines = Vec::new();
+            for chunk in &chunks {
+                let (h, d) = common::host_chunks(std::slice::from_ref(chunk));
+                lines.extend(render(&common::sdk_batch(sandbox.feed(&h, &d).unwrap()), &names));
+            }
+            lines.extend(render(&common::sdk_batch(sandbox.close(&conns).unwrap()), &names));
+            let want = std::fs::read_to_string(path.with_extension("expect")).unwrap();
+            assert_eq!(without_times(&lines), want.lines().collect::<Vec<_>>(), "{}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} fixtures");
 }
 
 #[test]

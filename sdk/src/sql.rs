@@ -246,19 +246,29 @@ fn skip_number(sql: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// `(?, ?, ?)` -> `(?)`, then `(?), (?)` -> `(?)`.
+/// `(?, ?, ?)` -> `(?)`, then `(?), (?)` -> `(?)`; lists holding anything
+/// else (`(?, CURRENT_TIMESTAMP)`) stay as they are.
 fn collapse_lists(text: &[u8]) -> Vec<u8> {
     let mut out: Vec<u8> = Vec::with_capacity(text.len());
+    let mut opens: Vec<usize> = Vec::new();
     for &b in text {
-        out.push(b);
-        loop {
-            if out.ends_with(b"?, ?") {
-                out.truncate(out.len() - 3);
-            } else if out.ends_with(b"(?), (?)") {
-                out.truncate(out.len() - 5);
-            } else {
-                break;
+        match b {
+            b'(' => opens.push(out.len()),
+            b')' => {
+                if let Some(open) = opens.pop() {
+                    let inside = &out[open + 1..];
+                    let only_placeholders =
+                        !inside.is_empty() && inside.split(|&c| c == b',').all(|item| item.trim_ascii() == b"?");
+                    if only_placeholders {
+                        out.truncate(open + 2);
+                    }
+                }
             }
+            _ => {}
+        }
+        out.push(b);
+        if b == b')' && out.ends_with(b"(?), (?)") {
+            out.truncate(out.len() - 5);
         }
     }
     out
@@ -280,6 +290,8 @@ mod tests {
         assert_eq!(my("SELECT * FROM t WHERE id = 42"), "SELECT * FROM t WHERE id = ?");
         assert_eq!(my("select a,b from t where x='it''s' and y=\"q\\\"x\" and z=-1.5e3"), "select a, b from t where x=? and y=? and z=-?");
         assert_eq!(my("INSERT INTO t VALUES (1, 'a', 0x1F), (2, 'b', 0xff)"), "INSERT INTO t VALUES (?)");
+        assert_eq!(my("INSERT INTO h VALUES (1, 2, now()), (3, 4, now())"), "INSERT INTO h VALUES (?, ?, now()), (?, ?, now())");
+        assert_eq!(my("SELECT f((1), 2)"), "SELECT f((?), ?)");
         assert_eq!(my("SELECT * FROM t WHERE id IN (1,2,3,4) AND v = X'0a'"), "SELECT * FROM t WHERE id IN (?) AND v = ?");
         assert_eq!(pg("SELECT \"Col\" FROM t WHERE a = $1 AND b = E'x\\'y' AND c = $$lit$$"), "SELECT \"Col\" FROM t WHERE a = $1 AND b = ? AND c = ?");
         assert_eq!(pg("UPDATE pgbench_accounts SET abalance = abalance + -3271 WHERE aid = 5;"), "UPDATE pgbench_accounts SET abalance = abalance + -? WHERE aid = ?;");

@@ -112,7 +112,7 @@ pub fn all() -> Vec<Case> {
 mod tests {
     use super::*;
     use crate::Dns;
-    use wirelens_sdk::testing::{check, run};
+    use wirelens_sdk::testing::check;
     use wirelens_sdk::{Direction, Protocol, Role};
 
     #[test]
@@ -132,19 +132,14 @@ mod tests {
     }
 
     #[test]
-    fn random_bytes_do_not_panic() {
-        let mut x = 0x2545f4914f6cdd1du64;
-        for _ in 0..3000 {
-            let len = (x % 80) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            let _ = run::<Dns>(&[TestChunk::egress(1, &bytes)], &[1]);
-        }
+    fn fixtures_recorded_from_real_servers() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/dns");
+        assert!(wirelens_sdk::testing::check_fixtures::<Dns>(&dir, 50) >= 1);
+    }
+
+    /// Mutated cases and random bytes: messages or errors, never a panic.
+    #[test]
+    fn random_bytes_never_panic() {
+        wirelens_sdk::testing::fuzz::<Dns>(&all(), 20_000, 11);
     }
 }

@@ -122,6 +122,14 @@ fn frame_of(bytes: &[u8]) -> (Framing, &[u8]) {
     if parse_message(bytes).is_some() {
         return (Framing::Datagram, bytes);
     }
+    // The start of a TCP message whose rest is still to come: the prefix
+    // claims more than is here, and a one-question header follows it.
+    if bytes.len() >= 2 + HEADER {
+        let claimed = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+        if claimed > bytes.len() - 2 && u16::from_be_bytes([bytes[6], bytes[7]]) == 1 {
+            return (Framing::Stream, &bytes[2..]);
+        }
+    }
     if bytes.len() < 2 + HEADER {
         return (Framing::Stream, &bytes[2.min(bytes.len())..]);
     }

@@ -303,4 +303,21 @@ mod tests {
         assert_eq!(http.detect(Direction::Egress, wirelens_sdk::Role::Client, b"*1\r\n$4\r\nPING\r\n"), 0);
         assert_eq!(http.detect(Direction::Egress, wirelens_sdk::Role::Client, b"GETX / HTTP/1.1"), 0);
     }
+
+    #[test]
+    fn fixtures_recorded_from_real_servers() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/http");
+        assert!(wirelens_sdk::testing::check_fixtures::<Http>(&dir, 50) >= 1);
+    }
+
+    #[test]
+    fn random_rechunking_gives_the_same_messages() {
+        wirelens_sdk::testing::check_rechunking::<Http>(&all(), 200, 0x5eed);
+    }
+
+    /// Mutated cases and random bytes: messages or errors, never a panic.
+    #[test]
+    fn random_bytes_never_panic() {
+        wirelens_sdk::testing::fuzz::<Http>(&all(), 20_000, 11);
+    }
 }

@@ -151,23 +151,20 @@ mod tests {
         assert_eq!(r.detect(Direction::Egress, Role::Client, b"\x16\x03\x01"), 0);
     }
 
-    /// Random bytes never panic and never claim more than they hold.
     #[test]
-    fn random_bytes_do_not_panic() {
-        let mut x = 0x9e3779b97f4a7c15u64;
-        for _ in 0..2000 {
-            let len = (x % 200) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    b"*$+-:\r\n0123456789abcGETSET"[(x % 25) as usize]
-                })
-                .collect();
-            for dir in [Direction::Egress, Direction::Ingress] {
-                let _ = run::<Redis>(&[TestChunk::egress(1, &bytes).direction(dir)], &[1]);
-            }
-        }
+    fn fixtures_recorded_from_real_servers() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/redis");
+        assert!(wirelens_sdk::testing::check_fixtures::<Redis>(&dir, 50) >= 1);
+    }
+
+    #[test]
+    fn random_rechunking_gives_the_same_messages() {
+        wirelens_sdk::testing::check_rechunking::<Redis>(&all(), 200, 0x5eed);
+    }
+
+    /// Mutated cases and random bytes: messages or errors, never a panic.
+    #[test]
+    fn random_bytes_never_panic() {
+        wirelens_sdk::testing::fuzz::<Redis>(&all(), 20_000, 11);
     }
 }

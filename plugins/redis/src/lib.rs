@@ -268,6 +268,7 @@ fn parse_reply(conn: &mut Conn, buf: &[u8]) -> Step {
                             // Cut by the capture: fine if nothing follows it.
                             let rest_empty = stack.iter().all(|&n| n <= 1);
                             if rest_empty {
+                                let push = push || is_message_push(conn, first_word);
                                 return Step::Complete(data_start + len + 2, reply_meta(push, success));
                             }
                             return need_more(buf);
@@ -305,9 +306,7 @@ fn parse_reply(conn: &mut Conn, buf: &[u8]) -> Step {
         loop {
             match stack.last_mut() {
                 None => {
-                    if conn.subscribed && matches!(first_word, Some(b"message" | b"pmessage" | b"smessage")) {
-                        push = true;
-                    }
+                    push = push || is_message_push(conn, first_word);
                     return Step::Complete(cur.position() as u64, reply_meta(push, success));
                 }
                 Some(n) => {
@@ -320,6 +319,11 @@ fn parse_reply(conn: &mut Conn, buf: &[u8]) -> Step {
             }
         }
     }
+}
+
+/// A RESP2 array starting with `message` on a subscribed connection.
+fn is_message_push(conn: &Conn, first_word: Option<&[u8]>) -> bool {
+    conn.subscribed && matches!(first_word, Some(b"message" | b"pmessage" | b"smessage"))
 }
 
 fn reply_meta(push: bool, success: bool) -> Meta {
