@@ -9,10 +9,13 @@ need_target() {
 }
 need_target wasm32-unknown-unknown
 
-# Debian packages: clang and libbpf-dev build the kernel programs; curl,
+# Debian packages: clang and libbpf-dev build the kernel programs; the rest
+# are the real servers and clients of the end-to-end tests: curl and nginx,
 # iproute2 (network namespaces), python3, redis-server (with redis-cli and
-# redis-benchmark), dnsmasq and dig drive the end-to-end tests.
-packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils)
+# redis-benchmark), dnsmasq and dig, MariaDB with its client and the Perl
+# driver of the prepared-statement client, PostgreSQL with psql and pgbench.
+packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
+    mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{config, remote, sum, Daemon};
+use common::servers::{free_port, RedisServer};
 use serde_json::Value;
 
 fn echo_py() -> String {
@@ -445,64 +446,6 @@ fn http_calls_through_the_wasm_plugin() {
         let p99: u64 = r["latency_p99_ns"].as_str().unwrap().parse().unwrap();
         assert!(p99 > 0 && p99 <= r["latency_max_ns"].as_str().unwrap().parse().unwrap());
         assert!(r["total_resp_bytes"].as_str().unwrap().parse::<u64>().unwrap() > 2 * 3000);
-    }
-}
-
-/// A loopback port free for both TCP and UDP right now (outside the
-/// ephemeral range, so clients do not take it in the meantime).
-fn free_port() -> u16 {
-    // Tests of this binary run in parallel: each call starts elsewhere.
-    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let first = 20000 + (std::process::id() % 4000) as u16 + call * 1000;
-    for port in (first..30000).step_by(7) {
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
-        if tcp.is_ok() && udp.is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port between 20000 and 30000");
-}
-
-/// A redis-server on loopback, stopped on drop.
-struct RedisServer {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server; scripts/setup.sh does it)");
-        let s = Self { port, child, _dir: dir };
-        for _ in 0..100 {
-            if s.cli(&["PING"]).trim() == "PONG" {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not answer on port {port}");
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

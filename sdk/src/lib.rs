@@ -18,8 +18,8 @@ mod fasthash;
 #[doc(hidden)]
 pub mod glue;
 mod protocol;
-mod stream;
 pub mod sql;
+mod stream;
 pub mod testing;
 pub mod wire;
 

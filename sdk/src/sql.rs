@@ -103,6 +103,7 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
             }
             b'0'..=b'9' if !word_before => {
                 space(&mut out, &mut pending_space);
+                drop_unary_sign(&mut out);
                 i = skip_number(sql, i);
                 out.push(b'?');
             }
@@ -112,9 +113,7 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
                 out.push(b'?');
             }
             // E'..', X'..', B'..', N'..': a string with a prefix letter.
-            b'e' | b'E' | b'x' | b'X' | b'b' | b'B' | b'n' | b'N'
-                if !word_before && sql.get(i + 1) == Some(&b'\'') =>
-            {
+            b'e' | b'E' | b'x' | b'X' | b'b' | b'B' | b'n' | b'N' if !word_before && sql.get(i + 1) == Some(&b'\'') => {
                 space(&mut out, &mut pending_space);
                 i = skip_quoted(sql, i + 1, b'\'');
                 out.push(b'?');
@@ -150,6 +149,33 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
         text.truncate(cut);
     }
     text
+}
+
+/// `x + -5` and `x + 5` are one statement shape: a sign written right
+/// before a number, after an operator, `(`, `,` or a keyword, goes with it.
+/// `a -1` (a subtraction) keeps its minus.
+fn drop_unary_sign(out: &mut Vec<u8>) {
+    if !matches!(out.last(), Some(b'-' | b'+')) {
+        return;
+    }
+    let before = out[..out.len() - 1].trim_ascii_end();
+    let operand_before = before.last().is_some_and(|&b| b == b')' || b == b'?' || b == b'"' || b == b'`')
+        || (before.last().is_some_and(|&b| is_word(b)) && !ends_with_keyword(before));
+    if !operand_before {
+        out.pop();
+    }
+}
+
+/// Words after which a sign is unary (`WHERE a = -1` has `=`, but
+/// `SELECT -1`, `THEN -1` and `AND -1` have keywords).
+fn ends_with_keyword(text: &[u8]) -> bool {
+    let start = text.iter().rposition(|&b| !is_word(b)).map_or(0, |p| p + 1);
+    let word = &text[start..];
+    const KEYWORDS: &[&[u8]] = &[
+        b"select", b"where", b"and", b"or", b"not", b"then", b"else", b"when", b"by", b"limit", b"offset", b"values",
+        b"set", b"return", b"in", b"is", b"like", b"between", b"case",
+    ];
+    KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
 }
 
 fn is_word(b: u8) -> bool {
@@ -288,18 +314,40 @@ mod tests {
     #[test]
     fn literals_become_placeholders() {
         assert_eq!(my("SELECT * FROM t WHERE id = 42"), "SELECT * FROM t WHERE id = ?");
-        assert_eq!(my("select a,b from t where x='it''s' and y=\"q\\\"x\" and z=-1.5e3"), "select a, b from t where x=? and y=? and z=-?");
+        assert_eq!(
+            my("select a,b from t where x='it''s' and y=\"q\\\"x\" and z=-1.5e3"),
+            "select a, b from t where x=? and y=? and z=?"
+        );
         assert_eq!(my("INSERT INTO t VALUES (1, 'a', 0x1F), (2, 'b', 0xff)"), "INSERT INTO t VALUES (?)");
-        assert_eq!(my("INSERT INTO h VALUES (1, 2, now()), (3, 4, now())"), "INSERT INTO h VALUES (?, ?, now()), (?, ?, now())");
+        assert_eq!(
+            my("INSERT INTO h VALUES (1, 2, now()), (3, 4, now())"),
+            "INSERT INTO h VALUES (?, ?, now()), (?, ?, now())"
+        );
         assert_eq!(my("SELECT f((1), 2)"), "SELECT f((?), ?)");
-        assert_eq!(my("SELECT * FROM t WHERE id IN (1,2,3,4) AND v = X'0a'"), "SELECT * FROM t WHERE id IN (?) AND v = ?");
-        assert_eq!(pg("SELECT \"Col\" FROM t WHERE a = $1 AND b = E'x\\'y' AND c = $$lit$$"), "SELECT \"Col\" FROM t WHERE a = $1 AND b = ? AND c = ?");
-        assert_eq!(pg("UPDATE pgbench_accounts SET abalance = abalance + -3271 WHERE aid = 5;"), "UPDATE pgbench_accounts SET abalance = abalance + -? WHERE aid = ?;");
+        assert_eq!(
+            my("SELECT * FROM t WHERE id IN (1,2,3,4) AND v = X'0a'"),
+            "SELECT * FROM t WHERE id IN (?) AND v = ?"
+        );
+        assert_eq!(
+            pg("SELECT \"Col\" FROM t WHERE a = $1 AND b = E'x\\'y' AND c = $$lit$$"),
+            "SELECT \"Col\" FROM t WHERE a = $1 AND b = ? AND c = ?"
+        );
+        assert_eq!(
+            pg("UPDATE pgbench_accounts SET abalance = abalance + -3271 WHERE aid = 5;"),
+            "UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = ?;"
+        );
+        assert_eq!(
+            pg("SELECT -1, a -1, (b)-2, f(-3) WHERE x = -4 AND y >= +5"),
+            "SELECT ?, a -?, (b)-?, f(?) WHERE x = ? AND y >= ?"
+        );
     }
 
     #[test]
     fn identifiers_with_digits_comments_and_space() {
-        assert_eq!(my("SELECT t1.c2 FROM `tab 1` t1 -- note\n /* x */  WHERE  t1.c3>.5 # end"), "SELECT t1.c2 FROM `tab 1` t1 WHERE t1.c3>?");
+        assert_eq!(
+            my("SELECT t1.c2 FROM `tab 1` t1 -- note\n /* x */  WHERE  t1.c3>.5 # end"),
+            "SELECT t1.c2 FROM `tab 1` t1 WHERE t1.c3>?"
+        );
         assert_eq!(pg("select count(*) from pgbench_branches"), "select count(*) from pgbench_branches");
         assert_eq!(verb(b"  /* hint */ (select 1)"), "SELECT");
         assert_eq!(verb(b"begin"), "BEGIN");

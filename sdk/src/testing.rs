@@ -341,9 +341,7 @@ pub fn load_fixture(path: &std::path::Path) -> Vec<TestChunk> {
             continue;
         }
         let words: Vec<&str> = line.split(' ').collect();
-        let [conn, direction, hex] = words[..] else {
-            panic!("{}:{}: want `CONN out|in HEX`", path.display(), n + 1)
-        };
+        let [conn, direction, hex] = words[..] else { panic!("{}:{}: want `CONN out|in HEX`", path.display(), n + 1) };
         let conn: u64 = conn.parse().unwrap_or_else(|e| panic!("{}:{}: connection: {e}", path.display(), n + 1));
         let bytes = (0..hex.len())
             .step_by(2)

@@ -229,7 +229,10 @@ pub fn all() -> Vec<Case> {
                 resp(5, 5, prepare_ok.len(), None),
                 req(6, execute.len(), "STMT_EXECUTE", Some("SELECT name FROM t WHERE id = ?")),
                 resp(7, 7, executed.len(), None),
-                format!("1 oneway out 8-8 size={} ok command=STMT_CLOSE sql=SELECT name FROM t WHERE id = ?", close.len()),
+                format!(
+                    "1 oneway out 8-8 size={} ok command=STMT_CLOSE sql=SELECT name FROM t WHERE id = ?",
+                    close.len()
+                ),
             ],
         },
         Case {

@@ -89,13 +89,22 @@ enum Section {
     /// The response's (or the next result set's) first packet.
     First,
     /// Column definitions of a result set, then (maybe) an EOF, then rows.
-    Columns { left: u64 },
+    Columns {
+        left: u64,
+    },
     ColumnsEof,
     Rows,
     /// Prepare: parameter then column definitions, each maybe closed by EOF.
-    Params { left: u64, columns: u64 },
-    ParamsEof { columns: u64 },
-    PrepareColumns { left: u64 },
+    Params {
+        left: u64,
+        columns: u64,
+    },
+    ParamsEof {
+        columns: u64,
+    },
+    PrepareColumns {
+        left: u64,
+    },
 }
 
 struct Response {
@@ -326,10 +335,47 @@ fn statement_id(body: &[u8]) -> Option<u32> {
 
 fn is_sql_verb(verb: &str) -> bool {
     const VERBS: &[&str] = &[
-        "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SET", "SHOW", "CREATE", "DROP", "ALTER", "BEGIN", "COMMIT",
-        "ROLLBACK", "START", "USE", "CALL", "WITH", "EXPLAIN", "DESCRIBE", "DESC", "TRUNCATE", "GRANT", "REVOKE", "LOCK",
-        "UNLOCK", "FLUSH", "KILL", "LOAD", "ANALYZE", "OPTIMIZE", "SAVEPOINT", "RELEASE", "DO", "HANDLER", "PREPARE",
-        "EXECUTE", "DEALLOCATE", "RENAME", "CHECKSUM", "REPAIR", "XA",
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "REPLACE",
+        "SET",
+        "SHOW",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "START",
+        "USE",
+        "CALL",
+        "WITH",
+        "EXPLAIN",
+        "DESCRIBE",
+        "DESC",
+        "TRUNCATE",
+        "GRANT",
+        "REVOKE",
+        "LOCK",
+        "UNLOCK",
+        "FLUSH",
+        "KILL",
+        "LOAD",
+        "ANALYZE",
+        "OPTIMIZE",
+        "SAVEPOINT",
+        "RELEASE",
+        "DO",
+        "HANDLER",
+        "PREPARE",
+        "EXECUTE",
+        "DEALLOCATE",
+        "RENAME",
+        "CHECKSUM",
+        "REPAIR",
+        "XA",
     ];
     VERBS.contains(&verb)
 }

@@ -1,0 +1,306 @@
+//! Real servers from Debian for the end-to-end tests, each on a free
+//! loopback port in its own temporary directory, stopped on drop. A missing
+//! server fails the test with the package to install (scripts/setup.sh
+//! installs them all).
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Sum of `total_count` over `protocols` records of `protocol` matching `pred`.
+pub fn calls(records: &[Value], protocol: &str, pred: impl Fn(&Value) -> bool) -> u64 {
+    records
+        .iter()
+        .filter(|r| r["type"] == "protocols" && r["protocol"] == protocol && pred(r))
+        .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The record is the client side of a connection to `port` on this host.
+pub fn client_of(r: &Value, port: u16) -> bool {
+    r["role"] == "client"
+        && super::daemon::remote(r)["remote_port"].as_str().and_then(|p| p.parse::<u16>().ok()) == Some(port)
+}
+
+/// The record's process command line contains `what`.
+pub fn cmd_has(r: &Value, what: &str) -> bool {
+    r["_process_cmd_"].as_str().unwrap_or("").contains(what)
+}
+
+fn spawn(cmd: &mut Command, package: &str) -> Child {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e} (apt-get install {package}; scripts/setup.sh does it)"))
+}
+
+fn run(cmd: &mut Command, package: &str) -> Output {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.output().unwrap_or_else(|e| panic!("{program}: {e} (apt-get install {package}; scripts/setup.sh does it)"))
+}
+
+/// Retry `ready` for up to 30 s.
+fn wait_ready(what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not become ready within 30 s");
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// MariaDB with a fresh data directory; root logs in without a password.
+pub struct MariaDb {
+    pub port: u16,
+    pub child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl MariaDb {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = run(
+            Command::new("mariadb-install-db")
+                .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+                .arg(format!("--datadir={}", data.display())),
+            "mariadb-server",
+        );
+        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let child = spawn(
+            Command::new("mariadbd")
+                .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-log-bin"])
+                .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"])
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--socket={}", dir.path().join("sock").display()))
+                .arg(format!("--port={port}")),
+            "mariadb-server",
+        );
+        let s = Self { port, child, dir };
+        wait_ready("mariadbd", || s.sql("SELECT 1").status.success());
+        s
+    }
+
+    /// Run statements with the mariadb client (continuing past errors).
+    pub fn sql(&self, statements: &str) -> Output {
+        run(
+            Command::new("mariadb").args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "-uroot",
+                "--force",
+                "-e",
+                statements,
+            ]),
+            "mariadb-client",
+        )
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// PostgreSQL with a fresh cluster (trust authentication), run as the
+/// `postgres` user the Debian package creates: the server refuses root.
+pub struct Postgres {
+    pub port: u16,
+    pub child: Child,
+    _dir: tempfile::TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// uid and gid of the `postgres` user.
+fn postgres_user() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = run(Command::new("id").args([flag, "postgres"]), "postgresql");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no postgres user: apt-get install postgresql (scripts/setup.sh does it)"))
+    };
+    (id("-u"), id("-g"))
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = postgres_user();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        let data = dir.path().join("data");
+        let out = run(
+            Command::new(format!("{PG_BIN}/initdb"))
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+                .arg(&data)
+                .uid(uid)
+                .gid(gid),
+            "postgresql",
+        );
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let child = spawn(
+            Command::new(format!("{PG_BIN}/postgres"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(dir.path())
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "ssl=off"])
+                .uid(uid)
+                .gid(gid),
+            "postgresql",
+        );
+        let s = Self { port, child, _dir: dir };
+        wait_ready("postgres", || s.psql(&["-c", "SELECT 1"]).status.success());
+        s
+    }
+
+    /// Run psql with these arguments against the server.
+    pub fn psql(&self, args: &[&str]) -> Output {
+        run(
+            Command::new("psql")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-X", "-q"])
+                .args(args),
+            "postgresql-client",
+        )
+    }
+
+    /// Run pgbench with these arguments against the server.
+    pub fn pgbench(&self, args: &[&str]) -> Output {
+        run(
+            Command::new("pgbench")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .args(args),
+            "postgresql-contrib",
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT is the postmaster's "fast" shutdown: it stops its backends too.
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop(&mut self.child);
+    }
+}
+
+/// nginx serving `root` with one worker; `/echo` answers 201.
+pub struct Nginx {
+    pub port: u16,
+    pub child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(root: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+             uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{port}; root {}; location /echo {{ return 201 \"created\\n\"; }} }} }}\n",
+            root.display()
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = spawn(Command::new("nginx").arg("-c").arg(&conf_path).arg("-p").arg(dir.path()), "nginx-light");
+        let s = Self { port, child, _dir: dir };
+        wait_ready("nginx", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        s
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// A loopback port free for both TCP and UDP right now (outside the
+/// ephemeral range, so clients do not take it in the meantime).
+pub fn free_port() -> u16 {
+    // Tests of this binary run in parallel: each call starts elsewhere.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let first = 20000 + (std::process::id() % 4000) as u16 + call * 1000;
+    for port in (first..30000).step_by(7) {
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 30000");
+}
+
+/// A redis-server on loopback, stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    pub child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server; scripts/setup.sh does it)");
+        let s = Self { port, child, _dir: dir };
+        for _ in 0..100 {
+            if s.cli(&["PING"]).trim() == "PONG" {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not answer on port {port}");
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

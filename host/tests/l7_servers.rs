@@ -1,0 +1,223 @@
+//! Layer-7 calls end to end against real servers from Debian, driven by
+//! their real clients: the daemon's `protocols` records count exactly the
+//! workload, name the statements and commands, count errors as failures,
+//! and give latencies between 0 and what the client itself measured, on
+//! both the client and the server side. Needs root (CI runs as root).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{config, Daemon};
+use common::servers::{calls, client_of, cmd_has, MariaDb, Nginx, Postgres};
+use serde_json::Value;
+
+fn l7_daemon() -> Daemon {
+    Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""))
+}
+
+/// The `protocols` records of one protocol (for failure messages).
+fn of(records: &[Value], protocol: &str) -> Vec<Value> {
+    records.iter().filter(|r| r["protocol"] == protocol).cloned().collect()
+}
+
+fn num(r: &Value, field: &str) -> u64 {
+    r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
+}
+
+/// Every record matching `pred` has a mean latency in (0, `limit_ns`).
+fn latencies_plausible(records: &[Value], limit_ns: u64, what: &str, pred: impl Fn(&Value) -> bool) {
+    let mut seen = 0;
+    for r in records.iter().filter(|r| r["type"] == "protocols" && pred(r)) {
+        let mean = num(r, "total_latency_ns") / num(r, "total_count");
+        assert!(mean > 0 && mean < limit_ns, "{what}: mean latency {mean} ns outside (0, {limit_ns}): {r}");
+        assert!(num(r, "latency_p99_ns") <= num(r, "latency_max_ns"), "{r}");
+        seen += 1;
+    }
+    assert!(seen > 0, "{what}: no records");
+}
+
+#[test]
+fn mysql_calls_from_the_mariadb_client_and_a_prepared_statement_client() {
+    let db = MariaDb::start();
+    let setup = db.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20)); INSERT INTO app.t VALUES (1, 'ann'), (2, 'bob')");
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let server_pid = db.child.id().to_string();
+    let daemon = l7_daemon();
+
+    let started = Instant::now();
+    let selects: String = (1..=5).map(|i| format!("SELECT name FROM app.t WHERE id = {i}; ")).collect();
+    let out = db.sql(&format!("{selects} INSERT INTO app.t VALUES (3, 'cy'); SELECT * FROM app.missing"));
+    let client_time = started.elapsed().as_nanos() as u64;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1146"), "the bad statement fails");
+    let started = Instant::now();
+    let perl = std::process::Command::new("perl")
+        .arg(common::root().join("tests/e2e/mysql_prepared.pl"))
+        .args([&db.port.to_string(), "20"])
+        .output()
+        .expect("perl (with libdbd-mariadb-perl; scripts/setup.sh installs it)");
+    let perl_time = started.elapsed().as_nanos() as u64;
+    assert!(perl.status.success(), "prepared-statement client: {}", String::from_utf8_lossy(&perl.stderr));
+
+    let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
+    let select_sql = "SELECT name FROM app.t WHERE id = ?";
+    let stmt_sql = "SELECT name FROM t WHERE id = ?";
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        calls(rs, "mysql", |r| server(r) && r["command"] == "STMT_CLOSE") >= 1
+            && calls(rs, "mysql", |r| server(r) && r["sql"] == select_sql) >= 5
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+
+    let mariadb = |r: &Value| client_of(r, db.port) && cmd_has(r, "mariadb");
+    // (Its command line may be only `perl` when it exits before it is read.)
+    let perl_side = |r: &Value| client_of(r, db.port) && cmd_has(r, "perl");
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "server"), (&mariadb, "mariadb client")] {
+        let ok = |r: &Value| side(r) && r["command"] == "QUERY" && r["sql"] == select_sql && r["success"] == "1";
+        assert_eq!(calls(&records, "mysql", ok), 5, "{name}: five SELECTs: {:#?}", of(&records, "mysql"));
+        let bad = |r: &Value| {
+            side(r) && r["sql"] == "SELECT * FROM app.missing" && r["success"] == "0" && r["error_code"] == "1146"
+        };
+        assert_eq!(calls(&records, "mysql", bad), 1, "{name}: the missing table is a failure with its code");
+        let insert = |r: &Value| side(r) && r["sql"] == "INSERT INTO app.t VALUES (?)" && r["success"] == "1";
+        assert_eq!(
+            calls(&records, "mysql", insert),
+            1,
+            "{name}: the INSERT, literals normalized: {:#?}",
+            of(&records, "mysql")
+        );
+        latencies_plausible(&records, client_time, name, |r| r["protocol"] == "mysql" && ok(r));
+    }
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "server"), (&perl_side, "perl client")] {
+        let stmt = |command: &'static str| {
+            move |r: &Value| side(r) && r["command"] == command && r["sql"] == stmt_sql && r["success"] == "1"
+        };
+        assert_eq!(
+            calls(&records, "mysql", stmt("STMT_PREPARE")),
+            1,
+            "{name}: one prepare: {:#?}",
+            of(&records, "mysql")
+        );
+        assert_eq!(calls(&records, "mysql", stmt("STMT_EXECUTE")), 20, "{name}: twenty executions");
+        assert_eq!(calls(&records, "mysql", stmt("STMT_CLOSE")), 1, "{name}: one close");
+        latencies_plausible(&records, perl_time, name, |r| r["protocol"] == "mysql" && stmt("STMT_EXECUTE")(r));
+    }
+    assert!(calls(&records, "mysql", |r| server(r) && r["command"] == "CONNECT" && r["success"] == "1") >= 2);
+}
+
+#[test]
+fn pgsql_calls_from_psql_and_pgbench_simple_and_extended() {
+    let pg = Postgres::start();
+    let init = pg.pgbench(&["-i", "-s", "1", "-q", "postgres"]);
+    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    let daemon = l7_daemon();
+
+    let started = Instant::now();
+    let psql = pg.psql(&[
+        "-c",
+        "SELECT count(*) FROM pgbench_branches WHERE bid = 1",
+        "-c",
+        "SELECT count(*) FROM pgbench_branches WHERE bid = 2",
+        "-c",
+        "SELECT * FROM missing_table",
+    ]);
+    let psql_time = started.elapsed().as_nanos() as u64;
+    assert!(String::from_utf8_lossy(&psql.stderr).contains("missing_table"), "the bad query fails");
+    let started = Instant::now();
+    for mode in ["simple", "extended"] {
+        let bench = pg.pgbench(&["-M", mode, "-t", "10", "-c", "1", "-n", "postgres"]);
+        assert!(bench.status.success(), "pgbench -M {mode}: {}", String::from_utf8_lossy(&bench.stderr));
+    }
+    let bench_time = started.elapsed().as_nanos() as u64;
+
+    // Backends are forked per connection: the server side is every
+    // `postgres:` process.
+    let server = |r: &Value| cmd_has(r, "postgres") && r["role"] == "server";
+    let update_simple = "UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = ?;";
+    let update_extended = "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;";
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        calls(rs, "pgsql", |r| server(r) && r["sql"] == update_extended) >= 10
+            && calls(rs, "pgsql", |r| server(r) && r["sql"] == update_simple) >= 10
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+
+    let psql_side = |r: &Value| client_of(r, pg.port) && cmd_has(r, "psql");
+    let bench_side = |r: &Value| client_of(r, pg.port) && cmd_has(r, "pgbench");
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "server"), (&psql_side, "psql")] {
+        let count = |r: &Value| {
+            side(r) && r["command"] == "QUERY" && r["sql"] == "SELECT count(*) FROM pgbench_branches WHERE bid = ?"
+        };
+        assert_eq!(
+            calls(&records, "pgsql", |r| count(r) && r["success"] == "1"),
+            2,
+            "{name}: {:#?}",
+            of(&records, "pgsql")
+        );
+        let bad = |r: &Value| {
+            side(r) && r["sql"] == "SELECT * FROM missing_table" && r["success"] == "0" && r["error_code"] == "42P01"
+        };
+        assert_eq!(calls(&records, "pgsql", bad), 1, "{name}: the missing table fails with SQLSTATE 42P01");
+        latencies_plausible(&records, psql_time, name, |r| r["protocol"] == "pgsql" && count(r));
+    }
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "server"), (&bench_side, "pgbench")] {
+        let stmt = |command: &'static str, sql: &'static str| {
+            move |r: &Value| side(r) && r["command"] == command && r["sql"] == sql && r["success"] == "1"
+        };
+        // Ten transactions per mode, each one UPDATE of pgbench_accounts.
+        assert_eq!(
+            calls(&records, "pgsql", stmt("QUERY", update_simple)),
+            10,
+            "{name}: simple: {:#?}",
+            of(&records, "pgsql")
+        );
+        assert_eq!(calls(&records, "pgsql", stmt("EXECUTE", update_extended)), 10, "{name}: extended");
+        assert_eq!(calls(&records, "pgsql", stmt("QUERY", "BEGIN;")), 10, "{name}: simple BEGINs");
+        assert_eq!(calls(&records, "pgsql", stmt("EXECUTE", "END;")), 10, "{name}: extended ENDs");
+        latencies_plausible(&records, bench_time, name, |r| {
+            r["protocol"] == "pgsql" && stmt("EXECUTE", update_extended)(r)
+        });
+    }
+    assert!(calls(&records, "pgsql", |r| server(r) && r["command"] == "STARTUP") >= 3);
+}
+
+#[test]
+fn http_calls_from_curl_against_nginx() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "hello\n").unwrap();
+    std::fs::write(root.path().join("big.txt"), "z".repeat(20_000)).unwrap();
+    let nginx = Nginx::start(root.path());
+    let server_pid = nginx.child.id().to_string();
+    let daemon = l7_daemon();
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let started = Instant::now();
+    // One keep-alive connection: 3 GETs of the page, the big file, a 404, then a POST.
+    let curl = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
+        .args([&format!("{base}/index.html?x=1"), &format!("{base}/index.html"), &format!("{base}/index.html")])
+        .args([&format!("{base}/big.txt"), &format!("{base}/missing")])
+        .args(["--next", "-s", "-o", "/dev/null", "-d", "a=1", &format!("{base}/echo")])
+        .status()
+        .expect("curl (scripts/setup.sh installs it)");
+    let client_time = started.elapsed().as_nanos() as u64;
+    assert!(curl.success());
+    let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
+    daemon.wait_for(Duration::from_secs(15), |rs| calls(rs, "http", |r| server(r) && r["method"] == "POST") >= 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let curl_side = |r: &Value| client_of(r, nginx.port) && cmd_has(r, "curl");
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&curl_side, "curl")] {
+        let get = |url: &'static str, code: &'static str| {
+            move |r: &Value| side(r) && r["method"] == "GET" && r["url"] == url && r["resp_code"] == code
+        };
+        assert_eq!(calls(&records, "http", get("/index.html", "200")), 3, "{name}: {:#?}", of(&records, "http"));
+        assert_eq!(calls(&records, "http", get("/big.txt", "200")), 1, "{name}: the big file");
+        let missing = |r: &Value| get("/missing", "404")(r) && r["success"] == "0";
+        assert_eq!(calls(&records, "http", missing), 1, "{name}: 404 is a failure");
+        let post = |r: &Value| side(r) && r["method"] == "POST" && r["url"] == "/echo" && r["resp_code"] == "201";
+        assert_eq!(calls(&records, "http", post), 1, "{name}: the POST");
+        let big = records.iter().find(|r| r["protocol"] == "http" && get("/big.txt", "200")(r)).unwrap();
+        assert!(num(big, "total_resp_bytes") > 20_000, "{name}: response bytes include the body: {big}");
+        latencies_plausible(&records, client_time, name, |r| r["protocol"] == "http" && side(r));
+    }
+}
