@@ -47,6 +47,20 @@ fn workloads() -> Vec<Workload> {
             response: wirelens_plugin_dns::cases::message(7, true, 0, "svc.cluster.local", 1, 1),
             port: 53,
         },
+        Workload {
+            name: "mysql",
+            request: wirelens_plugin_mysql::cases::query("SELECT id, name FROM t WHERE id = 42"),
+            // Two columns, two rows, EOF packets: 8 packets.
+            response: wirelens_plugin_mysql::cases::result_set(true, 2),
+            port: 3306,
+        },
+        Workload {
+            name: "pgsql",
+            request: wirelens_plugin_pgsql::cases::query("SELECT id, name FROM users WHERE id = 42"),
+            // RowDescription, DataRows, CommandComplete, ReadyForQuery.
+            response: wirelens_plugin_pgsql::cases::users_rows(),
+            port: 5432,
+        },
     ]
 }
 
@@ -120,6 +134,8 @@ fn main() {
             .map(|_| match w.name {
                 "http" => native::<wirelens_plugin_http::Http>(&w),
                 "redis" => native::<wirelens_plugin_redis::Redis>(&w),
+                "mysql" => native::<wirelens_plugin_mysql::Mysql>(&w),
+                "pgsql" => native::<wirelens_plugin_pgsql::Pgsql>(&w),
                 _ => native::<wirelens_plugin_dns::Dns>(&w),
             })
             .collect();

@@ -85,7 +85,7 @@ fn sync() -> Vec<u8> {
 }
 
 /// `PQexecParams`: Parse, Bind, Describe portal, Execute, Sync.
-fn exec_params(sql: &str, types: &[u32], values: &[&str]) -> Vec<u8> {
+pub fn exec_params(sql: &str, types: &[u32], values: &[&str]) -> Vec<u8> {
     cat(&[&parse_msg("", sql, types), &bind("", values), &describe_portal(), &execute(), &sync()])
 }
 
@@ -169,7 +169,7 @@ fn startup_ok() -> Vec<u8> {
     ])
 }
 
-fn users_rows() -> Vec<u8> {
+pub fn users_rows() -> Vec<u8> {
     cat(&[
         &row_description(&[("id", 23), ("name", 25)]),
         &data_row(&["1", "ada"]),

@@ -1,6 +1,6 @@
 //! Test cases shared by the native tests and the daemon's wasm test. The
 //! byte strings follow what redis-server 7 and redis-cli send (the RESP
-//! specification's encodings; `tests/fixtures` of the daemon hold streams
+//! specification's encodings; `tests/fixtures/redis` holds streams
 //! recorded from a real server).
 
 use wirelens_sdk::testing::{Case, TestChunk};
