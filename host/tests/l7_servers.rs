@@ -221,3 +221,45 @@ fn http_calls_from_curl_against_nginx() {
         latencies_plausible(&records, client_time, name, |r| r["protocol"] == "http" && side(r));
     }
 }
+
+/// `Common.IncludeProtocols` limits which plugins may claim a connection
+/// (names as in the seed, any case); `Common.ProtocolProcess: false` turns
+/// layer 7 off while layer-4 statistics go on.
+#[test]
+fn include_protocols_and_protocol_process() {
+    let redis = common::servers::RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "hi\n").unwrap();
+    let nginx = Nginx::start(root.path());
+    let url = format!("http://127.0.0.1:{}/index.html", nginx.port);
+    let curl = || {
+        let ok = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", &url]).status().unwrap();
+        assert!(ok.success());
+    };
+    let redis_port = redis.port.to_string();
+    let to_redis = |r: &Value| common::daemon::remote(r)["remote_port"] == redis_port.as_str();
+    let to_nginx = |r: &Value| client_of(r, nginx.port);
+
+    let only_http = "DropLocalConnections: false\nFlushOutL7Interval: 1\nIncludeProtocols: [HTTP]";
+    let daemon = Daemon::start(&config(only_http, "", ""));
+    assert_eq!(redis.cli(&["SET", "k", "v"]).trim(), "OK");
+    curl();
+    daemon.wait_for(Duration::from_secs(15), |rs| {
+        calls(rs, "http", to_nginx) >= 1 && common::daemon::sum(rs, "send_bytes", to_redis) > 0
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    assert_eq!(calls(&records, "http", to_nginx), 1, "HTTP is included");
+    assert!(common::daemon::sum(&records, "send_bytes", to_redis) > 0, "redis traffic is seen at layer 4");
+    assert!(!records.iter().any(|r| r["protocol"] == "redis"), "Redis is not included: {:#?}", of(&records, "redis"));
+
+    let no_l7 = "DropLocalConnections: false\nFlushOutL7Interval: 1\nProtocolProcess: false";
+    let daemon = Daemon::start(&config(no_l7, "", ""));
+    curl();
+    assert_eq!(redis.cli(&["GET", "k"]).trim(), "v");
+    daemon.wait_for(Duration::from_secs(15), |rs| common::daemon::sum(rs, "send_bytes", to_nginx) > 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    assert!(common::daemon::sum(&records, "recv_bytes", to_nginx) > 0, "layer 4 goes on");
+    assert!(!records.iter().any(|r| r["type"] == "protocols"), "no layer 7 at all");
+}
