@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::pipeline::{FlusherSettings, ProcessorSettings};
+
 /// A whole config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +174,9 @@ pub struct Wirelens {
     pub max_l7_keys: usize,
     /// Plugin directory (hot-reloaded); default: none (built-ins only).
     pub plugin_dir: Option<PathBuf>,
+    /// Batches of records queued per flusher; when a flusher falls this far
+    /// behind, new batches are dropped for it and counted.
+    pub flusher_queue_batches: usize,
 }
 
 impl Default for Wirelens {
@@ -183,6 +188,7 @@ impl Default for Wirelens {
             max_l4_keys: 10_000,
             max_l7_keys: 10_000,
             plugin_dir: None,
+            flusher_queue_batches: 64,
         }
     }
 }
@@ -200,8 +206,8 @@ pub struct Config {
     pub ebpf: Ebpf,
     pub wirelens: Wirelens,
     pub pids: Vec<u32>,
-    pub flushers: Vec<Plugin>,
-    pub processors: Vec<Plugin>,
+    pub flushers: Vec<FlusherSettings>,
+    pub processors: Vec<ProcessorSettings>,
 }
 
 pub const INPUT_TYPE: &str = "observer_ilogtail_network_v1";
@@ -215,7 +221,8 @@ impl Config {
 
     /// Validate config text (`path` is for messages).
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let file: File = serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let file: File = serde_yaml_ng::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), explain_serde_error(&e.to_string())))?;
         let mut inputs = file.inputs.into_iter();
         let Some(input) = inputs.next() else { bail!("{}: `inputs` is empty", path.display()) };
         if inputs.next().is_some() {
@@ -246,6 +253,9 @@ impl Config {
         if !w.ring_buffer_bytes.is_power_of_two() || w.ring_buffer_bytes < 4096 {
             bail!("{p}: Wirelens.RingBufferBytes is {}, must be a power of two of at least 4096", w.ring_buffer_bytes);
         }
+        if w.flusher_queue_batches == 0 {
+            bail!("{p}: Wirelens.FlusherQueueBatches must be at least 1");
+        }
         let pids = match &input.ebpf.pid {
             None => vec![],
             Some(Pids::One(p)) => vec![*p],
@@ -262,14 +272,49 @@ impl Config {
                 })
                 .collect::<Result<_>>()?,
         };
-        for f in &file.flushers {
-            if f.kind != "flusher_stdout" {
-                bail!("{p}: flusher `{}` is not supported yet (supported: flusher_stdout)", f.kind);
+        let mut flushers = file
+            .flushers
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FlusherSettings::from_plugin(f, i))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
+        if flushers.is_empty() {
+            flushers.push(FlusherSettings::Stdout);
+        }
+        let processors = file
+            .processors
+            .iter()
+            .enumerate()
+            .map(|(i, pr)| ProcessorSettings::from_plugin(pr, i))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
+        for (key, pattern) in [
+            ("IncludeCmdRegex", &c.include_cmd_regex),
+            ("ExcludeCmdRegex", &c.exclude_cmd_regex),
+            ("IncludeContainerNameRegex", &c.include_container_name_regex),
+            ("ExcludeContainerNameRegex", &c.exclude_container_name_regex),
+            ("IncludePodNameRegex", &c.include_pod_name_regex),
+            ("ExcludePodNameRegex", &c.exclude_pod_name_regex),
+            ("IncludeNamespaceNameRegex", &c.include_namespace_name_regex),
+            ("ExcludeNamespaceNameRegex", &c.exclude_namespace_name_regex),
+        ] {
+            if let Err(e) = regex::Regex::new(pattern) {
+                bail!("{p}: Common.{key} is not a valid regular expression: {e}");
             }
         }
-        for pr in &file.processors {
-            if pr.kind != "processor_default" {
-                bail!("{p}: processor `{}` is not supported yet (supported: processor_default)", pr.kind);
+        const PROTOCOLS: &[&str] = &["http", "redis", "mysql", "pgsql", "dns"];
+        for name in &c.include_protocols {
+            if name.is_empty() {
+                bail!("{p}: Common.IncludeProtocols holds an empty name");
+            }
+            // Names of plugins from the plugin directory are accepted too:
+            // only warn about likely typos of the built-in ones.
+            let lower = name.to_ascii_lowercase();
+            if !PROTOCOLS.contains(&lower.as_str()) {
+                if let Some(near) = closest(&lower, PROTOCOLS.iter().copied()) {
+                    bail!("{p}: Common.IncludeProtocols names `{name}`; did you mean `{near}`?");
+                }
             }
         }
         Ok(Self {
@@ -279,9 +324,36 @@ impl Config {
             ebpf: input.ebpf,
             wirelens: input.wirelens,
             pids,
-            flushers: file.flushers,
-            processors: file.processors,
+            flushers,
+            processors,
         })
+    }
+}
+
+/// The candidate closest to `word` (case-insensitive edit distance), if
+/// close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let w = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::levenshtein(&w, &c.to_ascii_lowercase()), c))
+        .filter(|&(d, c)| d > 0 && d <= (c.len() / 3).max(2))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// serde's "unknown field `X`, expected one of `A`, `B`" (or "unknown
+/// variant"), with "did you mean `A`?" added when one is close.
+pub fn explain_serde_error(message: &str) -> String {
+    let Some(start) = message.find("unknown field `").or_else(|| message.find("unknown variant `")) else {
+        return message.to_string();
+    };
+    let rest = &message[start..];
+    let quoted: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let Some((unknown, expected)) = quoted.split_first() else { return message.to_string() };
+    match closest(unknown, expected.iter().copied()) {
+        Some(near) => format!("{message} (did you mean `{near}`?)"),
+        None => message.to_string(),
     }
 }
 
@@ -327,5 +399,25 @@ mod tests {
         assert!(e.contains("Sampling"), "{e}");
         let e = parse("inputs: [{Type: other}]").unwrap_err().to_string();
         assert!(e.contains("inputs[0].Type"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {FlushOutL7Intervl: 5}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FlushOutL7Intervl") && e.contains("did you mean `FlushOutL7Interval`?"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1}]\nflushers: [{Type: flusher_stdot}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flushers[0].Type `flusher_stdot`") && e.contains("`flusher_stdout`?"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1}]\nflushers: [{Type: flusher_file, FilePth: /tmp/x}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flushers[0] (flusher_file)") && e.contains("did you mean `FilePath`?"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeProtocols: [HTTP, Rediss]}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `redis`?"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeCmdRegex: '(x'}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Common.IncludeCmdRegex"), "{e}");
     }
 }

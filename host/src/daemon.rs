@@ -1,8 +1,11 @@
-//! `wirelens run`: capture → connections → aggregation → flushers, on one
-//! thread fed by the capture reader, until SIGINT/SIGTERM (which flushes the
-//! pending windows and detaches the kernel programs).
+//! `wirelens run`: capture → connections → aggregation → pipeline
+//! (processors, flushers), on one thread fed by the capture reader, until
+//! SIGINT/SIGTERM (which flushes the pending windows, lets the flushers
+//! deliver them, and detaches the kernel programs). A changed config file is
+//! applied without a restart: processors, flushers, tags and intervals are
+//! rebuilt while the capture keeps running; a bad edit is reported and the
+//! running config stays.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::sync::Arc;
@@ -16,7 +19,9 @@ use crate::config::Config;
 use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
 use crate::layer7::Layer7;
 use crate::metadata::ProcessCache;
-use crate::records::{write_lines, Record};
+use crate::config_watch::ConfigWatch;
+use crate::pipeline::Outputs;
+use crate::records::Record;
 
 /// Batches of events queued between the reader and the pipeline; when full,
 /// the reader waits and the kernel ring buffer absorbs (and counts) the excess.
@@ -53,13 +58,12 @@ pub fn run(config: Config) -> Result<()> {
     };
 
     let mut pipeline = Pipeline::new(&config)?;
-    let l4_every = Duration::from_secs(c.flush_out_l4_interval);
-    let l7_every = Duration::from_secs(c.flush_out_l7_interval);
-    let mut next_l7 = Instant::now() + l7_every;
-    let netlink_every = Duration::from_secs(c.flush_netlink_interval);
-    let mut next_l4 = Instant::now() + l4_every;
-    let mut next_netlink = Instant::now() + netlink_every;
-    let mut stdout = std::io::stdout().lock();
+    let mut outputs = Outputs::start(&config.processors, &config.flushers, config.wirelens.flusher_queue_batches)?;
+    let watch = ConfigWatch::start(&config.path)
+        .map_err(|e| tracing::warn!("config changes will need a restart: {e:#}"))
+        .ok();
+    let mut config = config;
+    let mut timers = Timers::new(&config);
     tracing::info!(config = %config.path.display(), "running");
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(50)) {
@@ -80,20 +84,27 @@ pub fn run(config: Config) -> Result<()> {
             }
         }
         pipeline.poll_l7();
+        if watch.as_ref().is_some_and(ConfigWatch::take_change) {
+            if let Some(new) = reload(&config, &mut pipeline, &mut outputs) {
+                config = new;
+                timers = Timers::new(&config);
+            }
+        }
         let now = Instant::now();
-        if now >= next_l7 {
-            write_lines(&mut stdout, &pipeline.flush_l7()).context("writing records to stdout")?;
-            next_l7 = now + l7_every;
+        if now >= timers.next_l7 {
+            outputs.emit(pipeline.flush_l7());
+            timers.next_l7 = now + timers.l7_every;
         }
-        if now >= next_netlink {
+        if now >= timers.next_netlink {
             pipeline.refresh_host_view();
-            next_netlink = now + netlink_every;
+            timers.next_netlink = now + timers.netlink_every;
         }
-        if now >= next_l4 {
+        if now >= timers.next_l4 {
             let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();
-            let records = pipeline.flush_l4(stats);
-            write_lines(&mut stdout, &records).context("writing records to stdout")?;
-            next_l4 = now + l4_every;
+            let mut records = pipeline.flush_l4(stats);
+            add_output_health(&outputs, &mut records);
+            outputs.emit(records);
+            timers.next_l4 = now + timers.l4_every;
         }
     }
     tracing::info!("shutting down: flushing pending windows");
@@ -103,12 +114,116 @@ pub fn run(config: Config) -> Result<()> {
     for batch in rx.try_iter() {
         batch.iter().for_each(|ev| pipeline.on_event(ev));
     }
+    pipeline.poll_l7();
     let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();
     let mut records = pipeline.flush_l7();
     records.extend(pipeline.flush_l4(stats));
-    write_lines(&mut stdout, &records)?;
-    stdout.flush()?;
+    add_output_health(&outputs, &mut records);
+    outputs.emit(records);
+    outputs.shutdown(Duration::from_secs(10));
     Ok(())
+}
+
+fn add_output_health(outputs: &Outputs, records: &mut [Record]) {
+    if let Some(health) = records.iter_mut().find(|r| r.get("type") == Some("health")) {
+        outputs.health(health);
+    }
+}
+
+/// When each periodic task runs next.
+struct Timers {
+    l4_every: Duration,
+    l7_every: Duration,
+    netlink_every: Duration,
+    next_l4: Instant,
+    next_l7: Instant,
+    next_netlink: Instant,
+}
+
+impl Timers {
+    fn new(config: &Config) -> Self {
+        let c = &config.common;
+        let (l4, l7, netlink) = (
+            Duration::from_secs(c.flush_out_l4_interval),
+            Duration::from_secs(c.flush_out_l7_interval),
+            Duration::from_secs(c.flush_netlink_interval),
+        );
+        let now = Instant::now();
+        Self {
+            l4_every: l4,
+            l7_every: l7,
+            netlink_every: netlink,
+            next_l4: now + l4,
+            next_l7: now + l7,
+            next_netlink: now + netlink,
+        }
+    }
+}
+
+/// Apply a changed config file: the new one if valid, else keep the old.
+/// Settings the running capture was started with need a restart: they are
+/// named in a warning and the running values stay.
+fn reload(old: &Config, pipeline: &mut Pipeline, outputs: &mut Outputs) -> Option<Config> {
+    let mut new = match Config::load(&old.path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("config change rejected, the running config stays: {e:#}");
+            return None;
+        }
+    };
+    let restart_needed = capture_keys_changed(old, &new);
+    if !restart_needed.is_empty() {
+        tracing::warn!(keys = ?restart_needed, "these settings take effect at the next restart; the running values stay");
+        new.ebpf = old.ebpf.clone();
+        new.pids = old.pids.clone();
+        new.wirelens = old.wirelens.clone();
+        let c = &mut new.common;
+        c.sampling = old.common.sampling;
+        c.drop_unix_socket = old.common.drop_unix_socket;
+        c.drop_local_connections = old.common.drop_local_connections;
+        c.drop_unknown_socket = old.common.drop_unknown_socket;
+        c.protocol_process = old.common.protocol_process;
+        c.include_protocols = old.common.include_protocols.clone();
+    }
+    // The old flushers go first: a new one may need what they hold (the
+    // Prometheus listening address, the file).
+    std::mem::replace(outputs, Outputs::none()).shutdown(Duration::from_secs(5));
+    match Outputs::start(&new.processors, &new.flushers, new.wirelens.flusher_queue_batches) {
+        Ok(fresh) => *outputs = fresh,
+        Err(e) => {
+            tracing::error!("config change rejected (its outputs cannot start), the running config stays: {e:#}");
+            *outputs = Outputs::start(&old.processors, &old.flushers, old.wirelens.flusher_queue_batches)
+                .unwrap_or_else(|e| {
+                    tracing::error!("restarting the previous outputs failed too: {e:#}");
+                    Outputs::none()
+                });
+            return None;
+        }
+    }
+    pipeline.set_tags(&new.common.tags);
+    tracing::info!(config = %new.path.display(), "config reloaded");
+    Some(new)
+}
+
+/// Keys whose change the running capture and connection tracking cannot take.
+fn capture_keys_changed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.common, &new.common);
+    let mut keys = Vec::new();
+    let mut check = |changed: bool, key: &'static str| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    check(old.ebpf.enabled != new.ebpf.enabled, "EBPF.Enabled");
+    check(old.pids != new.pids, "EBPF.Pid");
+    check(a.sampling != b.sampling, "Common.Sampling");
+    check(a.drop_unix_socket.on() != b.drop_unix_socket.on(), "Common.DropUnixSocket");
+    check(a.drop_local_connections.on() != b.drop_local_connections.on(), "Common.DropLocalConnections");
+    check(a.drop_unknown_socket.on() != b.drop_unknown_socket.on(), "Common.DropUnknownSocket");
+    check(a.protocol_process.on() != b.protocol_process.on(), "Common.ProtocolProcess");
+    check(a.include_protocols != b.include_protocols, "Common.IncludeProtocols");
+    check(format!("{:?}", old.wirelens) != format!("{:?}", new.wirelens), "Wirelens.*");
+    keys
 }
 
 /// Everything between the capture and the flushers.
@@ -163,6 +278,11 @@ impl Pipeline {
         };
         self.tag(&mut records);
         records
+    }
+
+    /// Replace `Common.Tags` (config reload).
+    pub fn set_tags(&mut self, tags: &std::collections::BTreeMap<String, String>) {
+        self.tags = tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     }
 
     fn tag(&self, records: &mut [Record]) {

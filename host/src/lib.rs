@@ -7,10 +7,12 @@
 pub mod aggregate;
 pub mod capture;
 pub mod config;
+pub mod config_watch;
 pub mod connections;
 pub mod daemon;
 pub mod layer7;
 pub mod metadata;
+pub mod pipeline;
 pub mod protocols;
 pub mod records;
 pub mod stitch;

@@ -8,7 +8,17 @@ use std::io::Write;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Record {
     pub fields: Vec<(String, String)>,
+    /// For layer-7 records: how many calls took at most each of
+    /// [`LATENCY_BOUNDS_NS`] (cumulative). Not part of the JSON: metric
+    /// flushers turn it into histograms.
+    pub latency_buckets: Option<Vec<u64>>,
 }
+
+/// Upper bounds of the latency histogram buckets, in nanoseconds.
+pub const LATENCY_BOUNDS_NS: [u64; 18] = [
+    10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000,
+    50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000, 2_500_000_000, 10_000_000_000,
+];
 
 impl Record {
     /// A record of this `type`.

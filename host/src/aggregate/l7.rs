@@ -12,7 +12,7 @@ use super::l4::remote_info;
 use super::sketch::Sketch;
 use crate::connections::Role;
 use crate::metadata::ProcessCache;
-use crate::records::Record;
+use crate::records::{Record, LATENCY_BOUNDS_NS};
 use crate::stitch::Call;
 
 /// Where a call happened.
@@ -94,6 +94,7 @@ impl L7Window {
             r.push("latency_p99_ns", s.sketch.quantile(0.99));
             r.push("latency_max_ns", s.sketch.max());
             r.push("__time__", time);
+            r.latency_buckets = Some(LATENCY_BOUNDS_NS.iter().map(|&b| s.sketch.count_at_most(b)).collect());
             out.push(r);
         }
         out

@@ -39,6 +39,12 @@ impl Sketch {
         self.max
     }
 
+    /// How many values are at most `bound_ns` (within the 2% bucket width).
+    pub fn count_at_most(&self, bound_ns: u64) -> u64 {
+        let limit = (bound_ns.max(1) as f64).ln() / GAMMA.ln();
+        self.buckets.range(..=limit.ceil() as u32).map(|(_, n)| n).sum()
+    }
+
     /// The value at quantile `q` (0..=1), within 1%; 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
         if self.count == 0 {

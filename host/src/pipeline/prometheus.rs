@@ -1,0 +1,284 @@
+//! `flusher_prometheus`: an HTTP `/metrics` endpoint in the Prometheus text
+//! exposition format. Window records are accumulated into counters since
+//! the daemon started:
+//! - `wirelens_l4_{send,recv}_{bytes,packets}_total` and
+//!   `wirelens_l4_{send,recv}_latency_seconds_total` by process, role,
+//!   socket type and remote endpoint;
+//! - `wirelens_l7_calls_total`, `wirelens_l7_{request,response}_bytes_total`
+//!   and the `wirelens_l7_latency_seconds` histogram by protocol, process,
+//!   role, call (HTTP method, Redis/SQL command, DNS query type) and
+//!   success;
+//! - `wirelens_health_*` gauges from the latest health record.
+//!
+//! Label sets are bounded: past `MaxSeries` per family, new ones fold into
+//! one set whose labels are all `other`. The exposition text is written
+//! here rather than with prometheus-client because the histograms arrive
+//! pre-aggregated (bucket counts from the layer-7 sketch), which that
+//! crate's `Histogram` (one observation at a time) cannot take.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+
+use super::settings::PrometheusSettings;
+use super::Flusher;
+use crate::records::{Record, LATENCY_BOUNDS_NS};
+
+type Labels = Vec<(&'static str, String)>;
+
+const L4_LABELS: [&str; 5] = ["process", "role", "socket_type", "remote_ip", "remote_port"];
+const L7_LABELS: [&str; 5] = ["protocol", "process", "role", "call", "success"];
+/// L4 counters: record field, metric name, help, scale to the unit.
+const L4_COUNTERS: [(&str, &str, &str, f64); 6] = [
+    ("send_bytes", "wirelens_l4_send_bytes_total", "Bytes sent.", 1.0),
+    ("recv_bytes", "wirelens_l4_recv_bytes_total", "Bytes received.", 1.0),
+    ("send_packets", "wirelens_l4_send_packets_total", "Send calls.", 1.0),
+    ("recv_packets", "wirelens_l4_recv_packets_total", "Receive calls.", 1.0),
+    ("send_total_latency", "wirelens_l4_send_latency_seconds_total", "Time spent in send calls.", 1e-9),
+    ("recv_total_latency", "wirelens_l4_recv_latency_seconds_total", "Time spent in receive calls.", 1e-9),
+];
+
+#[derive(Default)]
+struct L7Series {
+    calls: u64,
+    req_bytes: u64,
+    resp_bytes: u64,
+    latency_ns: u64,
+    buckets: Vec<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    l4: HashMap<Labels, [u64; 6]>,
+    l7: HashMap<Labels, L7Series>,
+    health: Vec<(String, String)>,
+}
+
+pub struct PrometheusFlusher {
+    state: Arc<Mutex<State>>,
+    max_series: usize,
+    stop: Arc<AtomicBool>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl PrometheusFlusher {
+    pub fn start(s: &PrometheusSettings) -> Result<Self> {
+        let server = tiny_http::Server::http(&s.listen)
+            .map_err(|e| anyhow!("flusher_prometheus: cannot listen on {}: {e}", s.listen))?;
+        tracing::info!(listen = %s.listen, "Prometheus metrics at /metrics");
+        let state = Arc::new(Mutex::new(State::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, stp) = (state.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("prometheus http".into())
+            .spawn(move || serve(server, st, stp))
+            .expect("spawning the metrics server");
+        Ok(Self { state, max_series: s.max_series, stop, server: Some(thread) })
+    }
+}
+
+fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
+        let response = if request.url() == "/metrics" || request.url().starts_with("/metrics?") {
+            let body = render(&state.lock().unwrap_or_else(|e| e.into_inner()));
+            let header = tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                .expect("static header");
+            tiny_http::Response::from_string(body).with_header(header)
+        } else {
+            tiny_http::Response::from_string("not found: metrics are at /metrics\n").with_status_code(404)
+        };
+        let _ = request.respond(response);
+    }
+}
+
+/// The process name for labels: the command's program, without its path.
+fn process(r: &Record) -> String {
+    let cmd = r.get("_process_cmd_").unwrap_or("");
+    let program = cmd.split_whitespace().next().unwrap_or("");
+    let base = program.rsplit('/').next().unwrap_or(program);
+    base.chars().take(64).collect()
+}
+
+/// The field that names the kind of call, per protocol.
+fn call(r: &Record) -> String {
+    let field = match r.get("protocol") {
+        Some("http") => "method",
+        Some("dns") => "query_type",
+        _ => "command",
+    };
+    r.get(field).unwrap_or("").to_string()
+}
+
+fn num(r: &Record, field: &str) -> u64 {
+    r.get(field).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The series' labels, or the `other` set when the family is full.
+fn bounded<V>(map: &HashMap<Labels, V>, labels: Labels, max: usize) -> Labels {
+    if map.len() < max || map.contains_key(&labels) {
+        labels
+    } else {
+        labels.into_iter().map(|(k, _)| (k, "other".to_string())).collect()
+    }
+}
+
+impl Flusher for PrometheusFlusher {
+    fn flush(&mut self, records: &[Record]) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for r in records {
+            match r.get("type") {
+                Some("statistics") => {
+                    let remote: serde_json::Value =
+                        serde_json::from_str(r.get("remote_info").unwrap_or("{}")).unwrap_or_default();
+                    let values = [
+                        process(r),
+                        r.get("role").unwrap_or("").to_string(),
+                        r.get("socket_type").unwrap_or("").to_string(),
+                        remote["remote_ip"].as_str().unwrap_or("").to_string(),
+                        remote["remote_port"].as_str().unwrap_or("").to_string(),
+                    ];
+                    let labels = L4_LABELS.iter().copied().zip(values).collect();
+                    let labels = bounded(&state.l4, labels, self.max_series);
+                    let sums = state.l4.entry(labels).or_default();
+                    for (i, (field, ..)) in L4_COUNTERS.iter().enumerate() {
+                        sums[i] += num(r, field);
+                    }
+                }
+                Some("protocols") => {
+                    let values = [
+                        r.get("protocol").unwrap_or("").to_string(),
+                        process(r),
+                        r.get("role").unwrap_or("").to_string(),
+                        call(r),
+                        r.get("success").unwrap_or("").to_string(),
+                    ];
+                    let labels = L7_LABELS.iter().copied().zip(values).collect();
+                    let labels = bounded(&state.l7, labels, self.max_series);
+                    let s = state.l7.entry(labels).or_default();
+                    s.calls += num(r, "total_count");
+                    s.req_bytes += num(r, "total_req_bytes");
+                    s.resp_bytes += num(r, "total_resp_bytes");
+                    s.latency_ns += num(r, "total_latency_ns");
+                    if let Some(b) = &r.latency_buckets {
+                        s.buckets.resize(b.len(), 0);
+                        s.buckets.iter_mut().zip(b).for_each(|(sum, n)| *sum += n);
+                    }
+                }
+                Some("health") => {
+                    state.health = r.fields.iter().filter(|(k, _)| k != "type" && k != "__time__").cloned().collect();
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.server.take() {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn label_text(labels: &Labels, extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn render(state: &State) -> String {
+    let mut out = String::new();
+    for (i, (_, name, help, scale)) in L4_COUNTERS.iter().enumerate() {
+        header(&mut out, name, "counter", help);
+        for (labels, sums) in &state.l4 {
+            let v = sums[i] as f64 * scale;
+            let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
+        }
+    }
+    type Counter = (&'static str, &'static str, fn(&L7Series) -> u64);
+    let l7_counters: [Counter; 3] = [
+        ("wirelens_l7_calls_total", "Layer-7 calls (request and response paired).", |s| s.calls),
+        ("wirelens_l7_request_bytes_total", "Bytes of layer-7 requests.", |s| s.req_bytes),
+        ("wirelens_l7_response_bytes_total", "Bytes of layer-7 responses.", |s| s.resp_bytes),
+    ];
+    for (name, help, get) in l7_counters {
+        header(&mut out, name, "counter", help);
+        for (labels, s) in &state.l7 {
+            let _ = writeln!(out, "{name}{} {}", label_text(labels, None), get(s));
+        }
+    }
+    let name = "wirelens_l7_latency_seconds";
+    header(&mut out, name, "histogram", "Layer-7 call latency, first request byte to last response byte.");
+    for (labels, s) in &state.l7 {
+        for (bound, n) in LATENCY_BOUNDS_NS.iter().zip(&s.buckets) {
+            let le = format!("{}", *bound as f64 / 1e9);
+            let _ = writeln!(out, "{name}_bucket{} {n}", label_text(labels, Some(("le", &le))));
+        }
+        let _ = writeln!(out, "{name}_bucket{} {}", label_text(labels, Some(("le", "+Inf"))), s.calls);
+        let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), s.latency_ns as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), s.calls);
+    }
+    for (field, value) in &state.health {
+        let Ok(v) = value.parse::<f64>() else { continue };
+        let name = format!("wirelens_health_{field}");
+        header(&mut out, &name, "gauge", &format!("The daemon's `{field}` (see the health record)."));
+        let _ = writeln!(out, "{name} {v}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_become_bounded_counters_and_histograms() {
+        let mut f = PrometheusFlusher::start(&PrometheusSettings { listen: "127.0.0.1:0".into(), max_series: 2 }).unwrap();
+        let call = |cmd: &str, process: &str| {
+            let mut r = Record::new("protocols");
+            r.push("_process_cmd_", process);
+            r.push("protocol", "redis");
+            r.push("command", cmd);
+            r.push("success", "1");
+            r.push("role", "client");
+            r.push("total_count", 3);
+            r.push("total_latency_ns", 300_000);
+            r.push("total_req_bytes", 30);
+            r.push("total_resp_bytes", 15);
+            r.latency_buckets = Some(LATENCY_BOUNDS_NS.iter().map(|&b| if b >= 100_000 { 3 } else { 0 }).collect());
+            r
+        };
+        let mut health = Record::new("health");
+        health.push("kernel_lost", 4);
+        f.flush(&[call("GET", "/usr/bin/redis-cli -p 1"), call("GET", "redis-cli"), call("SET", "x \"y")]).unwrap();
+        f.flush(&[call("DEL", "z"), health]).unwrap();
+        let text = render(&f.state.lock().unwrap());
+        f.close().unwrap();
+        let get = r#"{protocol="redis",process="redis-cli",role="client",call="GET",success="1"}"#;
+        assert!(text.contains(&format!("wirelens_l7_calls_total{get} 6")), "{text}");
+        let other = r#"{protocol="other",process="other",role="other",call="other",success="other"}"#;
+        assert!(text.contains(&format!("wirelens_l7_calls_total{other} 3")), "third set folds: {text}");
+        assert!(text.contains(r#"process="x",role="client",call="SET""#), "{text}");
+        assert!(text.contains(r#"wirelens_l7_latency_seconds_bucket{protocol="redis",process="redis-cli",role="client",call="GET",success="1",le="0.0001"} 6"#), "{text}");
+        assert!(text.contains(&format!("wirelens_l7_latency_seconds_sum{get} 0.0006")), "{text}");
+        assert!(text.contains("wirelens_health_kernel_lost 4"), "{text}");
+    }
+}
