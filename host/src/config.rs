@@ -407,9 +407,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("flushers[0].Type `flusher_stdot`") && e.contains("`flusher_stdout`?"), "{e}");
-        let e = parse("inputs: [{Type: observer_ilogtail_network_v1}]\nflushers: [{Type: flusher_file, FilePth: /tmp/x}]")
-            .unwrap_err()
-            .to_string();
+        let e =
+            parse("inputs: [{Type: observer_ilogtail_network_v1}]\nflushers: [{Type: flusher_file, FilePth: /tmp/x}]")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("flushers[0] (flusher_file)") && e.contains("did you mean `FilePath`?"), "{e}");
         let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeProtocols: [HTTP, Rediss]}}]")
             .unwrap_err()

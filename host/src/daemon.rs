@@ -16,10 +16,10 @@ use anyhow::{Context, Result};
 use crate::aggregate::l4::L4Window;
 use crate::capture::{Capture, CaptureConfig, CaptureStats, Event, EventKind};
 use crate::config::Config;
+use crate::config_watch::ConfigWatch;
 use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
 use crate::layer7::Layer7;
 use crate::metadata::ProcessCache;
-use crate::config_watch::ConfigWatch;
 use crate::pipeline::Outputs;
 use crate::records::Record;
 
@@ -59,9 +59,8 @@ pub fn run(config: Config) -> Result<()> {
 
     let mut pipeline = Pipeline::new(&config)?;
     let mut outputs = Outputs::start(&config.processors, &config.flushers, config.wirelens.flusher_queue_batches)?;
-    let watch = ConfigWatch::start(&config.path)
-        .map_err(|e| tracing::warn!("config changes will need a restart: {e:#}"))
-        .ok();
+    let watch =
+        ConfigWatch::start(&config.path).map_err(|e| tracing::warn!("config changes will need a restart: {e:#}")).ok();
     let mut config = config;
     let mut timers = Timers::new(&config);
     tracing::info!(config = %config.path.display(), "running");

@@ -23,7 +23,8 @@ pub struct FileFlusher {
 
 impl FileFlusher {
     pub fn open(s: &FileSettings) -> Result<Self> {
-        let mut f = Self { path: s.file_path.clone(), max_bytes: s.max_bytes, max_files: s.max_files, out: None, size: 0 };
+        let mut f =
+            Self { path: s.file_path.clone(), max_bytes: s.max_bytes, max_files: s.max_files, out: None, size: 0 };
         f.reopen()?;
         Ok(f)
     }
@@ -78,7 +79,8 @@ impl Flusher for FileFlusher {
                 self.rotate()?;
             }
             let out = self.out.as_mut().expect("opened above");
-            out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n"))
+            out.write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
                 .with_context(|| format!("writing {}", self.path.display()))?;
             self.size += len;
         }

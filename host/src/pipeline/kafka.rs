@@ -76,9 +76,9 @@ impl KafkaFlusher {
                 if Instant::now() < self.next_attempt {
                     return Err(anyhow!("broker unreachable; {} records buffered", self.buffer.len()));
                 }
-                let connected = self.runtime.block_on(async {
-                    tokio::time::timeout(self.timeout(), Self::connect(&self.settings)).await
-                });
+                let connected = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(self.timeout(), Self::connect(&self.settings)).await });
                 match connected {
                     Ok(Ok(c)) => {
                         tracing::info!(brokers = ?self.settings.brokers, topic = %self.settings.topic, "connected to Kafka");

@@ -27,7 +27,6 @@ pub use settings::{FlusherSettings, ProcessorSettings};
 /// One batch of records, shared by every flusher.
 type Batch = Arc<[Record]>;
 
-
 /// A destination for records. Runs on its own thread: it may block.
 pub trait Flusher: Send {
     /// Deliver one batch. An error is logged and counted; the batch is not

@@ -251,7 +251,8 @@ mod tests {
 
     #[test]
     fn records_become_bounded_counters_and_histograms() {
-        let mut f = PrometheusFlusher::start(&PrometheusSettings { listen: "127.0.0.1:0".into(), max_series: 2 }).unwrap();
+        let mut f =
+            PrometheusFlusher::start(&PrometheusSettings { listen: "127.0.0.1:0".into(), max_series: 2 }).unwrap();
         let call = |cmd: &str, process: &str| {
             let mut r = Record::new("protocols");
             r.push("_process_cmd_", process);

@@ -76,6 +76,11 @@ impl Daemon {
         self.child.id()
     }
 
+    /// The config file the daemon runs on.
+    pub fn config_path(&self) -> &std::path::Path {
+        self._config.path()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

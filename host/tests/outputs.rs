@@ -1,0 +1,311 @@
+//! The output side end to end: several flushers at once (stdout, file with
+//! rotation), processors and `Common.Tags`, a blocked flusher that must not
+//! stall the rest, live config reload, and the Prometheus and Kafka
+//! flushers against a real Prometheus server and a real Kafka-compatible
+//! broker (Tansu). Needs root (CI runs as root).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::{remote, Daemon};
+use common::servers::{free_port, RedisServer};
+use serde_json::Value;
+
+/// A config with 1 s windows: `common` lines under Common (indented by 6),
+/// then `rest` (processors, flushers) as written.
+fn config(common: &str, wirelens: &str, rest: &str) -> String {
+    let indent = |s: &str, n: usize| s.lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect::<String>();
+    format!(
+        "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n      FlushOutL7Interval: 1\n      DropLocalConnections: false\n{}    EBPF:\n      Enabled: true\n    Wirelens:\n      PayloadBytes: 512\n{}{rest}",
+        indent(common, 6),
+        indent(wirelens, 6),
+    )
+}
+
+fn healths(records: &[Value]) -> Vec<&Value> {
+    records.iter().filter(|r| r["type"] == "health").collect()
+}
+
+fn num(r: &Value, field: &str) -> u64 {
+    r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
+}
+
+/// `redis-cli PING` every 100 ms for `d`.
+fn ping_for(redis: &RedisServer, d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        assert_eq!(redis.cli(&["PING"]).trim(), "PONG");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn stdout_and_file_at_once_with_tags_processor_and_rotation() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out/records.jsonl");
+    let rest = format!(
+        "processors:\n  - Type: processor_filter_regex\n    Include:\n      type: ^(statistics|health)$\nflushers:\n  - Type: flusher_stdout\n  - Type: flusher_file\n    FilePath: {}\n    MaxBytes: 4000\n    MaxFiles: 2\n",
+        file.display()
+    );
+    let daemon = Daemon::start(&config("Tags:\n  team: net\n  env: test", "", &rest));
+    ping_for(&redis, Duration::from_secs(4));
+    let port = redis.port.to_string();
+    let to_redis = |r: &Value| r["type"] == "statistics" && remote(r)["remote_port"] == port.as_str();
+    daemon.wait_for(Duration::from_secs(10), |rs| rs.iter().any(to_redis));
+    let records = daemon.stop();
+    assert!(records.iter().any(to_redis), "stdout has the redis statistics");
+    assert!(records.iter().all(|r| r["team"] == "net" && r["env"] == "test"), "Tags on every record");
+    assert!(records.iter().all(|r| r["type"] != "protocols"), "the processor keeps statistics and health only");
+    // The same records went to the file, rotated at 4000 bytes.
+    let rotated = dir.path().join("out/records.jsonl.1");
+    assert!(rotated.exists(), "rotated at MaxBytes");
+    assert!(!dir.path().join("out/records.jsonl.3").exists(), "at most MaxFiles rotated files");
+    let mut lines = Vec::new();
+    for p in [&rotated, &file] {
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(text.len() <= 4000, "{}: {} bytes", p.display(), text.len());
+        lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    assert!(lines.iter().all(|r| r["team"] == "net" && r["type"] != "protocols"));
+    let last_health = healths(&records).last().copied().cloned().unwrap();
+    assert!(lines.contains(&last_health), "the file holds the last health record too");
+}
+
+#[test]
+fn a_blocked_flusher_does_not_stall_capture_or_other_flushers() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("blocked");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // A reader that never reads, with the smallest pipe: the file flusher
+    // blocks on its first few kilobytes.
+    let reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&reader), libc::F_SETPIPE_SZ, 4096) };
+    let rest =
+        format!("flushers:\n  - Type: flusher_file\n    FilePath: {}\n  - Type: flusher_stdout\n", fifo.display());
+    let daemon = Daemon::start(&config("", "FlusherQueueBatches: 2", &rest));
+    ping_for(&redis, Duration::from_secs(6));
+    let port = redis.port.to_string();
+    daemon.wait_for(Duration::from_secs(10), |rs| {
+        healths(rs).last().is_some_and(|h| num(h, "flusher_dropped") > 0) && healths(rs).len() >= 5
+    });
+    let records = daemon.records();
+    drop(reader); // unblocks the writer (EPIPE) so the daemon can stop
+    let _ = daemon.stop();
+    let hs = healths(&records);
+    assert!(hs.len() >= 5, "stdout kept getting a health record every second: {}", hs.len());
+    let last = hs.last().unwrap();
+    assert!(num(last, "flusher_dropped") > 0, "the blocked flusher's drops are counted: {last}");
+    assert!(num(last, "events") > num(hs[0], "events"), "capture went on");
+    let pings = records
+        .iter()
+        .filter(|r| r["type"] == "protocols" && r["command"] == "PING" && r["role"] == "client")
+        .filter(|r| remote(r)["remote_port"] == port.as_str())
+        .map(|r| num(r, "total_count"))
+        .sum::<u64>();
+    assert!(pings >= 20, "layer 7 went on too: {pings} PINGs");
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+#[test]
+fn config_changes_apply_without_restart_and_bad_edits_are_rejected() {
+    let tagged = |v: &str| config(&format!("Tags:\n  version: {v}"), "", "flushers:\n  - Type: flusher_stdout\n");
+    let daemon = Daemon::start(&tagged("one"));
+    let path = daemon.config_path().to_path_buf();
+    // Editors replace the file: write a new one and rename it over.
+    let replace = |text: &str| {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    let has = |v: &'static str| move |rs: &[Value]| rs.iter().any(|r| r["type"] == "health" && r["version"] == v);
+    assert!(daemon.wait_for(Duration::from_secs(10), has("one")));
+    replace(&tagged("two"));
+    assert!(daemon.wait_for(Duration::from_secs(10), has("two")), "the new tag applies: {}", daemon.stderr());
+    assert!(daemon.stderr().contains("config reloaded"));
+    let before_bad = daemon.records().len();
+    replace(&tagged("three").replace("FlushOutL7Interval", "FlushOutL7Intervall"));
+    let rejected = |d: &Daemon| d.stderr().contains("config change rejected");
+    let start = Instant::now();
+    while !rejected(&daemon) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("FlushOutL7Intervall") && stderr.contains("did you mean `FlushOutL7Interval`?"),
+        "{stderr}"
+    );
+    // The running config stays: records keep coming, still tagged `two`.
+    assert!(daemon.wait_for(Duration::from_secs(10), |rs| rs.len() > before_bad + 2));
+    let records = daemon.stop();
+    let after: Vec<&Value> = records[before_bad..].iter().filter(|r| r["type"] == "health").collect();
+    assert!(!after.is_empty() && after.iter().all(|r| r["version"] == "two"), "{after:?}");
+}
+
+/// Prometheus from Debian, scraping `target` every second.
+struct Prometheus {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &conf,
+            format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: wirelens\n    static_configs:\n      - targets: ['{target}']\n"),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (apt-get install prometheus; scripts/setup.sh does it)");
+        Self { port, child, _dir: dir }
+    }
+
+    /// The value of an instant query's first result, if any.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let out = Command::new("curl")
+            .args(["-s", "--get", "--data-urlencode"])
+            .arg(format!("query={promql}"))
+            .arg(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_counters_histograms_and_health() {
+    let redis = RedisServer::start();
+    let metrics_port = free_port();
+    let rest = format!(
+        "flushers:\n  - Type: flusher_stdout\n  - Type: flusher_prometheus\n    Listen: 127.0.0.1:{metrics_port}\n"
+    );
+    let daemon = Daemon::start(&config("", "", &rest));
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{metrics_port}"));
+    for i in 0..25 {
+        assert_eq!(redis.cli(&["SET", &format!("k{i}"), "v"]).trim(), "OK");
+    }
+    let sets = r#"wirelens_l7_calls_total{protocol="redis",call="SET",role="client",process="redis-cli"}"#;
+    let start = Instant::now();
+    let mut seen = None;
+    while start.elapsed() < Duration::from_secs(30) {
+        seen = prometheus.query(&format!("sum({sets})"));
+        if seen == Some(25.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(seen, Some(25.0), "Prometheus sees the 25 SETs");
+    let hist = r#"sum(wirelens_l7_latency_seconds_count{protocol="redis",call="SET",role="client"})"#;
+    assert_eq!(prometheus.query(hist), Some(25.0), "the latency histogram counts them");
+    let p99 = r#"histogram_quantile(0.99, sum by (le) (wirelens_l7_latency_seconds_bucket{protocol="redis",call="SET",role="client"}))"#;
+    let q = prometheus.query(p99).expect("a p99 from the buckets");
+    assert!(q > 0.0 && q < 1.0, "p99 {q} s");
+    let port = redis.port;
+    let bytes = format!(r#"sum(wirelens_l4_send_bytes_total{{role="client",remote_port="{port}"}})"#);
+    assert!(prometheus.query(&bytes).is_some_and(|b| b > 0.0), "layer-4 counters");
+    assert!(prometheus.query("wirelens_health_events").is_some_and(|e| e > 0.0), "health gauges");
+    let _ = daemon.stop();
+}
+
+/// Tansu, a Kafka-compatible in-memory broker, on `port`.
+fn tansu(port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    Command::new("tansu")
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu (scripts/setup.sh installs it in /usr/local/bin)")
+}
+
+/// Every message on partition 0 of `topic`, as JSON.
+fn consume(port: u16, topic: &str) -> Vec<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = rskafka::client::ClientBuilder::new(vec![format!("127.0.0.1:{port}")]).build().await.unwrap();
+        let partition =
+            client.partition_client(topic, 0, rskafka::client::partition::UnknownTopicHandling::Error).await.unwrap();
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (records, high) = partition.fetch_records(offset, 1..5_000_000, 1_000).await.unwrap();
+            for r in &records {
+                out.push(serde_json::from_slice(r.record.value.as_deref().unwrap_or_default()).unwrap());
+                offset = r.offset + 1;
+            }
+            if records.is_empty() || offset >= high {
+                break;
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn kafka_gets_every_record_even_when_the_broker_starts_late() {
+    let port = free_port();
+    let rest = format!(
+        "flushers:\n  - Type: flusher_stdout\n  - Type: flusher_kafka\n    Brokers: ['127.0.0.1:{port}']\n    Topic: wirelens\n    BatchRecords: 50\n"
+    );
+    // The broker is not up yet: records wait in the flusher's buffer.
+    let daemon = Daemon::start(&config("", "", &rest));
+    daemon.wait_for(Duration::from_secs(10), |rs| healths(rs).len() >= 3);
+    let mut broker = tansu(port);
+    let start = Instant::now();
+    let mut consumed = Vec::new();
+    while start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let stdout_healths = healths(&daemon.records()).len();
+        let got = std::panic::catch_unwind(|| consume(port, "wirelens")).unwrap_or_default();
+        if healths(&got).len() >= stdout_healths && stdout_healths >= 5 {
+            consumed = got;
+            break;
+        }
+    }
+    let records = daemon.stop();
+    let _ = broker.kill();
+    let _ = broker.wait();
+    let first_healths: Vec<&Value> = healths(&records).into_iter().take(3).collect();
+    let kafka_healths = healths(&consumed);
+    for h in &first_healths {
+        assert!(kafka_healths.contains(h), "a health record from before the broker started reached Kafka: {h}");
+    }
+    assert!(consumed.iter().any(|r| r["type"] == "statistics"), "statistics reached Kafka");
+    let last = kafka_healths.last().expect("health records in Kafka");
+    assert_eq!(num(last, "flusher_dropped"), 0, "nothing dropped");
+}
