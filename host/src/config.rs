@@ -378,6 +378,71 @@ mod tests {
         assert!(c.ebpf.enabled);
     }
 
+    /// Every key of the seed's two tables is accepted and read.
+    #[test]
+    fn every_seed_key_is_read() {
+        let c = parse(
+            r#"
+inputs:
+  - Type: observer_ilogtail_network_v1
+    Common:
+      FlushOutL4Interval: 3
+      FlushOutL7Interval: 4
+      FlushMetaInterval: 5
+      FlushNetlinkInterval: 6
+      Sampling: 50
+      ProtocolProcess: false
+      DropUnixSocket: 0
+      DropLocalConnections: false
+      DropUnknownSocket: 0
+      IncludeProtocols: [HTTP, MySQL]
+      Tags: {a: b}
+      IncludeContainerLabels: {app: web}
+      ExcludeContainerLabels: {app: db}
+      IncludeK8sLabels: {io.kubernetes.container.name: ^(nginx)$}
+      ExcludeK8sLabels: {io.kubernetes.container.name: ^(redis)$}
+      IncludeEnvs: {NGINX_SERVICE_PORT: ^(80)$}
+      ExcludeEnvs: {X: y}
+      IncludeCmdRegex: nginx
+      ExcludeCmdRegex: sshd
+      IncludeContainerNameRegex: web
+      ExcludeContainerNameRegex: db
+      IncludePodNameRegex: web-.*
+      ExcludePodNameRegex: db-.*
+      IncludeNamespaceNameRegex: default
+      ExcludeNamespaceNameRegex: kube-system
+    EBPF:
+      Enabled: true
+      Pid: 42
+"#,
+        )
+        .unwrap();
+        let k = &c.common;
+        assert_eq!(
+            (k.flush_out_l4_interval, k.flush_out_l7_interval, k.flush_meta_interval, k.flush_netlink_interval),
+            (3, 4, 5, 6)
+        );
+        assert_eq!(k.sampling, 50);
+        assert!(!k.protocol_process.on() && !k.drop_unix_socket.on());
+        assert!(!k.drop_local_connections.on() && !k.drop_unknown_socket.on());
+        assert_eq!(k.include_protocols, vec!["HTTP", "MySQL"]);
+        assert_eq!(k.tags["a"], "b");
+        assert_eq!(k.include_container_labels["app"], "web");
+        assert_eq!(k.exclude_container_labels["app"], "db");
+        assert_eq!(k.include_k8s_labels["io.kubernetes.container.name"], "^(nginx)$");
+        assert_eq!(k.exclude_k8s_labels["io.kubernetes.container.name"], "^(redis)$");
+        assert_eq!(k.include_envs["NGINX_SERVICE_PORT"], "^(80)$");
+        assert_eq!(k.exclude_envs["X"], "y");
+        assert_eq!((k.include_cmd_regex.as_str(), k.exclude_cmd_regex.as_str()), ("nginx", "sshd"));
+        assert_eq!(k.include_container_name_regex, "web");
+        assert_eq!(k.exclude_container_name_regex, "db");
+        assert_eq!((k.include_pod_name_regex.as_str(), k.exclude_pod_name_regex.as_str()), ("web-.*", "db-.*"));
+        assert_eq!(k.include_namespace_name_regex, "default");
+        assert_eq!(k.exclude_namespace_name_regex, "kube-system");
+        assert_eq!(c.pids, vec![42]);
+        assert_eq!(c.flushers, vec![FlusherSettings::Stdout], "no flushers: stdout");
+    }
+
     #[test]
     fn json_and_pid_forms() {
         let c = parse(r#"{"inputs":[{"Type":"observer_ilogtail_network_v1","EBPF":{"Enabled":true,"Pid":[1,2]},"Common":{"DropUnixSocket":0}}]}"#).unwrap();

@@ -98,3 +98,16 @@ fn help_documents_every_command() {
         assert!(stdout.contains(cmd), "{stdout}");
     }
 }
+
+#[test]
+fn every_shipped_config_passes_config_check() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(common::root().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        let out = wirelens(&["config", "check", path.to_str().unwrap()]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{}: {stdout}{stderr}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 6, "demo, l4, seed example and one per flusher");
+}
