@@ -309,3 +309,14 @@ fn kafka_gets_every_record_even_when_the_broker_starts_late() {
     let last = kafka_healths.last().expect("health records in Kafka");
     assert_eq!(num(last, "flusher_dropped"), 0, "nothing dropped");
 }
+
+/// The seed document's example, unchanged, runs: records (health at least)
+/// every 5 seconds on stdout, and a clean exit on SIGINT.
+#[test]
+fn the_seed_example_runs_unchanged() {
+    let text = std::fs::read_to_string(common::root().join("configs/seed-example.yaml")).unwrap();
+    let daemon = Daemon::start(&text);
+    assert!(daemon.wait_for(Duration::from_secs(15), |rs| !healths(rs).is_empty()), "{}", daemon.stderr());
+    let records = daemon.stop();
+    assert!(records.iter().all(|r| r["__time__"].is_string()), "every record is timed");
+}
