@@ -121,7 +121,11 @@ static __always_inline bool pid_wanted(__u32 pid) {
         return false;
     if (filter_pids && !pid_in(&allow_pids, pid))
         return false;
-    return !pid_in(&deny_pids, pid);
+    if (pid_in(&deny_pids, pid)) {
+        count(WL_CNT_DENIED);
+        return false;
+    }
+    return true;
 }
 
 /* The struct sock behind fd, or NULL when fd is not a socket. */

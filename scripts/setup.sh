@@ -14,9 +14,11 @@ need_target wasm32-unknown-unknown
 # iproute2 (network namespaces), python3, redis-server (with redis-cli and
 # redis-benchmark), dnsmasq and dig, MariaDB with its client and the Perl
 # driver of the prepared-statement client, PostgreSQL with psql and pgbench,
-# and Prometheus (scrapes the flusher_prometheus endpoint in a test).
+# Prometheus (scrapes the flusher_prometheus endpoint in a test), and a
+# Docker engine with busybox (the image of the container tests).
 packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
-    mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus)
+    mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
+    docker.io busybox-static)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

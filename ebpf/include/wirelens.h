@@ -40,7 +40,8 @@
 #define WL_CNT_LOST 1        /* events the ring buffer had no room for */
 #define WL_CNT_FILTERED 2    /* socket calls skipped by pid, sampling or drop rules */
 #define WL_CNT_TRUNCATED 3   /* events whose payload was cut to the capture size */
-#define WL_CNT_SLOTS 4
+#define WL_CNT_DENIED 4      /* calls of processes the filters excluded (deny_pids) */
+#define WL_CNT_SLOTS 5
 
 struct wl_event {
     __u64 ts_enter;  /* ns, CLOCK_MONOTONIC (bpf_ktime_get_ns) */

@@ -177,6 +177,8 @@ pub struct Wirelens {
     /// Batches of records queued per flusher; when a flusher falls this far
     /// behind, new batches are dropped for it and counted.
     pub flusher_queue_batches: usize,
+    /// The Docker Engine API socket container metadata comes from.
+    pub docker_socket: PathBuf,
 }
 
 impl Default for Wirelens {
@@ -189,6 +191,7 @@ impl Default for Wirelens {
             max_l7_keys: 10_000,
             plugin_dir: None,
             flusher_queue_batches: 64,
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
         }
     }
 }

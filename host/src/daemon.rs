@@ -19,6 +19,8 @@ use crate::config::Config;
 use crate::config_watch::ConfigWatch;
 use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
 use crate::layer7::Layer7;
+use crate::metadata::containers::ContainerDirectory;
+use crate::metadata::filter::Filter;
 use crate::metadata::ProcessCache;
 use crate::pipeline::Outputs;
 use crate::records::Record;
@@ -105,6 +107,15 @@ pub fn run(config: Config) -> Result<()> {
             outputs.emit(records);
             timers.next_l4 = now + timers.l4_every;
         }
+        if now >= timers.next_kernel_filter {
+            let (deny, allow) = pipeline.kernel_filter_updates();
+            if let Some(cap) = capture.as_mut() {
+                if let Err(e) = cap.deny_pids(&deny).and_then(|()| cap.undeny_pids(&allow)) {
+                    tracing::warn!("updating the kernel's pid filter: {e:#}");
+                }
+            }
+            timers.next_kernel_filter = now + Duration::from_millis(200);
+        }
     }
     tracing::info!("shutting down: flushing pending windows");
     if let Some(cap) = capture.as_mut() {
@@ -137,6 +148,8 @@ struct Timers {
     next_l4: Instant,
     next_l7: Instant,
     next_netlink: Instant,
+    /// Filter decisions reach the kernel this often.
+    next_kernel_filter: Instant,
 }
 
 impl Timers {
@@ -155,6 +168,7 @@ impl Timers {
             next_l4: now + l4,
             next_l7: now + l7,
             next_netlink: now + netlink,
+            next_kernel_filter: now,
         }
     }
 }
@@ -183,6 +197,21 @@ fn reload(old: &Config, pipeline: &mut Pipeline, outputs: &mut Outputs) -> Optio
         c.drop_unknown_socket = old.common.drop_unknown_socket;
         c.protocol_process = old.common.protocol_process;
         c.include_protocols = old.common.include_protocols.clone();
+        c.include_container_labels = old.common.include_container_labels.clone();
+        c.exclude_container_labels = old.common.exclude_container_labels.clone();
+        c.include_k8s_labels = old.common.include_k8s_labels.clone();
+        c.exclude_k8s_labels = old.common.exclude_k8s_labels.clone();
+        c.include_envs = old.common.include_envs.clone();
+        c.exclude_envs = old.common.exclude_envs.clone();
+        c.include_cmd_regex = old.common.include_cmd_regex.clone();
+        c.exclude_cmd_regex = old.common.exclude_cmd_regex.clone();
+        c.include_container_name_regex = old.common.include_container_name_regex.clone();
+        c.exclude_container_name_regex = old.common.exclude_container_name_regex.clone();
+        c.include_pod_name_regex = old.common.include_pod_name_regex.clone();
+        c.exclude_pod_name_regex = old.common.exclude_pod_name_regex.clone();
+        c.include_namespace_name_regex = old.common.include_namespace_name_regex.clone();
+        c.exclude_namespace_name_regex = old.common.exclude_namespace_name_regex.clone();
+        c.flush_meta_interval = old.common.flush_meta_interval;
     }
     // The old flushers go first: a new one may need what they hold (the
     // Prometheus listening address, the file).
@@ -222,6 +251,24 @@ fn capture_keys_changed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(a.protocol_process.on() != b.protocol_process.on(), "Common.ProtocolProcess");
     check(a.include_protocols != b.include_protocols, "Common.IncludeProtocols");
     check(format!("{:?}", old.wirelens) != format!("{:?}", new.wirelens), "Wirelens.*");
+    let filters = |c: &crate::config::Common| {
+        format!(
+            "{:?}",
+            (
+                &c.include_container_labels,
+                &c.exclude_container_labels,
+                &c.include_k8s_labels,
+                &c.exclude_k8s_labels,
+                &c.include_envs,
+                &c.exclude_envs,
+                [&c.include_cmd_regex, &c.exclude_cmd_regex, &c.include_container_name_regex],
+                [&c.exclude_container_name_regex, &c.include_pod_name_regex, &c.exclude_pod_name_regex],
+                [&c.include_namespace_name_regex, &c.exclude_namespace_name_regex],
+                c.flush_meta_interval,
+            )
+        )
+    };
+    check(filters(a) != filters(b), "Common filters (Include*/Exclude*, FlushMetaInterval)");
     keys
 }
 
@@ -253,7 +300,13 @@ impl Pipeline {
         };
         Ok(Self {
             tracker,
-            procs: ProcessCache::default(),
+            procs: ProcessCache::new(
+                ContainerDirectory::start(
+                    config.wirelens.docker_socket.clone(),
+                    Duration::from_secs(c.flush_meta_interval),
+                ),
+                Filter::new(c)?,
+            ),
             l4: L4Window::new(config.wirelens.max_l4_keys),
             l7,
             tags: c.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -275,8 +328,24 @@ impl Pipeline {
             Some(l7) => l7.flush(time, &self.procs),
             None => vec![],
         };
+        self.keep_filtered(&mut records);
         self.tag(&mut records);
         records
+    }
+
+    /// Drop records of processes the filters exclude (decided after their
+    /// events were counted: the container's metadata came later).
+    fn keep_filtered(&self, records: &mut Vec<Record>) {
+        records.retain(|r| match r.get("_process_pid_").and_then(|p| p.parse::<u32>().ok()) {
+            Some(0) | None => true,
+            Some(pid) => self.procs.keep(pid),
+        });
+    }
+
+    /// Processes to deny in the kernel (newly excluded) and to allow again
+    /// (excluded ones that exited).
+    pub fn kernel_filter_updates(&mut self) -> (Vec<u32>, Vec<u32>) {
+        (self.procs.take_denied(), self.procs.take_released())
     }
 
     /// Replace `Common.Tags` (config reload).
@@ -302,7 +371,11 @@ impl Pipeline {
     pub fn on_event(&mut self, ev: &Event) {
         match self.tracker.on_event(ev) {
             Outcome::Keep(conn) => {
-                self.procs.observe(ev.pid, &ev.comm, ev.cmdline.as_deref());
+                if !self.procs.observe(ev.pid, &ev.comm, ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
+                    // Filtered out (and denied in the kernel from the next
+                    // kernel update on).
+                    return;
+                }
                 if ev.kind == EventKind::Data {
                     self.l4.add(conn, ev);
                     if let Some(l7) = self.l7.as_mut() {
@@ -323,6 +396,7 @@ impl Pipeline {
     pub fn flush_l4(&mut self, capture: CaptureStats) -> Vec<Record> {
         let time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut records = self.l4.flush(time, &self.procs);
+        self.keep_filtered(&mut records);
         let lost_now = capture.lost - self.last_capture.lost;
         if lost_now > 0 {
             tracing::warn!(lost = lost_now, total = capture.lost, "events lost in the kernel (ring buffer full)");
@@ -333,6 +407,7 @@ impl Pipeline {
         health.push("kernel_lost", capture.lost);
         health.push("kernel_filtered", capture.filtered);
         health.push("truncated", capture.truncated);
+        health.push("kernel_denied", capture.denied);
         health.push("malformed", capture.malformed);
         health.push("connections", self.tracker.len());
         health.push("connections_over_capacity", t.over_capacity);

@@ -18,6 +18,7 @@ pub const CNT_EVENTS: u32 = 0;
 pub const CNT_LOST: u32 = 1;
 pub const CNT_FILTERED: u32 = 2;
 pub const CNT_TRUNCATED: u32 = 3;
+pub const CNT_DENIED: u32 = 4;
 
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
@@ -86,6 +87,8 @@ pub struct Event {
     /// The process's command line, read by the capture reader the first
     /// time it sees the process (short-lived processes are gone soon after).
     pub cmdline: Option<String>,
+    /// Its `/proc/PID/cgroup`, read at the same time (the container it runs in).
+    pub cgroup: Option<String>,
     /// The first bytes of the payload (up to the configured capture size).
     pub payload: Vec<u8>,
 }
@@ -139,6 +142,7 @@ impl Event {
             syscall: raw.syscall,
             comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
             cmdline: None,
+            cgroup: None,
             payload,
         })
     }
@@ -200,6 +204,7 @@ mod tests {
             ("WL_CNT_LOST", CNT_LOST.into()),
             ("WL_CNT_FILTERED", CNT_FILTERED.into()),
             ("WL_CNT_TRUNCATED", CNT_TRUNCATED.into()),
+            ("WL_CNT_DENIED", CNT_DENIED.into()),
         ] {
             let line = header.lines().find(|l| l.starts_with(&format!("#define {name} "))).unwrap();
             let v: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();

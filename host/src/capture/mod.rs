@@ -78,6 +78,9 @@ pub struct CaptureStats {
     pub filtered: u64,
     /// Events whose payload was cut to the capture size.
     pub truncated: u64,
+    /// Network calls of processes the filters excluded, dropped in the
+    /// kernel before anything was read.
+    pub denied: u64,
     /// Records the reader could not decode.
     pub malformed: u64,
 }
@@ -143,6 +146,7 @@ impl Capture {
             lost: sum(event::CNT_LOST),
             filtered: sum(event::CNT_FILTERED),
             truncated: sum(event::CNT_TRUNCATED),
+            denied: sum(event::CNT_DENIED),
             malformed: self.malformed.load(Ordering::Relaxed),
         }
     }
@@ -151,6 +155,21 @@ impl Capture {
     /// exclude a process push it here once known).
     pub fn deny_pids(&mut self, pids: &[u32]) -> Result<()> {
         add_pids(self.ebpf.as_mut().expect("capture running"), "deny_pids", pids)
+    }
+
+    /// Let these processes in again (excluded processes that exited: their
+    /// pids may be reused).
+    pub fn undeny_pids(&mut self, pids: &[u32]) -> Result<()> {
+        let ebpf = self.ebpf.as_mut().expect("capture running");
+        let mut bits: Array<_, u64> = Array::try_from(ebpf.map_mut("deny_pids").context("deny_pids map")?)?;
+        for &pid in pids {
+            let word = pid >> 6;
+            if word < bits.len() {
+                let old = bits.get(&word, 0)?;
+                bits.set(word, old & !(1u64 << (pid & 63)), 0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Detach and stop the reader (also done on drop).
@@ -223,6 +242,7 @@ fn read_loop(
                     }
                     if seen.insert(ev.pid) {
                         ev.cmdline = crate::metadata::cmdline(ev.pid);
+                        ev.cgroup = crate::metadata::cgroup_text(ev.pid);
                     }
                     batch.push(ev)
                 }

@@ -315,6 +315,7 @@ mod tests {
             syscall: 0,
             comm: "t".into(),
             cmdline: None,
+            cgroup: None,
             payload: vec![],
         }
     }

@@ -1,41 +1,116 @@
-//! Process metadata: command line and running mode, read from /proc at first
-//! sight (short-lived processes are gone by flush time) and forgotten when
-//! the process exits.
+//! Process metadata: command line and container, read from /proc at first
+//! sight (short-lived processes are gone by flush time; the capture reader
+//! reads both as soon as it sees a new pid), the filter decision per
+//! process, and forgetting processes that exited.
 
 use std::collections::HashMap;
 
+use super::cgroup::{container_of, ContainerRef};
+use super::containers::ContainerDirectory;
+use super::filter::{Container, Filter};
 use crate::records::Record;
 
 #[derive(Clone, Debug)]
 struct Process {
     cmd: String,
-    container: bool,
+    container: Option<ContainerRef>,
+    /// Kept by the filters? `None` until the container's metadata tells.
+    keep: Option<bool>,
 }
 
-/// pid -> what records say about the process.
+/// pid -> what records say about the process, and whether it is kept.
 #[derive(Default)]
 pub struct ProcessCache {
     procs: HashMap<u32, Process>,
+    containers: ContainerDirectory,
+    filter: Filter,
+    /// Processes newly excluded, for the kernel's deny map.
+    denied: Vec<u32>,
+    /// Excluded processes that exited: their pid may be reused.
+    released: Vec<u32>,
 }
 
 impl ProcessCache {
-    /// Make sure `pid` is known: `cmdline` if the capture read it already,
-    /// else /proc now, else the kernel's process name.
-    pub fn observe(&mut self, pid: u32, comm: &str, cmdline: Option<&str>) {
-        self.procs.entry(pid).or_insert_with(|| read(pid, comm, cmdline));
+    pub fn new(containers: ContainerDirectory, filter: Filter) -> Self {
+        Self { containers, filter, ..Self::default() }
     }
 
-    /// Add `_process_pid_`, `_process_cmd_` and `_running_mode_`.
+    /// Make sure `pid` is known (`cmdline` and `cgroup` as the capture read
+    /// them, else /proc now, else the kernel's process name); true when the
+    /// filters keep it (or cannot tell yet).
+    pub fn observe(&mut self, pid: u32, comm: &str, cmdline: Option<&str>, cgroup: Option<&str>) -> bool {
+        let p = self.procs.entry(pid).or_insert_with(|| read(pid, comm, cmdline, cgroup));
+        if let Some(keep) = p.keep {
+            return keep;
+        }
+        if let Some(c) = &p.container {
+            self.containers.request(&c.id);
+        }
+        let info = p.container.as_ref().and_then(|c| self.containers.get(&c.id));
+        let state = match (&p.container, &info) {
+            (None, _) => Container::Host,
+            (Some(_), None) => Container::Unknown,
+            (Some(_), Some(i)) => Container::Known(i),
+        };
+        p.keep = self.filter.decide(&p.cmd, state);
+        if p.keep == Some(false) {
+            self.denied.push(pid);
+        }
+        p.keep.unwrap_or(true)
+    }
+
+    /// At flush time: is `pid` kept? Still undecided (the runtime never
+    /// answered): decided without container metadata.
+    pub fn keep(&self, pid: u32) -> bool {
+        match self.procs.get(&pid) {
+            None => self.filter.is_empty(),
+            Some(p) => p.keep.unwrap_or_else(|| self.filter.decide_without_metadata(&p.cmd)),
+        }
+    }
+
+    /// Add `_process_pid_`, `_process_cmd_`, `_running_mode_`, and for a
+    /// container `_container_id_`, with `_container_name_`, `_pod_name_`,
+    /// `_namespace_` where the runtime told them.
     pub fn describe(&self, pid: u32, r: &mut Record) {
         r.push("_process_pid_", pid);
         let p = self.procs.get(&pid);
         r.push("_process_cmd_", p.map(|p| p.cmd.as_str()).unwrap_or_default());
-        r.push("_running_mode_", if p.is_some_and(|p| p.container) { "container" } else { "host" });
+        let container = p.and_then(|p| p.container.as_ref());
+        r.push("_running_mode_", if container.is_some() { "container" } else { "host" });
+        if let Some(c) = container {
+            r.push("_container_id_", &c.id);
+            if let Some(info) = self.containers.get(&c.id) {
+                r.push("_container_name_", info.display_name());
+                if let Some(pod) = info.pod_name() {
+                    r.push("_pod_name_", pod);
+                }
+                if let Some(ns) = info.namespace() {
+                    r.push("_namespace_", ns);
+                }
+            }
+        }
     }
 
     /// Forget processes that exited.
     pub fn expire(&mut self) {
-        self.procs.retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let released = &mut self.released;
+        self.procs.retain(|pid, p| {
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if !alive && p.keep == Some(false) {
+                released.push(*pid);
+            }
+            alive
+        });
+    }
+
+    /// Processes excluded since the last call (to deny in the kernel).
+    pub fn take_denied(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.denied)
+    }
+
+    /// Excluded processes that exited since the last call (to allow again).
+    pub fn take_released(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.released)
     }
 
     pub fn len(&self) -> usize {
@@ -55,11 +130,13 @@ pub fn cmdline(pid: u32) -> Option<String> {
     Some(parts.join(" ")).filter(|c| !c.is_empty())
 }
 
-fn read(pid: u32, comm: &str, known: Option<&str>) -> Process {
-    let cmd = known.map(str::to_string).or_else(|| cmdline(pid)).unwrap_or_else(|| comm.to_string());
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let container = ["/docker/", "docker-", "/kubepods", "cri-containerd", "crio-", "/libpod-"]
-        .iter()
-        .any(|marker| cgroup.contains(marker));
-    Process { cmd, container }
+/// A process's `/proc/PID/cgroup`.
+pub fn cgroup_text(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+}
+
+fn read(pid: u32, comm: &str, known_cmd: Option<&str>, known_cgroup: Option<&str>) -> Process {
+    let cmd = known_cmd.map(str::to_string).or_else(|| cmdline(pid)).unwrap_or_else(|| comm.to_string());
+    let cgroup = known_cgroup.map(str::to_string).or_else(|| cgroup_text(pid)).unwrap_or_default();
+    Process { cmd, container: container_of(&cgroup), keep: None }
 }

@@ -304,3 +304,87 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A Docker engine started by the test (bridge, iptables and forwarding
+/// off: containers use the host network), on the default socket
+/// `/var/run/docker.sock`, with a busybox image imported. Stopped (with its
+/// containers) on drop.
+pub struct DockerEngine {
+    child: Child,
+    dir: tempfile::TempDir,
+    containers: Vec<String>,
+}
+
+pub const BUSYBOX_IMAGE: &str = "wirelens-busybox:test";
+
+impl DockerEngine {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A leftover engine from an interrupted run would hold the socket.
+        let _ = Command::new("pkill").args(["-x", "dockerd"]).status();
+        std::thread::sleep(Duration::from_millis(300));
+        let child = spawn(
+            Command::new("dockerd")
+                .args(["-H", "unix:///var/run/docker.sock", "--bridge=none", "--iptables=false"])
+                .args(["--ip6tables=false", "--ip-forward=false", "--ip-masq=false"])
+                .arg(format!("--data-root={}", d.join("root").display()))
+                .arg(format!("--exec-root={}", d.join("exec").display()))
+                .arg(format!("--pidfile={}", d.join("dockerd.pid").display())),
+            "docker.io",
+        );
+        let engine = Self { child, dir, containers: Vec::new() };
+        wait_ready("dockerd", || Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()));
+        // The image: busybox (static) as / with the applets the tests use.
+        let rootfs = engine.dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("/bin/busybox (apt-get install busybox-static; scripts/setup.sh does it)");
+        for applet in ["sh", "nc", "sleep", "printf", "wget"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let import = format!("tar -C {} -c . | docker import - {BUSYBOX_IMAGE}", rootfs.display());
+        let out = run(Command::new("sh").args(["-c", &import]), "docker.io");
+        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+        engine
+    }
+
+    /// `docker run -d --network host ARGS... IMAGE sh -c SCRIPT`; returns the id.
+    pub fn run(&mut self, args: &[&str], script: &str) -> String {
+        let out = run(
+            Command::new("docker").args(["run", "-d", "--network", "host"]).args(args).args([
+                BUSYBOX_IMAGE,
+                "sh",
+                "-c",
+                script,
+            ]),
+            "docker.io",
+        );
+        assert!(out.status.success(), "docker run: {}", String::from_utf8_lossy(&out.stderr));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        self.containers.push(id.clone());
+        id
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        if !self.containers.is_empty() {
+            let _ = Command::new("docker").args(["rm", "-f"]).args(&self.containers).output();
+        }
+        // SAFETY: signalling our own child (SIGTERM: dockerd cleans up its mounts).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop(&mut self.child);
+        let exec = self.dir.path().join("exec");
+        let _ = Command::new("sh")
+            .args(["-c", &format!("grep -o '{}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l", exec.display())])
+            .status();
+    }
+}

@@ -1,0 +1,147 @@
+//! Container metadata from the container runtime, looked up on a thread of
+//! its own so the capture path never waits for it: the pipeline asks for an
+//! id (non-blocking) and reads whatever is known. Every known container is
+//! refreshed each `Common.FlushMetaInterval`, and a new id is looked up at
+//! first sight. A runtime that is absent or down is not an error: lookups
+//! are retried at the next refresh and records lack the container fields
+//! meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::docker::{self, ContainerInfo};
+
+type Known = Arc<RwLock<HashMap<String, Arc<ContainerInfo>>>>;
+
+enum Msg {
+    Lookup(String),
+    Stop,
+}
+
+pub struct ContainerDirectory {
+    known: Known,
+    /// Ids already asked for (so each is sent to the thread once).
+    requested: HashSet<String>,
+    tx: Option<Sender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Default for ContainerDirectory {
+    /// No runtime: nothing is ever known.
+    fn default() -> Self {
+        Self { known: Known::default(), requested: HashSet::new(), tx: None, thread: None }
+    }
+}
+
+impl ContainerDirectory {
+    /// Follow the Docker engine at `socket`, refreshing every `refresh`.
+    pub fn start(socket: PathBuf, refresh: Duration) -> Self {
+        let known = Known::default();
+        let (tx, rx) = channel();
+        let k = known.clone();
+        let thread = std::thread::Builder::new()
+            .name("container-metadata".into())
+            .spawn(move || {
+                let mut wanted: HashSet<String> = HashSet::new();
+                let mut next_refresh = Instant::now();
+                let mut runtime_up: Option<bool> = None;
+                loop {
+                    let wait = next_refresh.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(Msg::Lookup(id)) => {
+                            if !k.read().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+                                lookup(&socket, &id, &k, &mut runtime_up);
+                            }
+                            wanted.insert(id);
+                        }
+                        Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                        Err(RecvTimeoutError::Timeout) => {
+                            refresh_all(&socket, &wanted, &k, &mut runtime_up);
+                            next_refresh = Instant::now() + refresh;
+                        }
+                    }
+                }
+            })
+            .expect("spawning the container metadata thread");
+        Self { known, requested: HashSet::new(), tx: Some(tx), thread: Some(thread) }
+    }
+
+    /// Ask for `id` to be looked up (once; returns at once).
+    pub fn request(&mut self, id: &str) {
+        if let Some(tx) = &self.tx {
+            if self.requested.len() > 100_000 {
+                self.requested.clear();
+            }
+            if self.requested.insert(id.to_string()) {
+                let _ = tx.send(Msg::Lookup(id.to_string()));
+            }
+        }
+    }
+
+    /// What is known of `id` now.
+    pub fn get(&self, id: &str) -> Option<Arc<ContainerInfo>> {
+        self.known.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Whether a runtime is followed at all.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+}
+
+impl Drop for ContainerDirectory {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Stop);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Log the runtime's state when it changes (not on every failed call).
+fn note(up: bool, runtime_up: &mut Option<bool>, socket: &Path, err: Option<&anyhow::Error>) {
+    if *runtime_up != Some(up) {
+        match err {
+            Some(e) if !up => {
+                tracing::info!(socket = %socket.display(), "container runtime unavailable (retried every refresh): {e:#}")
+            }
+            _ => tracing::info!(socket = %socket.display(), "container runtime available"),
+        }
+        *runtime_up = Some(up);
+    }
+}
+
+fn lookup(socket: &Path, id: &str, known: &Known, runtime_up: &mut Option<bool>) {
+    match docker::inspect(socket, id) {
+        Ok(info) => {
+            note(true, runtime_up, socket, None);
+            known.write().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), Arc::new(info));
+        }
+        Err(e) => note(socket.exists() && e.to_string().contains("GET"), runtime_up, socket, Some(&e)),
+    }
+}
+
+/// Re-inspect the running containers we were asked about; forget the gone.
+fn refresh_all(socket: &Path, wanted: &HashSet<String>, known: &Known, runtime_up: &mut Option<bool>) {
+    let running = match docker::list(socket) {
+        Ok(ids) => {
+            note(true, runtime_up, socket, None);
+            ids
+        }
+        Err(e) => {
+            note(false, runtime_up, socket, Some(&e));
+            return;
+        }
+    };
+    let running: HashSet<String> = running.into_iter().collect();
+    known.write().unwrap_or_else(|e| e.into_inner()).retain(|id, _| running.contains(id));
+    for id in wanted.iter().filter(|id| running.contains(*id)) {
+        lookup(socket, id, known, runtime_up);
+    }
+}

@@ -1,0 +1,168 @@
+//! Container and Kubernetes metadata on records, and every include/exclude
+//! filter of the seed, on a real Docker engine: containers with chosen
+//! names, labels and environment (one with the kubelet's cgroup parent and
+//! `io.kubernetes.*` labels) and a host process all talk to a Redis server
+//! on loopback through long-lived connections. Needs root (CI runs as root).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::daemon::{config, remote, Daemon};
+use common::servers::{DockerEngine, RedisServer};
+use serde_json::Value;
+
+/// Who made a statistics record: the container's name, or `host`.
+fn source(r: &Value) -> String {
+    match r["_running_mode_"].as_str() {
+        Some("host") => "host".into(),
+        _ => r["_container_name_"].as_str().unwrap_or("unnamed-container").into(),
+    }
+}
+
+/// Sources seen talking to `port` with `filters` (lines under Common).
+fn sources(port: u16, filters: &str) -> (BTreeSet<String>, Vec<Value>) {
+    let daemon = Daemon::start(&config(&format!("DropLocalConnections: false\n{filters}"), "", ""));
+    let p = port.to_string();
+    let to_redis =
+        |r: &Value| r["type"] == "statistics" && r["role"] == "client" && remote(r)["remote_port"] == p.as_str();
+    // Three windows: every source writes every 100 ms.
+    daemon.wait_for(Duration::from_secs(10), |rs| rs.iter().filter(|r| r["type"] == "health").count() >= 3);
+    let records = daemon.stop();
+    let seen = records.iter().filter(|r| to_redis(r)).map(source).collect();
+    (seen, records)
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn container_metadata_and_every_filter_on_a_real_docker_engine() {
+    let redis = RedisServer::start();
+    let mut docker = DockerEngine::start();
+    // A long-lived client per source: `nc` sends PING every 100 ms.
+    let pinger = |port: u16| format!("while true; do printf 'PING\\r\\n'; sleep 0.1; done | nc 127.0.0.1 {port}");
+    let script = pinger(redis.port);
+    let web = docker.run(&["--name", "web-a", "--label", "app=web", "-e", "TIER=front"], &script);
+    docker.run(&["--name", "db-b", "--label", "app=db", "-e", "TIER=back"], &script);
+    let pod_uid = "6a1b2c3d-4e5f-6789-abcd-ef0123456789";
+    docker.run(
+        &[
+            "--name",
+            "k8s_shop_shop-7d9_prod_x_0",
+            "--cgroup-parent",
+            &format!("/kubepods/besteffort/pod{pod_uid}"),
+            "--label",
+            "io.kubernetes.pod.name=shop-7d9",
+            "--label",
+            "io.kubernetes.pod.namespace=prod",
+            "--label",
+            "io.kubernetes.container.name=shop",
+        ],
+        &script,
+    );
+    // The host's pinger in its own process group, killed whole at the end.
+    let mut host: Child = Command::new("sh")
+        .args(["-c", &pinger(redis.port).replace("| nc", "| /bin/busybox nc")])
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // No filter: everyone, with the container and pod fields.
+    let (seen, records) = sources(redis.port, "");
+    assert_eq!(seen, set(&["web-a", "db-b", "shop", "host"]), "all sources");
+    let p = redis.port.to_string();
+    let of = |name: &str| {
+        records
+            .iter()
+            .find(|r| r["type"] == "statistics" && source(r) == name && remote(r)["remote_port"] == p.as_str())
+            .unwrap()
+            .clone()
+    };
+    let w = of("web-a");
+    assert_eq!((w["_running_mode_"].as_str(), w["_container_id_"].as_str()), (Some("container"), Some(web.as_str())));
+    assert!(w.get("_pod_name_").is_none());
+    let s = of("shop");
+    assert_eq!((s["_pod_name_"].as_str(), s["_namespace_"].as_str()), (Some("shop-7d9"), Some("prod")));
+    let h = of("host");
+    assert!(h.get("_container_id_").is_none() && h["_process_cmd_"].as_str().unwrap().contains("busybox nc"));
+
+    // Each filter key, including and excluding exactly its sources.
+    let cases: &[(&str, &[&str])] = &[
+        ("IncludeContainerLabels: {app: ^web$}", &["web-a"]),
+        ("ExcludeContainerLabels: {app: db}", &["web-a", "shop", "host"]),
+        ("IncludeK8sLabels: {io.kubernetes.container.name: ^shop$}", &["shop"]),
+        ("ExcludeK8sLabels: {io.kubernetes.pod.namespace: prod}", &["web-a", "db-b", "host"]),
+        ("IncludeEnvs: {TIER: ^front$}", &["web-a"]),
+        ("ExcludeEnvs: {TIER: back}", &["web-a", "shop", "host"]),
+        ("IncludeCmdRegex: ^/bin/busybox", &["host"]),
+        ("ExcludeCmdRegex: ^nc ", &["host"]),
+        ("IncludeContainerNameRegex: ^db", &["db-b"]),
+        ("ExcludeContainerNameRegex: ^db", &["web-a", "shop", "host"]),
+        ("IncludePodNameRegex: ^shop-", &["shop"]),
+        ("ExcludePodNameRegex: ^shop-", &["web-a", "db-b", "host"]),
+        ("IncludeNamespaceNameRegex: ^prod$", &["shop"]),
+        ("ExcludeNamespaceNameRegex: ^prod$", &["web-a", "db-b", "host"]),
+        ("IncludeContainerLabels: {app: ''}\nExcludeEnvs: {TIER: back}", &["web-a"]),
+    ];
+    for (filters, want) in cases {
+        let (seen, records) = sources(redis.port, filters);
+        assert_eq!(seen, set(want), "with {filters}");
+        // Excluded long-lived processes are then dropped in the kernel.
+        if want.len() < 4 {
+            let last = records.iter().rev().find(|r| r["type"] == "health").unwrap();
+            let denied: u64 = last["kernel_denied"].as_str().unwrap().parse().unwrap();
+            assert!(denied > 0, "with {filters}: excluded processes are dropped in the kernel: {last}");
+        }
+    }
+    // SAFETY: signalling the process group we created.
+    unsafe { libc::kill(-(host.id() as i32), libc::SIGKILL) };
+    let _ = host.wait();
+}
+
+/// A container runtime that accepts and never answers must not slow the
+/// capture: no kernel loss under load, records flow (without container
+/// names), and the id from the cgroup is still reported.
+#[test]
+fn a_stuck_runtime_does_not_block_capture() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("stuck.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            h.lock().unwrap().push(conn); // accepted, never answered
+        }
+    });
+    let daemon = Daemon::start(&config(
+        "DropLocalConnections: false\nFlushMetaInterval: 1",
+        "",
+        &format!("DockerSocket: {}", socket.display()),
+    ));
+    // ~20,000 calls in a few seconds.
+    let bench = Command::new("redis-benchmark")
+        .args(["-p", &redis.port.to_string(), "-t", "ping", "-n", "20000", "-c", "4", "-q"])
+        .output()
+        .unwrap();
+    assert!(bench.status.success());
+    daemon.wait_for(Duration::from_secs(10), |rs| rs.iter().filter(|r| r["type"] == "health").count() >= 3);
+    let records = daemon.stop();
+    let last = records.iter().rev().find(|r| r["type"] == "health").unwrap();
+    assert_eq!(last["kernel_lost"], "0", "{last}");
+    let pings: u64 = records
+        .iter()
+        .filter(|r| r["type"] == "protocols" && r["command"] == "PING" && r["role"] == "server")
+        .filter(|r| r["_process_pid_"] == redis.child.id().to_string().as_str())
+        .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(pings >= 20_000, "every call seen: {pings}");
+    assert!(!held.lock().unwrap().is_empty(), "the daemon did ask the stuck runtime");
+}
