@@ -46,6 +46,13 @@ impl Ctx {
             (Role::Unknown, _) => None,
         }
     }
+
+    /// [`Ctx::carries_requests`], guessing that what the observed process
+    /// sends is requests when its role is unknown (most observed processes
+    /// are clients).
+    pub fn carries_requests_or_egress(&self) -> bool {
+        self.carries_requests().unwrap_or(self.direction == Direction::Egress)
+    }
 }
 
 /// How a completed message takes part in a call.

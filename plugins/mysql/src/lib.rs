@@ -150,7 +150,7 @@ impl Protocol for Mysql {
         // A packet claims its length: the bytes at hand must not contradict it.
         let exact = bytes.len() == p.wire_len() as usize;
         let ctx = Ctx { conn: 0, direction, role };
-        let requests = ctx.carries_requests().unwrap_or(direction == Direction::Egress);
+        let requests = ctx.carries_requests_or_egress();
         if requests {
             match (p.seq, p.payload.first()) {
                 (0, Some(0x03 | 0x16)) => {
@@ -181,7 +181,7 @@ impl Protocol for Mysql {
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
         let Some(p) = Packet::read(buf) else { return Step::NeedMore };
-        let requests = ctx.carries_requests().unwrap_or(ctx.direction == Direction::Egress);
+        let requests = ctx.carries_requests_or_egress();
         if requests {
             request(conn, &p, fields)
         } else {
@@ -190,7 +190,7 @@ impl Protocol for Mysql {
     }
 
     fn resync(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
-        let requests = ctx.carries_requests().unwrap_or(ctx.direction == Direction::Egress);
+        let requests = ctx.carries_requests_or_egress();
         if requests {
             return None;
         }

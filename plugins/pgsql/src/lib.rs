@@ -223,7 +223,7 @@ impl Protocol for Pgsql {
 
     fn detect(&self, direction: Direction, role: Role, bytes: &[u8]) -> u8 {
         let ctx = Ctx { conn: 0, direction, role };
-        if carries_requests(&ctx) {
+        if ctx.carries_requests_or_egress() {
             detect_request(bytes)
         } else {
             detect_response(bytes)
@@ -231,7 +231,7 @@ impl Protocol for Pgsql {
     }
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
-        if carries_requests(ctx) {
+        if ctx.carries_requests_or_egress() {
             parse_request(conn, buf, fields)
         } else {
             parse_response(conn, buf, fields)
@@ -241,7 +241,7 @@ impl Protocol for Pgsql {
     fn resync(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
         // The rest of the message in progress is lost; still report it so
         // pairing stays aligned (a batch's fields are only known at its Sync).
-        if carries_requests(ctx) {
+        if ctx.carries_requests_or_egress() {
             conn.copy_ended = false;
             let batch = std::mem::take(&mut conn.batch);
             batch.active.then(Meta::request)
@@ -251,10 +251,6 @@ impl Protocol for Pgsql {
             response.active.then(|| Meta::response(!response.failed))
         }
     }
-}
-
-fn carries_requests(ctx: &Ctx) -> bool {
-    ctx.carries_requests().unwrap_or(ctx.direction == Direction::Egress)
 }
 
 /// A type byte as text for error messages.

@@ -49,7 +49,7 @@ impl Protocol for Redis {
 
     fn detect(&self, direction: Direction, role: Role, bytes: &[u8]) -> u8 {
         let ctx = Ctx { conn: 0, direction, role };
-        let requests = ctx.carries_requests().unwrap_or(direction == Direction::Egress);
+        let requests = ctx.carries_requests_or_egress();
         if requests {
             // `*<n>\r\n$<len>\r\n<COMMAND>`: the usual client encoding.
             let mut cur = Cursor::new(bytes);
@@ -79,7 +79,7 @@ impl Protocol for Redis {
     }
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
-        let requests = ctx.carries_requests().unwrap_or(ctx.direction == Direction::Egress);
+        let requests = ctx.carries_requests_or_egress();
         if requests {
             self.parse_request(conn, buf, fields)
         } else {
