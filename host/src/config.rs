@@ -306,6 +306,8 @@ impl Config {
                 bail!("{p}: Common.{key} is not a valid regular expression: {e}");
             }
         }
+        // The regular expressions inside the label and environment maps.
+        crate::metadata::filter::Filter::new(c).map_err(|e| anyhow::anyhow!("{p}: {e:#}"))?;
         const PROTOCOLS: &[&str] = &["http", "redis", "mysql", "pgsql", "dns"];
         for name in &c.include_protocols {
             if name.is_empty() {
@@ -316,7 +318,10 @@ impl Config {
             let lower = name.to_ascii_lowercase();
             if !PROTOCOLS.contains(&lower.as_str()) {
                 if let Some(near) = closest(&lower, PROTOCOLS.iter().copied()) {
-                    bail!("{p}: Common.IncludeProtocols names `{name}`; did you mean `{near}`?");
+                    tracing::warn!(
+                        "{p}: Common.IncludeProtocols names `{name}`, not a built-in protocol: \
+                         did you mean `{near}`? (fine if a plugin of that name is in the plugin directory)"
+                    );
                 }
             }
         }
@@ -480,10 +485,12 @@ inputs:
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("flushers[0] (flusher_file)") && e.contains("did you mean `FilePath`?"), "{e}");
-        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeProtocols: [HTTP, Rediss]}}]")
+        // A name close to a built-in one may be a plugin's: accepted (with a warning).
+        assert!(parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeProtocols: [HTTP, http2]}}]").is_ok());
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeEnvs: {X: '('}}}]")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("did you mean `redis`?"), "{e}");
+        assert!(e.contains("Common.IncludeEnvs.X"), "{e}");
         let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeCmdRegex: '(x'}}]")
             .unwrap_err()
             .to_string();

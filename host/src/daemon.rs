@@ -213,6 +213,15 @@ fn reload(old: &Config, pipeline: &mut Pipeline, outputs: &mut Outputs) -> Optio
         c.exclude_namespace_name_regex = old.common.exclude_namespace_name_regex.clone();
         c.flush_meta_interval = old.common.flush_meta_interval;
     }
+    if new.processors == old.processors
+        && new.flushers == old.flushers
+        && new.wirelens.flusher_queue_batches == old.wirelens.flusher_queue_batches
+    {
+        // Unchanged outputs keep running (and keep what they buffer).
+        pipeline.set_tags(&new.common.tags);
+        tracing::info!(config = %new.path.display(), "config reloaded");
+        return Some(new);
+    }
     // The old flushers go first: a new one may need what they hold (the
     // Prometheus listening address, the file).
     std::mem::replace(outputs, Outputs::none()).shutdown(Duration::from_secs(5));
@@ -306,6 +315,9 @@ impl Pipeline {
                     Duration::from_secs(c.flush_meta_interval),
                 ),
                 Filter::new(c)?,
+                // Exited processes stay described until every window that
+                // may hold their calls has flushed.
+                Duration::from_secs(2 * c.flush_out_l4_interval.max(c.flush_out_l7_interval) + 5),
             ),
             l4: L4Window::new(config.wirelens.max_l4_keys),
             l7,

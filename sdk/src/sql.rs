@@ -71,18 +71,19 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
         match c {
             b'\'' => {
                 space(&mut out, &mut pending_space);
-                i = skip_quoted(sql, i, b'\'');
+                // Postgres strings take backslashes literally (only E'..' escapes).
+                i = skip_quoted(sql, i, b'\'', dialect == Dialect::MySql);
                 out.push(b'?');
             }
             b'"' if dialect == Dialect::MySql => {
                 space(&mut out, &mut pending_space);
-                i = skip_quoted(sql, i, b'"');
+                i = skip_quoted(sql, i, b'"', true);
                 out.push(b'?');
             }
             b'"' | b'`' => {
                 // Quoted identifier: kept as written.
                 space(&mut out, &mut pending_space);
-                let end = skip_quoted(sql, i, c);
+                let end = skip_quoted(sql, i, c, false);
                 out.extend_from_slice(&sql[i..end]);
                 i = end;
             }
@@ -115,7 +116,8 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
             // E'..', X'..', B'..', N'..': a string with a prefix letter.
             b'e' | b'E' | b'x' | b'X' | b'b' | b'B' | b'n' | b'N' if !word_before && sql.get(i + 1) == Some(&b'\'') => {
                 space(&mut out, &mut pending_space);
-                i = skip_quoted(sql, i + 1, b'\'');
+                let escapes = dialect == Dialect::MySql || matches!(c, b'e' | b'E');
+                i = skip_quoted(sql, i + 1, b'\'', escapes);
                 out.push(b'?');
             }
             _ => {
@@ -210,13 +212,14 @@ fn skip_space_and_comments(sql: &[u8], mut i: usize, hash_comments: bool) -> usi
     }
 }
 
-/// Index after the quoted text opening at `i` (doubled quotes and backslash
-/// escapes stay inside); the end of the text when it is not closed.
-fn skip_quoted(sql: &[u8], i: usize, quote: u8) -> usize {
+/// Index after the quoted text opening at `i` (doubled quotes, and with
+/// `backslash` backslash escapes, stay inside); the end of the text when it
+/// is not closed.
+fn skip_quoted(sql: &[u8], i: usize, quote: u8, backslash: bool) -> usize {
     let mut j = i + 1;
     while j < sql.len() {
         match sql[j] {
-            b'\\' if quote != b'`' => j += 2,
+            b'\\' if backslash => j += 2,
             b if b == quote => {
                 if sql.get(j + 1) == Some(&quote) {
                     j += 2;

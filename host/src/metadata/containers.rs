@@ -49,6 +49,7 @@ impl ContainerDirectory {
                 let mut wanted: HashSet<String> = HashSet::new();
                 let mut next_refresh = Instant::now();
                 let mut runtime_up: Option<bool> = None;
+                let mut missing: HashMap<String, Instant> = HashMap::new();
                 loop {
                     let wait = next_refresh.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
@@ -60,7 +61,7 @@ impl ContainerDirectory {
                         }
                         Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                         Err(RecvTimeoutError::Timeout) => {
-                            refresh_all(&socket, &wanted, &k, &mut runtime_up);
+                            refresh_all(&socket, &wanted, &k, &mut runtime_up, &mut missing);
                             next_refresh = Instant::now() + refresh;
                         }
                     }
@@ -127,8 +128,19 @@ fn lookup(socket: &Path, id: &str, known: &Known, runtime_up: &mut Option<bool>)
     }
 }
 
-/// Re-inspect the running containers we were asked about; forget the gone.
-fn refresh_all(socket: &Path, wanted: &HashSet<String>, known: &Known, runtime_up: &mut Option<bool>) {
+/// How long a stopped container stays described: its processes' last calls
+/// may still be in a window (the longest is minutes).
+const STOPPED_LINGER: Duration = Duration::from_secs(600);
+
+/// Re-inspect the running containers we were asked about; forget the ones
+/// stopped for longer than [`STOPPED_LINGER`].
+fn refresh_all(
+    socket: &Path,
+    wanted: &HashSet<String>,
+    known: &Known,
+    runtime_up: &mut Option<bool>,
+    missing: &mut HashMap<String, Instant>,
+) {
     let running = match docker::list(socket) {
         Ok(ids) => {
             note(true, runtime_up, socket, None);
@@ -140,7 +152,12 @@ fn refresh_all(socket: &Path, wanted: &HashSet<String>, known: &Known, runtime_u
         }
     };
     let running: HashSet<String> = running.into_iter().collect();
-    known.write().unwrap_or_else(|e| e.into_inner()).retain(|id, _| running.contains(id));
+    let now = Instant::now();
+    missing.retain(|id, _| !running.contains(id));
+    known.write().unwrap_or_else(|e| e.into_inner()).retain(|id, _| {
+        running.contains(id) || now.duration_since(*missing.entry(id.clone()).or_insert(now)) < STOPPED_LINGER
+    });
+    missing.retain(|id, since| now.duration_since(*since) < STOPPED_LINGER || running.contains(id));
     for id in wanted.iter().filter(|id| running.contains(*id)) {
         lookup(socket, id, known, runtime_up);
     }

@@ -92,7 +92,7 @@ fn get(socket: &Path, path: &str) -> Result<Vec<u8>> {
     };
     let status =
         String::from_utf8_lossy(&raw[..raw[..split].iter().position(|&b| b == b'\r').unwrap_or(split)]).into_owned();
-    if !status.split(' ').nth(1).is_some_and(|code| code == "200") {
+    if status.split(' ').nth(1).is_none_or(|code| code != "200") {
         bail!("GET {path}: {status}");
     }
     Ok(raw[split + 4..].to_vec())

@@ -16,6 +16,9 @@ struct Process {
     container: Option<ContainerRef>,
     /// Kept by the filters? `None` until the container's metadata tells.
     keep: Option<bool>,
+    /// When the process was first found gone: it is kept a while so the
+    /// windows that still hold its calls can describe it.
+    gone_since: Option<std::time::Instant>,
 }
 
 /// pid -> what records say about the process, and whether it is kept.
@@ -28,11 +31,15 @@ pub struct ProcessCache {
     denied: Vec<u32>,
     /// Excluded processes that exited: their pid may be reused.
     released: Vec<u32>,
+    /// How long an exited process is remembered (longer than any window).
+    linger: std::time::Duration,
 }
 
 impl ProcessCache {
-    pub fn new(containers: ContainerDirectory, filter: Filter) -> Self {
-        Self { containers, filter, ..Self::default() }
+    /// `linger`: how long exited processes stay described (at least the
+    /// longest flush interval, so their last calls keep their metadata).
+    pub fn new(containers: ContainerDirectory, filter: Filter, linger: std::time::Duration) -> Self {
+        Self { containers, filter, linger, ..Self::default() }
     }
 
     /// Make sure `pid` is known (`cmdline` and `cgroup` as the capture read
@@ -62,9 +69,15 @@ impl ProcessCache {
     /// At flush time: is `pid` kept? Still undecided (the runtime never
     /// answered): decided without container metadata.
     pub fn keep(&self, pid: u32) -> bool {
-        match self.procs.get(&pid) {
-            None => self.filter.is_empty(),
-            Some(p) => p.keep.unwrap_or_else(|| self.filter.decide_without_metadata(&p.cmd)),
+        let Some(p) = self.procs.get(&pid) else { return self.filter.is_empty() };
+        if let Some(keep) = p.keep {
+            return keep;
+        }
+        // Metadata may have arrived after the process's last event.
+        let info = p.container.as_ref().and_then(|c| self.containers.get(&c.id));
+        match info {
+            Some(i) => self.filter.decide(&p.cmd, Container::Known(&i)).unwrap_or(false),
+            None => self.filter.decide_without_metadata(&p.cmd),
         }
     }
 
@@ -91,15 +104,19 @@ impl ProcessCache {
         }
     }
 
-    /// Forget processes that exited.
+    /// Forget processes that exited more than `linger` ago.
     pub fn expire(&mut self) {
-        let released = &mut self.released;
+        let now = std::time::Instant::now();
+        let (released, linger) = (&mut self.released, self.linger);
         self.procs.retain(|pid, p| {
-            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-            if !alive && p.keep == Some(false) {
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return true;
+            }
+            let since = *p.gone_since.get_or_insert(now);
+            if p.keep == Some(false) && since == now {
                 released.push(*pid);
             }
-            alive
+            now.duration_since(since) < linger
         });
     }
 
@@ -138,5 +155,5 @@ pub fn cgroup_text(pid: u32) -> Option<String> {
 fn read(pid: u32, comm: &str, known_cmd: Option<&str>, known_cgroup: Option<&str>) -> Process {
     let cmd = known_cmd.map(str::to_string).or_else(|| cmdline(pid)).unwrap_or_else(|| comm.to_string());
     let cgroup = known_cgroup.map(str::to_string).or_else(|| cgroup_text(pid)).unwrap_or_default();
-    Process { cmd, container: container_of(&cgroup), keep: None }
+    Process { cmd, container: container_of(&cgroup), keep: None, gone_since: None }
 }

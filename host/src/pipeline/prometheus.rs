@@ -68,8 +68,20 @@ pub struct PrometheusFlusher {
 
 impl PrometheusFlusher {
     pub fn start(s: &PrometheusSettings) -> Result<Self> {
-        let server = tiny_http::Server::http(&s.listen)
-            .map_err(|e| anyhow!("flusher_prometheus: cannot listen on {}: {e}", s.listen))?;
+        // A config reload restarts this flusher: the previous one's listener
+        // may take a moment to close.
+        let mut attempt = 0;
+        let server = loop {
+            match tiny_http::Server::http(&s.listen) {
+                Ok(server) => break server,
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::debug!("flusher_prometheus: {} busy ({e}), retrying", s.listen);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(anyhow!("flusher_prometheus: cannot listen on {}: {e}", s.listen)),
+            }
+        };
         tracing::info!(listen = %s.listen, "Prometheus metrics at /metrics");
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -171,7 +183,20 @@ impl Flusher for PrometheusFlusher {
                     }
                 }
                 Some("health") => {
-                    state.health = r.fields.iter().filter(|(k, _)| k != "type" && k != "__time__").cloned().collect();
+                    // The daemon's own numeric fields only: `Common.Tags` ride on
+                    // the record too, and may not be metric names (or repeat one).
+                    let mut seen = std::collections::HashSet::new();
+                    state.health = r
+                        .fields
+                        .iter()
+                        .filter(|(k, v)| {
+                            k != "__time__"
+                                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                                && v.parse::<f64>().is_ok()
+                                && seen.insert(k.clone())
+                        })
+                        .cloned()
+                        .collect();
                 }
                 _ => {}
             }
@@ -269,6 +294,8 @@ mod tests {
         };
         let mut health = Record::new("health");
         health.push("kernel_lost", 4);
+        health.push("cluster-id", 7); // a tag: not a metric name
+        health.push("kernel_lost", 9); // a tag repeating a field
         f.flush(&[call("GET", "/usr/bin/redis-cli -p 1"), call("GET", "redis-cli"), call("SET", "x \"y")]).unwrap();
         f.flush(&[call("DEL", "z"), health]).unwrap();
         let text = render(&f.state.lock().unwrap());
@@ -281,5 +308,6 @@ mod tests {
         assert!(text.contains(r#"wirelens_l7_latency_seconds_bucket{protocol="redis",process="redis-cli",role="client",call="GET",success="1",le="0.0001"} 6"#), "{text}");
         assert!(text.contains(&format!("wirelens_l7_latency_seconds_sum{get} 0.0006")), "{text}");
         assert!(text.contains("wirelens_health_kernel_lost 4"), "{text}");
+        assert!(!text.contains("cluster") && !text.contains("kernel_lost 9"), "{text}");
     }
 }

@@ -37,8 +37,10 @@ pub const SQL: FieldKey = FieldKey(1);
 pub const ERROR_CODE: FieldKey = FieldKey(2);
 
 /// Bytes of statement text read before the rest of a long one is skipped
-/// (the normalized text is cut shorter anyway). The capture keeps at least
-/// this much of every call, so results do not depend on how it was cut.
+/// (the normalized text is cut shorter anyway). With the default capture
+/// size (4 KiB) every call keeps at least this much, so results do not
+/// depend on how the stream was cut; with `PayloadBytes` below it, a
+/// statement longer than the capture size is lost.
 const SQL_TEXT: usize = 2048;
 /// Commands sent without their response started yet (pipelining).
 const MAX_PENDING: usize = 256;
@@ -185,7 +187,7 @@ impl Protocol for Mysql {
         if requests {
             request(conn, &p, fields)
         } else {
-            response(conn, &p, fields)
+            response(conn, &p, buf.len() as u64, fields)
         }
     }
 
@@ -382,16 +384,17 @@ fn is_sql_verb(verb: &str) -> bool {
 
 // --------------------------------------------------------------- responses
 
-fn response(conn: &mut Conn, p: &Packet, fields: &mut Fields) -> Step {
+fn response(conn: &mut Conn, p: &Packet, buf_len: u64, fields: &mut Fields) -> Step {
+    if conn.response.is_none() && conn.response_lost {
+        // The bytes may start mid-packet: their "header" means nothing.
+        return Step::Discard(buf_len);
+    }
     // Every decision below reads at most the first 12 payload bytes.
     if !p.has(12) {
         return Step::NeedMore;
     }
     let first = p.payload.first().copied();
     if conn.response.is_none() {
-        if conn.response_lost {
-            return Step::Discard(p.wire_len());
-        }
         let maybe_greeting = p.seq == 0 && conn.pending.is_empty() && first == Some(0x0a) && p.len < 1024;
         if maybe_greeting && conn.login != Login::Authenticating {
             if !p.complete() {

@@ -47,3 +47,28 @@ fn fixtures_recorded_from_mariadb() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mysql");
     assert!(wirelens_sdk::testing::check_fixtures::<Mysql>(&dir, 50) >= 2);
 }
+
+/// A large result set cut by the capture: the call is reported when bytes
+/// are lost, the rest of the response (which may start mid-packet) is
+/// dropped, and the next command pairs with its own answer.
+#[test]
+fn lost_response_bytes_resume_at_the_next_request() {
+    use crate::cases::{command, ok};
+    use wirelens_sdk::testing::TestChunk;
+    let rows = result_set(true, 2);
+    let chunks = vec![
+        TestChunk::egress(1, query("SELECT * FROM big")),
+        // 40 bytes captured of a 100,040-byte read.
+        TestChunk::ingress(2, &rows[..40]).truncated(100_040),
+        // The next read starts inside a row: "abc" would be a 6 MB header.
+        TestChunk::ingress(3, b"abcdefgh\x00\x01\x02row data"),
+        TestChunk::egress(4, command(0x0e, b"")),
+        TestChunk::ingress(5, ok(1, 2)),
+    ];
+    let got = run::<Mysql>(&chunks, &[]);
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(got[0].contains("command=QUERY"), "{got:#?}");
+    assert!(got[1].starts_with("1 resp in 2-2 size=100040 ok"), "the cut response, reported: {got:#?}");
+    assert!(got[2].contains("command=PING"), "{got:#?}");
+    assert_eq!(got[3], "1 resp in 5-5 size=11 ok", "the PING's own answer");
+}
