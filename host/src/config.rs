@@ -486,7 +486,9 @@ inputs:
                 .to_string();
         assert!(e.contains("flushers[0] (flusher_file)") && e.contains("did you mean `FilePath`?"), "{e}");
         // A name close to a built-in one may be a plugin's: accepted (with a warning).
-        assert!(parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeProtocols: [HTTP, http2]}}]").is_ok());
+        assert!(
+            parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeProtocols: [HTTP, http2]}}]").is_ok()
+        );
         let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeEnvs: {X: '('}}}]")
             .unwrap_err()
             .to_string();

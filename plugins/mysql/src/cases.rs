@@ -157,6 +157,10 @@ pub fn all() -> Vec<Case> {
     let binary_row = [0x00, 0x00, 3, b'b', b'o', b'b'];
     let executed = packets(1, &[&[1], &col, &eof, &binary_row, &eof]);
     let close = command(0x19, &[7, 0, 0, 0]);
+    let cursor_eof = eof_payload(0x0002 | 0x0040);
+    let cursor_opened = packets(1, &[&[1], &col, &cursor_eof]);
+    let fetch = command(0x1c, &[7, 0, 0, 0, 10, 0, 0, 0]);
+    let fetched = packets(1, &[&binary_row, &binary_row, &eof_payload(0x0002 | 0x0080)]);
 
     let call = query("CALL two_results()");
     let first_set = result_set(true, 0x0002 | 0x0008);
@@ -308,6 +312,32 @@ pub fn all() -> Vec<Case> {
                 resp(4, 4, rows_eof.len(), None),
                 req(5, select.len(), "QUERY", Some("SELECT id, name FROM t WHERE id = ? OR name = ?")),
                 resp(6, 6, rows_eof.len(), None),
+            ],
+        },
+        Case {
+            name: "an execute that opens a cursor, then fetches",
+            chunks: vec![
+                TestChunk::ingress(1, &login[0]),
+                TestChunk::egress(2, &login[1]),
+                TestChunk::ingress(3, &login[2]),
+                TestChunk::egress(4, &execute),
+                // Column count, definition, EOF with SERVER_STATUS_CURSOR_EXISTS.
+                TestChunk::ingress(5, &cursor_opened),
+                TestChunk::egress(6, &fetch),
+                TestChunk::ingress(7, &fetched),
+                TestChunk::egress(8, command(0x0e, b"")),
+                TestChunk::ingress(9, ok(1, 2)),
+            ],
+            close: vec![],
+            expect: vec![
+                req(2, login[1].len(), "CONNECT", None),
+                resp(3, 3, login[2].len(), None),
+                req(4, execute.len(), "STMT_EXECUTE", None),
+                resp(5, 5, cursor_opened.len(), None),
+                req(6, fetch.len(), "STMT_FETCH", None),
+                resp(7, 7, fetched.len(), None),
+                req(8, 5, "PING", None),
+                resp(9, 9, 11, None),
             ],
         },
         Case {

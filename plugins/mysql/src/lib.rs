@@ -17,7 +17,9 @@
 //!   more follow. Each packet is consumed as it arrives, so a result set of
 //!   any size needs no more memory than one packet header.
 //!
-//! `STMT_CLOSE`, `QUIT` (no response) are one-way messages.
+//! `STMT_CLOSE`, `QUIT` (no response) are one-way messages. An execute that
+//! opens a cursor ends after its column definitions; each `STMT_FETCH` is
+//! then a call whose answer is rows and an EOF.
 //!
 //! Fields: `command` (`QUERY`, `STMT_PREPARE`, `STMT_EXECUTE`, `PING`, ...:
 //! the command's name without `COM_`), `sql` (normalized; for
@@ -53,6 +55,7 @@ const CLIENT_PROTOCOL_41: u32 = 0x200;
 const CLIENT_SSL: u32 = 0x800;
 const CLIENT_DEPRECATE_EOF: u32 = 1 << 24;
 const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
+const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
 
 #[derive(Default)]
 pub struct Mysql;
@@ -83,6 +86,9 @@ enum Expect {
     Columns,
     /// One packet of any kind (OK, ERR, EOF or a text).
     OnePacket,
+    /// Rows then an EOF (or the OK that replaces it), or ERR: the answer
+    /// to `STMT_FETCH` from a cursor.
+    Rows,
 }
 
 /// Where in a multi-packet response the next packet falls.
@@ -267,7 +273,7 @@ fn request(conn: &mut Conn, p: &Packet, fields: &mut Fields) -> Step {
         0x19 => ("STMT_CLOSE", None),
         0x1a => ("STMT_RESET", Some(Expect::OnePacket)),
         0x1b => ("SET_OPTION", Some(Expect::OnePacket)),
-        0x1c => ("STMT_FETCH", Some(Expect::ResultSets)),
+        0x1c => ("STMT_FETCH", Some(Expect::Rows)),
         0x1f => ("RESET_CONNECTION", Some(Expect::OnePacket)),
         other => return Step::Invalid(format!("unknown command byte 0x{other:02x}")),
     };
@@ -426,6 +432,14 @@ fn response(conn: &mut Conn, p: &Packet, buf_len: u64, fields: &mut Fields) -> S
             _ => Outcome::Done,
         },
         Expect::ResultSets => result_set_packet(conn, p),
+        Expect::Rows => {
+            if let Some(r) = conn.response.as_mut() {
+                if r.section == Section::First {
+                    r.section = Section::Rows;
+                }
+            }
+            result_set_packet(conn, p)
+        }
         Expect::Columns => match first {
             Some(0xff) => Outcome::Failed(error_code(p)),
             _ if is_eof(p) => Outcome::Done,
@@ -517,6 +531,10 @@ fn result_set_packet(conn: &mut Conn, p: &Packet) -> Outcome {
         Section::ColumnsEof => {
             if is_eof(p) {
                 conn.deprecate_eof.get_or_insert(false);
+                if eof_status(p) & SERVER_STATUS_CURSOR_EXISTS != 0 {
+                    // An execute that opened a cursor: rows come with STMT_FETCH.
+                    return Outcome::Done;
+                }
                 resp.section = Section::Rows;
                 Outcome::More
             } else {
