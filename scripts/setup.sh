@@ -15,10 +15,11 @@ need_target wasm32-unknown-unknown
 # redis-benchmark), dnsmasq and dig, MariaDB with its client and the Perl
 # driver of the prepared-statement client, PostgreSQL with psql and pgbench,
 # Prometheus (scrapes the flusher_prometheus endpoint in a test), and a
-# Docker engine with busybox (the image of the container tests).
+# Docker engine with busybox (the image of the container tests), and wrk
+# and gnuplot for the benchmark harness (bench/run.py).
 packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
-    docker.io busybox-static)
+    docker.io busybox-static wrk gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

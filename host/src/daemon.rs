@@ -118,11 +118,21 @@ pub fn run(config: Config) -> Result<()> {
         }
     }
     tracing::info!("shutting down: flushing pending windows");
+    if let Some(cap) = capture.as_ref() {
+        cap.request_stop();
+    }
+    // Take what is queued until the reader lets go of the queue: it may be
+    // blocked on a full one (joining it first would wait forever).
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < drain_until {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(batch) => batch.iter().for_each(|ev| pipeline.on_event(ev)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
     if let Some(cap) = capture.as_mut() {
         cap.stop();
-    }
-    for batch in rx.try_iter() {
-        batch.iter().for_each(|ev| pipeline.on_event(ev));
     }
     pipeline.poll_l7();
     let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();

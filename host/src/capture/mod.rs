@@ -172,6 +172,14 @@ impl Capture {
         Ok(())
     }
 
+    /// Ask the reader to stop, without waiting: it ends within one poll
+    /// interval, or as soon as its last batch is taken off the queue (the
+    /// caller keeps draining until the queue disconnects, else a reader
+    /// blocked on a full queue never ends).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Detach and stop the reader (also done on drop).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -251,12 +259,34 @@ fn read_loop(
                 }
             }
             drop(item);
-            if batch.len() == BATCH && sink.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
-                return; // the pipeline is gone: shutting down
+            if batch.len() == BATCH
+                && !hand_over(&sink, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &stop)
+            {
+                return; // the pipeline is gone, or stopping: shutting down
             }
         }
-        if !batch.is_empty() && sink.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
+        if !batch.is_empty() && !hand_over(&sink, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &stop) {
             return;
+        }
+    }
+}
+
+/// Queue a batch for the pipeline, waiting while the queue is full (the
+/// kernel ring buffer absorbs, and counts, what cannot wait) but never past
+/// a stop request: a reader blocked on a full queue while its owner waits
+/// for it to end would never end. False when the batch was not queued.
+fn hand_over(sink: &SyncSender<Vec<Event>>, mut batch: Vec<Event>, stop: &AtomicBool) -> bool {
+    loop {
+        match sink.try_send(batch) {
+            Ok(()) => return true,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+            Err(std::sync::mpsc::TrySendError::Full(b)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                batch = b;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
         }
     }
 }

@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""What wirelens costs the applications it watches, measured on this machine.
+
+    sudo python3 bench/run.py [--rounds 3] [--seconds 5]
+
+For each load (redis-benchmark GET/SET with and without pipelining, pgbench
+select-only, wrk against nginx) it alternates runs without the daemon and
+with the daemon capturing everything (all protocols), and records the
+application's throughput and p99 latency, the daemon's CPU (percent of one
+core) and peak RSS, the layer-7 calls it reported per second and the events
+lost in the kernel. Then it runs the plugin-path benchmarks (wasm against
+native). Writes bench/report.md and bench/throughput.png (gnuplot).
+
+Needs root (eBPF), the servers and tools scripts/setup.sh installs, and a
+release build (made here with cargo). Every load is bounded in time.
+"""
+import argparse
+import csv
+import glob
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wirelens/target"))
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, limit=30):
+    start = time.time()
+    while time.time() - start < limit:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{what} did not listen on {port}")
+
+
+class Servers:
+    """redis-server, nginx and PostgreSQL on loopback, in one temp dir."""
+
+    def __init__(self, tmp):
+        self.procs = []
+        try:
+            self.start(tmp)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start(self, tmp):
+        self.redis = free_port()
+        self.procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(self.redis), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL))
+        wait_port(self.redis, "redis-server")
+
+        self.nginx = free_port()
+        root = os.path.join(tmp, "www")
+        os.makedirs(root)
+        with open(os.path.join(root, "index.html"), "w") as f:
+            f.write("x" * 612)
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;\n"
+                    f"events {{ worker_connections 1024; }}\n"
+                    f"http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};"
+                    f" fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n"
+                    f" server {{ listen 127.0.0.1:{self.nginx}; root {root}; }} }}\n")
+        self.procs.append(subprocess.Popen(["nginx", "-c", conf, "-p", tmp]))
+        wait_port(self.nginx, "nginx")
+
+        self.pg = free_port()
+        pgdir = os.path.join(tmp, "pg")
+        os.makedirs(pgdir)
+        shutil.chown(pgdir, "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(as_pg + [f"{PG_BIN}/initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D",
+                                f"{pgdir}/data"], check=True, stdout=subprocess.DEVNULL)
+        self.procs.append(subprocess.Popen(
+            as_pg + [f"{PG_BIN}/postgres", "-D", f"{pgdir}/data", "-p", str(self.pg), "-k", pgdir,
+                     "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "ssl=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_port(self.pg, "postgres")
+        time.sleep(1)
+        subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(self.pg), "-U", "postgres", "-i", "-s", "2", "-q",
+                        "postgres"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def redis_load(port, pipeline, seconds):
+    def run():
+        n = 60000 * seconds * (8 if pipeline > 1 else 1)
+        out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(n), "-c", "8",
+                              "-P", str(pipeline), "--csv"], capture_output=True, text=True, timeout=seconds * 10)
+        rows = list(csv.DictReader(io.StringIO(out.stdout)))
+        rps = sum(float(r["rps"]) for r in rows) / len(rows)
+        p99 = max(float(r["p99_latency_ms"]) for r in rows)
+        return rps, p99
+    return run
+
+
+def pgbench_load(port, seconds, tmp):
+    def run():
+        logdir = tempfile.mkdtemp(dir=tmp)
+        out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-S", "-n", "-c", "4",
+                              "-j", "2", "-T", str(seconds), "--log", "--log-prefix", f"{logdir}/tx", "postgres"],
+                             capture_output=True, text=True, timeout=seconds * 10, cwd=logdir)
+        tps = float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
+        latencies = []
+        for path in glob.glob(f"{logdir}/tx*"):
+            with open(path) as f:
+                latencies += [int(line.split()[2]) for line in f if line.strip()]
+        latencies.sort()
+        p99 = latencies[int(len(latencies) * 0.99)] / 1000.0 if latencies else 0.0
+        shutil.rmtree(logdir, ignore_errors=True)
+        return tps, p99
+    return run
+
+
+def wrk_load(port, seconds):
+    def run():
+        out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/index.html"],
+                             capture_output=True, text=True, timeout=seconds * 10).stdout
+        rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+        m = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
+        p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return rps, p99
+    return run
+
+
+class Daemon:
+    """wirelens capturing everything, records to a file."""
+
+    def __init__(self, binary, tmp):
+        self.records = os.path.join(tmp, f"records-{time.time_ns()}.jsonl")
+        self.config = os.path.join(tmp, "bench.yaml")
+        with open(self.config, "w") as f:
+            f.write("inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n"
+                    "      FlushOutL4Interval: 1\n      FlushOutL7Interval: 1\n      DropLocalConnections: false\n"
+                    "    EBPF:\n      Enabled: true\n"
+                    f"flushers:\n  - Type: flusher_file\n    FilePath: {self.records}\n")
+        self.err = open(os.path.join(tmp, "daemon.log"), "a")
+        self.proc = subprocess.Popen([binary, "run", "-c", self.config], stdout=subprocess.DEVNULL, stderr=self.err)
+        start = time.time()
+        while time.time() - start < 30:
+            with open(self.err.name) as f:
+                if "running" in f.read():
+                    break
+            time.sleep(0.1)
+        self.cpu0, self.t0 = self.cpu(), time.time()
+
+    def cpu(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        cpu = (self.cpu() - self.cpu0) / (time.time() - self.t0) * 100
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            rss = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+        calls, lost, first, last = 0, 0, None, None
+        with open(self.records) as f:
+            for line in f:
+                r = json.loads(line)
+                t = int(r.get("__time__", "0"))
+                first = t if first is None else min(first, t)
+                last = t if last is None else max(last, t)
+                if r["type"] == "protocols":
+                    calls += int(r["total_count"])
+                elif r["type"] == "health":
+                    lost = int(r["kernel_lost"])
+        span = max(1, (last or 0) - (first or 0))
+        return {"cpu": cpu, "rss": rss, "calls_per_s": calls / span, "lost": lost}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (the daemon loads eBPF programs)")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "wirelens"], cwd=ROOT, check=True)
+    binary = os.path.join(TARGET, "release", "wirelens")
+    tmp = tempfile.mkdtemp(prefix="wirelens-bench-")
+    os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user
+    servers = Servers(tmp)
+    loads = [
+        ("redis SET/GET", redis_load(servers.redis, 1, args.seconds)),
+        ("redis SET/GET, pipeline 16", redis_load(servers.redis, 16, args.seconds)),
+        ("pgbench select-only", pgbench_load(servers.pg, args.seconds, tmp)),
+        ("wrk, nginx", wrk_load(servers.nginx, args.seconds)),
+    ]
+    results = []
+    try:
+        for name, load in loads:
+            base, capt, daemon_stats = [], [], []
+            for r in range(args.rounds):
+                base.append(load())
+                d = Daemon(binary, tmp)
+                capt.append(load())
+                daemon_stats.append(d.stop())
+                print(f"{name} round {r + 1}: without {base[-1]}, with {capt[-1]}, daemon {daemon_stats[-1]}",
+                      flush=True)
+            results.append((name, base, capt, daemon_stats))
+    finally:
+        servers.stop()
+    benches = {}
+    for bench in ["l7_path", "plugin_path"]:
+        out = subprocess.run(["cargo", "bench", "-q", "--locked", "-p", "wirelens", "--bench", bench], cwd=ROOT,
+                             capture_output=True, text=True)
+        benches[bench] = out.stdout.strip()
+    write_report(results, benches, args)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mmm(values, fmt="{:.0f}"):
+    return "/".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def write_report(results, benches, args):
+    lines = [
+        "# wirelens: what it costs the applications it watches",
+        "",
+        f"Measured by `bench/run.py` on this machine ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}):"
+        f" {args.rounds} rounds of {args.seconds} s per load, without and with the daemon, alternating."
+        " The daemon captures every process with all protocols, loopback kept, records to a file."
+        " Figures are min/median/max over the rounds.",
+        "",
+        "| load | throughput without (/s) | with daemon (/s) | ratio (median) | p99 without (ms) | p99 with (ms) |"
+        " p99 ratio | daemon CPU (% of a core) | daemon peak RSS (MiB) | L7 calls reported /s | kernel lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, base, capt, stats in results:
+        tb, tc = [b[0] for b in base], [c[0] for c in capt]
+        pb, pc = [b[1] for b in base], [c[1] for c in capt]
+        lines.append(
+            f"| {name} | {mmm(tb)} | {mmm(tc)} | {statistics.median(tc) / statistics.median(tb):.3f} |"
+            f" {mmm(pb, '{:.3f}')} | {mmm(pc, '{:.3f}')} | {statistics.median(pc) / max(1e-9, statistics.median(pb)):.2f} |"
+            f" {mmm([s['cpu'] for s in stats], '{:.1f}')} | {mmm([s['rss'] for s in stats], '{:.0f}')} |"
+            f" {mmm([s['calls_per_s'] for s in stats])} | {max(s['lost'] for s in stats)} |")
+    lines += ["", "Targets (issue 7): throughput loss at most 5% (ratio >= 0.95), p99 increase at most 10%"
+              " (p99 ratio <= 1.10), no kernel loss at 20,000 calls per second.", "",
+              "![throughput with and without the daemon](throughput.png)", ""]
+    for bench, out in benches.items():
+        lines += [f"## `cargo bench -p wirelens --bench {bench}`", "", "```", out, "```", ""]
+    with open(os.path.join(ROOT, "bench", "report.md"), "w") as f:
+        f.write("\n".join(lines))
+    data = os.path.join(ROOT, "bench", "throughput.dat")
+    with open(data, "w") as f:
+        for name, base, capt, _ in results:
+            f.write(f"\"{name}\" {statistics.median([b[0] for b in base]) / 1000:.1f} "
+                    f"{statistics.median([c[0] for c in capt]) / 1000:.1f}\n")
+    script = (f"set terminal png size 900,450; set output '{ROOT}/bench/throughput.png';"
+              "set style data histogram; set style histogram cluster gap 1; set style fill solid border -1;"
+              "set ylabel 'thousand operations per second (median)'; set title 'Application throughput';"
+              "set xtics rotate by -15; set grid y;"
+              f"plot '{data}' using 2:xtic(1) title 'without wirelens', '' using 3 title 'with wirelens'")
+    subprocess.run(["gnuplot", "-e", script], check=True)
+    os.remove(data)
+    print(f"wrote {ROOT}/bench/report.md and throughput.png")
+
+
+if __name__ == "__main__":
+    main()
