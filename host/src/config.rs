@@ -179,6 +179,10 @@ pub struct Wirelens {
     pub flusher_queue_batches: usize,
     /// The Docker Engine API socket container metadata comes from.
     pub docker_socket: PathBuf,
+    /// Most wall-clock time one plugin call may take before it is stopped.
+    pub plugin_deadline_ms: u64,
+    /// Most linear memory one plugin instance may grow to.
+    pub plugin_memory_bytes: usize,
 }
 
 impl Default for Wirelens {
@@ -192,6 +196,8 @@ impl Default for Wirelens {
             plugin_dir: None,
             flusher_queue_batches: 64,
             docker_socket: PathBuf::from("/var/run/docker.sock"),
+            plugin_deadline_ms: 10,
+            plugin_memory_bytes: 64 << 20,
         }
     }
 }
@@ -255,6 +261,12 @@ impl Config {
         }
         if !w.ring_buffer_bytes.is_power_of_two() || w.ring_buffer_bytes < 4096 {
             bail!("{p}: Wirelens.RingBufferBytes is {}, must be a power of two of at least 4096", w.ring_buffer_bytes);
+        }
+        if !(1..=10_000).contains(&w.plugin_deadline_ms) {
+            bail!("{p}: Wirelens.PluginDeadlineMs is {}, must be 1-10000", w.plugin_deadline_ms);
+        }
+        if !(1 << 20..=4 << 30).contains(&w.plugin_memory_bytes) {
+            bail!("{p}: Wirelens.PluginMemoryBytes is {}, must be 1 MiB to 4 GiB", w.plugin_memory_bytes);
         }
         if w.flusher_queue_batches == 0 {
             bail!("{p}: Wirelens.FlusherQueueBatches must be at least 1");
@@ -493,6 +505,12 @@ inputs:
             .unwrap_err()
             .to_string();
         assert!(e.contains("Common.IncludeEnvs.X"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Wirelens: {PluginDeadlineMs: 0}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Wirelens.PluginDeadlineMs"), "{e}");
+        let c = parse("inputs: [{Type: observer_ilogtail_network_v1, Wirelens: {PluginDeadlineMs: 50, PluginMemoryBytes: 16777216}}]").unwrap();
+        assert_eq!((c.wirelens.plugin_deadline_ms, c.wirelens.plugin_memory_bytes), (50, 16 << 20));
         let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeCmdRegex: '(x'}}]")
             .unwrap_err()
             .to_string();

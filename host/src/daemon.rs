@@ -313,7 +313,13 @@ impl Pipeline {
         });
         tracker.refresh_host_view(sockdiag::listening().unwrap_or_default(), local::addresses());
         let l7 = if c.protocol_process.on() {
-            Some(Layer7::new(&c.include_protocols, config.wirelens.plugin_dir.as_ref(), config.wirelens.max_l7_keys)?)
+            let w = &config.wirelens;
+            let limits = crate::protocols::SandboxLimits {
+                deadline: Duration::from_millis(w.plugin_deadline_ms),
+                memory_bytes: w.plugin_memory_bytes,
+                ..Default::default()
+            };
+            Some(Layer7::new(&c.include_protocols, w.plugin_dir.as_ref(), w.max_l7_keys, limits)?)
         } else {
             None
         };

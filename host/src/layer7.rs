@@ -39,8 +39,13 @@ pub struct Layer7 {
 
 impl Layer7 {
     /// Load the built-in plugins (and those of `plugin_dir`, hot-reloaded).
-    pub fn new(include: &[String], plugin_dir: Option<&PathBuf>, max_keys: usize) -> Result<Self> {
-        let runtime = Runtime::new(SandboxLimits::default(), crate::protocols::cache::default_dir())?;
+    pub fn new(
+        include: &[String],
+        plugin_dir: Option<&PathBuf>,
+        max_keys: usize,
+        limits: SandboxLimits,
+    ) -> Result<Self> {
+        let runtime = Runtime::new(limits, crate::protocols::cache::default_dir())?;
         let registry = Registry::new(runtime, Default::default());
         registry.load_builtins();
         let watcher = plugin_dir.map(|d| PluginDirWatcher::start(registry.clone(), d)).transpose()?;
