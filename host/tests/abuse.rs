@@ -5,13 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{config, Daemon};
+use common::daemon::{config, num, Daemon};
 use common::servers::{calls, client_of, Nginx};
 use serde_json::Value;
-
-fn num(r: &Value, field: &str) -> u64 {
-    r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
-}
 
 /// 100,000 distinct URLs (wrk with a script that numbers them): the
 /// layer-7 keys per window stay under `MaxL7Keys`, the rest folds into one

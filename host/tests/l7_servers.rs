@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{config, Daemon};
+use common::daemon::{config, num, Daemon};
 use common::servers::{calls, client_of, cmd_has, MariaDb, Nginx, Postgres};
 use serde_json::Value;
 
@@ -19,10 +19,6 @@ fn l7_daemon() -> Daemon {
 /// The `protocols` records of one protocol (for failure messages).
 fn of(records: &[Value], protocol: &str) -> Vec<Value> {
     records.iter().filter(|r| r["protocol"] == protocol).cloned().collect()
-}
-
-fn num(r: &Value, field: &str) -> u64 {
-    r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
 }
 
 /// Every record matching `pred` has a mean latency in (0, `limit_ns`).

@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{remote, Daemon};
+use common::daemon::{num, remote, Daemon};
 use common::servers::{free_port, RedisServer};
 use serde_json::Value;
 
@@ -26,10 +26,6 @@ fn config(common: &str, wirelens: &str, rest: &str) -> String {
 
 fn healths(records: &[Value]) -> Vec<&Value> {
     records.iter().filter(|r| r["type"] == "health").collect()
-}
-
-fn num(r: &Value, field: &str) -> u64 {
-    r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
 }
 
 /// `redis-cli PING` every 100 ms for `d`.

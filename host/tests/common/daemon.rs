@@ -141,6 +141,11 @@ pub fn sum(records: &[Value], field: &str, pred: impl Fn(&Value) -> bool) -> u64
         .sum()
 }
 
+/// A record's numeric field (every value is a string), or a panic naming it.
+pub fn num(r: &Value, field: &str) -> u64 {
+    r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
+}
+
 /// The parsed `remote_info` of a record.
 pub fn remote(r: &Value) -> Value {
     serde_json::from_str(r["remote_info"].as_str().unwrap()).unwrap()
