@@ -304,21 +304,8 @@ impl Config {
             .map(|(i, pr)| ProcessorSettings::from_plugin(pr, i))
             .collect::<Result<Vec<_>, String>>()
             .map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
-        for (key, pattern) in [
-            ("IncludeCmdRegex", &c.include_cmd_regex),
-            ("ExcludeCmdRegex", &c.exclude_cmd_regex),
-            ("IncludeContainerNameRegex", &c.include_container_name_regex),
-            ("ExcludeContainerNameRegex", &c.exclude_container_name_regex),
-            ("IncludePodNameRegex", &c.include_pod_name_regex),
-            ("ExcludePodNameRegex", &c.exclude_pod_name_regex),
-            ("IncludeNamespaceNameRegex", &c.include_namespace_name_regex),
-            ("ExcludeNamespaceNameRegex", &c.exclude_namespace_name_regex),
-        ] {
-            if let Err(e) = regex::Regex::new(pattern) {
-                bail!("{p}: Common.{key} is not a valid regular expression: {e}");
-            }
-        }
-        // The regular expressions inside the label and environment maps.
+        // Every regular expression of the filters (the regex keys and the
+        // values of the label and environment maps).
         crate::metadata::filter::Filter::new(c).map_err(|e| anyhow::anyhow!("{p}: {e:#}"))?;
         const PROTOCOLS: &[&str] = &["http", "redis", "mysql", "pgsql", "dns"];
         for name in &c.include_protocols {

@@ -200,28 +200,14 @@ fn reload(old: &Config, pipeline: &mut Pipeline, outputs: &mut Outputs) -> Optio
         new.ebpf = old.ebpf.clone();
         new.pids = old.pids.clone();
         new.wirelens = old.wirelens.clone();
-        let c = &mut new.common;
-        c.sampling = old.common.sampling;
-        c.drop_unix_socket = old.common.drop_unix_socket;
-        c.drop_local_connections = old.common.drop_local_connections;
-        c.drop_unknown_socket = old.common.drop_unknown_socket;
-        c.protocol_process = old.common.protocol_process;
-        c.include_protocols = old.common.include_protocols.clone();
-        c.include_container_labels = old.common.include_container_labels.clone();
-        c.exclude_container_labels = old.common.exclude_container_labels.clone();
-        c.include_k8s_labels = old.common.include_k8s_labels.clone();
-        c.exclude_k8s_labels = old.common.exclude_k8s_labels.clone();
-        c.include_envs = old.common.include_envs.clone();
-        c.exclude_envs = old.common.exclude_envs.clone();
-        c.include_cmd_regex = old.common.include_cmd_regex.clone();
-        c.exclude_cmd_regex = old.common.exclude_cmd_regex.clone();
-        c.include_container_name_regex = old.common.include_container_name_regex.clone();
-        c.exclude_container_name_regex = old.common.exclude_container_name_regex.clone();
-        c.include_pod_name_regex = old.common.include_pod_name_regex.clone();
-        c.exclude_pod_name_regex = old.common.exclude_pod_name_regex.clone();
-        c.include_namespace_name_regex = old.common.include_namespace_name_regex.clone();
-        c.exclude_namespace_name_regex = old.common.exclude_namespace_name_regex.clone();
-        c.flush_meta_interval = old.common.flush_meta_interval;
+        // Of `Common`, only the tags and the flush intervals apply while running.
+        new.common = crate::config::Common {
+            tags: std::mem::take(&mut new.common.tags),
+            flush_out_l4_interval: new.common.flush_out_l4_interval,
+            flush_out_l7_interval: new.common.flush_out_l7_interval,
+            flush_netlink_interval: new.common.flush_netlink_interval,
+            ..old.common.clone()
+        };
     }
     if new.processors == old.processors
         && new.flushers == old.flushers

@@ -139,7 +139,9 @@ impl Filter {
     /// The decision when the metadata never came (runtime down): include
     /// filters cannot be satisfied, exclude filters cannot match.
     pub fn decide_without_metadata(&self, cmd: &str) -> bool {
-        self.decide(cmd, Container::Host).unwrap_or(false) && !self.container_includes()
+        // Like a host process: container includes leave it out, container
+        // excludes cannot match it.
+        self.decide(cmd, Container::Host) == Some(true)
     }
 
     fn container_matches(&self, c: &ContainerInfo) -> bool {
