@@ -19,7 +19,7 @@ need_target wasm32-unknown-unknown
 # and gnuplot for the benchmark harness (bench/run.py).
 packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
-    docker.io busybox-static wrk gnuplot-nox)
+    docker.io containerd busybox-static wrk gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

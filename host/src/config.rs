@@ -179,6 +179,9 @@ pub struct Wirelens {
     pub flusher_queue_batches: usize,
     /// The Docker Engine API socket container metadata comes from.
     pub docker_socket: PathBuf,
+    /// CRI sockets (containerd, CRI-O) container metadata comes from, asked
+    /// after Docker.
+    pub cri_sockets: Vec<PathBuf>,
     /// Most wall-clock time one plugin call may take before it is stopped.
     pub plugin_deadline_ms: u64,
     /// Most linear memory one plugin instance may grow to.
@@ -196,6 +199,7 @@ impl Default for Wirelens {
             plugin_dir: None,
             flusher_queue_batches: 64,
             docker_socket: PathBuf::from("/var/run/docker.sock"),
+            cri_sockets: vec![PathBuf::from("/run/containerd/containerd.sock"), PathBuf::from("/run/crio/crio.sock")],
             plugin_deadline_ms: 10,
             plugin_memory_bytes: 64 << 20,
         }

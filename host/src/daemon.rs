@@ -20,6 +20,7 @@ use crate::config_watch::ConfigWatch;
 use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
 use crate::layer7::Layer7;
 use crate::metadata::containers::ContainerDirectory;
+use crate::metadata::runtime::{cri::Cri, docker::Docker, Runtime};
 use crate::metadata::filter::Filter;
 use crate::metadata::ProcessCache;
 use crate::pipeline::Outputs;
@@ -312,10 +313,7 @@ impl Pipeline {
         Ok(Self {
             tracker,
             procs: ProcessCache::new(
-                ContainerDirectory::start(
-                    config.wirelens.docker_socket.clone(),
-                    Duration::from_secs(c.flush_meta_interval),
-                ),
+                ContainerDirectory::start(runtimes(&config.wirelens), Duration::from_secs(c.flush_meta_interval)),
                 Filter::new(c)?,
                 // Exited processes stay described until every window that
                 // may hold their calls has flushed.
@@ -451,4 +449,16 @@ fn rss_bytes() -> u64 {
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
         .map(|pages| pages * 4096)
         .unwrap_or(0)
+}
+
+/// The container runtimes asked for metadata: Docker, then each CRI socket.
+fn runtimes(w: &crate::config::Wirelens) -> Vec<Box<dyn Runtime>> {
+    let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(Docker::new(w.docker_socket.clone()))];
+    for socket in &w.cri_sockets {
+        match Cri::new(socket.clone()) {
+            Ok(cri) => runtimes.push(Box::new(cri)),
+            Err(e) => tracing::warn!("CRI at {}: not followed: {e:#}", socket.display()),
+        }
+    }
+    runtimes
 }

@@ -2,7 +2,8 @@
 //! filter of the seed, on a real Docker engine: containers with chosen
 //! names, labels and environment (one with the kubelet's cgroup parent and
 //! `io.kubernetes.*` labels) and a host process all talk to a Redis server
-//! on loopback through long-lived connections. Needs root (CI runs as root).
+//! on loopback through long-lived connections; the same with pods made
+//! through the CRI of a real containerd. Needs root (CI runs as root).
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{config, remote, Daemon};
+use common::cri::Containerd;
 use common::servers::{DockerEngine, RedisServer};
 use serde_json::Value;
 
@@ -23,9 +25,10 @@ fn source(r: &Value) -> String {
     }
 }
 
-/// Sources seen talking to `port` with `filters` (lines under Common).
-fn sources(port: u16, filters: &str) -> (BTreeSet<String>, Vec<Value>) {
-    let daemon = Daemon::start(&config(&format!("DropLocalConnections: false\n{filters}"), "", ""));
+/// Sources seen talking to `port` with `filters` (lines under Common) and
+/// `wirelens` (lines under Wirelens).
+fn sources(port: u16, filters: &str, wirelens: &str) -> (BTreeSet<String>, Vec<Value>) {
+    let daemon = Daemon::start(&config(&format!("DropLocalConnections: false\n{filters}"), "", wirelens));
     let p = port.to_string();
     let to_redis =
         |r: &Value| r["type"] == "statistics" && r["role"] == "client" && remote(r)["remote_port"] == p.as_str();
@@ -36,6 +39,11 @@ fn sources(port: u16, filters: &str) -> (BTreeSet<String>, Vec<Value>) {
     (seen, records)
 }
 
+/// A long-lived client: `nc` sends PING every 100 ms.
+fn pinger(port: u16) -> String {
+    format!("while true; do printf 'PING\\r\\n'; sleep 0.1; done | nc 127.0.0.1 {port}")
+}
+
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -44,8 +52,6 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 fn container_metadata_and_every_filter_on_a_real_docker_engine() {
     let redis = RedisServer::start();
     let mut docker = DockerEngine::start();
-    // A long-lived client per source: `nc` sends PING every 100 ms.
-    let pinger = |port: u16| format!("while true; do printf 'PING\\r\\n'; sleep 0.1; done | nc 127.0.0.1 {port}");
     let script = pinger(redis.port);
     let web = docker.run(&["--name", "web-a", "--label", "app=web", "-e", "TIER=front"], &script);
     docker.run(&["--name", "db-b", "--label", "app=db", "-e", "TIER=back"], &script);
@@ -75,7 +81,7 @@ fn container_metadata_and_every_filter_on_a_real_docker_engine() {
     std::thread::sleep(Duration::from_millis(500));
 
     // No filter: everyone, with the container and pod fields.
-    let (seen, records) = sources(redis.port, "");
+    let (seen, records) = sources(redis.port, "", "");
     assert_eq!(seen, set(&["web-a", "db-b", "shop", "host"]), "all sources");
     let p = redis.port.to_string();
     let of = |name: &str| {
@@ -112,7 +118,7 @@ fn container_metadata_and_every_filter_on_a_real_docker_engine() {
         ("IncludeContainerLabels: {app: ''}\nExcludeEnvs: {TIER: back}", &["web-a"]),
     ];
     for (filters, want) in cases {
-        let (seen, records) = sources(redis.port, filters);
+        let (seen, records) = sources(redis.port, filters, "");
         assert_eq!(seen, set(want), "with {filters}");
         // Excluded long-lived processes are then dropped in the kernel.
         if want.len() < 4 {
@@ -124,6 +130,50 @@ fn container_metadata_and_every_filter_on_a_real_docker_engine() {
     // SAFETY: signalling the process group we created.
     unsafe { libc::kill(-(host.id() as i32), libc::SIGKILL) };
     let _ = host.wait();
+}
+
+/// The same through the Kubernetes CRI: pods made the kubelet's way on a
+/// real containerd. Names, pod and namespace come from the CRI; the pod's
+/// labels (on its sandbox) select its containers; the environment comes
+/// from the container's OCI spec.
+#[test]
+fn pod_metadata_and_filters_from_a_real_cri_runtime() {
+    let redis = RedisServer::start();
+    let mut cri = Containerd::start();
+    let script = pinger(redis.port);
+    let web = cri.run_pod("web-5f7c9", "shop", "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0", &[("app", "web")]);
+    let client = cri.run_container(&web, "client", &[("TIER", "front")], &script);
+    cri.run_container(&web, "sidecar", &[("TIER", "side")], &script);
+    let db = cri.run_pod("db-0", "data", "1c2d3e4f-5061-7283-94a5-b6c7d8e9f0a1", &[("app", "db")]);
+    cri.run_container(&db, "backup", &[("TIER", "back")], &script);
+    std::thread::sleep(Duration::from_millis(500));
+    // Only the CRI is followed (no Docker engine at that path).
+    let wirelens = format!("DockerSocket: /nonexistent/docker.sock\nCriSockets: [{}]", cri.path().display());
+
+    let (seen, records) = sources(redis.port, "", &wirelens);
+    assert_eq!(seen, set(&["client", "sidecar", "backup"]), "all containers, named by the CRI");
+    let p = redis.port.to_string();
+    let c = records
+        .iter()
+        .find(|r| r["type"] == "statistics" && source(r) == "client" && remote(r)["remote_port"] == p.as_str())
+        .unwrap();
+    assert_eq!(c["_running_mode_"], "container");
+    assert_eq!(c["_container_id_"].as_str(), Some(client.as_str()));
+    assert_eq!((c["_pod_name_"].as_str(), c["_namespace_"].as_str()), (Some("web-5f7c9"), Some("shop")), "{c}");
+
+    let cases: &[(&str, &[&str])] = &[
+        ("IncludeK8sLabels: {app: ^web$}", &["client", "sidecar"]),
+        ("ExcludeK8sLabels: {app: ^web$}", &["backup"]),
+        ("IncludeEnvs: {TIER: ^front$}", &["client"]),
+        ("ExcludeEnvs: {TIER: side}", &["client", "backup"]),
+        ("IncludeNamespaceNameRegex: ^data$", &["backup"]),
+        ("IncludePodNameRegex: ^web-", &["client", "sidecar"]),
+        ("ExcludeContainerNameRegex: ^side", &["client", "backup"]),
+    ];
+    for (filters, want) in cases {
+        let (seen, _) = sources(redis.port, filters, &wirelens);
+        assert_eq!(seen, set(want), "with {filters}");
+    }
 }
 
 /// A container runtime that accepts and never answers must not slow the

@@ -7,13 +7,12 @@
 //! meanwhile.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::docker::{self, ContainerInfo};
+use super::runtime::{ContainerInfo, Runtime};
 
 type Known = Arc<RwLock<HashMap<String, Arc<ContainerInfo>>>>;
 
@@ -38,8 +37,8 @@ impl Default for ContainerDirectory {
 }
 
 impl ContainerDirectory {
-    /// Follow the Docker engine at `socket`, refreshing every `refresh`.
-    pub fn start(socket: PathBuf, refresh: Duration) -> Self {
+    /// Follow `runtimes` (asked in this order), refreshing every `refresh`.
+    pub fn start(runtimes: Vec<Box<dyn Runtime>>, refresh: Duration) -> Self {
         let known = Known::default();
         let (tx, rx) = channel();
         let k = known.clone();
@@ -48,20 +47,20 @@ impl ContainerDirectory {
             .spawn(move || {
                 let mut wanted: HashSet<String> = HashSet::new();
                 let mut next_refresh = Instant::now();
-                let mut runtime_up: Option<bool> = None;
+                let mut sources: Vec<Source> = runtimes.into_iter().map(|runtime| Source { runtime, up: None }).collect();
                 let mut missing: HashMap<String, Instant> = HashMap::new();
                 loop {
                     let wait = next_refresh.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
                         Ok(Msg::Lookup(id)) => {
                             if !k.read().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
-                                lookup(&socket, &id, &k, &mut runtime_up);
+                                lookup(&mut sources, &id, &k);
                             }
                             wanted.insert(id);
                         }
                         Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                         Err(RecvTimeoutError::Timeout) => {
-                            refresh_all(&socket, &wanted, &k, &mut runtime_up, &mut missing);
+                            refresh_all(&mut sources, &wanted, &k, &mut missing);
                             next_refresh = Instant::now() + refresh;
                         }
                     }
@@ -105,26 +104,38 @@ impl Drop for ContainerDirectory {
     }
 }
 
-/// Log the runtime's state when it changes (not on every failed call).
-fn note(up: bool, runtime_up: &mut Option<bool>, socket: &Path, err: Option<&anyhow::Error>) {
-    if *runtime_up != Some(up) {
-        match err {
-            Some(e) if !up => {
-                tracing::info!(socket = %socket.display(), "container runtime unavailable (retried every refresh): {e:#}")
+/// A runtime and whether it answered last time.
+struct Source {
+    runtime: Box<dyn Runtime>,
+    up: Option<bool>,
+}
+
+impl Source {
+    /// Log the runtime's state when it changes (not on every failed call).
+    fn note(&mut self, up: bool, err: Option<&anyhow::Error>) {
+        if self.up != Some(up) {
+            let runtime = self.runtime.describe();
+            match err {
+                Some(e) if !up => tracing::info!("{runtime}: unavailable (retried every refresh): {e:#}"),
+                _ => tracing::info!("{runtime}: available"),
             }
-            _ => tracing::info!(socket = %socket.display(), "container runtime available"),
+            self.up = Some(up);
         }
-        *runtime_up = Some(up);
     }
 }
 
-fn lookup(socket: &Path, id: &str, known: &Known, runtime_up: &mut Option<bool>) {
-    match docker::inspect(socket, id) {
-        Ok(info) => {
-            note(true, runtime_up, socket, None);
-            known.write().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), Arc::new(info));
+/// Ask each runtime in turn until one knows `id`.
+fn lookup(sources: &mut [Source], id: &str, known: &Known) {
+    for s in sources {
+        match s.runtime.inspect(id) {
+            Ok(Some(info)) => {
+                s.note(true, None);
+                known.write().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), Arc::new(info));
+                return;
+            }
+            Ok(None) => s.note(true, None),
+            Err(e) => s.note(false, Some(&e)),
         }
-        Err(e) => note(socket.exists() && e.to_string().contains("GET"), runtime_up, socket, Some(&e)),
     }
 }
 
@@ -135,23 +146,26 @@ const STOPPED_LINGER: Duration = Duration::from_secs(600);
 /// Re-inspect the running containers we were asked about; forget the ones
 /// stopped for longer than [`STOPPED_LINGER`].
 fn refresh_all(
-    socket: &Path,
+    sources: &mut [Source],
     wanted: &HashSet<String>,
     known: &Known,
-    runtime_up: &mut Option<bool>,
     missing: &mut HashMap<String, Instant>,
 ) {
-    let running = match docker::list(socket) {
-        Ok(ids) => {
-            note(true, runtime_up, socket, None);
-            ids
+    let mut running = HashSet::new();
+    let mut answered = false;
+    for s in sources.iter_mut() {
+        match s.runtime.list() {
+            Ok(ids) => {
+                s.note(true, None);
+                running.extend(ids);
+                answered = true;
+            }
+            Err(e) => s.note(false, Some(&e)),
         }
-        Err(e) => {
-            note(false, runtime_up, socket, Some(&e));
-            return;
-        }
-    };
-    let running: HashSet<String> = running.into_iter().collect();
+    }
+    if !answered {
+        return;
+    }
     let now = Instant::now();
     missing.retain(|id, _| !running.contains(id));
     known.write().unwrap_or_else(|e| e.into_inner()).retain(|id, _| {
@@ -159,6 +173,6 @@ fn refresh_all(
     });
     missing.retain(|id, since| now.duration_since(*since) < STOPPED_LINGER || running.contains(id));
     for id in wanted.iter().filter(|id| running.contains(*id)) {
-        lookup(socket, id, known, runtime_up);
+        lookup(sources, id, known);
     }
 }

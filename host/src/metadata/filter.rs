@@ -8,7 +8,8 @@
 //! label (or variable) and its value matches the entry's regular
 //! expression (an empty value: the key alone is enough). `IncludeK8sLabels`
 //! look at the `io.kubernetes.*` labels the kubelet puts on containers,
-//! like any label. The container, pod and namespace keys only match
+//! like any label, and (through the CRI) at the pod's own labels, merged
+//! under the container's. The container, pod and namespace keys only match
 //! containers: with any `Include` key of those set, host processes are
 //! excluded; `Exclude` keys of those never exclude a host process. The
 //! command-line keys apply to every process.
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use regex::Regex;
 
-use super::docker::ContainerInfo;
+use super::runtime::ContainerInfo;
 use crate::config::Common;
 
 /// What is known of a process's container when deciding.

@@ -1,6 +1,7 @@
 //! Helpers shared by the daemon's integration tests.
 #![allow(dead_code)]
 
+pub mod cri;
 pub mod daemon;
 pub mod servers;
 
