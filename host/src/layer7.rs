@@ -2,7 +2,7 @@
 //! to the protocol plugins (detection, parsing), parsed messages to the
 //! stitcher, calls to the layer-7 window.
 
-use std::collections::HashMap;
+use crate::fast_hash::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -56,7 +56,7 @@ impl Layer7 {
             worker,
             stitcher: Stitcher::new(MAX_PENDING, REQUEST_TIMEOUT_NS),
             window: L7Window::new(max_keys),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             closing: Vec::new(),
             parsed: Vec::new(),
             events: Vec::new(),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod config_watch;
 pub mod connections;
 pub mod daemon;
+pub mod fast_hash;
 pub mod layer7;
 pub mod metadata;
 pub mod pipeline;

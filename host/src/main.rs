@@ -8,6 +8,10 @@ use tracing_subscriber::EnvFilter;
 use wirelens::protocols::registry::Entry;
 use wirelens::protocols::{reload::PluginDirWatcher, LoadedPlugin, Registry, Runtime, SandboxLimits, Source};
 
+/// See Cargo.toml: the per-event path allocates a lot; mimalloc does it cheaper.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// wirelens: watch every process's network calls without touching them.
 ///
 /// eBPF programs see each network system call and its payload; WebAssembly

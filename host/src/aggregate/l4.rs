@@ -1,7 +1,7 @@
 //! Layer-4 statistics per process, remote endpoint, role and socket type,
 //! over one `FlushOutL4Interval` window.
 
-use std::collections::HashMap;
+use crate::fast_hash::HashMap;
 use std::net::IpAddr;
 
 use crate::capture::event::INGRESS;
@@ -39,7 +39,7 @@ pub struct L4Window {
 
 impl L4Window {
     pub fn new(max_keys: usize) -> Self {
-        Self { stats: HashMap::new(), max_keys, overflow: 0 }
+        Self { stats: HashMap::default(), max_keys, overflow: 0 }
     }
 
     /// Count one data call on a kept connection.

@@ -4,7 +4,7 @@
 //! Keys are capped; calls past the cap fold into one `other` key per
 //! protocol and are counted.
 
-use std::collections::HashMap;
+use crate::fast_hash::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -49,7 +49,7 @@ pub struct L7Window {
 
 impl L7Window {
     pub fn new(max_keys: usize) -> Self {
-        Self { stats: HashMap::new(), max_keys, overflow: 0 }
+        Self { stats: HashMap::default(), max_keys, overflow: 0 }
     }
 
     pub fn add(&mut self, at: Endpoint, call: &Call) {

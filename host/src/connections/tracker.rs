@@ -1,4 +1,6 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use crate::fast_hash::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -146,8 +148,8 @@ impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
         Self {
             config,
-            conns: HashMap::new(),
-            by_fd: HashMap::new(),
+            conns: HashMap::default(),
+            by_fd: HashMap::default(),
             next_id: 1,
             listening: Listening::default(),
             local_addrs: HashSet::new(),
@@ -268,7 +270,7 @@ impl Tracker {
         let idle = self.config.idle_timeout;
         let mut gone = Vec::new();
         // One /proc look-up per process, not per connection.
-        let mut alive: HashMap<u32, bool> = HashMap::new();
+        let mut alive: HashMap<u32, bool> = HashMap::default();
         self.conns.retain(|key, conn| {
             let process_alive =
                 *alive.entry(key.pid).or_insert_with(|| std::path::Path::new(&format!("/proc/{}", key.pid)).exists());

@@ -3,7 +3,7 @@
 //! reads both as soon as it sees a new pid), the filter decision per
 //! process, and forgetting processes that exited.
 
-use std::collections::HashMap;
+use crate::fast_hash::HashMap;
 
 use super::cgroup::{container_of, ContainerRef};
 use super::containers::ContainerDirectory;

@@ -8,7 +8,7 @@
 //! detected with until it closes, so a hot reload never cuts a parse short,
 //! and new connections use the newest version.
 
-use std::collections::HashMap;
+use crate::fast_hash::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -149,8 +149,8 @@ impl ProtocolWorker {
         Self {
             registry,
             config,
-            conns: HashMap::new(),
-            slots: HashMap::new(),
+            conns: HashMap::default(),
+            slots: HashMap::default(),
             parsed: Vec::new(),
             events: Vec::new(),
             stats: WorkerStats::default(),

@@ -3,7 +3,9 @@
 //! request's first byte to the response's last byte, and requests left
 //! unanswered reported as failed after a timeout.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fast_hash::HashMap;
 use std::sync::Arc;
 
 use crate::protocols::{LoadedPlugin, MessageKind, Parsed};
@@ -40,7 +42,7 @@ pub struct Stitcher {
 
 impl Stitcher {
     pub fn new(max_pending: usize, timeout_ns: u64) -> Self {
-        Self { conns: HashMap::new(), max_pending, timeout_ns, orphan_responses: 0 }
+        Self { conns: HashMap::default(), max_pending, timeout_ns, orphan_responses: 0 }
     }
 
     /// Feed one parsed message; completed calls go to `out`.

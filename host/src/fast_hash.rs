@@ -1,0 +1,7 @@
+//! Hash maps for the per-event path. std's SipHash showed up as ~13% of
+//! the daemon's CPU under load; foldhash (hashbrown's default) is several
+//! times faster and still seeded per process, so keys taken from traffic
+//! (URLs, SQL) cannot be chosen to collide.
+
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
