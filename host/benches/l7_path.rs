@@ -97,7 +97,7 @@ fn host_path(registry: &std::sync::Arc<Registry>, w: &Workload) -> f64 {
             }
             total += calls.len() as u64;
             for c in calls.drain(..) {
-                window.add(at, &c);
+                window.add(at, c);
             }
         }
         let _records = window.flush(0, &procs);

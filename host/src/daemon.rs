@@ -383,7 +383,7 @@ impl Pipeline {
     pub fn on_event(&mut self, ev: &Event) {
         match self.tracker.on_event(ev) {
             Outcome::Keep(conn) => {
-                if !self.procs.observe(ev.pid, &ev.comm, ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
+                if !self.procs.observe(ev.pid, &ev.comm(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
                     // Filtered out (and denied in the kernel from the next
                     // kernel update on).
                     return;

@@ -122,7 +122,7 @@ impl Layer7 {
     fn aggregate_calls(&mut self) {
         for call in self.calls.drain(..) {
             if let Some(at) = self.conns.get(&call.conn) {
-                self.window.add(*at, &call);
+                self.window.add(*at, call);
             }
         }
     }

@@ -52,18 +52,21 @@ impl L7Window {
         Self { stats: HashMap::default(), max_keys, overflow: 0 }
     }
 
-    pub fn add(&mut self, at: Endpoint, call: &Call) {
-        let mut key =
-            Key { at, protocol: call.plugin.meta.name.clone(), fields: call.fields.clone(), success: call.success };
-        if !self.stats.contains_key(&key) && self.stats.len() >= self.max_keys {
+    /// Count `call` (its fields move into the key: no copy per call).
+    pub fn add(&mut self, at: Endpoint, call: Call) {
+        let key = Key { at, protocol: call.plugin.meta.name.clone(), fields: call.fields, success: call.success };
+        // Below the cap a key is hashed once; at the cap, a new key folds.
+        let key = if self.stats.len() >= self.max_keys && !self.stats.contains_key(&key) {
             self.overflow += 1;
-            key = Key {
+            Key {
                 at: Endpoint { pid: 0, role: Role::Unknown, remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0) },
                 protocol: key.protocol,
                 fields: vec![(Arc::from("other"), Box::from("true"))],
                 success: key.success,
-            };
-        }
+            }
+        } else {
+            key
+        };
         let s = self.stats.entry(key).or_default();
         s.count += 1;
         s.latency += call.latency_ns;

@@ -83,7 +83,8 @@ pub struct Event {
     pub local: (IpAddr, u16),
     pub remote: (IpAddr, u16),
     pub syscall: u16,
-    pub comm: String,
+    /// The thread's name as the kernel keeps it (NUL-padded); see [`Event::comm`].
+    pub comm: [u8; 16],
     /// The process's command line, read by the capture reader the first
     /// time it sees the process (short-lived processes are gone soon after).
     pub cmdline: Option<String>,
@@ -91,6 +92,14 @@ pub struct Event {
     pub cgroup: Option<String>,
     /// The first bytes of the payload (up to the configured capture size).
     pub payload: Vec<u8>,
+}
+
+impl Event {
+    /// The process name (no copy unless it is not UTF-8).
+    pub fn comm(&self) -> std::borrow::Cow<'_, str> {
+        let len = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        String::from_utf8_lossy(&self.comm[..len])
+    }
 }
 
 fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
@@ -123,7 +132,6 @@ impl Event {
             EV_CLOSE => EventKind::Close,
             _ => return None,
         };
-        let comm_len = raw.comm.iter().position(|&b| b == 0).unwrap_or(raw.comm.len());
         Some(Self {
             kind,
             pid: raw.pid,
@@ -140,7 +148,7 @@ impl Event {
             local: (addr(raw.family, &raw.laddr), raw.lport),
             remote: (addr(raw.family, &raw.raddr), raw.rport),
             syscall: raw.syscall,
-            comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+            comm: raw.comm,
             cmdline: None,
             cgroup: None,
             payload,
@@ -235,7 +243,7 @@ mod tests {
         assert_eq!((e.pid, e.fd, e.kind), (42, 3, EventKind::Data));
         assert_eq!(e.remote, ("10.1.2.3".parse().unwrap(), 5555));
         assert_eq!(e.local.1, 8080);
-        assert_eq!(e.comm, "curl");
+        assert_eq!(e.comm(), "curl");
         assert_eq!(e.payload, b"hello");
         assert!(Event::decode(&bytes[..100]).is_none());
         assert!(Event::decode(&bytes[..122]).is_none(), "payload shorter than announced");

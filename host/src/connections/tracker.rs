@@ -315,7 +315,7 @@ mod tests {
             local: ("10.0.0.1".parse().unwrap(), 40000),
             remote: (remote.parse().unwrap(), 80),
             syscall: 0,
-            comm: "t".into(),
+            comm: *b"t\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             cmdline: None,
             cgroup: None,
             payload: vec![],

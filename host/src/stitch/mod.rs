@@ -102,15 +102,17 @@ impl Stitcher {
     }
 }
 
-fn named(m: &Parsed) -> impl Iterator<Item = (Arc<str>, Box<str>)> + '_ {
-    m.fields.iter().map(|(k, v)| (m.plugin.meta.field_names[usize::from(*k)].clone(), v.clone()))
+/// The message's fields by name, moved out (values are not copied).
+fn take_named(m: &mut Parsed) -> Vec<(Arc<str>, Box<str>)> {
+    let names = &m.plugin.meta.field_names;
+    std::mem::take(&mut m.fields).into_iter().map(|(k, v)| (names[usize::from(k)].clone(), v)).collect()
 }
 
-fn pair(req: Parsed, resp: Parsed) -> Call {
+fn pair(mut req: Parsed, mut resp: Parsed) -> Call {
     // Request fields first; a response field of the same name (HTTP's
     // version) does not repeat it.
-    let mut fields: Vec<(Arc<str>, Box<str>)> = named(&req).collect();
-    for (k, v) in named(&resp) {
+    let mut fields = take_named(&mut req);
+    for (k, v) in take_named(&mut resp) {
         if !fields.iter().any(|(name, _)| *name == k) {
             fields.push((k, v));
         }
@@ -131,11 +133,11 @@ fn unanswered(req: Parsed) -> Call {
     Call { success: false, ..single(req) }
 }
 
-fn single(m: Parsed) -> Call {
+fn single(mut m: Parsed) -> Call {
     Call {
         conn: m.conn,
         plugin: m.plugin.clone(),
-        fields: named(&m).collect(),
+        fields: take_named(&mut m),
         latency_ns: 0,
         req_bytes: m.size,
         resp_bytes: 0,
