@@ -89,7 +89,7 @@ pub fn run(config: Config) -> Result<()> {
         if watch.as_ref().is_some_and(ConfigWatch::take_change) {
             if let Some(new) = reload(&config, &mut pipeline, &mut outputs) {
                 config = new;
-                timers = Timers::new(&config);
+                timers.retime(&config);
             }
         }
         let now = Instant::now();
@@ -180,6 +180,23 @@ impl Timers {
             next_l7: now + l7,
             next_netlink: now + netlink,
             next_kernel_filter: now,
+        }
+    }
+
+    /// After a reload: changed intervals apply from now (a shorter one at
+    /// once); unchanged ones keep their schedule, so frequent edits of the
+    /// file do not hold records back.
+    fn retime(&mut self, config: &Config) {
+        let new = Self::new(config);
+        for (every, next, new_every) in [
+            (&mut self.l4_every, &mut self.next_l4, new.l4_every),
+            (&mut self.l7_every, &mut self.next_l7, new.l7_every),
+            (&mut self.netlink_every, &mut self.next_netlink, new.netlink_every),
+        ] {
+            if *every != new_every {
+                *every = new_every;
+                *next = (*next).min(Instant::now() + new_every);
+            }
         }
     }
 }
@@ -426,7 +443,7 @@ impl Pipeline {
         health.push("connections_expired", t.expired);
         health.push("l4_overflow", self.l4.overflow);
         health.push("rss_bytes", rss_bytes());
-        if let Some(l7) = &self.l7 {
+        if let Some(l7) = &mut self.l7 {
             l7.health(&mut health);
         }
         health.push("__time__", time);

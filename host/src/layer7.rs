@@ -34,6 +34,10 @@ pub struct Layer7 {
     parsed: Vec<Parsed>,
     events: Vec<ConnEvent>,
     calls: Vec<Call>,
+    /// Failures of plugin versions seen in the catalog (by plugin id), so
+    /// the health figure never drops when a version is replaced or removed.
+    failures_by_plugin: HashMap<u64, u64>,
+    failures_of_retired: u64,
     _watcher: Option<PluginDirWatcher>,
 }
 
@@ -61,6 +65,8 @@ impl Layer7 {
             parsed: Vec::new(),
             events: Vec::new(),
             calls: Vec::new(),
+            failures_by_plugin: HashMap::default(),
+            failures_of_retired: 0,
             _watcher: watcher,
         })
     }
@@ -135,10 +141,18 @@ impl Layer7 {
         self.window.flush(time, procs)
     }
 
-    /// Health figures: plugin failures, quarantined plugins, overflow.
-    pub fn health(&self, r: &mut Record) {
+    /// Health figures: plugin failures (since start, every version),
+    /// quarantined plugins, overflow.
+    pub fn health(&mut self, r: &mut Record) {
         let catalog = self.registry.catalog();
-        let failures: u64 = catalog.active.iter().map(|p| p.stats.failures()).sum();
+        let active: HashMap<u64, u64> = catalog.active.iter().map(|p| (p.meta.id, p.stats.failures())).collect();
+        for (id, failures) in self.failures_by_plugin.drain() {
+            if !active.contains_key(&id) {
+                self.failures_of_retired += failures;
+            }
+        }
+        let failures = self.failures_of_retired + active.values().sum::<u64>();
+        self.failures_by_plugin = active;
         let quarantined = catalog.active.iter().filter(|p| p.quarantined_until().is_some()).count();
         let s = self.worker.stats();
         r.push("plugin_failures", failures);

@@ -120,15 +120,68 @@ fn repeated_failures_quarantine_with_backoff() {
     std::thread::sleep(until - Instant::now() + Duration::from_millis(20));
     let (parsed, _, _) = h.exchange(b"REQ hello\n", b"RES world\n");
     assert_eq!(parsed.len(), 2);
-    // ... a success ends the probation, failures count afresh, and the next
-    // quarantine lasts twice as long.
-    h.exchange(b"REQ TRAP\n", b"RES x\n");
-    assert_eq!(plugin.stats.quarantines.load(Ordering::Relaxed), 1);
-    h.exchange(b"REQ TRAP\n", b"RES x\n");
+    // ... on probation: successes (every new connection's detect is one)
+    // do not end it, and a single failure quarantines again, twice as long.
     h.exchange(b"REQ TRAP\n", b"RES x\n");
     assert_eq!(plugin.stats.quarantines.load(Ordering::Relaxed), 2);
     let span = plugin.quarantined_until().unwrap() - Instant::now();
     assert!(span > Duration::from_millis(400) && span <= Duration::from_millis(600), "second quarantine {span:?}");
+}
+
+/// The deadline is the calling thread's CPU time, not wall-clock time: on a
+/// CPU shared with busy threads, a call that needs a third of its deadline
+/// in CPU takes several deadlines of wall-clock time and still completes,
+/// while a call that needs more CPU than its deadline is stopped.
+#[test]
+fn the_deadline_is_cpu_time_not_wall_clock_time() {
+    // How long SPIN takes alone (CPU and wall-clock alike on an idle CPU).
+    let mut h = Harness::new(SandboxLimits { deadline: Duration::from_secs(5), ..SandboxLimits::default() });
+    let mut alone = Duration::MAX;
+    for _ in 0..3 {
+        let (parsed, _, took) = h.exchange(b"REQ SPIN20\n", b"RES x\n");
+        assert_eq!(parsed.len(), 2, "SPIN answers");
+        alone = alone.min(took);
+    }
+    let deadline = alone * 3;
+    let mut h = Harness::new(SandboxLimits { deadline, failure_threshold: 100, ..SandboxLimits::default() });
+    // This thread and four busy ones share CPU 0: each runs ~1/5 of the time.
+    let cpu0 = || {
+        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for the calling thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+        }
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                cpu0();
+                let start = Instant::now();
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(30) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    cpu0();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let (parsed, _, took) = h.exchange(b"REQ SPIN20\n", b"RES x\n");
+        assert_eq!(parsed.len(), 2, "a starved but cheap call completes (deadline {deadline:?}, took {took:?})");
+        slowest = slowest.max(took);
+    }
+    // A call needing ~5x its deadline in CPU is still stopped.
+    let (parsed, _, _) = h.exchange(b"REQ SPIN100\n", b"RES x\n");
+    stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        b.join().unwrap();
+    }
+    assert!(slowest > deadline, "the CPU was shared: slowest call {slowest:?}, deadline {deadline:?}");
+    assert!(parsed.is_empty(), "an expensive call is stopped: {parsed:?}");
+    assert_eq!(h.testproto().stats.timeouts.load(Ordering::Relaxed), 1);
 }
 
 #[test]

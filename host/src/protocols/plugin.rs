@@ -81,6 +81,10 @@ impl PluginStats {
 struct Health {
     recent: Vec<Instant>,
     quarantined_until: Option<Instant>,
+    /// After a quarantine, one failure window during which a single failure
+    /// quarantines again (successes do not shorten it: every new
+    /// connection's detect succeeds, whatever the parser then does).
+    probation_until: Option<Instant>,
     /// Quarantines so far: each doubles the next one.
     strikes: u32,
 }
@@ -174,26 +178,20 @@ impl LoadedPlugin {
         let mut h = self.health.lock();
         h.recent.retain(|t| now.duration_since(*t) < limits.failure_window);
         h.recent.push(now);
-        // A failure right after a quarantine ends counts as a full strike.
-        let on_probation = h.quarantined_until.is_some_and(|u| u <= now);
+        // A failure soon after a quarantine ends counts as a full strike.
+        let on_probation =
+            h.quarantined_until.is_some_and(|u| u <= now) && h.probation_until.is_some_and(|p| now < p);
         if h.recent.len() as u32 >= limits.failure_threshold || on_probation {
             let factor = 1u32 << h.strikes.min(16);
             let span = limits.quarantine_base.saturating_mul(factor).min(limits.quarantine_max);
             h.quarantined_until = Some(now + span);
+            h.probation_until = Some(now + span + limits.failure_window);
             h.strikes += 1;
             h.recent.clear();
             self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
             return Some(span);
         }
         None
-    }
-
-    /// A successful call after a quarantine ends the probation.
-    pub(crate) fn record_success(&self) {
-        let mut h = self.health.lock();
-        if h.quarantined_until.is_some_and(|u| u <= Instant::now()) {
-            h.quarantined_until = None;
-        }
     }
 }
 

@@ -66,7 +66,7 @@ impl Runtime {
 
     /// Deadline in epoch ticks (at least one).
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+        ticks(self.limits.deadline)
     }
 }
 
@@ -76,6 +76,11 @@ impl Drop for Runtime {
             t.stop();
         }
     }
+}
+
+/// `d` in whole epoch ticks (at least one).
+pub(crate) fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
 }
 
 /// Increments the engine's epoch every [`EPOCH_TICK`].
@@ -116,6 +121,48 @@ pub struct StoreData {
     log_budget: u32,
     /// Log lines suppressed by the budget.
     pub(crate) logs_suppressed: u64,
+    /// The call in progress, for its CPU-time deadline.
+    pub(crate) call: CallClock,
+}
+
+/// When the current call started, in the calling thread's CPU time and in
+/// wall-clock time. The epoch ticker only says "time is up" in wall-clock
+/// terms; a thread descheduled on a busy machine has not spent that time
+/// running the plugin, so the deadline callback extends the deadline until
+/// the thread's own CPU time reaches it (a hard wall-clock cap remains).
+pub(crate) struct CallClock {
+    pub(crate) cpu_start_ns: u64,
+    pub(crate) wall_start: Instant,
+    pub(crate) deadline: Duration,
+}
+
+impl CallClock {
+    /// Wall-clock time a call may take however starved its thread is.
+    const WALL_CAP_FACTOR: u32 = 100;
+
+    pub(crate) fn start(&mut self) {
+        self.cpu_start_ns = thread_cpu_ns();
+        self.wall_start = Instant::now();
+    }
+
+    /// Interrupt, or how much more CPU time the call may use.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        let used = Duration::from_nanos(thread_cpu_ns().saturating_sub(self.cpu_start_ns));
+        let wall_cap = self.deadline.saturating_mul(Self::WALL_CAP_FACTOR);
+        if used >= self.deadline || self.wall_start.elapsed() >= wall_cap {
+            None
+        } else {
+            Some(self.deadline - used)
+        }
+    }
+}
+
+/// CPU time the calling thread has used (ns).
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl StoreData {
@@ -127,6 +174,7 @@ impl StoreData {
             log_lines: 0,
             log_budget: limits.log_lines_per_second,
             logs_suppressed: 0,
+            call: CallClock { cpu_start_ns: 0, wall_start: Instant::now(), deadline: limits.deadline },
         }
     }
 }

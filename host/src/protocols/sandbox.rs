@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Batch, Chunks, Direction, PluginInfo, ProtocolPlugin, ProtocolPluginPre, Role};
-use super::runtime::{MemoryLimitExceeded, Runtime, StoreData};
+use super::runtime::{ticks, MemoryLimitExceeded, Runtime, StoreData};
 use super::wire;
 use super::SandboxLimits;
 
@@ -61,8 +61,15 @@ impl Sandbox {
     ) -> Result<Self, Failure> {
         let mut store = Store::new(&runtime.engine, StoreData::new(label, &runtime.limits));
         store.limiter(|d| &mut d.limiter);
-        store.epoch_deadline_trap();
+        // The deadline is CPU time of the calling thread (see CallClock).
+        store.epoch_deadline_callback(|ctx| {
+            Ok(match ctx.data().call.remaining() {
+                Some(left) => UpdateDeadline::Continue(ticks(left)),
+                None => UpdateDeadline::Interrupt,
+            })
+        });
         store.set_epoch_deadline(runtime.deadline_ticks());
+        store.data_mut().call.start();
         let plugin = match pre.instantiate(&mut store) {
             Ok(p) => p,
             Err(e) => return Err(classify(&store, e, Failure::Instantiate)),
@@ -131,6 +138,7 @@ impl Sandbox {
             return Err(Failure::Trap("instance already failed".into()));
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().call.start();
         match f(&self.plugin, &mut self.store) {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -161,7 +169,9 @@ fn classify(store: &Store<StoreData>, e: wasmtime::Error, other: fn(String) -> F
     if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         return Failure::Timeout;
     }
-    other(format!("{e:#}"))
+    // One line for the log (the trap itself); the wasm backtrace at debug level.
+    tracing::debug!(plugin = %store.data().label, "plugin failure in detail: {e:?}");
+    other(e.root_cause().to_string())
 }
 
 /// Check sizes and that every reference in the batch holds.

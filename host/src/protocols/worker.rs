@@ -256,7 +256,6 @@ impl ProtocolWorker {
             let Some(sandbox) = self.sandbox(plugin) else { continue };
             match sandbox.detect(chunk.direction, chunk.role, bytes) {
                 Ok(confidence) => {
-                    plugin.record_success();
                     if confidence >= self.config.detect_threshold && best.is_none_or(|(c, _)| confidence > c) {
                         best = Some((confidence, id));
                         if confidence >= 95 {
@@ -340,7 +339,7 @@ impl ProtocolWorker {
             result = sandbox.close(&closing).map(|batch| self.take_batch(&plugin, batch));
         }
         match result {
-            Ok(()) => plugin.record_success(),
+            Ok(()) => {}
             Err(failure) => {
                 // Connections closed since their chunks were queued are no
                 // longer bound, but lost their messages all the same.

@@ -4,7 +4,8 @@
 //! - `REQ BOMB`: allocates without bound (memory cap);
 //! - `REQ TRAP`: panics (trap);
 //! - `REQ HUGE`: returns an oversized result;
-//! - `REQ LOGS`: logs 10,000 lines (log budget).
+//! - `REQ LOGS`: logs 10,000 lines (log budget);
+//! - `REQ SPIN<n>`: computes for n million steps, then answers (CPU-time deadline).
 
 use wirelens_sdk::cursor::Cursor;
 use wirelens_sdk::{Ctx, Direction, FieldKey, Fields, Info, LogLevel, Meta, Protocol, Role, Step};
@@ -71,6 +72,14 @@ impl Protocol for TestProto {
                     wirelens_sdk::log(LogLevel::Info, &format!("log line {i}"));
                 }
                 fields.text(TEXT, text);
+            }
+            spin if spin.starts_with(b"SPIN") => {
+                let millions = std::str::from_utf8(&spin[4..]).ok().and_then(|n| n.parse::<u64>().ok()).unwrap_or(1);
+                let mut x = 0u64;
+                for i in 0..millions * 1_000_000 {
+                    x = std::hint::black_box(x.rotate_left(5) ^ i);
+                }
+                fields.text(TEXT, if x == 1 { b"one" } else { text });
             }
             _ => fields.text(TEXT, text),
         }
