@@ -18,97 +18,16 @@ import argparse
 import csv
 import glob
 import io
-import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wirelens/target"))
-PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, limit=30):
-    start = time.time()
-    while time.time() - start < limit:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{what} did not listen on {port}")
-
-
-class Servers:
-    """redis-server, nginx and PostgreSQL on loopback, in one temp dir."""
-
-    def __init__(self, tmp):
-        self.procs = []
-        try:
-            self.start(tmp)
-        except BaseException:
-            self.stop()
-            raise
-
-    def start(self, tmp):
-        self.redis = free_port()
-        self.procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(self.redis), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL))
-        wait_port(self.redis, "redis-server")
-
-        self.nginx = free_port()
-        root = os.path.join(tmp, "www")
-        os.makedirs(root)
-        with open(os.path.join(root, "index.html"), "w") as f:
-            f.write("x" * 612)
-        conf = os.path.join(tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;\n"
-                    f"events {{ worker_connections 1024; }}\n"
-                    f"http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};"
-                    f" fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n"
-                    f" server {{ listen 127.0.0.1:{self.nginx}; root {root}; }} }}\n")
-        self.procs.append(subprocess.Popen(["nginx", "-c", conf, "-p", tmp]))
-        wait_port(self.nginx, "nginx")
-
-        self.pg = free_port()
-        pgdir = os.path.join(tmp, "pg")
-        os.makedirs(pgdir)
-        shutil.chown(pgdir, "postgres")
-        as_pg = ["runuser", "-u", "postgres", "--"]
-        subprocess.run(as_pg + [f"{PG_BIN}/initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D",
-                                f"{pgdir}/data"], check=True, stdout=subprocess.DEVNULL)
-        self.procs.append(subprocess.Popen(
-            as_pg + [f"{PG_BIN}/postgres", "-D", f"{pgdir}/data", "-p", str(self.pg), "-k", pgdir,
-                     "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "ssl=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_port(self.pg, "postgres")
-        time.sleep(1)
-        subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(self.pg), "-U", "postgres", "-i", "-s", "2", "-q",
-                        "postgres"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self):
-        for p in self.procs:
-            p.send_signal(signal.SIGINT)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+from common import ROOT, TARGET, Daemon, Servers  # shared with soak.py and hostile_load.py
 
 
 def redis_load(port, pipeline, seconds):
@@ -150,52 +69,6 @@ def wrk_load(port, seconds):
         p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
         return rps, p99
     return run
-
-
-class Daemon:
-    """wirelens capturing everything, records to a file."""
-
-    def __init__(self, binary, tmp):
-        self.records = os.path.join(tmp, f"records-{time.time_ns()}.jsonl")
-        self.config = os.path.join(tmp, "bench.yaml")
-        with open(self.config, "w") as f:
-            f.write("inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n"
-                    "      FlushOutL4Interval: 1\n      FlushOutL7Interval: 1\n      DropLocalConnections: false\n"
-                    "    EBPF:\n      Enabled: true\n"
-                    f"flushers:\n  - Type: flusher_file\n    FilePath: {self.records}\n")
-        self.err = open(os.path.join(tmp, f"daemon-{time.time_ns()}.log"), "w")
-        self.proc = subprocess.Popen([binary, "run", "-c", self.config], stdout=subprocess.DEVNULL, stderr=self.err)
-        start = time.time()
-        while time.time() - start < 30:
-            with open(self.err.name) as f:
-                if "running" in f.read():
-                    break
-            time.sleep(0.1)
-        self.cpu0, self.t0 = self.cpu(), time.time()
-
-    def cpu(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, load_seconds):
-        """Stop; layer-7 calls per second are over the load's own duration."""
-        cpu = (self.cpu() - self.cpu0) / (time.time() - self.t0) * 100
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            rss = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=30)
-        calls, lost = 0, 0
-        with open(self.records) as f:
-            for line in f:
-                r = json.loads(line)
-                if r["type"] == "protocols":
-                    calls += int(r["total_count"])
-                elif r["type"] == "health":
-                    lost = int(r["kernel_lost"])
-        with open(self.err.name) as f:
-            failures = f.read().count("plugin call failed")
-        return {"cpu": cpu, "rss": rss, "calls_per_s": calls / load_seconds, "lost": lost, "plugin_failures": failures}
 
 
 def main():

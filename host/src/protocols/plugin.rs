@@ -178,6 +178,11 @@ impl LoadedPlugin {
         let mut h = self.health.lock();
         h.recent.retain(|t| now.duration_since(*t) < limits.failure_window);
         h.recent.push(now);
+        // A plugin that stayed clean through its probation starts afresh.
+        if h.probation_until.is_some_and(|p| now >= p) {
+            h.strikes = 0;
+            h.probation_until = None;
+        }
         // A failure soon after a quarantine ends counts as a full strike.
         let on_probation =
             h.quarantined_until.is_some_and(|u| u <= now) && h.probation_until.is_some_and(|p| now < p);

@@ -141,8 +141,9 @@ impl CallClock {
     const WALL_CAP_FACTOR: u32 = 100;
 
     pub(crate) fn start(&mut self) {
-        self.cpu_start_ns = thread_cpu_ns();
-        self.wall_start = Instant::now();
+        let now = Instant::now();
+        self.cpu_start_ns = recent_thread_cpu_ns(now);
+        self.wall_start = now;
     }
 
     /// Interrupt, or how much more CPU time the call may use.
@@ -155,6 +156,25 @@ impl CallClock {
             Some(self.deadline - used)
         }
     }
+}
+
+thread_local! {
+    /// The thread's CPU time and when it was read: calls starting within
+    /// one epoch tick reuse it (reading it is a system call, and calls come
+    /// by the hundred thousand per second), which counts at most one tick of
+    /// earlier work against the call.
+    static CPU_READING: std::cell::Cell<(u64, Option<Instant>)> = const { std::cell::Cell::new((0, None)) };
+}
+
+fn recent_thread_cpu_ns(now: Instant) -> u64 {
+    CPU_READING.with(|r| match r.get() {
+        (cpu, Some(at)) if now.duration_since(at) < EPOCH_TICK => cpu,
+        _ => {
+            let cpu = thread_cpu_ns();
+            r.set((cpu, Some(now)));
+            cpu
+        }
+    })
 }
 
 /// CPU time the calling thread has used (ns).

@@ -338,17 +338,14 @@ impl ProtocolWorker {
             let Some(sandbox) = self.slots.get_mut(&id).and_then(|s| s.sandbox.as_mut()) else { return };
             result = sandbox.close(&closing).map(|batch| self.take_batch(&plugin, batch));
         }
-        match result {
-            Ok(()) => {}
-            Err(failure) => {
-                // Connections closed since their chunks were queued are no
-                // longer bound, but lost their messages all the same.
-                let mut closed: Vec<u64> = chunks.conn.iter().chain(closing.iter()).copied().collect();
-                closed.sort_unstable();
-                closed.dedup();
-                closed.retain(|c| !self.conns.contains_key(c));
-                self.fail_slot(id, failure, &closed);
-            }
+        if let Err(failure) = result {
+            // Connections closed since their chunks were queued are no
+            // longer bound, but lost their messages all the same.
+            let mut closed: Vec<u64> = chunks.conn.iter().chain(closing.iter()).copied().collect();
+            closed.sort_unstable();
+            closed.dedup();
+            closed.retain(|c| !self.conns.contains_key(c));
+            self.fail_slot(id, failure, &closed);
         }
         // Give the buffers back to avoid reallocating each batch.
         if let Some(slot) = self.slots.get_mut(&id) {

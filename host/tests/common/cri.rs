@@ -327,17 +327,8 @@ impl Drop for Containerd {
             let _: Result<Empty, _> = self.client.call("StopPodSandbox", ById { id: pod.clone() });
             let _: Result<Empty, _> = self.client.call("RemovePodSandbox", ById { id: pod });
         }
-        // SAFETY: signalling our own child (SIGTERM: containerd shuts down cleanly).
-        unsafe { libc::kill(self.process.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.process.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        // SIGTERM: containerd shuts down cleanly.
+        super::servers::shut_down(&mut self.process, libc::SIGTERM, Duration::from_secs(15));
         // Unmount what may be left (a container's rootfs) so the temp dir can go.
         let _ = Command::new("sh")
             .arg("-c")

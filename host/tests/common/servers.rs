@@ -59,6 +59,20 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Send `signal` to our child, give it `limit` to exit, then kill it.
+pub fn shut_down(child: &mut Child, signal: i32, limit: Duration) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(child);
+}
+
 /// MariaDB with a fresh data directory; root logs in without a password.
 pub struct MariaDb {
     pub port: u16,
@@ -199,16 +213,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT is the postmaster's "fast" shutdown: it stops its backends too.
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        stop(&mut self.child);
+        shut_down(&mut self.child, libc::SIGINT, Duration::from_secs(10));
     }
 }
 
@@ -372,16 +377,8 @@ impl Drop for DockerEngine {
         if !self.containers.is_empty() {
             let _ = Command::new("docker").args(["rm", "-f"]).args(&self.containers).output();
         }
-        // SAFETY: signalling our own child (SIGTERM: dockerd cleans up its mounts).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        stop(&mut self.child);
+        // SIGTERM: dockerd cleans up its mounts.
+        shut_down(&mut self.child, libc::SIGTERM, Duration::from_secs(15));
         let exec = self.dir.path().join("exec");
         let _ = Command::new("sh")
             .args(["-c", &format!("grep -o '{}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l", exec.display())])

@@ -88,7 +88,8 @@ impl Cri {
                 .await
             })
             .map_err(|_| anyhow!("no answer within {timeout:?}"))?
-            .with_context(|| format!("connecting to {}", self.socket.display()))?;
+            // The innermost cause only: tonic's chain repeats it.
+            .map_err(|e| anyhow!("connecting to {}: {}", self.socket.display(), innermost(&e)))?;
         self.channel = Some(channel.clone());
         Ok(channel)
     }
@@ -125,6 +126,14 @@ impl Cri {
             }
         }
     }
+}
+
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(source) = e.source() {
+        e = source;
+    }
+    e.to_string()
 }
 
 /// The container's environment from a verbose status's `info` documents:
