@@ -479,3 +479,31 @@ fn runtimes(w: &crate::config::Wirelens) -> Vec<Box<dyn Runtime>> {
     }
     runtimes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(l4: u64, l7: u64) -> Config {
+        let text = format!(
+            "inputs: [{{Type: observer_ilogtail_network_v1, Common: {{FlushOutL4Interval: {l4}, FlushOutL7Interval: {l7}}}}}]"
+        );
+        Config::parse(&text, std::path::Path::new("test.yaml")).unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_the_flush_schedule_unless_an_interval_changed() {
+        let mut t = Timers::new(&config(15, 60));
+        let (l4, l7) = (t.next_l4, t.next_l7);
+        std::thread::sleep(Duration::from_millis(20));
+        t.retime(&config(15, 60));
+        assert_eq!((t.next_l4, t.next_l7), (l4, l7), "unchanged intervals keep their schedule");
+        t.retime(&config(15, 2));
+        assert_eq!(t.next_l4, l4);
+        assert!(t.next_l7 < l7 && t.next_l7 <= Instant::now() + Duration::from_secs(2), "a shorter interval applies now");
+        assert_eq!(t.l7_every, Duration::from_secs(2));
+        let next = t.next_l7;
+        t.retime(&config(15, 30));
+        assert_eq!((t.next_l7, t.l7_every), (next, Duration::from_secs(30)), "a longer one from the next flush on");
+    }
+}

@@ -100,8 +100,12 @@ fn hostile_calls_are_contained_and_counted() {
 
 #[test]
 fn repeated_failures_quarantine_with_backoff() {
-    let limits =
-        SandboxLimits { failure_threshold: 3, quarantine_base: Duration::from_millis(300), ..SandboxLimits::default() };
+    let limits = SandboxLimits {
+        failure_threshold: 3,
+        failure_window: Duration::from_millis(800),
+        quarantine_base: Duration::from_millis(300),
+        ..SandboxLimits::default()
+    };
     let mut h = Harness::new(limits);
     for _ in 0..3 {
         h.exchange(b"REQ TRAP\n", b"RES x\n");
@@ -124,8 +128,19 @@ fn repeated_failures_quarantine_with_backoff() {
     // do not end it, and a single failure quarantines again, twice as long.
     h.exchange(b"REQ TRAP\n", b"RES x\n");
     assert_eq!(plugin.stats.quarantines.load(Ordering::Relaxed), 2);
-    let span = plugin.quarantined_until().unwrap() - Instant::now();
+    let until = plugin.quarantined_until().unwrap();
+    let span = until - Instant::now();
     assert!(span > Duration::from_millis(400) && span <= Duration::from_millis(600), "second quarantine {span:?}");
+    // Clean through the probation (one failure window after the quarantine):
+    // a failure no longer quarantines, and the next quarantine is short again.
+    std::thread::sleep(until - Instant::now() + Duration::from_millis(850));
+    h.exchange(b"REQ TRAP\n", b"RES x\n");
+    assert_eq!(plugin.stats.quarantines.load(Ordering::Relaxed), 2, "past probation, one failure is one failure");
+    h.exchange(b"REQ TRAP\n", b"RES x\n");
+    h.exchange(b"REQ TRAP\n", b"RES x\n");
+    assert_eq!(plugin.stats.quarantines.load(Ordering::Relaxed), 3);
+    let span = plugin.quarantined_until().unwrap() - Instant::now();
+    assert!(span <= Duration::from_millis(300) && span > Duration::from_millis(100), "strikes start afresh: {span:?}");
 }
 
 /// The deadline is the calling thread's CPU time, not wall-clock time: on a
