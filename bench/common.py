@@ -23,6 +23,22 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 DEFAULT_DAEMON = os.path.join(TARGET, "release", "wirelens")
 
 
+def add_scenario_args(ap, report):
+    """--daemon, --keep and --report, as every scenario takes them."""
+    ap.add_argument("--daemon", default=DEFAULT_DAEMON, help=f"wirelens binary (default {DEFAULT_DAEMON})")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, records)")
+    ap.add_argument("--report", default=os.path.join(ROOT, "bench", report))
+
+
+def require(paths, hint):
+    """Root (the daemon loads eBPF programs) and these files, or exit saying what to do."""
+    if os.geteuid() != 0:
+        sys.exit("run as root (the daemon loads eBPF programs)")
+    for path in paths:
+        if not os.path.isfile(path):
+            sys.exit(f"missing {path} ({hint})")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -43,7 +43,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (DEFAULT_DAEMON, ROOT, Daemon, Servers, config_text, free_port, group_log, num,  # noqa: E402
+from common import (Daemon, Servers, config_text, free_port, group_log, num, add_scenario_args, require,  # noqa: E402
                     parse_log, port_is_free, proc_cpu_seconds, proc_status, read_records, remote_port,
                     start_testproto_server, testproto_exchange, write_atomically)
 
@@ -244,20 +244,14 @@ class Run:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=60)
-    ap.add_argument("--daemon", default=DEFAULT_DAEMON, help=f"wirelens binary (default {DEFAULT_DAEMON})")
     ap.add_argument("--plugin", help="testproto v1 component (default: testproto-v1.wasm next to the daemon)")
     ap.add_argument("--rate", type=int, default=4000, help="redis-benchmark operations per second (SET+GET)")
     ap.add_argument("--hostile-every", type=float, default=0.25, help="seconds between hostile connections")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, records)")
-    ap.add_argument("--report", default=os.path.join(ROOT, "bench", "hostile_load.md"))
+    add_scenario_args(ap, "hostile_load.md")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root (the daemon loads eBPF programs)")
     args.plugin = args.plugin or os.path.join(os.path.dirname(os.path.abspath(args.daemon)), "testproto-v1.wasm")
-    for path in (args.daemon, args.plugin):
-        if not os.path.isfile(path):
-            sys.exit(f"missing {path} (build the daemon, and testproto with `wirelens plugins build "
-                     "tests/plugins/testproto`, or pass --daemon/--plugin)")
+    require((args.daemon, args.plugin), "build the daemon, and testproto with `wirelens plugins build"
+            " tests/plugins/testproto`, or pass --daemon/--plugin")
     tmp = tempfile.mkdtemp(prefix="wirelens-hostile-")
     servers = Servers(tmp, which=("redis",))
     tp_port = 7777 if port_is_free(7777) else free_port()

@@ -38,7 +38,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (DEFAULT_DAEMON, ROOT, Daemon, Servers, config_text, free_port, group_log,  # noqa: E402
+from common import (Daemon, Servers, config_text, free_port, group_log, add_scenario_args, require,  # noqa: E402
                     num, parse_log, port_is_free, proc_cpu_seconds, proc_status, read_records, remote_port,
                     start_testproto_server, testproto_exchange, write_atomically)
 
@@ -189,24 +189,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--reload-every", type=float, default=30, help="seconds between reloads (plugin, config, ...)")
-    ap.add_argument("--daemon", default=DEFAULT_DAEMON, help=f"wirelens binary (default {DEFAULT_DAEMON})")
     ap.add_argument("--plugin-v1", help="testproto v1 component (default: testproto-v1.wasm next to the daemon)")
     ap.add_argument("--plugin-v2", help="testproto v2 component (default: testproto-v2.wasm next to the daemon)")
     ap.add_argument("--warmup", type=float, help="seconds of warm-up (default 120, or a quarter of shorter runs)")
     ap.add_argument("--sample-every", type=float, default=5)
     ap.add_argument("--slot", type=float, default=10, help="seconds per load of the rotation")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, records)")
-    ap.add_argument("--report", default=os.path.join(ROOT, "bench", "soak.md"))
+    add_scenario_args(ap, "soak.md")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root (the daemon loads eBPF programs)")
     here = os.path.dirname(os.path.abspath(args.daemon))
     v1 = args.plugin_v1 or os.path.join(here, "testproto-v1.wasm")
     v2 = args.plugin_v2 or os.path.join(here, "testproto-v2.wasm")
-    for path in (args.daemon, v1, v2):
-        if not os.path.isfile(path):
-            sys.exit(f"missing {path} (build the daemon, and testproto with `wirelens plugins build "
-                     "tests/plugins/testproto` and `--features v2`, or pass --daemon/--plugin-v1/--plugin-v2)")
+    require((args.daemon, v1, v2), "build the daemon, and testproto with `wirelens plugins build"
+            " tests/plugins/testproto` and `--features v2`, or pass --daemon/--plugin-v1/--plugin-v2")
     duration = args.minutes * 60
     warmup = args.warmup if args.warmup is not None else (120 if duration >= 300 else duration / 4)
     plugins = {"1.0.0": open(v1, "rb").read(), "2.0.0": open(v2, "rb").read()}
