@@ -124,9 +124,11 @@ impl Source {
     }
 }
 
-/// Ask each runtime in turn until one knows `id`.
+/// Ask each runtime in turn until one knows `id`. A runtime that failed
+/// is skipped until a refresh finds it answering again, so a stuck one
+/// (each call waits for its timeout) does not delay the others' lookups.
 fn lookup(sources: &mut [Source], id: &str, known: &Known) {
-    for s in sources {
+    for s in sources.iter_mut().filter(|s| s.up != Some(false)) {
         match s.runtime.inspect(id) {
             Ok(Some(info)) => {
                 s.note(true, None);
