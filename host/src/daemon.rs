@@ -20,8 +20,8 @@ use crate::config_watch::ConfigWatch;
 use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
 use crate::layer7::Layer7;
 use crate::metadata::containers::ContainerDirectory;
-use crate::metadata::runtime::{cri::Cri, docker::Docker, Runtime};
 use crate::metadata::filter::Filter;
+use crate::metadata::runtime::{cri::Cri, docker::Docker, Runtime};
 use crate::metadata::ProcessCache;
 use crate::pipeline::Outputs;
 use crate::records::Record;
@@ -443,7 +443,7 @@ impl Pipeline {
         health.push("connections_expired", t.expired);
         health.push("l4_overflow", self.l4.overflow);
         health.push("rss_bytes", rss_bytes());
-        if let Some(l7) = &mut self.l7 {
+        if let Some(l7) = &self.l7 {
             l7.health(&mut health);
         }
         health.push("__time__", time);
@@ -500,7 +500,10 @@ mod tests {
         assert_eq!((t.next_l4, t.next_l7), (l4, l7), "unchanged intervals keep their schedule");
         t.retime(&config(15, 2));
         assert_eq!(t.next_l4, l4);
-        assert!(t.next_l7 < l7 && t.next_l7 <= Instant::now() + Duration::from_secs(2), "a shorter interval applies now");
+        assert!(
+            t.next_l7 < l7 && t.next_l7 <= Instant::now() + Duration::from_secs(2),
+            "a shorter interval applies now"
+        );
         assert_eq!(t.l7_every, Duration::from_secs(2));
         let next = t.next_l7;
         t.retime(&config(15, 30));

@@ -34,10 +34,6 @@ pub struct Layer7 {
     parsed: Vec<Parsed>,
     events: Vec<ConnEvent>,
     calls: Vec<Call>,
-    /// Failures of plugin versions seen in the catalog (by plugin id), so
-    /// the health figure never drops when a version is replaced or removed.
-    failures_by_plugin: HashMap<u64, u64>,
-    failures_of_retired: u64,
     _watcher: Option<PluginDirWatcher>,
 }
 
@@ -65,8 +61,6 @@ impl Layer7 {
             parsed: Vec::new(),
             events: Vec::new(),
             calls: Vec::new(),
-            failures_by_plugin: HashMap::default(),
-            failures_of_retired: 0,
             _watcher: watcher,
         })
     }
@@ -136,26 +130,19 @@ impl Layer7 {
     /// The window's records; requests past their timeout become failures.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
         self.poll();
-        self.stitcher.expire(monotonic_ns(), &mut self.calls);
+        self.stitcher.expire(crate::clock::monotonic_ns(), &mut self.calls);
         self.aggregate_calls();
         self.window.flush(time, procs)
     }
 
-    /// Health figures: plugin failures (since start, every version),
+    /// Health figures: plugin failures (since start, every version: the
+    /// worker counts them, so replacing a plugin does not reset the figure),
     /// quarantined plugins, overflow.
-    pub fn health(&mut self, r: &mut Record) {
+    pub fn health(&self, r: &mut Record) {
         let catalog = self.registry.catalog();
-        let active: HashMap<u64, u64> = catalog.active.iter().map(|p| (p.meta.id, p.stats.failures())).collect();
-        for (id, failures) in self.failures_by_plugin.drain() {
-            if !active.contains_key(&id) {
-                self.failures_of_retired += failures;
-            }
-        }
-        let failures = self.failures_of_retired + active.values().sum::<u64>();
-        self.failures_by_plugin = active;
         let quarantined = catalog.active.iter().filter(|p| p.quarantined_until().is_some()).count();
         let s = self.worker.stats();
-        r.push("plugin_failures", failures);
+        r.push("plugin_failures", s.plugin_failures);
         r.push("plugins_quarantined", quarantined);
         r.push("l7_connections", self.worker.connections());
         r.push("l7_messages", s.messages);
@@ -163,12 +150,4 @@ impl Layer7 {
         r.push("l7_orphan_responses", self.stitcher.orphan_responses);
         r.push("l7_overflow", self.window.overflow);
     }
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of the kernel's timestamps.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

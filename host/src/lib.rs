@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod capture;
+pub mod clock;
 pub mod config;
 pub mod config_watch;
 pub mod connections;

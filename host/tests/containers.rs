@@ -12,8 +12,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{config, remote, Daemon};
 use common::cri::Containerd;
+use common::daemon::{config, remote, Daemon};
 use common::servers::{DockerEngine, RedisServer};
 use serde_json::Value;
 

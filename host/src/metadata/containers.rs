@@ -47,7 +47,8 @@ impl ContainerDirectory {
             .spawn(move || {
                 let mut wanted: HashSet<String> = HashSet::new();
                 let mut next_refresh = Instant::now();
-                let mut sources: Vec<Source> = runtimes.into_iter().map(|runtime| Source { runtime, up: None }).collect();
+                let mut sources: Vec<Source> =
+                    runtimes.into_iter().map(|runtime| Source { runtime, up: None }).collect();
                 let mut missing: HashMap<String, Instant> = HashMap::new();
                 loop {
                     let wait = next_refresh.saturating_duration_since(Instant::now());
@@ -111,16 +112,19 @@ struct Source {
 }
 
 impl Source {
-    /// Log the runtime's state when it changes (not on every failed call).
-    fn note(&mut self, up: bool, err: Option<&anyhow::Error>) {
+    /// Note whether the runtime answered (logged when that changes, not on
+    /// every failed call); its answer, if any.
+    fn answered<T>(&mut self, result: anyhow::Result<T>) -> Option<T> {
+        let up = result.is_ok();
         if self.up != Some(up) {
             let runtime = self.runtime.describe();
-            match err {
-                Some(e) if !up => tracing::info!("{runtime}: unavailable (retried every refresh): {e:#}"),
-                _ => tracing::info!("{runtime}: available"),
+            match &result {
+                Err(e) => tracing::info!("{runtime}: unavailable (retried every refresh): {e:#}"),
+                Ok(_) => tracing::info!("{runtime}: available"),
             }
             self.up = Some(up);
         }
+        result.ok()
     }
 }
 
@@ -129,14 +133,10 @@ impl Source {
 /// (each call waits for its timeout) does not delay the others' lookups.
 fn lookup(sources: &mut [Source], id: &str, known: &Known) {
     for s in sources.iter_mut().filter(|s| s.up != Some(false)) {
-        match s.runtime.inspect(id) {
-            Ok(Some(info)) => {
-                s.note(true, None);
-                known.write().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), Arc::new(info));
-                return;
-            }
-            Ok(None) => s.note(true, None),
-            Err(e) => s.note(false, Some(&e)),
+        let answer = s.runtime.inspect(id);
+        if let Some(Some(info)) = s.answered(answer) {
+            known.write().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), Arc::new(info));
+            return;
         }
     }
 }
@@ -154,18 +154,12 @@ fn refresh_all(
     missing: &mut HashMap<String, Instant>,
 ) {
     let mut running = HashSet::new();
-    let mut answered = false;
     for s in sources.iter_mut() {
-        match s.runtime.list() {
-            Ok(ids) => {
-                s.note(true, None);
-                running.extend(ids);
-                answered = true;
-            }
-            Err(e) => s.note(false, Some(&e)),
-        }
+        let answer = s.runtime.list();
+        running.extend(s.answered(answer).into_iter().flatten());
     }
-    if !answered {
+    // No runtime answered: keep what is known until one does.
+    if !sources.iter().any(|s| s.up == Some(true)) {
         return;
     }
     let now = Instant::now();
@@ -173,7 +167,7 @@ fn refresh_all(
     known.write().unwrap_or_else(|e| e.into_inner()).retain(|id, _| {
         running.contains(id) || now.duration_since(*missing.entry(id.clone()).or_insert(now)) < STOPPED_LINGER
     });
-    missing.retain(|id, since| now.duration_since(*since) < STOPPED_LINGER || running.contains(id));
+    missing.retain(|_, since| now.duration_since(*since) < STOPPED_LINGER);
     for id in wanted.iter().filter(|id| running.contains(*id)) {
         lookup(sources, id, known);
     }

@@ -184,8 +184,7 @@ impl LoadedPlugin {
             h.probation_until = None;
         }
         // A failure soon after a quarantine ends counts as a full strike.
-        let on_probation =
-            h.quarantined_until.is_some_and(|u| u <= now) && h.probation_until.is_some_and(|p| now < p);
+        let on_probation = h.quarantined_until.is_some_and(|u| u <= now) && h.probation_until.is_some_and(|p| now < p);
         if h.recent.len() as u32 >= limits.failure_threshold || on_probation {
             let factor = 1u32 << h.strikes.min(16);
             let span = limits.quarantine_base.saturating_mul(factor).min(limits.quarantine_max);

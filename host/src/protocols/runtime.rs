@@ -15,6 +15,7 @@ use wasmtime::{Config, Engine, ResourceLimiter};
 use super::bindings::{self, LogLevel};
 use super::cache::ArtifactCache;
 use super::SandboxLimits;
+use crate::clock;
 
 /// Period of the epoch ticker: deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -62,11 +63,6 @@ impl Runtime {
 
     pub(crate) fn next_id(&self) -> u64 {
         self.next_plugin_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Deadline in epoch ticks (at least one).
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        ticks(self.limits.deadline)
     }
 }
 
@@ -148,7 +144,7 @@ impl CallClock {
 
     /// Interrupt, or how much more CPU time the call may use.
     pub(crate) fn remaining(&self) -> Option<Duration> {
-        let used = Duration::from_nanos(thread_cpu_ns().saturating_sub(self.cpu_start_ns));
+        let used = Duration::from_nanos(clock::thread_cpu_ns().saturating_sub(self.cpu_start_ns));
         let wall_cap = self.deadline.saturating_mul(Self::WALL_CAP_FACTOR);
         if used >= self.deadline || self.wall_start.elapsed() >= wall_cap {
             None
@@ -170,19 +166,11 @@ fn recent_thread_cpu_ns(now: Instant) -> u64 {
     CPU_READING.with(|r| match r.get() {
         (cpu, Some(at)) if now.duration_since(at) < EPOCH_TICK => cpu,
         _ => {
-            let cpu = thread_cpu_ns();
+            let cpu = clock::thread_cpu_ns();
             r.set((cpu, Some(now)));
             cpu
         }
     })
-}
-
-/// CPU time the calling thread has used (ns).
-fn thread_cpu_ns() -> u64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to fill; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl StoreData {

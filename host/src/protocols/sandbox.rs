@@ -46,7 +46,6 @@ impl std::fmt::Display for Failure {
 pub struct Sandbox {
     store: Store<StoreData>,
     plugin: ProtocolPlugin,
-    deadline_ticks: u64,
     limits: SandboxLimits,
     field_count: usize,
     poisoned: bool,
@@ -68,20 +67,12 @@ impl Sandbox {
                 None => UpdateDeadline::Interrupt,
             })
         });
-        store.set_epoch_deadline(runtime.deadline_ticks());
-        store.data_mut().call.start();
+        arm(&mut store);
         let plugin = match pre.instantiate(&mut store) {
             Ok(p) => p,
             Err(e) => return Err(classify(&store, e, Failure::Instantiate)),
         };
-        Ok(Self {
-            store,
-            plugin,
-            deadline_ticks: runtime.deadline_ticks(),
-            limits: runtime.limits.clone(),
-            field_count: usize::MAX,
-            poisoned: false,
-        })
+        Ok(Self { store, plugin, limits: runtime.limits.clone(), field_count: usize::MAX, poisoned: false })
     }
 
     /// After a failure the instance must not be used again.
@@ -137,8 +128,7 @@ impl Sandbox {
         if self.poisoned {
             return Err(Failure::Trap("instance already failed".into()));
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        self.store.data_mut().call.start();
+        arm(&mut self.store);
         match f(&self.plugin, &mut self.store) {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -159,6 +149,14 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// Arm the deadline for the call about to start: the epoch ticks of the
+/// configured deadline, then the CPU-time check (see `CallClock`).
+fn arm(store: &mut Store<StoreData>) {
+    let deadline = store.data().call.deadline;
+    store.set_epoch_deadline(ticks(deadline));
+    store.data_mut().call.start();
 }
 
 fn classify(store: &Store<StoreData>, e: wasmtime::Error, other: fn(String) -> Failure) -> Failure {

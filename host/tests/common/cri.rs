@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wirelens::metadata::runtime::cri::Cri;
@@ -143,14 +143,6 @@ pub struct Containerd {
     pods: Vec<String>,
 }
 
-fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < limit, "{what} not ready within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 impl Containerd {
     pub fn start() -> Self {
         let dir = tempfile::Builder::new().prefix("wirelens-containerd").tempdir().unwrap();
@@ -188,13 +180,16 @@ state = "{d}/state"
             .stderr(log)
             .spawn()
             .expect("containerd (apt-get install containerd; scripts/setup.sh does it)");
-        wait_until("containerd", Duration::from_secs(20), || socket.exists());
+        // The client connects at its first call; made now so that a failure
+        // below still stops containerd (Drop).
         let client = Cri::with_timeout(socket.clone(), Duration::from_secs(60)).unwrap();
         let mut me = Self { dir, process, socket, client, pods: Vec::new() };
+        let ready = super::wait_for(Duration::from_secs(20), || me.socket.exists());
+        assert!(ready.is_some(), "containerd not ready within 20 s");
         me.import_image();
-        wait_until("containerd's CRI", Duration::from_secs(20), || {
-            me.client.call::<Empty, Empty>("Version", Empty {}).is_ok()
-        });
+        let cri =
+            super::wait_for(Duration::from_secs(20), || me.client.call::<Empty, Empty>("Version", Empty {}).is_ok());
+        assert!(cri.is_some(), "containerd's CRI not ready within 20 s");
         me
     }
 
@@ -229,7 +224,8 @@ state = "{d}/state"
         config["mediaType"] = "application/vnd.oci.image.config.v1+json".into();
         layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar".into();
         let manifest_type = "application/vnd.oci.image.manifest.v1+json";
-        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": manifest_type, "config": config, "layers": [layer]});
+        let manifest =
+            serde_json::json!({"schemaVersion": 2, "mediaType": manifest_type, "config": config, "layers": [layer]});
         let mut manifest = blob(manifest.to_string().as_bytes());
         manifest["mediaType"] = manifest_type.into();
         manifest["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
@@ -299,10 +295,15 @@ state = "{d}/state"
                 }),
             }),
         };
-        let request =
-            CreateContainerRequest { pod_sandbox_id: pod.id.clone(), config: Some(config), sandbox_config: Some(pod.config.clone()) };
-        let r: CreateContainerResponse =
-            self.client.call("CreateContainer", request).unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", self.log()));
+        let request = CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        let r: CreateContainerResponse = self
+            .client
+            .call("CreateContainer", request)
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", self.log()));
         let _: Empty = self
             .client
             .call("StartContainer", ById { id: r.container_id.clone() })
@@ -332,7 +333,10 @@ impl Drop for Containerd {
         // Unmount what may be left (a container's rootfs) so the temp dir can go.
         let _ = Command::new("sh")
             .arg("-c")
-            .arg(format!("grep -o ' {}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l", self.dir.path().display()))
+            .arg(format!(
+                "grep -o ' {}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                self.dir.path().display()
+            ))
             .status();
     }
 }

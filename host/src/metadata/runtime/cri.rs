@@ -79,17 +79,19 @@ impl Cri {
             .rt
             .block_on(async {
                 tokio::time::timeout(
-                    timeout,
-                    endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let socket = socket.clone();
-                        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-                    })),
-                )
-                .await
+                        timeout,
+                        endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
+                            let socket = socket.clone();
+                            async move {
+                                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+                            }
+                        })),
+                    )
+                    .await
             })
             .map_err(|_| anyhow!("no answer within {timeout:?}"))?
             // The innermost cause only: tonic's chain repeats it.
-            .map_err(|e| anyhow!("connecting to {}: {}", self.socket.display(), innermost(&e)))?;
+            .map_err(|e| anyhow!("connecting to {}: {}", self.socket.display(), anyhow::Error::from(e).root_cause()))?;
         self.channel = Some(channel.clone());
         Ok(channel)
     }
@@ -110,30 +112,19 @@ impl Cri {
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             grpc.unary(tonic::Request::new(request), path, codec).await.map_err(CallError::Status)
         });
-        match result {
-            Ok(r) => Ok(r.into_inner()),
-            // Transport failures (the socket went away) come back as Unavailable/Unknown
-            // statuses: reconnect next time.
+        // Transport failures (the socket went away) come back as these
+        // statuses: the runtime is unreachable, and the next call reconnects.
+        let result = match result {
             Err(CallError::Status(s)) if matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled) => {
-                self.channel = None;
                 Err(CallError::Unreachable(anyhow!("{}: {}", s.code(), s.message())))
             }
-            Err(e) => {
-                if matches!(e, CallError::Unreachable(_)) {
-                    self.channel = None;
-                }
-                Err(e)
-            }
+            other => other,
+        };
+        if matches!(result, Err(CallError::Unreachable(_))) {
+            self.channel = None;
         }
+        result.map(tonic::Response::into_inner)
     }
-}
-
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut e = e;
-    while let Some(source) = e.source() {
-        e = source;
-    }
-    e.to_string()
 }
 
 /// The container's environment from a verbose status's `info` documents:
@@ -161,25 +152,28 @@ impl Runtime for Cri {
     }
 
     fn list(&mut self) -> Result<Vec<String>> {
-        let filter = ContainerFilter { state: Some(ContainerStateValue { state: CONTAINER_RUNNING }), ..Default::default() };
+        let filter =
+            ContainerFilter { state: Some(ContainerStateValue { state: CONTAINER_RUNNING }), ..Default::default() };
         let r: ListContainersResponse = self.call("ListContainers", ListContainersRequest { filter: Some(filter) })?;
         Ok(r.containers.into_iter().map(|c| c.id).collect())
     }
 
     fn inspect(&mut self, id: &str) -> Result<Option<ContainerInfo>> {
-        let status: ContainerStatusResponse =
-            match self.call("ContainerStatus", ContainerStatusRequest { container_id: id.to_string(), verbose: true }) {
-                Ok(s) => s,
-                Err(CallError::Status(s)) if s.code() == Code::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
+        let status: ContainerStatusResponse = match self
+            .call("ContainerStatus", ContainerStatusRequest { container_id: id.to_string(), verbose: true })
+        {
+            Ok(s) => s,
+            Err(CallError::Status(s)) if s.code() == Code::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let Some(s) = status.status else { return Ok(None) };
         let filter = ContainerFilter { id: id.to_string(), ..Default::default() };
-        let listed: ListContainersResponse = self.call("ListContainers", ListContainersRequest { filter: Some(filter) })?;
+        let listed: ListContainersResponse =
+            self.call("ListContainers", ListContainersRequest { filter: Some(filter) })?;
         let mut labels = std::collections::BTreeMap::new();
         if let Some(sandbox) = listed.containers.first().map(|c| c.pod_sandbox_id.clone()).filter(|s| !s.is_empty()) {
-            let pod: PodSandboxStatusResponse = self
-                .call("PodSandboxStatus", PodSandboxStatusRequest { pod_sandbox_id: sandbox, verbose: false })?;
+            let pod: PodSandboxStatusResponse =
+                self.call("PodSandboxStatus", PodSandboxStatusRequest { pod_sandbox_id: sandbox, verbose: false })?;
             if let Some(pod) = pod.status {
                 labels.extend(pod.labels);
                 if let Some(m) = pod.metadata {

@@ -59,8 +59,8 @@ fn get(socket: &Path, path: &str) -> Result<(u16, Vec<u8>)> {
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
         bail!("no HTTP header in the engine's answer");
     };
-    let status_line = String::from_utf8_lossy(&raw[..raw[..split].iter().position(|&b| b == b'\r').unwrap_or(split)])
-        .into_owned();
+    let status_line =
+        String::from_utf8_lossy(&raw[..raw[..split].iter().position(|&b| b == b'\r').unwrap_or(split)]).into_owned();
     let Some(code) = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()) else {
         bail!("GET {path}: not an HTTP status line: {status_line:?}");
     };

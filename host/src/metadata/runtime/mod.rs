@@ -56,7 +56,6 @@ impl ContainerInfo {
     }
 }
 
-
 /// `KEY=VALUE` split at the first `=` (a bare `KEY` has an empty value).
 pub fn split_env(entry: &str) -> (String, String) {
     match entry.split_once('=') {
