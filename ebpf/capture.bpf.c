@@ -128,29 +128,112 @@ static __always_inline bool pid_wanted(__u32 pid) {
     return true;
 }
 
-/* The struct sock behind fd, or NULL when fd is not a socket. */
-static __always_inline struct sock *sock_of_fd(int fd) {
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-    struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-    if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+/* Field offsets as the running kernel has them (CO-RE relocations: the
+ * loader patches each into a constant the verifier sees). */
+#define OFF(type, field) ((__u32)bpf_core_field_offset(type, field))
+
+/* Copy `size` bytes at `src + at`, where `at` and `size` come from OFF(),
+ * out of a block read from the kernel. */
+#define FROM_BLOCK(dst, blk, at, size) __builtin_memcpy((dst), (blk) + (at), (size))
+
+/* What the capture needs from a socket, read with as few helper calls as
+ * the kernel's layout allows: each bpf_probe_read_kernel costs tens of ns
+ * and this runs on every socket call, so neighbouring fields are read as
+ * one block (a fallback reads them one by one on layouts where they are
+ * far apart). Everything reachable from the current task is loaded
+ * directly through its BTF pointer, with no helper at all. */
+
+/* The struct sock behind fd, or NULL when fd is not a socket. Also gives
+ * the socket's type (struct socket's copy of sk_type). */
+static __always_inline struct sock *sock_of_fd(int fd, __u16 *sock_type) {
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct fdtable *fdt = task->files->fdt;
+    if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
         return 0;
-    struct file **fds = BPF_CORE_READ(fdt, fd);
+    struct file **fds = fdt->fd;
     struct file *f = 0;
     bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
     if (!f)
         return 0;
-    unsigned short mode = BPF_CORE_READ(f, f_inode, i_mode);
-    if ((mode & S_IFMT) != S_IFSOCK)
+
+    /* file: private_data and f_inode, next to each other. */
+    __u8 blk[32];
+    __u32 pd = OFF(struct file, private_data), ino = OFF(struct file, f_inode);
+    __u32 lo = pd < ino ? pd : ino;
+    __u32 span = (pd < ino ? ino : pd) + 8 - lo;
+    struct inode *inode = 0;
+    struct socket *s = 0;
+    if (span <= sizeof(blk)) {
+        if (bpf_probe_read_kernel(blk, span, (void *)f + lo) != 0)
+            return 0;
+        FROM_BLOCK(&inode, blk, ino - lo, 8);
+        FROM_BLOCK(&s, blk, pd - lo, 8);
+    } else {
+        inode = BPF_CORE_READ(f, f_inode);
+        s = BPF_CORE_READ(f, private_data);
+    }
+    unsigned short mode = BPF_CORE_READ(inode, i_mode);
+    if ((mode & S_IFMT) != S_IFSOCK || !s)
         return 0;
-    struct socket *s = BPF_CORE_READ(f, private_data);
-    return BPF_CORE_READ(s, sk);
+
+    /* socket: type and sk. */
+    __u32 ty = OFF(struct socket, type), skp = OFF(struct socket, sk);
+    struct sock *sk = 0;
+    short type = 0;
+    if (ty < skp && skp + 8 - ty <= sizeof(blk)) {
+        if (bpf_probe_read_kernel(blk, skp + 8 - ty, (void *)s + ty) != 0)
+            return 0;
+        FROM_BLOCK(&type, blk, 0, 2);
+        FROM_BLOCK(&sk, blk, skp - ty, 8);
+    } else {
+        type = BPF_CORE_READ(s, type);
+        sk = BPF_CORE_READ(s, sk);
+    }
+    *sock_type = type;
+    return sk;
 }
 
-/* Family, type and addresses of a socket. */
-static __always_inline void describe(struct sock *sk, struct call *c) {
+/* Family and addresses of a socket: every field lies in sock_common's
+ * first ~90 bytes on the kernels we know, read as one block. */
+static __always_inline void describe(struct sock *sk, __u16 sock_type, struct call *c) {
     c->sock = (__u64)sk;
+    c->sock_type = sock_type;
+    __u32 fam = OFF(struct sock_common, skc_family), daddr = OFF(struct sock_common, skc_daddr),
+          saddr = OFF(struct sock_common, skc_rcv_saddr), dport = OFF(struct sock_common, skc_dport),
+          num = OFF(struct sock_common, skc_num), d6 = OFF(struct sock_common, skc_v6_daddr),
+          s6 = OFF(struct sock_common, skc_v6_rcv_saddr);
+    __u8 blk[96];
+    /* One block from the start of sock_common (the fields are at fixed
+     * offsets from it) when the last field ends within the buffer. */
+    if (fam + 2 <= sizeof(blk) && daddr + 4 <= sizeof(blk) && saddr + 4 <= sizeof(blk) &&
+        dport + 2 <= sizeof(blk) && num + 2 <= sizeof(blk) && d6 + 16 <= sizeof(blk) &&
+        s6 + 16 <= sizeof(blk)) {
+        __u32 span = fam + 2;
+        span = span < d6 + 16 ? d6 + 16 : span;
+        span = span < s6 + 16 ? s6 + 16 : span;
+        span = span < daddr + 4 ? daddr + 4 : span;
+        span = span < saddr + 4 ? saddr + 4 : span;
+        span = span < dport + 2 ? dport + 2 : span;
+        span = span < num + 2 ? num + 2 : span;
+        if (bpf_probe_read_kernel(blk, span, (void *)sk + OFF(struct sock, __sk_common)) != 0)
+            return;
+        __u16 port = 0;
+        FROM_BLOCK(&c->family, blk, fam, 2);
+        if (c->family == AF_INET) {
+            FROM_BLOCK(c->laddr, blk, saddr, 4);
+            FROM_BLOCK(c->raddr, blk, daddr, 4);
+        } else if (c->family == AF_INET6) {
+            FROM_BLOCK(c->laddr, blk, s6, 16);
+            FROM_BLOCK(c->raddr, blk, d6, 16);
+        }
+        if (c->family == AF_INET || c->family == AF_INET6) {
+            FROM_BLOCK(&c->lport, blk, num, 2);
+            FROM_BLOCK(&port, blk, dport, 2);
+            c->rport = __builtin_bswap16(port);
+        }
+        return;
+    }
     c->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-    c->sock_type = BPF_CORE_READ(sk, sk_type);
     if (c->family == AF_INET) {
         __u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
         __u32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
@@ -200,11 +283,12 @@ static __always_inline bool sock_wanted(const struct call *c) {
 
 /* Entry of a call on fd: remember it if it passes the filters. */
 static __always_inline int enter(int fd, __u16 syscall, __u64 buf, __u64 addr, __u64 cnt) {
-    struct sock *sk = sock_of_fd(fd);
+    __u16 type = 0;
+    struct sock *sk = sock_of_fd(fd, &type);
     if (!sk)
         return 0;
     struct call c = {};
-    describe(sk, &c);
+    describe(sk, type, &c);
     if (syscall != WL_SYS_CONNECT && !sock_wanted(&c)) {
         count(WL_CNT_FILTERED);
         return 0;
@@ -221,13 +305,9 @@ static __always_inline int enter(int fd, __u16 syscall, __u64 buf, __u64 addr, _
     return 0;
 }
 
-static __always_inline struct scratch *start_event(const struct call *c, __u16 kind, long ret) {
-    __u32 zero = 0;
-    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
-    if (!s)
-        return 0;
+/* The event header for call c, written in place (scratch or ring). */
+static __always_inline void fill_header(struct wl_event *e, const struct call *c, __u16 kind, long ret) {
     __u64 id = bpf_get_current_pid_tgid();
-    struct wl_event *e = &s->ev;
     e->ts_enter = c->ts;
     e->ts_exit = bpf_ktime_get_ns();
     e->sock = c->sock;
@@ -244,12 +324,31 @@ static __always_inline struct scratch *start_event(const struct call *c, __u16 k
     e->lport = c->lport;
     e->rport = c->rport;
     e->direction = WL_EGRESS;
+    __builtin_memset(e->pad, 0, sizeof(e->pad));
     __builtin_memcpy(e->laddr, c->laddr, 16);
     __builtin_memcpy(e->raddr, c->raddr, 16);
-    /* The process's name (its main thread's), not this thread's. */
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-    BPF_CORE_READ_STR_INTO(&e->comm, task, group_leader, comm);
+    /* The process's name (its main thread's), not this thread's; the
+     * kernel keeps it NUL-padded, so 16 bytes is the whole string. */
+    struct task_struct *task = bpf_get_current_task_btf();
+    __builtin_memcpy(e->comm, task->group_leader->comm, sizeof(e->comm));
+}
+
+static __always_inline struct scratch *start_event(const struct call *c, __u16 kind, long ret) {
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+    if (s)
+        fill_header(&s->ev, c, kind, ret);
     return s;
+}
+
+/* Wake the reader only when this record of `size` bytes takes what is
+ * pending past wakeup_bytes: the reader drains every few milliseconds
+ * anyway. Not on every record while above the mark: each wake-up is an
+ * interrupt (a VM exit under virtualisation), and a reader busy with a
+ * burst would otherwise get one per record until it catches up. */
+static __always_inline __u64 wakeup_flag(__u64 size) {
+    __u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+    return pending < wakeup_bytes && pending + size >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void submit(struct scratch *s) {
@@ -261,9 +360,7 @@ static __always_inline void submit(struct scratch *s) {
     barrier_var(size);
     size &= (2 * WL_MAX_PAYLOAD - 1);
     size += sizeof(struct wl_event);
-    __u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-    __u64 flags = pending >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-    if (bpf_ringbuf_output(&events, s, size, flags) == 0)
+    if (bpf_ringbuf_output(&events, s, size, wakeup_flag(size)) == 0)
         count(WL_CNT_EVENTS);
     else
         count(WL_CNT_LOST);
@@ -349,14 +446,54 @@ static __always_inline void finish_data(struct scratch *s, __u32 n, long len, __
     submit(s);
 }
 
+/* A data event of one flat buffer (read/write/sendto/recvfrom): written
+ * straight into the ring buffer, with no copy through the scratch buffer.
+ * A reservation's size must be a constant, so the record is the smallest
+ * of a few size classes that holds the payload (waste under 2x). */
+#define RESERVE_CLASS(room)                                                                    \
+    if (n <= (room)) {                                                                         \
+        __u64 wake = wakeup_flag(sizeof(struct wl_event) + (room));                            \
+        struct wl_event *e = bpf_ringbuf_reserve(&events, sizeof(struct wl_event) + (room), 0); \
+        if (!e) {                                                                              \
+            count(WL_CNT_LOST);                                                                \
+            return;                                                                            \
+        }                                                                                      \
+        fill_header(e, c, WL_EV_DATA, ret);                                                    \
+        e->direction = direction;                                                              \
+        /* Bound the length again where the verifier sees it (clang would                     \
+         * otherwise reuse the register checked against cap_len's bound only). */              \
+        __u64 len = n;                                                                         \
+        barrier_var(len);                                                                      \
+        if (len > (room))                                                                      \
+            len = (room);                                                                      \
+        if (bpf_probe_read_user(e + 1, len, (void *)c->buf) == 0)                              \
+            e->captured = len;                                                                 \
+        if (e->captured < ret)                                                                 \
+            count(WL_CNT_TRUNCATED);                                                           \
+        peer_from_sockaddr(e, c->addr);                                                        \
+        bpf_ringbuf_submit(e, wake);                                                           \
+        count(WL_CNT_EVENTS);                                                                  \
+        return;                                                                                \
+    }
+
+static __always_inline void flat_data_event(struct call *c, long ret, __u8 direction) {
+    __u32 n = cap_len(ret);
+    RESERVE_CLASS(128)
+    RESERVE_CLASS(512)
+    RESERVE_CLASS(2048)
+    RESERVE_CLASS(4096)
+    RESERVE_CLASS(WL_MAX_PAYLOAD)
+}
+
 /* Exit of a data call whose payload is one buffer or an iovec array. */
 static __always_inline int exit_data(struct call *c, long ret, __u8 direction, bool iov) {
-    if (ret > 0) {
+    if (ret > 0 && !iov) {
+        flat_data_event(c, ret, direction);
+    } else if (ret > 0) {
         struct scratch *s = start_event(c, WL_EV_DATA, ret);
         if (s) {
             s->ev.direction = direction;
-            __u32 n = iov ? copy_iov(s, c->buf, c->count, ret) : copy_flat(s, 0, c->buf, ret);
-            finish_data(s, n, ret, c->addr);
+            finish_data(s, copy_iov(s, c->buf, c->count, ret), ret, c->addr);
         }
     }
     end_call(c);
@@ -438,7 +575,7 @@ static __always_inline int exit_connect(struct call *c, long ret) {
     if (ret == 0 || ret == -EINPROGRESS) {
         /* The peer is known only now. */
         struct sock *sk = (struct sock *)c->sock;
-        describe(sk, c);
+        describe(sk, c->sock_type, c);
         report_conn(c, WL_EV_CONNECT, ret);
     }
     end_call(c);
@@ -457,9 +594,10 @@ static __always_inline int enter_accept_common(__u16 syscall) {
 
 static __always_inline int exit_accept_common(struct call *c, long ret) {
     if (ret >= 0) {
-        struct sock *sk = sock_of_fd(ret);
+        __u16 type = 0;
+        struct sock *sk = sock_of_fd(ret, &type);
         if (sk) {
-            describe(sk, c);
+            describe(sk, type, c);
             c->fd = ret;
             report_conn(c, WL_EV_ACCEPT, ret);
         }
@@ -470,11 +608,12 @@ static __always_inline int exit_accept_common(struct call *c, long ret) {
 
 /* close of a socket: reported at entry (the fd is gone at exit). */
 static __always_inline int enter_close(int fd) {
-    struct sock *sk = sock_of_fd(fd);
+    __u16 type = 0;
+    struct sock *sk = sock_of_fd(fd, &type);
     if (!sk)
         return 0;
     struct call c = {};
-    describe(sk, &c);
+    describe(sk, type, &c);
     if (!sock_wanted(&c))
         return 0;
     c.ts = bpf_ktime_get_ns();
@@ -504,41 +643,77 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx) {
     if (!pid_wanted(bpf_get_current_pid_tgid() >> 32))
         return 0;
     struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-    int fd = BPF_CORE_READ(regs, di);
-    __u64 a1 = BPF_CORE_READ(regs, si);
+    /* The first three arguments (di, si, dx) in one read when adjacent. */
+    __u32 o_di = OFF(struct pt_regs, di), o_si = OFF(struct pt_regs, si), o_dx = OFF(struct pt_regs, dx);
+    __u64 args[3] = {};
+    if (o_dx + 8 == o_si && o_si + 8 == o_di) {
+        bpf_probe_read_kernel(args, sizeof(args), (void *)regs + o_dx);
+    } else {
+        args[0] = BPF_CORE_READ(regs, dx);
+        args[1] = BPF_CORE_READ(regs, si);
+        args[2] = BPF_CORE_READ(regs, di);
+    }
+    int fd = args[2];
+    /* Map the call to its arguments here and run one copy of enter(): a
+     * call per syscall would inline enter() fifteen times, and that much
+     * code falls out of the instruction cache between a write and a read. */
+    __u16 sys;
+    __u64 buf = args[1], addr = 0, cnt = 0;
     switch (nr) {
     case NR_read:
-        return enter(fd, WL_SYS_READ, a1, 0, 0);
+        sys = WL_SYS_READ;
+        break;
     case NR_write:
-        return enter(fd, WL_SYS_WRITE, a1, 0, 0);
+        sys = WL_SYS_WRITE;
+        break;
     case NR_readv:
-        return enter(fd, WL_SYS_READV, a1, 0, BPF_CORE_READ(regs, dx));
+        sys = WL_SYS_READV;
+        cnt = args[0];
+        break;
     case NR_writev:
-        return enter(fd, WL_SYS_WRITEV, a1, 0, BPF_CORE_READ(regs, dx));
+        sys = WL_SYS_WRITEV;
+        cnt = args[0];
+        break;
     case NR_sendto:
-        return enter(fd, WL_SYS_SENDTO, a1, BPF_CORE_READ(regs, r8), 0);
+        sys = WL_SYS_SENDTO;
+        addr = BPF_CORE_READ(regs, r8);
+        break;
     case NR_recvfrom:
-        return enter(fd, WL_SYS_RECVFROM, a1, BPF_CORE_READ(regs, r8), 0);
+        sys = WL_SYS_RECVFROM;
+        addr = BPF_CORE_READ(regs, r8);
+        break;
     case NR_sendmsg:
-        return enter(fd, WL_SYS_SENDMSG, a1, 0, 0);
+        sys = WL_SYS_SENDMSG;
+        break;
     case NR_recvmsg:
-        return enter(fd, WL_SYS_RECVMSG, a1, 0, 0);
+        sys = WL_SYS_RECVMSG;
+        break;
     case NR_sendmmsg:
-        return enter(fd, WL_SYS_SENDMMSG, a1, 0, BPF_CORE_READ(regs, dx));
+        sys = WL_SYS_SENDMMSG;
+        cnt = args[0];
+        break;
     case NR_recvmmsg:
-        return enter(fd, WL_SYS_RECVMMSG, a1, 0, BPF_CORE_READ(regs, dx));
+        sys = WL_SYS_RECVMMSG;
+        cnt = args[0];
+        break;
     case NR_sendfile:
-        return enter(fd, WL_SYS_SENDFILE, 0, 0, 0);
+        sys = WL_SYS_SENDFILE;
+        buf = 0;
+        break;
     case NR_connect:
-        return enter(fd, WL_SYS_CONNECT, 0, 0, 0);
+        sys = WL_SYS_CONNECT;
+        buf = 0;
+        break;
     case NR_accept:
         return enter_accept_common(WL_SYS_ACCEPT);
     case NR_accept4:
         return enter_accept_common(WL_SYS_ACCEPT4);
     case NR_close:
         return enter_close(fd);
+    default:
+        return 0;
     }
-    return 0;
+    return enter(fd, sys, buf, addr, cnt);
 }
 
 SEC("raw_tracepoint/sys_exit")
@@ -548,25 +723,26 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx) {
     if (!c || !c->ts)
         return 0;
     long ret = ctx->args[1];
-    switch (c->syscall) {
+    __u16 sys = c->syscall;
+    /* One copy of each exit path (see sys_enter for why). */
+    __u8 dir = sys == WL_SYS_READ || sys == WL_SYS_RECVFROM || sys == WL_SYS_READV || sys == WL_SYS_RECVMSG ||
+                       sys == WL_SYS_RECVMMSG
+                   ? WL_INGRESS
+                   : WL_EGRESS;
+    switch (sys) {
     case WL_SYS_READ:
     case WL_SYS_RECVFROM:
-        return exit_data(c, ret, WL_INGRESS, false);
     case WL_SYS_WRITE:
     case WL_SYS_SENDTO:
-        return exit_data(c, ret, WL_EGRESS, false);
     case WL_SYS_READV:
-        return exit_data(c, ret, WL_INGRESS, true);
     case WL_SYS_WRITEV:
-        return exit_data(c, ret, WL_EGRESS, true);
+        return exit_data(c, ret, dir, sys == WL_SYS_READV || sys == WL_SYS_WRITEV);
     case WL_SYS_SENDMSG:
-        return exit_msg(c, ret, WL_EGRESS);
     case WL_SYS_RECVMSG:
-        return exit_msg(c, ret, WL_INGRESS);
+        return exit_msg(c, ret, dir);
     case WL_SYS_SENDMMSG:
-        return exit_mmsg(c, ret, WL_EGRESS);
     case WL_SYS_RECVMMSG:
-        return exit_mmsg(c, ret, WL_INGRESS);
+        return exit_mmsg(c, ret, dir);
     case WL_SYS_SENDFILE:
         return exit_sendfile(c, ret);
     case WL_SYS_CONNECT:

@@ -10,7 +10,7 @@ fn main() {
     let root = manifest_dir.parent().expect("host/ is inside the workspace").to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     for watched in ["plugins", "sdk/src", "sdk/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        watch(&format!("../{watched}"));
     }
     // <target>/<profile>/build/wirelens-<hash>/out -> <target>
     let target_dir = out_dir.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_else(|| root.join("target"));
@@ -25,8 +25,9 @@ fn main() {
     let mut entries = String::new();
     for crate_dir in crates {
         // Each plugin's own files, so adding or editing one rebuilds it.
-        println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
-        println!("cargo:rerun-if-changed={}", crate_dir.join("Cargo.toml").display());
+        let plugin = crate_dir.file_name().unwrap().to_string_lossy();
+        watch(&format!("../plugins/{plugin}/src"));
+        watch(&format!("../plugins/{plugin}/Cargo.toml"));
         let mut build = wirelens_plugin_builder::Build::new(&crate_dir, out_dir.join("plugins"));
         build.target_dir = wasm_target.clone();
         let component = build.run().unwrap_or_else(|e| panic!("building plugin {}: {e:#}", crate_dir.display()));
@@ -39,11 +40,20 @@ fn main() {
     std::fs::write(out_dir.join("builtin_plugins.rs"), code).expect("writing builtin_plugins.rs");
 }
 
+/// Rebuild when `path` (relative to `host/`) changes. Relative on purpose:
+/// checkouts at different paths share one target dir (CI reuses it from a
+/// fresh clone) and map to the same build-script fingerprint, so an
+/// absolute path would keep watching the checkout that ran the script last
+/// and miss changes in this one.
+fn watch(path: &str) {
+    println!("cargo:rerun-if-changed={path}");
+}
+
 /// Compile the kernel programs (C, CO-RE) with clang for the BPF target.
 fn build_ebpf() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).parent().unwrap().to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("capture.bpf.o");
-    println!("cargo:rerun-if-changed={}", root.join("ebpf").display());
+    watch("../ebpf");
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let status = std::process::Command::new(&clang)
         .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-I"])

@@ -22,8 +22,9 @@ pub use event::{Event, EventKind};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 
-/// How often the reader looks at the ring buffer when not woken (the kernel
-/// wakes it only when `wakeup_bytes` are pending: batched wake-ups).
+/// How often the reader drains the ring buffer when not woken (the kernel
+/// wakes it only when what is pending crosses `wakeup_bytes`: batched
+/// wake-ups).
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The syscalls traced (dispatched inside the two raw tracepoint programs).
@@ -233,15 +234,19 @@ fn read_loop(
     stop: Arc<AtomicBool>,
     malformed: Arc<AtomicU64>,
 ) {
-    let fd = ring.as_raw_fd();
+    let wake = match Wakeups::new(ring.as_raw_fd()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("ring buffer reader: {e:#}");
+            return;
+        }
+    };
     let mut batch = Vec::with_capacity(BATCH);
     // Processes whose command line was read already (bounded: forgotten
     // wholesale when large; a re-read costs one /proc read).
     let mut seen = std::collections::HashSet::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
+        wake.wait(POLL_INTERVAL);
         while let Some(item) = ring.next() {
             match Event::decode(&item) {
                 Some(mut ev) => {
@@ -268,6 +273,41 @@ fn read_loop(
         if !batch.is_empty() && !hand_over(&sink, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &stop) {
             return;
         }
+    }
+}
+
+/// The kernel's wake-ups of the ring buffer's reader, edge-triggered: a
+/// plain poll() reports the ring readable whenever anything is pending, so
+/// under steady traffic the reader would wake for every few events (each
+/// wake-up costing the observed applications a context switch and the
+/// daemon a small batch). With EPOLLET only the kernel's explicit wake-ups
+/// (what is pending crossed `wakeup_bytes`) end a wait early; otherwise the
+/// reader drains once per poll interval.
+struct Wakeups(std::os::fd::OwnedFd);
+
+impl Wakeups {
+    fn new(ring_fd: std::os::fd::RawFd) -> Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall; the fd is checked before it is owned.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_create1");
+        }
+        // SAFETY: a fresh fd we own.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(epfd) };
+        let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: 0 };
+        // SAFETY: valid fds and event struct.
+        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, ring_fd, &mut ev) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_ctl on the ring buffer");
+        }
+        Ok(Self(owned))
+    }
+
+    /// Until the kernel wakes the reader or `limit` passes.
+    fn wait(&self, limit: Duration) {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: one valid event slot.
+        unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, limit.as_millis() as i32) };
     }
 }
 
