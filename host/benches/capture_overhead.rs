@@ -80,6 +80,46 @@ impl Daemon {
     }
 }
 
+/// The kernel's own accounting of time spent in the daemon's BPF programs
+/// (`kernel.bpf_stats_enabled`), summed over its programs: (ns, runs) per
+/// program, read from /proc/PID/fdinfo.
+fn bpf_prog_stats(pid: u32) -> Vec<(u64, u64)> {
+    let mut out = vec![];
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return out };
+    let mut entries: Vec<_> = dir.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name().to_string_lossy().parse::<u64>().unwrap_or(0));
+    for entry in entries {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        if !text.contains("prog_type") {
+            continue;
+        }
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<u64>().unwrap_or(0)))
+                .unwrap_or(0)
+        };
+        out.push((field("run_time_ns:"), field("run_cnt:")));
+    }
+    out
+}
+
+/// Time inside the kernel programs per syscall they ran on, for
+/// write+read pairs of `size` bytes under the daemon `d`: measured with
+/// the kernel's BPF run-time statistics switched on only for this (they
+/// cost two clock reads per run). Averages over every program run
+/// (entry and exit of each of the two calls).
+fn in_kernel_ns_per_call(d: &Daemon, size: usize) -> f64 {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    std::fs::write(STATS, "1").expect("enabling kernel.bpf_stats_enabled");
+    let before = bpf_prog_stats(d.0.id());
+    write_read(size, CALL_PAIRS);
+    let after = bpf_prog_stats(d.0.id());
+    let _ = std::fs::write(STATS, "0");
+    let ns: u64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
+    // Each call runs the entry and the exit program once.
+    ns as f64 / (2 * CALL_PAIRS) as f64
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         // SAFETY: signalling our child.
@@ -134,6 +174,22 @@ fn main() {
         }
         100.0 * (d.cpu_seconds() - before) / start.elapsed().as_secs_f64()
     };
+    // In-kernel time per call (entry + exit programs), separately from the
+    // wall-clock rounds above so the statistics do not weigh on them.
+    let kernel_ns: Vec<(f64, f64)> = sizes
+        .iter()
+        .map(|&s| {
+            let filt = {
+                let d = Daemon::start("      Pid: [1]\n");
+                in_kernel_ns_per_call(&d, s)
+            };
+            let capt = {
+                let d = Daemon::start("");
+                in_kernel_ns_per_call(&d, s)
+            };
+            (filt, capt)
+        })
+        .collect();
     println!("socketpair write+read, ns per pair (min/median/max of {ROUNDS} rounds x {CALL_PAIRS} pairs)");
     println!(
         "{:>6}  {:>18}  {:>28}  {:>28}  {:>16}  {:>16}",
@@ -141,8 +197,11 @@ fn main() {
     );
     for (i, size) in sizes.iter().enumerate() {
         let (b, f, c) = (median(base[i].clone()), median(filtered[i].clone()), median(captured[i].clone()));
-        // Two calls (write and read) per pair.
-        let (add_f, add_c) = ((f.1 - b.1) / 2.0, (c.1 - b.1) / 2.0);
+        // Added cost per call: the median over rounds of each round's
+        // difference to that round's own baseline (paired, so drift between
+        // rounds cancels), over two calls (write and read) per pair.
+        let added = |mode: &[f64]| median(mode.iter().zip(&base[i]).map(|(m, b)| (m - b) / 2.0).collect()).1;
+        let (add_f, add_c) = (added(&filtered[i]), added(&captured[i]));
         println!(
             "{:>6}  {:>18}  {:>28}  {:>28}  {:>14.0}ns  {:>14.0}ns",
             size,
@@ -152,6 +211,10 @@ fn main() {
             add_f,
             add_c
         );
+    }
+    println!("time inside the kernel programs per call (entry + exit; kernel.bpf_stats_enabled, one run):");
+    for (size, (filt, capt)) in sizes.iter().zip(&kernel_ns) {
+        println!("{size:>6}  filtered {filt:.0} ns  captured {capt:.0} ns");
     }
     println!("daemon CPU at 20,000 captured calls/s: {cpu_pct:.1}% of one core");
     std::io::stdout().flush().unwrap();

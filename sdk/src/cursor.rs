@@ -202,11 +202,17 @@ pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |acc, &d| {
-        if d.is_ascii_digit() {
-            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        } else {
-            None
+        if !d.is_ascii_digit() {
+            return None;
         }
+        // Overflow is checked by comparison, not `checked_mul`: on wasm32 a
+        // u64 multiply with overflow check is a call to a 128-bit multiply.
+        const LIMIT: u64 = u64::MAX / 10;
+        let digit = u64::from(d - b'0');
+        if acc > LIMIT || (acc == LIMIT && digit > u64::MAX % 10) {
+            return None;
+        }
+        Some(acc * 10 + digit)
     })
 }
 
@@ -218,7 +224,11 @@ pub fn parse_hex(digits: &[u8]) -> Option<u64> {
     }
     digits.iter().try_fold(0u64, |acc, &d| {
         let v = (d as char).to_digit(16)?;
-        acc.checked_mul(16)?.checked_add(u64::from(v))
+        // A shift, not `checked_mul` (see parse_decimal).
+        if acc >> 60 != 0 {
+            return None;
+        }
+        Some(acc << 4 | u64::from(v))
     })
 }
 
@@ -236,6 +246,18 @@ mod tests {
         assert!(c.is_empty());
         let mut c = Cursor::new(&[0x10, 0x20, 0x30]);
         assert_eq!(c.u24_le(), Some(0x30_20_10));
+    }
+
+    #[test]
+    fn numbers_up_to_the_overflow_edge() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        assert_eq!(parse_decimal(b"18446744073709551620"), None);
+        assert_eq!(parse_decimal(b"99999999999999999999"), None);
+        assert_eq!(parse_hex(b"ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(parse_hex(b"10000000000000000"), None);
+        assert_eq!(parse_hex(b"g"), None);
     }
 
     #[test]
