@@ -136,15 +136,18 @@ class Servers:
                 p.kill()
 
 
-def config_text(records, l4=1, l7=1, tags=None, plugin_dir=None):
+def config_text(records, l4=1, l7=1, tags=None, plugin_dir=None, pids=None):
     """A config capturing everything (all protocols, loopback kept), records
-    to the file `records`. Without tags and plugin_dir it is the config
-    run.py always used."""
+    to the file `records`. Without tags, plugin_dir and pids it is the
+    config run.py always used; `pids` limits the capture to those
+    processes (EBPF.Pid)."""
     text = ("inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n"
             f"      FlushOutL4Interval: {l4}\n      FlushOutL7Interval: {l7}\n      DropLocalConnections: false\n")
     if tags:
         text += "      Tags:\n" + "".join(f"        {k}: {json.dumps(str(v))}\n" for k, v in tags.items())
     text += "    EBPF:\n      Enabled: true\n"
+    if pids:
+        text += f"      Pid: {json.dumps(pids)}\n"
     if plugin_dir:
         text += f"    Wirelens:\n      PluginDir: {plugin_dir}\n"
     text += f"flushers:\n  - Type: flusher_file\n    FilePath: {records}\n"

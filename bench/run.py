@@ -4,8 +4,10 @@
     sudo python3 bench/run.py [--rounds 3] [--seconds 5]
 
 For each load (redis-benchmark GET/SET with and without pipelining, pgbench
-select-only, wrk against nginx) it alternates runs without the daemon and
-with the daemon capturing everything (all protocols), and records the
+select-only, wrk against nginx) it alternates runs without the daemon, with
+the daemon's probes attached but filtering every call out at their first
+check (EBPF.Pid naming no live process: what hooking the syscalls alone
+costs), and with the daemon capturing everything (all protocols), and records the
 application's throughput and p99 latency, the daemon's CPU (percent of one
 core) and peak RSS, the layer-7 calls it reported per second and the events
 lost in the kernel. Then it runs the plugin-path benchmarks (wasm against
@@ -27,7 +29,11 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, TARGET, Daemon, Servers  # shared with soak.py and hostile_load.py
+from common import ROOT, TARGET, Daemon, Servers, config_text  # shared with soak.py and hostile_load.py
+
+# A process id no process has (pid_max is at most 2^22): the probes run on
+# every syscall and drop it at their first check.
+NO_PID = 4_194_000
 
 
 def redis_load(port, pipeline, seconds):
@@ -92,16 +98,20 @@ def main():
     results = []
     try:
         for name, load in loads:
-            base, capt, daemon_stats = [], [], []
+            base, probes, capt, daemon_stats = [], [], [], []
             for r in range(args.rounds):
                 base.append(load())
+                quiet = os.path.join(tmp, f"probes-only-{r}.jsonl")
+                d = Daemon(binary, tmp, config=config_text(quiet, pids=[NO_PID]), records=quiet)
+                probes.append(load())
+                d.terminate()
                 d = Daemon(binary, tmp)
                 started = time.time()
                 capt.append(load())
                 daemon_stats.append(d.stop(time.time() - started))
-                print(f"{name} round {r + 1}: without {base[-1]}, with {capt[-1]}, daemon {daemon_stats[-1]}",
-                      flush=True)
-            results.append((name, base, capt, daemon_stats))
+                print(f"{name} round {r + 1}: without {base[-1]}, probes only {probes[-1]}, with {capt[-1]},"
+                      f" daemon {daemon_stats[-1]}", flush=True)
+            results.append((name, base, probes, capt, daemon_stats))
     finally:
         servers.stop()
     benches = {}
@@ -122,20 +132,23 @@ def write_report(results, benches, args):
         "# wirelens: what it costs the applications it watches",
         "",
         f"Measured by `bench/run.py` on this machine ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}):"
-        f" {args.rounds} rounds of {args.seconds} s per load, without and with the daemon, alternating."
-        " The daemon captures every process with all protocols, loopback kept, records to a file."
+        f" {args.rounds} rounds of {args.seconds} s per load, alternating: without the daemon, with its probes"
+        " only (attached to every syscall, every call filtered out at their first check), and with the daemon"
+        " capturing every process with all protocols, loopback kept, records to a file."
         " Figures are min/median/max over the rounds.",
         "",
-        "| load | throughput without (/s) | with daemon (/s) | ratio (median) | p99 without (ms) | p99 with (ms) |"
+        "| load | throughput without (/s) | probes only (/s) | ratio | with daemon (/s) | ratio (median) |"
+        " p99 without (ms) | p99 with (ms) |"
         " p99 ratio | daemon CPU (% of a core) | daemon peak RSS (MiB) | L7 calls reported /s (client and server sides) |"
         " kernel lost | plugin call failures |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, base, capt, stats in results:
-        tb, tc = [b[0] for b in base], [c[0] for c in capt]
+    for name, base, probes, capt, stats in results:
+        tb, tp, tc = [b[0] for b in base], [p[0] for p in probes], [c[0] for c in capt]
         pb, pc = [b[1] for b in base], [c[1] for c in capt]
         lines.append(
-            f"| {name} | {mmm(tb)} | {mmm(tc)} | {statistics.median(tc) / statistics.median(tb):.3f} |"
+            f"| {name} | {mmm(tb)} | {mmm(tp)} | {statistics.median(tp) / statistics.median(tb):.3f} |"
+            f" {mmm(tc)} | {statistics.median(tc) / statistics.median(tb):.3f} |"
             f" {mmm(pb, '{:.3f}')} | {mmm(pc, '{:.3f}')} | {statistics.median(pc) / max(1e-9, statistics.median(pb)):.2f} |"
             f" {mmm([s['cpu'] for s in stats], '{:.1f}')} | {mmm([s['rss'] for s in stats], '{:.0f}')} |"
             f" {mmm([s['calls_per_s'] for s in stats])} | {max(s['lost'] for s in stats)} |"
@@ -149,14 +162,16 @@ def write_report(results, benches, args):
         f.write("\n".join(lines))
     data = os.path.join(ROOT, "bench", "throughput.dat")
     with open(data, "w") as f:
-        for name, base, capt, _ in results:
+        for name, base, probes, capt, _ in results:
             f.write(f"\"{name}\" {statistics.median([b[0] for b in base]) / 1000:.1f} "
+                    f"{statistics.median([p[0] for p in probes]) / 1000:.1f} "
                     f"{statistics.median([c[0] for c in capt]) / 1000:.1f}\n")
     script = (f"set terminal png size 900,450; set output '{ROOT}/bench/throughput.png';"
               "set style data histogram; set style histogram cluster gap 1; set style fill solid border -1;"
               "set ylabel 'thousand operations per second (median)'; set title 'Application throughput';"
               "set xtics rotate by -15; set grid y;"
-              f"plot '{data}' using 2:xtic(1) title 'without wirelens', '' using 3 title 'with wirelens'")
+              f"plot '{data}' using 2:xtic(1) title 'without wirelens', '' using 3 title 'probes only',"
+              " '' using 4 title 'with wirelens'")
     subprocess.run(["gnuplot", "-e", script], check=True)
     os.remove(data)
     print(f"wrote {ROOT}/bench/report.md and throughput.png")
