@@ -19,6 +19,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wirelens/target"))
+# cargo run from the scripts builds where they look for the binary (and
+# reuses .ci/run's build instead of starting a new one in the clone).
+CARGO_ENV = dict(os.environ, CARGO_TARGET_DIR=TARGET)
 PG_BIN = "/usr/lib/postgresql/15/bin"
 DEFAULT_DAEMON = os.path.join(TARGET, "release", "wirelens")
 

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, TARGET, Daemon, Servers, config_text  # shared with soak.py and hostile_load.py
+from common import CARGO_ENV, ROOT, TARGET, Daemon, Servers, config_text  # shared with soak.py and hostile_load.py
 
 # A process id no process has (pid_max is at most 2^22): the probes run on
 # every syscall and drop it at their first check.
@@ -84,7 +84,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (the daemon loads eBPF programs)")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "wirelens"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "wirelens"], cwd=ROOT, check=True, env=CARGO_ENV)
     binary = os.path.join(TARGET, "release", "wirelens")
     tmp = tempfile.mkdtemp(prefix="wirelens-bench-")
     os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user
@@ -116,7 +116,7 @@ def main():
         servers.stop()
     benches = {}
     for bench in ["l7_path", "plugin_path"]:
-        out = subprocess.run(["cargo", "bench", "-q", "--locked", "-p", "wirelens", "--bench", bench], cwd=ROOT,
+        out = subprocess.run(["cargo", "bench", "-q", "--locked", "-p", "wirelens", "--bench", bench], cwd=ROOT, env=CARGO_ENV,
                              capture_output=True, text=True)
         benches[bench] = out.stdout.strip()
     write_report(results, benches, args)
