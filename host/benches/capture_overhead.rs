@@ -94,9 +94,7 @@ fn bpf_prog_stats(pid: u32) -> Vec<(u64, u64)> {
             continue;
         }
         let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<u64>().unwrap_or(0)))
-                .unwrap_or(0)
+            text.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<u64>().unwrap_or(0))).unwrap_or(0)
         };
         out.push((field("run_time_ns:"), field("run_cnt:")));
     }

@@ -20,6 +20,11 @@ pub struct Engine<P: Protocol> {
     proto: P,
     info: Info,
     conns: IdMap<ConnState<P::Conn>>,
+    /// Messages per chunk in the last batch, so the next batch's columns are
+    /// sized once (pipelined traffic carries many messages per chunk; growing
+    /// a dozen columns by doubling is a realloc and a copy each inside the
+    /// sandbox).
+    messages_per_chunk: usize,
 }
 
 struct ConnState<C> {
@@ -72,7 +77,7 @@ impl<P: Protocol> Default for Engine<P> {
 impl<P: Protocol> Engine<P> {
     /// A fresh engine with a default-configured protocol.
     pub fn new() -> Self {
-        Self { proto: P::default(), info: P::info(), conns: IdMap::default() }
+        Self { proto: P::default(), info: P::info(), conns: IdMap::default(), messages_per_chunk: 1 }
     }
 
     /// Apply options in order; the first bad one is returned.
@@ -95,7 +100,7 @@ impl<P: Protocol> Engine<P> {
 
     /// Parse a batch of chunks whose captured bytes are laid end to end in `data`.
     pub fn feed(&mut self, chunks: &Chunks, data: &[u8]) -> Batch {
-        let mut out = Batch::with_capacity(chunks.len());
+        let mut out = Batch::with_capacity(chunks.len() * self.messages_per_chunk);
         let n = chunks.len();
         let consistent = [chunks.timestamp_ns.len(), chunks.captured.len(), chunks.real_len.len(), chunks.flags.len()]
             .iter()
@@ -110,6 +115,9 @@ impl<P: Protocol> Engine<P> {
             if !self.feed_one(&chunk, data, &mut offset, &mut out) {
                 break;
             }
+        }
+        if n > 0 {
+            self.messages_per_chunk = out.len().div_ceil(n).clamp(1, 64);
         }
         out
     }

@@ -98,7 +98,11 @@ impl Redis {
         let Some(argc) = parse_decimal(&head[1..]) else {
             return Step::Invalid(format!("bad array header `{}`", String::from_utf8_lossy(head)));
         };
-        let mut command: Option<Vec<u8>> = None;
+        // The command upper-cased on the stack (no allocation per request);
+        // names longer than the buffer are not commands worth a fast path.
+        let mut short = [0u8; 32];
+        let mut long = Vec::new();
+        let mut command: Option<&[u8]> = None;
         for i in 0..argc {
             let Some(line) = cur.line() else { return need_more(buf) };
             let len = match line.split_first() {
@@ -111,7 +115,7 @@ impl Redis {
             let data_start = cur.position() as u64;
             if i == 0 {
                 let Some(word) = cur.take_len(len) else { return need_more(buf) };
-                command = Some(word.to_ascii_uppercase());
+                command = Some(uppercase(word, &mut short, &mut long));
                 if cur.line().is_none() {
                     return need_more(buf);
                 }
@@ -122,14 +126,29 @@ impl Redis {
                 // length says where the request ends.
                 if i + 1 == argc {
                     let end = data_start + len + 2;
-                    finish_request(conn, command.as_deref(), argc, fields);
+                    finish_request(conn, command, argc, fields);
                     return Step::Complete(end, Meta::request());
                 }
                 return need_more(buf);
             }
         }
-        finish_request(conn, command.as_deref(), argc, fields);
+        finish_request(conn, command, argc, fields);
         Step::Complete(cur.position() as u64, Meta::request())
+    }
+}
+
+/// `word` in upper case, in `short` when it fits, else in `long`.
+fn uppercase<'a>(word: &[u8], short: &'a mut [u8; 32], long: &'a mut Vec<u8>) -> &'a [u8] {
+    match short.get_mut(..word.len()) {
+        Some(out) => {
+            out.copy_from_slice(word);
+            out.make_ascii_uppercase();
+            out
+        }
+        None => {
+            *long = word.to_ascii_uppercase();
+            long
+        }
     }
 }
 
