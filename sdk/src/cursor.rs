@@ -160,7 +160,7 @@ impl<'a> Cursor<'a> {
 
     /// A line ended by `\n` (a preceding `\r` is removed); the terminator is
     /// consumed but not returned. `None` until the terminator is present.
-    #[inline]
+    #[inline(always)]
     pub fn line(&mut self) -> Option<&'a [u8]> {
         let rest = self.rest();
         let nl = memchr::memchr(b'\n', rest)?;

@@ -127,12 +127,10 @@ impl Fields {
     pub fn text(&mut self, key: FieldKey, value: &[u8]) {
         const MAX: usize = 4096;
         let value = &value[..value.len().min(MAX)];
-        // Most values (methods, paths, commands, names) are ASCII: an OR over
-        // the bytes vectorises, where std's UTF-8 check inside the sandbox
-        // goes four bytes at a time (std is not built with SIMD there).
-        if value.iter().fold(0u8, |acc, &b| acc | b) < 0x80 {
-            // SAFETY: bytes below 0x80 are ASCII, which is valid UTF-8.
-            return self.str(key, unsafe { std::str::from_utf8_unchecked(value) });
+        // Most values (methods, paths, commands, names) are ASCII, which is
+        // UTF-8 as it stands.
+        if is_ascii(value) {
+            return self.push(key, value);
         }
         match std::str::from_utf8(value) {
             Ok(text) => self.str(key, text),
@@ -148,9 +146,7 @@ impl Fields {
     /// Add a text field from a `&str`.
     #[inline]
     pub fn str(&mut self, key: FieldKey, value: &str) {
-        let offset = self.text.len() as u32;
-        self.text.push_str(value);
-        self.keys.push((key.0, offset, value.len() as u32));
+        self.push(key, value.as_bytes())
     }
 
     /// Add an integer field (carried as decimal text, as records show it).
@@ -168,13 +164,21 @@ impl Fields {
                 break;
             }
         }
-        let offset = self.text.len() as u32;
         if value < 0 {
-            self.text.push('-');
+            at -= 1;
+            digits[at] = b'-';
         }
-        // Digit by digit: no UTF-8 check of what are plainly ASCII digits.
-        self.text.extend(digits[at..].iter().map(|&d| char::from(d)));
-        self.keys.push((key.0, offset, self.text.len() as u32 - offset));
+        self.push(key, &digits[at..]);
+    }
+
+    /// Append `value`, which is UTF-8, and its field entry.
+    #[inline(always)]
+    fn push(&mut self, key: FieldKey, value: &[u8]) {
+        let offset = self.text.len() as u32;
+        // SAFETY: every caller passes UTF-8 (checked ASCII, a `&str`, or
+        // ASCII digits), so the text stays UTF-8.
+        extend_small(unsafe { self.text.as_mut_vec() }, value);
+        self.keys.push((key.0, offset, value.len() as u32));
     }
 
     /// Drop every field written so far for the message in progress.
@@ -200,6 +204,64 @@ impl Fields {
     pub(crate) fn rewind(&mut self, mark: (usize, usize)) {
         self.keys.truncate(mark.0);
         self.text.truncate(mark.1);
+    }
+}
+
+/// ASCII test eight bytes at a time: inside the sandbox every iteration of
+/// a byte loop also pays a deadline check.
+#[inline(always)]
+fn is_ascii(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    let mut acc = 0u64;
+    for w in &mut words {
+        acc |= u64::from_le_bytes(w.try_into().expect("eight bytes"));
+    }
+    let tail = words.remainder().iter().fold(0u8, |a, &b| a | b);
+    acc & 0x8080_8080_8080_8080 == 0 && tail < 0x80
+}
+
+/// `v.extend_from_slice(b)` for the short values fields mostly are: inside
+/// the sandbox a memcpy of unknown length is a call out to the runtime
+/// (`memory.copy`), dearer than copying a few words in place.
+#[inline(always)]
+pub(crate) fn extend_small(v: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if n > 32 {
+        return v.extend_from_slice(b);
+    }
+    v.reserve(n);
+    // SAFETY: `n` bytes are reserved past `len`; every read stays within
+    // `b` and every write within the reserved room (the overlapping head
+    // and tail copies cover lengths between one and two words).
+    unsafe {
+        let src = b.as_ptr();
+        let dst = v.as_mut_ptr().add(v.len());
+        let copy8 = |at: usize| {
+            std::ptr::write_unaligned(dst.add(at).cast::<u64>(), std::ptr::read_unaligned(src.add(at).cast::<u64>()))
+        };
+        if n >= 16 {
+            copy8(0);
+            copy8(8);
+            copy8(n - 16);
+            copy8(n - 8);
+        } else if n >= 8 {
+            copy8(0);
+            copy8(n - 8);
+        } else if n >= 4 {
+            let copy4 = |at: usize| {
+                std::ptr::write_unaligned(
+                    dst.add(at).cast::<u32>(),
+                    std::ptr::read_unaligned(src.add(at).cast::<u32>()),
+                )
+            };
+            copy4(0);
+            copy4(n - 4);
+        } else {
+            for i in 0..n {
+                *dst.add(i) = *src.add(i);
+            }
+        }
+        v.set_len(v.len() + n);
     }
 }
 
@@ -256,6 +318,22 @@ mod tests {
 
     fn values(f: &Fields) -> Vec<&str> {
         f.keys.iter().map(|&(_, o, l)| &f.text[o as usize..(o + l) as usize]).collect()
+    }
+
+    #[test]
+    fn short_copies_and_ascii_checks_of_every_length() {
+        let source: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=source.len() {
+            let mut v = b"xy".to_vec();
+            extend_small(&mut v, &source[..n]);
+            assert_eq!(&v[2..], &source[..n], "length {n}");
+            assert!(is_ascii(&source[..n]));
+            for bad in 0..n {
+                let mut s = source[..n].to_vec();
+                s[bad] = 0xc3;
+                assert!(!is_ascii(&s), "non-ASCII byte {bad} of {n}");
+            }
+        }
     }
 
     #[test]

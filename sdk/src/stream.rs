@@ -193,12 +193,11 @@ fn emit(out: &mut Batch, ctx: &Ctx, meta: Meta, start_ns: u64, end_ns: u64, size
     // A message carries at most u16::MAX fields (the count's width).
     fields.keys.truncate(usize::from(u16::MAX));
     let base = out.arena.len() as u32;
-    out.arena.extend_from_slice(fields.text.as_bytes());
-    for &(key, offset, len) in &fields.keys {
-        out.field_key.push(key);
-        out.field_offset.push(base + offset);
-        out.field_len.push(len);
-    }
+    crate::protocol::extend_small(&mut out.arena, fields.text.as_bytes());
+    // One reservation per column rather than a capacity check per push.
+    out.field_key.extend(fields.keys.iter().map(|&(key, _, _)| key));
+    out.field_offset.extend(fields.keys.iter().map(|&(_, offset, _)| base + offset));
+    out.field_len.extend(fields.keys.iter().map(|&(_, _, len)| len));
     out.field_count.push(fields.keys.len() as u16);
     fields.clear();
     let mut flags = meta.kind as u8;

@@ -219,8 +219,7 @@ impl Http {
         head_len: u64,
         fields: &mut Fields,
     ) -> Step {
-        let mut parts = line.splitn(3, |&b| b == b' ');
-        let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+        let Some((version, code)) = split_status_line(line) else {
             return Step::Invalid(format!("bad status line `{}`", String::from_utf8_lossy(line)));
         };
         let (Some(minor), Some(code)) = (minor_version(version), status_code(code)) else {
@@ -352,6 +351,15 @@ fn split_request_line(line: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let second = memrchr(b' ', rest)?;
     let (method, target, version) = (&line[..first], trim(&rest[..second]), &rest[second + 1..]);
     (!method.is_empty() && !target.is_empty() && !version.is_empty()).then_some((method, target, version))
+}
+
+/// `(version, status code)` of a status line `VERSION SP CODE [SP REASON]`.
+#[inline]
+fn split_status_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = memchr(b' ', line)?;
+    let rest = &line[first + 1..];
+    let code = memchr(b' ', rest).map_or(rest, |end| &rest[..end]);
+    Some((&line[..first], code))
 }
 
 #[inline]
