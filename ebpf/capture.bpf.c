@@ -1,11 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
-/* wirelens capture: raw tracepoints on syscall entry and exit, dispatching
- * on the syscall number to the network calls. Each call on a socket is
- * remembered at entry (after the cheap filters: own pid, EBPF.Pid,
- * excluded pids, socket-only, drop rules, per-connection sampling) and
- * reported at exit with its return value, addresses and up to payload_max
- * bytes of payload (iovecs included), through a ring buffer whose consumer
- * is woken only when a lot is pending (it polls every few milliseconds). */
+/* wirelens capture: BTF tracepoints of the socket layer.
+ *
+ * sock:sock_send_length and sock:sock_recv_length fire at the end of every
+ * send and receive on a socket (sock_sendmsg and sock_recvmsg, which the
+ * read/write, readv/writev, send/recv, sendmsg/recvmsg and sendmmsg/recvmmsg
+ * system calls all go through, once per message), with the socket and the
+ * bytes moved. The system call's own arguments (the user buffers) come from
+ * the registers saved at its entry, so the payload is read there. Nothing
+ * runs on any other system call: hooking syscall entry and exit instead puts
+ * every syscall of every process on the kernel's slow path (measured here:
+ * +95-195 ns on each getppid, with the program doing nothing).
+ *
+ * sock:inet_sock_set_state marks TCP sockets client (SYN_SENT: connect) or
+ * server (SYN_RECV: accepted) in socket-local storage, and reports the close
+ * of those that carried data. sock:sk_data_ready notes the source of each
+ * datagram queued on an unconnected UDP socket, whose peer is in no socket
+ * field and reaches user space only after the receive.
+ *
+ * Filters come first (own pid, EBPF.Pid, excluded pids, kernel threads, drop
+ * rules, per-connection sampling), then a record goes into a ring buffer
+ * whose consumer is woken only when a lot is pending (it polls every few
+ * milliseconds). */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -16,11 +31,16 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
-#define S_IFMT 0170000
-#define S_IFSOCK 0140000
-#define EINPROGRESS 115
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define MSG_PEEK 2
+#define PF_KTHREAD 0x00200000
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
 #define MAX_IOV 8
-#define MAX_MMSG 4
 
 /* Set by the loader before the programs are loaded. */
 const volatile __u32 payload_max = 4096;
@@ -63,35 +83,50 @@ struct {
     __type(value, __u64);
 } counters SEC(".maps");
 
-/* A call between its entry and exit. */
-struct call {
-    __u64 ts;
-    __u64 sock;
-    __u64 buf;  /* buffer, iovec array, msghdr or mmsghdr array */
-    __u64 addr; /* sockaddr (sendto/recvfrom) */
-    __u64 count;/* iovcnt or vlen */
-    __s32 fd;
-    __u16 syscall;
-    __u16 family;
-    __u16 sock_type;
-    __u16 lport;
-    __u16 rport;
-    __u8 laddr[16];
-    __u8 raddr[16];
+/* Sources of the datagrams queued on an unconnected UDP socket, oldest
+ * first: a ring filled as they arrive (on_data_ready) and drained as they
+ * are received. */
+#define DGRAM_QUEUE 8
+struct dgram_src {
+    __u8 addr[16]; /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+    __be16 port;
+    __u16 len;     /* payload bytes */
 };
 
-/* The call in flight, per thread (task-local storage: a pointer away from
- * the task, much cheaper than a hash lookup on every syscall exit). An
- * entry with ts == 0 is free. Every syscall's exit follows its own entry, so
- * the next exit of the thread always consumes (and frees) what an entry
- * stored. */
+/* Per socket, in socket-local storage (freed with the socket, a pointer
+ * away from it). TCP: how it began, and whether data of it was reported
+ * (so its close is). UDP without a peer: its datagrams' sources. */
+struct sock_info {
+    __u8 role;
+    __u8 reported;
+    __u32 dgram_head;
+    __u32 dgram_tail;
+    struct dgram_src dgrams[DGRAM_QUEUE];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct sock_info);
+} sock_infos SEC(".maps");
+
+/* Per thread: the sendmmsg/recvmmsg call in progress (the tracepoints fire
+ * once per message; this tells which message of the vector it is). */
+struct thread_info {
+    __u64 mmsg_vec;
+    __u32 mmsg_next;
+    __u32 mmsg_vlen;
+};
+
 struct {
     __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
     __uint(map_flags, BPF_F_NO_PREALLOC);
     __type(key, int);
-    __type(value, struct call);
-} active SEC(".maps");
+    __type(value, struct thread_info);
+} thread_infos SEC(".maps");
 
+/* Where iovec payloads are gathered before they go out in one record. */
 struct scratch {
     struct wl_event ev;
     __u8 payload[2 * WL_MAX_PAYLOAD];
@@ -128,217 +163,116 @@ static __always_inline bool pid_wanted(__u32 pid) {
     return true;
 }
 
-/* Field offsets as the running kernel has them (CO-RE relocations: the
- * loader patches each into a constant the verifier sees). */
-#define OFF(type, field) ((__u32)bpf_core_field_offset(type, field))
+/* What a record says about its socket. */
+struct sock_desc {
+    __u64 cookie;
+    __u16 family;
+    __u16 type;
+    __u16 lport;
+    __u16 rport;
+    __u8 laddr[16];
+    __u8 raddr[16];
+    __u8 role;
+};
 
-/* Copy `size` bytes at `src + at`, where `at` and `size` come from OFF(),
- * out of a block read from the kernel. */
-#define FROM_BLOCK(dst, blk, at, size) __builtin_memcpy((dst), (blk) + (at), (size))
-
-/* What the capture needs from a socket, read with as few helper calls as
- * the kernel's layout allows: each bpf_probe_read_kernel costs tens of ns
- * and this runs on every socket call, so neighbouring fields are read as
- * one block (a fallback reads them one by one on layouts where they are
- * far apart). Everything reachable from the current task is loaded
- * directly through its BTF pointer, with no helper at all. */
-
-/* The struct sock behind fd, or NULL when fd is not a socket. Also gives
- * the socket's type (struct socket's copy of sk_type). */
-static __always_inline struct sock *sock_of_fd(int fd, __u16 *sock_type) {
-    struct task_struct *task = bpf_get_current_task_btf();
-    struct fdtable *fdt = task->files->fdt;
-    if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
-        return 0;
-    struct file **fds = fdt->fd;
-    struct file *f = 0;
-    bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-    if (!f)
-        return 0;
-
-    /* file: private_data and f_inode, next to each other. */
-    __u8 blk[32];
-    __u32 pd = OFF(struct file, private_data), ino = OFF(struct file, f_inode);
-    __u32 lo = pd < ino ? pd : ino;
-    __u32 span = (pd < ino ? ino : pd) + 8 - lo;
-    struct inode *inode = 0;
-    struct socket *s = 0;
-    if (span <= sizeof(blk)) {
-        if (bpf_probe_read_kernel(blk, span, (void *)f + lo) != 0)
-            return 0;
-        FROM_BLOCK(&inode, blk, ino - lo, 8);
-        FROM_BLOCK(&s, blk, pd - lo, 8);
-    } else {
-        inode = BPF_CORE_READ(f, f_inode);
-        s = BPF_CORE_READ(f, private_data);
+/* The socket's family, type, addresses and ports: plain loads through its
+ * BTF pointer (no helper calls), at offsets CO-RE fixes for this kernel. */
+static __always_inline void describe(struct sock *sk, struct sock_desc *d) {
+    d->family = sk->__sk_common.skc_family;
+    d->type = sk->sk_type;
+    if (d->family == AF_INET) {
+        __u32 l = sk->__sk_common.skc_rcv_saddr, r = sk->__sk_common.skc_daddr;
+        __builtin_memcpy(d->laddr, &l, 4);
+        __builtin_memcpy(d->raddr, &r, 4);
+    } else if (d->family == AF_INET6) {
+        BPF_CORE_READ_INTO(&d->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+        BPF_CORE_READ_INTO(&d->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
     }
-    unsigned short mode = BPF_CORE_READ(inode, i_mode);
-    if ((mode & S_IFMT) != S_IFSOCK || !s)
-        return 0;
-
-    /* socket: type and sk. */
-    __u32 ty = OFF(struct socket, type), skp = OFF(struct socket, sk);
-    struct sock *sk = 0;
-    short type = 0;
-    if (ty < skp && skp + 8 - ty <= sizeof(blk)) {
-        if (bpf_probe_read_kernel(blk, skp + 8 - ty, (void *)s + ty) != 0)
-            return 0;
-        FROM_BLOCK(&type, blk, 0, 2);
-        FROM_BLOCK(&sk, blk, skp - ty, 8);
-    } else {
-        type = BPF_CORE_READ(s, type);
-        sk = BPF_CORE_READ(s, sk);
-    }
-    *sock_type = type;
-    return sk;
-}
-
-/* Family and addresses of a socket: every field lies in sock_common's
- * first ~90 bytes on the kernels we know, read as one block. */
-static __always_inline void describe(struct sock *sk, __u16 sock_type, struct call *c) {
-    c->sock = (__u64)sk;
-    c->sock_type = sock_type;
-    __u32 fam = OFF(struct sock_common, skc_family), daddr = OFF(struct sock_common, skc_daddr),
-          saddr = OFF(struct sock_common, skc_rcv_saddr), dport = OFF(struct sock_common, skc_dport),
-          num = OFF(struct sock_common, skc_num), d6 = OFF(struct sock_common, skc_v6_daddr),
-          s6 = OFF(struct sock_common, skc_v6_rcv_saddr);
-    __u8 blk[96];
-    /* One block from the start of sock_common (the fields are at fixed
-     * offsets from it) when the last field ends within the buffer. */
-    if (fam + 2 <= sizeof(blk) && daddr + 4 <= sizeof(blk) && saddr + 4 <= sizeof(blk) &&
-        dport + 2 <= sizeof(blk) && num + 2 <= sizeof(blk) && d6 + 16 <= sizeof(blk) &&
-        s6 + 16 <= sizeof(blk)) {
-        __u32 span = fam + 2;
-        span = span < d6 + 16 ? d6 + 16 : span;
-        span = span < s6 + 16 ? s6 + 16 : span;
-        span = span < daddr + 4 ? daddr + 4 : span;
-        span = span < saddr + 4 ? saddr + 4 : span;
-        span = span < dport + 2 ? dport + 2 : span;
-        span = span < num + 2 ? num + 2 : span;
-        if (bpf_probe_read_kernel(blk, span, (void *)sk + OFF(struct sock, __sk_common)) != 0)
-            return;
-        __u16 port = 0;
-        FROM_BLOCK(&c->family, blk, fam, 2);
-        if (c->family == AF_INET) {
-            FROM_BLOCK(c->laddr, blk, saddr, 4);
-            FROM_BLOCK(c->raddr, blk, daddr, 4);
-        } else if (c->family == AF_INET6) {
-            FROM_BLOCK(c->laddr, blk, s6, 16);
-            FROM_BLOCK(c->raddr, blk, d6, 16);
-        }
-        if (c->family == AF_INET || c->family == AF_INET6) {
-            FROM_BLOCK(&c->lport, blk, num, 2);
-            FROM_BLOCK(&port, blk, dport, 2);
-            c->rport = __builtin_bswap16(port);
-        }
-        return;
-    }
-    c->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-    if (c->family == AF_INET) {
-        __u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-        __u32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-        __builtin_memcpy(c->laddr, &l, 4);
-        __builtin_memcpy(c->raddr, &r, 4);
-    } else if (c->family == AF_INET6) {
-        BPF_CORE_READ_INTO(&c->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-        BPF_CORE_READ_INTO(&c->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-    }
-    if (c->family == AF_INET || c->family == AF_INET6) {
-        c->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-        c->rport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+    if (d->family == AF_INET || d->family == AF_INET6) {
+        d->lport = sk->__sk_common.skc_num;
+        d->rport = __builtin_bswap16(sk->__sk_common.skc_dport);
     }
 }
 
-static __always_inline bool is_loopback(const struct call *c) {
-    if (c->family == AF_INET)
-        return c->raddr[0] == 127;
-    if (c->family == AF_INET6) {
+static __always_inline bool is_loopback(const struct sock_desc *d) {
+    if (d->family == AF_INET)
+        return d->raddr[0] == 127;
+    if (d->family == AF_INET6) {
         __u64 hi, lo;
-        __builtin_memcpy(&hi, c->raddr, 8);
-        __builtin_memcpy(&lo, c->raddr + 8, 8);
+        __builtin_memcpy(&hi, d->raddr, 8);
+        __builtin_memcpy(&lo, d->raddr + 8, 8);
         if (hi == 0 && lo == 0x0100000000000000ULL) /* ::1 */
             return true;
         /* ::ffff:127.x.x.x */
-        return hi == 0 && c->raddr[10] == 0xff && c->raddr[11] == 0xff && c->raddr[12] == 127;
+        return hi == 0 && d->raddr[10] == 0xff && d->raddr[11] == 0xff && d->raddr[12] == 127;
     }
     return false;
 }
 
 /* Drop rules and per-connection sampling: false drops the call. */
-static __always_inline bool sock_wanted(const struct call *c) {
-    if (c->family == AF_UNIX && drop_unix)
+static __always_inline bool sock_wanted(const struct sock_desc *d) {
+    if (d->family == AF_UNIX && drop_unix)
         return false;
-    if (c->family != AF_UNIX && c->family != AF_INET && c->family != AF_INET6 && drop_unknown)
+    if (d->family != AF_UNIX && d->family != AF_INET && d->family != AF_INET6 && drop_unknown)
         return false;
-    if (drop_loopback && c->rport != 0 && is_loopback(c))
+    if (drop_loopback && d->rport != 0 && is_loopback(d))
         return false;
     if (sampling < 100) {
         /* Decided per socket, so a sampled connection is seen whole. */
-        __u64 h = (c->sock >> 6) * 0x9E3779B97F4A7C15ULL;
+        __u64 h = d->cookie * 0x9E3779B97F4A7C15ULL;
         if ((h >> 32) % 100 >= sampling)
             return false;
     }
     return true;
 }
 
-/* Entry of a call on fd: remember it if it passes the filters. */
-static __always_inline int enter(int fd, __u16 syscall, __u64 buf, __u64 addr, __u64 cnt) {
-    __u16 type = 0;
-    struct sock *sk = sock_of_fd(fd, &type);
-    if (!sk)
-        return 0;
-    struct call c = {};
-    describe(sk, type, &c);
-    if (syscall != WL_SYS_CONNECT && !sock_wanted(&c)) {
-        count(WL_CNT_FILTERED);
-        return 0;
-    }
-    c.ts = bpf_ktime_get_ns();
-    c.fd = fd;
-    c.syscall = syscall;
-    c.buf = buf;
-    c.addr = addr;
-    c.count = cnt;
-    struct call *slot = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (slot)
-        *slot = c;
-    return 0;
+/* A unix stream socket is the server end when it carries the listener's
+ * address (accepted sockets inherit it) and its peer has none. */
+static __always_inline __u8 unix_role(struct sock *sk) {
+    if (sk->sk_type != SOCK_STREAM)
+        return WL_ROLE_UNKNOWN;
+    struct unix_sock *us = bpf_skc_to_unix_sock(sk);
+    if (!us)
+        return WL_ROLE_UNKNOWN;
+    struct sock *peer = us->peer;
+    struct unix_sock *ps = peer ? bpf_skc_to_unix_sock(peer) : 0;
+    if (!ps)
+        return WL_ROLE_UNKNOWN;
+    bool mine = us->addr != 0, theirs = ps->addr != 0;
+    if (mine && !theirs)
+        return WL_ROLE_SERVER;
+    if (!mine && theirs)
+        return WL_ROLE_CLIENT;
+    return WL_ROLE_UNKNOWN;
 }
 
-/* The event header for call c, written in place (scratch or ring). */
-static __always_inline void fill_header(struct wl_event *e, const struct call *c, __u16 kind, long ret) {
+/* The event header, written in place (scratch or ring). */
+static __always_inline void fill_header(struct wl_event *e, const struct sock_desc *d, __u16 kind, __u16 sys,
+                                        int fd, long ret, __u64 len, __u8 direction) {
     __u64 id = bpf_get_current_pid_tgid();
-    e->ts_enter = c->ts;
-    e->ts_exit = bpf_ktime_get_ns();
-    e->sock = c->sock;
+    e->ts = bpf_ktime_get_ns();
+    e->sock = d->cookie;
     e->ret = ret;
-    e->real_len = ret > 0 ? ret : 0;
+    e->real_len = len;
     e->pid = id >> 32;
     e->tid = (__u32)id;
-    e->fd = c->fd;
+    e->fd = fd;
     e->captured = 0;
     e->kind = kind;
-    e->syscall = c->syscall;
-    e->family = c->family;
-    e->sock_type = c->sock_type;
-    e->lport = c->lport;
-    e->rport = c->rport;
-    e->direction = WL_EGRESS;
+    e->syscall = sys;
+    e->family = d->family;
+    e->sock_type = d->type;
+    e->lport = d->lport;
+    e->rport = d->rport;
+    e->direction = direction;
+    e->role = d->role;
     __builtin_memset(e->pad, 0, sizeof(e->pad));
-    __builtin_memcpy(e->laddr, c->laddr, 16);
-    __builtin_memcpy(e->raddr, c->raddr, 16);
+    __builtin_memcpy(e->laddr, d->laddr, 16);
+    __builtin_memcpy(e->raddr, d->raddr, 16);
     /* The process's name (its main thread's), not this thread's; the
      * kernel keeps it NUL-padded, so 16 bytes is the whole string. */
     struct task_struct *task = bpf_get_current_task_btf();
     __builtin_memcpy(e->comm, task->group_leader->comm, sizeof(e->comm));
-}
-
-static __always_inline struct scratch *start_event(const struct call *c, __u16 kind, long ret) {
-    __u32 zero = 0;
-    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
-    if (s)
-        fill_header(&s->ev, c, kind, ret);
-    return s;
 }
 
 /* Wake the reader only when this record of `size` bytes takes what is
@@ -351,6 +285,7 @@ static __always_inline __u64 wakeup_flag(__u64 size) {
     return pending < wakeup_bytes && pending + size >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
+/* Send the scratch record with its `captured` payload bytes. */
 static __always_inline void submit(struct scratch *s) {
     __u64 size = s->ev.captured;
     if (size > WL_MAX_PAYLOAD)
@@ -412,44 +347,61 @@ static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovs, __u64 cnt, 
     return off;
 }
 
-/* A peer address given with the call (unconnected datagram sockets). */
-static __always_inline void peer_from_sockaddr(struct wl_event *e, __u64 addr) {
-    if (!addr || e->rport != 0)
+/* A peer address given with a send (unconnected datagram sockets). */
+static __always_inline void peer_from_sockaddr(struct sock_desc *d, __u64 addr) {
+    if (!addr || d->rport != 0)
         return;
     unsigned short family = 0;
     bpf_probe_read_user(&family, sizeof(family), (void *)addr);
     if (family == AF_INET) {
         struct sockaddr_in sa = {};
         bpf_probe_read_user(&sa, sizeof(sa), (void *)addr);
-        __builtin_memcpy(e->raddr, &sa.sin_addr, 4);
-        e->rport = __builtin_bswap16(sa.sin_port);
+        __builtin_memcpy(d->raddr, &sa.sin_addr, 4);
+        d->rport = __builtin_bswap16(sa.sin_port);
     } else if (family == AF_INET6) {
         struct sockaddr_in6 sa = {};
         bpf_probe_read_user(&sa, sizeof(sa), (void *)addr);
-        __builtin_memcpy(e->raddr, &sa.sin6_addr, 16);
-        e->rport = __builtin_bswap16(sa.sin6_port);
+        __builtin_memcpy(d->raddr, &sa.sin6_addr, 16);
+        d->rport = __builtin_bswap16(sa.sin6_port);
     }
 }
 
-/* The call is over: free the thread's slot. */
-static __always_inline void end_call(struct call *c) {
-    c->ts = 0;
+/* The source of the datagram of `len` bytes just received on an
+ * unconnected UDP socket: the oldest queued source of that length (see
+ * on_data_ready). Matching the length skips the source of a datagram the
+ * kernel dropped at receive (bad checksum); when none matches (a buffer
+ * shorter than the datagram, or more queued than the queue of sources
+ * holds) the peer stays unknown rather than wrong. */
+static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock *sk, long len) {
+    if (d->rport != 0 || sk->sk_protocol != IPPROTO_UDP)
+        return;
+    struct sock_info *info = bpf_sk_storage_get(&sock_infos, sk, 0, 0);
+    if (!info)
+        return;
+    __u32 head = info->dgram_head, tail = info->dgram_tail;
+    if (tail - head > DGRAM_QUEUE)
+        head = tail - DGRAM_QUEUE;
+    for (int i = 0; i < DGRAM_QUEUE; i++) {
+        if (head == tail)
+            break;
+        struct dgram_src *e = &info->dgrams[head & (DGRAM_QUEUE - 1)];
+        head++;
+        if (e->len != len)
+            continue;
+        info->dgram_head = head;
+        if (d->family == AF_INET)
+            __builtin_memcpy(d->raddr, e->addr + 12, 4);
+        else
+            __builtin_memcpy(d->raddr, e->addr, 16);
+        d->rport = __builtin_bswap16(e->port);
+        return;
+    }
 }
 
-/* Send a data event whose payload holds `n` of the call's `len` bytes; the
- * peer comes from `sockaddr` when the socket has none (datagrams). */
-static __always_inline void finish_data(struct scratch *s, __u32 n, long len, __u64 sockaddr) {
-    s->ev.captured = n;
-    if (n < len && s->ev.syscall != WL_SYS_SENDFILE)
-        count(WL_CNT_TRUNCATED);
-    peer_from_sockaddr(&s->ev, sockaddr);
-    submit(s);
-}
-
-/* A data event of one flat buffer (read/write/sendto/recvfrom): written
- * straight into the ring buffer, with no copy through the scratch buffer.
- * A reservation's size must be a constant, so the record is the smallest
- * of a few size classes that holds the payload (waste under 2x). */
+/* A data event of one flat buffer, written straight into the ring buffer
+ * with no copy through the scratch buffer. A reservation's size must be a
+ * constant, so the record is the smallest of a few size classes that holds
+ * the payload (waste under 2x). */
 #define RESERVE_CLASS(room)                                                                    \
     if (n <= (room)) {                                                                         \
         __u64 wake = wakeup_flag(sizeof(struct wl_event) + (room));                            \
@@ -458,26 +410,26 @@ static __always_inline void finish_data(struct scratch *s, __u32 n, long len, __
             count(WL_CNT_LOST);                                                                \
             return;                                                                            \
         }                                                                                      \
-        fill_header(e, c, WL_EV_DATA, ret);                                                    \
-        e->direction = direction;                                                              \
+        fill_header(e, d, WL_EV_DATA, sys, fd, ret, ret, direction);                           \
         /* Bound the length again where the verifier sees it (clang would                     \
          * otherwise reuse the register checked against cap_len's bound only). */              \
         __u64 len = n;                                                                         \
         barrier_var(len);                                                                      \
         if (len > (room))                                                                      \
             len = (room);                                                                      \
-        if (bpf_probe_read_user(e + 1, len, (void *)c->buf) == 0)                              \
+        if (bpf_probe_read_user(e + 1, len, (void *)buf) == 0)                                 \
             e->captured = len;                                                                 \
         if (e->captured < ret)                                                                 \
             count(WL_CNT_TRUNCATED);                                                           \
-        peer_from_sockaddr(e, c->addr);                                                        \
         bpf_ringbuf_submit(e, wake);                                                           \
         count(WL_CNT_EVENTS);                                                                  \
         return;                                                                                \
     }
 
-static __always_inline void flat_data_event(struct call *c, long ret, __u8 direction) {
-    __u32 n = cap_len(ret);
+static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, int fd, long ret, __u8 direction,
+                                       __u64 buf, __u64 buf_len) {
+    /* A datagram longer than the buffer (MSG_TRUNC) moved only buf_len. */
+    __u32 n = cap_len((__u64)ret < buf_len ? (__u64)ret : buf_len);
     RESERVE_CLASS(128)
     RESERVE_CLASS(512)
     RESERVE_CLASS(2048)
@@ -485,272 +437,233 @@ static __always_inline void flat_data_event(struct call *c, long ret, __u8 direc
     RESERVE_CLASS(WL_MAX_PAYLOAD)
 }
 
-/* Exit of a data call whose payload is one buffer or an iovec array. */
-static __always_inline int exit_data(struct call *c, long ret, __u8 direction, bool iov) {
-    if (ret > 0 && !iov) {
-        flat_data_event(c, ret, direction);
-    } else if (ret > 0) {
-        struct scratch *s = start_event(c, WL_EV_DATA, ret);
-        if (s) {
-            s->ev.direction = direction;
-            finish_data(s, copy_iov(s, c->buf, c->count, ret), ret, c->addr);
-        }
-    }
-    end_call(c);
-    return 0;
+/* A data event whose payload is gathered from an iovec array. */
+static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, int fd, long ret, __u8 direction,
+                                      __u64 iovs, __u64 cnt) {
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+    if (!s)
+        return;
+    fill_header(&s->ev, d, WL_EV_DATA, sys, fd, ret, ret, direction);
+    s->ev.captured = copy_iov(s, iovs, cnt, ret);
+    if (s->ev.captured < ret)
+        count(WL_CNT_TRUNCATED);
+    submit(s);
 }
 
-/* Exit of sendmsg/recvmsg: the msghdr holds the iovecs and the peer. */
-static __always_inline int exit_msg(struct call *c, long ret, __u8 direction) {
-    if (ret > 0) {
-        struct user_msghdr msg = {};
-        struct scratch *s = start_event(c, WL_EV_DATA, ret);
-        if (s && bpf_probe_read_user(&msg, sizeof(msg), (void *)c->buf) == 0) {
-            s->ev.direction = direction;
-            finish_data(s, copy_iov(s, (__u64)msg.msg_iov, msg.msg_iovlen, ret), ret, (__u64)msg.msg_name);
-        }
-    }
-    end_call(c);
-    return 0;
+/* A data event without payload (sendfile, splice, io_uring). */
+static __always_inline void size_event(const struct sock_desc *d, __u16 sys, int fd, long ret, __u8 direction) {
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+    if (!s)
+        return;
+    fill_header(&s->ev, d, WL_EV_DATA, sys, fd, ret, ret, direction);
+    submit(s);
 }
 
-/* Exit of sendmmsg/recvmmsg: one event per message (the first MAX_MMSG). */
-static __always_inline int exit_mmsg(struct call *c, long ret, __u8 direction) {
-    for (int i = 0; i < MAX_MMSG; i++) {
-        if (i >= ret)
-            break;
-        struct mmsghdr m = {};
-        if (bpf_probe_read_user(&m, sizeof(m), (void *)(c->buf + i * sizeof(struct mmsghdr))) != 0)
-            break;
-        struct scratch *s = start_event(c, WL_EV_DATA, m.msg_len);
-        if (!s)
-            break;
-        s->ev.direction = direction;
-        finish_data(s, copy_iov(s, (__u64)m.msg_hdr.msg_iov, m.msg_hdr.msg_iovlen, m.msg_len), m.msg_len,
-                    (__u64)m.msg_hdr.msg_name);
-    }
-    end_call(c);
-    return 0;
+/* Which message of a sendmmsg/recvmmsg vector this one is. The calls hand
+ * the messages to the socket in order and stop at the first error, so the
+ * index runs on from the previous message of the same call; a new call
+ * starts at 0. (A call that ends early without an error, followed by one
+ * on the same vector from the same thread, would be misnumbered.) */
+static __always_inline __u32 mmsg_index(struct task_struct *task, __u64 vec, __u32 vlen, long ret) {
+    struct thread_info *t = bpf_task_storage_get(&thread_infos, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!t)
+        return 0;
+    __u32 i = t->mmsg_vec == vec && t->mmsg_next < t->mmsg_vlen ? t->mmsg_next : 0;
+    t->mmsg_vec = vec;
+    t->mmsg_vlen = vlen;
+    t->mmsg_next = ret < 0 ? vlen : i + 1;
+    return i;
 }
 
-/* x86_64 syscall numbers. */
+/* x86_64 system call numbers. */
 #define NR_read 0
 #define NR_write 1
-#define NR_close 3
 #define NR_readv 19
 #define NR_writev 20
 #define NR_sendfile 40
-#define NR_connect 42
-#define NR_accept 43
 #define NR_sendto 44
 #define NR_recvfrom 45
 #define NR_sendmsg 46
 #define NR_recvmsg 47
-#define NR_accept4 288
+#define NR_splice 275
 #define NR_recvmmsg 299
 #define NR_sendmmsg 307
 
-static __always_inline int exit_sendfile(struct call *c, long ret) {
-    if (ret > 0) {
-        struct scratch *s = start_event(c, WL_EV_DATA, ret);
-        if (s)
-            submit(s);
-    }
-    end_call(c);
-    return 0;
-}
-
-/* Report a connection event (connect, accept), or count it as filtered. */
-static __always_inline void report_conn(struct call *c, __u16 kind, long ret) {
-    if (!sock_wanted(c)) {
-        count(WL_CNT_FILTERED);
-        return;
-    }
-    struct scratch *s = start_event(c, kind, ret);
-    if (s)
-        submit(s);
-}
-
-static __always_inline int exit_connect(struct call *c, long ret) {
-    if (ret == 0 || ret == -EINPROGRESS) {
-        /* The peer is known only now. */
-        struct sock *sk = (struct sock *)c->sock;
-        describe(sk, c->sock_type, c);
-        report_conn(c, WL_EV_CONNECT, ret);
-    }
-    end_call(c);
-    return 0;
-}
-
-static __always_inline int enter_accept_common(__u16 syscall) {
-    struct call *slot = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (slot) {
-        __builtin_memset(slot, 0, sizeof(*slot));
-        slot->syscall = syscall;
-        slot->ts = bpf_ktime_get_ns();
-    }
-    return 0;
-}
-
-static __always_inline int exit_accept_common(struct call *c, long ret) {
-    if (ret >= 0) {
-        __u16 type = 0;
-        struct sock *sk = sock_of_fd(ret, &type);
-        if (sk) {
-            describe(sk, type, c);
-            c->fd = ret;
-            report_conn(c, WL_EV_ACCEPT, ret);
-        }
-    }
-    end_call(c);
-    return 0;
-}
-
-/* close of a socket: reported at entry (the fd is gone at exit). */
-static __always_inline int enter_close(int fd) {
-    __u16 type = 0;
-    struct sock *sk = sock_of_fd(fd, &type);
-    if (!sk)
-        return 0;
-    struct call c = {};
-    describe(sk, type, &c);
-    if (!sock_wanted(&c))
-        return 0;
-    c.ts = bpf_ktime_get_ns();
-    c.fd = fd;
-    c.syscall = WL_SYS_CLOSE;
-    struct scratch *s = start_event(&c, WL_EV_CLOSE, 0);
-    if (s)
-        submit(s);
-    return 0;
-}
-
-/* One raw tracepoint each on syscall entry and exit (cheaper per hit than
- * a classic tracepoint per syscall): a switch on the syscall number sends
- * the network calls on and returns at once for every other syscall. */
-SEC("raw_tracepoint/sys_enter")
-int sys_enter(struct bpf_raw_tracepoint_args *ctx) {
-    long nr = ctx->args[1];
-    switch (nr) {
-    case NR_read: case NR_write: case NR_readv: case NR_writev: case NR_sendto: case NR_recvfrom:
-    case NR_sendmsg: case NR_recvmsg: case NR_sendmmsg: case NR_recvmmsg: case NR_sendfile:
-    case NR_connect: case NR_accept: case NR_accept4: case NR_close:
-        break;
-    default:
-        return 0;
-    }
+/* One send or receive of `ret` bytes on sk, at the end of sock_sendmsg or
+ * sock_recvmsg, in the context of the process that made it. */
+static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 direction) {
     /* The pid filters come before anything is read. */
     if (!pid_wanted(bpf_get_current_pid_tgid() >> 32))
         return 0;
-    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-    /* The first three arguments (di, si, dx) in one read when adjacent. */
-    __u32 o_di = OFF(struct pt_regs, di), o_si = OFF(struct pt_regs, si), o_dx = OFF(struct pt_regs, dx);
-    __u64 args[3] = {};
-    if (o_dx + 8 == o_si && o_si + 8 == o_di) {
-        bpf_probe_read_kernel(args, sizeof(args), (void *)regs + o_dx);
-    } else {
-        args[0] = BPF_CORE_READ(regs, dx);
-        args[1] = BPF_CORE_READ(regs, si);
-        args[2] = BPF_CORE_READ(regs, di);
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+    long nr = regs->orig_ax;
+    if (ret <= 0) {
+        /* Nothing moved. An error ends a sendmmsg/recvmmsg call. */
+        if (ret < 0 && (nr == NR_sendmmsg || nr == NR_recvmmsg))
+            mmsg_index(task, regs->si, regs->dx, ret);
+        return 0;
     }
-    int fd = args[2];
-    /* Map the call to its arguments here and run one copy of enter(): a
-     * call per syscall would inline enter() fifteen times, and that much
-     * code falls out of the instruction cache between a write and a read. */
-    __u16 sys;
-    __u64 buf = args[1], addr = 0, cnt = 0;
+    /* Bytes peeked at are received again; kernel threads (NFS, kTLS
+     * workers) send on nobody's behalf. */
+    if ((direction == WL_INGRESS && (flags & MSG_PEEK)) || (task->flags & PF_KTHREAD)) {
+        count(WL_CNT_FILTERED);
+        return 0;
+    }
+    struct sock_desc d = {};
+    describe(sk, &d);
+    d.cookie = bpf_get_socket_cookie(sk);
+    if (!sock_wanted(&d)) {
+        count(WL_CNT_FILTERED);
+        return 0;
+    }
+    if (d.family == AF_UNIX) {
+        d.role = unix_role(sk);
+    } else if (sk->sk_protocol == IPPROTO_TCP) {
+        struct sock_info *info = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+        if (info) {
+            d.role = info->role;
+            info->reported = 1;
+        }
+    }
+
+    int fd = regs->di;
     switch (nr) {
     case NR_read:
-        sys = WL_SYS_READ;
-        break;
     case NR_write:
-        sys = WL_SYS_WRITE;
-        break;
-    case NR_readv:
-        sys = WL_SYS_READV;
-        cnt = args[0];
-        break;
-    case NR_writev:
-        sys = WL_SYS_WRITEV;
-        cnt = args[0];
+        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, fd, ret, direction, regs->si, regs->dx);
         break;
     case NR_sendto:
-        sys = WL_SYS_SENDTO;
-        addr = BPF_CORE_READ(regs, r8);
+        peer_from_sockaddr(&d, regs->r8);
+        flat_event(&d, WL_SYS_SENDTO, fd, ret, direction, regs->si, regs->dx);
         break;
     case NR_recvfrom:
-        sys = WL_SYS_RECVFROM;
-        addr = BPF_CORE_READ(regs, r8);
+        peer_from_datagram(&d, sk, ret);
+        flat_event(&d, WL_SYS_RECVFROM, fd, ret, direction, regs->si, regs->dx);
+        break;
+    case NR_readv:
+    case NR_writev:
+        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, fd, ret, direction, regs->si, regs->dx);
         break;
     case NR_sendmsg:
-        sys = WL_SYS_SENDMSG;
-        break;
     case NR_recvmsg:
-        sys = WL_SYS_RECVMSG;
-        break;
     case NR_sendmmsg:
-        sys = WL_SYS_SENDMMSG;
-        cnt = args[0];
+    case NR_recvmmsg: {
+        __u64 msg = regs->si;
+        __u16 sys = nr == NR_sendmsg ? WL_SYS_SENDMSG : nr == NR_recvmsg ? WL_SYS_RECVMSG
+                  : nr == NR_sendmmsg ? WL_SYS_SENDMMSG : WL_SYS_RECVMMSG;
+        if (nr == NR_sendmmsg || nr == NR_recvmmsg)
+            msg += (__u64)mmsg_index(task, regs->si, regs->dx, ret) * sizeof(struct mmsghdr);
+        struct user_msghdr m = {};
+        if (bpf_probe_read_user(&m, sizeof(m), (void *)msg) != 0) {
+            size_event(&d, sys, fd, ret, direction);
+            break;
+        }
+        if (direction == WL_EGRESS)
+            peer_from_sockaddr(&d, (__u64)m.msg_name);
+        else
+            peer_from_datagram(&d, sk, ret);
+        iov_event(&d, sys, fd, ret, direction, (__u64)m.msg_iov, m.msg_iovlen);
         break;
-    case NR_recvmmsg:
-        sys = WL_SYS_RECVMMSG;
-        cnt = args[0];
-        break;
-    case NR_sendfile:
-        sys = WL_SYS_SENDFILE;
-        buf = 0;
-        break;
-    case NR_connect:
-        sys = WL_SYS_CONNECT;
-        buf = 0;
-        break;
-    case NR_accept:
-        return enter_accept_common(WL_SYS_ACCEPT);
-    case NR_accept4:
-        return enter_accept_common(WL_SYS_ACCEPT4);
-    case NR_close:
-        return enter_close(fd);
-    default:
-        return 0;
     }
-    return enter(fd, sys, buf, addr, cnt);
+    case NR_sendfile:
+    case NR_splice:
+        /* sendfile's out_fd is its first argument; splice's is its third. */
+        size_event(&d, WL_SYS_SENDFILE, nr == NR_sendfile ? fd : (int)regs->dx, ret, direction);
+        break;
+    default:
+        /* Not a system call on the socket (io_uring, a kernel path on the
+         * process's behalf): the size only, with no fd. */
+        size_event(&d, WL_SYS_OTHER, -1, ret, direction);
+        break;
+    }
+    return 0;
 }
 
-SEC("raw_tracepoint/sys_exit")
-int sys_exit(struct bpf_raw_tracepoint_args *ctx) {
-    /* Only threads with a call in flight go further: the entry decided. */
-    struct call *c = bpf_task_storage_get(&active, bpf_get_current_task_btf(), 0, 0);
-    if (!c || !c->ts)
+SEC("tp_btf/sock_send_length")
+int on_send(__u64 *ctx) {
+    return on_data((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], WL_EGRESS);
+}
+
+SEC("tp_btf/sock_recv_length")
+int on_recv(__u64 *ctx) {
+    return on_data((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], WL_INGRESS);
+}
+
+/* TCP state changes: the role a socket starts in, and the close of one
+ * whose data was reported. */
+SEC("tp_btf/inet_sock_set_state")
+int on_state(__u64 *ctx) {
+    struct sock *sk = (struct sock *)ctx[0];
+    int old = ctx[1], state = ctx[2];
+    if (sk->sk_protocol != IPPROTO_TCP)
         return 0;
-    long ret = ctx->args[1];
-    __u16 sys = c->syscall;
-    /* One copy of each exit path (see sys_enter for why). */
-    __u8 dir = sys == WL_SYS_READ || sys == WL_SYS_RECVFROM || sys == WL_SYS_READV || sys == WL_SYS_RECVMSG ||
-                       sys == WL_SYS_RECVMMSG
-                   ? WL_INGRESS
-                   : WL_EGRESS;
-    switch (sys) {
-    case WL_SYS_READ:
-    case WL_SYS_RECVFROM:
-    case WL_SYS_WRITE:
-    case WL_SYS_SENDTO:
-    case WL_SYS_READV:
-    case WL_SYS_WRITEV:
-        return exit_data(c, ret, dir, sys == WL_SYS_READV || sys == WL_SYS_WRITEV);
-    case WL_SYS_SENDMSG:
-    case WL_SYS_RECVMSG:
-        return exit_msg(c, ret, dir);
-    case WL_SYS_SENDMMSG:
-    case WL_SYS_RECVMMSG:
-        return exit_mmsg(c, ret, dir);
-    case WL_SYS_SENDFILE:
-        return exit_sendfile(c, ret);
-    case WL_SYS_CONNECT:
-        return exit_connect(c, ret);
-    case WL_SYS_ACCEPT:
-    case WL_SYS_ACCEPT4:
-        return exit_accept_common(c, ret);
+    if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || (old == TCP_SYN_RECV && state == TCP_ESTABLISHED)) {
+        struct sock_info *info = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+        if (info && info->role == WL_ROLE_UNKNOWN)
+            info->role = state == TCP_SYN_SENT ? WL_ROLE_CLIENT : WL_ROLE_SERVER;
+        return 0;
     }
-    end_call(c);
+    if (state != TCP_CLOSE)
+        return 0;
+    struct sock_info *info = bpf_sk_storage_get(&sock_infos, sk, 0, 0);
+    if (!info || !info->reported)
+        return 0;
+    info->reported = 0;
+    struct sock_desc d = {};
+    describe(sk, &d);
+    d.cookie = bpf_get_socket_cookie(sk);
+    d.role = info->role;
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+    if (!s)
+        return 0;
+    fill_header(&s->ev, &d, WL_EV_CLOSE, 0, -1, 0, 0, WL_EGRESS);
+    submit(s);
+    return 0;
+}
+
+/* A datagram was queued on an unconnected UDP socket (softirq, after the
+ * enqueue): note its source, from the IP and UDP headers of the skb at the
+ * queue's tail, in the socket's queue of sources; each receive takes the
+ * oldest (see peer_from_datagram). */
+SEC("tp_btf/sk_data_ready")
+int on_data_ready(__u64 *ctx) {
+    struct sock *sk = (struct sock *)ctx[0];
+    if (sk->sk_protocol != IPPROTO_UDP || sk->__sk_common.skc_dport != 0)
+        return 0;
+    struct sk_buff *skb = sk->sk_receive_queue.prev;
+    if (!skb || (void *)skb == (void *)&sk->sk_receive_queue)
+        return 0;
+    unsigned char *head = skb->head;
+    __u16 nh = skb->network_header, th = skb->transport_header;
+    __u8 ip[24];
+    if (bpf_probe_read_kernel(ip, sizeof(ip), head + nh) != 0)
+        return 0;
+    __be16 udp[4];
+    if (bpf_probe_read_kernel(udp, sizeof(udp), head + th) != 0)
+        return 0;
+    struct sock_info *info = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (!info)
+        return 0;
+    __u32 tail = info->dgram_tail;
+    struct dgram_src *e = &info->dgrams[tail & (DGRAM_QUEUE - 1)];
+    __u8 version = ip[0] >> 4;
+    if (version == 4) {
+        /* As ::ffff:a.b.c.d, which stands for itself on IPv6 sockets and
+         * is read back as IPv4 by the daemon. */
+        __builtin_memset(e->addr, 0, 10);
+        e->addr[10] = 0xff;
+        e->addr[11] = 0xff;
+        __builtin_memcpy(e->addr + 12, ip + 12, 4);
+    } else {
+        __builtin_memcpy(e->addr, ip + 8, 16);
+    }
+    e->port = udp[0];
+    e->len = __builtin_bswap16(udp[2]) - 8;
+    barrier();
+    info->dgram_tail = tail + 1;
     return 0;
 }

@@ -32,6 +32,7 @@ enum bpf_map_type {
     BPF_MAP_TYPE_ARRAY = 2,
     BPF_MAP_TYPE_PERCPU_ARRAY = 6,
     BPF_MAP_TYPE_LRU_HASH = 9,
+    BPF_MAP_TYPE_SK_STORAGE = 24,
     BPF_MAP_TYPE_RINGBUF = 27,
     BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
@@ -42,6 +43,7 @@ enum {
 
 enum {
     BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
+    BPF_SK_STORAGE_GET_F_CREATE = 1,
 };
 
 enum {
@@ -86,46 +88,48 @@ struct sock_common {
         };
     };
     unsigned short skc_family;
+    volatile unsigned char skc_state;
     struct in6_addr skc_v6_daddr;
     struct in6_addr skc_v6_rcv_saddr;
 };
 
+struct sk_buff;
+
+struct sk_buff_head {
+    struct sk_buff *next;
+    struct sk_buff *prev;
+};
+
 struct sock {
     struct sock_common __sk_common;
+    struct sk_buff_head sk_receive_queue;
+    __u16 sk_type;
+    __u16 sk_protocol;
 };
 
-struct socket {
-    short type;
+struct unix_address;
+
+struct unix_sock {
+    struct unix_address *addr;
+    struct sock *peer;
+};
+
+struct sk_buff {
     struct sock *sk;
-};
-
-struct inode {
-    unsigned short i_mode;
-};
-
-struct file {
-    struct inode *f_inode;
-    void *private_data;
-};
-
-struct fdtable {
-    unsigned int max_fds;
-    struct file **fd;
-};
-
-struct files_struct {
-    struct fdtable *fdt;
+    unsigned char *head;
+    __u16 transport_header;
+    __u16 network_header;
 };
 
 struct task_struct {
-    struct files_struct *files;
+    unsigned int flags;
     int tgid;
     struct task_struct *group_leader;
     char comm[16];
 };
 
-/* x86_64 register file at syscall entry: arguments in di, si, dx, r10, r8,
- * r9; the syscall number in orig_ax. */
+/* x86_64 user registers saved at syscall entry (bpf_task_pt_regs):
+ * arguments in di, si, dx, r10, r8, r9; the syscall number in orig_ax. */
 struct pt_regs {
     unsigned long r10;
     unsigned long r8;
@@ -138,8 +142,8 @@ struct pt_regs {
 
 #pragma clang attribute pop
 
-/* User-space ABI structs (fixed layout; read with bpf_probe_read_user) and
- * the syscall tracepoint contexts: no relocations needed. */
+/* User-space ABI structs (fixed layout; read with bpf_probe_read_user): no
+ * relocations needed. */
 struct iovec {
     void *iov_base;
     __u64 iov_len;
@@ -172,14 +176,5 @@ struct sockaddr_in6 {
     __be32 sin6_flowinfo;
     struct in6_addr sin6_addr;
 };
-
-/* Raw tracepoint context: sys_enter gets (struct pt_regs *, long id),
- * sys_exit (struct pt_regs *, long ret). */
-struct bpf_raw_tracepoint_args {
-    __u64 args[0];
-};
-
-
-
 
 #endif

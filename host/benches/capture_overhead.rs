@@ -1,8 +1,9 @@
 //! What capture costs the observed application: ns per socket write+read
-//! (socketpair, 64 B and 4 KiB) with no daemon, with the daemon filtering
-//! to another pid, and with the daemon capturing everything; and the
-//! daemon's own CPU at 20,000 captured calls per second. One run, ratios
-//! against the no-daemon baseline measured in the same run. Needs root.
+//! (socketpair, 64 B and 4 KiB), and per pipe write+read (64 B: calls that
+//! are not on a socket), with no daemon, with the daemon filtering to
+//! another pid, and with the daemon capturing everything; and the daemon's
+//! own CPU at 20,000 captured calls per second. One run, ratios against the
+//! no-daemon baseline measured in the same run. Needs root.
 //!
 //! Run: `cargo bench -p wirelens --bench capture_overhead`
 
@@ -28,10 +29,50 @@ fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStre
     }
 }
 
-/// ns per write+read pair of `size` bytes.
+/// A pipe's two ends, as files.
+fn pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fresh fds we own.
+    unsafe { (std::fs::File::from(OwnedFd::from_raw_fd(fds[1])), std::fs::File::from(OwnedFd::from_raw_fd(fds[0]))) }
+}
+
+/// What a measurement writes and reads through.
+#[derive(Clone, Copy)]
+enum Channel {
+    Socketpair(usize),
+    /// Not a socket: what capture costs every other call.
+    Pipe(usize),
+}
+
+impl Channel {
+    fn label(self) -> String {
+        match self {
+            Channel::Socketpair(n) => format!("{n}"),
+            Channel::Pipe(n) => format!("pipe {n}"),
+        }
+    }
+}
+
+/// ns per write+read pair.
+fn measure(channel: Channel, pairs: usize) -> f64 {
+    match channel {
+        Channel::Socketpair(size) => write_read(size, pairs),
+        Channel::Pipe(size) => {
+            let (a, b) = pipe();
+            pump(a, b, size, pairs)
+        }
+    }
+}
+
+/// ns per write+read pair of `size` bytes over a socketpair.
 fn write_read(size: usize, pairs: usize) -> f64 {
-    use std::io::Read;
-    let (mut a, mut b) = socketpair();
+    let (a, b) = socketpair();
+    pump(a, b, size, pairs)
+}
+
+fn pump(mut a: impl Write, mut b: impl std::io::Read, size: usize, pairs: usize) -> f64 {
     let buf = vec![7u8; size];
     let mut got = vec![0u8; size];
     let start = Instant::now();
@@ -104,17 +145,17 @@ fn bpf_prog_stats(pid: u32) -> Vec<(u64, u64)> {
 /// Time inside the kernel programs per syscall they ran on, for
 /// write+read pairs of `size` bytes under the daemon `d`: measured with
 /// the kernel's BPF run-time statistics switched on only for this (they
-/// cost two clock reads per run). Averages over every program run
-/// (entry and exit of each of the two calls).
-fn in_kernel_ns_per_call(d: &Daemon, size: usize) -> f64 {
+/// cost two clock reads per run), over every program run: the socket
+/// send or receive program, once per call.
+fn in_kernel_ns_per_call(d: &Daemon, channel: Channel) -> f64 {
     const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
     std::fs::write(STATS, "1").expect("enabling kernel.bpf_stats_enabled");
     let before = bpf_prog_stats(d.0.id());
-    write_read(size, CALL_PAIRS);
+    measure(channel, CALL_PAIRS);
     let after = bpf_prog_stats(d.0.id());
     let _ = std::fs::write(STATS, "0");
     let ns: u64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
-    // Each call runs the entry and the exit program once.
+    // Two calls (write and read) per pair.
     ns as f64 / (2 * CALL_PAIRS) as f64
 }
 
@@ -134,7 +175,7 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     // SAFETY: no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the capture benchmark loads eBPF programs: run it as root");
-    let sizes = [64usize, 4096];
+    let sizes = [Channel::Socketpair(64), Channel::Socketpair(4096), Channel::Pipe(64)];
     // Modes take turns round by round (a fresh daemon each time), so drift
     // on this shared machine hits them alike.
     let mut base = vec![vec![]; sizes.len()];
@@ -142,18 +183,18 @@ fn main() {
     let mut captured = vec![vec![]; sizes.len()];
     for _ in 0..ROUNDS {
         for (i, &s) in sizes.iter().enumerate() {
-            base[i].push(write_read(s, CALL_PAIRS));
+            base[i].push(measure(s, CALL_PAIRS));
         }
         {
             let _d = Daemon::start("      Pid: [1]\n");
             for (i, &s) in sizes.iter().enumerate() {
-                filtered[i].push(write_read(s, CALL_PAIRS));
+                filtered[i].push(measure(s, CALL_PAIRS));
             }
         }
         {
             let _d = Daemon::start("");
             for (i, &s) in sizes.iter().enumerate() {
-                captured[i].push(write_read(s, CALL_PAIRS));
+                captured[i].push(measure(s, CALL_PAIRS));
             }
         }
     }
@@ -172,7 +213,7 @@ fn main() {
         }
         100.0 * (d.cpu_seconds() - before) / start.elapsed().as_secs_f64()
     };
-    // In-kernel time per call (entry + exit programs), separately from the
+    // In-kernel time per call, separately from the
     // wall-clock rounds above so the statistics do not weigh on them.
     let kernel_ns: Vec<(f64, f64)> = sizes
         .iter()
@@ -188,9 +229,9 @@ fn main() {
             (filt, capt)
         })
         .collect();
-    println!("socketpair write+read, ns per pair (min/median/max of {ROUNDS} rounds x {CALL_PAIRS} pairs)");
+    println!("write+read, ns per pair (min/median/max of {ROUNDS} rounds x {CALL_PAIRS} pairs; size in bytes)");
     println!(
-        "{:>6}  {:>18}  {:>28}  {:>28}  {:>16}  {:>16}",
+        "{:>8}  {:>18}  {:>28}  {:>28}  {:>16}  {:>16}",
         "size", "no daemon", "filtered (other pid)", "capturing all", "added/call filt", "added/call capt"
     );
     for (i, size) in sizes.iter().enumerate() {
@@ -201,8 +242,8 @@ fn main() {
         let added = |mode: &[f64]| median(mode.iter().zip(&base[i]).map(|(m, b)| (m - b) / 2.0).collect()).1;
         let (add_f, add_c) = (added(&filtered[i]), added(&captured[i]));
         println!(
-            "{:>6}  {:>18}  {:>28}  {:>28}  {:>14.0}ns  {:>14.0}ns",
-            size,
+            "{:>8}  {:>18}  {:>28}  {:>28}  {:>14.0}ns  {:>14.0}ns",
+            size.label(),
             format!("{:.0}/{:.0}/{:.0}", b.0, b.1, b.2),
             format!("{:.0}/{:.0}/{:.0} ({:.2}x)", f.0, f.1, f.2, f.1 / b.1),
             format!("{:.0}/{:.0}/{:.0} ({:.2}x)", c.0, c.1, c.2, c.1 / b.1),
@@ -210,9 +251,9 @@ fn main() {
             add_c
         );
     }
-    println!("time inside the kernel programs per call (entry + exit; kernel.bpf_stats_enabled, one run):");
+    println!("time inside the kernel programs per call (kernel.bpf_stats_enabled, one run):");
     for (size, (filt, capt)) in sizes.iter().zip(&kernel_ns) {
-        println!("{size:>6}  filtered {filt:.0} ns  captured {capt:.0} ns");
+        println!("{:>8}  filtered {filt:.0} ns  captured {capt:.0} ns", size.label());
     }
     println!("daemon CPU at 20,000 captured calls/s: {cpu_pct:.1}% of one core");
     std::io::stdout().flush().unwrap();

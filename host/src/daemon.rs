@@ -17,7 +17,7 @@ use crate::aggregate::l4::L4Window;
 use crate::capture::{Capture, CaptureConfig, CaptureStats, Event, EventKind};
 use crate::config::Config;
 use crate::config_watch::ConfigWatch;
-use crate::connections::{local, sockdiag, Outcome, Tracker, TrackerConfig};
+use crate::connections::{local, sockdiag, Tracker, TrackerConfig};
 use crate::layer7::Layer7;
 use crate::metadata::containers::ContainerDirectory;
 use crate::metadata::filter::Filter;
@@ -398,26 +398,23 @@ impl Pipeline {
     }
 
     pub fn on_event(&mut self, ev: &Event) {
-        match self.tracker.on_event(ev) {
-            Outcome::Keep(conn) => {
-                if !self.procs.observe(ev.pid, &ev.comm(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
-                    // Filtered out (and denied in the kernel from the next
-                    // kernel update on).
-                    return;
-                }
-                if ev.kind == EventKind::Data {
-                    self.l4.add(conn, ev);
-                    if let Some(l7) = self.l7.as_mut() {
-                        l7.on_data(conn, ev);
-                    }
-                }
-            }
-            Outcome::Closed(conn) => {
+        if ev.kind == EventKind::Close {
+            for conn in self.tracker.on_close(ev.sock) {
                 if let Some(l7) = self.l7.as_mut() {
                     l7.on_close(conn.id);
                 }
             }
-            Outcome::Ignore => {}
+            return;
+        }
+        let Some(conn) = self.tracker.on_event(ev) else { return };
+        if !self.procs.observe(ev.pid, &ev.comm(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
+            // Filtered out (and denied in the kernel from the next kernel
+            // update on).
+            return;
+        }
+        self.l4.add(conn, ev);
+        if let Some(l7) = self.l7.as_mut() {
+            l7.on_data(conn, ev);
         }
     }
 

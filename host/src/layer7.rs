@@ -83,9 +83,8 @@ impl Layer7 {
             conn: conn.id,
             direction: if ingress { Direction::Ingress } else { Direction::Egress },
             role,
-            // Bytes received exist when the read returns; bytes sent leave
-            // from the write's start.
-            timestamp_ns: if ingress { ev.ts_exit } else { ev.ts_enter },
+            // When the socket took or gave the bytes.
+            timestamp_ns: ev.ts,
             data: &ev.payload,
             real_len: ev.real_len,
             port_hint,

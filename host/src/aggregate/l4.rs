@@ -25,8 +25,6 @@ struct Stats {
     recv_bytes: u64,
     send_packets: u64,
     recv_packets: u64,
-    send_latency: u64,
-    recv_latency: u64,
 }
 
 /// One window of statistics, with a cap on its keys.
@@ -52,15 +50,12 @@ impl L4Window {
             return;
         }
         let s = self.stats.entry(key).or_default();
-        let latency = ev.ts_exit.saturating_sub(ev.ts_enter);
         if ev.direction == INGRESS {
             s.recv_bytes += ev.real_len;
             s.recv_packets += 1;
-            s.recv_latency += latency;
         } else {
             s.send_bytes += ev.real_len;
             s.send_packets += 1;
-            s.send_latency += latency;
         }
     }
 
@@ -77,8 +72,12 @@ impl L4Window {
             r.push("recv_bytes", s.recv_bytes);
             r.push("send_packets", s.send_packets);
             r.push("recv_packets", s.recv_packets);
-            r.push("send_total_latency", s.send_latency);
-            r.push("recv_total_latency", s.recv_latency);
+            // The seed's fields, always 0 as in iLogtail's own output: the
+            // capture sees each call as it completes, at the socket layer,
+            // not at its entry (hooking every syscall's entry costs every
+            // process on the host; see ebpf/capture.bpf.c).
+            r.push("send_total_latency", 0u64);
+            r.push("recv_total_latency", 0u64);
             r.push("__time__", time);
             out.push(r);
         }

@@ -7,12 +7,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const MAX_PAYLOAD: usize = 8192;
 
 pub const EV_DATA: u16 = 1;
-pub const EV_CONNECT: u16 = 2;
-pub const EV_ACCEPT: u16 = 3;
-pub const EV_CLOSE: u16 = 4;
+pub const EV_CLOSE: u16 = 2;
 
 pub const EGRESS: u8 = 0;
 pub const INGRESS: u8 = 1;
+
+pub const ROLE_UNKNOWN: u8 = 0;
+pub const ROLE_CLIENT: u8 = 1;
+pub const ROLE_SERVER: u8 = 2;
+
+/// `event.syscall` of calls whose payload is not captured (sendfile and
+/// splice; io_uring and other paths that are not a system call on the
+/// socket).
+pub const SYS_SENDFILE: u16 = 11;
+pub const SYS_OTHER: u16 = 12;
 
 pub const CNT_EVENTS: u32 = 0;
 pub const CNT_LOST: u32 = 1;
@@ -28,8 +36,7 @@ pub const AF_INET6: u16 = 10;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RawEvent {
-    pub ts_enter: u64,
-    pub ts_exit: u64,
+    pub ts: u64,
     pub sock: u64,
     pub ret: i64,
     pub real_len: u64,
@@ -44,21 +51,22 @@ pub struct RawEvent {
     pub lport: u16,
     pub rport: u16,
     pub direction: u8,
-    pub pad: [u8; 3],
+    pub role: u8,
+    pub pad: [u8; 2],
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
     pub comm: [u8; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<RawEvent>() == 120);
+const _: () = assert!(std::mem::size_of::<RawEvent>() == 112);
 
 /// What happened on a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// Bytes moved (`captured` of them are in the payload).
     Data,
-    Connect,
-    Accept,
+    /// A TCP socket whose data was reported closed (any process's; the
+    /// event's pid is whoever was running, often none of them).
     Close,
 }
 
@@ -68,16 +76,21 @@ pub struct Event {
     pub kind: EventKind,
     pub pid: u32,
     pub tid: u32,
+    /// The file descriptor, -1 when not known (io_uring, close events).
     pub fd: i32,
-    /// The kernel socket's address: with pid and fd, a connection's identity.
+    /// The socket's cookie: with the pid, a connection's identity (never
+    /// reused, unlike fds and kernel addresses).
     pub sock: u64,
-    pub ts_enter: u64,
-    pub ts_exit: u64,
+    /// When the bytes moved (ns, CLOCK_MONOTONIC): the end of the socket's
+    /// send or receive.
+    pub ts: u64,
     pub ret: i64,
     /// Bytes the call moved.
     pub real_len: u64,
     /// `EGRESS` or `INGRESS`.
     pub direction: u8,
+    /// `ROLE_*`: what the kernel saw the connection begin as.
+    pub role: u8,
     pub family: u16,
     pub sock_type: u16,
     pub local: (IpAddr, u16),
@@ -127,8 +140,6 @@ impl Event {
         let payload = bytes.get(header..header + captured)?.to_vec();
         let kind = match raw.kind {
             EV_DATA => EventKind::Data,
-            EV_CONNECT => EventKind::Connect,
-            EV_ACCEPT => EventKind::Accept,
             EV_CLOSE => EventKind::Close,
             _ => return None,
         };
@@ -138,11 +149,11 @@ impl Event {
             tid: raw.tid,
             fd: raw.fd,
             sock: raw.sock,
-            ts_enter: raw.ts_enter,
-            ts_exit: raw.ts_exit,
+            ts: raw.ts,
             ret: raw.ret,
             real_len: raw.real_len,
             direction: raw.direction,
+            role: raw.role,
             family: raw.family,
             sock_type: raw.sock_type,
             local: (addr(raw.family, &raw.laddr), raw.lport),
@@ -166,8 +177,7 @@ mod tests {
     fn layout_matches_the_c_header() {
         let header = include_str!("../../../ebpf/include/wirelens.h");
         let rust: &[(&str, usize)] = &[
-            ("ts_enter", offset_of!(RawEvent, ts_enter)),
-            ("ts_exit", offset_of!(RawEvent, ts_exit)),
+            ("ts", offset_of!(RawEvent, ts)),
             ("sock", offset_of!(RawEvent, sock)),
             ("ret", offset_of!(RawEvent, ret)),
             ("real_len", offset_of!(RawEvent, real_len)),
@@ -182,6 +192,7 @@ mod tests {
             ("lport", offset_of!(RawEvent, lport)),
             ("rport", offset_of!(RawEvent, rport)),
             ("direction", offset_of!(RawEvent, direction)),
+            ("role", offset_of!(RawEvent, role)),
             ("laddr", offset_of!(RawEvent, laddr)),
             ("raddr", offset_of!(RawEvent, raddr)),
             ("comm", offset_of!(RawEvent, comm)),
@@ -203,9 +214,12 @@ mod tests {
         for (name, value) in [
             ("WL_MAX_PAYLOAD", MAX_PAYLOAD as u64),
             ("WL_EV_DATA", EV_DATA.into()),
-            ("WL_EV_CONNECT", EV_CONNECT.into()),
-            ("WL_EV_ACCEPT", EV_ACCEPT.into()),
             ("WL_EV_CLOSE", EV_CLOSE.into()),
+            ("WL_ROLE_UNKNOWN", ROLE_UNKNOWN.into()),
+            ("WL_ROLE_CLIENT", ROLE_CLIENT.into()),
+            ("WL_ROLE_SERVER", ROLE_SERVER.into()),
+            ("WL_SYS_SENDFILE", SYS_SENDFILE.into()),
+            ("WL_SYS_OTHER", SYS_OTHER.into()),
             ("WL_EGRESS", EGRESS.into()),
             ("WL_INGRESS", INGRESS.into()),
             ("WL_CNT_EVENTS", CNT_EVENTS.into()),
@@ -235,7 +249,7 @@ mod tests {
         raw.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         raw.raddr[..4].copy_from_slice(&[10, 1, 2, 3]);
         raw.comm[..4].copy_from_slice(b"curl");
-        let mut bytes = vec![0u8; 120];
+        let mut bytes = vec![0u8; 112];
         // SAFETY: writing a POD struct into a buffer of its size.
         unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), raw) };
         bytes.extend_from_slice(b"hello");
@@ -246,7 +260,7 @@ mod tests {
         assert_eq!(e.comm(), "curl");
         assert_eq!(e.payload, b"hello");
         assert!(Event::decode(&bytes[..100]).is_none());
-        assert!(Event::decode(&bytes[..122]).is_none(), "payload shorter than announced");
+        assert!(Event::decode(&bytes[..114]).is_none(), "payload shorter than announced");
     }
 }
 

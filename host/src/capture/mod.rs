@@ -1,7 +1,6 @@
 //! Capture: the kernel programs (`ebpf/capture.bpf.c`, built by the build
-//! script and embedded; raw tracepoints on syscall entry and exit), their
-//! set-up, and the thread that drains the ring buffer into decoded
-//! [`Event`]s.
+//! script and embedded; BTF tracepoints of the socket layer), their set-up,
+//! and the thread that drains the ring buffer into decoded [`Event`]s.
 
 pub mod event;
 mod setup;
@@ -15,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::RawTracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
 
 pub use event::{Event, EventKind};
 
@@ -27,10 +26,14 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ca
 /// wake-ups).
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The syscalls traced (dispatched inside the two raw tracepoint programs).
-pub const SYSCALLS: &[&str] = &[
-    "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "sendfile",
-    "connect", "accept", "accept4", "close",
+/// `(program, kernel tracepoint)` pairs: every send and receive on a socket,
+/// TCP state changes (roles, closes), and datagrams queued on sockets (peers
+/// of unconnected UDP sockets). See `ebpf/capture.bpf.c`.
+pub const PROGRAMS: &[(&str, &str)] = &[
+    ("on_send", "sock_send_length"),
+    ("on_recv", "sock_recv_length"),
+    ("on_state", "inet_sock_set_state"),
+    ("on_data_ready", "sk_data_ready"),
 ];
 
 /// What the kernel side filters and copies.
@@ -116,14 +119,16 @@ impl Capture {
             .override_global("drop_loopback", &drop_loopback, true)
             .override_global("wakeup_bytes", &config.wakeup_bytes, true)
             .map_max_entries("events", config.ring_bytes)
-            // `active` is task-local storage, which aya has no Rust type for;
-            // only the kernel uses it.
+            // `thread_infos` is task-local storage, which aya has no Rust
+            // type for; only the kernel uses it.
             .allow_unsupported_maps()
             .load(OBJECT)
             .context("loading the capture programs into the kernel")?;
         add_pids(&mut ebpf, "allow_pids", &config.pids)?;
-        attach(&mut ebpf, "sys_enter", "sys_enter")?;
-        attach(&mut ebpf, "sys_exit", "sys_exit")?;
+        let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+        for (program, tracepoint) in PROGRAMS {
+            attach(&mut ebpf, &btf, program, tracepoint)?;
+        }
         let ring = RingBuf::try_from(ebpf.take_map("events").context("events map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("counters").context("counters map")?)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -135,7 +140,7 @@ impl Capture {
                 .spawn(move || read_loop(ring, sink, stop, malformed))
                 .context("spawning the capture reader")?
         };
-        tracing::info!(syscalls = SYSCALLS.len(), payload_bytes = payload, "capture attached");
+        tracing::info!(programs = PROGRAMS.len(), payload_bytes = payload, "capture attached");
         Ok(Self { ebpf: Some(ebpf), counters, stop, reader: Some(reader), malformed })
     }
 
@@ -216,11 +221,11 @@ fn add_pids(ebpf: &mut Ebpf, map: &str, pids: &[u32]) -> Result<()> {
     Ok(())
 }
 
-fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
-    let prog: &mut RawTracePoint =
+fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &str, tracepoint: &str) -> Result<()> {
+    let prog: &mut BtfTracePoint =
         ebpf.program_mut(program).with_context(|| format!("program {program} missing from the object"))?.try_into()?;
-    prog.load().with_context(|| format!("loading {program} (verifier)"))?;
-    prog.attach(tracepoint).with_context(|| format!("attaching {program} to raw tracepoint {tracepoint}"))?;
+    prog.load(tracepoint, btf).with_context(|| format!("loading {program} for tracepoint {tracepoint} (verifier)"))?;
+    prog.attach().with_context(|| format!("attaching {program} to the tracepoint {tracepoint}"))?;
     Ok(())
 }
 

@@ -1,12 +1,12 @@
-//! What the machine needs before programs load: root, BTF, tracefs, and a
-//! memlock limit raised where that is allowed.
+//! What the machine needs before programs load: root, BTF, and a memlock
+//! limit raised where that is allowed. (The programs attach to BTF
+//! tracepoints through the bpf syscall alone: no tracefs is needed.)
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
 const BTF: &str = "/sys/kernel/btf/vmlinux";
-const TRACEFS: &str = "/sys/kernel/tracing";
 
 pub(super) fn prepare() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -15,11 +15,9 @@ pub(super) fn prepare() -> Result<()> {
     }
     if !Path::new(BTF).exists() {
         bail!(
-            "{BTF} is missing: the kernel must be built with CONFIG_DEBUG_INFO_BTF for the capture's CO-RE relocations"
+            "{BTF} is missing: the kernel must be built with CONFIG_DEBUG_INFO_BTF (the capture's CO-RE \
+             relocations and BTF tracepoints need it)"
         );
-    }
-    if !Path::new(TRACEFS).join("events").exists() && !Path::new("/sys/kernel/debug/tracing/events").exists() {
-        mount_tracefs()?;
     }
     // Not needed on kernels that charge BPF memory to the cgroup (5.11+);
     // older ones need it raised. EPERM is expected where the hard limit is low.
@@ -28,17 +26,5 @@ pub(super) fn prepare() -> Result<()> {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("RLIMIT_MEMLOCK not raised ({}); fine on this kernel", std::io::Error::last_os_error());
     }
-    Ok(())
-}
-
-fn mount_tracefs() -> Result<()> {
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (src, target, fstype) = (c("tracefs"), c(TRACEFS), c("tracefs"));
-    // SAFETY: valid C strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
-    if rc != 0 {
-        bail!("tracefs is not mounted and mounting it on {TRACEFS} failed: {}", std::io::Error::last_os_error());
-    }
-    tracing::info!("mounted tracefs on {TRACEFS}");
     Ok(())
 }

@@ -4,8 +4,8 @@ use crate::fast_hash::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::capture::event::{AF_INET, AF_INET6, AF_UNIX, INGRESS};
-use crate::capture::{Event, EventKind};
+use crate::capture::event::{AF_INET, AF_INET6, AF_UNIX, INGRESS, ROLE_CLIENT, ROLE_SERVER};
+use crate::capture::Event;
 
 use super::sockdiag::Listening;
 
@@ -63,11 +63,12 @@ impl SocketType {
     }
 }
 
-/// A connection's identity.
+/// A connection's identity: a process and a socket (its cookie, which the
+/// kernel never reuses; a socket shared by several processes is one
+/// connection per process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     pub pid: u32,
-    pub fd: i32,
     pub sock: u64,
 }
 
@@ -122,22 +123,13 @@ pub struct TrackerStats {
     pub dropped_by_rule: u64,
 }
 
-/// What an event means for its connection.
-pub enum Outcome<'a> {
-    /// Report it (data, or the connection's start).
-    Keep(&'a Conn),
-    /// The connection closed: finish it (id of the connection).
-    Closed(Conn),
-    /// Not reported (dropped by a rule, or not tracked).
-    Ignore,
-}
-
 /// All connections.
 pub struct Tracker {
     config: TrackerConfig,
     conns: HashMap<ConnKey, Conn>,
-    /// The socket currently behind each (pid, fd).
-    by_fd: HashMap<(u32, i32), u64>,
+    /// The processes with a connection on each socket (a close comes from
+    /// the socket, whichever process was running).
+    by_sock: HashMap<u64, Vec<u32>>,
     next_id: u64,
     listening: Listening,
     local_addrs: HashSet<IpAddr>,
@@ -149,7 +141,7 @@ impl Tracker {
         Self {
             config,
             conns: HashMap::default(),
-            by_fd: HashMap::default(),
+            by_sock: HashMap::default(),
             next_id: 1,
             listening: Listening::default(),
             local_addrs: HashSet::new(),
@@ -176,50 +168,28 @@ impl Tracker {
         self.conns.is_empty()
     }
 
-    /// Apply one event.
-    pub fn on_event(&mut self, ev: &Event) -> Outcome<'_> {
-        let key = ConnKey { pid: ev.pid, fd: ev.fd, sock: ev.sock };
-        if ev.kind == EventKind::Close {
-            self.by_fd.remove(&(ev.pid, ev.fd));
-            return match self.conns.remove(&key) {
-                Some(conn) => {
-                    self.stats.closed += 1;
-                    if conn.dropped {
-                        Outcome::Ignore
-                    } else {
-                        Outcome::Closed(conn)
-                    }
-                }
-                None => Outcome::Ignore,
-            };
-        }
-        // A different socket behind the same fd: the old connection ended
-        // without us seeing its close.
-        if let Some(old) = self.by_fd.insert((ev.pid, ev.fd), ev.sock) {
-            if old != ev.sock {
-                self.conns.remove(&ConnKey { pid: ev.pid, fd: ev.fd, sock: old });
-            }
-        }
-        let role = match ev.kind {
-            EventKind::Connect => Some(Role::Client),
-            EventKind::Accept => Some(Role::Server),
-            _ => None,
-        };
+    /// Apply one data event: its connection, unless the connection is not
+    /// tracked (over capacity) or dropped by a rule.
+    pub fn on_event(&mut self, ev: &Event) -> Option<&Conn> {
+        let key = ConnKey { pid: ev.pid, sock: ev.sock };
         if !self.conns.contains_key(&key) {
             if self.conns.len() >= self.config.max_connections {
                 self.stats.over_capacity += 1;
-                return Outcome::Ignore;
+                return None;
             }
-            let conn = self.new_conn(key, ev, role);
+            let conn = self.new_conn(key, ev);
             self.stats.opened += 1;
             if conn.dropped {
                 self.stats.dropped_by_rule += 1;
             }
             self.conns.insert(key, conn);
+            self.by_sock.entry(key.sock).or_default().push(key.pid);
         }
         let conn = self.conns.get_mut(&key).expect("inserted above");
         conn.last_seen = Instant::now();
-        if let Some(role) = role {
+        // A socket the kernel saw begin after the capture started has its
+        // role from the kernel, which beats an inference from ports.
+        if let Some(role) = kernel_role(ev.role) {
             conn.role = role;
         }
         // Connected sockets learn their peer at connect time.
@@ -228,16 +198,27 @@ impl Tracker {
             conn.local = ev.local;
             conn.dropped = conn.dropped || self.config.drop_local && is_local(&self.local_addrs, conn.remote.0);
         }
-        if conn.dropped {
-            Outcome::Ignore
-        } else {
-            Outcome::Keep(conn)
-        }
+        (!conn.dropped).then_some(&*conn)
     }
 
-    fn new_conn(&mut self, key: ConnKey, ev: &Event, role: Option<Role>) -> Conn {
+    /// The socket closed: every process's connection on it ends (those not
+    /// dropped by a rule are returned, to be finished).
+    pub fn on_close(&mut self, sock: u64) -> Vec<Conn> {
+        let mut closed = Vec::new();
+        for pid in self.by_sock.remove(&sock).unwrap_or_default() {
+            if let Some(conn) = self.conns.remove(&ConnKey { pid, sock }) {
+                self.stats.closed += 1;
+                if !conn.dropped {
+                    closed.push(conn);
+                }
+            }
+        }
+        closed
+    }
+
+    fn new_conn(&mut self, key: ConnKey, ev: &Event) -> Conn {
         let socket_type = SocketType::of(ev.family);
-        let role = role.unwrap_or_else(|| self.infer_role(ev, socket_type));
+        let role = kernel_role(ev.role).unwrap_or_else(|| self.infer_role(ev, socket_type));
         let dropped = match socket_type {
             SocketType::Unix => self.config.drop_unix,
             SocketType::Unknown => self.config.drop_unknown,
@@ -281,11 +262,25 @@ impl Tracker {
             !expired
         });
         for c in &gone {
-            self.by_fd.remove(&(c.key.pid, c.key.fd));
+            if let Some(pids) = self.by_sock.get_mut(&c.key.sock) {
+                pids.retain(|&p| p != c.key.pid);
+                if pids.is_empty() {
+                    self.by_sock.remove(&c.key.sock);
+                }
+            }
         }
         self.stats.expired += gone.len() as u64;
         gone.retain(|c| !c.dropped);
         gone
+    }
+}
+
+/// The role an event's kernel side knew, if any.
+fn kernel_role(role: u8) -> Option<Role> {
+    match role {
+        ROLE_CLIENT => Some(Role::Client),
+        ROLE_SERVER => Some(Role::Server),
+        _ => None,
     }
 }
 
@@ -296,20 +291,21 @@ fn is_local(local_addrs: &HashSet<IpAddr>, ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::event::{EGRESS, INGRESS};
+    use crate::capture::event::{EGRESS, INGRESS, ROLE_UNKNOWN};
+    use crate::capture::EventKind;
 
-    fn event(kind: EventKind, fd: i32, sock: u64, family: u16, remote: &str) -> Event {
+    fn event(sock: u64, family: u16, remote: &str, role: u8) -> Event {
         Event {
-            kind,
+            kind: EventKind::Data,
             pid: std::process::id(),
             tid: 1,
-            fd,
+            fd: 3,
             sock,
-            ts_enter: 1,
-            ts_exit: 2,
+            ts: 2,
             ret: 10,
             real_len: 10,
             direction: EGRESS,
+            role,
             family,
             sock_type: libc::SOCK_STREAM as u16,
             local: ("10.0.0.1".parse().unwrap(), 40000),
@@ -327,58 +323,58 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_fd_is_a_new_connection() {
+    fn sockets_are_connections_and_a_close_ends_every_process_on_them() {
         let mut t = tracker(false);
-        let first = match t.on_event(&event(EventKind::Connect, 5, 0x100, AF_INET, "10.0.0.2")) {
-            Outcome::Keep(c) => (c.id, c.role),
-            _ => panic!("kept"),
-        };
-        assert_eq!(first.1, Role::Client);
-        // Same pid and fd, another socket: the old connection is gone.
-        let second = match t.on_event(&event(EventKind::Accept, 5, 0x200, AF_INET, "10.0.0.3")) {
-            Outcome::Keep(c) => (c.id, c.role),
-            _ => panic!("kept"),
-        };
-        assert_ne!(first.0, second.0);
-        assert_eq!(second.1, Role::Server);
+        let client = t.on_event(&event(0x100, AF_INET, "10.0.0.2", ROLE_CLIENT)).map(|c| (c.id, c.role)).unwrap();
+        assert_eq!(client.1, Role::Client);
+        let server = t.on_event(&event(0x200, AF_INET, "10.0.0.3", ROLE_SERVER)).map(|c| (c.id, c.role)).unwrap();
+        assert_ne!(client.0, server.0);
+        assert_eq!(server.1, Role::Server);
+        // The same socket in a second process (inherited across fork).
+        let mut other = event(0x200, AF_INET, "10.0.0.3", ROLE_SERVER);
+        other.pid += 1;
+        let shared = t.on_event(&other).map(|c| c.id).unwrap();
+        assert_ne!(shared, server.0);
+        assert_eq!(t.len(), 3);
+        let mut closed: Vec<u64> = t.on_close(0x200).iter().map(|c| c.id).collect();
+        closed.sort();
+        assert_eq!(closed, [server.0, shared]);
+        assert!(t.on_close(0x200).is_empty(), "closed once");
         assert_eq!(t.len(), 1);
-        match t.on_event(&event(EventKind::Close, 5, 0x200, AF_INET, "10.0.0.3")) {
-            Outcome::Closed(c) => assert_eq!(c.id, second.0),
-            _ => panic!("closed"),
-        }
-        assert!(t.is_empty());
     }
 
     #[test]
     fn drop_rules() {
         let mut t = tracker(true);
-        assert!(matches!(t.on_event(&event(EventKind::Data, 3, 1, AF_INET, "127.0.0.1")), Outcome::Ignore));
-        assert!(matches!(t.on_event(&event(EventKind::Data, 4, 2, AF_UNIX, "0.0.0.0")), Outcome::Ignore));
-        assert!(matches!(t.on_event(&event(EventKind::Data, 6, 3, AF_INET, "10.9.9.9")), Outcome::Keep(_)));
+        assert!(t.on_event(&event(1, AF_INET, "127.0.0.1", ROLE_UNKNOWN)).is_none());
+        assert!(t.on_event(&event(2, AF_UNIX, "0.0.0.0", ROLE_UNKNOWN)).is_none());
+        assert!(t.on_event(&event(3, AF_INET, "10.9.9.9", ROLE_UNKNOWN)).is_some());
         assert_eq!(t.stats().dropped_by_rule, 2);
+        assert!(t.on_close(1).is_empty(), "a dropped connection's close is not reported");
         let mut keep_local = tracker(false);
-        assert!(matches!(keep_local.on_event(&event(EventKind::Data, 3, 1, AF_INET, "127.0.0.1")), Outcome::Keep(_)));
+        assert!(keep_local.on_event(&event(1, AF_INET, "127.0.0.1", ROLE_UNKNOWN)).is_some());
     }
 
     #[test]
     fn state_is_bounded() {
         let mut t = Tracker::new(TrackerConfig { max_connections: 2, drop_local: false, ..TrackerConfig::default() });
-        for fd in 0..5 {
-            t.on_event(&event(EventKind::Data, fd, fd as u64 + 1, AF_INET, "10.0.0.2"));
+        for sock in 1..6 {
+            t.on_event(&event(sock, AF_INET, "10.0.0.2", ROLE_UNKNOWN));
         }
         assert_eq!(t.len(), 2);
         assert_eq!(t.stats().over_capacity, 3);
     }
 
     #[test]
-    fn old_sockets_get_their_role_from_listening_ports() {
+    fn sockets_the_kernel_did_not_see_begin_get_their_role_from_listening_ports() {
         let mut t = tracker(false);
         t.refresh_host_view(Listening::from_ports([40000], []), HashSet::new());
-        let mut ev = event(EventKind::Data, 7, 9, AF_INET, "10.0.0.2");
+        let mut ev = event(9, AF_INET, "10.0.0.2", ROLE_UNKNOWN);
         ev.direction = INGRESS;
-        match t.on_event(&ev) {
-            Outcome::Keep(c) => assert_eq!(c.role, Role::Server),
-            _ => panic!("kept"),
-        }
+        assert_eq!(t.on_event(&ev).unwrap().role, Role::Server);
+        // Another socket on a port nobody listens on: a client.
+        let mut ev = event(10, AF_INET, "10.0.0.2", ROLE_UNKNOWN);
+        ev.local.1 = 50000;
+        assert_eq!(t.on_event(&ev).unwrap().role, Role::Client);
     }
 }
