@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{config, remote, sum, Daemon};
-use common::servers::{free_port, RedisServer};
+use common::servers::{cmd_has, free_port, RedisServer};
 use serde_json::Value;
 
 fn echo_py() -> String {
@@ -549,4 +549,60 @@ fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
     let r = records.iter().find(|r| r["protocol"] == "dns" && dig_side(r) && r["query_record"] == "a.x.test").unwrap();
     assert_eq!(remote(r)["remote_port"], port.to_string());
     assert_eq!(r["rcode"], "NOERROR");
+}
+
+#[test]
+fn every_send_and_receive_family_is_counted_and_mmsg_messages_are_told_apart() {
+    let port = free_port();
+    let mut dnsmasq = Command::new("dnsmasq")
+        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file="])
+        .args(["--listen-address", "127.0.0.1", "--address=/x.test/1.2.3.4"])
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq (apt-get install dnsmasq-base; scripts/setup.sh does it)");
+    std::thread::sleep(Duration::from_millis(300));
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
+    let script = common::root().join("tests/e2e/socket_calls.py");
+    let out = Command::new("python3").arg(&script).arg(port.to_string()).output().expect("python3");
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = |what: &str| -> String {
+        stdout.lines().find_map(|l| l.strip_prefix(what)).unwrap_or_else(|| panic!("{what}: {stdout}")).to_string()
+    };
+    let tcp_port = line("tcp ");
+    line("udp "); // the mmsg part ran
+    let on_tcp = |r: &Value, role: &str| {
+        r["type"] == "statistics" && r["role"] == role && cmd_has(r, "socket_calls.py") && {
+            let rem = remote(r);
+            (role == "client" && rem["remote_port"] == tcp_port.as_str())
+                || (role == "server" && rem["remote_port"] != "0")
+        }
+    };
+    let dns = |r: &Value, name: &str| {
+        r["type"] == "protocols" && r["protocol"] == "dns" && r["query_record"] == name && cmd_has(r, "socket_calls.py")
+    };
+    daemon.wait_for(Duration::from_secs(10), |rs| {
+        sum(rs, "recv_bytes", |r| on_tcp(r, "client")) >= 1800 && rs.iter().any(|r| dns(r, "two.x.test"))
+    });
+    let records = daemon.stop();
+    for role in ["client", "server"] {
+        let mine = |r: &Value| on_tcp(r, role);
+        assert_eq!(sum(&records, "send_bytes", mine), 1800, "{role}: {records:#?}");
+        assert_eq!(sum(&records, "recv_bytes", mine), 1800, "{role}");
+        assert_eq!(sum(&records, "send_packets", mine), 5, "{role}: five sending calls");
+    }
+    // Both messages of the sendmmsg call and both answers of recvmmsg,
+    // each read from its own place in the vectors.
+    for name in ["one.x.test", "two.x.test"] {
+        let r = records.iter().find(|r| dns(r, name)).unwrap_or_else(|| panic!("{name}: {records:#?}"));
+        assert_eq!(
+            (r["role"].as_str(), r["success"].as_str(), r["total_count"].as_str()),
+            (Some("client"), Some("1"), Some("1"))
+        );
+        assert_eq!(remote(r)["remote_port"], port.to_string());
+    }
 }
