@@ -70,10 +70,10 @@ pub fn run(config: Config) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(batch) => {
-                batch.iter().for_each(|ev| pipeline.on_event(ev));
+                pipeline.on_batch(&batch);
                 // Take what is queued without waiting, bounded so flushes stay on time.
                 for batch in rx.try_iter().take(16) {
-                    batch.iter().for_each(|ev| pipeline.on_event(ev));
+                    pipeline.on_batch(&batch);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -127,7 +127,7 @@ pub fn run(config: Config) -> Result<()> {
     let drain_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < drain_until {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(batch) => batch.iter().for_each(|ev| pipeline.on_event(ev)),
+            Ok(batch) => pipeline.on_batch(&batch),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -397,6 +397,14 @@ impl Pipeline {
         }
     }
 
+    /// A batch of events from the capture.
+    pub fn on_batch(&mut self, batch: &[Event]) {
+        // One clock read per batch (a few milliseconds of events at most):
+        // connections only need it for idle expiry.
+        self.tracker.set_clock(Instant::now());
+        batch.iter().for_each(|ev| self.on_event(ev));
+    }
+
     pub fn on_event(&mut self, ev: &Event) {
         if ev.kind == EventKind::Close {
             for conn in self.tracker.on_close(ev.sock) {
@@ -407,7 +415,7 @@ impl Pipeline {
             return;
         }
         let Some(conn) = self.tracker.on_event(ev) else { return };
-        if !self.procs.observe(ev.pid, &ev.comm(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
+        if !self.procs.observe(ev.pid, || ev.comm().into_owned(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
             // Filtered out (and denied in the kernel from the next kernel
             // update on).
             return;

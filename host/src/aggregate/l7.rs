@@ -27,7 +27,7 @@ pub struct Endpoint {
 struct Key {
     at: Endpoint,
     protocol: Arc<str>,
-    fields: Vec<(Arc<str>, Box<str>)>,
+    fields: Vec<(Arc<str>, Arc<str>)>,
     success: bool,
 }
 
@@ -61,7 +61,7 @@ impl L7Window {
             Key {
                 at: Endpoint { pid: 0, role: Role::Unknown, remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0) },
                 protocol: key.protocol,
-                fields: vec![(Arc::from("other"), Box::from("true"))],
+                fields: vec![(Arc::from("other"), Arc::from("true"))],
                 success: key.success,
             }
         } else {

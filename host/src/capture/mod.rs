@@ -249,7 +249,7 @@ fn read_loop(
     let mut batch = Vec::with_capacity(BATCH);
     // Processes whose command line was read already (bounded: forgotten
     // wholesale when large; a re-read costs one /proc read).
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = crate::fast_hash::HashSet::default();
     while !stop.load(Ordering::Relaxed) {
         wake.wait(POLL_INTERVAL);
         while let Some(item) = ring.next() {

@@ -134,6 +134,8 @@ pub struct Tracker {
     listening: Listening,
     local_addrs: HashSet<IpAddr>,
     stats: TrackerStats,
+    /// The time events are stamped with (see [`Tracker::set_clock`]).
+    now: Instant,
 }
 
 impl Tracker {
@@ -146,6 +148,7 @@ impl Tracker {
             listening: Listening::default(),
             local_addrs: HashSet::new(),
             stats: TrackerStats::default(),
+            now: Instant::now(),
         }
     }
 
@@ -154,6 +157,12 @@ impl Tracker {
     pub fn refresh_host_view(&mut self, listening: Listening, local_addrs: HashSet<IpAddr>) {
         self.listening = listening;
         self.local_addrs = local_addrs;
+    }
+
+    /// The time the next events are seen at (set once per batch: a clock
+    /// read per event showed in the daemon's profile).
+    pub fn set_clock(&mut self, now: Instant) {
+        self.now = now;
     }
 
     pub fn stats(&self) -> TrackerStats {
@@ -186,7 +195,7 @@ impl Tracker {
             self.by_sock.entry(key.sock).or_default().push(key.pid);
         }
         let conn = self.conns.get_mut(&key).expect("inserted above");
-        conn.last_seen = Instant::now();
+        conn.last_seen = self.now;
         // A socket the kernel saw begin after the capture started has its
         // role from the kernel, which beats an inference from ports.
         if let Some(role) = kernel_role(ev.role) {
@@ -226,7 +235,7 @@ impl Tracker {
         };
         let id = self.next_id;
         self.next_id += 1;
-        Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, last_seen: Instant::now() }
+        Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, last_seen: self.now }
     }
 
     /// For a socket older than the daemon: a server if its local port is one

@@ -45,7 +45,15 @@ impl ProcessCache {
     /// Make sure `pid` is known (`cmdline` and `cgroup` as the capture read
     /// them, else /proc now, else the kernel's process name); true when the
     /// filters keep it (or cannot tell yet).
-    pub fn observe(&mut self, pid: u32, comm: &str, cmdline: Option<&str>, cgroup: Option<&str>) -> bool {
+    /// `comm` (the kernel's process name) is asked for only when the
+    /// process is new.
+    pub fn observe(
+        &mut self,
+        pid: u32,
+        comm: impl FnOnce() -> String,
+        cmdline: Option<&str>,
+        cgroup: Option<&str>,
+    ) -> bool {
         let p = self.procs.entry(pid).or_insert_with(|| read(pid, comm, cmdline, cgroup));
         if let Some(keep) = p.keep {
             return keep;
@@ -152,8 +160,8 @@ pub fn cgroup_text(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
 }
 
-fn read(pid: u32, comm: &str, known_cmd: Option<&str>, known_cgroup: Option<&str>) -> Process {
-    let cmd = known_cmd.map(str::to_string).or_else(|| cmdline(pid)).unwrap_or_else(|| comm.to_string());
+fn read(pid: u32, comm: impl FnOnce() -> String, known_cmd: Option<&str>, known_cgroup: Option<&str>) -> Process {
+    let cmd = known_cmd.map(str::to_string).or_else(|| cmdline(pid)).unwrap_or_else(comm);
     let cgroup = known_cgroup.map(str::to_string).or_else(|| cgroup_text(pid)).unwrap_or_default();
     Process { cmd, container: container_of(&cgroup), keep: None, gone_since: None }
 }

@@ -1,9 +1,9 @@
 //! `flusher_prometheus`: an HTTP `/metrics` endpoint in the Prometheus text
 //! exposition format. Window records are accumulated into counters since
 //! the daemon started:
-//! - `wirelens_l4_{send,recv}_{bytes,packets}_total` and
-//!   `wirelens_l4_{send,recv}_latency_seconds_total` by process, role,
-//!   socket type and remote endpoint;
+//! - `wirelens_l4_{send,recv}_{bytes,packets}_total` by process, role,
+//!   socket type and remote endpoint (the records' latency fields are
+//!   always 0, so they have no metric);
 //! - `wirelens_l7_calls_total`, `wirelens_l7_{request,response}_bytes_total`
 //!   and the `wirelens_l7_latency_seconds` histogram by protocol, process,
 //!   role, call (HTTP method, Redis/SQL command, DNS query type) and
@@ -34,13 +34,11 @@ type Labels = Vec<(&'static str, String)>;
 const L4_LABELS: [&str; 5] = ["process", "role", "socket_type", "remote_ip", "remote_port"];
 const L7_LABELS: [&str; 5] = ["protocol", "process", "role", "call", "success"];
 /// L4 counters: record field, metric name, help, scale to the unit.
-const L4_COUNTERS: [(&str, &str, &str, f64); 6] = [
+const L4_COUNTERS: [(&str, &str, &str, f64); 4] = [
     ("send_bytes", "wirelens_l4_send_bytes_total", "Bytes sent.", 1.0),
     ("recv_bytes", "wirelens_l4_recv_bytes_total", "Bytes received.", 1.0),
     ("send_packets", "wirelens_l4_send_packets_total", "Send calls.", 1.0),
     ("recv_packets", "wirelens_l4_recv_packets_total", "Receive calls.", 1.0),
-    ("send_total_latency", "wirelens_l4_send_latency_seconds_total", "Time spent in send calls.", 1e-9),
-    ("recv_total_latency", "wirelens_l4_recv_latency_seconds_total", "Time spent in receive calls.", 1e-9),
 ];
 
 #[derive(Default)]
@@ -54,7 +52,7 @@ struct L7Series {
 
 #[derive(Default)]
 struct State {
-    l4: HashMap<Labels, [u64; 6]>,
+    l4: HashMap<Labels, [u64; L4_COUNTERS.len()]>,
     l7: HashMap<Labels, L7Series>,
     health: Vec<(String, String)>,
 }

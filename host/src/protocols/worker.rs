@@ -80,8 +80,9 @@ pub struct Parsed {
     pub size: u64,
     pub pair_id: Option<u64>,
     pub success: bool,
-    /// `(index into the plugin's field names, value)`.
-    pub fields: Vec<(u16, Box<str>)>,
+    /// `(index into the plugin's field names, value)`; values are shared
+    /// (see [`ValueInterner`]).
+    pub fields: Vec<(u16, Arc<str>)>,
 }
 
 impl Parsed {
@@ -142,6 +143,34 @@ pub struct ProtocolWorker {
     parsed: Vec<Parsed>,
     events: Vec<ConnEvent>,
     stats: WorkerStats,
+    values: ValueInterner,
+}
+
+/// One shared copy of each field value seen recently. Most values repeat
+/// (commands, methods, status codes, normalized statements): a message then
+/// takes a reference count instead of an allocation, and its call's
+/// aggregation key another. Bounded: when full it starts afresh, so values
+/// of high cardinality (URLs, SQL) only cost what they would without it.
+#[derive(Default)]
+pub struct ValueInterner {
+    values: crate::fast_hash::HashSet<Arc<str>>,
+}
+
+impl ValueInterner {
+    const MAX: usize = 16 * 1024;
+
+    /// The shared copy of `text`.
+    pub fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(v) = self.values.get(text) {
+            return v.clone();
+        }
+        if self.values.len() >= Self::MAX {
+            self.values.clear();
+        }
+        let v: Arc<str> = Arc::from(text);
+        self.values.insert(v.clone());
+        v
+    }
 }
 
 impl ProtocolWorker {
@@ -154,6 +183,7 @@ impl ProtocolWorker {
             parsed: Vec::new(),
             events: Vec::new(),
             stats: WorkerStats::default(),
+            values: ValueInterner::default(),
         }
     }
 
@@ -368,11 +398,12 @@ impl ProtocolWorker {
         let mut field = 0usize;
         for i in 0..batch.conn.len() {
             let count = usize::from(batch.field_count[i]);
+            let values = &mut self.values;
             let fields = (field..field + count)
                 .map(|f| {
                     let start = batch.field_offset[f] as usize;
                     let text = arena.get(start..start + batch.field_len[f] as usize).unwrap_or_default();
-                    (batch.field_key[f], Box::from(text))
+                    (batch.field_key[f], values.get(text))
                 })
                 .collect();
             field += count;

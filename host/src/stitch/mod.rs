@@ -16,7 +16,7 @@ pub struct Call {
     pub conn: u64,
     pub plugin: Arc<LoadedPlugin>,
     /// Request fields then response fields, as `(name, value)`.
-    pub fields: Vec<(Arc<str>, Box<str>)>,
+    pub fields: Vec<(Arc<str>, Arc<str>)>,
     pub latency_ns: u64,
     pub req_bytes: u64,
     pub resp_bytes: u64,
@@ -103,7 +103,7 @@ impl Stitcher {
 }
 
 /// The message's fields by name, moved out (values are not copied).
-fn take_named(m: &mut Parsed) -> Vec<(Arc<str>, Box<str>)> {
+fn take_named(m: &mut Parsed) -> Vec<(Arc<str>, Arc<str>)> {
     let names = &m.plugin.meta.field_names;
     std::mem::take(&mut m.fields).into_iter().map(|(k, v)| (names[usize::from(k)].clone(), v)).collect()
 }
@@ -169,7 +169,7 @@ mod tests {
             size: 10,
             pair_id: id,
             success: true,
-            fields: vec![(1, Box::from(if kind == MessageKind::Request { "GET" } else { "-" }))],
+            fields: vec![(1, Arc::from(if kind == MessageKind::Request { "GET" } else { "-" }))],
         }
     }
 
