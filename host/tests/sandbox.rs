@@ -99,6 +99,25 @@ fn hostile_calls_are_contained_and_counted() {
 }
 
 #[test]
+fn a_loop_after_an_idle_spell_is_still_stopped() {
+    // The epoch ticker sleeps while no call runs; a call must wake it, or a
+    // plugin that loops would never be interrupted.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut h = Harness::new(SandboxLimits::default());
+        h.http_still_works();
+        std::thread::sleep(Duration::from_millis(50)); // long enough for the ticker to sleep
+        let (parsed, events, took) = h.exchange(b"REQ LOOP\n", b"RES ok\n");
+        let _ = done_tx.send((parsed.len(), format!("{events:?}"), took));
+    });
+    let (parsed, events, took) =
+        done_rx.recv_timeout(Duration::from_secs(20)).expect("the looping call was never interrupted");
+    assert_eq!(parsed, 0);
+    assert!(events.contains("deadline exceeded"), "{events}");
+    assert!(took < Duration::from_secs(2), "interrupted after {took:?}");
+}
+
+#[test]
 fn repeated_failures_quarantine_with_backoff() {
     let limits = SandboxLimits {
         failure_threshold: 3,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Batch, Chunks, Direction, PluginInfo, ProtocolPlugin, ProtocolPluginPre, Role};
-use super::runtime::{ticks, MemoryLimitExceeded, Runtime, StoreData};
+use super::runtime::{ticks, Calls, MemoryLimitExceeded, Runtime, StoreData};
 use super::wire;
 use super::SandboxLimits;
 
@@ -45,6 +45,7 @@ impl std::fmt::Display for Failure {
 /// A live instance of one plugin.
 pub struct Sandbox {
     store: Store<StoreData>,
+    calls: Arc<Calls>,
     plugin: ProtocolPlugin,
     limits: SandboxLimits,
     field_count: usize,
@@ -68,11 +69,22 @@ impl Sandbox {
             })
         });
         arm(&mut store);
-        let plugin = match pre.instantiate(&mut store) {
+        let instance = {
+            let _running = runtime.calls.enter();
+            pre.instantiate(&mut store)
+        };
+        let plugin = match instance {
             Ok(p) => p,
             Err(e) => return Err(classify(&store, e, Failure::Instantiate)),
         };
-        Ok(Self { store, plugin, limits: runtime.limits.clone(), field_count: usize::MAX, poisoned: false })
+        Ok(Self {
+            store,
+            calls: runtime.calls.clone(),
+            plugin,
+            limits: runtime.limits.clone(),
+            field_count: usize::MAX,
+            poisoned: false,
+        })
     }
 
     /// After a failure the instance must not be used again.
@@ -129,7 +141,11 @@ impl Sandbox {
             return Err(Failure::Trap("instance already failed".into()));
         }
         arm(&mut self.store);
-        match f(&self.plugin, &mut self.store) {
+        let result = {
+            let _running = self.calls.enter();
+            f(&self.plugin, &mut self.store)
+        };
+        match result {
             Ok(r) => Ok(r),
             Err(e) => {
                 self.poisoned = true;
