@@ -100,7 +100,8 @@ class Servers:
             with open(conf, "w") as f:
                 f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;\n"
                         f"events {{ worker_connections 1024; }}\n"
-                        f"http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};"
+                        f"http {{ access_log off; keepalive_requests 10000000; client_body_temp_path {tmp};"
+                        f" proxy_temp_path {tmp};"
                         f" fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n"
                         f" server {{ listen 127.0.0.1:{self.nginx}; root {root}; }} }}\n")
             self.procs.append(subprocess.Popen(["nginx", "-c", conf, "-p", tmp]))
@@ -139,13 +140,16 @@ class Servers:
                 p.kill()
 
 
-def config_text(records, l4=1, l7=1, tags=None, plugin_dir=None, pids=None):
+def config_text(records, l4=1, l7=1, tags=None, plugin_dir=None, pids=None, protocols=True):
     """A config capturing everything (all protocols, loopback kept), records
     to the file `records`. Without tags, plugin_dir and pids it is the
     config run.py always used; `pids` limits the capture to those
-    processes (EBPF.Pid)."""
+    processes (EBPF.Pid); `protocols=False` keeps layer 4 only
+    (ProtocolProcess: false)."""
     text = ("inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n"
             f"      FlushOutL4Interval: {l4}\n      FlushOutL7Interval: {l7}\n      DropLocalConnections: false\n")
+    if not protocols:
+        text += "      ProtocolProcess: false\n"
     if tags:
         text += "      Tags:\n" + "".join(f"        {k}: {json.dumps(str(v))}\n" for k, v in tags.items())
     text += "    EBPF:\n      Enabled: true\n"

@@ -41,6 +41,18 @@ fn http_server(dir: &std::path::Path) -> (Child, u16) {
     (server, port)
 }
 
+/// dnsmasq on 127.0.0.1:`port`, answering `*.x.test` with 1.2.3.4.
+fn dnsmasq(port: u16) -> Child {
+    Command::new("dnsmasq")
+        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file="])
+        .args(["--listen-address", "127.0.0.1", "--address=/x.test/1.2.3.4"])
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq (apt-get install dnsmasq-base; scripts/setup.sh does it)")
+}
+
 fn python(args: &[&str]) -> Command {
     let mut c = Command::new("python3");
     c.arg(echo_py()).args(args);
@@ -494,14 +506,7 @@ fn redis_calls_from_redis_cli_and_pipelined_redis_benchmark() {
 #[test]
 fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
     let port = free_port();
-    let mut dnsmasq = Command::new("dnsmasq")
-        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file="])
-        .args(["--listen-address", "127.0.0.1", "--address=/x.test/1.2.3.4"])
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq (apt-get install dnsmasq-base; scripts/setup.sh does it)");
+    let mut dnsmasq = dnsmasq(port);
     let spid = dnsmasq.id();
     std::thread::sleep(Duration::from_millis(300));
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
@@ -554,14 +559,7 @@ fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
 #[test]
 fn every_send_and_receive_family_is_counted_and_mmsg_messages_are_told_apart() {
     let port = free_port();
-    let mut dnsmasq = Command::new("dnsmasq")
-        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file="])
-        .args(["--listen-address", "127.0.0.1", "--address=/x.test/1.2.3.4"])
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq (apt-get install dnsmasq-base; scripts/setup.sh does it)");
+    let mut dnsmasq = dnsmasq(port);
     std::thread::sleep(Duration::from_millis(300));
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
     let script = common::root().join("tests/e2e/socket_calls.py");
