@@ -35,6 +35,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define MSG_PEEK 2
+#define PF_IO_WORKER 0x00000010
 #define PF_KTHREAD 0x00200000
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
@@ -499,7 +500,9 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
         return 0;
     struct task_struct *task = bpf_get_current_task_btf();
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-    long nr = regs->orig_ax;
+    /* io_uring's worker threads run no system call of their own: their
+     * saved registers name no buffer (size only, below). */
+    long nr = (task->flags & PF_IO_WORKER) ? -1 : regs->orig_ax;
     if (ret <= 0) {
         /* Nothing moved. An error ends a sendmmsg/recvmmsg call. */
         if (ret < 0 && (nr == NR_sendmmsg || nr == NR_recvmmsg))
