@@ -249,12 +249,12 @@ static __always_inline __u8 unix_role(struct sock *sk) {
 
 /* The event header, written in place (scratch or ring). */
 static __always_inline void fill_header(struct wl_event *e, const struct sock_desc *d, __u16 kind, __u16 sys,
-                                        int fd, long ret, __u64 len, __u8 direction) {
+                                        int fd, long ret, __u8 direction) {
     __u64 id = bpf_get_current_pid_tgid();
     e->ts = bpf_ktime_get_ns();
     e->sock = d->cookie;
     e->ret = ret;
-    e->real_len = len;
+    e->real_len = ret > 0 ? ret : 0;
     e->pid = id >> 32;
     e->tid = (__u32)id;
     e->fd = fd;
@@ -411,7 +411,7 @@ static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock 
             count(WL_CNT_LOST);                                                                \
             return;                                                                            \
         }                                                                                      \
-        fill_header(e, d, WL_EV_DATA, sys, fd, ret, ret, direction);                           \
+        fill_header(e, d, WL_EV_DATA, sys, fd, ret, direction);                                \
         /* Bound the length again where the verifier sees it (clang would                     \
          * otherwise reuse the register checked against cap_len's bound only). */              \
         __u64 len = n;                                                                         \
@@ -438,14 +438,23 @@ static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, int
     RESERVE_CLASS(WL_MAX_PAYLOAD)
 }
 
+/* An event in the per-CPU scratch record, header filled, no payload yet
+ * (send it with submit()); NULL only if the map lookup fails. */
+static __always_inline struct scratch *scratch_event(const struct sock_desc *d, __u16 kind, __u16 sys, int fd,
+                                                     long ret, __u8 direction) {
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+    if (s)
+        fill_header(&s->ev, d, kind, sys, fd, ret, direction);
+    return s;
+}
+
 /* A data event whose payload is gathered from an iovec array. */
 static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, int fd, long ret, __u8 direction,
                                       __u64 iovs, __u64 cnt) {
-    __u32 zero = 0;
-    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, fd, ret, direction);
     if (!s)
         return;
-    fill_header(&s->ev, d, WL_EV_DATA, sys, fd, ret, ret, direction);
     s->ev.captured = copy_iov(s, iovs, cnt, ret);
     if (s->ev.captured < ret)
         count(WL_CNT_TRUNCATED);
@@ -454,12 +463,9 @@ static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, int 
 
 /* A data event without payload (sendfile, splice, io_uring). */
 static __always_inline void size_event(const struct sock_desc *d, __u16 sys, int fd, long ret, __u8 direction) {
-    __u32 zero = 0;
-    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
-    if (!s)
-        return;
-    fill_header(&s->ev, d, WL_EV_DATA, sys, fd, ret, ret, direction);
-    submit(s);
+    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, fd, ret, direction);
+    if (s)
+        submit(s);
 }
 
 /* Which message of a sendmmsg/recvmmsg vector this one is. The calls hand
@@ -619,12 +625,9 @@ int on_state(__u64 *ctx) {
     describe(sk, &d);
     d.cookie = bpf_get_socket_cookie(sk);
     d.role = info->role;
-    __u32 zero = 0;
-    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
-    if (!s)
-        return 0;
-    fill_header(&s->ev, &d, WL_EV_CLOSE, 0, -1, 0, 0, WL_EGRESS);
-    submit(s);
+    struct scratch *s = scratch_event(&d, WL_EV_CLOSE, 0, -1, 0, WL_EGRESS);
+    if (s)
+        submit(s);
     return 0;
 }
 

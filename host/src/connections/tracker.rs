@@ -238,7 +238,8 @@ impl Tracker {
         Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, last_seen: self.now }
     }
 
-    /// For a socket older than the daemon: a server if its local port is one
+    /// For an inet socket whose beginning the kernel did not see (older than
+    /// the daemon, or a datagram socket): a server if its local port is one
     /// the host listens on (sock_diag), a client otherwise; for datagram
     /// sockets, the same on bound ports, else by the first direction.
     fn infer_role(&self, ev: &Event, socket_type: SocketType) -> Role {
