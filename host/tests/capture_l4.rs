@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{config, remote, sum, Daemon};
-use common::servers::{cmd_has, free_port, RedisServer};
+use common::servers::{free_port, RedisServer};
 use serde_json::Value;
 
 fn echo_py() -> String {
@@ -563,7 +563,17 @@ fn every_send_and_receive_family_is_counted_and_mmsg_messages_are_told_apart() {
     std::thread::sleep(Duration::from_millis(300));
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
     let script = common::root().join("tests/e2e/socket_calls.py");
-    let out = Command::new("python3").arg(&script).arg(port.to_string()).output().expect("python3");
+    // Matched by pid: the script may exit before the daemon reads its
+    // command line (records then carry the process name, `python3`).
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("python3");
     let _ = dnsmasq.kill();
     let _ = dnsmasq.wait();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -574,14 +584,14 @@ fn every_send_and_receive_family_is_counted_and_mmsg_messages_are_told_apart() {
     let tcp_port = line("tcp ");
     line("udp "); // the mmsg part ran
     let on_tcp = |r: &Value, role: &str| {
-        r["type"] == "statistics" && r["role"] == role && cmd_has(r, "socket_calls.py") && {
+        r["type"] == "statistics" && r["role"] == role && is_pid(r, pid) && {
             let rem = remote(r);
             (role == "client" && rem["remote_port"] == tcp_port.as_str())
                 || (role == "server" && rem["remote_port"] != "0")
         }
     };
     let dns = |r: &Value, name: &str| {
-        r["type"] == "protocols" && r["protocol"] == "dns" && r["query_record"] == name && cmd_has(r, "socket_calls.py")
+        r["type"] == "protocols" && r["protocol"] == "dns" && r["query_record"] == name && is_pid(r, pid)
     };
     daemon.wait_for(Duration::from_secs(10), |rs| {
         sum(rs, "recv_bytes", |r| on_tcp(r, "client")) >= 1800 && rs.iter().any(|r| dns(r, "two.x.test"))
