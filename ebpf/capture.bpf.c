@@ -228,18 +228,25 @@ static __always_inline bool sock_wanted(const struct sock_desc *d) {
 }
 
 /* A unix stream socket is the server end when it carries the listener's
- * address (accepted sockets inherit it) and its peer has none. */
+ * address (accepted sockets inherit it) and its peer has none.
+ *
+ * `us` comes from the tracepoint's own socket and is trusted, but its
+ * `peer` field is a plain pointer the verifier does not trust: helpers
+ * that take socket pointers (bpf_skc_to_unix_sock) refuse it on some
+ * kernel builds ("R1 type=untrusted_ptr_"). The peer is therefore read
+ * with probe reads (BPF_CORE_READ), which any kernel with BTF accepts; a
+ * unix_sock begins with its struct sock, so the peer pointer is the peer's
+ * unix_sock. */
 static __always_inline __u8 unix_role(struct sock *sk) {
     if (sk->sk_type != SOCK_STREAM)
         return WL_ROLE_UNKNOWN;
     struct unix_sock *us = bpf_skc_to_unix_sock(sk);
     if (!us)
         return WL_ROLE_UNKNOWN;
-    struct sock *peer = us->peer;
-    struct unix_sock *ps = peer ? bpf_skc_to_unix_sock(peer) : 0;
+    struct unix_sock *ps = (struct unix_sock *)BPF_CORE_READ(us, peer);
     if (!ps)
         return WL_ROLE_UNKNOWN;
-    bool mine = us->addr != 0, theirs = ps->addr != 0;
+    bool mine = BPF_CORE_READ(us, addr) != 0, theirs = BPF_CORE_READ(ps, addr) != 0;
     if (mine && !theirs)
         return WL_ROLE_SERVER;
     if (!mine && theirs)

@@ -49,8 +49,7 @@ pub struct Input {
 }
 
 /// A flag the seed documents as a number: `true`/`false` or `1`/`0`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flag {
     Bool(bool),
     Num(i64),
@@ -62,6 +61,30 @@ impl Flag {
             Flag::Bool(b) => b,
             Flag::Num(n) => n != 0,
         }
+    }
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose error ("data did not
+/// match any variant of untagged enum") does not say what is accepted.
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true/false or 1/0")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Flag, E> {
+                Ok(Flag::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Flag, E> {
+                Ok(Flag::Num(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Flag, E> {
+                i64::try_from(n).map(Flag::Num).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -137,12 +160,54 @@ impl Default for Common {
 
 /// `EBPF.Pid`: one pid, a list, or (as the seed's table types it) a map
 /// whose values are pids.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Pids {
     One(u32),
     List(Vec<u32>),
     Map(BTreeMap<String, serde_yaml_ng::Value>),
+}
+
+/// By hand: an untagged enum's error would not name the accepted forms.
+impl<'de> Deserialize<'de> for Pids {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, Unexpected};
+        struct V;
+        const EXPECTED: &str = "a pid, a list of pids, or a map whose values are pids";
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pids;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_u64<E: Error>(self, n: u64) -> Result<Pids, E> {
+                u32::try_from(n).map(Pids::One).map_err(|_| E::invalid_value(Unexpected::Unsigned(n), &self))
+            }
+            fn visit_i64<E: Error>(self, n: i64) -> Result<Pids, E> {
+                u32::try_from(n).map(Pids::One).map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Pids, A::Error> {
+                let mut pids = Vec::new();
+                while let Some(v) = seq.next_element::<serde_yaml_ng::Value>()? {
+                    match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                        Some(pid) => pids.push(pid),
+                        None => {
+                            return Err(A::Error::custom(format!(
+                                "{v:?} in the list is not a pid (expected {EXPECTED})"
+                            )))
+                        }
+                    }
+                }
+                Ok(Pids::List(pids))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Pids, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, serde_yaml_ng::Value>()? {
+                    out.insert(k, v);
+                }
+                Ok(Pids::Map(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -461,6 +526,29 @@ inputs:
         assert!(!c.common.drop_unix_socket.on());
         let c = parse("inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: true, Pid: {a: 7}}}]").unwrap();
         assert_eq!(c.pids, vec![7]);
+        let c = parse("inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: true, Pid: 9}}]").unwrap();
+        assert_eq!(c.pids, vec![9]);
+    }
+
+    /// Errors on the flag and pid keys say what is accepted (they used to
+    /// read "data did not match any variant of untagged enum").
+    #[test]
+    fn flag_and_pid_errors_name_the_accepted_forms() {
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {DropUnixSocket: maybe}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DropUnixSocket") && e.contains("true/false or 1/0"), "{e}");
+        assert!(!e.contains("untagged"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Pid: abc}}]").unwrap_err().to_string();
+        assert!(e.contains("Pid") && e.contains("a pid, a list of pids, or a map whose values are pids"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Pid: [1, x]}}]").unwrap_err().to_string();
+        assert!(e.contains("not a pid") && e.contains("Pid"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Pid: -3}}]").unwrap_err().to_string();
+        assert!(e.contains("a pid"), "{e}");
+        let c =
+            parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {ProtocolProcess: 0, DropUnixSocket: true}}]")
+                .unwrap();
+        assert!(!c.common.protocol_process.on() && c.common.drop_unix_socket.on());
     }
 
     #[test]

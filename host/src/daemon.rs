@@ -30,8 +30,9 @@ use crate::records::Record;
 /// the reader waits and the kernel ring buffer absorbs (and counts) the excess.
 const QUEUE: usize = 256;
 
-/// Run until a signal arrives.
-pub fn run(config: Config) -> Result<()> {
+/// Run until a signal arrives. `cache_dir`: where compiled plugins are
+/// cached (`--cache-dir`; `None`: no cache).
+pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -60,7 +61,7 @@ pub fn run(config: Config) -> Result<()> {
         None
     };
 
-    let mut pipeline = Pipeline::new(&config)?;
+    let mut pipeline = Pipeline::new(&config, cache_dir)?;
     let mut outputs = Outputs::start(&config.processors, &config.flushers, config.wirelens.flusher_queue_batches)?;
     let watch =
         ConfigWatch::start(&config.path).map_err(|e| tracing::warn!("config changes will need a restart: {e:#}")).ok();
@@ -306,7 +307,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: &Config) -> Result<Self> {
+    pub fn new(config: &Config, cache_dir: Option<std::path::PathBuf>) -> Result<Self> {
         let c = &config.common;
         let mut tracker = Tracker::new(TrackerConfig {
             drop_unix: c.drop_unix_socket.on(),
@@ -323,7 +324,7 @@ impl Pipeline {
                 memory_bytes: w.plugin_memory_bytes,
                 ..Default::default()
             };
-            Some(Layer7::new(&c.include_protocols, w.plugin_dir.as_ref(), w.max_l7_keys, limits)?)
+            Some(Layer7::new(&c.include_protocols, w.plugin_dir.as_ref(), w.max_l7_keys, limits, cache_dir)?)
         } else {
             None
         };

@@ -38,14 +38,16 @@ pub struct Layer7 {
 }
 
 impl Layer7 {
-    /// Load the built-in plugins (and those of `plugin_dir`, hot-reloaded).
+    /// Load the built-in plugins (and those of `plugin_dir`, hot-reloaded);
+    /// compiled plugins are cached in `cache_dir`.
     pub fn new(
         include: &[String],
         plugin_dir: Option<&PathBuf>,
         max_keys: usize,
         limits: SandboxLimits,
+        cache_dir: Option<PathBuf>,
     ) -> Result<Self> {
-        let runtime = Runtime::new(limits, crate::protocols::cache::default_dir())?;
+        let runtime = Runtime::new(limits, cache_dir)?;
         let registry = Registry::new(runtime, Default::default());
         registry.load_builtins();
         let watcher = plugin_dir.map(|d| PluginDirWatcher::start(registry.clone(), d)).transpose()?;

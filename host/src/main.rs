@@ -98,6 +98,14 @@ enum PluginsCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // Commands that print (`plugins list | head`) end quietly when the
+        // reader goes away, as command-line tools do, instead of panicking
+        // on the broken pipe. The daemon keeps Rust's default (ignored, so
+        // a flusher's write fails and is counted instead).
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     init_logs(cli.verbose);
     match run(cli) {
         Ok(code) => code,
@@ -115,7 +123,14 @@ fn init_logs(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour_logs()).init();
+}
+
+/// Colour only for a person at a terminal: not in files, pipes, journald or
+/// `kubectl logs`, and never with `NO_COLOR` set (no-color.org).
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -123,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let config = wirelens::config::Config::load(&config)?;
-            wirelens::daemon::run(config)?;
+            wirelens::daemon::run(config, cache_dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCmd::Check { file }) => match wirelens::config::Config::load(&file) {

@@ -225,9 +225,12 @@ fn a_burst_larger_than_the_ring_buffer_is_counted_as_lost() {
         rs.iter().any(|r| r["type"] == "health" && r["kernel_lost"].as_str().unwrap().parse::<u64>().unwrap() > 0)
     });
     assert!(lost, "loss reported: {}", daemon.stderr());
-    // Still capturing afterwards.
-    let (_, cpid, _, _) = tcp_exchange(1000, 1000);
-    let after = daemon.wait_for(Duration::from_secs(10), |rs| sum(rs, "send_bytes", |r| is_pid(r, cpid)) == 1000);
+    // Still capturing afterwards. (Other load on the machine can fill so
+    // small a ring too: a few tries, each exchange judged by its own pid.)
+    let after = (0..10).any(|_| {
+        let (_, cpid, _, _) = tcp_exchange(1000, 1000);
+        daemon.wait_for(Duration::from_secs(3), |rs| sum(rs, "send_bytes", |r| is_pid(r, cpid)) == 1000)
+    });
     let stderr = daemon.stderr();
     daemon.stop();
     assert!(after, "capture resumes after the loss");
@@ -488,17 +491,27 @@ fn redis_calls_from_redis_cli_and_pipelined_redis_benchmark() {
     let server_sets = |r: &Value| is_pid(r, spid) && r["role"] == "server" && r["command"] == "SET";
     daemon.wait_for(Duration::from_secs(15), |rs| calls(rs, &server_sets) >= 2001);
     let records = daemon.stop();
+    // Our own benchmark only: the client side of this server's port (other
+    // redis-benchmark runs on the machine must not count).
     let bench_sets = |r: &Value| {
         r["_process_cmd_"].as_str().unwrap_or("").contains("redis-benchmark")
             && r["command"] == "SET"
             && r["role"] == "client"
+            && remote(r)["remote_port"] == server.port.to_string().as_str()
     };
     assert_eq!(calls(&records, &bench_sets), 2000, "redis-benchmark's pipelined SETs");
     assert_eq!(calls(&records, &server_sets), 2001, "the server saw them and redis-cli's");
     let failed_incr = |r: &Value| is_pid(r, spid) && r["command"] == "INCR" && r["success"] == "0";
     assert_eq!(calls(&records, &failed_incr), 1, "the error reply is a failed call");
-    let get =
-        records.iter().find(|r| r["protocol"] == "redis" && r["command"] == "GET" && r["role"] == "client").unwrap();
+    let get = records
+        .iter()
+        .find(|r| {
+            r["protocol"] == "redis"
+                && r["command"] == "GET"
+                && r["role"] == "client"
+                && remote(r)["remote_port"] == server.port.to_string().as_str()
+        })
+        .unwrap();
     assert_eq!(get["key_count"], "1");
     assert_eq!(remote(get)["remote_port"], server.port.to_string());
 }
@@ -519,13 +532,16 @@ fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
         let out = c.output().expect("dig (apt-get install bind9-dnsutils; scripts/setup.sh does it)");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // Names of this test's own (other tests and other load on the machine
+    // may query dnsmasq servers of theirs at the same time).
+    let (a, b, nope) = (format!("a{port}.x.test"), format!("b{port}.x.test"), format!("nope{port}.invalid"));
     for _ in 0..3 {
-        assert!(dig("a.x.test", false).contains("1.2.3.4"));
+        assert!(dig(&a, false).contains("1.2.3.4"));
     }
     for _ in 0..2 {
-        assert!(dig("b.x.test", true).contains("1.2.3.4"));
+        assert!(dig(&b, true).contains("1.2.3.4"));
     }
-    assert!(dig("nope.invalid", false).contains("REFUSED"));
+    assert!(dig(&nope, false).contains("REFUSED"));
     let calls = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| -> u64 {
         rs.iter()
             .filter(|r| r["type"] == "protocols" && r["protocol"] == "dns" && pred(r))
@@ -544,14 +560,17 @@ fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
         r["role"] == "client" && remote(r)["remote_port"].as_str().and_then(|p| p.parse::<u16>().ok()) == Some(port)
     };
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "dnsmasq"), (&dig_side, "dig")] {
-        let q = |rec: &'static str, ok: &'static str| {
-            move |r: &Value| side(r) && r["query_record"] == rec && r["query_type"] == "A" && r["success"] == ok
+        let q = |rec: &str, ok: &'static str| {
+            let rec = rec.to_string();
+            move |r: &Value| {
+                side(r) && r["query_record"] == rec.as_str() && r["query_type"] == "A" && r["success"] == ok
+            }
         };
-        assert_eq!(calls(&records, &q("a.x.test", "1")), 3, "{name}: UDP queries: {records:#?}");
-        assert_eq!(calls(&records, &q("b.x.test", "1")), 2, "{name}: TCP queries");
-        assert_eq!(calls(&records, &q("nope.invalid", "0")), 1, "{name}: REFUSED is a failure");
+        assert_eq!(calls(&records, &q(&a, "1")), 3, "{name}: UDP queries: {records:#?}");
+        assert_eq!(calls(&records, &q(&b, "1")), 2, "{name}: TCP queries");
+        assert_eq!(calls(&records, &q(&nope, "0")), 1, "{name}: REFUSED is a failure");
     }
-    let r = records.iter().find(|r| r["protocol"] == "dns" && dig_side(r) && r["query_record"] == "a.x.test").unwrap();
+    let r = records.iter().find(|r| r["protocol"] == "dns" && dig_side(r) && r["query_record"] == a.as_str()).unwrap();
     assert_eq!(remote(r)["remote_port"], port.to_string());
     assert_eq!(r["rcode"], "NOERROR");
 }

@@ -111,3 +111,154 @@ fn every_shipped_config_passes_config_check() {
     }
     assert!(checked >= 6, "demo, l4, seed example and one per flusher");
 }
+
+/// The code blocks of `sdk/README.md` that follow a line containing `after`.
+fn guide_block(guide: &str, after: &str) -> String {
+    let start = guide.find(after).unwrap_or_else(|| panic!("`{after}` not in sdk/README.md"));
+    let rest = &guide[start..];
+    let open = rest.find("```").unwrap();
+    let body = &rest[open..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// The SDK guide followed as printed: its Cargo.toml (trailing comments
+/// and all), its lib.rs and its test, in a crate next to a `wirelens`
+/// checkout, built and checked with the guide's own commands.
+#[test]
+fn the_sdk_guide_builds_exactly_as_printed() {
+    let guide = std::fs::read_to_string(common::root().join("sdk/README.md")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // The guide's dependency is `path = "../wirelens/sdk"`.
+    std::os::unix::fs::symlink(common::root(), work.path().join("wirelens")).unwrap();
+    let krate = work.path().join("minikv");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(krate.join("Cargo.toml"), guide_block(&guide, "`Cargo.toml`:")).unwrap();
+    let lib = guide_block(&guide, "`src/lib.rs`:");
+    let test = guide_block(&guide, "## 4. Test it natively");
+    std::fs::write(krate.join("src/lib.rs"), format!("{lib}\n{test}")).unwrap();
+    // Kept between runs (the guide's default target dir, made a link to
+    // one that lasts), so only the first run compiles the SDK.
+    let cached = common::target_dir().join("sdk-guide-target");
+    std::fs::create_dir_all(&cached).unwrap();
+    std::os::unix::fs::symlink(&cached, krate.join("target")).unwrap();
+
+    let test = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .arg("test")
+        .current_dir(&krate)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(test.status.success(), "cargo test: {}", String::from_utf8_lossy(&test.stderr));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(["plugins", "build", ".", "--out", "./out"])
+        .current_dir(&krate)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "wirelens plugins build: {stderr}");
+    assert!(stdout.trim().ends_with("out/minikv.wasm"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(["plugins", "check", "out/minikv.wasm"])
+        .current_dir(&krate)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("minikv ") && stdout.contains("fields: command, key"), "{stdout}");
+}
+
+/// A manifest cargo cannot read fails before anything compiles, naming
+/// the key.
+#[test]
+fn a_bad_plugin_manifest_fails_fast_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"wirelens-plugin-x\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"rlib\"]\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = wirelens(&["plugins", "build", dir.path().to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("crate-type") && stderr.contains("cdylib"), "{stderr}");
+    assert!(!dir.path().join("target").exists(), "nothing was compiled");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+/// `plugins list | head`: the reader goes away before the command writes;
+/// it ends quietly instead of panicking on the broken pipe.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(["plugins", "list"])
+        .env("WIRELENS_CACHE_DIR", common::target_dir().join("test-artifact-cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before anything is printed
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+/// Logs carry colour codes only for a terminal: never in a pipe or file.
+#[test]
+fn logs_in_a_pipe_have_no_colour_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(["plugins", "list"])
+        .env("WIRELENS_CACHE_DIR", common::target_dir().join("test-artifact-cache"))
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.is_empty(), "trace logs expected");
+    assert!(!stderr.contains('\x1b'), "escape codes in piped logs: {stderr:?}");
+}
+
+/// `wirelens run --cache-dir DIR` caches the compiled built-in plugins in
+/// DIR (it used to take the default place whatever the flag said).
+#[test]
+fn run_honours_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: false}}]\nflushers: [{Type: flusher_stdout}]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(["run", "-c", cfg.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()])
+        .env("WIRELENS_CACHE_DIR", dir.path().join("elsewhere"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cached = common::wait_for(std::time::Duration::from_secs(60), || {
+        walk_files(&cache).iter().any(|p| p.extension().is_none_or(|e| e != "tmp"))
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(cached.is_some(), "no artifact under {}: {}", cache.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("elsewhere").exists(), "the default place was used");
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .flat_map(|p| if p.is_dir() { walk_files(&p) } else { vec![p] })
+        .collect()
+}

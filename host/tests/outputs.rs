@@ -201,10 +201,19 @@ fn prometheus_scrapes_counters_histograms_and_health() {
     );
     let daemon = Daemon::start(&config("", "", &rest));
     let prometheus = Prometheus::start(&format!("127.0.0.1:{metrics_port}"));
+    // redis-cli under a name of this test's own: the L7 series carry the
+    // process name, not the server port, and other redis-cli runs on the
+    // machine must not count.
+    let bin = tempfile::tempdir().unwrap();
+    let name = format!("wlcli{}", std::process::id() % 100_000);
+    let cli = bin.path().join(&name);
+    std::os::unix::fs::symlink(which("redis-cli"), &cli).unwrap();
     for i in 0..25 {
-        assert_eq!(redis.cli(&["SET", &format!("k{i}"), "v"]).trim(), "OK");
+        let out =
+            Command::new(&cli).args(["-p", &redis.port.to_string(), "SET", &format!("k{i}"), "v"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
     }
-    let sets = r#"wirelens_l7_calls_total{protocol="redis",call="SET",role="client",process="redis-cli"}"#;
+    let sets = format!(r#"wirelens_l7_calls_total{{protocol="redis",call="SET",role="client",process="{name}"}}"#);
     let start = Instant::now();
     let mut seen = None;
     while start.elapsed() < Duration::from_secs(30) {
@@ -215,10 +224,14 @@ fn prometheus_scrapes_counters_histograms_and_health() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(seen, Some(25.0), "Prometheus sees the 25 SETs");
-    let hist = r#"sum(wirelens_l7_latency_seconds_count{protocol="redis",call="SET",role="client"})"#;
-    assert_eq!(prometheus.query(hist), Some(25.0), "the latency histogram counts them");
-    let p99 = r#"histogram_quantile(0.99, sum by (le) (wirelens_l7_latency_seconds_bucket{protocol="redis",call="SET",role="client"}))"#;
-    let q = prometheus.query(p99).expect("a p99 from the buckets");
+    let hist = format!(
+        r#"sum(wirelens_l7_latency_seconds_count{{protocol="redis",call="SET",role="client",process="{name}"}})"#
+    );
+    assert_eq!(prometheus.query(&hist), Some(25.0), "the latency histogram counts them");
+    let p99 = format!(
+        r#"histogram_quantile(0.99, sum by (le) (wirelens_l7_latency_seconds_bucket{{protocol="redis",call="SET",role="client",process="{name}"}}))"#
+    );
+    let q = prometheus.query(&p99).expect("a p99 from the buckets");
     assert!(q > 0.0 && q < 1.0, "p99 {q} s");
     let port = redis.port;
     let bytes = format!(r#"sum(wirelens_l4_send_bytes_total{{role="client",remote_port="{port}"}})"#);
@@ -315,4 +328,11 @@ fn the_seed_example_runs_unchanged() {
     assert!(daemon.wait_for(Duration::from_secs(15), |rs| !healths(rs).is_empty()), "{}", daemon.stderr());
     let records = daemon.stop();
     assert!(records.iter().all(|r| r["__time__"].is_string()), "every record is timed");
+}
+
+/// The full path of a program on PATH.
+fn which(program: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.exists()))
+        .unwrap_or_else(|| panic!("{program} not on PATH (scripts/setup.sh installs it)"))
 }

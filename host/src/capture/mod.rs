@@ -103,31 +103,11 @@ impl Capture {
     /// events to `sink`.
     pub fn start(config: &CaptureConfig, sink: SyncSender<Vec<Event>>) -> Result<Self> {
         setup::prepare()?;
-        let self_pid = std::process::id();
-        let payload = config.payload_bytes.min(event::MAX_PAYLOAD as u32);
-        let filter_pids = u8::from(!config.pids.is_empty());
-        let (drop_unix, drop_unknown, drop_loopback) =
-            (u8::from(config.drop_unix), u8::from(config.drop_unknown), u8::from(config.drop_loopback));
-        let sampling = config.sampling.min(100);
-        let mut ebpf = EbpfLoader::new()
-            .override_global("payload_max", &payload, true)
-            .override_global("self_pid", &self_pid, true)
-            .override_global("sampling", &sampling, true)
-            .override_global("filter_pids", &filter_pids, true)
-            .override_global("drop_unix", &drop_unix, true)
-            .override_global("drop_unknown", &drop_unknown, true)
-            .override_global("drop_loopback", &drop_loopback, true)
-            .override_global("wakeup_bytes", &config.wakeup_bytes, true)
-            .map_max_entries("events", config.ring_bytes)
-            // `thread_infos` is task-local storage, which aya has no Rust
-            // type for; only the kernel uses it.
-            .allow_unsupported_maps()
-            .load(OBJECT)
-            .context("loading the capture programs into the kernel")?;
-        add_pids(&mut ebpf, "allow_pids", &config.pids)?;
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+        let mut ebpf = load(config, &btf)?;
+        add_pids(&mut ebpf, "allow_pids", &config.pids)?;
         for (program, tracepoint) in PROGRAMS {
-            attach(&mut ebpf, &btf, program, tracepoint)?;
+            attach(&mut ebpf, program, tracepoint)?;
         }
         let ring = RingBuf::try_from(ebpf.take_map("events").context("events map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("counters").context("counters map")?)?;
@@ -140,7 +120,7 @@ impl Capture {
                 .spawn(move || read_loop(ring, sink, stop, malformed))
                 .context("spawning the capture reader")?
         };
-        tracing::info!(programs = PROGRAMS.len(), payload_bytes = payload, "capture attached");
+        tracing::info!(programs = PROGRAMS.len(), payload_bytes = config.payload_bytes, "capture attached");
         Ok(Self { ebpf: Some(ebpf), counters, stop, reader: Some(reader), malformed })
     }
 
@@ -221,10 +201,66 @@ fn add_pids(ebpf: &mut Ebpf, map: &str, pids: &[u32]) -> Result<()> {
     Ok(())
 }
 
-fn attach(ebpf: &mut Ebpf, btf: &Btf, program: &str, tracepoint: &str) -> Result<()> {
+/// Load the object and every program into the kernel (the verifier runs
+/// here), without attaching anything. A rejection names the program and
+/// ends with the verifier's last lines.
+pub fn load(config: &CaptureConfig, btf: &Btf) -> Result<Ebpf> {
+    // The load-time constants (the verifier sees them as constants, so each
+    // combination is a program of its own: see tests/kernel_variants.rs).
+    let payload = config.payload_bytes.min(event::MAX_PAYLOAD as u32);
+    let self_pid = std::process::id();
+    let filter_pids = u8::from(!config.pids.is_empty());
+    let (drop_unix, drop_unknown, drop_loopback) =
+        (u8::from(config.drop_unix), u8::from(config.drop_unknown), u8::from(config.drop_loopback));
+    let sampling = config.sampling.min(100);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("payload_max", &payload, true)
+        .override_global("self_pid", &self_pid, true)
+        .override_global("sampling", &sampling, true)
+        .override_global("filter_pids", &filter_pids, true)
+        .override_global("drop_unix", &drop_unix, true)
+        .override_global("drop_unknown", &drop_unknown, true)
+        .override_global("drop_loopback", &drop_loopback, true)
+        .override_global("wakeup_bytes", &config.wakeup_bytes, true)
+        .map_max_entries("events", config.ring_bytes)
+        // `thread_infos` is task-local storage, which aya has no Rust
+        // type for; only the kernel uses it.
+        .allow_unsupported_maps()
+        .load(OBJECT)
+        .context("loading the capture programs into the kernel")?;
+    for (program, tracepoint) in PROGRAMS {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the object"))?
+            .try_into()?;
+        if let Err(e) = prog.load(tracepoint, btf) {
+            anyhow::bail!(
+                "the kernel's verifier rejected {program} (tracepoint {tracepoint}): {}",
+                verifier_tail(&e, 25)
+            );
+        }
+    }
+    Ok(ebpf)
+}
+
+/// The error of a refused program load with the last `lines` lines of the
+/// verifier's log (the whole log can run to thousands of lines; the reason
+/// is at its end).
+fn verifier_tail(e: &aya::programs::ProgramError, lines: usize) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            let all: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            format!("{io_error}; the verifier's last lines:\n{}", tail.join("\n"))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
     let prog: &mut BtfTracePoint =
         ebpf.program_mut(program).with_context(|| format!("program {program} missing from the object"))?.try_into()?;
-    prog.load(tracepoint, btf).with_context(|| format!("loading {program} for tracepoint {tracepoint} (verifier)"))?;
     prog.attach().with_context(|| format!("attaching {program} to the tracepoint {tracepoint}"))?;
     Ok(())
 }

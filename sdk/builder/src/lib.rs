@@ -48,7 +48,7 @@ impl Build {
     /// Compile and encode; returns the component's path.
     pub fn run(&self) -> Result<PathBuf> {
         let manifest = self.crate_dir.join("Cargo.toml");
-        let package = package_name(&manifest)?;
+        let package = read_manifest(&manifest)?.package;
         let lib_name = package.replace('-', "_");
         let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cmd.args(["build", "--lib", "--release", "--target", TARGET, "--manifest-path"])
@@ -121,42 +121,92 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-/// The `[package] name` of a manifest (a small line scan: enough for the
-/// manifests plugins have, and no TOML parser in the daemon).
-fn package_name(manifest: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(manifest).with_context(|| format!("reading {}", manifest.display()))?;
-    let mut in_package = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package {
-            if let Some(rest) = line.strip_prefix("name") {
-                if let Some(value) = rest.trim_start().strip_prefix('=') {
-                    return Ok(value.trim().trim_matches('"').to_string());
-                }
-            }
-        }
+/// What the build needs from a plugin crate's manifest.
+#[derive(Debug)]
+struct Manifest {
+    /// `[package] name`.
+    package: String,
+}
+
+/// Read `Cargo.toml` the way cargo does (`cargo metadata`, no compiling, no
+/// dependency resolution), so any valid manifest works (comments, inline
+/// tables, workspace inheritance) and a bad one fails before the build,
+/// with cargo's own message naming the key and line.
+fn read_manifest(manifest: &Path) -> Result<Manifest> {
+    if !manifest.exists() {
+        bail!("{} not found: give the directory of the plugin crate", manifest.display());
     }
-    bail!("{} has no [package] name", manifest.display())
+    let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline", "--manifest-path"])
+        .arg(manifest)
+        .output()
+        .with_context(|| format!("running cargo metadata for {}", manifest.display()))?;
+    if !output.status.success() {
+        bail!("{} is not a valid manifest:\n{}", manifest.display(), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&output.stdout).context("parsing cargo metadata's output")?;
+    let wanted = std::fs::canonicalize(manifest).unwrap_or_else(|_| manifest.to_path_buf());
+    let package = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["manifest_path"].as_str().is_some_and(|m| Path::new(m) == wanted))
+        .with_context(|| format!("{} has no [package] section", manifest.display()))?;
+    let name = package["name"].as_str().context("cargo metadata gave a package without a name")?.to_string();
+    let lib =
+        package["targets"].as_array().into_iter().flatten().find(|t| {
+            t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib" || k == "cdylib" || k == "rlib"))
+        });
+    let Some(lib) = lib else {
+        bail!("{}: package `{name}` has no library target: add src/lib.rs and `[lib] crate-type = [\"cdylib\", \"rlib\"]`", manifest.display());
+    };
+    let cdylib = lib["crate_types"].as_array().is_some_and(|t| t.iter().any(|t| t == "cdylib"));
+    if !cdylib {
+        bail!(
+            "{}: `[lib] crate-type` must include \"cdylib\" (the plugin is the cdylib; add \"rlib\" for native \
+             tests): crate-type = [\"cdylib\", \"rlib\"]",
+            manifest.display()
+        );
+    }
+    Ok(Manifest { package: name })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        let m = dir.path().join("Cargo.toml");
+        std::fs::write(&m, text).unwrap();
+        (dir, m)
+    }
+
+    /// The SDK guide's manifest, trailing comments included.
     #[test]
-    fn reads_package_name() {
-        let dir = std::env::temp_dir().join(format!("wl-builder-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let m = dir.join("Cargo.toml");
-        std::fs::write(
-            &m,
-            "[package]\nname = \"wirelens-plugin-foo\"\nversion = \"1.0.0\"\n[dependencies]\nname = \"x\"\n",
-        )
-        .unwrap();
-        assert_eq!(package_name(&m).unwrap(), "wirelens-plugin-foo");
-        std::fs::write(&m, "[workspace]\n").unwrap();
-        assert!(package_name(&m).unwrap_err().to_string().contains("no [package] name"));
+    fn reads_a_manifest_with_comments() {
+        let (_dir, m) = manifest(
+            "[package]\nname = \"wirelens-plugin-foo\"   # the output is foo.wasm\nversion = \"1.0.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]    # cdylib: the plugin\n",
+        );
+        assert_eq!(read_manifest(&m).unwrap().package, "wirelens-plugin-foo");
+    }
+
+    #[test]
+    fn bad_manifests_fail_before_building_and_name_the_problem() {
+        let (_dir, m) = manifest("[workspace]\n");
+        let e = format!("{:#}", read_manifest(&m).unwrap_err());
+        assert!(e.contains("no [package]") || e.contains("virtual manifest"), "{e}");
+        let (_dir, m) = manifest("[package]\nname = \"p\"\nversion = \"1.0.0\"\nedition = \"2021\"\n");
+        let e = format!("{:#}", read_manifest(&m).unwrap_err());
+        assert!(e.contains("crate-type") && e.contains("cdylib"), "{e}");
+        let (_dir, m) = manifest(
+            "[package]\nname = \"p\"\nversion = \"1.0.0\"\nedition = \"2021\"\n[lib]\ncrate-type = \"cdylib\"\n",
+        );
+        let e = format!("{:#}", read_manifest(&m).unwrap_err());
+        assert!(e.contains("crate-type"), "names the key: {e}");
+        let e = format!("{:#}", read_manifest(Path::new("/nonexistent/Cargo.toml")).unwrap_err());
+        assert!(e.contains("not found"), "{e}");
     }
 }
