@@ -88,6 +88,7 @@ fn host_path(registry: &std::sync::Arc<Registry>, w: &Workload) -> f64 {
                         data: bytes,
                         real_len: bytes.len() as u64,
                         port_hint: w.port,
+                        datagram: false,
                     });
                 }
             }

@@ -156,6 +156,7 @@ fn main() {
                         data: &d[off..off + len],
                         real_len: c.real_len[i],
                         port_hint: 80,
+                        datagram: false,
                     });
                     off += len;
                 }

@@ -19,6 +19,9 @@ use crate::protocols::{ChunkIn, ConnEvent, Parsed, ProtocolWorker, Registry, Run
 use crate::records::Record;
 use crate::stitch::{Call, Stitcher};
 
+/// `SOCK_DGRAM`: datagram sockets, whose chunks are whole messages.
+const SOCK_DGRAM: u16 = 2;
+
 /// Requests waiting for a response per connection, at most.
 const MAX_PENDING: usize = 1024;
 /// Requests unanswered for this long are reported as failed calls.
@@ -90,6 +93,7 @@ impl Layer7 {
             data: &ev.payload,
             real_len: ev.real_len,
             port_hint,
+            datagram: ev.sock_type == SOCK_DGRAM,
         });
     }
 

@@ -238,7 +238,7 @@ fn run_honours_cache_dir() {
         "inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: false}}]\nflushers: [{Type: flusher_stdout}]\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+    let child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
         .args(["run", "-c", cfg.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()])
         .env("WIRELENS_CACHE_DIR", dir.path().join("elsewhere"))
         .stdout(std::process::Stdio::null())

@@ -35,9 +35,7 @@ fn run_cases(plugin: &Arc<LoadedPlugin>, runtime: &wirelens::protocols::Runtime,
     }
 }
 
-fn plugin_pre(
-    p: &LoadedPlugin,
-) -> &wirelens::protocols::bindings::ProtocolPluginPre<wirelens::protocols::runtime::StoreData> {
+fn plugin_pre(p: &LoadedPlugin) -> &wirelens::protocols::bindings::AnyPre {
     p.pre()
 }
 

@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wirelens::protocols::bindings::{Direction, Role};
-use wirelens::protocols::{ConnEvent, Parsed, ProtocolWorker, Registry, SandboxLimits, Source, WorkerConfig};
+use wirelens::protocols::{
+    ConnEvent, LoadedPlugin, Parsed, ProtocolWorker, Registry, SandboxLimits, Source, WorkerConfig,
+};
 
 struct Harness {
     registry: std::sync::Arc<Registry>,
@@ -267,7 +269,7 @@ fn another_major_version_is_refused() {
         .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("built against wirelens:protocol@2.0.0") && msg.contains("speaks wirelens:protocol@1.0.0"),
+        msg.contains("built against wirelens:protocol@2.0.0") && msg.contains("speaks wirelens:protocol@1.1.0"),
         "{msg}"
     );
 }
@@ -280,6 +282,7 @@ fn host_and_sdk_agree_on_the_wire_layout() {
         (h::CHUNK_INGRESS, h::CHUNK_ROLE_SHIFT, h::MSG_KIND_MASK, h::MSG_INGRESS, h::MSG_SUCCESS, h::MSG_HAS_PAIR_ID),
         (s::CHUNK_INGRESS, s::CHUNK_ROLE_SHIFT, s::MSG_KIND_MASK, s::MSG_INGRESS, s::MSG_SUCCESS, s::MSG_HAS_PAIR_ID)
     );
+    assert_eq!((h::CHUNK_DATAGRAM, h::CHUNK_TICK, h::MSG_UNSEEN), (s::CHUNK_DATAGRAM, s::CHUNK_TICK, s::MSG_UNSEEN));
     for (hd, sd) in
         [(Direction::Egress, wirelens_sdk::Direction::Egress), (Direction::Ingress, wirelens_sdk::Direction::Ingress)]
     {
@@ -297,4 +300,33 @@ fn host_and_sdk_agree_on_the_wire_layout() {
         let host_kind = h::kind(kind as u8).unwrap();
         assert_eq!(format!("{host_kind:?}"), format!("{kind:?}"));
     }
+}
+
+/// A plugin built against contract 1.0 (before 1.1 added the call field,
+/// skips, datagrams and clock ticks) still loads and parses: its calls go
+/// through the 1.0 bindings and its results are converted.
+#[test]
+fn a_plugin_of_contract_1_0_still_loads_and_parses() {
+    let bytes = std::fs::read(common::root().join("tests/fixtures/plugins/http-wit-1.0.wasm")).unwrap();
+    let runtime = common::runtime(SandboxLimits::default());
+    let plugin = LoadedPlugin::load(&runtime, &bytes, Source::File("http-wit-1.0.wasm".into()), &[]).unwrap();
+    assert_eq!(plugin.meta.wit_version, "1.0.0");
+    assert_eq!(plugin.meta.call_field, None, "1.0 has no call field");
+    assert!(!plugin.pre().is_current());
+    let mut sandbox = wirelens::protocols::Sandbox::instantiate(&runtime, plugin.pre(), "old".into()).unwrap();
+    sandbox.set_field_count(plugin.meta.field_names.len());
+    let chunks = [
+        wirelens_sdk::testing::TestChunk::egress(1, "GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"),
+        wirelens_sdk::testing::TestChunk::ingress(2, "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n"),
+    ];
+    let (h, d) = common::host_chunks(&chunks);
+    let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
+    let lines = wirelens_sdk::testing::render(&common::sdk_batch(sandbox.feed(&h, &d).unwrap()), &names);
+    assert_eq!(
+        lines,
+        [
+            "1 req out 1-1 size=32 ok version=1 method=GET url=/a host=h",
+            "1 resp in 2-2 size=48 fail version=1 resp_code=404"
+        ]
+    );
 }

@@ -43,5 +43,6 @@ pub fn info<P: Protocol>() -> PluginInfo {
         description: info.description.to_string(),
         default_ports: info.default_ports.to_vec(),
         field_names: info.field_names.iter().map(|s| s.to_string()).collect(),
+        call_field: P::call_field().map(str::to_string),
     }
 }

@@ -34,7 +34,7 @@ pub use stream::Engine;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/protocol.wit",
         world: "protocol-plugin",
         pub_export_macro: true,
         export_macro_name: "export_component",
@@ -46,7 +46,7 @@ pub use bindings::wirelens::protocol::types::{Batch, Chunks, ConnError, Directio
 pub use wire::{Chunk, MessageKind};
 
 /// Version of the WIT package this SDK builds against.
-pub const WIT_VERSION: &str = "1.0.0";
+pub const WIT_VERSION: &str = "1.1.0";
 
 /// Log through the host (rate-limited there). Natively, prints to stderr.
 pub fn log(level: LogLevel, message: &str) {

@@ -34,9 +34,29 @@ pub struct Ctx {
     pub direction: Direction,
     /// Role of the observed process on this connection.
     pub role: Role,
+    /// The bytes come from a datagram socket (UDP): each chunk is one whole
+    /// datagram, and a message never continues into the next chunk. False
+    /// for byte streams (TCP, unix streams) and for hosts older than
+    /// contract 1.1, which do not say.
+    pub datagram: bool,
+    /// The bytes right after `buf` were lost (the capture copied only the
+    /// first bytes of a call): what is at hand is all there will be of this
+    /// stretch. Parse from it what you can and, if the protocol gives the
+    /// message's length, return it ([`Step::Complete`] or
+    /// [`Step::Continue`] past the bytes at hand): the SDK then skips the
+    /// rest exactly, uncopied bytes included, and stays in step.
+    /// [`Step::NeedMore`] means the length is not known either: the SDK
+    /// calls [`Protocol::lost`].
+    pub truncated: bool,
 }
 
 impl Ctx {
+    /// A context for [`Protocol::detect`], which is told only a direction
+    /// and a role (to call [`Ctx::carries_requests`] and the like).
+    pub fn for_detect(direction: Direction, role: Role) -> Self {
+        Self { conn: 0, direction, role, datagram: false, truncated: false }
+    }
+
     /// True when, by role, this direction carries requests (client egress,
     /// server ingress). `None` when the role is unknown.
     pub fn carries_requests(&self) -> Option<bool> {
@@ -279,6 +299,13 @@ pub trait Protocol: Default + 'static {
     /// Name, version, field names and limits.
     fn info() -> Info;
 
+    /// The field (one of [`Info::field_names`]) that says what a call does:
+    /// HTTP's `method`, Redis's `command`. Outputs that label calls
+    /// (Prometheus, OTLP) use it. `None`: calls are labelled by protocol only.
+    fn call_field() -> Option<&'static str> {
+        None
+    }
+
     /// Apply one option from the daemon's configuration. Unknown keys should
     /// be refused with a message naming them.
     fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -302,11 +329,32 @@ pub trait Protocol: Default + 'static {
         None
     }
 
-    /// Bytes of `ctx.direction` were lost (truncated capture inside a header,
-    /// or the capture started mid-stream): forget any per-direction parsing
-    /// state. Return the meta of the message in progress to still report it
-    /// (its head was seen, the rest was lost), or `None` to drop it. The SDK
-    /// restarts parsing at the next chunk.
+    /// Bytes of `ctx.direction` were lost where no length accounted for
+    /// them (the capture copied only the first bytes of a large call, or
+    /// dropped events), so the parser's place in this direction is lost.
+    /// `head` holds the bytes of the message in progress that were seen and
+    /// not consumed yet (possibly empty; earlier parts of it may have been
+    /// consumed by [`Step::Continue`]).
+    ///
+    /// Forget per-direction parsing state, and return the meta of the
+    /// message in progress if its head tells enough to report it (its kind
+    /// and, for a response, its success: a Redis reply's first byte, an
+    /// HTTP status line, an error already seen); fields written into
+    /// `fields` go with it. The SDK reports it when the lost bytes are
+    /// proven over, with their real size and last timestamp (see the
+    /// crate's docs on lost bytes), and parsing resumes at a chunk start.
+    /// `None`: no message was in progress, or its head tells nothing.
+    ///
+    /// The default calls [`Protocol::resync`] (plugins written before this
+    /// hook existed).
+    fn lost(&self, conn: &mut Self::Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
+        let _ = (head, fields);
+        self.resync(conn, ctx)
+    }
+
+    /// The older form of [`Protocol::lost`], without the head's bytes;
+    /// also called when the SDK gives up a place where a message should
+    /// have started after lost bytes. Forget per-direction parsing state.
     fn resync(&self, conn: &mut Self::Conn, ctx: &Ctx) -> Option<Meta> {
         let _ = (conn, ctx);
         None

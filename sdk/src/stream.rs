@@ -1,17 +1,52 @@
 //! Per-connection stream reassembly around a [`Protocol`]: buffers bytes
-//! across chunk boundaries, skips bytes a message claims but the capture
-//! truncated, tracks timestamps, and writes the compact [`Batch`].
+//! across chunk boundaries, skips bytes a message claims (captured or not),
+//! tracks timestamps, keeps calls whole when bytes are lost, and writes the
+//! compact [`Batch`].
+//!
+//! # Lost bytes
+//!
+//! The capture copies only the first bytes of each call (and the kernel may
+//! drop whole events when its buffer is full): a message whose length the
+//! protocol gives is skipped exactly, copied or not. When the missing bytes
+//! run past what any length accounts for, this direction's framing is lost:
+//! the bytes that follow belong to a *lost region*, whose size and last
+//! timestamp are still known (the kernel reports every call's real length).
+//! The region ends where the protocol proves it: the other direction
+//! carries the next request (the responses before it are over) or a
+//! response (the request before it is over), the connection closes, or the
+//! region stays quiet for [`QUIET_NS`]. Then
+//! - the message whose head was seen (if any) is reported with the meta
+//!   the protocol gives from its head ([`Protocol::lost`]): its success
+//!   flag, its fields, and the region's bytes and last timestamp;
+//! - requests still awaiting responses get a response each, marked
+//!   [`MSG_UNSEEN`](crate::wire::MSG_UNSEEN) (outcome unknown);
+//! - responses with no request get a request each, marked unseen (fields
+//!   unknown);
+//! - parsing resumes at the direction's next chunk.
+//!
+//! So lost bytes cost the fields inside them, never a call's count,
+//! pairing, size or latency; a success flag is only unknown when the
+//! response's first bytes were never seen.
 
 use std::collections::VecDeque;
 
 use crate::fasthash::IdMap;
 use crate::protocol::{Fields, Meta};
-use crate::wire::{MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS};
-use crate::{Batch, Chunk, Chunks, ConnError, Ctx, Direction, Info, Protocol, Role, Step};
+use crate::wire::{MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS, MSG_UNSEEN};
+use crate::{Batch, Chunk, Chunks, ConnError, Ctx, Direction, Info, MessageKind, Protocol, Role, Step};
 
-/// After lost bytes, how many chunks may fail to parse as a message start
-/// before the connection is given up.
-const MAX_RESYNC_ATTEMPTS: u32 = 16;
+/// A lost region that received nothing for this long (kernel time) is
+/// closed even without a proof from the other direction (an interactive
+/// client that sends its next command minutes later must not leave its
+/// last call unreported: the host fails requests unanswered for 30 s).
+pub const QUIET_NS: u64 = 5_000_000_000;
+
+/// After lost bytes, how many chunks in a row may fail to parse where a
+/// message should start before the connection is given up.
+const MAX_FAILED_RESUMES: u32 = 16;
+
+/// Requests remembered per connection while they await responses.
+const MAX_OUTSTANDING: usize = 1024;
 
 /// All connections of one plugin instance. The export macro drives one of
 /// these inside the sandbox; [`crate::testing`] and benchmarks drive one
@@ -25,12 +60,35 @@ pub struct Engine<P: Protocol> {
     /// a dozen columns by doubling is a realloc and a copy each inside the
     /// sandbox).
     messages_per_chunk: usize,
+    /// Connections with a lost region, checked against [`QUIET_NS`] when
+    /// the host's clock ticks.
+    with_lost: Vec<u64>,
 }
 
 struct ConnState<C> {
     proto: C,
     role: Role,
     streams: [DirStream; 2],
+    /// Requests reported and not answered yet, oldest first.
+    outstanding: VecDeque<Option<u64>>,
+    /// The direction requests were seen in (to tell which lost region holds
+    /// responses when the role is unknown).
+    request_dir: Option<usize>,
+    /// Requests went unseen (a lost region in the request direction ended):
+    /// responses with no outstanding request answer one of those.
+    hidden_requests: Option<Hidden>,
+    /// Chunks in a row where a message should have started but did not.
+    failed_resumes: u32,
+}
+
+/// What is known of requests whose bytes were lost.
+struct Hidden {
+    /// The direction they went in.
+    dir: usize,
+    /// Bytes of the region not yet attributed to a request.
+    bytes: u64,
+    /// When the region began.
+    start_ns: u64,
 }
 
 #[derive(Default)]
@@ -40,7 +98,7 @@ struct DirStream {
     /// `(index in buf where a chunk's bytes start, its timestamp)`.
     marks: VecDeque<(usize, u64)>,
     /// Bytes still to drop before parsing resumes (a message longer than
-    /// what was at hand, possibly truncated by the capture).
+    /// what was at hand, copied or not).
     skip: u64,
     /// The message that is complete once `skip` reaches zero.
     complete_after_skip: Option<Meta>,
@@ -48,10 +106,12 @@ struct DirStream {
     to_end: bool,
     /// The message in progress.
     current: Option<InProgress>,
-    /// Fields of the message in progress.
+    /// Fields of the message in progress (or of a lost region's head).
     fields: Fields,
-    /// Non-zero while looking for a message start after lost bytes.
-    resync_attempts: u32,
+    /// Framing lost: what follows belongs to this region until a proof.
+    lost: Option<Lost>,
+    /// A lost region just ended: the next chunk should start a message.
+    resuming: bool,
     /// Timestamp of the latest chunk.
     last_ts: u64,
 }
@@ -61,10 +121,29 @@ struct InProgress {
     size: u64,
 }
 
+/// Bytes of one direction whose framing is lost.
+struct Lost {
+    /// The message whose head was seen, and the meta the protocol gave it.
+    head: Option<(Meta, u64)>,
+    /// Every byte of the region, the head's included (real lengths).
+    bytes: u64,
+    /// Kernel time of the region's first and latest chunk.
+    first_ns: u64,
+    last_ns: u64,
+}
+
 fn dir_index(d: Direction) -> usize {
     match d {
         Direction::Egress => 0,
         Direction::Ingress => 1,
+    }
+}
+
+fn direction_of(i: usize) -> Direction {
+    if i == 0 {
+        Direction::Egress
+    } else {
+        Direction::Ingress
     }
 }
 
@@ -77,7 +156,13 @@ impl<P: Protocol> Default for Engine<P> {
 impl<P: Protocol> Engine<P> {
     /// A fresh engine with a default-configured protocol.
     pub fn new() -> Self {
-        Self { proto: P::default(), info: P::info(), conns: IdMap::default(), messages_per_chunk: 1 }
+        Self {
+            proto: P::default(),
+            info: P::info(),
+            conns: IdMap::default(),
+            messages_per_chunk: 1,
+            with_lost: Vec::new(),
+        }
     }
 
     /// Apply options in order; the first bad one is returned.
@@ -119,6 +204,7 @@ impl<P: Protocol> Engine<P> {
         if n > 0 {
             self.messages_per_chunk = out.len().div_ceil(n).clamp(1, 64);
         }
+        self.skip_hints(&chunks.conn, &mut out);
         out
     }
 
@@ -131,11 +217,17 @@ impl<P: Protocol> Engine<P> {
                 break;
             }
         }
+        let conns: Vec<u64> = chunks.iter().map(|c| c.conn).collect();
+        self.skip_hints(&conns, &mut out);
         out
     }
 
     /// One chunk; false when `data` is too short for it (the batch is cut).
     fn feed_one(&mut self, chunk: &Chunk, data: &[u8], offset: &mut usize, out: &mut Batch) -> bool {
+        if chunk.tick {
+            self.tick(chunk.timestamp_ns, out);
+            return true;
+        }
         let captured = chunk.captured as usize;
         let Some(bytes) = offset.checked_add(captured).and_then(|end| data.get(*offset..end)) else {
             out.errors.push(ConnError {
@@ -150,19 +242,59 @@ impl<P: Protocol> Engine<P> {
             proto: P::Conn::default(),
             role: chunk.role,
             streams: Default::default(),
+            outstanding: VecDeque::new(),
+            request_dir: None,
+            hidden_requests: None,
+            failed_resumes: 0,
         });
         if chunk.role != Role::Unknown {
             state.role = chunk.role;
         }
-        let ctx = Ctx { conn: chunk.conn, direction: chunk.direction, role: state.role };
-        let stream = &mut state.streams[dir_index(chunk.direction)];
-        let result =
-            stream.feed(&self.proto, &self.info, &mut state.proto, &ctx, chunk.timestamp_ns, bytes, missing, out);
-        if let Err(reason) = result {
-            self.conns.remove(&chunk.conn);
-            out.errors.push(ConnError { conn: chunk.conn, reason });
+        let ctx = Ctx {
+            conn: chunk.conn,
+            direction: chunk.direction,
+            role: state.role,
+            datagram: chunk.datagram,
+            truncated: false,
+        };
+        let d = dir_index(chunk.direction);
+        let had_lost = state.streams[d].lost.is_some() || state.streams[1 - d].lost.is_some();
+        let result = if chunk.datagram {
+            state.feed_datagram(&self.proto, &self.info, &ctx, chunk.timestamp_ns, bytes, missing, out)
+        } else {
+            state.feed_stream(&self.proto, &self.info, &ctx, chunk.timestamp_ns, bytes, missing, out)
+        };
+        match result {
+            Err(reason) => {
+                self.conns.remove(&chunk.conn);
+                out.errors.push(ConnError { conn: chunk.conn, reason });
+            }
+            Ok(()) => {
+                let has_lost = state.streams.iter().any(|s| s.lost.is_some());
+                if has_lost && !had_lost {
+                    self.with_lost.push(chunk.conn);
+                }
+            }
         }
         true
+    }
+
+    /// The host's clock: lost regions quiet for [`QUIET_NS`] end.
+    fn tick(&mut self, now_ns: u64, out: &mut Batch) {
+        let conns = std::mem::take(&mut self.with_lost);
+        for conn in conns {
+            let Some(state) = self.conns.get_mut(&conn) else { continue };
+            for d in 0..2 {
+                let quiet =
+                    state.streams[d].lost.as_ref().is_some_and(|l| now_ns.saturating_sub(l.last_ns) >= QUIET_NS);
+                if quiet {
+                    state.close_lost(conn, d, out);
+                }
+            }
+            if state.streams.iter().any(|s| s.lost.is_some()) {
+                self.with_lost.push(conn);
+            }
+        }
     }
 
     /// Finish and forget these connections.
@@ -170,9 +302,13 @@ impl<P: Protocol> Engine<P> {
         let mut out = Batch::with_capacity(0);
         for &conn in conns {
             let Some(mut state) = self.conns.remove(&conn) else { continue };
-            for direction in [Direction::Egress, Direction::Ingress] {
-                let ctx = Ctx { conn, direction, role: state.role };
-                let stream = &mut state.streams[dir_index(direction)];
+            for d in 0..2 {
+                state.close_lost(conn, d, &mut out);
+            }
+            for d in 0..2 {
+                let direction = direction_of(d);
+                let ctx = Ctx { conn, direction, role: state.role, datagram: false, truncated: false };
+                let stream = &mut state.streams[d];
                 let Some(current) = stream.current.take() else { continue };
                 let meta = match stream.complete_after_skip.take() {
                     // The stream ended inside a message of known length: it is incomplete.
@@ -180,235 +316,38 @@ impl<P: Protocol> Engine<P> {
                     None => self.proto.finish(&mut state.proto, &ctx),
                 };
                 if let Some(meta) = meta {
-                    emit(&mut out, &ctx, meta, current.start_ns, stream.last_ts, current.size, &mut stream.fields);
+                    // Bytes a length claimed that never came are not its size.
+                    let s = &state.streams[d];
+                    let (end, size) = (s.last_ts, current.size - s.skip.min(current.size));
+                    state.emit(&ctx, d, meta, current.start_ns, end, size, false, &mut out);
                 }
             }
         }
+        self.with_lost.retain(|c| !conns.contains(c));
         out
     }
-}
 
-/// Move a completed message and its fields into the batch.
-fn emit(out: &mut Batch, ctx: &Ctx, meta: Meta, start_ns: u64, end_ns: u64, size: u64, fields: &mut Fields) {
-    // A message carries at most u16::MAX fields (the count's width).
-    fields.keys.truncate(usize::from(u16::MAX));
-    let base = out.arena.len() as u32;
-    crate::protocol::extend_small(&mut out.arena, fields.text.as_bytes());
-    // One reservation per column rather than a capacity check per push.
-    out.field_key.extend(fields.keys.iter().map(|&(key, _, _)| key));
-    out.field_offset.extend(fields.keys.iter().map(|&(_, offset, _)| base + offset));
-    out.field_len.extend(fields.keys.iter().map(|&(_, _, len)| len));
-    out.field_count.push(fields.keys.len() as u16);
-    fields.clear();
-    let mut flags = meta.kind as u8;
-    if ctx.direction == Direction::Ingress {
-        flags |= MSG_INGRESS;
+    /// Tell the host how many bytes of each direction of the connections
+    /// just fed the plugin will skip without looking (bodies): it need not
+    /// copy them.
+    fn skip_hints(&self, fed: &[u64], out: &mut Batch) {
+        let mut touched: Vec<u64> = fed.to_vec();
+        touched.sort_unstable();
+        touched.dedup();
+        for conn in touched {
+            let Some(state) = self.conns.get(&conn) else { continue };
+            for (d, s) in state.streams.iter().enumerate() {
+                if s.skip > 0 && s.lost.is_none() {
+                    out.skip_conn.push(conn);
+                    out.skip_flags.push(u8::from(d == 1));
+                    out.skip_bytes.push(s.skip);
+                }
+            }
+        }
     }
-    if meta.success {
-        flags |= MSG_SUCCESS;
-    }
-    if meta.pair_id.is_some() {
-        flags |= MSG_HAS_PAIR_ID;
-    }
-    out.conn.push(ctx.conn);
-    out.start_ns.push(start_ns);
-    out.end_ns.push(end_ns);
-    out.size.push(size);
-    out.pair_id.push(meta.pair_id.unwrap_or(0));
-    out.flags.push(flags);
 }
 
 impl DirStream {
-    #[allow(clippy::too_many_arguments)]
-    fn feed<P: Protocol>(
-        &mut self,
-        proto: &P,
-        info: &Info,
-        conn: &mut P::Conn,
-        ctx: &Ctx,
-        ts: u64,
-        mut present: &[u8],
-        mut missing: u64,
-        out: &mut Batch,
-    ) -> Result<(), String> {
-        self.last_ts = ts;
-        if self.to_end {
-            if let Some(current) = self.current.as_mut() {
-                current.size += present.len() as u64 + missing;
-            }
-            return Ok(());
-        }
-        // Bytes a message already claimed: captured ones first, then the
-        // ones the capture cut off.
-        if self.skip > 0 {
-            let from_present = self.skip.min(present.len() as u64);
-            present = &present[from_present as usize..];
-            self.skip -= from_present;
-            let from_missing = self.skip.min(missing);
-            missing -= from_missing;
-            self.skip -= from_missing;
-            if self.skip > 0 {
-                return Ok(());
-            }
-            self.finish_skip(ctx, ts, out);
-        }
-        if self.buf.is_empty() {
-            // Common case: nothing pending, so parse the chunk where it lies
-            // and keep only an incomplete tail.
-            let used = self.parse(proto, info, conn, ctx, present, &VecDeque::new(), ts, out)?;
-            if used < present.len() && !self.to_end && self.skip == 0 {
-                self.marks.push_back((0, ts));
-                self.buf.extend_from_slice(&present[used..]);
-            }
-        } else if !present.is_empty() {
-            self.marks.push_back((self.buf.len(), ts));
-            self.buf.extend_from_slice(present);
-            let buf = std::mem::take(&mut self.buf);
-            let marks = std::mem::take(&mut self.marks);
-            let used = self.parse(proto, info, conn, ctx, &buf, &marks, ts, out);
-            self.buf = buf;
-            self.marks = marks;
-            self.consume(used?);
-        }
-        if missing > 0 {
-            if self.to_end {
-                if let Some(current) = self.current.as_mut() {
-                    current.size += missing;
-                }
-                return Ok(());
-            }
-            let absorbed = self.skip.min(missing);
-            self.skip -= absorbed;
-            missing -= absorbed;
-            if absorbed > 0 && self.skip == 0 {
-                self.finish_skip(ctx, ts, out);
-            }
-            if missing > 0 {
-                // Bytes we will never see: whatever was buffered cannot be
-                // completed and the next bytes may start mid-message.
-                self.lose_sync(proto, conn, ctx, ts, missing, out);
-            }
-        }
-        Ok(())
-    }
-
-    fn finish_skip(&mut self, ctx: &Ctx, ts: u64, out: &mut Batch) {
-        if let Some(meta) = self.complete_after_skip.take() {
-            if let Some(current) = self.current.take() {
-                emit(out, ctx, meta, current.start_ns, ts, current.size, &mut self.fields);
-            }
-        }
-    }
-
-    /// `lost` bytes that will never be seen follow what is buffered.
-    fn lose_sync<P: Protocol>(
-        &mut self,
-        proto: &P,
-        conn: &mut P::Conn,
-        ctx: &Ctx,
-        ts: u64,
-        lost: u64,
-        out: &mut Batch,
-    ) {
-        let current = self.current.take();
-        if let (Some(meta), Some(current)) = (proto.resync(conn, ctx), current) {
-            let size = current.size + lost;
-            emit(out, ctx, meta, current.start_ns, ts, size, &mut self.fields);
-        }
-        self.buf.clear();
-        self.marks.clear();
-        self.complete_after_skip = None;
-        self.skip = 0;
-        self.fields.clear();
-        self.resync_attempts = self.resync_attempts.max(1);
-    }
-
-    /// Parse messages from the front of `data` (the buffer, or a chunk when
-    /// nothing is buffered); returns how many bytes were used. `marks` maps
-    /// positions in `data` to chunk timestamps (empty: all are `ts`).
-    #[allow(clippy::too_many_arguments)]
-    fn parse<P: Protocol>(
-        &mut self,
-        proto: &P,
-        info: &Info,
-        conn: &mut P::Conn,
-        ctx: &Ctx,
-        data: &[u8],
-        marks: &VecDeque<(usize, u64)>,
-        ts: u64,
-        out: &mut Batch,
-    ) -> Result<usize, String> {
-        let ts_at = |index: usize| marks.iter().take_while(|(start, _)| *start <= index).last().map_or(ts, |&(_, t)| t);
-        let mut pos = 0usize;
-        while pos < data.len() && !self.to_end {
-            let mark = self.fields.mark();
-            let step = proto.parse(conn, ctx, &data[pos..], &mut self.fields);
-            let avail = (data.len() - pos) as u64;
-            let (n, complete, is_message) = match step {
-                Step::NeedMore => {
-                    self.fields.rewind(mark);
-                    if data.len() - pos > info.max_buffer {
-                        return Err(format!(
-                            "a {} message is longer than its {} byte buffer without being complete",
-                            info.name, info.max_buffer
-                        ));
-                    }
-                    break;
-                }
-                Step::Invalid(reason) => {
-                    self.fields.rewind(mark);
-                    if self.resync_attempts == 0 {
-                        return Err(reason);
-                    }
-                    // Looking for a message start after lost bytes: this
-                    // chunk is not one; drop it and try the next.
-                    self.resync_attempts += 1;
-                    if self.resync_attempts > MAX_RESYNC_ATTEMPTS {
-                        return Err(format!("lost sync after missing bytes: {reason}"));
-                    }
-                    pos = data.len();
-                    self.current = None;
-                    self.fields.clear();
-                    let _ = proto.resync(conn, ctx);
-                    break;
-                }
-                Step::RestOfStream => {
-                    let start_ns = ts_at(pos);
-                    self.current.get_or_insert(InProgress { start_ns, size: 0 }).size += avail;
-                    self.resync_attempts = 0;
-                    self.to_end = true;
-                    pos = data.len();
-                    break;
-                }
-                Step::Continue(n) => (n, None, true),
-                Step::Complete(n, meta) => (n, Some(meta), true),
-                Step::Discard(n) => (n, None, false),
-            };
-            if n == 0 {
-                return Err(format!("{} parser made no progress", info.name));
-            }
-            self.resync_attempts = 0;
-            if is_message {
-                let start_ns = ts_at(pos);
-                self.current.get_or_insert(InProgress { start_ns, size: 0 }).size += n;
-            }
-            let take = n.min(avail);
-            pos += take as usize;
-            if n > avail {
-                self.skip = n - avail;
-                self.complete_after_skip = complete;
-                break;
-            }
-            if let Some(meta) = complete {
-                let end_ns = ts_at(pos - 1);
-                if let Some(current) = self.current.take() {
-                    emit(out, ctx, meta, current.start_ns, end_ns, current.size, &mut self.fields);
-                }
-            }
-        }
-        Ok(pos)
-    }
-
     /// Drop `n` parsed bytes from the front of the buffer.
     fn consume(&mut self, n: usize) {
         if n == 0 {
@@ -427,4 +366,496 @@ impl DirStream {
             }
         }
     }
+
+    /// Forget everything about the message in progress and the buffer.
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.marks.clear();
+        self.skip = 0;
+        self.complete_after_skip = None;
+        self.current = None;
+        self.to_end = false;
+        self.fields.clear();
+    }
+}
+
+impl<C> ConnState<C> {
+    /// Bookkeeping and output of one completed message of direction `d`.
+    /// A request or response first ends a lost region of the other
+    /// direction (it proves where that region ended).
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        ctx: &Ctx,
+        d: usize,
+        meta: Meta,
+        start_ns: u64,
+        end_ns: u64,
+        size: u64,
+        unseen: bool,
+        out: &mut Batch,
+    ) {
+        // Inferred messages prove nothing about the other direction.
+        if meta.kind != MessageKind::Oneway && !unseen && self.streams[1 - d].lost.is_some() {
+            self.close_lost(ctx.conn, 1 - d, out);
+        }
+        match meta.kind {
+            MessageKind::Request => {
+                if !unseen {
+                    // A request parsed in place: none are hidden any more.
+                    self.hidden_requests = None;
+                }
+                self.request_dir = Some(d);
+                if self.outstanding.len() >= MAX_OUTSTANDING {
+                    self.outstanding.pop_front();
+                }
+                self.outstanding.push_back(meta.pair_id);
+            }
+            MessageKind::Response => {
+                let answered = match meta.pair_id {
+                    Some(id) => self.outstanding.iter().position(|p| *p == Some(id)),
+                    None => (!self.outstanding.is_empty()).then_some(0),
+                };
+                match answered {
+                    Some(i) => {
+                        self.outstanding.remove(i);
+                    }
+                    None => {
+                        // Its request was among the hidden ones.
+                        if let Some(hidden) = self.hidden_requests.as_mut().filter(|h| h.dir != d) {
+                            let size = std::mem::take(&mut hidden.bytes);
+                            let request = Meta { kind: MessageKind::Request, success: true, pair_id: meta.pair_id };
+                            let rctx = Ctx { direction: direction_of(hidden.dir), ..*ctx };
+                            write(out, &rctx, request, hidden.start_ns, hidden.start_ns, size, None, true);
+                        }
+                    }
+                }
+            }
+            MessageKind::Oneway => {}
+        }
+        write(out, ctx, meta, start_ns, end_ns, size, Some(&mut self.streams[d].fields), unseen);
+    }
+
+    /// End the lost region of direction `d` (see the module docs); parsing
+    /// resumes at its next chunk.
+    fn close_lost(&mut self, conn: u64, d: usize, out: &mut Batch) {
+        let Some(lost) = self.streams[d].lost.take() else { return };
+        self.streams[d].resuming = true;
+        let ctx = Ctx { conn, direction: direction_of(d), role: self.role, datagram: false, truncated: false };
+        let holds_responses = match lost.head {
+            Some((meta, _)) => meta.kind == MessageKind::Response,
+            None => match ctx.carries_requests() {
+                Some(requests) => !requests,
+                None => self.request_dir == Some(1 - d),
+            },
+        };
+        if !holds_responses {
+            // Requests went missing: the head (if seen) is reported now,
+            // the rest are inferred from responses without a request.
+            let mut bytes = lost.bytes;
+            if let Some((meta, start_ns)) = lost.head {
+                let size = std::mem::take(&mut bytes);
+                self.emit_held(&ctx, d, meta, start_ns, lost.last_ns, size, out);
+            } else {
+                self.streams[d].fields.clear();
+            }
+            self.hidden_requests = Some(Hidden { dir: d, bytes, start_ns: lost.first_ns });
+            return;
+        }
+        // Responses: every outstanding request was answered in the region.
+        let head = lost.head.map(|(meta, start)| (meta, start));
+        let unseen: Vec<Option<u64>> = {
+            let mut pending: Vec<Option<u64>> = self.outstanding.iter().copied().collect();
+            if let Some((meta, _)) = head {
+                if meta.kind == MessageKind::Response {
+                    let at = match meta.pair_id {
+                        Some(id) => pending.iter().position(|p| *p == Some(id)),
+                        None => (!pending.is_empty()).then_some(0),
+                    };
+                    if let Some(at) = at {
+                        pending.remove(at);
+                    }
+                }
+            }
+            pending
+        };
+        let parts = unseen.len() as u64 + u64::from(head.is_some());
+        if parts == 0 {
+            self.streams[d].fields.clear();
+            return;
+        }
+        let share = lost.bytes / parts;
+        let mut first_extra = lost.bytes - share * parts;
+        if let Some((meta, start_ns)) = head {
+            self.emit_held(&ctx, d, meta, start_ns, lost.last_ns, share + std::mem::take(&mut first_extra), out);
+        } else {
+            self.streams[d].fields.clear();
+        }
+        for pair_id in unseen {
+            let meta = Meta { kind: MessageKind::Response, success: false, pair_id };
+            let size = share + std::mem::take(&mut first_extra);
+            self.emit(&ctx, d, meta, lost.first_ns, lost.last_ns, size, true, out);
+        }
+    }
+
+    /// Emit a lost region's head without ending the other direction's region
+    /// (this is already that ending).
+    #[allow(clippy::too_many_arguments)]
+    fn emit_held(&mut self, ctx: &Ctx, d: usize, meta: Meta, start_ns: u64, end_ns: u64, size: u64, out: &mut Batch) {
+        let other = self.streams[1 - d].lost.take();
+        self.emit(ctx, d, meta, start_ns, end_ns, size, false, out);
+        self.streams[1 - d].lost = other;
+    }
+
+    /// One chunk of a byte stream.
+    #[allow(clippy::too_many_arguments)]
+    fn feed_stream<P: Protocol<Conn = C>>(
+        &mut self,
+        proto: &P,
+        info: &Info,
+        ctx: &Ctx,
+        ts: u64,
+        mut present: &[u8],
+        mut missing: u64,
+        out: &mut Batch,
+    ) -> Result<(), String> {
+        let d = dir_index(ctx.direction);
+        let s = &mut self.streams[d];
+        s.last_ts = ts;
+        if let Some(lost) = s.lost.as_mut() {
+            lost.bytes += present.len() as u64 + missing;
+            lost.last_ns = ts;
+            return Ok(());
+        }
+        if s.to_end {
+            if let Some(current) = s.current.as_mut() {
+                current.size += present.len() as u64 + missing;
+            }
+            return Ok(());
+        }
+        // Bytes a message already claimed: captured ones first, then the
+        // ones the capture cut off.
+        if s.skip > 0 {
+            let from_present = s.skip.min(present.len() as u64);
+            present = &present[from_present as usize..];
+            s.skip -= from_present;
+            let from_missing = s.skip.min(missing);
+            missing -= from_missing;
+            s.skip -= from_missing;
+            if s.skip > 0 {
+                return Ok(());
+            }
+            self.finish_skip(ctx, d, ts, out);
+        }
+        let s = &mut self.streams[d];
+        if s.buf.is_empty() {
+            // Common case: nothing pending, so parse the chunk where it lies
+            // and keep only an incomplete tail.
+            let used = self.parse(proto, info, ctx, d, present, None, ts, out)?;
+            let s = &mut self.streams[d];
+            if used < present.len() && !s.to_end && s.skip == 0 && s.lost.is_none() {
+                s.marks.push_back((0, ts));
+                s.buf.extend_from_slice(&present[used..]);
+            }
+        } else if !present.is_empty() {
+            s.marks.push_back((s.buf.len(), ts));
+            s.buf.extend_from_slice(present);
+            let buf = std::mem::take(&mut s.buf);
+            let marks = std::mem::take(&mut s.marks);
+            let used = self.parse(proto, info, ctx, d, &buf, Some(&marks), ts, out);
+            let s = &mut self.streams[d];
+            if s.lost.is_none() {
+                s.buf = buf;
+                s.marks = marks;
+                s.consume(used?);
+            } else {
+                used?;
+            }
+        }
+        if missing == 0 {
+            return Ok(());
+        }
+        let s = &mut self.streams[d];
+        if let Some(lost) = s.lost.as_mut() {
+            // The parse above lost its place in this very chunk.
+            lost.bytes += missing;
+            return Ok(());
+        }
+        if !s.buf.is_empty() && s.skip == 0 && !s.to_end {
+            // The head of a message waits for bytes that were lost: ask the
+            // plugin for its length from what is here.
+            let truncated = Ctx { truncated: true, ..*ctx };
+            let buf = std::mem::take(&mut s.buf);
+            let marks = std::mem::take(&mut s.marks);
+            let used = self.parse(proto, info, &truncated, d, &buf, Some(&marks), ts, out);
+            let s = &mut self.streams[d];
+            if s.lost.is_none() {
+                s.buf = buf;
+                s.marks = marks;
+                s.consume(used?);
+            } else {
+                used?;
+                s.lost.as_mut().expect("checked").bytes += missing;
+                return Ok(());
+            }
+        }
+        let s = &mut self.streams[d];
+        if s.to_end {
+            if let Some(current) = s.current.as_mut() {
+                current.size += missing;
+            }
+            return Ok(());
+        }
+        let absorbed = s.skip.min(missing);
+        s.skip -= absorbed;
+        missing -= absorbed;
+        if absorbed > 0 && s.skip == 0 {
+            self.finish_skip(ctx, d, ts, out);
+        }
+        if missing > 0 {
+            // Bytes we will never see, past anything a length accounts for.
+            self.lose(proto, ctx, d, ts, missing);
+        }
+        Ok(())
+    }
+
+    /// One datagram: a whole message (or several), never continued by the
+    /// next chunk. Bytes the capture cut off belong to the datagram's last
+    /// message.
+    #[allow(clippy::too_many_arguments)]
+    fn feed_datagram<P: Protocol<Conn = C>>(
+        &mut self,
+        proto: &P,
+        info: &Info,
+        ctx: &Ctx,
+        ts: u64,
+        present: &[u8],
+        missing: u64,
+        out: &mut Batch,
+    ) -> Result<(), String> {
+        let d = dir_index(ctx.direction);
+        let s = &mut self.streams[d];
+        s.reset();
+        s.lost = None;
+        s.resuming = false;
+        s.last_ts = ts;
+        let before = out.len();
+        let used = self.parse(proto, info, ctx, d, present, None, ts, out)?;
+        let s = &mut self.streams[d];
+        if let Some(lost) = s.lost.as_mut() {
+            // A datagram longer than the plugin buffers: its head is all
+            // there is, and the datagram's end ends it.
+            lost.bytes += missing;
+            self.close_lost(ctx.conn, d, out);
+        } else if s.current.is_some() {
+            // A message the datagram does not complete: cut by the capture
+            // (or claiming more than was sent). It ends with the datagram.
+            let over = s.skip.saturating_sub(missing);
+            let complete = s.complete_after_skip.take();
+            let current = s.current.take().expect("checked");
+            let size = current.size - over + if s.skip == 0 { missing + (present.len() - used) as u64 } else { 0 };
+            let meta = match complete {
+                Some(meta) => Some(meta),
+                None => {
+                    let head = present[used..].to_vec();
+                    proto.lost(&mut self.proto, ctx, &head, &mut self.streams[d].fields)
+                }
+            };
+            if let Some(meta) = meta {
+                self.emit(ctx, d, meta, current.start_ns, ts, size, false, out);
+            }
+        } else if used < present.len() {
+            // The head of a message the plugin waited on (NeedMore): the
+            // datagram is all of it.
+            let head = present[used..].to_vec();
+            let rest = (present.len() - used) as u64 + missing;
+            if let Some(meta) = proto.lost(&mut self.proto, ctx, &head, &mut self.streams[d].fields) {
+                self.emit(ctx, d, meta, ts, ts, rest, false, out);
+            }
+        } else if missing > 0 && out.len() > before {
+            // Uncopied bytes after a complete message: its own tail.
+            if let Some(last) = out.size.last_mut() {
+                *last += missing;
+            }
+        }
+        self.streams[d].reset();
+        Ok(())
+    }
+
+    fn finish_skip(&mut self, ctx: &Ctx, d: usize, ts: u64, out: &mut Batch) {
+        let s = &mut self.streams[d];
+        if let Some(meta) = s.complete_after_skip.take() {
+            if let Some(current) = s.current.take() {
+                self.emit(ctx, d, meta, current.start_ns, ts, current.size, false, out);
+            }
+        }
+    }
+
+    /// `lost` bytes that will never be seen follow what is buffered: start
+    /// a lost region (see the module docs).
+    fn lose<P: Protocol<Conn = C>>(&mut self, proto: &P, ctx: &Ctx, d: usize, ts: u64, lost: u64) {
+        let s = &mut self.streams[d];
+        let head_start = s.current.as_ref().map(|c| c.start_ns).or_else(|| s.marks.front().map(|m| m.1));
+        let seen = s.current.as_ref().map_or(0, |c| c.size) + s.buf.len() as u64;
+        let in_progress = s.current.is_some() || !s.buf.is_empty();
+        let buf = std::mem::take(&mut s.buf);
+        let meta = if in_progress { proto.lost(&mut self.proto, ctx, &buf, &mut self.streams[d].fields) } else { None };
+        let s = &mut self.streams[d];
+        let first_ns = head_start.unwrap_or(ts);
+        s.buf = buf;
+        let fields = std::mem::take(&mut s.fields);
+        s.reset();
+        if meta.is_some() {
+            s.fields = fields;
+        }
+        s.resuming = false;
+        s.lost = Some(Lost { head: meta.map(|m| (m, first_ns)), bytes: seen + lost, first_ns, last_ns: ts });
+    }
+
+    /// Parse messages from the front of `data` (the buffer, or a chunk when
+    /// nothing is buffered); returns how many bytes were used. `marks` maps
+    /// positions in `data` to chunk timestamps (`None`: all are `ts`).
+    #[allow(clippy::too_many_arguments)]
+    fn parse<P: Protocol<Conn = C>>(
+        &mut self,
+        proto: &P,
+        info: &Info,
+        ctx: &Ctx,
+        d: usize,
+        data: &[u8],
+        marks: Option<&VecDeque<(usize, u64)>>,
+        ts: u64,
+        out: &mut Batch,
+    ) -> Result<usize, String> {
+        let ts_at = |index: usize| {
+            marks.and_then(|m| m.iter().take_while(|(start, _)| *start <= index).last()).map_or(ts, |&(_, t)| t)
+        };
+        let mut pos = 0usize;
+        while pos < data.len() && !self.streams[d].to_end {
+            let s = &mut self.streams[d];
+            let mark = s.fields.mark();
+            let step = proto.parse(&mut self.proto, ctx, &data[pos..], &mut s.fields);
+            let avail = (data.len() - pos) as u64;
+            let (n, complete, is_message) = match step {
+                Step::NeedMore => {
+                    s.fields.rewind(mark);
+                    if data.len() - pos > info.max_buffer {
+                        // A message longer than the plugin will buffer: its
+                        // head is all we get. The rest is a lost region.
+                        let tail = &data[pos..];
+                        s.buf.clear();
+                        s.buf.extend_from_slice(tail);
+                        s.marks.clear();
+                        s.marks.push_back((0, ts_at(pos)));
+                        self.lose(proto, ctx, d, ts, 0);
+                        return Ok(data.len());
+                    }
+                    break;
+                }
+                Step::Invalid(reason) => {
+                    s.fields.rewind(mark);
+                    if !s.resuming {
+                        return Err(reason);
+                    }
+                    // Where a message should have started after lost bytes,
+                    // none did: the framing is lost again.
+                    self.failed_resumes += 1;
+                    if self.failed_resumes > MAX_FAILED_RESUMES {
+                        return Err(format!("no message start found after lost bytes: {reason}"));
+                    }
+                    let s = &mut self.streams[d];
+                    s.reset();
+                    let _ = proto.resync(&mut self.proto, ctx);
+                    let rest = avail;
+                    s.lost = Some(Lost { head: None, bytes: rest, first_ns: ts_at(pos), last_ns: ts });
+                    s.resuming = false;
+                    return Ok(data.len());
+                }
+                Step::RestOfStream => {
+                    let start_ns = ts_at(pos);
+                    s.current.get_or_insert(InProgress { start_ns, size: 0 }).size += avail;
+                    s.resuming = false;
+                    s.to_end = true;
+                    pos = data.len();
+                    break;
+                }
+                Step::Continue(n) => (n, None, true),
+                Step::Complete(n, meta) => (n, Some(meta), true),
+                Step::Discard(n) => (n, None, false),
+            };
+            if n == 0 {
+                return Err(format!("{} parser made no progress", info.name));
+            }
+            s.resuming = false;
+            self.failed_resumes = 0;
+            if is_message {
+                let start_ns = ts_at(pos);
+                s.current.get_or_insert(InProgress { start_ns, size: 0 }).size += n;
+            }
+            let take = n.min(avail);
+            pos += take as usize;
+            if n > avail {
+                s.skip = n - avail;
+                s.complete_after_skip = complete;
+                break;
+            }
+            if let Some(meta) = complete {
+                let end_ns = ts_at(pos - 1);
+                if let Some(current) = s.current.take() {
+                    self.emit(ctx, d, meta, current.start_ns, end_ns, current.size, false, out);
+                }
+            }
+        }
+        Ok(pos)
+    }
+}
+
+/// Move a completed message and its fields into the batch.
+#[allow(clippy::too_many_arguments)]
+fn write(
+    out: &mut Batch,
+    ctx: &Ctx,
+    meta: Meta,
+    start_ns: u64,
+    end_ns: u64,
+    size: u64,
+    fields: Option<&mut Fields>,
+    unseen: bool,
+) {
+    match fields {
+        Some(fields) => {
+            // A message carries at most u16::MAX fields (the count's width).
+            fields.keys.truncate(usize::from(u16::MAX));
+            let base = out.arena.len() as u32;
+            crate::protocol::extend_small(&mut out.arena, fields.text.as_bytes());
+            // One reservation per column rather than a capacity check per push.
+            out.field_key.extend(fields.keys.iter().map(|&(key, _, _)| key));
+            out.field_offset.extend(fields.keys.iter().map(|&(_, offset, _)| base + offset));
+            out.field_len.extend(fields.keys.iter().map(|&(_, _, len)| len));
+            out.field_count.push(fields.keys.len() as u16);
+            fields.clear();
+        }
+        None => out.field_count.push(0),
+    }
+    let mut flags = meta.kind as u8;
+    if ctx.direction == Direction::Ingress {
+        flags |= MSG_INGRESS;
+    }
+    if meta.success && !unseen {
+        flags |= MSG_SUCCESS;
+    }
+    if meta.pair_id.is_some() {
+        flags |= MSG_HAS_PAIR_ID;
+    }
+    if unseen {
+        flags |= MSG_UNSEEN;
+    }
+    out.conn.push(ctx.conn);
+    out.start_ns.push(start_ns);
+    // Events reach the host in the order their CPUs queued them, which can
+    // differ from their timestamps by a little: never end before the start.
+    out.end_ns.push(end_ns.max(start_ns));
+    out.size.push(size);
+    out.pair_id.push(meta.pair_id.unwrap_or(0));
+    out.flags.push(flags);
 }

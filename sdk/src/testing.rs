@@ -2,7 +2,7 @@
 //! plain lines, so the same cases can be checked natively and, by the
 //! daemon's tests, through the WebAssembly build (where `usize` is 32-bit).
 
-use crate::wire::{MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS};
+use crate::wire::{MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS, MSG_UNSEEN};
 use crate::{Batch, Chunk, Chunks, Direction, Engine, MessageKind, Protocol, Role};
 
 /// One captured call's bytes, for tests.
@@ -16,6 +16,10 @@ pub struct TestChunk {
     pub bytes: Vec<u8>,
     /// Bytes the call really moved, when more than `bytes` (truncated capture).
     pub real_len: Option<u64>,
+    /// One whole datagram (UDP).
+    pub datagram: bool,
+    /// Not bytes: the host's clock at `timestamp_ns` (see [`TestChunk::tick`]).
+    pub tick: bool,
 }
 
 impl TestChunk {
@@ -37,7 +41,36 @@ impl TestChunk {
             timestamp_ns: ts,
             bytes: bytes.as_ref().to_vec(),
             real_len: None,
+            datagram: false,
+            tick: false,
         }
+    }
+
+    /// One line about the chunk: where, when, how long, and its first bytes.
+    pub fn summary(&self) -> String {
+        let head = String::from_utf8_lossy(&self.bytes[..self.bytes.len().min(40)]).escape_debug().to_string();
+        format!(
+            "conn {} {:?} {:?} ts={} len={} real={:?}{}{} {head:?}",
+            self.conn,
+            self.direction,
+            self.role,
+            self.timestamp_ns,
+            self.bytes.len(),
+            self.real_len,
+            if self.datagram { " datagram" } else { "" },
+            if self.tick { " tick" } else { "" }
+        )
+    }
+
+    /// The host's clock at `ts` (lost regions quiet for long enough end).
+    pub fn tick(ts: u64) -> Self {
+        Self { tick: true, ..Self::new(Direction::Egress, ts, []) }
+    }
+
+    /// As one whole datagram.
+    pub fn datagram(mut self) -> Self {
+        self.datagram = true;
+        self
     }
 
     /// The call moved `real_len` bytes but only these were captured.
@@ -89,23 +122,71 @@ pub fn to_wire(chunks: &[TestChunk]) -> (Chunks, Vec<u8>) {
             timestamp_ns: c.timestamp_ns,
             captured: c.bytes.len() as u32,
             real_len: c.real_len.unwrap_or(c.bytes.len() as u64),
+            datagram: c.datagram,
+            tick: c.tick,
         });
     }
     (headers, data)
 }
 
 /// Feed `chunks` one call each (as the daemon may), then close `close`;
-/// return the rendered output.
+/// return the rendered output. Every batch is checked against the
+/// invariants (see [`check_invariants`]).
 pub fn run<P: Protocol>(chunks: &[TestChunk], close: &[u64]) -> Vec<String> {
     let mut engine = Engine::<P>::new();
     let names = P::info().field_names;
     let mut lines = Vec::new();
+    let mut batches = Vec::new();
     for chunk in chunks {
         let (headers, data) = to_wire(std::slice::from_ref(chunk));
-        lines.extend(render(&engine.feed(&headers, &data), names));
+        let batch = engine.feed(&headers, &data);
+        lines.extend(render(&batch, names));
+        batches.push(batch);
     }
-    lines.extend(render(&engine.close(close), names));
+    let batch = engine.close(close);
+    lines.extend(render(&batch, names));
+    batches.push(batch);
+    if let Err(e) = check_invariants(chunks, &batches) {
+        let summary: Vec<String> = chunks.iter().map(TestChunk::summary).collect();
+        panic!("invariant broken: {e}\nchunks:\n{}\noutput: {lines:#?}", summary.join("\n"));
+    }
     lines
+}
+
+/// What must hold of any output, whatever the input: no message ends
+/// before it starts, and per connection and direction the messages'
+/// sizes add up to at most the bytes that moved (real lengths, captured
+/// or not).
+pub fn check_invariants(chunks: &[TestChunk], batches: &[Batch]) -> Result<(), String> {
+    let mut moved: std::collections::BTreeMap<(u64, bool), u64> = Default::default();
+    for c in chunks.iter().filter(|c| !c.tick) {
+        let len = c.real_len.unwrap_or(c.bytes.len() as u64).max(c.bytes.len() as u64);
+        *moved.entry((c.conn, c.direction == Direction::Ingress)).or_default() += len;
+    }
+    let mut claimed: std::collections::BTreeMap<(u64, bool), u64> = Default::default();
+    for b in batches {
+        for i in 0..b.conn.len() {
+            if b.end_ns[i] < b.start_ns[i] {
+                return Err(format!(
+                    "message {i} of conn {} ends at {} before it starts at {}",
+                    b.conn[i], b.end_ns[i], b.start_ns[i]
+                ));
+            }
+            let key = (b.conn[i], b.flags[i] & MSG_INGRESS != 0);
+            *claimed.entry(key).or_default() += b.size[i];
+        }
+    }
+    for (key, size) in claimed {
+        let total = moved.get(&key).copied().unwrap_or(0);
+        if size > total {
+            return Err(format!(
+                "conn {} {}: messages claim {size} bytes of the {total} that moved",
+                key.0,
+                if key.1 { "in" } else { "out" }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Run a [`Case`] natively and compare with its expectation, with a
@@ -136,7 +217,13 @@ pub fn render<S: AsRef<str>>(batch: &Batch, field_names: &[S]) -> Vec<String> {
         if flags & MSG_HAS_PAIR_ID != 0 {
             line.push_str(&format!(" id={}", batch.pair_id[i]));
         }
-        line.push_str(if flags & MSG_SUCCESS != 0 { " ok" } else { " fail" });
+        line.push_str(if flags & MSG_UNSEEN != 0 {
+            " unseen"
+        } else if flags & MSG_SUCCESS != 0 {
+            " ok"
+        } else {
+            " fail"
+        });
         for _ in 0..batch.field_count[i] {
             let key = usize::from(batch.field_key[field]);
             let name = field_names.get(key).map_or("?", |s| s.as_ref());
@@ -198,7 +285,7 @@ pub fn rechunk(chunks: &[TestChunk], rng: &mut Rng) -> Vec<TestChunk> {
     let mut i = 0;
     while i < chunks.len() {
         let first = &chunks[i];
-        if first.real_len.is_some() {
+        if first.real_len.is_some() || first.datagram || first.tick {
             out.push(first.clone());
             i += 1;
             continue;
@@ -207,6 +294,8 @@ pub fn rechunk(chunks: &[TestChunk], rng: &mut Rng) -> Vec<TestChunk> {
         let mut j = i;
         while j < chunks.len()
             && chunks[j].real_len.is_none()
+            && !chunks[j].datagram
+            && !chunks[j].tick
             && chunks[j].direction == first.direction
             && chunks[j].conn == first.conn
         {
@@ -254,6 +343,194 @@ pub fn check_rechunking<P: Protocol>(cases: &[Case], rounds: usize, seed: u64) {
             let got = until_error(without_times(&run::<P>(&chunks, &case.close)));
             let cuts: Vec<usize> = chunks.iter().map(|c| c.bytes.len()).collect();
             assert_eq!(got, want, "case `{}`, round {round} (seed {seed}), chunk sizes {cuts:?}", case.name);
+        }
+    }
+}
+
+/// Every chunk that is not a datagram cut into one-byte chunks (each with
+/// the chunk's timestamp and, for a truncated chunk, its missing bytes on
+/// the last piece): the output must be the same, timestamps included, as
+/// for the chunks whole. Servers read length prefixes a byte at a time
+/// (dnsmasq does), and a parser must not care.
+pub fn check_one_byte_reads<P: Protocol>(cases: &[Case]) {
+    for case in cases {
+        let want = until_error(run::<P>(&case.chunks, &case.close));
+        let mut split = Vec::new();
+        for c in &case.chunks {
+            if c.datagram || c.tick || c.bytes.len() <= 1 {
+                split.push(c.clone());
+                continue;
+            }
+            let n = c.bytes.len();
+            for (i, b) in c.bytes.iter().enumerate() {
+                let mut piece = c.clone();
+                piece.bytes = vec![*b];
+                piece.real_len = if i + 1 == n { c.real_len.map(|r| r - (n as u64 - 1)) } else { None };
+                split.push(piece);
+            }
+        }
+        let got = until_error(run::<P>(&split, &case.close));
+        assert_eq!(got, want, "case `{}` read one byte at a time", case.name);
+    }
+}
+
+/// The same case seen from the other end (usually the server): what the
+/// client sent is what the server received. Chunks keep their order;
+/// directions flip and client and server roles swap (unknown roles stay
+/// unknown). Output lines are given back with `in` and `out` swapped, so
+/// they compare with the original view.
+pub fn as_server(case: &Case) -> Case {
+    let chunks = case
+        .chunks
+        .iter()
+        .map(|c| {
+            let mut s = c.clone();
+            if !c.tick {
+                s.direction = match c.direction {
+                    Direction::Egress => Direction::Ingress,
+                    Direction::Ingress => Direction::Egress,
+                };
+                s.role = match c.role {
+                    Role::Client => Role::Server,
+                    Role::Server => Role::Client,
+                    Role::Unknown => Role::Unknown,
+                };
+            }
+            s
+        })
+        .collect();
+    Case {
+        name: case.name,
+        chunks,
+        close: case.close.clone(),
+        expect: case.expect.iter().map(|l| swap_directions(l)).collect(),
+    }
+}
+
+fn swap_directions(line: &str) -> String {
+    line.split(' ')
+        .enumerate()
+        .map(|(i, w)| match (i, w) {
+            (2, "in") => "out",
+            (2, "out") => "in",
+            _ => w,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every case gives the same messages seen from the server's side (see
+/// [`as_server`]), whole and read a byte at a time.
+pub fn check_server_side<P: Protocol>(cases: &[Case]) {
+    for case in cases {
+        let client = until_error(run::<P>(&case.chunks, &case.close));
+        let server_case = as_server(case);
+        let server: Vec<String> =
+            until_error(run::<P>(&server_case.chunks, &server_case.close)).iter().map(|l| swap_directions(l)).collect();
+        assert_eq!(server, client, "case `{}` seen from the server", case.name);
+    }
+    let servers: Vec<Case> = cases.iter().map(as_server).collect();
+    check_one_byte_reads::<P>(&servers);
+}
+
+/// The lowest detection confidence with which the daemon lets a plugin
+/// claim a connection.
+pub const CLAIM_THRESHOLD: u8 = 50;
+
+/// First bytes of protocols a plugin must not claim: other protocols'
+/// openings in each direction (memcached text and binary, MQTT, AMQP,
+/// NATS, Kafka, a TLS record, the HTTP/2 preface and a server's first
+/// SETTINGS) and random bytes. `(what, direction of the bytes as the
+/// client sees them, bytes)`.
+pub fn foreign_openings() -> Vec<(String, Direction, Vec<u8>)> {
+    let mut out: Vec<(String, Direction, Vec<u8>)> = vec![
+        ("memcached text get".into(), Direction::Egress, b"get user:1\r\n".to_vec()),
+        ("memcached text set".into(), Direction::Egress, b"set k 0 0 5\r\nhello\r\n".to_vec()),
+        ("memcached text reply".into(), Direction::Ingress, b"VALUE k 0 5\r\nhello\r\nEND\r\n".to_vec()),
+        ("memcached stored".into(), Direction::Ingress, b"STORED\r\n".to_vec()),
+        ("memcached version".into(), Direction::Egress, b"version\r\n".to_vec()),
+        (
+            "memcached binary get".into(),
+            Direction::Egress,
+            [&[0x80u8, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7][..], &[0; 8], b"k"].concat(),
+        ),
+        (
+            "memcached binary reply".into(),
+            Direction::Ingress,
+            [&[0x81u8, 0x00, 0x00, 0x00, 4, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 7][..], &[0; 8], &[0, 0, 0, 0], b"hello"]
+                .concat(),
+        ),
+        (
+            "MQTT CONNECT".into(),
+            Direction::Egress,
+            [&[0x10u8, 0x10, 0x00, 0x04][..], b"MQTT", &[0x04, 0x02, 0x00, 0x3c, 0x00, 0x04], b"wl-1"].concat(),
+        ),
+        ("MQTT CONNACK".into(), Direction::Ingress, vec![0x20, 0x02, 0x00, 0x00]),
+        ("AMQP header".into(), Direction::Egress, b"AMQP\x00\x00\x09\x01".to_vec()),
+        (
+            "AMQP connection.start".into(),
+            Direction::Ingress,
+            [&[0x01u8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x0a, 0x00, 0x0a, 0x00, 0x09][..], &[0; 7], &[0xce]]
+                .concat(),
+        ),
+        ("NATS INFO".into(), Direction::Ingress, b"INFO {\"server_id\":\"x\",\"version\":\"2.9.0\"}\r\n".to_vec()),
+        ("NATS CONNECT".into(), Direction::Egress, b"CONNECT {\"verbose\":false}\r\nPING\r\n".to_vec()),
+        ("NATS PUB".into(), Direction::Egress, b"PUB greet 5\r\nhello\r\n".to_vec()),
+        (
+            "Kafka ApiVersions".into(),
+            Direction::Egress,
+            [&[0u8, 0, 0, 0x14, 0, 0x12, 0, 3, 0, 0, 0, 1, 0, 0x0a][..], b"kafka-python"].concat(),
+        ),
+        (
+            "TLS ClientHello".into(),
+            Direction::Egress,
+            [&[0x16u8, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03][..], &[7; 32], &[0, 0, 2, 0x13, 1]]
+                .concat(),
+        ),
+        (
+            "TLS ServerHello".into(),
+            Direction::Ingress,
+            [&[0x16u8, 0x03, 0x03, 0x00, 0x5a, 0x02][..], &[9; 40]].concat(),
+        ),
+        (
+            "HTTP/2 preface".into(),
+            Direction::Egress,
+            [&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], &[0, 0, 0, 4, 0, 0, 0, 0, 0]].concat(),
+        ),
+        (
+            "HTTP/2 server SETTINGS".into(),
+            Direction::Ingress,
+            vec![0, 0, 12, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100, 0, 4, 0, 0, 0xff, 0xff],
+        ),
+    ];
+    let mut rng = Rng::new(0x0f0e_0d0c);
+    for i in 0..16 {
+        let len = 1 + rng.below(300);
+        let bytes = (0..len).map(|_| rng.next_u64() as u8).collect();
+        let direction = if i % 2 == 0 { Direction::Egress } else { Direction::Ingress };
+        out.push((format!("random bytes #{i}"), direction, bytes));
+    }
+    out
+}
+
+/// The plugin claims none of [`foreign_openings`], in either role, seen
+/// from the client or the server, whole or by their first bytes.
+pub fn check_claims_no_foreign_protocol<P: Protocol>() {
+    let engine = Engine::<P>::new();
+    let name = P::info().name;
+    for (what, client_dir, bytes) in foreign_openings() {
+        let server_dir = match client_dir {
+            Direction::Egress => Direction::Ingress,
+            Direction::Ingress => Direction::Egress,
+        };
+        for (dir, role) in [(client_dir, Role::Client), (server_dir, Role::Server), (client_dir, Role::Unknown)] {
+            for len in [bytes.len(), bytes.len().min(8), bytes.len().min(3)] {
+                let confidence = engine.detect(dir, role, &bytes[..len]);
+                assert!(
+                    confidence < CLAIM_THRESHOLD,
+                    "{name} claims {what} ({dir:?}, {role:?}, first {len} bytes) with confidence {confidence}"
+                );
+            }
         }
     }
 }
@@ -356,6 +633,10 @@ pub fn load_fixture(path: &std::path::Path) -> Vec<TestChunk> {
         };
         chunks.push(chunk.on(conn));
     }
+    // A `# datagrams` line: each chunk is one datagram (UDP).
+    if text.lines().any(|l| l.trim() == "# datagrams") {
+        chunks.iter_mut().for_each(|c| c.datagram = true);
+    }
     chunks
 }
 
@@ -393,6 +674,8 @@ pub fn check_fixtures<P: Protocol>(dir: &std::path::Path, rounds: usize) -> usiz
         if !datagrams {
             let case = Case { name: "fixture", chunks, close: conns, expect: vec![] };
             check_rechunking::<P>(std::slice::from_ref(&case), rounds, path.as_os_str().len() as u64);
+            check_one_byte_reads::<P>(std::slice::from_ref(&case));
+            check_server_side::<P>(std::slice::from_ref(&case));
         }
     }
     paths.len()

@@ -7,6 +7,11 @@ use crate::{Batch, Chunks, Direction, Role};
 pub const CHUNK_INGRESS: u8 = 1;
 /// Chunk flags, bits 1-2: role (0 client, 1 server, 2 unknown).
 pub const CHUNK_ROLE_SHIFT: u8 = 1;
+/// Chunk flags, bit 3 (contract 1.1): the chunk is one datagram.
+pub const CHUNK_DATAGRAM: u8 = 1 << 3;
+/// Chunk flags, bit 4 (contract 1.1): no bytes, only the host's clock (its
+/// timestamp is now); its connection means nothing.
+pub const CHUNK_TICK: u8 = 1 << 4;
 
 /// Message flags, bits 0-1: kind.
 pub const MSG_KIND_MASK: u8 = 0b11;
@@ -16,6 +21,10 @@ pub const MSG_INGRESS: u8 = 1 << 2;
 pub const MSG_SUCCESS: u8 = 1 << 3;
 /// Message flags, bit 4: `pair-id` is set.
 pub const MSG_HAS_PAIR_ID: u8 = 1 << 4;
+/// Message flags, bit 5 (contract 1.1): the message was inferred, its bytes
+/// never seen (lost): a response's outcome is unknown, a request's fields
+/// are.
+pub const MSG_UNSEEN: u8 = 1 << 5;
 
 /// How a message takes part in a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +56,31 @@ pub struct Chunk {
     pub timestamp_ns: u64,
     pub captured: u32,
     pub real_len: u64,
+    /// One whole datagram (see [`CHUNK_DATAGRAM`]).
+    pub datagram: bool,
+    /// The host's clock only (see [`CHUNK_TICK`]).
+    pub tick: bool,
+}
+
+impl Chunk {
+    /// A chunk of a byte stream with all its bytes captured.
+    pub fn stream(conn: u64, direction: Direction, role: Role, timestamp_ns: u64, len: u32) -> Self {
+        Self {
+            conn,
+            direction,
+            role,
+            timestamp_ns,
+            captured: len,
+            real_len: u64::from(len),
+            datagram: false,
+            tick: false,
+        }
+    }
+
+    /// The host's clock at `now_ns`.
+    pub fn tick(now_ns: u64) -> Self {
+        Self { tick: true, ..Self::stream(0, Direction::Egress, Role::Unknown, now_ns, 0) }
+    }
 }
 
 /// Chunk flags for a direction and role.
@@ -61,6 +95,18 @@ pub fn chunk_flags(direction: Direction, role: Role) -> u8 {
         Role::Unknown => 2,
     };
     d | (r << CHUNK_ROLE_SHIFT)
+}
+
+/// All flags of a chunk.
+pub fn all_chunk_flags(c: &Chunk) -> u8 {
+    let mut flags = chunk_flags(c.direction, c.role);
+    if c.datagram {
+        flags |= CHUNK_DATAGRAM;
+    }
+    if c.tick {
+        flags |= CHUNK_TICK;
+    }
+    flags
 }
 
 /// Direction and role from chunk flags (unknown role values read as unknown).
@@ -96,12 +142,13 @@ impl Chunks {
         self.timestamp_ns.push(c.timestamp_ns);
         self.captured.push(c.captured);
         self.real_len.push(c.real_len);
-        self.flags.push(chunk_flags(c.direction, c.role));
+        self.flags.push(all_chunk_flags(c));
     }
 
     /// Chunk `i` as a row; `None` past the end or when the columns disagree.
     pub fn get(&self, i: usize) -> Option<Chunk> {
-        let (direction, role) = parse_chunk_flags(*self.flags.get(i)?);
+        let flags = *self.flags.get(i)?;
+        let (direction, role) = parse_chunk_flags(flags);
         Some(Chunk {
             conn: *self.conn.get(i)?,
             direction,
@@ -109,6 +156,8 @@ impl Chunks {
             timestamp_ns: *self.timestamp_ns.get(i)?,
             captured: *self.captured.get(i)?,
             real_len: *self.real_len.get(i)?,
+            datagram: flags & CHUNK_DATAGRAM != 0,
+            tick: flags & CHUNK_TICK != 0,
         })
     }
 }
@@ -135,6 +184,9 @@ impl Batch {
             field_len: Vec::with_capacity(messages * 4),
             arena: Vec::with_capacity(messages * 64),
             errors: Vec::new(),
+            skip_conn: Vec::new(),
+            skip_flags: Vec::new(),
+            skip_bytes: Vec::new(),
         }
     }
 

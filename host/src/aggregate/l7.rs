@@ -28,7 +28,8 @@ struct Key {
     at: Endpoint,
     protocol: Arc<str>,
     fields: Vec<(Arc<str>, Arc<str>)>,
-    success: bool,
+    /// `None`: outcome unknown (its response's bytes were lost).
+    success: Option<bool>,
 }
 
 #[derive(Default)]
@@ -85,7 +86,14 @@ impl L7Window {
             for (name, value) in &k.fields {
                 r.push(name, value);
             }
-            r.push("success", if k.success { "1" } else { "0" });
+            r.push(
+                "success",
+                match k.success {
+                    Some(true) => "1",
+                    Some(false) => "0",
+                    None => "unknown",
+                },
+            );
             r.push("role", k.at.role.as_str());
             r.push("remote_info", remote_info(k.at.remote.0, k.at.remote.1, k.at.role.peer()));
             r.push("total_count", s.count);

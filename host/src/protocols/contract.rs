@@ -8,8 +8,11 @@ use wasmtime::Engine;
 /// Package of the contract.
 pub const PACKAGE: &str = "wirelens:protocol";
 /// The version this daemon implements (`wit/protocol.wit`).
-pub const WIT_VERSION: &str = "1.0.0";
+pub const WIT_VERSION: &str = "1.1.0";
 const MAJOR: u64 = 1;
+/// The newest minor version of [`MAJOR`] the daemon has bindings for (it
+/// has them for every one down to 0: see `bindings.rs`).
+const MINOR: u64 = 1;
 
 /// Check what a component exports and imports against the contract; returns
 /// the contract version it was built against.
@@ -23,11 +26,18 @@ pub fn check(engine: &Engine, component: &Component) -> Result<String> {
             exports.join(", ")
         );
     };
-    let major = version.split('.').next().and_then(|m| m.parse::<u64>().ok());
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
+    let (major, minor) = (parts.next().flatten(), parts.next().flatten());
     if major != Some(MAJOR) {
         bail!(
             "built against {PACKAGE}@{version}, but this daemon speaks {PACKAGE}@{WIT_VERSION} \
              (major versions differ): rebuild the plugin with a wirelens-sdk for {MAJOR}.x"
+        );
+    }
+    if minor.is_none_or(|m| m > MINOR) {
+        bail!(
+            "built against {PACKAGE}@{version}, newer than this daemon's {PACKAGE}@{WIT_VERSION}: \
+             update the daemon, or build the plugin with a wirelens-sdk for {WIT_VERSION}"
         );
     }
     let allowed = [format!("{PACKAGE}/host@{MAJOR}."), format!("{PACKAGE}/types@{MAJOR}.")];

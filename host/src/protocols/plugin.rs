@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use parking_lot::Mutex;
 
-use super::bindings::ProtocolPluginPre;
-use super::runtime::{Runtime, StoreData};
+use super::bindings::AnyPre;
+use super::runtime::Runtime;
 use super::sandbox::{Failure, Sandbox};
 use super::{cache, contract, SandboxLimits};
 
@@ -43,6 +43,9 @@ pub struct PluginMeta {
     pub description: String,
     pub default_ports: Vec<u16>,
     pub field_names: Vec<Arc<str>>,
+    /// The field that says what a call does (contract 1.1; `None` for 1.0
+    /// plugins and plugins that name none).
+    pub call_field: Option<Arc<str>>,
     pub source: Source,
     /// Hex SHA-256 of the component bytes.
     pub hash: String,
@@ -92,7 +95,7 @@ struct Health {
 /// A compiled, validated plugin ready to be instantiated.
 pub struct LoadedPlugin {
     pub meta: PluginMeta,
-    pub(crate) pre: ProtocolPluginPre<StoreData>,
+    pub(crate) pre: AnyPre,
     pub stats: PluginStats,
     health: Mutex<Health>,
 }
@@ -117,7 +120,7 @@ impl LoadedPlugin {
         let wit_version = contract::check(&runtime.engine, &component)?;
         let pre =
             runtime.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context("cannot be linked")?;
-        let pre = ProtocolPluginPre::new(pre)
+        let pre = AnyPre::new(pre, &wit_version)
             .map_err(anyhow::Error::from)
             .context("does not match the protocol-plugin world")?;
         let provisional = PluginMeta {
@@ -128,6 +131,7 @@ impl LoadedPlugin {
             description: String::new(),
             default_ports: vec![],
             field_names: vec![],
+            call_field: None,
             source,
             hash,
         };
@@ -144,13 +148,19 @@ impl LoadedPlugin {
         plugin.meta.version = info.version;
         plugin.meta.description = info.description;
         plugin.meta.default_ports = info.default_ports;
+        if let Some(call) = info.call_field.as_deref() {
+            if !info.field_names.iter().any(|f| f == call) {
+                bail!("call-field `{call}` is not one of its field names ({})", info.field_names.join(", "));
+            }
+        }
         plugin.meta.field_names = info.field_names.iter().map(|s| Arc::from(s.as_str())).collect();
+        plugin.meta.call_field = info.call_field.as_deref().map(Arc::from);
         sandbox.configure(options).map_err(|f| anyhow::anyhow!("{}: bad options: {f}", info.name))?;
         Ok(Arc::new(plugin))
     }
 
     /// The pre-linked component (to make instances).
-    pub fn pre(&self) -> &ProtocolPluginPre<StoreData> {
+    pub fn pre(&self) -> &AnyPre {
         &self.pre
     }
 

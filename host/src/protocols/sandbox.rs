@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{Batch, Chunks, Direction, PluginInfo, ProtocolPlugin, ProtocolPluginPre, Role};
+use super::bindings::{AnyPlugin, AnyPre, Batch, Chunks, Direction, PluginInfo, Role};
 use super::runtime::{ticks, Calls, MemoryLimitExceeded, Runtime, StoreData};
 use super::wire;
 use super::SandboxLimits;
@@ -46,7 +46,7 @@ impl std::fmt::Display for Failure {
 pub struct Sandbox {
     store: Store<StoreData>,
     calls: Arc<Calls>,
-    plugin: ProtocolPlugin,
+    plugin: AnyPlugin,
     limits: SandboxLimits,
     field_count: usize,
     poisoned: bool,
@@ -54,11 +54,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Create an instance with the runtime's limits.
-    pub fn instantiate(
-        runtime: &Runtime,
-        pre: &ProtocolPluginPre<StoreData>,
-        label: Arc<str>,
-    ) -> Result<Self, Failure> {
+    pub fn instantiate(runtime: &Runtime, pre: &AnyPre, label: Arc<str>) -> Result<Self, Failure> {
         let mut store = Store::new(&runtime.engine, StoreData::new(label, &runtime.limits));
         store.limiter(|d| &mut d.limiter);
         // The deadline is CPU time of the calling thread (see CallClock).
@@ -100,7 +96,7 @@ impl Sandbox {
     /// The plugin's self-description. Also fixes the number of field names
     /// used to check later results.
     pub fn info(&mut self) -> Result<PluginInfo, Failure> {
-        let info = self.call(|p, s| p.wirelens_protocol_parser().call_info(s))?;
+        let info = self.call(|p, s| p.info(s))?;
         self.field_count = info.field_names.len();
         Ok(info)
     }
@@ -113,29 +109,29 @@ impl Sandbox {
 
     /// Apply plugin options.
     pub fn configure(&mut self, options: &[(String, String)]) -> Result<(), Failure> {
-        self.call(|p, s| p.wirelens_protocol_parser().call_configure(s, options))?.map_err(Failure::Rejected)
+        self.call(|p, s| p.configure(s, options))?.map_err(Failure::Rejected)
     }
 
     /// Ask whether a connection starting with `bytes` is the plugin's protocol.
     pub fn detect(&mut self, direction: Direction, role: Role, bytes: &[u8]) -> Result<u8, Failure> {
-        self.call(|p, s| p.wirelens_protocol_parser().call_detect(s, direction, role, bytes))
+        self.call(|p, s| p.detect(s, direction, role, bytes))
     }
 
     /// Parse a batch of chunks.
     pub fn feed(&mut self, chunks: &Chunks, data: &[u8]) -> Result<Batch, Failure> {
-        let batch = self.call(|p, s| p.wirelens_protocol_parser().call_feed(s, chunks, data))?;
+        let batch = self.call(|p, s| p.feed(s, chunks, data))?;
         self.check(batch)
     }
 
     /// Finish and forget connections.
     pub fn close(&mut self, conns: &[u64]) -> Result<Batch, Failure> {
-        let batch = self.call(|p, s| p.wirelens_protocol_parser().call_close(s, conns))?;
+        let batch = self.call(|p, s| p.close(s, conns))?;
         self.check(batch)
     }
 
     fn call<R>(
         &mut self,
-        f: impl FnOnce(&ProtocolPlugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&AnyPlugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         if self.poisoned {
             return Err(Failure::Trap("instance already failed".into()));

@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::bindings::{Batch, Chunks, Direction, Role};
 use super::plugin::LoadedPlugin;
 use super::sandbox::{Failure, Sandbox};
-use super::wire::{self, MessageKind, MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS};
+use super::wire::{self, MessageKind, MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS, MSG_UNSEEN};
 use super::Registry;
 
 /// How a worker detects and batches.
@@ -26,10 +26,18 @@ pub struct WorkerConfig {
     /// Lowest detection confidence that claims a connection.
     pub detect_threshold: u8,
     /// Chunks with data offered to detection before a connection is left to
-    /// layer 4 only.
+    /// layer 4 only (datagrams: each is judged alone; streams: their first
+    /// bytes are judged as they accumulate, so reads of any size detect).
     pub detect_attempts: u32,
-    /// How many first bytes of a chunk detection looks at.
+    /// How many first bytes of each direction detection looks at.
     pub detect_bytes: usize,
+    /// Bytes of the chunks seen while detecting kept per connection, to be
+    /// parsed once a plugin claims it (beyond: their sizes only, which the
+    /// plugin takes as lost bytes).
+    pub detect_hold_bytes: usize,
+    /// How often idle plugins are told the time (contract 1.1: they end
+    /// waits for bytes that were lost).
+    pub tick_every: std::time::Duration,
     /// A plugin's queued chunks are parsed when this many are waiting...
     pub batch_chunks: usize,
     /// ... or this many bytes.
@@ -43,8 +51,10 @@ impl Default for WorkerConfig {
         Self {
             include: None,
             detect_threshold: 50,
-            detect_attempts: 4,
+            detect_attempts: 32,
             detect_bytes: 512,
+            detect_hold_bytes: 16 << 10,
+            tick_every: std::time::Duration::from_millis(500),
             batch_chunks: 64,
             batch_bytes: 256 << 10,
             max_connections: 65_536,
@@ -65,6 +75,8 @@ pub struct ChunkIn<'a> {
     pub real_len: u64,
     /// The remote (or, for servers, local) port: a detection hint.
     pub port_hint: u16,
+    /// One datagram (UDP): a message never continues into the next chunk.
+    pub datagram: bool,
 }
 
 /// A message a plugin found.
@@ -80,6 +92,9 @@ pub struct Parsed {
     pub size: u64,
     pub pair_id: Option<u64>,
     pub success: bool,
+    /// Inferred by the plugin, its bytes lost (see the contract's `unseen`
+    /// flag): a response's outcome is unknown.
+    pub unseen: bool,
     /// `(index into the plugin's field names, value)`; values are shared
     /// (see [`ValueInterner`]).
     pub fields: Vec<(u16, Arc<str>)>,
@@ -119,9 +134,38 @@ pub struct WorkerStats {
 }
 
 enum Binding {
-    Detecting { attempts: u32 },
+    Detecting(Box<Detecting>),
     Bound { plugin_id: u64 },
     Unparsed,
+}
+
+/// A connection no plugin has claimed yet: its first bytes per direction
+/// (reads of any size add up: a server that reads a length prefix a byte
+/// at a time is detected as if it read the message at once), and its chunks
+/// so far, parsed by the plugin that claims it.
+#[derive(Default)]
+struct Detecting {
+    /// Contiguous first bytes of each direction (egress, ingress).
+    prefix: [Vec<u8>; 2],
+    /// A direction's prefix stopped growing: bytes were missing, or it is
+    /// as long as detection looks.
+    prefix_done: [bool; 2],
+    /// Chunks seen so far, in order.
+    held: Vec<HeldChunk>,
+    held_bytes: usize,
+    /// Chunks with data seen.
+    attempts: u32,
+}
+
+/// A chunk kept while its connection is being detected.
+struct HeldChunk {
+    direction: Direction,
+    role: Role,
+    timestamp_ns: u64,
+    /// Captured bytes kept (empty past the hold budget).
+    data: Vec<u8>,
+    real_len: u64,
+    datagram: bool,
 }
 
 /// One plugin version's instance in this worker, and its queued work.
@@ -132,6 +176,8 @@ struct Slot {
     data: Vec<u8>,
     closing: Vec<u64>,
     bound: usize,
+    /// When the plugin was last fed (or told the time).
+    last_fed: Instant,
 }
 
 /// Detects, batches and parses for the connections of one thread.
@@ -201,43 +247,90 @@ impl ProtocolWorker {
     /// next [`ProtocolWorker::poll`].
     pub fn push(&mut self, chunk: ChunkIn<'_>) {
         self.stats.chunks += 1;
-        let binding = match self.conns.get(&chunk.conn) {
-            Some(Binding::Unparsed) => return,
-            Some(Binding::Bound { plugin_id }) => Binding::Bound { plugin_id: *plugin_id },
-            Some(Binding::Detecting { attempts }) => Binding::Detecting { attempts: *attempts },
-            None if self.conns.len() >= self.config.max_connections => {
+        if !self.conns.contains_key(&chunk.conn) {
+            if self.conns.len() >= self.config.max_connections {
                 self.stats.over_capacity += 1;
                 return;
             }
-            None => Binding::Detecting { attempts: 0 },
+            self.conns.insert(chunk.conn, Binding::Detecting(Box::default()));
+        }
+        let bound = match self.conns.get(&chunk.conn) {
+            Some(Binding::Unparsed) => return,
+            Some(Binding::Bound { plugin_id }) => Some(*plugin_id),
+            _ => None,
         };
-        match binding {
-            Binding::Unparsed => {}
-            Binding::Bound { plugin_id } => self.enqueue(plugin_id, &chunk),
-            Binding::Detecting { attempts } => {
-                if chunk.data.is_empty() {
-                    return;
-                }
-                match self.detect(&chunk) {
-                    Some(plugin_id) => {
-                        let slot = self.slots.get_mut(&plugin_id).expect("detect returns a live slot");
-                        slot.bound += 1;
-                        self.stats.detected += 1;
-                        self.events
-                            .push(ConnEvent::Detected { conn: chunk.conn, protocol: slot.plugin.meta.name.clone() });
-                        self.conns.insert(chunk.conn, Binding::Bound { plugin_id });
-                        self.enqueue(plugin_id, &chunk);
-                    }
-                    None if attempts + 1 >= self.config.detect_attempts => {
-                        self.stats.no_protocol += 1;
-                        self.events.push(ConnEvent::NoProtocol { conn: chunk.conn });
-                        self.conns.insert(chunk.conn, Binding::Unparsed);
-                    }
-                    None => {
-                        self.conns.insert(chunk.conn, Binding::Detecting { attempts: attempts + 1 });
-                    }
+        if let Some(id) = bound {
+            self.enqueue(id, &chunk);
+            return;
+        }
+        let Some(Binding::Detecting(detecting)) = self.conns.get_mut(&chunk.conn) else { return };
+        // Keep the chunk for the plugin that will claim the connection.
+        let d = usize::from(chunk.direction == Direction::Ingress);
+        let keep = detecting.held_bytes + chunk.data.len() <= self.config.detect_hold_bytes;
+        detecting.held.push(HeldChunk {
+            direction: chunk.direction,
+            role: chunk.role,
+            timestamp_ns: chunk.timestamp_ns,
+            data: if keep { chunk.data.to_vec() } else { Vec::new() },
+            real_len: chunk.real_len.max(chunk.data.len() as u64),
+            datagram: chunk.datagram,
+        });
+        if keep {
+            detecting.held_bytes += chunk.data.len();
+        }
+        if chunk.data.is_empty() {
+            return;
+        }
+        detecting.attempts += 1;
+        // What detection looks at: a datagram alone; a stream's first bytes.
+        let judged: Vec<u8> = if chunk.datagram {
+            chunk.data[..chunk.data.len().min(self.config.detect_bytes)].to_vec()
+        } else if !detecting.prefix_done[d] {
+            let prefix = &mut detecting.prefix[d];
+            let room = self.config.detect_bytes - prefix.len();
+            prefix.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+            if prefix.len() >= self.config.detect_bytes || chunk.real_len > chunk.data.len() as u64 {
+                detecting.prefix_done[d] = true;
+            }
+            prefix.clone()
+        } else {
+            Vec::new() // this direction's first bytes were judged already
+        };
+        let attempts = detecting.attempts;
+        let exhausted = attempts >= self.config.detect_attempts
+            || (detecting.prefix_done[0] && detecting.prefix_done[1])
+            || (chunk.datagram && attempts >= 4);
+        let claimed = if judged.is_empty() { None } else { self.detect(&chunk, &judged) };
+        match claimed {
+            Some(plugin_id) => {
+                let Some(Binding::Detecting(detecting)) = self.conns.insert(chunk.conn, Binding::Bound { plugin_id })
+                else {
+                    unreachable!("detecting above")
+                };
+                let slot = self.slots.get_mut(&plugin_id).expect("detect returns a live slot");
+                slot.bound += 1;
+                self.stats.detected += 1;
+                self.events.push(ConnEvent::Detected { conn: chunk.conn, protocol: slot.plugin.meta.name.clone() });
+                for held in &detecting.held {
+                    let replay = ChunkIn {
+                        conn: chunk.conn,
+                        direction: held.direction,
+                        role: held.role,
+                        timestamp_ns: held.timestamp_ns,
+                        data: &held.data,
+                        real_len: held.real_len,
+                        port_hint: chunk.port_hint,
+                        datagram: held.datagram,
+                    };
+                    self.enqueue(plugin_id, &replay);
                 }
             }
+            None if exhausted => {
+                self.stats.no_protocol += 1;
+                self.events.push(ConnEvent::NoProtocol { conn: chunk.conn });
+                self.conns.insert(chunk.conn, Binding::Unparsed);
+            }
+            None => {}
         }
     }
 
@@ -253,6 +346,18 @@ impl ProtocolWorker {
 
     /// Parse everything queued and hand over what was found.
     pub fn poll(&mut self, parsed: &mut Vec<Parsed>, events: &mut Vec<ConnEvent>) {
+        // Plugins of contract 1.1 with connections are told the time now
+        // and then, so waits for bytes that were lost end even on a quiet
+        // connection.
+        let now = Instant::now();
+        for slot in self.slots.values_mut() {
+            if slot.bound > 0
+                && slot.plugin.pre.is_current()
+                && now.duration_since(slot.last_fed) >= self.config.tick_every
+            {
+                slot.chunks.push_tick(crate::clock::monotonic_ns());
+            }
+        }
         let ids: Vec<u64> = self.slots.keys().copied().collect();
         for id in ids {
             self.flush_slot(id);
@@ -267,8 +372,9 @@ impl ProtocolWorker {
         events.append(&mut self.events);
     }
 
-    /// The plugin that claims this connection, if any.
-    fn detect(&mut self, chunk: &ChunkIn<'_>) -> Option<u64> {
+    /// The plugin that claims a connection whose first bytes in `chunk`'s
+    /// direction are `bytes`, if any.
+    fn detect(&mut self, chunk: &ChunkIn<'_>, bytes: &[u8]) -> Option<u64> {
         let catalog = self.registry.catalog();
         let now = Instant::now();
         let mut candidates: Vec<&Arc<LoadedPlugin>> = catalog
@@ -279,7 +385,6 @@ impl ProtocolWorker {
             .collect();
         // Ports are a hint: hinted plugins are asked first, the rest still are.
         candidates.sort_by_key(|p| !p.meta.default_ports.contains(&chunk.port_hint));
-        let bytes = &chunk.data[..chunk.data.len().min(self.config.detect_bytes)];
         let mut best: Option<(u8, u64)> = None;
         for plugin in candidates {
             let id = plugin.meta.id;
@@ -309,6 +414,7 @@ impl ProtocolWorker {
             data: Vec::new(),
             closing: Vec::new(),
             bound: 0,
+            last_fed: Instant::now(),
         });
         if slot.sandbox.is_none() {
             let runtime = self.registry.runtime();
@@ -337,6 +443,7 @@ impl ProtocolWorker {
             chunk.timestamp_ns,
             chunk.data.len() as u32,
             chunk.real_len.max(chunk.data.len() as u64),
+            chunk.datagram,
         );
         slot.data.extend_from_slice(chunk.data);
         if slot.chunks.len() >= self.config.batch_chunks || slot.data.len() >= self.config.batch_bytes {
@@ -358,6 +465,9 @@ impl ProtocolWorker {
             return;
         }
         let mut result = Ok(());
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.last_fed = Instant::now();
+        }
         if !chunks.is_empty() {
             self.stats.calls += 1;
             plugin.stats.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -418,6 +528,7 @@ impl ProtocolWorker {
                 size: batch.size[i],
                 pair_id: (flags & MSG_HAS_PAIR_ID != 0).then_some(batch.pair_id[i]),
                 success: flags & MSG_SUCCESS != 0,
+                unseen: flags & MSG_UNSEEN != 0,
                 fields,
             });
         }

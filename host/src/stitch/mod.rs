@@ -20,7 +20,8 @@ pub struct Call {
     pub latency_ns: u64,
     pub req_bytes: u64,
     pub resp_bytes: u64,
-    pub success: bool,
+    /// `None`: the outcome is unknown (the response's bytes were lost).
+    pub success: Option<bool>,
 }
 
 #[derive(Default)]
@@ -124,13 +125,13 @@ fn pair(mut req: Parsed, mut resp: Parsed) -> Call {
         latency_ns: resp.end_ns.saturating_sub(req.start_ns),
         req_bytes: req.size,
         resp_bytes: resp.size,
-        success: resp.success,
+        success: (!resp.unseen).then_some(resp.success),
     }
 }
 
 /// A request that never got its response: a failed call.
 fn unanswered(req: Parsed) -> Call {
-    Call { success: false, ..single(req) }
+    Call { success: Some(false), ..single(req) }
 }
 
 fn single(mut m: Parsed) -> Call {
@@ -141,7 +142,7 @@ fn single(mut m: Parsed) -> Call {
         latency_ns: 0,
         req_bytes: m.size,
         resp_bytes: 0,
-        success: m.success,
+        success: Some(m.success),
     }
 }
 
@@ -169,6 +170,7 @@ mod tests {
             size: 10,
             pair_id: id,
             success: true,
+            unseen: false,
             fields: vec![(1, Arc::from(if kind == MessageKind::Request { "GET" } else { "-" }))],
         }
     }
@@ -195,7 +197,7 @@ mod tests {
         // The other one times out as a failed call.
         s.expire(100 + 1001, &mut out);
         assert_eq!(out.len(), 1);
-        assert!(!out[0].success);
+        assert_eq!(out[0].success, Some(false));
         out.clear();
         // A response with no request is counted, not invented.
         s.add(msg(&p, 3, MessageKind::Response, 1, 2, None), &mut out);
@@ -209,6 +211,6 @@ mod tests {
         assert_eq!(out.len(), 1, "the oldest of three is dropped past the bound of two");
         s.close(4, &mut out);
         assert_eq!(out.len(), 3);
-        assert!(out.iter().all(|c| !c.success));
+        assert!(out.iter().all(|c| c.success == Some(false)));
     }
 }

@@ -76,6 +76,9 @@ pub fn sdk_batch(b: host::Batch) -> wirelens_sdk::Batch {
         field_len: b.field_len,
         arena: b.arena,
         errors: b.errors.into_iter().map(|e| wirelens_sdk::ConnError { conn: e.conn, reason: e.reason }).collect(),
+        skip_conn: b.skip_conn,
+        skip_flags: b.skip_flags,
+        skip_bytes: b.skip_bytes,
     }
 }
 
@@ -106,5 +109,6 @@ pub fn chunk(conn: u64, direction: host::Direction, data: &[u8]) -> wirelens::pr
         data,
         real_len: data.len() as u64,
         port_hint: 0,
+        datagram: false,
     }
 }

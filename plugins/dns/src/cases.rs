@@ -39,10 +39,14 @@ pub fn all() -> Vec<Case> {
     let r_nx = message(7, true, 3, "nope.invalid", 1, 0);
     let tq = tcp(&q_a);
     let tr = tcp(&r_a);
+    let tq_b = tcp(&message(9, false, 0, "b.x.test", 1, 0));
+    let tr_b = tcp(&message(9, true, 0, "b.x.test", 1, 1));
+    let r_big = message(0x1234, true, 0, "x.test", 1, 200);
+    let tr_big = tcp(&r_big);
     vec![
         Case {
             name: "udp query and answer",
-            chunks: vec![TestChunk::egress(1, &q_a), TestChunk::ingress(2, &r_a)],
+            chunks: vec![TestChunk::egress(1, &q_a).datagram(), TestChunk::ingress(2, &r_a).datagram()],
             close: vec![],
             expect: vec![
                 format!("1 req out 1-1 size={} id=4660 ok query_record=x.test query_type=A", q_a.len()),
@@ -52,12 +56,12 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "two queries in flight, answered in reverse; NXDOMAIN fails",
             chunks: vec![
-                TestChunk::egress(1, &q_a),
-                TestChunk::egress(2, &q_aaaa),
-                TestChunk::ingress(3, &r_aaaa),
-                TestChunk::ingress(4, &r_a),
-                TestChunk::egress(5, &q_nx),
-                TestChunk::ingress(6, &r_nx),
+                TestChunk::egress(1, &q_a).datagram(),
+                TestChunk::egress(2, &q_aaaa).datagram(),
+                TestChunk::ingress(3, &r_aaaa).datagram(),
+                TestChunk::ingress(4, &r_a).datagram(),
+                TestChunk::egress(5, &q_nx).datagram(),
+                TestChunk::ingress(6, &r_nx).datagram(),
             ],
             close: vec![],
             expect: vec![
@@ -76,15 +80,63 @@ pub fn all() -> Vec<Case> {
             ],
         },
         Case {
-            name: "tcp: a server that read the length prefix alone, then the body",
+            // dnsmasq reads each length prefix a byte at a time, then the
+            // body, and answers several queries on one connection.
+            name: "tcp server side: prefixes read a byte at a time, three queries on one connection",
+            chunks: {
+                let server = |c: TestChunk| c.role(wirelens_sdk::Role::Server);
+                let mut chunks = Vec::new();
+                for (i, (q, r)) in [(&tq, &tr), (&tq_b, &tr_b), (&tq, &tr)].into_iter().enumerate() {
+                    let ts = 10 * i as u64;
+                    chunks.push(server(TestChunk::ingress(ts + 1, &q[..1])));
+                    chunks.push(server(TestChunk::ingress(ts + 2, &q[1..2])));
+                    chunks.push(server(TestChunk::ingress(ts + 3, &q[2..])));
+                    chunks.push(server(TestChunk::egress(ts + 4, r)));
+                }
+                chunks
+            },
+            close: vec![],
+            expect: vec![
+                format!("1 req in 1-3 size={} id=4660 ok query_record=x.test query_type=A", tq.len()),
+                format!("1 resp out 4-4 size={} id=4660 ok query_record=x.test query_type=A rcode=NOERROR", tr.len()),
+                format!("1 req in 11-13 size={} id=9 ok query_record=b.x.test query_type=A", tq_b.len()),
+                format!(
+                    "1 resp out 14-14 size={} id=9 ok query_record=b.x.test query_type=A rcode=NOERROR",
+                    tr_b.len()
+                ),
+                format!("1 req in 21-23 size={} id=4660 ok query_record=x.test query_type=A", tq.len()),
+                format!("1 resp out 24-24 size={} id=4660 ok query_record=x.test query_type=A rcode=NOERROR", tr.len()),
+            ],
+        },
+        Case {
+            name: "tcp: a large answer cut by the capture is skipped by its length",
             chunks: vec![
-                TestChunk::ingress(1, &q_a).role(wirelens_sdk::Role::Server),
-                TestChunk::egress(2, &tr).role(wirelens_sdk::Role::Server),
+                TestChunk::egress(1, &tq),
+                TestChunk::ingress(2, &tr_big[..200]).truncated(tr_big.len() as u64),
+                TestChunk::egress(3, &tq_b),
+                TestChunk::ingress(4, &tr_b),
             ],
             close: vec![],
             expect: vec![
-                format!("1 req in 1-1 size={} id=4660 ok query_record=x.test query_type=A", q_a.len()),
-                format!("1 resp out 2-2 size={} id=4660 ok query_record=x.test query_type=A rcode=NOERROR", tr.len()),
+                format!("1 req out 1-1 size={} id=4660 ok query_record=x.test query_type=A", tq.len()),
+                format!(
+                    "1 resp in 2-2 size={} id=4660 ok query_record=x.test query_type=A rcode=NOERROR",
+                    tr_big.len()
+                ),
+                format!("1 req out 3-3 size={} id=9 ok query_record=b.x.test query_type=A", tq_b.len()),
+                format!("1 resp in 4-4 size={} id=9 ok query_record=b.x.test query_type=A rcode=NOERROR", tr_b.len()),
+            ],
+        },
+        Case {
+            name: "udp: a datagram cut by the capture keeps its id, outcome and size",
+            chunks: vec![
+                TestChunk::egress(1, &q_a).datagram(),
+                TestChunk::ingress(2, &r_big[..20]).truncated(r_big.len() as u64).datagram(),
+            ],
+            close: vec![],
+            expect: vec![
+                format!("1 req out 1-1 size={} id=4660 ok query_record=x.test query_type=A", q_a.len()),
+                format!("1 resp in 2-2 size={} id=4660 ok rcode=NOERROR", r_big.len()),
             ],
         },
         Case {
@@ -127,6 +179,18 @@ mod tests {
         let q = message(1, false, 0, "example.com", 1, 0);
         assert!(Dns.detect(Direction::Egress, Role::Client, &q) >= 80);
         assert!(Dns.detect(Direction::Egress, Role::Client, &tcp(&q)) >= 90);
+        // Datagrams whose id, read as a length prefix, claims more than is
+        // there (any id from 0x0100 up): still whole datagrams.
+        for id in [0x0100, 0x7f00, 0xab12, 0xffff] {
+            let q = message(id, false, 0, "one.x.test", 1, 0);
+            assert!(Dns.detect(Direction::Egress, Role::Client, &q) >= 80, "id {id:#x}");
+        }
+        // A TCP message read a piece at a time: its first bytes grow.
+        let t = tcp(&q);
+        assert!(
+            Dns.detect(Direction::Egress, Role::Client, &t[..2]) < 50
+                || Dns.detect(Direction::Egress, Role::Client, &t) >= 90
+        );
         assert_eq!(Dns.detect(Direction::Egress, Role::Client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
         assert_eq!(Dns.detect(Direction::Egress, Role::Client, b"*1\r\n$4\r\nPING\r\n"), 0);
     }
@@ -141,5 +205,19 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         wirelens_sdk::testing::fuzz::<Dns>(&all(), 20_000, 11);
+    }
+
+    /// Reads of one byte, and the server's view of every case (whole and a
+    /// byte at a time), give the same messages.
+    #[test]
+    fn one_byte_reads_and_the_server_side() {
+        wirelens_sdk::testing::check_one_byte_reads::<crate::Dns>(&all());
+        wirelens_sdk::testing::check_server_side::<crate::Dns>(&all());
+    }
+
+    /// Other protocols' first bytes and random bytes are not claimed.
+    #[test]
+    fn claims_no_foreign_protocol() {
+        wirelens_sdk::testing::check_claims_no_foreign_protocol::<crate::Dns>();
     }
 }

@@ -21,24 +21,11 @@ const HEADER: usize = 12;
 #[derive(Default)]
 pub struct Dns;
 
-/// Framing of a connection, decided on its first message.
-#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Framing {
-    #[default]
-    Unknown,
-    /// One message per chunk (datagrams).
-    Datagram,
-    /// 2-byte length prefix (DNS over TCP).
-    Stream,
-}
-
-/// Framing per direction: a server may read a TCP length prefix on its own
-/// (before the daemon recognised the connection) and then only see bodies,
-/// while its replies carry the prefix.
+/// No per-connection state: the framing comes from the transport (one
+/// message per datagram; a 2-byte length prefix on a stream) and pairing
+/// from the transaction ids.
 #[derive(Default)]
-pub struct Conn {
-    framing: [Framing; 2],
-}
+pub struct Conn;
 
 impl Protocol for Dns {
     type Conn = Conn;
@@ -55,10 +42,10 @@ impl Protocol for Dns {
     }
 
     fn detect(&self, _direction: Direction, _role: Role, bytes: &[u8]) -> u8 {
-        let (framing, msg) = frame_of(bytes);
-        match parse_message(msg) {
+        let (stream, msg) = frame_of(bytes);
+        match parse_message(msg, false) {
             Some(m) if m.qdcount == 1 => {
-                if framing == Framing::Stream {
+                if stream {
                     90
                 } else {
                     80
@@ -68,72 +55,77 @@ impl Protocol for Dns {
         }
     }
 
-    fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
-        let framing = &mut conn.framing[usize::from(ctx.direction == Direction::Ingress)];
-        if *framing == Framing::Unknown {
-            *framing = frame_of(buf).0;
+    fn call_field() -> Option<&'static str> {
+        Some("query_type")
+    }
+
+    fn parse(&self, _conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
+        if ctx.datagram {
+            // The whole datagram is the message (the SDK hands it over at
+            // once; bytes the capture cut off are added to its size).
+            return match parse_message(buf, true) {
+                Some(m) => Step::Complete(buf.len() as u64, message_meta(&m, fields)),
+                None => Step::Invalid("not a DNS message".into()),
+            };
         }
-        let (len, msg) = match *framing {
-            Framing::Stream => {
-                let mut cur = Cursor::new(buf);
-                let Some(n) = cur.u16_be() else { return Step::NeedMore };
-                let Some(body) = cur.take(usize::from(n)) else {
-                    return if usize::from(n) + 2 > 64 * 1024 {
-                        Step::Invalid("oversized".into())
-                    } else {
-                        Step::NeedMore
-                    };
-                };
-                (usize::from(n) + 2, body)
-            }
-            // A datagram is the whole chunk; the SDK hands it over at once.
-            _ => (buf.len(), buf),
-        };
-        let Some(m) = parse_message(msg) else {
-            return Step::Invalid("not a DNS message".into());
-        };
-        if let Some(name) = &m.qname {
-            fields.str(QUERY_RECORD, name);
-            fields.str(QUERY_TYPE, type_name(m.qtype));
+        // A stream: a 2-byte length, then the message. Its length is known
+        // from the prefix, so only the header and question are waited for:
+        // the rest (answers) is skipped, copied or not.
+        let mut cur = Cursor::new(buf);
+        let Some(n) = cur.u16_be() else { return Step::NeedMore };
+        let wire = u64::from(n) + 2;
+        let body = cur.rest();
+        let whole = body.len() >= usize::from(n);
+        let body = &body[..body.len().min(usize::from(n))];
+        match parse_message(body, whole || ctx.truncated) {
+            Some(m) => Step::Complete(wire, message_meta(&m, fields)),
+            None if whole => Step::Invalid("not a DNS message".into()),
+            // Header or question still to come.
+            None => Step::NeedMore,
         }
-        let meta = if m.response {
-            fields.str(RCODE, rcode_name(m.rcode));
-            Meta::response(m.rcode == 0)
-        } else {
-            Meta::request()
-        };
-        Step::Complete(len as u64, meta.with_pair_id(u64::from(m.id)))
+    }
+
+    fn lost(&self, _conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
+        let body = if ctx.datagram { head } else { head.get(2..)? };
+        parse_message(body, true).map(|m| message_meta(&m, fields))
     }
 }
 
-/// How a direction's first chunk is framed: a length prefix read on its own
-/// (no datagram is 2 bytes), a prefix matching the rest, a whole datagram,
-/// or the start of a prefixed message too short to be a datagram.
-fn frame_of(bytes: &[u8]) -> (Framing, &[u8]) {
+/// Fields and meta of a parsed message; paired by transaction id.
+fn message_meta(m: &Message, fields: &mut Fields) -> Meta {
+    if let Some(name) = &m.qname {
+        fields.str(QUERY_RECORD, name);
+        fields.str(QUERY_TYPE, type_name(m.qtype));
+    }
+    let meta = if m.response {
+        fields.str(RCODE, rcode_name(m.rcode));
+        Meta::response(m.rcode == 0)
+    } else {
+        Meta::request()
+    };
+    meta.with_pair_id(u64::from(m.id))
+}
+
+/// How the first bytes of a direction look: a message with its TCP length
+/// prefix (whole, or its start: the prefix claims more than is here and a
+/// header follows), a length prefix read on its own (no datagram is 2
+/// bytes), or a whole datagram. Detection only: parsing knows the transport.
+fn frame_of(bytes: &[u8]) -> (bool, &[u8]) {
     if bytes.len() == 2 {
-        return (Framing::Stream, &bytes[2..]);
+        return (true, &bytes[2..]);
     }
-    if bytes.len() > 2 + HEADER
-        && usize::from(u16::from_be_bytes([bytes[0], bytes[1]])) == bytes.len() - 2
-        && parse_message(&bytes[2..]).is_some()
-    {
-        return (Framing::Stream, &bytes[2..]);
+    let claimed = (bytes.len() >= 2).then(|| usize::from(u16::from_be_bytes([bytes[0], bytes[1]])));
+    if claimed == Some(bytes.len() - 2) && parse_message(&bytes[2..], false).is_some() {
+        return (true, &bytes[2..]);
     }
-    if parse_message(bytes).is_some() {
-        return (Framing::Datagram, bytes);
+    if parse_message(bytes, false).is_some() {
+        return (false, bytes);
     }
-    // The start of a TCP message whose rest is still to come: the prefix
-    // claims more than is here, and a one-question header follows it.
-    if bytes.len() >= 2 + HEADER {
-        let claimed = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
-        if claimed > bytes.len() - 2 && u16::from_be_bytes([bytes[6], bytes[7]]) == 1 {
-            return (Framing::Stream, &bytes[2..]);
-        }
+    // The start of a TCP message whose rest is still to come.
+    if bytes.len() >= 2 + HEADER && claimed.is_some_and(|c| c > bytes.len() - 2) {
+        return (true, &bytes[2..]);
     }
-    if bytes.len() < 2 + HEADER {
-        return (Framing::Stream, &bytes[2.min(bytes.len())..]);
-    }
-    (Framing::Datagram, bytes)
+    (false, bytes)
 }
 
 struct Message {
@@ -145,7 +137,10 @@ struct Message {
     qtype: u16,
 }
 
-fn parse_message(msg: &[u8]) -> Option<Message> {
+/// A message's header and first question. `cut`: the bytes after `msg`
+/// are not coming (a capture that stopped, or a prefix claiming more): a
+/// header alone still makes a message, without its question.
+fn parse_message(msg: &[u8], cut: bool) -> Option<Message> {
     let mut cur = Cursor::new(msg);
     let id = cur.u16_be()?;
     let flags = cur.u16_be()?;
@@ -163,9 +158,15 @@ fn parse_message(msg: &[u8]) -> Option<Message> {
     let mut qname = None;
     let mut qtype = 0;
     if qdcount > 0 {
-        qname = Some(read_name(&mut cur)?);
-        qtype = cur.u16_be()?;
-        let _class = cur.u16_be()?;
+        let question = read_name(&mut cur).and_then(|name| Some((name, cur.u16_be()?, cur.u16_be()?)));
+        match question {
+            Some((name, t, _class)) => {
+                qname = Some(name);
+                qtype = t;
+            }
+            None if cut => {}
+            None => return None,
+        }
     }
     Some(Message { id, response, rcode: (flags & 0xf) as u8, qdcount, qname, qtype })
 }

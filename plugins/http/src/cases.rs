@@ -320,4 +320,18 @@ mod tests {
     fn random_bytes_never_panic() {
         wirelens_sdk::testing::fuzz::<Http>(&all(), 20_000, 11);
     }
+
+    /// Reads of one byte, and the server's view of every case (whole and a
+    /// byte at a time), give the same messages.
+    #[test]
+    fn one_byte_reads_and_the_server_side() {
+        wirelens_sdk::testing::check_one_byte_reads::<crate::Http>(&all());
+        wirelens_sdk::testing::check_server_side::<crate::Http>(&all());
+    }
+
+    /// Other protocols' first bytes and random bytes are not claimed.
+    #[test]
+    fn claims_no_foreign_protocol() {
+        wirelens_sdk::testing::check_claims_no_foreign_protocol::<crate::Http>();
+    }
 }

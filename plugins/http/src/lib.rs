@@ -83,6 +83,10 @@ impl Protocol for Http {
         }
     }
 
+    fn call_field() -> Option<&'static str> {
+        Some("method")
+    }
+
     fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "keep_query" => {
@@ -101,7 +105,16 @@ impl Protocol for Http {
         let method_len = bytes.iter().position(|&b| b == b' ');
         match method_len {
             Some(n) if METHODS.contains(&&bytes[..n]) && bytes.len() > n + 1 && bytes[n + 1] == b'/' => 95,
-            Some(n) if METHODS.contains(&&bytes[..n]) => 80,
+            // `CONNECT host:443 HTTP/1.1`, `OPTIONS * HTTP/1.1`: only with the
+            // version on the line (NATS sends `CONNECT {...}`).
+            Some(n) if METHODS.contains(&&bytes[..n]) => {
+                let line = &bytes[..memchr(b'\n', bytes).unwrap_or(bytes.len())];
+                if wirelens_sdk::cursor::find(line, b" HTTP/1.").is_some() {
+                    80
+                } else {
+                    0
+                }
+            }
             _ => 0,
         }
     }
@@ -124,11 +137,51 @@ impl Protocol for Http {
         conn.meta[d].take()
     }
 
-    fn resync(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
+    fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
         let d = idx(ctx.direction);
         conn.body[d] = Body::None;
         // The headers were seen, the body was lost: the call still happened.
-        conn.meta[d].take()
+        if let Some(meta) = conn.meta[d].take() {
+            if meta.kind == wirelens_sdk::MessageKind::Response {
+                // Requests still waiting were answered in the lost bytes.
+                conn.head_requests.clear();
+            }
+            return Some(meta);
+        }
+        // A head cut before its end: its start line tells the call.
+        let line = &head[..memchr(b'\n', head).unwrap_or(head.len())];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.starts_with(b"HTTP/") {
+            let (version, code) = split_status_line(line)?;
+            let code = status_code(code)?;
+            // The requests still waiting were answered in the lost bytes.
+            conn.head_requests.clear();
+            if let Some(minor) = minor_version(version) {
+                fields.int(VERSION, minor);
+            }
+            fields.int(RESP_CODE, i64::from(code));
+            return Some(Meta::response(code < 400));
+        }
+        let (method, target, version) = match split_request_line(line) {
+            Some(parts) => parts,
+            // The line itself was cut: the method at least.
+            None => {
+                let method = &line[..memchr(b' ', line)?];
+                (method, &b""[..], &b""[..])
+            }
+        };
+        if !METHODS.contains(&method) {
+            return None;
+        }
+        conn.head_requests.push_back(method == b"HEAD");
+        if let Some(minor) = minor_version(version) {
+            fields.int(VERSION, minor);
+        }
+        fields.text(METHOD, method);
+        if !target.is_empty() {
+            fields.text(URL, self.url_path(target));
+        }
+        Some(Meta::request())
     }
 }
 

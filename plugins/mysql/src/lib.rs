@@ -157,7 +157,7 @@ impl Protocol for Mysql {
         let Some(p) = Packet::read(bytes) else { return 0 };
         // A packet claims its length: the bytes at hand must not contradict it.
         let exact = bytes.len() == p.wire_len() as usize;
-        let ctx = Ctx { conn: 0, direction, role };
+        let ctx = Ctx::for_detect(direction, role);
         let requests = ctx.carries_requests_or_egress();
         if requests {
             match (p.seq, p.payload.first()) {
@@ -187,26 +187,56 @@ impl Protocol for Mysql {
         }
     }
 
+    fn call_field() -> Option<&'static str> {
+        Some("command")
+    }
+
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
         let Some(p) = Packet::read(buf) else { return Step::NeedMore };
         let requests = ctx.carries_requests_or_egress();
         if requests {
-            request(conn, &p, fields)
+            request(conn, &p, ctx.truncated, fields)
         } else {
-            response(conn, &p, buf.len() as u64, fields)
+            response(conn, &p, buf.len() as u64, ctx.truncated, fields)
         }
     }
 
-    fn resync(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
-        let requests = ctx.carries_requests_or_egress();
-        if requests {
-            return None;
+    fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
+        if ctx.carries_requests_or_egress() {
+            // A command whose packet header was cut: what its head says.
+            let p = Packet::read(head)?;
+            return match request(conn, &p, true, fields) {
+                Step::Complete(_, meta) => Some(meta),
+                _ => None,
+            };
         }
         // The rest of this response is lost (a large result set cut by the
-        // capture): report the call as seen so far and wait for the next
-        // request, since a lost response may resume mid-packet.
+        // capture): report the call as seen so far; the SDK resumes at the
+        // next request's answer (a lost response may resume mid-packet).
         conn.response_lost = true;
-        conn.response.take().map(|_| Meta::response(true))
+        let meta = match conn.response.take() {
+            // A response in progress has not failed (an ERR ends it).
+            Some(_) => Some(Meta::response(true)),
+            None => match Packet::read(head) {
+                Some(p) if conn.pending.pop_front().is_some() => {
+                    let failed = p.payload.first() == Some(&0xff);
+                    if failed {
+                        if let Some(code) = error_code(&p) {
+                            fields.int(ERROR_CODE, i64::from(code));
+                        }
+                    }
+                    Some(Meta::response(!failed))
+                }
+                _ => None,
+            },
+        };
+        // Commands still waiting were answered in the lost bytes.
+        conn.pending.clear();
+        meta
+    }
+
+    fn resync(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
+        self.lost(conn, ctx, &[], &mut Fields::default())
     }
 }
 
@@ -242,7 +272,8 @@ impl<'a> Packet<'a> {
 
 // ---------------------------------------------------------------- requests
 
-fn request(conn: &mut Conn, p: &Packet, fields: &mut Fields) -> Step {
+/// A client packet; `truncated`: the rest of it was lost, read what is here.
+fn request(conn: &mut Conn, p: &Packet, truncated: bool, fields: &mut Fields) -> Step {
     conn.response_lost = false;
     if conn.login == Login::Greeted && p.seq == 1 {
         return handshake_response(conn, p, fields);
@@ -281,7 +312,7 @@ fn request(conn: &mut Conn, p: &Packet, fields: &mut Fields) -> Step {
     let mut expect = expect;
     match command {
         0x03 | 0x16 => {
-            if !p.has(1 + SQL_TEXT) {
+            if !p.has(1 + SQL_TEXT) && !truncated {
                 return Step::NeedMore;
             }
             let sql = normalize(&body[..body.len().min(SQL_TEXT)], Dialect::MySql);
@@ -291,7 +322,7 @@ fn request(conn: &mut Conn, p: &Packet, fields: &mut Fields) -> Step {
             }
         }
         0x17 | 0x19 | 0x1a | 0x1c => {
-            if !p.has(5) {
+            if !p.has(5) && !truncated {
                 return Step::NeedMore;
             }
             let id = statement_id(body);
@@ -390,13 +421,14 @@ fn is_sql_verb(verb: &str) -> bool {
 
 // --------------------------------------------------------------- responses
 
-fn response(conn: &mut Conn, p: &Packet, buf_len: u64, fields: &mut Fields) -> Step {
+fn response(conn: &mut Conn, p: &Packet, buf_len: u64, truncated: bool, fields: &mut Fields) -> Step {
     if conn.response.is_none() && conn.response_lost {
         // The bytes may start mid-packet: their "header" means nothing.
         return Step::Discard(buf_len);
     }
-    // Every decision below reads at most the first 12 payload bytes.
-    if !p.has(12) {
+    // Every decision below reads at most the first 12 payload bytes (with
+    // fewer, a cut packet is judged by what is here).
+    if !p.has(12) && !(truncated && p.has(1)) {
         return Step::NeedMore;
     }
     let first = p.payload.first().copied();

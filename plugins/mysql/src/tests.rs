@@ -48,9 +48,10 @@ fn fixtures_recorded_from_mariadb() {
     assert!(wirelens_sdk::testing::check_fixtures::<Mysql>(&dir, 50) >= 2);
 }
 
-/// A large result set cut by the capture: the call is reported when bytes
-/// are lost, the rest of the response (which may start mid-packet) is
-/// dropped, and the next command pairs with its own answer.
+/// A large result set cut by the capture: the call is reported once the
+/// next command proves the response over, with every byte of the response
+/// (the read that may start mid-packet included) and the time of its last
+/// read; the next command pairs with its own answer.
 #[test]
 fn lost_response_bytes_resume_at_the_next_request() {
     use crate::cases::{command, ok};
@@ -68,7 +69,21 @@ fn lost_response_bytes_resume_at_the_next_request() {
     let got = run::<Mysql>(&chunks, &[]);
     assert_eq!(got.len(), 4, "{got:#?}");
     assert!(got[0].contains("command=QUERY"), "{got:#?}");
-    assert!(got[1].starts_with("1 resp in 2-2 size=100040 ok"), "the cut response, reported: {got:#?}");
+    assert!(got[1].starts_with("1 resp in 2-3 size=100059 ok"), "the cut response, whole: {got:#?}");
     assert!(got[2].contains("command=PING"), "{got:#?}");
     assert_eq!(got[3], "1 resp in 5-5 size=11 ok", "the PING's own answer");
+}
+
+/// Reads of one byte, and the server's view of every case (whole and a
+/// byte at a time), give the same messages.
+#[test]
+fn one_byte_reads_and_the_server_side() {
+    wirelens_sdk::testing::check_one_byte_reads::<Mysql>(&cases::all());
+    wirelens_sdk::testing::check_server_side::<Mysql>(&cases::all());
+}
+
+/// Other protocols' first bytes and random bytes are not claimed.
+#[test]
+fn claims_no_foreign_protocol() {
+    wirelens_sdk::testing::check_claims_no_foreign_protocol::<Mysql>();
 }

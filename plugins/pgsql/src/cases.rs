@@ -102,12 +102,12 @@ fn parameter_status(name: &str, value: &str) -> Vec<u8> {
     msg(b'S', &cat(&[&cstr(name), &cstr(value)]))
 }
 
-fn ready(status: u8) -> Vec<u8> {
+pub fn ready(status: u8) -> Vec<u8> {
     msg(b'Z', &[status])
 }
 
 /// RowDescription for text columns of the given type OIDs.
-fn row_description(columns: &[(&str, u32)]) -> Vec<u8> {
+pub fn row_description(columns: &[(&str, u32)]) -> Vec<u8> {
     let mut body = (columns.len() as u16).to_be_bytes().to_vec();
     for (i, (name, oid)) in columns.iter().enumerate() {
         body.extend(cstr(name));
@@ -122,7 +122,7 @@ fn row_description(columns: &[(&str, u32)]) -> Vec<u8> {
     msg(b'T', &body)
 }
 
-fn data_row(values: &[&str]) -> Vec<u8> {
+pub fn data_row(values: &[&str]) -> Vec<u8> {
     let mut body = (values.len() as u16).to_be_bytes().to_vec();
     for v in values {
         body.extend_from_slice(&(v.len() as u32).to_be_bytes());
@@ -131,13 +131,13 @@ fn data_row(values: &[&str]) -> Vec<u8> {
     msg(b'D', &body)
 }
 
-fn command_complete(tag: &str) -> Vec<u8> {
+pub fn command_complete(tag: &str) -> Vec<u8> {
     msg(b'C', &cstr(tag))
 }
 
 /// ErrorResponse with the fields PostgreSQL 15 sends; `source` is the
 /// server's file, line and function.
-fn error(severity: &str, code: &str, message: &str, source: [&str; 3]) -> Vec<u8> {
+pub fn error(severity: &str, code: &str, message: &str, source: [&str; 3]) -> Vec<u8> {
     let mut body = Vec::new();
     let [file, line, routine] = source;
     for (kind, value) in
@@ -513,8 +513,11 @@ pub fn all() -> Vec<Case> {
             ],
             close: vec![],
             expect: vec![
-                // Its fields were to be written at the Sync, which was lost.
-                format!("1 req out 1-1 size={} ok", big_batch.len()),
+                // Its Sync was lost; what the batch held so far names it.
+                format!(
+                    "1 req out 1-1 size={} ok command=PREPARE sql=INSERT INTO blobs (data) VALUES ($1)",
+                    big_batch.len()
+                ),
                 resp(2, &inserted, None),
                 req(3, &select, "QUERY", Some("SELECT id, name FROM users WHERE id = ?")),
                 resp(4, &rows, None),

@@ -222,7 +222,7 @@ impl Protocol for Pgsql {
     }
 
     fn detect(&self, direction: Direction, role: Role, bytes: &[u8]) -> u8 {
-        let ctx = Ctx { conn: 0, direction, role };
+        let ctx = Ctx::for_detect(direction, role);
         if ctx.carries_requests_or_egress() {
             detect_request(bytes)
         } else {
@@ -232,24 +232,52 @@ impl Protocol for Pgsql {
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
         if ctx.carries_requests_or_egress() {
-            parse_request(conn, buf, fields)
+            parse_request(conn, buf, ctx.truncated, fields)
         } else {
-            parse_response(conn, buf, fields)
+            parse_response(conn, buf, ctx.truncated, fields)
+        }
+    }
+
+    fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
+        // The rest of the message in progress is lost; still report it so
+        // pairing stays aligned, with what its head told.
+        if ctx.carries_requests_or_egress() {
+            conn.copy_ended = false;
+            let batch = std::mem::take(&mut conn.batch);
+            if batch.active {
+                fields.str(COMMAND, batch.command());
+                if let Some(sql) = batch.sql() {
+                    fields.str(SQL, sql);
+                }
+                return Some(Meta::request());
+            }
+            // A request whose head was cut before its length was read.
+            return match head.first() {
+                Some(b'Q') => {
+                    fields.str(COMMAND, "QUERY");
+                    Some(Meta::request())
+                }
+                Some(b'P' | b'B' | b'D' | b'E' | b'C' | b'F') => Some(Meta::request()),
+                _ => None,
+            };
+        }
+        conn.answer = None;
+        let response = std::mem::take(&mut conn.response);
+        if response.active {
+            if let Some(code) = &response.error_code {
+                fields.str(ERROR_CODE, code);
+            }
+            return Some(Meta::response(!response.failed));
+        }
+        match head.first() {
+            Some(b'E') => Some(Meta::response(false)),
+            Some(&t) if BACKEND_TYPES.contains(&t) => Some(Meta::response(true)),
+            _ => None,
         }
     }
 
     fn resync(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
-        // The rest of the message in progress is lost; still report it so
-        // pairing stays aligned (a batch's fields are only known at its Sync).
-        if ctx.carries_requests_or_egress() {
-            conn.copy_ended = false;
-            let batch = std::mem::take(&mut conn.batch);
-            batch.active.then(Meta::request)
-        } else {
-            conn.answer = None;
-            let response = std::mem::take(&mut conn.response);
-            response.active.then(|| Meta::response(!response.failed))
-        }
+        self.lost(conn, ctx, &[], &mut Fields::default())
     }
 }
 
@@ -263,8 +291,9 @@ fn show(b: u8) -> String {
 }
 
 /// Read the typed message at the front of `buf`, waiting for at most `peek`
-/// bytes of its body.
-fn frame(buf: &[u8], peek: usize) -> Result<Frame<'_>, Step> {
+/// bytes of its body; `truncated`: the bytes after `buf` were lost, so what
+/// is here is all the body there is to look at.
+fn frame(buf: &[u8], peek: usize, truncated: bool) -> Result<Frame<'_>, Step> {
     let mut cur = Cursor::new(buf);
     let tag = cur.u8().ok_or(Step::NeedMore)?;
     let len = cur.u32_be().ok_or(Step::NeedMore)?;
@@ -273,8 +302,12 @@ fn frame(buf: &[u8], peek: usize) -> Result<Frame<'_>, Step> {
     }
     let body_len = usize::try_from(len - 4).unwrap_or(usize::MAX);
     let want = body_len.min(peek);
-    let body = cur.take(want).ok_or(Step::NeedMore)?;
-    Ok(Frame { tag, wire_len: u64::from(len) + 1, body, whole: want == body_len })
+    let body = match cur.take(want) {
+        Some(body) => body,
+        None if truncated => cur.rest(),
+        None => return Err(Step::NeedMore),
+    };
+    Ok(Frame { tag, wire_len: u64::from(len) + 1, body, whole: body.len() == body_len })
 }
 
 /// A NUL-terminated string. In a body cut short (by [`PEEK`]) a missing NUL
@@ -301,7 +334,7 @@ fn normalize(text: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // Requests (frontend messages)
 
-fn parse_request(conn: &mut Conn, buf: &[u8], fields: &mut Fields) -> Step {
+fn parse_request(conn: &mut Conn, buf: &[u8], truncated: bool, fields: &mut Fields) -> Step {
     let Some(&tag) = buf.first() else { return Step::NeedMore };
     if tag == 0 {
         return parse_untyped(conn, buf, fields);
@@ -311,7 +344,7 @@ fn parse_request(conn: &mut Conn, buf: &[u8], fields: &mut Fields) -> Step {
         b'E' | b'F' | b'H' | b'S' | b'X' | b'd' | b'c' | b'f' | b'p' => 0,
         _ => return Step::Invalid(format!("unknown frontend message type {}", show(tag))),
     };
-    let frame = match frame(buf, peek) {
+    let frame = match frame(buf, peek, truncated) {
         Ok(frame) => frame,
         Err(step) => return step,
     };
@@ -446,7 +479,7 @@ fn remember_statement(statements: &mut BTreeMap<Vec<u8>, String>, name: &[u8], t
 // ---------------------------------------------------------------------------
 // Responses (backend messages)
 
-fn parse_response(conn: &mut Conn, buf: &[u8], fields: &mut Fields) -> Step {
+fn parse_response(conn: &mut Conn, buf: &[u8], truncated: bool, fields: &mut Fields) -> Step {
     let Some(&tag) = buf.first() else { return Step::NeedMore };
     if let Some(asked) = conn.answer.take() {
         match (tag, asked) {
@@ -461,7 +494,7 @@ fn parse_response(conn: &mut Conn, buf: &[u8], fields: &mut Fields) -> Step {
         return Step::Invalid(format!("unknown backend message type {}", show(tag)));
     }
     let peek = if tag == b'E' { PEEK } else { 0 };
-    let frame = match frame(buf, peek) {
+    let frame = match frame(buf, peek, truncated) {
         Ok(frame) => frame,
         Err(step) => return step,
     };
@@ -648,6 +681,20 @@ mod tests {
         }
     }
 
+    /// Reads of one byte, and the server's view of every case (whole and a
+    /// byte at a time), give the same messages.
+    #[test]
+    fn one_byte_reads_and_the_server_side() {
+        wirelens_sdk::testing::check_one_byte_reads::<crate::Pgsql>(&cases::all());
+        wirelens_sdk::testing::check_server_side::<crate::Pgsql>(&cases::all());
+    }
+
+    /// Other protocols' first bytes and random bytes are not claimed.
+    #[test]
+    fn claims_no_foreign_protocol() {
+        wirelens_sdk::testing::check_claims_no_foreign_protocol::<crate::Pgsql>();
+    }
+
     #[test]
     fn any_split_gives_the_same_messages() {
         for (dir, stream, messages) in
@@ -791,5 +838,127 @@ mod tests {
     fn fixtures_recorded_from_postgres() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pgsql");
         assert!(wirelens_sdk::testing::check_fixtures::<Pgsql>(&dir, 50) >= 4);
+    }
+}
+
+/// Calls stay whole and in step when the capture copies only the first
+/// bytes of large reads (the cases of issue 14, as psql and pgbench cause
+/// them against PostgreSQL 15).
+#[cfg(test)]
+mod lost_bytes {
+    use super::cases::{command_complete, data_row, msg, query, ready, row_description};
+    use super::*;
+    use wirelens_sdk::testing::{run, TestChunk};
+
+    /// `bytes` arriving in reads of `read` bytes of which the first
+    /// `copied` are captured, with timestamps from `ts`.
+    fn reads(bytes: &[u8], read: usize, copied: usize, ts: u64, direction: Direction) -> Vec<TestChunk> {
+        bytes
+            .chunks(read)
+            .enumerate()
+            .map(|(i, r)| {
+                let c = TestChunk::egress(ts + i as u64, &r[..r.len().min(copied)]).direction(direction);
+                if r.len() > copied {
+                    c.truncated(r.len() as u64)
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    /// A 5000-row SELECT (about 300 KB) read 64 KiB at a time, 4 KiB of
+    /// each copied: the plugin loses its place in the rows. The UPDATE,
+    /// SELECT and Terminate after it are all reported, paired with their
+    /// own answers, and the big SELECT keeps its whole size and ends at its
+    /// last read.
+    #[test]
+    fn a_large_result_does_not_end_the_connection() {
+        let select = query("SELECT * FROM pgbench_accounts LIMIT 5000");
+        let mut rows = row_description(&[("aid", 23), ("bid", 23), ("abalance", 23), ("filler", 25)]);
+        for i in 0..5000 {
+            rows.extend(data_row(&[&i.to_string(), "1", "0", &" ".repeat(40)]));
+        }
+        rows.extend(command_complete("SELECT 5000"));
+        rows.extend(ready(b'I'));
+        let mut chunks = vec![TestChunk::egress(1, &select)];
+        let big = reads(&rows, 65_536, 4096, 2, Direction::Ingress);
+        let last_read = 1 + big.len() as u64;
+        chunks.extend(big);
+        let update = query("UPDATE pgbench_accounts SET abalance = 1 WHERE aid = 1");
+        let small = query("SELECT abalance FROM pgbench_accounts WHERE aid = 1");
+        let answer =
+            [row_description(&[("abalance", 23)]), data_row(&["1"]), command_complete("SELECT 1"), ready(b'I')]
+                .concat();
+        chunks.push(TestChunk::egress(100, &update));
+        chunks.push(TestChunk::ingress(101, [command_complete("UPDATE 1"), ready(b'I')].concat()));
+        chunks.push(TestChunk::egress(102, &small));
+        chunks.push(TestChunk::ingress(103, &answer));
+        chunks.push(TestChunk::egress(104, msg(b'X', &[])));
+        for case in [
+            chunks.clone(),
+            wirelens_sdk::testing::as_server(&wirelens_sdk::testing::Case {
+                name: "",
+                chunks: chunks.clone(),
+                close: vec![],
+                expect: vec![],
+            })
+            .chunks,
+        ] {
+            let got = run::<Pgsql>(&case, &[]);
+            let server = case[0].direction == Direction::Ingress;
+            let (q, a) = if server { ("in", "out") } else { ("out", "in") };
+            assert_eq!(got, vec![
+                format!("1 req {q} 1-1 size={} ok command=QUERY sql=SELECT * FROM pgbench_accounts LIMIT ?", select.len()),
+                format!("1 resp {a} 2-{last_read} size={} ok", rows.len()),
+                format!("1 req {q} 100-100 size={} ok command=QUERY sql=UPDATE pgbench_accounts SET abalance = ? WHERE aid = ?", update.len()),
+                format!("1 resp {a} 101-101 size={} ok", command_complete("UPDATE 1").len() + ready(b'I').len()),
+                format!("1 req {q} 102-102 size={} ok command=QUERY sql=SELECT abalance FROM pgbench_accounts WHERE aid = ?", small.len()),
+                format!("1 resp {a} 103-103 size={} ok", answer.len()),
+                format!("1 oneway {q} 104-104 size=5 ok command=TERMINATE"),
+            ], "{} side", if server { "server" } else { "client" });
+        }
+    }
+
+    /// The server side of `pgbench -i`: the 1.6 MB COPY arrives in reads
+    /// that do not line up with its CopyData messages, 4 KiB of each copied.
+    /// The COPY is not failed and the queries after it are all reported.
+    #[test]
+    fn a_copy_in_misaligned_reads_is_not_a_failure() {
+        let copy = query("copy pgbench_accounts from stdin");
+        let mut data = Vec::new();
+        for i in 0..20_000 {
+            data.extend(msg(b'd', format!("{i}\t1\t0\t{}\n", " ".repeat(60)).as_bytes()));
+        }
+        data.extend(msg(b'c', &[]));
+        let server = |c: TestChunk| c.role(Role::Server);
+        let mut chunks = vec![server(TestChunk::ingress(1, &copy))];
+        chunks.push(server(TestChunk::egress(2, msg(b'G', &[0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0]))));
+        // Reads of 8 KiB, 4 KiB copied: bytes lost in the middle of messages.
+        let copy_reads = reads(&data, 8192, 4096, 3, Direction::Ingress);
+        let after_copy = 3 + copy_reads.len() as u64;
+        chunks.extend(copy_reads.into_iter().map(server));
+        chunks.push(server(TestChunk::egress(after_copy, [command_complete("COPY 20000"), ready(b'I')].concat())));
+        let mut expect_after = Vec::new();
+        for i in 0..8u64 {
+            let ts = 1000 + 2 * i;
+            let q = query(&format!("vacuum analyze pgbench_branches{i}"));
+            chunks.push(server(TestChunk::ingress(ts, &q)));
+            chunks.push(server(TestChunk::egress(ts + 1, [command_complete("VACUUM"), ready(b'I')].concat())));
+            expect_after.push(format!(
+                "1 req in {ts}-{ts} size={} ok command=QUERY sql=vacuum analyze pgbench_branches{i}",
+                q.len()
+            ));
+            let answer = command_complete("VACUUM").len() + ready(b'I').len();
+            expect_after.push(format!("1 resp out {}-{} size={answer} ok", ts + 1, ts + 1));
+        }
+        let got = run::<Pgsql>(&chunks, &[]);
+        assert_eq!(
+            got[0],
+            format!("1 req in 1-1 size={} ok command=QUERY sql=copy pgbench_accounts from stdin", copy.len())
+        );
+        let answer = 16 + command_complete("COPY 20000").len() + ready(b'I').len();
+        assert_eq!(got[1], format!("1 resp out 2-{after_copy} size={answer} ok"), "the COPY succeeded: {got:#?}");
+        assert_eq!(got[2..], expect_after[..], "the queries after the COPY");
     }
 }

@@ -142,6 +142,149 @@ mod tests {
         }
     }
 
+    /// A command array and its bulk strings.
+    fn command(words: &[&[u8]]) -> Vec<u8> {
+        let mut v = format!("*{}\r\n", words.len()).into_bytes();
+        for w in words {
+            v.extend_from_slice(format!("${}\r\n", w.len()).as_bytes());
+            v.extend_from_slice(w);
+            v.extend_from_slice(b"\r\n");
+        }
+        v
+    }
+
+    /// redis-cli's first command is `COMMAND DOCS`, whose reply (~170 KB, a
+    /// nested array of small elements) the capture cuts: its end cannot be
+    /// computed. The next command proves it over: the call keeps its
+    /// command, success, whole size and the time of its last read, and the
+    /// next command pairs with its own reply.
+    #[test]
+    fn a_reply_larger_than_the_capture_keeps_pairing() {
+        let docs = command(&[b"COMMAND", b"DOCS"]);
+        let mut head = b"*700\r\n".to_vec();
+        while head.len() < 4096 {
+            head.extend_from_slice(
+                b"$3\r\nget\r\n*4\r\n$7\r\nsummary\r\n$9\r\nGet value\r\n$5\r\nsince\r\n$5\r\n1.0.0\r\n",
+            );
+        }
+        head.truncate(4096);
+        let reads = [16_384u64, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 5_000];
+        let total: u64 = reads.iter().sum();
+        let mut chunks = vec![TestChunk::egress(1, &docs), TestChunk::ingress(2, &head).truncated(reads[0])];
+        for (i, &n) in reads.iter().enumerate().skip(1) {
+            // Later reads start anywhere inside the reply.
+            chunks.push(TestChunk::ingress(2 + i as u64, b"ary\r\n$5\r\n1.0.0\r\n").truncated(n));
+        }
+        chunks.push(TestChunk::egress(20, GET));
+        chunks.push(TestChunk::ingress(21, "$5\r\nvalue\r\n"));
+        let got = run::<Redis>(&chunks, &[]);
+        assert_eq!(
+            got,
+            vec![
+                format!("1 req out 1-1 size={} ok command=COMMAND key_count=0", docs.len()),
+                format!("1 resp in 2-12 size={total} ok"),
+                req(20, GET.len(), "GET", 1),
+                resp(21, 11, true),
+            ]
+        );
+    }
+
+    /// Nothing follows the cut reply for a long time (an interactive user):
+    /// the host's clock ends it once it has been quiet for five seconds.
+    #[test]
+    fn a_cut_reply_is_reported_after_a_quiet_spell() {
+        let docs = command(&[b"COMMAND", b"DOCS"]);
+        let head = b"*700\r\n$3\r\nget\r\n*4\r\n$7\r\nsummary\r\n";
+        let s = 1_000_000_000u64;
+        let chunks = vec![
+            TestChunk::egress(s, &docs),
+            TestChunk::ingress(2 * s, head).truncated(170_000),
+            TestChunk::tick(3 * s),
+            TestChunk::tick(8 * s),
+        ];
+        let got = run::<Redis>(&chunks, &[]);
+        assert_eq!(
+            got,
+            vec![
+                format!("1 req out {s}-{s} size={} ok command=COMMAND key_count=0", docs.len()),
+                format!("1 resp in {}-{} size=170000 ok", 2 * s, 2 * s),
+            ]
+        );
+    }
+
+    /// redis-benchmark -P 5 with 10 KB values: five replies of 10,008 bytes
+    /// in reads of 16 KiB of which 4 KiB are copied. Replies whose first
+    /// bytes were copied keep their outcome; the others are unseen (outcome
+    /// unknown), never failures; every call is counted and the sizes add up.
+    #[test]
+    fn pipelined_replies_larger_than_the_capture_are_never_failures() {
+        let gets: Vec<u8> = (0..5).flat_map(|_| command(&[b"GET", b"key:__rand_int__"])).collect();
+        let reply_len = 10_008u64;
+        let mut value = b"$10000\r\n".to_vec();
+        value.resize(4096, b'x');
+        let mut chunks = Vec::new();
+        let mut ts = 1;
+        for _round in 0..4 {
+            chunks.push(TestChunk::egress(ts, &gets));
+            ts += 1;
+            let mut left = 5 * reply_len;
+            let mut at = 0u64;
+            while left > 0 {
+                let n = left.min(16_384);
+                // The copied head of a read: a reply's start where one falls
+                // in it, else value bytes.
+                let starts_here = at % reply_len == 0;
+                let bytes = if starts_here { value.clone() } else { vec![b'x'; 4096.min(n as usize)] };
+                let bytes = &bytes[..bytes.len().min(n as usize)];
+                chunks.push(TestChunk::ingress(ts, bytes).truncated(n));
+                ts += 1;
+                at += n;
+                left -= n;
+            }
+        }
+        let got = run::<Redis>(&chunks, &[1]);
+        let requests = got.iter().filter(|l| l.contains(" req ")).count();
+        let responses: Vec<&String> = got.iter().filter(|l| l.contains(" resp ")).collect();
+        assert_eq!((requests, responses.len()), (20, 20), "{got:#?}");
+        assert!(!got.iter().any(|l| l.ends_with(" fail") || l.contains(" fail ")), "no failures: {got:#?}");
+        let size: u64 = responses
+            .iter()
+            .map(|l| l.split("size=").nth(1).unwrap().split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(size, 4 * 5 * reply_len, "sizes add up");
+        assert!(responses.iter().any(|l| l.ends_with(" ok")), "replies seen from their start keep their outcome");
+    }
+
+    /// A large value that is not the command's last argument: skipped by its
+    /// length; the arguments after it are lost with the capture, and the
+    /// reply proves the command over.
+    #[test]
+    fn a_large_value_inside_a_command() {
+        let mut mset = command(&[b"MSET", b"k1"]);
+        mset[1] = b'5'; // *5: MSET k1 <value> k2 v
+        let value_head = b"$100000\r\n";
+        let total = mset.len() + value_head.len() + 100_002 + command(&[b"k2", b"v"]).len() - 4;
+        let mut captured = mset.clone();
+        captured.extend_from_slice(value_head);
+        captured.resize(4096, b'v');
+        let chunks = vec![
+            TestChunk::egress(1, &captured).truncated(total as u64),
+            TestChunk::ingress(2, "+OK\r\n"),
+            TestChunk::egress(3, GET),
+            TestChunk::ingress(4, "$-1\r\n"),
+        ];
+        let got = run::<Redis>(&chunks, &[]);
+        assert_eq!(
+            got,
+            vec![
+                format!("1 req out 1-1 size={total} ok command=MSET key_count=2"),
+                resp(2, 5, true),
+                req(3, GET.len(), "GET", 1),
+                resp(4, 5, true),
+            ]
+        );
+    }
+
     #[test]
     fn detect() {
         let r = Redis;
@@ -166,5 +309,19 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         wirelens_sdk::testing::fuzz::<Redis>(&all(), 20_000, 11);
+    }
+
+    /// Reads of one byte, and the server's view of every case (whole and a
+    /// byte at a time), give the same messages.
+    #[test]
+    fn one_byte_reads_and_the_server_side() {
+        wirelens_sdk::testing::check_one_byte_reads::<crate::Redis>(&all());
+        wirelens_sdk::testing::check_server_side::<crate::Redis>(&all());
+    }
+
+    /// Other protocols' first bytes and random bytes are not claimed.
+    #[test]
+    fn claims_no_foreign_protocol() {
+        wirelens_sdk::testing::check_claims_no_foreign_protocol::<crate::Redis>();
     }
 }

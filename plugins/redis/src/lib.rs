@@ -31,6 +31,36 @@ pub struct Redis;
 pub struct Conn {
     /// The client issued (P|S)SUBSCRIBE: arrays of `message` are pushes.
     subscribed: bool,
+    /// The message in progress, per direction (egress, ingress).
+    msgs: [Msg; 2],
+}
+
+/// A message read element by element: large bulk strings are skipped by
+/// their length, copied or not, so a value of any size (and a capture of
+/// any size) keeps the stream in step.
+#[derive(Default)]
+struct Msg {
+    active: bool,
+    /// Elements still to read at each open aggregate level.
+    stack: Vec<u64>,
+    /// Requests: elements of the command array, and its first (upper case).
+    argc: u64,
+    command: Option<Vec<u8>>,
+    /// Replies: outcome and kind, from the first element.
+    success: bool,
+    push: bool,
+    /// The first element of a top-level array reply (`message` pushes).
+    first_word: Option<Vec<u8>>,
+}
+
+/// Longest word kept (commands, push kinds).
+const MAX_WORD: usize = 32;
+
+fn idx(d: Direction) -> usize {
+    match d {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
 }
 
 impl Protocol for Redis {
@@ -47,8 +77,12 @@ impl Protocol for Redis {
         }
     }
 
+    fn call_field() -> Option<&'static str> {
+        Some("command")
+    }
+
     fn detect(&self, direction: Direction, role: Role, bytes: &[u8]) -> u8 {
-        let ctx = Ctx { conn: 0, direction, role };
+        let ctx = Ctx::for_detect(direction, role);
         let requests = ctx.carries_requests_or_egress();
         if requests {
             // `*<n>\r\n$<len>\r\n<COMMAND>`: the usual client encoding.
@@ -61,11 +95,14 @@ impl Protocol for Redis {
                 let word = cur.line().unwrap_or_default();
                 return if is_known_command(word) { 95 } else { 60 };
             }
-            // Inline commands (`PING\r\n`): one short line, and not HTTP.
+            // Inline commands (`PING\r\n`): one short line, a known command
+            // in upper case (memcached's text protocol has the same shape
+            // in lower case: `get key\r\n`), and not HTTP.
             let one_line = bytes.len() <= 256 && bytes.iter().filter(|&&b| b == b'\n').count() == 1;
             let word = bytes.split(|&b| b == b' ' || b == b'\r').next().unwrap_or_default();
+            let upper = !word.is_empty() && word.iter().all(u8::is_ascii_uppercase);
             let http = wirelens_sdk::cursor::find(bytes, b" HTTP/").is_some();
-            if one_line && !http && bytes.ends_with(b"\r\n") && is_known_command(word) {
+            if one_line && upper && !http && bytes.ends_with(b"\r\n") && is_known_command(word) {
                 return 70;
             }
             0
@@ -80,79 +117,212 @@ impl Protocol for Redis {
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
         let requests = ctx.carries_requests_or_egress();
+        let d = idx(ctx.direction);
+        if !conn.msgs[d].active && requests && buf[0] != b'*' {
+            return parse_inline(conn, buf, fields);
+        }
+        let step = parse_elements(conn, d, requests, ctx.truncated, buf);
+        if let Step::Complete(_, _) = step {
+            let msg = std::mem::take(&mut conn.msgs[d]);
+            if requests {
+                finish_request(conn, msg.command.as_deref(), msg.argc, fields);
+            }
+        }
+        step
+    }
+
+    fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
+        let requests = ctx.carries_requests_or_egress();
+        let d = idx(ctx.direction);
+        let msg = std::mem::take(&mut conn.msgs[d]);
+        if !msg.active && head.is_empty() {
+            return None;
+        }
         if requests {
-            self.parse_request(conn, buf, fields)
+            // What the head tells of the command: `*<argc>` and its first bulk.
+            let (mut argc, mut command) = (msg.argc, msg.command);
+            if !msg.active {
+                let mut cur = Cursor::new(head);
+                match cur.line() {
+                    Some(l) if l.first() == Some(&b'*') => {
+                        argc = parse_decimal(&l[1..]).unwrap_or(0);
+                        if let (Some(_), Some(word)) = (cur.line(), cur.line()) {
+                            command = Some(word.to_ascii_uppercase());
+                        }
+                    }
+                    Some(l) => {
+                        // An inline command cut short.
+                        let word = l.split(|&b| b == b' ').next().unwrap_or_default();
+                        command = Some(word.to_ascii_uppercase());
+                        argc = 1 + l.split(|&b| b == b' ').filter(|w| !w.is_empty()).count().saturating_sub(1) as u64;
+                    }
+                    None => {}
+                }
+            }
+            finish_request(conn, command.as_deref(), argc, fields);
+            return Some(Meta::request());
+        }
+        let (success, push) = if msg.active {
+            (msg.success, msg.push || is_message_push(conn, msg.first_word.as_deref()))
         } else {
-            parse_reply(conn, buf)
-        }
-    }
-}
-
-impl Redis {
-    fn parse_request(&self, conn: &mut Conn, buf: &[u8], fields: &mut Fields) -> Step {
-        if buf[0] != b'*' {
-            return parse_inline(buf, fields);
-        }
-        let mut cur = Cursor::new(buf);
-        let Some(head) = cur.line() else { return need_more(buf) };
-        let Some(argc) = parse_decimal(&head[1..]) else {
-            return Step::Invalid(format!("bad array header `{}`", String::from_utf8_lossy(head)));
+            (!matches!(head[0], b'-' | b'!'), head[0] == b'>')
         };
-        // The command upper-cased on the stack (no allocation per request);
-        // names longer than the buffer are not commands worth a fast path.
-        let mut short = [0u8; 32];
-        let mut long = Vec::new();
-        let mut command: Option<&[u8]> = None;
-        for i in 0..argc {
-            let Some(line) = cur.line() else { return need_more(buf) };
-            let len = match line.split_first() {
-                Some((b'$', n)) => parse_decimal(n),
-                _ => None,
-            };
-            let Some(len) = len else {
-                return Step::Invalid(format!("bad bulk header `{}`", String::from_utf8_lossy(line)));
-            };
-            let data_start = cur.position() as u64;
-            if i == 0 {
-                let Some(word) = cur.take_len(len) else { return need_more(buf) };
-                command = Some(uppercase(word, &mut short, &mut long));
-                if cur.line().is_none() {
-                    return need_more(buf);
-                }
-                continue;
-            }
-            if cur.take_len(len).is_none() || cur.skip(2).is_none() {
-                // A large last argument may be cut by the capture: its
-                // length says where the request ends.
-                if i + 1 == argc {
-                    let end = data_start + len + 2;
-                    finish_request(conn, command, argc, fields);
-                    return Step::Complete(end, Meta::request());
-                }
-                return need_more(buf);
-            }
-        }
-        finish_request(conn, command, argc, fields);
-        Step::Complete(cur.position() as u64, Meta::request())
+        Some(reply_meta(push, success))
     }
 }
 
-/// `word` in upper case, in `short` when it fits, else in `long`.
-fn uppercase<'a>(word: &[u8], short: &'a mut [u8; 32], long: &'a mut Vec<u8>) -> &'a [u8] {
-    match short.get_mut(..word.len()) {
-        Some(out) => {
-            out.copy_from_slice(word);
-            out.make_ascii_uppercase();
-            out
+/// Read elements of the message in progress (or a new one) from `buf`:
+/// `Complete` when its last element ends, `Continue` for elements read
+/// (possibly ending past the bytes at hand: a bulk string skipped by its
+/// length), `NeedMore` when not even one element is complete here.
+fn parse_elements(conn: &mut Conn, d: usize, requests: bool, truncated: bool, buf: &[u8]) -> Step {
+    let subscribed = conn.subscribed;
+    let msg = &mut conn.msgs[d];
+    let mut cur = Cursor::new(buf);
+    loop {
+        let at = cur.position() as u64;
+        let Some(line) = cur.line() else {
+            return progress_or(at, need_more(buf));
+        };
+        let Some((&kind, rest)) = line.split_first() else {
+            return Step::Invalid("empty RESP line".into());
+        };
+        let first = !msg.active;
+        if first {
+            msg.active = true;
+            msg.success = true;
+            if requests && kind != b'*' {
+                return Step::Invalid(format!(
+                    "not a RESP request: `{}`",
+                    String::from_utf8_lossy(&line[..line.len().min(16)])
+                ));
+            }
+            msg.push = kind == b'>';
         }
-        None => {
-            *long = word.to_ascii_uppercase();
-            long
+        let top = msg.stack.is_empty();
+        let mut children = 0u64;
+        match kind {
+            b'+' | b':' | b',' | b'(' | b'#' | b'_' => {}
+            b'-' => {
+                if top {
+                    msg.success = false;
+                }
+            }
+            b'$' | b'!' | b'=' => {
+                if rest != b"-1" {
+                    let Some(len) = parse_decimal(rest) else {
+                        return Step::Invalid(format!("bad length `{}`", String::from_utf8_lossy(line)));
+                    };
+                    if top && kind == b'!' {
+                        msg.success = false;
+                    }
+                    let data_at = cur.position() as u64;
+                    let end = data_at.saturating_add(len).saturating_add(2);
+                    // The word that names the command (or the push kind).
+                    let wanted_word = if requests {
+                        msg.stack.len() == 1 && msg.command.is_none()
+                    } else {
+                        msg.stack.len() == 1 && msg.first_word.is_none()
+                    };
+                    match cur.take_len(len) {
+                        Some(data) if cur.skip(2).is_some() => {
+                            if wanted_word {
+                                let word = data[..data.len().min(MAX_WORD)].to_ascii_uppercase();
+                                if requests {
+                                    msg.command = Some(word);
+                                } else {
+                                    msg.first_word = Some(data[..data.len().min(MAX_WORD)].to_vec());
+                                }
+                            }
+                        }
+                        _ if wanted_word && (len as usize) <= MAX_WORD && !truncated => {
+                            // A short word still to come: wait for it.
+                            return progress_or(at, need_more(buf));
+                        }
+                        _ => {
+                            // A bulk string longer than the bytes at hand:
+                            // skipped by its length, copied or not.
+                            if wanted_word && requests {
+                                msg.command = Some(Vec::new());
+                            }
+                            return match element_done(msg) {
+                                true => Step::Complete(end, message_meta(msg, requests, subscribed)),
+                                false => Step::Continue(end),
+                            };
+                        }
+                    }
+                }
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                if rest != b"-1" {
+                    let Some(n) = parse_decimal(rest) else {
+                        return Step::Invalid(format!("bad aggregate length `{}`", String::from_utf8_lossy(line)));
+                    };
+                    children = if kind == b'%' || kind == b'|' { n.saturating_mul(2) } else { n };
+                }
+                if kind == b'|' {
+                    // An attribute precedes the real reply: read both.
+                    children = children.saturating_add(1);
+                }
+                if requests && first {
+                    msg.argc = children;
+                }
+            }
+            _ => {
+                return Step::Invalid(format!(
+                    "not a RESP reply: `{}`",
+                    String::from_utf8_lossy(&line[..line.len().min(16)])
+                ));
+            }
+        }
+        if msg.stack.len() >= MAX_DEPTH {
+            return Step::Invalid("replies nested too deep".into());
+        }
+        if children > 0 {
+            msg.stack.push(children);
+            continue;
+        }
+        if element_done(msg) {
+            return Step::Complete(cur.position() as u64, message_meta(msg, requests, subscribed));
         }
     }
 }
 
-fn parse_inline(buf: &[u8], fields: &mut Fields) -> Step {
+/// The meta of a message whose last element was just read.
+fn message_meta(msg: &Msg, requests: bool, subscribed: bool) -> Meta {
+    if requests {
+        return Meta::request();
+    }
+    let push = msg.push || is_message_push_word(subscribed, msg.first_word.as_deref());
+    reply_meta(push, msg.success)
+}
+
+/// One element ended: pop finished aggregates; true when the whole message did.
+fn element_done(msg: &mut Msg) -> bool {
+    loop {
+        match msg.stack.last_mut() {
+            None => return true,
+            Some(n) => {
+                *n -= 1;
+                if *n > 0 {
+                    return false;
+                }
+                msg.stack.pop();
+            }
+        }
+    }
+}
+
+/// `Continue` over the elements read so far, or `otherwise` if none was.
+fn progress_or(consumed: u64, otherwise: Step) -> Step {
+    if consumed > 0 {
+        Step::Continue(consumed)
+    } else {
+        otherwise
+    }
+}
+
+fn parse_inline(conn: &mut Conn, buf: &[u8], fields: &mut Fields) -> Step {
     let mut cur = Cursor::new(buf);
     let Some(line) = cur.line() else { return need_more(buf) };
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
@@ -161,8 +331,7 @@ fn parse_inline(buf: &[u8], fields: &mut Fields) -> Step {
         return Step::Invalid(format!("not a Redis command: `{}`", String::from_utf8_lossy(line)));
     }
     let argc = 1 + words.count() as u64;
-    let mut conn = Conn::default();
-    finish_request(&mut conn, Some(&word.to_ascii_uppercase()), argc, fields);
+    finish_request(conn, Some(&word.to_ascii_uppercase()), argc, fields);
     Step::Complete(cur.position() as u64, Meta::request())
 }
 
@@ -171,8 +340,10 @@ fn finish_request(conn: &mut Conn, command: Option<&[u8]>, argc: u64, fields: &m
     if matches!(command, b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE") {
         conn.subscribed = true;
     }
-    fields.text(COMMAND, command);
-    fields.int(KEY_COUNT, key_count(command, argc) as i64);
+    if !command.is_empty() {
+        fields.text(COMMAND, command);
+        fields.int(KEY_COUNT, key_count(command, argc) as i64);
+    }
 }
 
 /// Keys a command names, from its shape (argc includes the command).
@@ -237,112 +408,13 @@ fn is_known_command(word: &[u8]) -> bool {
     COMMON.iter().any(|c| c.eq_ignore_ascii_case(word))
 }
 
-/// One reply (or push); its first byte says its type.
-fn parse_reply(conn: &mut Conn, buf: &[u8]) -> Step {
-    // Elements still to read at each open aggregate level.
-    let mut stack: Vec<u64> = Vec::new();
-    let mut cur = Cursor::new(buf);
-    let mut success = true;
-    let mut push = buf[0] == b'>';
-    let mut first_word: Option<&[u8]> = None;
-    loop {
-        let Some(line) = cur.line() else { return need_more(buf) };
-        let Some((&kind, rest)) = line.split_first() else {
-            return Step::Invalid("empty reply line".into());
-        };
-        let top = stack.is_empty();
-        let mut children = 0u64;
-        match kind {
-            b'+' | b':' | b',' | b'(' | b'#' | b'_' => {
-                if top && kind == b'+' {
-                    success = true;
-                }
-            }
-            b'-' => {
-                if top {
-                    success = false;
-                }
-            }
-            b'$' | b'!' | b'=' => {
-                if rest == b"-1" {
-                    // Null bulk string.
-                } else {
-                    let Some(len) = parse_decimal(rest) else {
-                        return Step::Invalid(format!("bad length `{}`", String::from_utf8_lossy(line)));
-                    };
-                    if top && kind == b'!' {
-                        success = false;
-                    }
-                    let data_start = cur.position() as u64;
-                    match cur.take_len(len) {
-                        Some(data) => {
-                            if first_word.is_none() && stack.len() == 1 {
-                                first_word = Some(data);
-                            }
-                            if cur.skip(2).is_none() {
-                                return need_more(buf);
-                            }
-                        }
-                        None => {
-                            // Cut by the capture: fine if nothing follows it.
-                            let rest_empty = stack.iter().all(|&n| n <= 1);
-                            if rest_empty {
-                                let push = push || is_message_push(conn, first_word);
-                                return Step::Complete(data_start + len + 2, reply_meta(push, success));
-                            }
-                            return need_more(buf);
-                        }
-                    }
-                }
-            }
-            b'*' | b'~' | b'>' | b'%' | b'|' => {
-                if rest != b"-1" {
-                    let Some(n) = parse_decimal(rest) else {
-                        return Step::Invalid(format!("bad aggregate length `{}`", String::from_utf8_lossy(line)));
-                    };
-                    children = if kind == b'%' || kind == b'|' { n.saturating_mul(2) } else { n };
-                }
-                if kind == b'|' {
-                    // An attribute precedes the real reply: read both.
-                    children = children.saturating_add(1);
-                }
-            }
-            _ => {
-                return Step::Invalid(format!(
-                    "not a RESP reply: `{}`",
-                    String::from_utf8_lossy(&line[..line.len().min(16)])
-                ));
-            }
-        }
-        if stack.len() >= MAX_DEPTH {
-            return Step::Invalid("replies nested too deep".into());
-        }
-        // This element is done (unless it opens an aggregate).
-        if children > 0 {
-            stack.push(children);
-            continue;
-        }
-        loop {
-            match stack.last_mut() {
-                None => {
-                    push = push || is_message_push(conn, first_word);
-                    return Step::Complete(cur.position() as u64, reply_meta(push, success));
-                }
-                Some(n) => {
-                    *n -= 1;
-                    if *n > 0 {
-                        break;
-                    }
-                    stack.pop();
-                }
-            }
-        }
-    }
-}
-
 /// A RESP2 array starting with `message` on a subscribed connection.
 fn is_message_push(conn: &Conn, first_word: Option<&[u8]>) -> bool {
-    conn.subscribed && matches!(first_word, Some(b"message" | b"pmessage" | b"smessage"))
+    is_message_push_word(conn.subscribed, first_word)
+}
+
+fn is_message_push_word(subscribed: bool, first_word: Option<&[u8]>) -> bool {
+    subscribed && matches!(first_word, Some(b"message" | b"pmessage" | b"smessage"))
 }
 
 fn reply_meta(push: bool, success: bool) -> Meta {
