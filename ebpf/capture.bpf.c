@@ -254,17 +254,14 @@ static __always_inline __u8 unix_role(struct sock *sk) {
     return WL_ROLE_UNKNOWN;
 }
 
-/* The event header, written in place (scratch or ring). */
+/* The event header, written in place (scratch or ring). `ret`: the bytes
+ * the call moved. */
 static __always_inline void fill_header(struct wl_event *e, const struct sock_desc *d, __u16 kind, __u16 sys,
-                                        int fd, long ret, __u8 direction) {
-    __u64 id = bpf_get_current_pid_tgid();
+                                        long ret, __u8 direction) {
     e->ts = bpf_ktime_get_ns();
     e->sock = d->cookie;
-    e->ret = ret;
     e->real_len = ret > 0 ? ret : 0;
-    e->pid = id >> 32;
-    e->tid = (__u32)id;
-    e->fd = fd;
+    e->pid = bpf_get_current_pid_tgid() >> 32;
     e->captured = 0;
     e->kind = kind;
     e->syscall = sys;
@@ -277,10 +274,11 @@ static __always_inline void fill_header(struct wl_event *e, const struct sock_de
     __builtin_memset(e->pad, 0, sizeof(e->pad));
     __builtin_memcpy(e->laddr, d->laddr, 16);
     __builtin_memcpy(e->raddr, d->raddr, 16);
-    /* The process's name (its main thread's), not this thread's; the
-     * kernel keeps it NUL-padded, so 16 bytes is the whole string. */
-    struct task_struct *task = bpf_get_current_task_btf();
-    __builtin_memcpy(e->comm, task->group_leader->comm, sizeof(e->comm));
+    /* The process's name and start (its main thread's), not this thread's;
+     * the kernel keeps the name NUL-padded, so 16 bytes is the whole string. */
+    struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
+    e->start_ns = leader->start_time;
+    __builtin_memcpy(e->comm, leader->comm, sizeof(e->comm));
 }
 
 /* Wake the reader only when this record of `size` bytes takes what is
@@ -418,7 +416,7 @@ static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock 
             count(WL_CNT_LOST);                                                                \
             return;                                                                            \
         }                                                                                      \
-        fill_header(e, d, WL_EV_DATA, sys, fd, ret, direction);                                \
+        fill_header(e, d, WL_EV_DATA, sys, ret, direction);                                \
         /* Bound the length again where the verifier sees it (clang would                     \
          * otherwise reuse the register checked against cap_len's bound only). */              \
         __u64 len = n;                                                                         \
@@ -434,8 +432,8 @@ static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock 
         return;                                                                                \
     }
 
-static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, int fd, long ret, __u8 direction,
-                                       __u64 buf, __u64 buf_len) {
+static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 buf,
+                                       __u64 buf_len) {
     /* A datagram longer than the buffer (MSG_TRUNC) moved only buf_len. */
     __u32 n = cap_len((__u64)ret < buf_len ? (__u64)ret : buf_len);
     RESERVE_CLASS(128)
@@ -447,19 +445,19 @@ static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, int
 
 /* An event in the per-CPU scratch record, header filled, no payload yet
  * (send it with submit()); NULL only if the map lookup fails. */
-static __always_inline struct scratch *scratch_event(const struct sock_desc *d, __u16 kind, __u16 sys, int fd,
-                                                     long ret, __u8 direction) {
+static __always_inline struct scratch *scratch_event(const struct sock_desc *d, __u16 kind, __u16 sys, long ret,
+                                                     __u8 direction) {
     __u32 zero = 0;
     struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
     if (s)
-        fill_header(&s->ev, d, kind, sys, fd, ret, direction);
+        fill_header(&s->ev, d, kind, sys, ret, direction);
     return s;
 }
 
 /* A data event whose payload is gathered from an iovec array. */
-static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, int fd, long ret, __u8 direction,
-                                      __u64 iovs, __u64 cnt) {
-    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, fd, ret, direction);
+static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 iovs,
+                                      __u64 cnt) {
+    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, ret, direction);
     if (!s)
         return;
     s->ev.captured = copy_iov(s, iovs, cnt, ret);
@@ -469,8 +467,8 @@ static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, int 
 }
 
 /* A data event without payload (sendfile, splice, io_uring). */
-static __always_inline void size_event(const struct sock_desc *d, __u16 sys, int fd, long ret, __u8 direction) {
-    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, fd, ret, direction);
+static __always_inline void size_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction) {
+    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, ret, direction);
     if (s)
         submit(s);
 }
@@ -545,23 +543,22 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
         }
     }
 
-    int fd = regs->di;
     switch (nr) {
     case NR_read:
     case NR_write:
-        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, fd, ret, direction, regs->si, regs->dx);
+        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, ret, direction, regs->si, regs->dx);
         break;
     case NR_sendto:
         peer_from_sockaddr(&d, regs->r8);
-        flat_event(&d, WL_SYS_SENDTO, fd, ret, direction, regs->si, regs->dx);
+        flat_event(&d, WL_SYS_SENDTO, ret, direction, regs->si, regs->dx);
         break;
     case NR_recvfrom:
         peer_from_datagram(&d, sk, ret);
-        flat_event(&d, WL_SYS_RECVFROM, fd, ret, direction, regs->si, regs->dx);
+        flat_event(&d, WL_SYS_RECVFROM, ret, direction, regs->si, regs->dx);
         break;
     case NR_readv:
     case NR_writev:
-        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, fd, ret, direction, regs->si, regs->dx);
+        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, ret, direction, regs->si, regs->dx);
         break;
     case NR_sendmsg:
     case NR_recvmsg:
@@ -574,25 +571,24 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
             msg += (__u64)mmsg_index(task, regs->si, regs->dx, ret) * sizeof(struct mmsghdr);
         struct user_msghdr m = {};
         if (bpf_probe_read_user(&m, sizeof(m), (void *)msg) != 0) {
-            size_event(&d, sys, fd, ret, direction);
+            size_event(&d, sys, ret, direction);
             break;
         }
         if (direction == WL_EGRESS)
             peer_from_sockaddr(&d, (__u64)m.msg_name);
         else
             peer_from_datagram(&d, sk, ret);
-        iov_event(&d, sys, fd, ret, direction, (__u64)m.msg_iov, m.msg_iovlen);
+        iov_event(&d, sys, ret, direction, (__u64)m.msg_iov, m.msg_iovlen);
         break;
     }
     case NR_sendfile:
     case NR_splice:
-        /* sendfile's out_fd is its first argument; splice's is its third. */
-        size_event(&d, WL_SYS_SENDFILE, nr == NR_sendfile ? fd : (int)regs->dx, ret, direction);
+        size_event(&d, WL_SYS_SENDFILE, ret, direction);
         break;
     default:
         /* Not a system call on the socket (io_uring, a kernel path on the
-         * process's behalf): the size only, with no fd. */
-        size_event(&d, WL_SYS_OTHER, -1, ret, direction);
+         * process's behalf): the size only. */
+        size_event(&d, WL_SYS_OTHER, ret, direction);
         break;
     }
     return 0;
@@ -632,7 +628,7 @@ int on_state(__u64 *ctx) {
     describe(sk, &d);
     d.cookie = bpf_get_socket_cookie(sk);
     d.role = info->role;
-    struct scratch *s = scratch_event(&d, WL_EV_CLOSE, 0, -1, 0, WL_EGRESS);
+    struct scratch *s = scratch_event(&d, WL_EV_CLOSE, 0, 0, WL_EGRESS);
     if (s)
         submit(s);
     return 0;
@@ -678,5 +674,101 @@ int on_data_ready(__u64 *ctx) {
     e->len = __builtin_bswap16(udp[2]) - 8;
     barrier();
     info->dgram_tail = tail + 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Process identity: the command line from the kernel as a process is born
+ * (exec), inherited by forked children until they exec, marked when the
+ * process exits. The daemon reads it instead of /proc, where a process that
+ * exits within milliseconds is already gone, and removes exited entries
+ * once their events are read (an LRU map, so a daemon that falls behind
+ * never blocks a new entry). */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u32);
+    __type(value, struct wl_proc);
+} procs SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct wl_proc);
+} proc_scratch SEC(".maps");
+
+/* The argument area of the current process (whose mm is `mm`) into p. */
+static __always_inline void read_argv(struct wl_proc *p, struct mm_struct *mm) {
+    unsigned long start = mm->arg_start, end = mm->arg_end;
+    __u64 full = end > start ? end - start : 0;
+    __u64 n = full;
+    if (n > WL_ARGV_MAX)
+        n = WL_ARGV_MAX;
+    barrier_var(n);
+    p->argv_full = full;
+    p->argv_len = 0;
+    if (n > 0 && n <= WL_ARGV_MAX && bpf_probe_read_user(p->argv, n, (void *)start) == 0)
+        p->argv_len = n;
+}
+
+/* A new program image: its pid's entry is this process now. */
+SEC("tp_btf/sched_process_exec")
+int on_exec(__u64 *ctx) {
+    struct task_struct *task = (struct task_struct *)ctx[0];
+    __u32 zero = 0, pid = task->tgid;
+    struct wl_proc *p = bpf_map_lookup_elem(&proc_scratch, &zero);
+    if (!p || !task->mm)
+        return 0;
+    p->start_ns = task->group_leader->start_time;
+    p->exited_ns = 0;
+    read_argv(p, task->mm);
+    bpf_map_update_elem(&procs, &pid, p, BPF_ANY);
+    return 0;
+}
+
+/* A new process (not a thread) runs its parent's program until it execs:
+ * it is described as its parent is (the parent's entry, else the parent's
+ * current arguments: this runs in the parent). */
+SEC("tp_btf/sched_process_fork")
+int on_fork(__u64 *ctx) {
+    struct task_struct *parent = (struct task_struct *)ctx[0], *child = (struct task_struct *)ctx[1];
+    if (child->pid != child->tgid)
+        return 0;
+    __u32 zero = 0, ppid = parent->tgid, pid = child->tgid;
+    struct wl_proc *p = bpf_map_lookup_elem(&proc_scratch, &zero);
+    if (!p)
+        return 0;
+    struct wl_proc *from = bpf_map_lookup_elem(&procs, &ppid);
+    if (from) {
+        __builtin_memcpy(p, from, sizeof(*p));
+    } else {
+        struct task_struct *current = bpf_get_current_task_btf();
+        if (!current->mm)
+            return 0; /* a kernel thread's child */
+        read_argv(p, current->mm);
+    }
+    p->start_ns = child->start_time;
+    p->exited_ns = 0;
+    bpf_map_update_elem(&procs, &pid, p, BPF_ANY);
+    return 0;
+}
+
+/* A process ended: its entry is marked (the daemon may not have read it
+ * yet), and a pid the filters denied is allowed again, since it may be
+ * reused by another process. */
+SEC("tp_btf/sched_process_exit")
+int on_exit(__u64 *ctx) {
+    struct task_struct *task = (struct task_struct *)ctx[0];
+    if (task->pid != task->tgid)
+        return 0; /* a thread */
+    __u32 pid = task->tgid;
+    struct wl_proc *p = bpf_map_lookup_elem(&procs, &pid);
+    if (p && p->start_ns == task->start_time)
+        p->exited_ns = bpf_ktime_get_ns();
+    __u32 word = pid >> 6;
+    __u64 *bits = bpf_map_lookup_elem(&deny_pids, &word);
+    if (bits && ((*bits >> (pid & 63)) & 1))
+        __sync_fetch_and_and(bits, ~(1ULL << (pid & 63)));
     return 0;
 }

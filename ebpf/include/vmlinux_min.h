@@ -121,10 +121,18 @@ struct sk_buff {
     __u16 network_header;
 };
 
+struct mm_struct {
+    unsigned long arg_start;
+    unsigned long arg_end;
+};
+
 struct task_struct {
     unsigned int flags;
+    int pid;
     int tgid;
     struct task_struct *group_leader;
+    struct mm_struct *mm;
+    __u64 start_time; /* ns, CLOCK_MONOTONIC, when the task was created */
     char comm[16];
 };
 

@@ -47,11 +47,10 @@
 struct wl_event {
     __u64 ts;        /* ns, CLOCK_MONOTONIC (bpf_ktime_get_ns): when the bytes moved */
     __u64 sock;      /* the socket's cookie: its identity, never reused */
-    __s64 ret;       /* bytes the socket call moved, as the kernel returned them */
+    __u64 start_ns;  /* when the process (its main thread) started, ns, CLOCK_MONOTONIC:
+                      * with pid, the process's identity (a reused pid has another) */
     __u64 real_len;  /* bytes of this message (data events) */
     __u32 pid;       /* process (tgid) */
-    __u32 tid;
-    __s32 fd;        /* -1 when not known (io_uring, close events) */
     __u32 captured;  /* payload bytes following this header */
     __u16 kind;
     __u16 syscall;
@@ -67,25 +66,43 @@ struct wl_event {
     char comm[16];   /* the process's name (main thread) */
 };
 
-_Static_assert(sizeof(struct wl_event) == 112, "size");
+_Static_assert(sizeof(struct wl_event) == 104, "size");
 _Static_assert(__builtin_offsetof(struct wl_event, ts) == 0, "ts");
 _Static_assert(__builtin_offsetof(struct wl_event, sock) == 8, "sock");
-_Static_assert(__builtin_offsetof(struct wl_event, ret) == 16, "ret");
+_Static_assert(__builtin_offsetof(struct wl_event, start_ns) == 16, "start_ns");
 _Static_assert(__builtin_offsetof(struct wl_event, real_len) == 24, "real_len");
 _Static_assert(__builtin_offsetof(struct wl_event, pid) == 32, "pid");
-_Static_assert(__builtin_offsetof(struct wl_event, tid) == 36, "tid");
-_Static_assert(__builtin_offsetof(struct wl_event, fd) == 40, "fd");
-_Static_assert(__builtin_offsetof(struct wl_event, captured) == 44, "captured");
-_Static_assert(__builtin_offsetof(struct wl_event, kind) == 48, "kind");
-_Static_assert(__builtin_offsetof(struct wl_event, syscall) == 50, "syscall");
-_Static_assert(__builtin_offsetof(struct wl_event, family) == 52, "family");
-_Static_assert(__builtin_offsetof(struct wl_event, sock_type) == 54, "sock_type");
-_Static_assert(__builtin_offsetof(struct wl_event, lport) == 56, "lport");
-_Static_assert(__builtin_offsetof(struct wl_event, rport) == 58, "rport");
-_Static_assert(__builtin_offsetof(struct wl_event, direction) == 60, "direction");
-_Static_assert(__builtin_offsetof(struct wl_event, role) == 61, "role");
-_Static_assert(__builtin_offsetof(struct wl_event, laddr) == 64, "laddr");
-_Static_assert(__builtin_offsetof(struct wl_event, raddr) == 80, "raddr");
-_Static_assert(__builtin_offsetof(struct wl_event, comm) == 96, "comm");
+_Static_assert(__builtin_offsetof(struct wl_event, captured) == 36, "captured");
+_Static_assert(__builtin_offsetof(struct wl_event, kind) == 40, "kind");
+_Static_assert(__builtin_offsetof(struct wl_event, syscall) == 42, "syscall");
+_Static_assert(__builtin_offsetof(struct wl_event, family) == 44, "family");
+_Static_assert(__builtin_offsetof(struct wl_event, sock_type) == 46, "sock_type");
+_Static_assert(__builtin_offsetof(struct wl_event, lport) == 48, "lport");
+_Static_assert(__builtin_offsetof(struct wl_event, rport) == 50, "rport");
+_Static_assert(__builtin_offsetof(struct wl_event, direction) == 52, "direction");
+_Static_assert(__builtin_offsetof(struct wl_event, role) == 53, "role");
+_Static_assert(__builtin_offsetof(struct wl_event, laddr) == 56, "laddr");
+_Static_assert(__builtin_offsetof(struct wl_event, raddr) == 72, "raddr");
+_Static_assert(__builtin_offsetof(struct wl_event, comm) == 88, "comm");
+
+/* Process identity, recorded as processes are born (exec, fork), in the
+ * map "procs" keyed by pid (tgid): the command line from the kernel, so a
+ * process that exits within milliseconds is still described. */
+#define WL_ARGV_MAX 256
+
+struct wl_proc {
+    __u64 start_ns;  /* as wl_event.start_ns */
+    __u64 exited_ns; /* 0 while it runs; when it exited (the daemon drops the entry later) */
+    __u32 argv_len;  /* bytes of argv below (NUL-separated arguments) */
+    __u32 argv_full; /* the whole argument area's length (more than argv_len: cut) */
+    __u8 argv[WL_ARGV_MAX];
+};
+
+_Static_assert(sizeof(struct wl_proc) == 280, "proc size");
+_Static_assert(__builtin_offsetof(struct wl_proc, start_ns) == 0, "proc start_ns");
+_Static_assert(__builtin_offsetof(struct wl_proc, exited_ns) == 8, "proc exited_ns");
+_Static_assert(__builtin_offsetof(struct wl_proc, argv_len) == 16, "proc argv_len");
+_Static_assert(__builtin_offsetof(struct wl_proc, argv_full) == 20, "proc argv_full");
+_Static_assert(__builtin_offsetof(struct wl_proc, argv) == 24, "proc argv");
 
 #endif

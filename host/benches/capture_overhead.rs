@@ -1,9 +1,11 @@
 //! What capture costs the observed application: ns per socket write+read
 //! (socketpair, 64 B and 4 KiB), and per pipe write+read (64 B: calls that
 //! are not on a socket), with no daemon, with the daemon filtering to
-//! another pid, and with the daemon capturing everything; and the daemon's
-//! own CPU at 20,000 captured calls per second. One run, ratios against the
-//! no-daemon baseline measured in the same run. Needs root.
+//! another pid, and with the daemon capturing everything; the daemon's
+//! own CPU at 20,000 captured calls per second; and what recording process
+//! identity costs each process born (fork, exec and exit of /bin/true). One
+//! run, ratios against the no-daemon baseline measured in the same run.
+//! Needs root.
 //!
 //! Run: `cargo bench -p wirelens --bench capture_overhead`
 
@@ -167,6 +169,32 @@ impl Drop for Daemon {
     }
 }
 
+/// Processes born per exec measurement.
+const EXECS: usize = 1000;
+
+/// µs per fork+exec+exit of /bin/true, waited for.
+fn spawn_true(n: usize) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        let ok = Command::new("/bin/true").status().unwrap();
+        assert!(ok.success());
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// Time inside the kernel programs per process born (fork, exec, exit:
+/// the process-identity programs; the socket ones do not run).
+fn in_kernel_ns_per_exec(d: &Daemon) -> f64 {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    std::fs::write(STATS, "1").expect("enabling kernel.bpf_stats_enabled");
+    let before = bpf_prog_stats(d.0.id());
+    spawn_true(EXECS);
+    let after = bpf_prog_stats(d.0.id());
+    let _ = std::fs::write(STATS, "0");
+    let ns: u64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
+    ns as f64 / EXECS as f64
+}
+
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -229,6 +257,15 @@ fn main() {
             (filt, capt)
         })
         .collect();
+    // Process birth: fork+exec+exit of /bin/true, alternating without and
+    // with the daemon.
+    let (mut exec_base, mut exec_daemon) = (vec![], vec![]);
+    for _ in 0..ROUNDS {
+        exec_base.push(spawn_true(EXECS));
+        let _d = Daemon::start("");
+        exec_daemon.push(spawn_true(EXECS));
+    }
+    let exec_kernel_ns = in_kernel_ns_per_exec(&Daemon::start(""));
     println!("write+read, ns per pair (min/median/max of {ROUNDS} rounds x {CALL_PAIRS} pairs; size in bytes)");
     println!(
         "{:>8}  {:>18}  {:>28}  {:>28}  {:>16}  {:>16}",
@@ -256,5 +293,12 @@ fn main() {
         println!("{:>8}  filtered {filt:.0} ns  captured {capt:.0} ns", size.label());
     }
     println!("daemon CPU at 20,000 captured calls/s: {cpu_pct:.1}% of one core");
+    let (b, d) = (median(exec_base.clone()), median(exec_daemon.clone()));
+    let added = median(exec_daemon.iter().zip(&exec_base).map(|(d, b)| d - b).collect());
+    println!(
+        "process birth (fork+exec+exit of /bin/true, us, min/median/max of {ROUNDS} rounds x {EXECS}): \
+         no daemon {:.0}/{:.0}/{:.0}, daemon {:.0}/{:.0}/{:.0}; added {:.1}/{:.1}/{:.1} us; in the programs {:.0} ns",
+        b.0, b.1, b.2, d.0, d.1, d.2, added.0, added.1, added.2, exec_kernel_ns
+    );
     std::io::stdout().flush().unwrap();
 }

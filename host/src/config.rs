@@ -251,6 +251,12 @@ pub struct Wirelens {
     pub plugin_deadline_ms: u64,
     /// Most linear memory one plugin instance may grow to.
     pub plugin_memory_bytes: usize,
+    /// Mask secrets in command lines (`--password=...`, `-a` of redis-cli,
+    /// `*_PASSWORD=`...) before anything downstream sees them.
+    pub redact_cmdline: bool,
+    /// More secrets to mask: regular expressions whose first capture group
+    /// (or whole match) becomes `***`.
+    pub redact_patterns: Vec<String>,
 }
 
 impl Default for Wirelens {
@@ -267,6 +273,8 @@ impl Default for Wirelens {
             cri_sockets: vec![PathBuf::from("/run/containerd/containerd.sock"), PathBuf::from("/run/crio/crio.sock")],
             plugin_deadline_ms: 10,
             plugin_memory_bytes: 64 << 20,
+            redact_cmdline: true,
+            redact_patterns: vec![],
         }
     }
 }
@@ -339,6 +347,11 @@ impl Config {
         }
         if w.flusher_queue_batches == 0 {
             bail!("{p}: Wirelens.FlusherQueueBatches must be at least 1");
+        }
+        for (i, pattern) in w.redact_patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(pattern) {
+                bail!("{p}: Wirelens.RedactPatterns[{i}] is not a regular expression: {e}");
+            }
         }
         let pids = match &input.ebpf.pid {
             None => vec![],

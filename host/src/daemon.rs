@@ -21,6 +21,7 @@ use crate::connections::{local, sockdiag, Tracker, TrackerConfig};
 use crate::layer7::Layer7;
 use crate::metadata::containers::ContainerDirectory;
 use crate::metadata::filter::Filter;
+use crate::metadata::redact::Redactor;
 use crate::metadata::runtime::{cri::Cri, docker::Docker, Runtime};
 use crate::metadata::ProcessCache;
 use crate::pipeline::Outputs;
@@ -110,9 +111,10 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             timers.next_l4 = now + timers.l4_every;
         }
         if now >= timers.next_kernel_filter {
-            let (deny, allow) = pipeline.kernel_filter_updates();
+            // (The kernel allows a pid again itself when its process exits.)
+            let deny = pipeline.kernel_denials();
             if let Some(cap) = capture.as_mut() {
-                if let Err(e) = cap.deny_pids(&deny).and_then(|()| cap.undeny_pids(&allow)) {
+                if let Err(e) = cap.deny_pids(&deny) {
                     tracing::warn!("updating the kernel's pid filter: {e:#}");
                 }
             }
@@ -333,6 +335,8 @@ impl Pipeline {
             procs: ProcessCache::new(
                 ContainerDirectory::start(runtimes(&config.wirelens), Duration::from_secs(c.flush_meta_interval)),
                 Filter::new(c)?,
+                Redactor::new(config.wirelens.redact_cmdline, &config.wirelens.redact_patterns)
+                    .context("Wirelens.RedactPatterns")?,
                 // Exited processes stay described until every window that
                 // may hold their calls has flushed.
                 Duration::from_secs(2 * c.flush_out_l4_interval.max(c.flush_out_l7_interval) + 5),
@@ -358,24 +362,13 @@ impl Pipeline {
             Some(l7) => l7.flush(time, &self.procs),
             None => vec![],
         };
-        self.keep_filtered(&mut records);
         self.tag(&mut records);
         records
     }
 
-    /// Drop records of processes the filters exclude (decided after their
-    /// events were counted: the container's metadata came later).
-    fn keep_filtered(&self, records: &mut Vec<Record>) {
-        records.retain(|r| match r.get("_process_pid_").and_then(|p| p.parse::<u32>().ok()) {
-            Some(0) | None => true,
-            Some(pid) => self.procs.keep(pid),
-        });
-    }
-
-    /// Processes to deny in the kernel (newly excluded) and to allow again
-    /// (excluded ones that exited).
-    pub fn kernel_filter_updates(&mut self) -> (Vec<u32>, Vec<u32>) {
-        (self.procs.take_denied(), self.procs.take_released())
+    /// Processes to deny in the kernel (newly excluded).
+    pub fn kernel_denials(&mut self) -> Vec<u32> {
+        self.procs.take_denied()
     }
 
     /// Replace `Common.Tags` (config reload).
@@ -416,7 +409,7 @@ impl Pipeline {
             return;
         }
         let Some(conn) = self.tracker.on_event(ev) else { return };
-        if !self.procs.observe(ev.pid, || ev.comm().into_owned(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
+        if !self.procs.observe(ev.proc, || ev.comm().into_owned(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
             // Filtered out (and denied in the kernel from the next kernel
             // update on).
             return;
@@ -431,7 +424,6 @@ impl Pipeline {
     pub fn flush_l4(&mut self, capture: CaptureStats) -> Vec<Record> {
         let time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut records = self.l4.flush(time, &self.procs);
-        self.keep_filtered(&mut records);
         let lost_now = capture.lost - self.last_capture.lost;
         if lost_now > 0 {
             tracing::warn!(lost = lost_now, total = capture.lost, "events lost in the kernel (ring buffer full)");

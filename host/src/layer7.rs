@@ -76,7 +76,7 @@ impl Layer7 {
         // A server's calls aggregate per client address, not per client
         // connection (its ephemeral port would make a key per connection).
         let key_remote = if conn.role == Role::Server { (remote.0, 0) } else { remote };
-        self.conns.entry(conn.id).or_insert(Endpoint { pid: conn.key.pid, role: conn.role, remote: key_remote });
+        self.conns.entry(conn.id).or_insert(Endpoint { proc: conn.key.proc, role: conn.role, remote: key_remote });
         let ingress = ev.direction == INGRESS;
         let role = match conn.role {
             Role::Client => WireRole::Client,

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{config, remote, sum, Daemon};
-use common::servers::{free_port, RedisServer};
+use common::servers::{dnsmasq, free_port, http_server, RedisServer};
 use serde_json::Value;
 
 fn echo_py() -> String {
@@ -23,34 +23,6 @@ fn spawn_line(mut cmd: Command) -> (Child, String) {
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     (child, line.trim().to_string())
-}
-
-/// Python's HTTP server on a free loopback port, serving `dir`.
-fn http_server(dir: &std::path::Path) -> (Child, u16) {
-    let mut server = Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-    let port = line.split(" port ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    (server, port)
-}
-
-/// dnsmasq on 127.0.0.1:`port`, answering `*.x.test` with 1.2.3.4.
-fn dnsmasq(port: u16) -> Child {
-    Command::new("dnsmasq")
-        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file="])
-        .args(["--listen-address", "127.0.0.1", "--address=/x.test/1.2.3.4"])
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq (apt-get install dnsmasq-base; scripts/setup.sh does it)")
 }
 
 fn python(args: &[&str]) -> Command {
@@ -548,8 +520,10 @@ fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
             .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
             .sum()
     };
-    // dnsmasq answers TCP from a forked child: match the command, not the pid.
-    let server = |r: &Value| r["_process_cmd_"].as_str().unwrap_or("").contains("dnsmasq") && r["role"] == "server";
+    // dnsmasq answers TCP from a forked child, which carries its parent's
+    // command line (and this server's port in it).
+    let own = format!("--port={port}");
+    let server = |r: &Value| r["_process_cmd_"].as_str().unwrap_or("").contains(&own) && r["role"] == "server";
     daemon.wait_for(Duration::from_secs(15), |rs| calls(rs, &|r| server(r) && is_pid(r, spid)) >= 4);
     std::thread::sleep(Duration::from_millis(1500));
     let records = daemon.stop();

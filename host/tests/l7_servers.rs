@@ -126,9 +126,11 @@ fn pgsql_calls_from_psql_and_pgbench_simple_and_extended() {
     }
     let bench_time = started.elapsed().as_nanos() as u64;
 
-    // Backends are forked per connection: the server side is every
-    // `postgres:` process.
-    let server = |r: &Value| cmd_has(r, "postgres") && r["role"] == "server";
+    // Backends are forked per connection and carry the postmaster's command
+    // line (recorded by the kernel at its exec), which names this server's
+    // port: other PostgreSQL servers on the machine do not count.
+    let own_server = format!("-p {} ", pg.port);
+    let server = |r: &Value| cmd_has(r, "postgres") && cmd_has(r, &own_server) && r["role"] == "server";
     let update_simple = "UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = ?;";
     let update_extended = "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;";
     daemon.wait_for(Duration::from_secs(20), |rs| {

@@ -336,3 +336,71 @@ fn which(program: &str) -> std::path::PathBuf {
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.exists()))
         .unwrap_or_else(|| panic!("{program} not on PATH (scripts/setup.sh installs it)"))
 }
+
+/// Secrets on a command line are masked before any processor or flusher
+/// sees them: stdout, file and Kafka records all carry `***` for each
+/// default pattern, never the secret.
+#[test]
+fn command_line_secrets_are_masked_in_every_output() {
+    let redis = RedisServer::start();
+    let broker_port = free_port();
+    let mut broker = tansu(broker_port);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("records.jsonl");
+    let rest = format!(
+        "flushers:\n  - Type: flusher_stdout\n  - Type: flusher_file\n    FilePath: {}\n  - Type: flusher_kafka\n    Brokers: ['127.0.0.1:{broker_port}']\n    Topic: masked\n    BatchRecords: 10\n",
+        file.display()
+    );
+    let daemon = Daemon::start(&config("", "", &rest));
+    // A client whose arguments carry one secret of each default kind (the
+    // script ignores them) talks to redis.
+    let secrets = ["hunter2a", "hunter2b", "hunter2c", "hunter2d", "hunter2e", "hunter2f"];
+    let script = "import socket,sys\ns=socket.create_connection(('127.0.0.1',int(sys.argv[1])))\ns.sendall(b'PING\\r\\n')\ns.recv(64)\n";
+    let script_file = dir.path().join("c.py");
+    std::fs::write(&script_file, script).unwrap();
+    let out = Command::new("python3")
+        .arg(&script_file)
+        .arg(redis.port.to_string())
+        .arg(format!("DB_PASSWORD={}", secrets[0]))
+        .arg(format!("API_TOKEN={}", secrets[1]))
+        .arg(format!("--password={}", secrets[2]))
+        .args(["--token", secrets[3]])
+        .arg(format!("postgresql://app:{}@db/shop", secrets[4]))
+        .arg(format!("--secret={}", secrets[5]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let port = redis.port.to_string();
+    let mine =
+        |r: &Value| r["type"] == "statistics" && remote(r)["remote_port"] == port.as_str() && r["role"] == "client";
+    daemon.wait_for(Duration::from_secs(15), |rs| rs.iter().any(mine));
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let from_kafka = {
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while start.elapsed() < Duration::from_secs(20) && !got.iter().any(|r: &Value| mine(r)) {
+            got = std::panic::catch_unwind(|| consume(broker_port, "masked")).unwrap_or_default();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        got
+    };
+    let _ = broker.kill();
+    let _ = broker.wait();
+    let from_file: Vec<Value> =
+        std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (name, rs) in [("stdout", &records), ("file", &from_file), ("kafka", &from_kafka)] {
+        let r = rs.iter().find(|r| mine(r)).unwrap_or_else(|| panic!("{name}: the client's statistics"));
+        let cmd = r["_process_cmd_"].as_str().unwrap();
+        for s in secrets {
+            assert!(!cmd.contains(s), "{name}: {s} in {cmd}");
+        }
+        for masked in
+            ["DB_PASSWORD=***", "API_TOKEN=***", "--password=***", "--token ***", "app:***@db", "--secret=***"]
+        {
+            assert!(cmd.contains(masked), "{name}: {masked} in {cmd}");
+        }
+        let text: String = rs.iter().map(|r| r.to_string()).collect();
+        assert!(!secrets.iter().any(|s| text.contains(s)), "{name}: no secret anywhere");
+    }
+}

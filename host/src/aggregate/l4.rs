@@ -5,14 +5,14 @@ use crate::fast_hash::HashMap;
 use std::net::IpAddr;
 
 use crate::capture::event::INGRESS;
-use crate::capture::Event;
+use crate::capture::{Event, ProcKey};
 use crate::connections::{Conn, Role, SocketType};
 use crate::metadata::ProcessCache;
 use crate::records::Record;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
-    pid: u32,
+    proc: ProcKey,
     remote_ip: IpAddr,
     remote_port: u16,
     role: Role,
@@ -44,7 +44,7 @@ impl L4Window {
     pub fn add(&mut self, conn: &Conn, ev: &Event) {
         // Datagram sockets without a fixed peer carry it per call.
         let (remote_ip, remote_port) = if ev.remote.1 != 0 { ev.remote } else { conn.remote };
-        let key = Key { pid: conn.key.pid, remote_ip, remote_port, role: conn.role, socket_type: conn.socket_type };
+        let key = Key { proc: conn.key.proc, remote_ip, remote_port, role: conn.role, socket_type: conn.socket_type };
         if !self.stats.contains_key(&key) && self.stats.len() >= self.max_keys {
             self.overflow += 1;
             return;
@@ -59,12 +59,17 @@ impl L4Window {
         }
     }
 
-    /// The window's records (`type: statistics`), and a new empty window.
+    /// The window's records (`type: statistics`) of the processes the
+    /// filters keep (decided after their calls were counted when container
+    /// metadata came late), and a new empty window.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
         let mut out = Vec::with_capacity(self.stats.len());
         for (k, s) in self.stats.drain() {
+            if !procs.keep(k.proc) {
+                continue;
+            }
             let mut r = Record::new("statistics");
-            procs.describe(k.pid, &mut r);
+            procs.describe(k.proc, &mut r);
             r.push("remote_info", remote_info(k.remote_ip, k.remote_port, k.role.peer()));
             r.push("socket_type", k.socket_type.as_str());
             r.push("role", k.role.as_str());

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::l4::remote_info;
 use super::sketch::Sketch;
+use crate::capture::ProcKey;
 use crate::connections::Role;
 use crate::metadata::ProcessCache;
 use crate::records::{Record, LATENCY_BOUNDS_NS};
@@ -18,7 +19,7 @@ use crate::stitch::Call;
 /// Where a call happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    pub pid: u32,
+    pub proc: ProcKey,
     pub role: Role,
     pub remote: (IpAddr, u16),
 }
@@ -60,7 +61,11 @@ impl L7Window {
         let key = if self.stats.len() >= self.max_keys && !self.stats.contains_key(&key) {
             self.overflow += 1;
             Key {
-                at: Endpoint { pid: 0, role: Role::Unknown, remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0) },
+                at: Endpoint {
+                    proc: ProcKey::default(),
+                    role: Role::Unknown,
+                    remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                },
                 protocol: key.protocol,
                 fields: vec![(Arc::from("other"), Arc::from("true"))],
                 success: key.success,
@@ -76,12 +81,17 @@ impl L7Window {
         s.sketch.add(call.latency_ns);
     }
 
-    /// The window's `type: protocols` records, and a new empty window.
+    /// The window's `type: protocols` records of the processes the filters
+    /// keep, and a new empty window.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
         let mut out = Vec::with_capacity(self.stats.len());
         for (k, s) in self.stats.drain() {
+            // (`other` keys belong to no process.)
+            if k.at.proc.pid != 0 && !procs.keep(k.at.proc) {
+                continue;
+            }
             let mut r = Record::new("protocols");
-            procs.describe(k.at.pid, &mut r);
+            procs.describe(k.at.proc, &mut r);
             r.push("protocol", &k.protocol);
             for (name, value) in &k.fields {
                 r.push(name, value);

@@ -38,11 +38,9 @@ pub const AF_INET6: u16 = 10;
 pub struct RawEvent {
     pub ts: u64,
     pub sock: u64,
-    pub ret: i64,
+    pub start_ns: u64,
     pub real_len: u64,
     pub pid: u32,
-    pub tid: u32,
-    pub fd: i32,
     pub captured: u32,
     pub kind: u16,
     pub syscall: u16,
@@ -58,7 +56,60 @@ pub struct RawEvent {
     pub comm: [u8; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<RawEvent>() == 112);
+const _: () = assert!(std::mem::size_of::<RawEvent>() == 104);
+
+/// Most argument bytes the kernel records per process (`WL_ARGV_MAX`).
+pub const ARGV_MAX: usize = 256;
+
+/// `struct wl_proc`, exactly: a process's identity as the kernel recorded it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawProc {
+    pub start_ns: u64,
+    pub exited_ns: u64,
+    pub argv_len: u32,
+    pub argv_full: u32,
+    pub argv: [u8; ARGV_MAX],
+}
+
+const _: () = assert!(std::mem::size_of::<RawProc>() == 280);
+
+// SAFETY: plain old data, every bit pattern valid.
+unsafe impl aya::Pod for RawProc {}
+
+impl RawProc {
+    /// The command line: arguments joined by spaces (as /proc shows them),
+    /// `None` when empty. When the argument area was longer than what the
+    /// kernel copied, the argument cut in the middle is left out (it could
+    /// be the first half of a secret no pattern recognises any more) and
+    /// the line ends in `...`.
+    pub fn cmdline(&self) -> Option<String> {
+        let n = (self.argv_len as usize).min(ARGV_MAX);
+        let mut raw = &self.argv[..n];
+        let cut = self.argv_full as usize > n;
+        if cut {
+            raw = &raw[..raw.iter().rposition(|&b| b == 0).unwrap_or(0)];
+        }
+        let text = join_args(raw)?;
+        Some(if cut { format!("{text} ...") } else { text })
+    }
+}
+
+/// NUL-separated arguments joined by spaces; `None` when there are none.
+pub fn join_args(raw: &[u8]) -> Option<String> {
+    let parts: Vec<String> =
+        raw.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    Some(parts.join(" ")).filter(|c| !c.is_empty())
+}
+
+/// A process's identity: its pid and when it started (a pid can be reused
+/// by a later process; the pair cannot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ProcKey {
+    pub pid: u32,
+    /// ns, CLOCK_MONOTONIC.
+    pub start_ns: u64,
+}
 
 /// What happened on a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,17 +125,14 @@ pub enum EventKind {
 #[derive(Clone, Debug)]
 pub struct Event {
     pub kind: EventKind,
-    pub pid: u32,
-    pub tid: u32,
-    /// The file descriptor, -1 when not known (io_uring, close events).
-    pub fd: i32,
-    /// The socket's cookie: with the pid, a connection's identity (never
-    /// reused, unlike fds and kernel addresses).
+    /// The process: pid and start time.
+    pub proc: ProcKey,
+    /// The socket's cookie: with the process, a connection's identity
+    /// (never reused, unlike fds and kernel addresses).
     pub sock: u64,
     /// When the bytes moved (ns, CLOCK_MONOTONIC): the end of the socket's
     /// send or receive.
     pub ts: u64,
-    pub ret: i64,
     /// Bytes the call moved.
     pub real_len: u64,
     /// `EGRESS` or `INGRESS`.
@@ -95,7 +143,6 @@ pub struct Event {
     pub sock_type: u16,
     pub local: (IpAddr, u16),
     pub remote: (IpAddr, u16),
-    pub syscall: u16,
     /// The thread's name as the kernel keeps it (NUL-padded); see [`Event::comm`].
     pub comm: [u8; 16],
     /// The process's command line, read by the capture reader the first
@@ -145,12 +192,9 @@ impl Event {
         };
         Some(Self {
             kind,
-            pid: raw.pid,
-            tid: raw.tid,
-            fd: raw.fd,
+            proc: ProcKey { pid: raw.pid, start_ns: raw.start_ns },
             sock: raw.sock,
             ts: raw.ts,
-            ret: raw.ret,
             real_len: raw.real_len,
             direction: raw.direction,
             role: raw.role,
@@ -158,7 +202,6 @@ impl Event {
             sock_type: raw.sock_type,
             local: (addr(raw.family, &raw.laddr), raw.lport),
             remote: (addr(raw.family, &raw.raddr), raw.rport),
-            syscall: raw.syscall,
             comm: raw.comm,
             cmdline: None,
             cgroup: None,
@@ -179,11 +222,9 @@ mod tests {
         let rust: &[(&str, usize)] = &[
             ("ts", offset_of!(RawEvent, ts)),
             ("sock", offset_of!(RawEvent, sock)),
-            ("ret", offset_of!(RawEvent, ret)),
+            ("start_ns", offset_of!(RawEvent, start_ns)),
             ("real_len", offset_of!(RawEvent, real_len)),
             ("pid", offset_of!(RawEvent, pid)),
-            ("tid", offset_of!(RawEvent, tid)),
-            ("fd", offset_of!(RawEvent, fd)),
             ("captured", offset_of!(RawEvent, captured)),
             ("kind", offset_of!(RawEvent, kind)),
             ("syscall", offset_of!(RawEvent, syscall)),
@@ -197,22 +238,35 @@ mod tests {
             ("raddr", offset_of!(RawEvent, raddr)),
             ("comm", offset_of!(RawEvent, comm)),
         ];
+        let procs: &[(&str, usize)] = &[
+            ("start_ns", offset_of!(RawProc, start_ns)),
+            ("exited_ns", offset_of!(RawProc, exited_ns)),
+            ("argv_len", offset_of!(RawProc, argv_len)),
+            ("argv_full", offset_of!(RawProc, argv_full)),
+            ("argv", offset_of!(RawProc, argv)),
+        ];
         let mut checked = 0;
         for line in header.lines().filter(|l| l.starts_with("_Static_assert(")) {
             let n: usize = line.split("==").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
             if line.contains("sizeof(struct wl_event)") {
                 assert_eq!(std::mem::size_of::<RawEvent>(), n, "size");
+            } else if line.contains("sizeof(struct wl_proc)") {
+                assert_eq!(std::mem::size_of::<RawProc>(), n, "proc size");
             } else {
+                let (table, strukt) =
+                    if line.contains("struct wl_proc,") { (procs, "wl_proc") } else { (rust, "wl_event") };
                 let field = line.split(", ").nth(1).unwrap().split(')').next().unwrap();
-                let (_, off) = rust.iter().find(|(f, _)| *f == field).unwrap_or_else(|| panic!("{field} not mirrored"));
-                assert_eq!(*off, n, "offset of {field}");
+                let (_, off) =
+                    table.iter().find(|(f, _)| *f == field).unwrap_or_else(|| panic!("{strukt}.{field} not mirrored"));
+                assert_eq!(*off, n, "offset of {strukt}.{field}");
             }
             checked += 1;
         }
-        assert_eq!(checked, rust.len() + 1, "every field is asserted in the header");
+        assert_eq!(checked, rust.len() + procs.len() + 2, "every field is asserted in the header");
         // Constants too.
         for (name, value) in [
             ("WL_MAX_PAYLOAD", MAX_PAYLOAD as u64),
+            ("WL_ARGV_MAX", ARGV_MAX as u64),
             ("WL_EV_DATA", EV_DATA.into()),
             ("WL_EV_CLOSE", EV_CLOSE.into()),
             ("WL_ROLE_UNKNOWN", ROLE_UNKNOWN.into()),
@@ -235,11 +289,25 @@ mod tests {
     }
 
     #[test]
+    fn command_lines_from_the_kernel() {
+        let mut p = RawProc { start_ns: 1, exited_ns: 0, argv_len: 0, argv_full: 0, argv: [0; ARGV_MAX] };
+        let args = b"curl\0-s\0http://x/?a=1\0";
+        p.argv[..args.len()].copy_from_slice(args);
+        (p.argv_len, p.argv_full) = (args.len() as u32, args.len() as u32);
+        assert_eq!(p.cmdline().as_deref(), Some("curl -s http://x/?a=1"));
+        // Cut inside the last argument: it is left out.
+        (p.argv_len, p.argv_full) = (12, 400);
+        assert_eq!(p.cmdline().as_deref(), Some("curl -s ..."));
+        p.argv_len = 0;
+        assert_eq!(p.cmdline(), None);
+    }
+
+    #[test]
     fn decodes_an_event() {
         let mut raw = RawEvent {
             kind: EV_DATA,
             pid: 42,
-            fd: 3,
+            start_ns: 7,
             captured: 5,
             family: AF_INET,
             lport: 8080,
@@ -249,18 +317,18 @@ mod tests {
         raw.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         raw.raddr[..4].copy_from_slice(&[10, 1, 2, 3]);
         raw.comm[..4].copy_from_slice(b"curl");
-        let mut bytes = vec![0u8; 112];
+        let mut bytes = vec![0u8; 104];
         // SAFETY: writing a POD struct into a buffer of its size.
         unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), raw) };
         bytes.extend_from_slice(b"hello");
         let e = Event::decode(&bytes).unwrap();
-        assert_eq!((e.pid, e.fd, e.kind), (42, 3, EventKind::Data));
+        assert_eq!((e.proc, e.kind), (ProcKey { pid: 42, start_ns: 7 }, EventKind::Data));
         assert_eq!(e.remote, ("10.1.2.3".parse().unwrap(), 5555));
         assert_eq!(e.local.1, 8080);
         assert_eq!(e.comm(), "curl");
         assert_eq!(e.payload, b"hello");
         assert!(Event::decode(&bytes[..100]).is_none());
-        assert!(Event::decode(&bytes[..114]).is_none(), "payload shorter than announced");
+        assert!(Event::decode(&bytes[..106]).is_none(), "payload shorter than announced");
     }
 }
 

@@ -13,11 +13,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, ProcKey};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 
@@ -27,14 +27,24 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ca
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// `(program, kernel tracepoint)` pairs: every send and receive on a socket,
-/// TCP state changes (roles, closes), and datagrams queued on sockets (peers
-/// of unconnected UDP sockets). See `ebpf/capture.bpf.c`.
+/// TCP state changes (roles, closes), datagrams queued on sockets (peers of
+/// unconnected UDP sockets), and processes born and ended (their command
+/// lines). See `ebpf/capture.bpf.c`.
 pub const PROGRAMS: &[(&str, &str)] = &[
     ("on_send", "sock_send_length"),
     ("on_recv", "sock_recv_length"),
     ("on_state", "inet_sock_set_state"),
     ("on_data_ready", "sk_data_ready"),
+    ("on_exec", "sched_process_exec"),
+    ("on_fork", "sched_process_fork"),
+    ("on_exit", "sched_process_exit"),
 ];
+
+/// How long the kernel's entry of an exited process is kept (its last events
+/// may still be on their way through the reader).
+const EXITED_LINGER_NS: u64 = 30_000_000_000;
+/// How often exited processes' entries are removed.
+const PROCS_SWEEP: Duration = Duration::from_secs(5);
 
 /// What the kernel side filters and copies.
 #[derive(Clone, Debug)]
@@ -110,6 +120,8 @@ impl Capture {
             attach(&mut ebpf, program, tracepoint)?;
         }
         let ring = RingBuf::try_from(ebpf.take_map("events").context("events map")?)?;
+        let procs: BpfHashMap<MapData, u32, event::RawProc> =
+            BpfHashMap::try_from(ebpf.take_map("procs").context("procs map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("counters").context("counters map")?)?;
         let stop = Arc::new(AtomicBool::new(false));
         let malformed = Arc::new(AtomicU64::new(0));
@@ -117,7 +129,7 @@ impl Capture {
             let (stop, malformed) = (stop.clone(), malformed.clone());
             std::thread::Builder::new()
                 .name("capture-reader".into())
-                .spawn(move || read_loop(ring, sink, stop, malformed))
+                .spawn(move || read_loop(ring, procs, sink, stop, malformed))
                 .context("spawning the capture reader")?
         };
         tracing::info!(programs = PROGRAMS.len(), payload_bytes = config.payload_bytes, "capture attached");
@@ -141,21 +153,6 @@ impl Capture {
     /// exclude a process push it here once known).
     pub fn deny_pids(&mut self, pids: &[u32]) -> Result<()> {
         add_pids(self.ebpf.as_mut().expect("capture running"), "deny_pids", pids)
-    }
-
-    /// Let these processes in again (excluded processes that exited: their
-    /// pids may be reused).
-    pub fn undeny_pids(&mut self, pids: &[u32]) -> Result<()> {
-        let ebpf = self.ebpf.as_mut().expect("capture running");
-        let mut bits: Array<_, u64> = Array::try_from(ebpf.map_mut("deny_pids").context("deny_pids map")?)?;
-        for &pid in pids {
-            let word = pid >> 6;
-            if word < bits.len() {
-                let old = bits.get(&word, 0)?;
-                bits.set(word, old & !(1u64 << (pid & 63)), 0)?;
-            }
-        }
-        Ok(())
     }
 
     /// Ask the reader to stop, without waiting: it ends within one poll
@@ -271,6 +268,7 @@ const BATCH: usize = 256;
 
 fn read_loop(
     mut ring: RingBuf<MapData>,
+    mut procs: BpfHashMap<MapData, u32, event::RawProc>,
     sink: SyncSender<Vec<Event>>,
     stop: Arc<AtomicBool>,
     malformed: Arc<AtomicU64>,
@@ -283,9 +281,10 @@ fn read_loop(
         }
     };
     let mut batch = Vec::with_capacity(BATCH);
-    // Processes whose command line was read already (bounded: forgotten
-    // wholesale when large; a re-read costs one /proc read).
+    // Processes already described (bounded: forgotten wholesale when large;
+    // describing one again costs a map lookup).
     let mut seen = crate::fast_hash::HashSet::default();
+    let mut next_sweep = std::time::Instant::now() + PROCS_SWEEP;
     while !stop.load(Ordering::Relaxed) {
         wake.wait(POLL_INTERVAL);
         while let Some(item) = ring.next() {
@@ -294,9 +293,8 @@ fn read_loop(
                     if seen.len() > 65_536 {
                         seen.clear();
                     }
-                    if seen.insert(ev.pid) {
-                        ev.cmdline = crate::metadata::cmdline(ev.pid);
-                        ev.cgroup = crate::metadata::cgroup_text(ev.pid);
+                    if ev.kind == EventKind::Data && seen.insert(ev.proc) {
+                        describe(&mut ev, &procs);
                     }
                     batch.push(ev)
                 }
@@ -314,6 +312,33 @@ fn read_loop(
         if !batch.is_empty() && !hand_over(&sink, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &stop) {
             return;
         }
+        if std::time::Instant::now() >= next_sweep {
+            sweep_exited(&mut procs);
+            next_sweep = std::time::Instant::now() + PROCS_SWEEP;
+        }
+    }
+}
+
+/// The command line and cgroup of a process seen for the first time: the
+/// kernel's record of it (made at exec or fork, so a process that already
+/// exited is still described), else /proc (processes older than the daemon).
+fn describe(ev: &mut Event, procs: &BpfHashMap<MapData, u32, event::RawProc>) {
+    let recorded = procs.get(&ev.proc.pid, 0).ok().filter(|p| p.start_ns == ev.proc.start_ns);
+    ev.cmdline = recorded.and_then(|p| p.cmdline()).or_else(|| crate::metadata::cmdline(ev.proc.pid));
+    ev.cgroup = crate::metadata::cgroup_text(ev.proc.pid);
+}
+
+/// Remove the entries of processes that exited a while ago.
+fn sweep_exited(procs: &mut BpfHashMap<MapData, u32, event::RawProc>) {
+    let now = crate::clock::monotonic_ns();
+    let gone: Vec<u32> = procs
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, p)| p.exited_ns != 0 && now.saturating_sub(p.exited_ns) > EXITED_LINGER_NS)
+        .map(|(pid, _)| pid)
+        .collect();
+    for pid in gone {
+        let _ = procs.remove(&pid);
     }
 }
 

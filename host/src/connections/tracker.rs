@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::capture::event::{AF_INET, AF_INET6, AF_UNIX, INGRESS, ROLE_CLIENT, ROLE_SERVER};
-use crate::capture::Event;
+use crate::capture::{Event, ProcKey};
 
 use super::sockdiag::Listening;
 
@@ -68,7 +68,7 @@ impl SocketType {
 /// connection per process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
-    pub pid: u32,
+    pub proc: ProcKey,
     pub sock: u64,
 }
 
@@ -129,7 +129,7 @@ pub struct Tracker {
     conns: HashMap<ConnKey, Conn>,
     /// The processes with a connection on each socket (a close comes from
     /// the socket, whichever process was running).
-    by_sock: HashMap<u64, Vec<u32>>,
+    by_sock: HashMap<u64, Vec<ProcKey>>,
     next_id: u64,
     listening: Listening,
     local_addrs: HashSet<IpAddr>,
@@ -180,7 +180,7 @@ impl Tracker {
     /// Apply one data event: its connection, unless the connection is not
     /// tracked (over capacity) or dropped by a rule.
     pub fn on_event(&mut self, ev: &Event) -> Option<&Conn> {
-        let key = ConnKey { pid: ev.pid, sock: ev.sock };
+        let key = ConnKey { proc: ev.proc, sock: ev.sock };
         if !self.conns.contains_key(&key) {
             if self.conns.len() >= self.config.max_connections {
                 self.stats.over_capacity += 1;
@@ -192,7 +192,7 @@ impl Tracker {
                 self.stats.dropped_by_rule += 1;
             }
             self.conns.insert(key, conn);
-            self.by_sock.entry(key.sock).or_default().push(key.pid);
+            self.by_sock.entry(key.sock).or_default().push(key.proc);
         }
         let conn = self.conns.get_mut(&key).expect("inserted above");
         conn.last_seen = self.now;
@@ -214,8 +214,8 @@ impl Tracker {
     /// dropped by a rule are returned, to be finished).
     pub fn on_close(&mut self, sock: u64) -> Vec<Conn> {
         let mut closed = Vec::new();
-        for pid in self.by_sock.remove(&sock).unwrap_or_default() {
-            if let Some(conn) = self.conns.remove(&ConnKey { pid, sock }) {
+        for proc in self.by_sock.remove(&sock).unwrap_or_default() {
+            if let Some(conn) = self.conns.remove(&ConnKey { proc, sock }) {
                 self.stats.closed += 1;
                 if !conn.dropped {
                     closed.push(conn);
@@ -263,8 +263,9 @@ impl Tracker {
         // One /proc look-up per process, not per connection.
         let mut alive: HashMap<u32, bool> = HashMap::default();
         self.conns.retain(|key, conn| {
+            let pid = key.proc.pid;
             let process_alive =
-                *alive.entry(key.pid).or_insert_with(|| std::path::Path::new(&format!("/proc/{}", key.pid)).exists());
+                *alive.entry(pid).or_insert_with(|| std::path::Path::new(&format!("/proc/{pid}")).exists());
             let expired = !process_alive || now.duration_since(conn.last_seen) > idle;
             if expired {
                 gone.push(conn.clone());
@@ -273,7 +274,7 @@ impl Tracker {
         });
         for c in &gone {
             if let Some(pids) = self.by_sock.get_mut(&c.key.sock) {
-                pids.retain(|&p| p != c.key.pid);
+                pids.retain(|&p| p != c.key.proc);
                 if pids.is_empty() {
                     self.by_sock.remove(&c.key.sock);
                 }
@@ -307,12 +308,9 @@ mod tests {
     fn event(sock: u64, family: u16, remote: &str, role: u8) -> Event {
         Event {
             kind: EventKind::Data,
-            pid: std::process::id(),
-            tid: 1,
-            fd: 3,
+            proc: ProcKey { pid: std::process::id(), start_ns: 1 },
             sock,
             ts: 2,
-            ret: 10,
             real_len: 10,
             direction: EGRESS,
             role,
@@ -320,7 +318,6 @@ mod tests {
             sock_type: libc::SOCK_STREAM as u16,
             local: ("10.0.0.1".parse().unwrap(), 40000),
             remote: (remote.parse().unwrap(), 80),
-            syscall: 0,
             comm: *b"t\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             cmdline: None,
             cgroup: None,
@@ -342,7 +339,7 @@ mod tests {
         assert_eq!(server.1, Role::Server);
         // The same socket in a second process (inherited across fork).
         let mut other = event(0x200, AF_INET, "10.0.0.3", ROLE_SERVER);
-        other.pid += 1;
+        other.proc.pid += 1;
         let shared = t.on_event(&other).map(|c| c.id).unwrap();
         assert_ne!(shared, server.0);
         assert_eq!(t.len(), 3);

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod containers;
 pub mod filter;
 mod process;
+pub mod redact;
 pub mod runtime;
 
 pub use process::{cgroup_text, cmdline, ProcessCache};

@@ -1,13 +1,15 @@
-//! Process metadata: command line and container, read from /proc at first
-//! sight (short-lived processes are gone by flush time; the capture reader
-//! reads both as soon as it sees a new pid), the filter decision per
-//! process, and forgetting processes that exited.
+//! Process metadata: command line (from the kernel's record of the
+//! process's birth, else /proc) and container, the filter decision per
+//! process, and forgetting processes that exited. Processes are keyed by
+//! pid and start time: a reused pid is a new process.
 
+use crate::capture::ProcKey;
 use crate::fast_hash::HashMap;
 
 use super::cgroup::{container_of, ContainerRef};
 use super::containers::ContainerDirectory;
 use super::filter::{Container, Filter};
+use super::redact::Redactor;
 use crate::records::Record;
 
 #[derive(Clone, Debug)]
@@ -21,16 +23,17 @@ struct Process {
     gone_since: Option<std::time::Instant>,
 }
 
-/// pid -> what records say about the process, and whether it is kept.
+/// (pid, start time) -> what records say about the process, and whether it
+/// is kept.
 #[derive(Default)]
 pub struct ProcessCache {
-    procs: HashMap<u32, Process>,
+    procs: HashMap<ProcKey, Process>,
     containers: ContainerDirectory,
     filter: Filter,
-    /// Processes newly excluded, for the kernel's deny map.
+    redactor: Redactor,
+    /// Processes newly excluded, for the kernel's deny map (which the
+    /// kernel itself clears when such a process exits).
     denied: Vec<u32>,
-    /// Excluded processes that exited: their pid may be reused.
-    released: Vec<u32>,
     /// How long an exited process is remembered (longer than any window).
     linger: std::time::Duration,
 }
@@ -38,8 +41,13 @@ pub struct ProcessCache {
 impl ProcessCache {
     /// `linger`: how long exited processes stay described (at least the
     /// longest flush interval, so their last calls keep their metadata).
-    pub fn new(containers: ContainerDirectory, filter: Filter, linger: std::time::Duration) -> Self {
-        Self { containers, filter, linger, ..Self::default() }
+    pub fn new(
+        containers: ContainerDirectory,
+        filter: Filter,
+        redactor: Redactor,
+        linger: std::time::Duration,
+    ) -> Self {
+        Self { containers, filter, redactor, linger, ..Self::default() }
     }
 
     /// Make sure `pid` is known (`cmdline` and `cgroup` as the capture read
@@ -49,12 +57,13 @@ impl ProcessCache {
     /// process is new.
     pub fn observe(
         &mut self,
-        pid: u32,
+        key: ProcKey,
         comm: impl FnOnce() -> String,
         cmdline: Option<&str>,
         cgroup: Option<&str>,
     ) -> bool {
-        let p = self.procs.entry(pid).or_insert_with(|| read(pid, comm, cmdline, cgroup));
+        let redactor = &self.redactor;
+        let p = self.procs.entry(key).or_insert_with(|| read(key.pid, comm, cmdline, cgroup, redactor));
         if let Some(keep) = p.keep {
             return keep;
         }
@@ -69,15 +78,15 @@ impl ProcessCache {
         };
         p.keep = self.filter.decide(&p.cmd, state);
         if p.keep == Some(false) {
-            self.denied.push(pid);
+            self.denied.push(key.pid);
         }
         p.keep.unwrap_or(true)
     }
 
     /// At flush time: is `pid` kept? Still undecided (the runtime never
     /// answered): decided without container metadata.
-    pub fn keep(&self, pid: u32) -> bool {
-        let Some(p) = self.procs.get(&pid) else { return self.filter.is_empty() };
+    pub fn keep(&self, key: ProcKey) -> bool {
+        let Some(p) = self.procs.get(&key) else { return self.filter.is_empty() };
         if let Some(keep) = p.keep {
             return keep;
         }
@@ -92,9 +101,9 @@ impl ProcessCache {
     /// Add `_process_pid_`, `_process_cmd_`, `_running_mode_`, and for a
     /// container `_container_id_`, with `_container_name_`, `_pod_name_`,
     /// `_namespace_` where the runtime told them.
-    pub fn describe(&self, pid: u32, r: &mut Record) {
-        r.push("_process_pid_", pid);
-        let p = self.procs.get(&pid);
+    pub fn describe(&self, key: ProcKey, r: &mut Record) {
+        r.push("_process_pid_", key.pid);
+        let p = self.procs.get(&key);
         r.push("_process_cmd_", p.map(|p| p.cmd.as_str()).unwrap_or_default());
         let container = p.and_then(|p| p.container.as_ref());
         r.push("_running_mode_", if container.is_some() { "container" } else { "host" });
@@ -112,18 +121,23 @@ impl ProcessCache {
         }
     }
 
-    /// Forget processes that exited more than `linger` ago.
+    /// Forget processes that exited more than `linger` ago (gone from
+    /// /proc, or their pid taken by a later process).
     pub fn expire(&mut self) {
         let now = std::time::Instant::now();
-        let (released, linger) = (&mut self.released, self.linger);
-        self.procs.retain(|pid, p| {
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let linger = self.linger;
+        // The latest start seen per pid: an older process with that pid ended.
+        let mut latest: HashMap<u32, u64> = HashMap::default();
+        for k in self.procs.keys() {
+            let l = latest.entry(k.pid).or_insert(k.start_ns);
+            *l = (*l).max(k.start_ns);
+        }
+        self.procs.retain(|key, p| {
+            let reused = latest.get(&key.pid).is_some_and(|&l| l > key.start_ns);
+            if !reused && std::path::Path::new(&format!("/proc/{}", key.pid)).exists() {
                 return true;
             }
             let since = *p.gone_since.get_or_insert(now);
-            if p.keep == Some(false) && since == now {
-                released.push(*pid);
-            }
             now.duration_since(since) < linger
         });
     }
@@ -131,11 +145,6 @@ impl ProcessCache {
     /// Processes excluded since the last call (to deny in the kernel).
     pub fn take_denied(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.denied)
-    }
-
-    /// Excluded processes that exited since the last call (to allow again).
-    pub fn take_released(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.released)
     }
 
     pub fn len(&self) -> usize {
@@ -150,9 +159,7 @@ impl ProcessCache {
 /// A process's command line from /proc (arguments joined by spaces).
 pub fn cmdline(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let parts: Vec<String> =
-        raw.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-    Some(parts.join(" ")).filter(|c| !c.is_empty())
+    crate::capture::event::join_args(&raw)
 }
 
 /// A process's `/proc/PID/cgroup`.
@@ -160,8 +167,14 @@ pub fn cgroup_text(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
 }
 
-fn read(pid: u32, comm: impl FnOnce() -> String, known_cmd: Option<&str>, known_cgroup: Option<&str>) -> Process {
+fn read(
+    pid: u32,
+    comm: impl FnOnce() -> String,
+    known_cmd: Option<&str>,
+    known_cgroup: Option<&str>,
+    redactor: &Redactor,
+) -> Process {
     let cmd = known_cmd.map(str::to_string).or_else(|| cmdline(pid)).unwrap_or_else(comm);
     let cgroup = known_cgroup.map(str::to_string).or_else(|| cgroup_text(pid)).unwrap_or_default();
-    Process { cmd, container: container_of(&cgroup), keep: None, gone_since: None }
+    Process { cmd: redactor.redact(&cmd), container: container_of(&cgroup), keep: None, gone_since: None }
 }

@@ -3,6 +3,7 @@
 //! server fails the test with the package to install (scripts/setup.sh
 //! installs them all).
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -258,8 +259,8 @@ pub fn free_port() -> u16 {
     // Tests of this binary run in parallel: each call starts elsewhere.
     static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let first = 20000 + (std::process::id() % 4000) as u16 + call * 1000;
-    for port in (first..30000).step_by(7) {
+    let first = 20000 + ((std::process::id() % 4000) as u16 + call.wrapping_mul(997)) % 9000;
+    for port in (first..30000).step_by(7).chain((20000..first).step_by(7)) {
         let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
         let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
         if tcp.is_ok() && udp.is_ok() {
@@ -384,4 +385,32 @@ impl Drop for DockerEngine {
             .args(["-c", &format!("grep -o '{}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l", exec.display())])
             .status();
     }
+}
+
+/// Python's HTTP server on a free loopback port, serving `dir`.
+pub fn http_server(dir: &std::path::Path) -> (Child, u16) {
+    let mut server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+    let port = line.split(" port ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    (server, port)
+}
+
+/// dnsmasq on 127.0.0.1:`port`, answering `*.x.test` with 1.2.3.4.
+pub fn dnsmasq(port: u16) -> Child {
+    Command::new("dnsmasq")
+        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file="])
+        .args(["--listen-address", "127.0.0.1", "--address=/x.test/1.2.3.4"])
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq (apt-get install dnsmasq-base; scripts/setup.sh does it)")
 }

@@ -1,0 +1,6 @@
+//! `cargo fuzz run dns`: the dns plugin through the SDK's Engine (input format: `src/lib.rs`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    wirelens_fuzz::run::<wirelens_plugin_dns::Dns>(data);
+});
