@@ -15,11 +15,13 @@ need_target wasm32-unknown-unknown
 # redis-benchmark), dnsmasq and dig, MariaDB with its client and the Perl
 # driver of the prepared-statement client, PostgreSQL with psql and pgbench,
 # Prometheus (scrapes the flusher_prometheus endpoint in a test), and a
-# Docker engine with busybox (the image of the container tests), and wrk
-# and gnuplot for the benchmark harness (bench/run.py).
+# Docker engine with busybox (the image of the container tests), wrk
+# and gnuplot for the benchmark harness (bench/run.py), and tshark, the
+# independent decoder the layer-7 tests compare with (it asks whether
+# non-root users may capture: the answer is no, below).
 packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
-    docker.io containerd busybox-static wrk gnuplot-nox)
+    docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +32,7 @@ if ((${#missing[@]})); then
         exit 1
     fi
     apt-get update -qq
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 

@@ -33,9 +33,11 @@
 //!   at the clock's time (bit 7 as for chunks: same `feed` call or not).
 //! - 1, feed: the chunks pending are fed (possibly none: an empty call).
 //!   With bit 4 set, extend instead: `K` follows, and the latest chunk's
-//!   bytes are repeated until it holds `K` x 4096 bytes, if fewer (up to
-//!   ~1 MB captured, to reach the plugins' buffer limits with small
-//!   inputs; a truncated chunk keeps its uncaptured bytes).
+//!   bytes are repeated until it holds [`extend_target`]`(K)` bytes, if
+//!   fewer (512 B steps up to 120 KiB, then 64 KiB steps up to 1 MiB; at
+//!   most [`EXTEND_BUDGET`] added per input), to reach the plugins' buffer
+//!   limits with small inputs. A truncated chunk keeps its uncaptured
+//!   bytes.
 //! - 2, close: the pending chunks are fed, then `close` of the connections
 //!   whose bits are set in `H` bits 4, 5, 6 (connections 1, 2, 3).
 //! - 3, set clock: 8 bytes follow, little-endian, masked to 60 bits.
@@ -69,8 +71,19 @@ const OP_SET_CLOCK: u8 = 3;
 const CLOCK_MASK: u64 = (1 << 60) - 1;
 /// In a feed record: extend the last chunk instead.
 const H_EXTEND: u8 = 1 << 4;
-/// Extend records grow the last chunk to a multiple of this.
-pub const EXTEND_UNIT: usize = 4096;
+/// Most bytes extend records may add to one input's chunks (they are by
+/// far the dearest inputs to run: a whole buffer's worth of parsing).
+pub const EXTEND_BUDGET: usize = 1 << 20;
+
+/// The size an extend record's `K` asks for: `K` x 512 bytes below `0xF0`
+/// (up to 120 KiB), 64 KiB to 1 MiB from there (so that random bytes
+/// seldom ask for the dearest sizes).
+pub fn extend_target(k: u8) -> usize {
+    match k {
+        0..=0xEF => usize::from(k) * 512,
+        _ => usize::from(k - 0xEF) * 65536,
+    }
+}
 
 /// One decoded operation.
 #[derive(Clone, Debug)]
@@ -89,6 +102,7 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut r = Reader { data, pos: 0 };
     let mut clock = START_NS;
+    let mut extend_budget = EXTEND_BUDGET;
     while let Some(h) = r.byte() {
         if h & 3 == H_CONTROL {
             match (h >> 2) & 3 {
@@ -105,7 +119,8 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
                         _ => None,
                     });
                     if let Some(c) = last.filter(|c| !c.bytes.is_empty()) {
-                        let want = usize::from(k) * EXTEND_UNIT;
+                        let want = extend_target(k).min(c.bytes.len() + extend_budget);
+                        extend_budget -= want.saturating_sub(c.bytes.len());
                         let uncaptured = c.real_len.map(|r| r.saturating_sub(c.bytes.len() as u64));
                         // Doubling (a few copies), not one copy per pattern.
                         while c.bytes.len() < want {
@@ -490,10 +505,10 @@ mod tests {
     fn extend_repeats_the_latest_chunk() {
         let chunks = [TestChunk::egress(1, b"abc").truncated(10), TestChunk::tick(2)];
         let mut data = encode(&chunks, &[], false, false);
-        data.extend_from_slice(&[H_CONTROL | OP_FEED << 2 | H_EXTEND, 2]);
+        data.extend_from_slice(&[H_CONTROL | OP_FEED << 2 | H_EXTEND, 16]);
         let ops = decode(&data);
         let Op::Chunk { chunk, .. } = &ops[0] else { panic!("{ops:?}") };
-        assert_eq!(chunk.bytes.len(), 2 * EXTEND_UNIT);
+        assert_eq!(chunk.bytes.len(), 8192);
         assert!(chunk.bytes.starts_with(b"abcabca"));
         assert_eq!(chunk.real_len, Some(chunk.bytes.len() as u64 + 7));
         run::<wirelens_plugin_http::Http>(&data);

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use wirelens::protocols::{LoadedPlugin, Sandbox, SandboxLimits, Source};
+use wirelens::protocols::{LoadedPlugin, Sandbox, SandboxLimits, Source, WorkerConfig};
 use wirelens_sdk::testing::{load_fixture, render, without_times, Case};
 
 /// Feed each case one chunk per call, then all chunks in one batch; both must
@@ -118,4 +118,62 @@ fn sdk_example_cases_through_wasm() {
     let minikv = LoadedPlugin::load(&runtime, &bytes, Source::Builtin, &[]).unwrap();
     assert_eq!(&*minikv.meta.name, "minikv");
     run_cases(&minikv, &runtime, &wirelens_plugin_minikv::cases::all());
+}
+
+/// No built-in plugin claims another's traffic: the first bytes of each
+/// direction of every recorded stream are offered to every other plugin
+/// (through its wasm build), whole and cut short, from both ends; none
+/// reaches the daemon's claim threshold.
+#[test]
+fn no_plugin_claims_another_protocols_recordings() {
+    use wirelens::protocols::bindings::{Direction, Role};
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let protocols = ["http", "redis", "dns", "mysql", "pgsql"];
+    let mut checked = 0;
+    for owner in protocols {
+        let dir = common::root().join("tests/fixtures").join(owner);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "chunks") {
+                continue;
+            }
+            let chunks = load_fixture(&path);
+            // The first chunk of each direction of each connection.
+            let mut firsts: Vec<&wirelens_sdk::testing::TestChunk> = Vec::new();
+            for c in &chunks {
+                if !firsts.iter().any(|f| f.conn == c.conn && f.direction == c.direction) {
+                    firsts.push(c);
+                }
+            }
+            for other in protocols.iter().filter(|p| **p != owner) {
+                let plugin = registry.catalog().get(other).unwrap().clone();
+                let mut sandbox =
+                    Sandbox::instantiate(registry.runtime(), plugin_pre(&plugin), Arc::from("test")).unwrap();
+                for c in &firsts {
+                    let client_dir = match c.direction {
+                        wirelens_sdk::Direction::Egress => Direction::Egress,
+                        wirelens_sdk::Direction::Ingress => Direction::Ingress,
+                    };
+                    let server_dir = match client_dir {
+                        Direction::Egress => Direction::Ingress,
+                        Direction::Ingress => Direction::Egress,
+                    };
+                    for (dir, role) in
+                        [(client_dir, Role::Client), (server_dir, Role::Server), (client_dir, Role::Unknown)]
+                    {
+                        for len in [c.bytes.len(), c.bytes.len().min(16)] {
+                            let confidence = sandbox.detect(dir, role, &c.bytes[..len]).unwrap();
+                            assert!(
+                                confidence < WorkerConfig::default().detect_threshold,
+                                "{other} claims {} ({dir:?}, {role:?}, {len} bytes) with {confidence}",
+                                path.display()
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 200, "{checked} checks");
 }

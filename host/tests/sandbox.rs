@@ -330,3 +330,43 @@ fn a_plugin_of_contract_1_0_still_loads_and_parses() {
         ]
     );
 }
+
+/// A server that reads a DNS-over-TCP length prefix a byte at a time (as
+/// dnsmasq does), then the message: the worker judges the connection's
+/// first bytes as they add up, claims it for DNS, and the plugin parses the
+/// bytes it held while detecting, so every query counts with its real size.
+#[test]
+fn detection_sees_first_bytes_across_reads_of_any_size() {
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let mut worker = ProtocolWorker::new(registry, WorkerConfig::default());
+    let query = wirelens_plugin_dns::cases::tcp(&wirelens_plugin_dns::cases::message(7, false, 0, "a.x.test", 1, 0));
+    let answer = wirelens_plugin_dns::cases::tcp(&wirelens_plugin_dns::cases::message(7, true, 0, "a.x.test", 1, 1));
+    let mut ts = 1;
+    for _ in 0..3 {
+        for piece in [&query[..1], &query[1..2], &query[2..]] {
+            worker.push(wirelens::protocols::ChunkIn {
+                role: Role::Server,
+                timestamp_ns: ts,
+                ..chunk(5, Direction::Ingress, piece)
+            });
+            ts += 1;
+        }
+        worker.push(wirelens::protocols::ChunkIn {
+            role: Role::Server,
+            timestamp_ns: ts,
+            ..chunk(5, Direction::Egress, &answer)
+        });
+        ts += 1;
+    }
+    let (mut parsed, mut events) = (Vec::new(), Vec::new());
+    worker.poll(&mut parsed, &mut events);
+    assert!(
+        events.iter().any(|e| matches!(e, ConnEvent::Detected { protocol, .. } if &**protocol == "dns")),
+        "{events:?}"
+    );
+    let requests: Vec<&Parsed> =
+        parsed.iter().filter(|p| p.kind == wirelens::protocols::MessageKind::Request).collect();
+    assert_eq!(requests.len(), 3, "{parsed:#?}");
+    assert!(requests.iter().all(|r| r.size == query.len() as u64 && r.field("query_record") == Some("a.x.test")));
+    assert_eq!(parsed.len(), 6);
+}

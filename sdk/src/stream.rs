@@ -79,6 +79,18 @@ struct ConnState<C> {
     hidden_requests: Option<Hidden>,
     /// Chunks in a row where a message should have started but did not.
     failed_resumes: u32,
+    /// Responses that came before their request was complete.
+    deferred: Vec<Deferred>,
+}
+
+/// A response waiting for the request it answers to be complete.
+struct Deferred {
+    ctx: Ctx,
+    meta: Meta,
+    start_ns: u64,
+    end_ns: u64,
+    size: u64,
+    fields: Fields,
 }
 
 /// What is known of requests whose bytes were lost.
@@ -246,6 +258,7 @@ impl<P: Protocol> Engine<P> {
             request_dir: None,
             hidden_requests: None,
             failed_resumes: 0,
+            deferred: Vec::new(),
         });
         if chunk.role != Role::Unknown {
             state.role = chunk.role;
@@ -322,6 +335,12 @@ impl<P: Protocol> Engine<P> {
                     state.emit(&ctx, d, meta, current.start_ns, end, size, false, &mut out);
                 }
             }
+            // Responses whose request never completed: written as they are.
+            for mut r in std::mem::take(&mut state.deferred) {
+                let d = dir_index(r.ctx.direction);
+                state.answer(&r.ctx, d, &r.meta, &mut out);
+                write(&mut out, &r.ctx, r.meta, r.start_ns, r.end_ns, r.size, Some(&mut r.fields), false);
+            }
         }
         self.with_lost.retain(|c| !conns.contains(c));
         out
@@ -382,7 +401,10 @@ impl DirStream {
 impl<C> ConnState<C> {
     /// Bookkeeping and output of one completed message of direction `d`.
     /// A request or response first ends a lost region of the other
-    /// direction (it proves where that region ended).
+    /// direction (it proves where that region ended). A response that
+    /// comes while its request is still arriving (a server answering before
+    /// it read the whole body: nginx's `return 201` to a chunked POST) waits
+    /// for that request, so the two pair.
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
@@ -399,41 +421,75 @@ impl<C> ConnState<C> {
         if meta.kind != MessageKind::Oneway && !unseen && self.streams[1 - d].lost.is_some() {
             self.close_lost(ctx.conn, 1 - d, out);
         }
-        match meta.kind {
-            MessageKind::Request => {
-                if !unseen {
-                    // A request parsed in place: none are hidden any more.
-                    self.hidden_requests = None;
-                }
-                self.request_dir = Some(d);
-                if self.outstanding.len() >= MAX_OUTSTANDING {
-                    self.outstanding.pop_front();
-                }
-                self.outstanding.push_back(meta.pair_id);
+        let early = meta.kind == MessageKind::Response
+            && !unseen
+            && self.streams[1 - d].current.is_some()
+            && self.answered_by(&meta).is_none()
+            && self.deferred.len() < MAX_OUTSTANDING;
+        if early {
+            let fields = std::mem::take(&mut self.streams[d].fields);
+            self.deferred.push(Deferred { ctx: *ctx, meta, start_ns, end_ns, size, fields });
+            return;
+        }
+        if meta.kind == MessageKind::Request {
+            if !unseen && self.hidden_requests.as_ref().is_some_and(|h| h.bytes == 0) {
+                // A request parsed in place after the hidden ones were all
+                // answered: none are hidden any more.
+                self.hidden_requests = None;
             }
-            MessageKind::Response => {
-                let answered = match meta.pair_id {
-                    Some(id) => self.outstanding.iter().position(|p| *p == Some(id)),
-                    None => (!self.outstanding.is_empty()).then_some(0),
-                };
-                match answered {
-                    Some(i) => {
-                        self.outstanding.remove(i);
-                    }
-                    None => {
-                        // Its request was among the hidden ones.
-                        if let Some(hidden) = self.hidden_requests.as_mut().filter(|h| h.dir != d) {
-                            let size = std::mem::take(&mut hidden.bytes);
-                            let request = Meta { kind: MessageKind::Request, success: true, pair_id: meta.pair_id };
-                            let rctx = Ctx { direction: direction_of(hidden.dir), ..*ctx };
-                            write(out, &rctx, request, hidden.start_ns, hidden.start_ns, size, None, true);
-                        }
-                    }
-                }
+            self.request_dir = Some(d);
+            if self.outstanding.len() >= MAX_OUTSTANDING {
+                self.outstanding.pop_front();
             }
-            MessageKind::Oneway => {}
+            self.outstanding.push_back(meta.pair_id);
+        } else if meta.kind == MessageKind::Response {
+            self.answer(ctx, d, &meta, out);
         }
         write(out, ctx, meta, start_ns, end_ns, size, Some(&mut self.streams[d].fields), unseen);
+        if meta.kind == MessageKind::Request && !self.deferred.is_empty() {
+            self.release_deferred(out);
+        }
+    }
+
+    /// Which outstanding request a response answers, if any.
+    fn answered_by(&self, meta: &Meta) -> Option<usize> {
+        match meta.pair_id {
+            Some(id) => self.outstanding.iter().position(|p| *p == Some(id)),
+            None => (!self.outstanding.is_empty()).then_some(0),
+        }
+    }
+
+    /// A response's bookkeeping: its request is no longer outstanding (or,
+    /// if its request was among those lost, an unseen request is written
+    /// for it first).
+    fn answer(&mut self, ctx: &Ctx, d: usize, meta: &Meta, out: &mut Batch) {
+        match self.answered_by(meta) {
+            Some(i) => {
+                self.outstanding.remove(i);
+            }
+            None => {
+                if let Some(hidden) = self.hidden_requests.as_mut().filter(|h| h.dir != d) {
+                    let size = std::mem::take(&mut hidden.bytes);
+                    let request = Meta { kind: MessageKind::Request, success: true, pair_id: meta.pair_id };
+                    let rctx = Ctx { direction: direction_of(hidden.dir), ..*ctx };
+                    write(out, &rctx, request, hidden.start_ns, hidden.start_ns, size, None, true);
+                }
+            }
+        }
+    }
+
+    /// Write the responses that waited for their requests, now answerable.
+    fn release_deferred(&mut self, out: &mut Batch) {
+        let waiting = std::mem::take(&mut self.deferred);
+        for mut r in waiting {
+            let d = dir_index(r.ctx.direction);
+            if self.answered_by(&r.meta).is_none() && self.streams[1 - d].current.is_some() {
+                self.deferred.push(r); // its own request is still arriving
+                continue;
+            }
+            self.answer(&r.ctx, d, &r.meta, out);
+            write(out, &r.ctx, r.meta, r.start_ns, r.end_ns, r.size, Some(&mut r.fields), false);
+        }
     }
 
     /// End the lost region of direction `d` (see the module docs); parsing
@@ -459,7 +515,12 @@ impl<C> ConnState<C> {
             } else {
                 self.streams[d].fields.clear();
             }
-            self.hidden_requests = Some(Hidden { dir: d, bytes, start_ns: lost.first_ns });
+            // Lost bytes not yet given to a request add up (a request can
+            // span several lost regions: the read after a failed resume).
+            match self.hidden_requests.as_mut().filter(|h| h.dir == d) {
+                Some(h) => h.bytes += bytes,
+                None => self.hidden_requests = Some(Hidden { dir: d, bytes, start_ns: lost.first_ns }),
+            }
             return;
         }
         // Responses: every outstanding request was answered in the region.
@@ -672,10 +733,16 @@ impl<C> ConnState<C> {
             if let Some(meta) = proto.lost(&mut self.proto, ctx, &head, &mut self.streams[d].fields) {
                 self.emit(ctx, d, meta, ts, ts, rest, false, out);
             }
-        } else if missing > 0 && out.len() > before {
-            // Uncopied bytes after a complete message: its own tail.
-            if let Some(last) = out.size.last_mut() {
-                *last += missing;
+        } else if missing > 0 {
+            // Uncopied bytes after a complete message: its own tail (the
+            // datagram's last message, which other messages written since,
+            // like responses that waited for it, may follow).
+            let ingress = ctx.direction == Direction::Ingress;
+            let mine = (before..out.len())
+                .rev()
+                .find(|&i| out.conn[i] == ctx.conn && (out.flags[i] & MSG_INGRESS != 0) == ingress);
+            if let Some(i) = mine {
+                out.size[i] += missing;
             }
         }
         self.streams[d].reset();

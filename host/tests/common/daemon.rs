@@ -124,8 +124,10 @@ impl Drop for Daemon {
 /// under `Common` (indented by 6) or as whole sections.
 pub fn config(common: &str, ebpf: &str, wirelens: &str) -> String {
     let indent = |s: &str| s.lines().map(|l| format!("      {l}\n")).collect::<String>();
+    // The default capture size unless the test sets its own.
+    let payload = if wirelens.contains("PayloadBytes") { "" } else { "      PayloadBytes: 4096\n" };
     format!(
-        "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n{}    EBPF:\n      Enabled: true\n{}    Wirelens:\n      PayloadBytes: 4096\n{}flushers:\n  - Type: flusher_stdout\n",
+        "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n{}    EBPF:\n      Enabled: true\n{}    Wirelens:\n{payload}{}flushers:\n  - Type: flusher_stdout\n",
         indent(common),
         indent(ebpf),
         indent(wirelens)

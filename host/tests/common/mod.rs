@@ -4,6 +4,7 @@
 pub mod cri;
 pub mod daemon;
 pub mod servers;
+pub mod tshark;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -235,7 +235,8 @@ impl Nginx {
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
              uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port}; root {}; location /echo {{ return 201 \"created\\n\"; }} }} }}\n",
+             server {{ listen 127.0.0.1:{port}; root {}; location /echo {{ return 201 \"created\\n\"; }}\n\
+             location /gz/ {{ gzip on; gzip_types *; gzip_min_length 0; }} }} }}\n",
             root.display()
         );
         let conf_path = dir.path().join("nginx.conf");

@@ -21,6 +21,33 @@ const OK_HELLO: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 pub fn all() -> Vec<Case> {
     let mut cases = Vec::new();
 
+    // nginx's `return 201` answers a chunked POST as soon as it has read the
+    // head, before the body (a server's view: the request arrives in two
+    // reads, the answer leaves between them). The two still pair.
+    let post_head = "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let post_body = "9\r\npart one,\r\n0\r\n\r\n";
+    let created = "HTTP/1.1 201 Created\r\nContent-Length: 8\r\n\r\ncreated\n";
+    cases.push(Case {
+        name: "server side: a response before its request's body",
+        chunks: vec![
+            TestChunk::ingress(10, post_head).role(Role::Server).on(9),
+            TestChunk::egress(11, created).role(Role::Server).on(9),
+            TestChunk::ingress(12, post_body).role(Role::Server).on(9),
+            TestChunk::ingress(20, GET).role(Role::Server).on(9),
+            TestChunk::egress(21, OK_HELLO).role(Role::Server).on(9),
+        ],
+        close: vec![],
+        expect: vec![
+            format!(
+                "9 req in 10-12 size={} ok version=1 method=POST url=/echo host=h",
+                post_head.len() + post_body.len()
+            ),
+            format!("9 resp out 11-11 size={} ok version=1 resp_code=201", created.len()),
+            format!("9 req in 20-20 size={} ok {GET_FIELDS}", GET.len()),
+            format!("9 resp out 21-21 size={} ok version=1 resp_code=200", OK_HELLO.len()),
+        ],
+    });
+
     cases.push(Case {
         name: "content-length response",
         chunks: vec![TestChunk::egress(10, GET), TestChunk::ingress(20, OK_HELLO)],

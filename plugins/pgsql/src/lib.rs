@@ -142,6 +142,9 @@ pub struct Conn {
     answer: Option<Encryption>,
     /// The response being read (response direction).
     response: Response,
+    /// Requests sent whose response has not ended: a notice while one is
+    /// waiting is the start of its response, not an asynchronous message.
+    awaiting: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -232,7 +235,11 @@ impl Protocol for Pgsql {
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
         if ctx.carries_requests_or_egress() {
-            parse_request(conn, buf, ctx.truncated, fields)
+            let step = parse_request(conn, buf, ctx.truncated, fields);
+            if matches!(step, Step::Complete(_, m) if m.kind == wirelens_sdk::MessageKind::Request) {
+                conn.awaiting = conn.awaiting.saturating_add(1);
+            }
+            step
         } else {
             parse_response(conn, buf, ctx.truncated, fields)
         }
@@ -262,6 +269,8 @@ impl Protocol for Pgsql {
             };
         }
         conn.answer = None;
+        // Requests still waiting were answered in the lost bytes.
+        conn.awaiting = 0;
         let response = std::mem::take(&mut conn.response);
         if response.active {
             if let Some(code) = &response.error_code {
@@ -499,7 +508,7 @@ fn parse_response(conn: &mut Conn, buf: &[u8], truncated: bool, fields: &mut Fie
         Err(step) => return step,
     };
     let response = &mut conn.response;
-    if !response.active && !response.startup && matches!(tag, b'N' | b'A' | b'S') {
+    if !response.active && !response.startup && conn.awaiting == 0 && matches!(tag, b'N' | b'A' | b'S') {
         return Step::Discard(frame.wire_len);
     }
     // Authentication requests only come while a connection starts.
@@ -526,6 +535,7 @@ fn parse_response(conn: &mut Conn, buf: &[u8], truncated: bool, fields: &mut Fie
 }
 
 fn finish_response(conn: &mut Conn, wire_len: u64, fields: &mut Fields) -> Step {
+    conn.awaiting = conn.awaiting.saturating_sub(1);
     let response = std::mem::take(&mut conn.response);
     if let Some(code) = &response.error_code {
         fields.str(ERROR_CODE, code);
