@@ -124,8 +124,15 @@ impl Drop for Daemon {
 /// under `Common` (indented by 6) or as whole sections.
 pub fn config(common: &str, ebpf: &str, wirelens: &str) -> String {
     let indent = |s: &str| s.lines().map(|l| format!("      {l}\n")).collect::<String>();
-    // The default capture size unless the test sets its own.
-    let payload = if wirelens.contains("PayloadBytes") { "" } else { "      PayloadBytes: 4096\n" };
+    // The test's own capture size, else WIRELENS_TEST_PAYLOAD_BYTES (CI runs
+    // the layer-7 tests again with 256: counts, outcomes, sizes and
+    // latencies must not depend on it), else the default.
+    let payload = if wirelens.contains("PayloadBytes") {
+        String::new()
+    } else {
+        let bytes = std::env::var("WIRELENS_TEST_PAYLOAD_BYTES").unwrap_or_else(|_| "4096".into());
+        format!("      PayloadBytes: {bytes}\n")
+    };
     format!(
         "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n{}    EBPF:\n      Enabled: true\n{}    Wirelens:\n{payload}{}flushers:\n  - Type: flusher_stdout\n",
         indent(common),
