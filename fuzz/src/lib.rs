@@ -347,7 +347,8 @@ fn check_batch(batch: &Batch, names: &[&str], ops: &[Op]) {
     }
 }
 
-fn fail(msg: &str, ops: &[Op], batches: &[Batch], names: &[&str]) -> ! {
+/// The operations as lines (`+`: in the same feed call as the chunk before).
+pub fn describe(ops: &[Op]) -> String {
     let mut text = String::new();
     for op in ops {
         match op {
@@ -358,6 +359,11 @@ fn fail(msg: &str, ops: &[Op], batches: &[Batch], names: &[&str]) -> ! {
             Op::Close(c) => text += &format!("  close {c:?}\n"),
         }
     }
+    text
+}
+
+fn fail(msg: &str, ops: &[Op], batches: &[Batch], names: &[&str]) -> ! {
+    let text = describe(ops);
     let mut out = String::new();
     for b in batches {
         for line in wirelens_sdk::testing::render(b, names) {
