@@ -30,6 +30,10 @@ impl Protocol for MiniKv {
         }
     }
 
+    fn call_field() -> Option<&'static str> {
+        Some("command")
+    }
+
     fn detect(&self, _direction: Direction, _role: Role, bytes: &[u8]) -> u8 {
         let known = [&b"GET "[..], b"SET ", b"OK\n", b"NIL\n", b"ERR ", b"VAL "];
         if known.iter().any(|k| bytes.starts_with(k)) {
