@@ -22,6 +22,7 @@
  * whose consumer is woken only when a lot is pending (it polls every few
  * milliseconds). */
 #include "vmlinux_min.h"
+#include "arch.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "wirelens.h"
@@ -489,20 +490,6 @@ static __always_inline __u32 mmsg_index(struct task_struct *task, __u64 vec, __u
     return i;
 }
 
-/* x86_64 system call numbers. */
-#define NR_read 0
-#define NR_write 1
-#define NR_readv 19
-#define NR_writev 20
-#define NR_sendfile 40
-#define NR_sendto 44
-#define NR_recvfrom 45
-#define NR_sendmsg 46
-#define NR_recvmsg 47
-#define NR_splice 275
-#define NR_recvmmsg 299
-#define NR_sendmmsg 307
-
 /* One send or receive of `ret` bytes on sk, at the end of sock_sendmsg or
  * sock_recvmsg, in the context of the process that made it. */
 static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 direction) {
@@ -513,11 +500,14 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
     /* io_uring's worker threads run no system call of their own: their
      * saved registers name no buffer (size only, below). */
-    long nr = (task->flags & PF_IO_WORKER) ? -1 : regs->orig_ax;
+    long nr = (task->flags & PF_IO_WORKER) ? -1 : SYSCALL_NR(regs);
+    /* Every call told apart below takes its buffer (or vector, or message)
+     * second and its length (or count) third. */
+    __u64 arg2 = SYSCALL_ARG(regs, 2), arg3 = SYSCALL_ARG(regs, 3);
     if (ret <= 0) {
         /* Nothing moved. An error ends a sendmmsg/recvmmsg call. */
         if (ret < 0 && (nr == NR_sendmmsg || nr == NR_recvmmsg))
-            mmsg_index(task, regs->si, regs->dx, ret);
+            mmsg_index(task, arg2, arg3, ret);
         return 0;
     }
     /* Bytes peeked at are received again; kernel threads (NFS, kTLS
@@ -546,29 +536,29 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
     switch (nr) {
     case NR_read:
     case NR_write:
-        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, ret, direction, regs->si, regs->dx);
+        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, ret, direction, arg2, arg3);
         break;
     case NR_sendto:
-        peer_from_sockaddr(&d, regs->r8);
-        flat_event(&d, WL_SYS_SENDTO, ret, direction, regs->si, regs->dx);
+        peer_from_sockaddr(&d, SYSCALL_ARG(regs, 5));
+        flat_event(&d, WL_SYS_SENDTO, ret, direction, arg2, arg3);
         break;
     case NR_recvfrom:
         peer_from_datagram(&d, sk, ret);
-        flat_event(&d, WL_SYS_RECVFROM, ret, direction, regs->si, regs->dx);
+        flat_event(&d, WL_SYS_RECVFROM, ret, direction, arg2, arg3);
         break;
     case NR_readv:
     case NR_writev:
-        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, ret, direction, regs->si, regs->dx);
+        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, ret, direction, arg2, arg3);
         break;
     case NR_sendmsg:
     case NR_recvmsg:
     case NR_sendmmsg:
     case NR_recvmmsg: {
-        __u64 msg = regs->si;
+        __u64 msg = arg2;
         __u16 sys = nr == NR_sendmsg ? WL_SYS_SENDMSG : nr == NR_recvmsg ? WL_SYS_RECVMSG
                   : nr == NR_sendmmsg ? WL_SYS_SENDMMSG : WL_SYS_RECVMMSG;
         if (nr == NR_sendmmsg || nr == NR_recvmmsg)
-            msg += (__u64)mmsg_index(task, regs->si, regs->dx, ret) * sizeof(struct mmsghdr);
+            msg += (__u64)mmsg_index(task, arg2, arg3, ret) * sizeof(struct mmsghdr);
         struct user_msghdr m = {};
         if (bpf_probe_read_user(&m, sizeof(m), (void *)msg) != 0) {
             size_event(&d, sys, ret, direction);

@@ -1,6 +1,10 @@
-//! Builds every plugin crate under `plugins/` into a component and embeds
-//! them (see `src/protocols/builtin.rs`), so built-in protocols need no
-//! plugin directory and no extra build step.
+//! Builds what the daemon embeds, so running it needs no extra build step:
+//! - the kernel programs (`ebpf/capture.bpf.c`, C with CO-RE, compiled by
+//!   clang for the BPF target and the architecture Cargo builds for), loaded
+//!   by `src/capture/`;
+//! - every plugin crate under `plugins/`, built into a WebAssembly component
+//!   (see `src/protocols/builtin.rs`), so built-in protocols need no plugin
+//!   directory.
 
 use std::path::{Path, PathBuf};
 
@@ -55,8 +59,14 @@ fn build_ebpf() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("capture.bpf.o");
     watch("../ebpf");
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    // System call numbers and saved registers differ (ebpf/include/arch.h).
+    let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("aarch64") => "arm64",
+        Ok("x86_64") => "x86",
+        other => panic!("the kernel programs support x86_64 and aarch64, not {other:?} (ebpf/include/arch/)"),
+    };
     let status = std::process::Command::new(&clang)
-        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-I"])
+        .args(["-target", "bpf", &format!("-D__TARGET_ARCH_{arch}"), "-O2", "-g", "-Wall", "-Werror", "-I"])
         .arg(root.join("ebpf/include"))
         .arg("-c")
         .arg(root.join("ebpf/capture.bpf.c"))

@@ -9,7 +9,8 @@ need_target() {
 }
 need_target wasm32-unknown-unknown
 
-# Debian packages: clang and libbpf-dev build the kernel programs; the rest
+# Debian packages: clang and libbpf-dev build the kernel programs (binutils'
+# readelf checks the arm64 build of them); the rest
 # are the real servers and clients of the end-to-end tests: curl and nginx,
 # iproute2 (network namespaces), python3, redis-server (with redis-cli and
 # redis-benchmark), dnsmasq and dig, MariaDB with its client and the Perl
@@ -19,7 +20,7 @@ need_target wasm32-unknown-unknown
 # and gnuplot for the benchmark harness (bench/run.py), and tshark, the
 # independent decoder the layer-7 tests compare with (it asks whether
 # non-root users may capture: the answer is no, below).
-packages=(clang libbpf-dev curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
+packages=(clang libbpf-dev binutils curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
     docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux)
 missing=()

@@ -136,18 +136,6 @@ struct task_struct {
     char comm[16];
 };
 
-/* x86_64 user registers saved at syscall entry (bpf_task_pt_regs):
- * arguments in di, si, dx, r10, r8, r9; the syscall number in orig_ax. */
-struct pt_regs {
-    unsigned long r10;
-    unsigned long r8;
-    unsigned long r9;
-    unsigned long dx;
-    unsigned long si;
-    unsigned long di;
-    unsigned long orig_ax;
-};
-
 #pragma clang attribute pop
 
 /* User-space ABI structs (fixed layout; read with bpf_probe_read_user): no

@@ -1,6 +1,7 @@
 //! Paired calls per second through the whole host path, single core:
-//! captured chunks in, through the wasm plugin (detection, batching,
-//! parsing), the stitcher and the layer-7 window, aggregated records out;
+//! captured events in, through the daemon's `Collector` (connections,
+//! metadata, layer 4, the wasm plugin, the stitcher, the layer-7 window),
+//! aggregated records out;
 //! next to the same protocol's parser alone, natively (SDK `Engine`).
 //!
 //! Run: `cargo bench -p wirelens --bench l7_path`
@@ -8,12 +9,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use wirelens::aggregate::l7::{Endpoint, L7Window};
-use wirelens::connections::Role;
-use wirelens::metadata::ProcessCache;
-use wirelens::protocols::bindings::{Direction, Role as WireRole};
-use wirelens::protocols::{ChunkIn, ProtocolWorker, Registry, Runtime, SandboxLimits, WorkerConfig};
-use wirelens::stitch::Stitcher;
+use std::path::Path;
+
+use wirelens::capture::{Direction, Event, ProcKey, Role, Transport};
+use wirelens::collector::Collector;
+use wirelens::config::Config;
 use wirelens_sdk::testing::{to_wire, TestChunk};
 use wirelens_sdk::{Engine, Protocol};
 
@@ -64,44 +64,39 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-/// Calls per second through worker + stitcher + window.
-fn host_path(registry: &std::sync::Arc<Registry>, w: &Workload) -> f64 {
-    let mut worker = ProtocolWorker::new(registry.clone(), WorkerConfig::default());
-    let mut stitcher = Stitcher::new(1024, u64::MAX);
-    let mut window = L7Window::new(10_000);
-    let procs = ProcessCache::default();
-    let (mut parsed, mut events, mut calls) = (Vec::new(), Vec::new(), Vec::new());
-    let at = Endpoint { pid: 1, role: Role::Client, remote: (IpAddr::V4(Ipv4Addr::LOCALHOST), w.port) };
+/// Calls per second through the daemon's own path (`Collector`: the
+/// connection tracker, process metadata, the layer-4 window, the plugin
+/// worker, the stitcher and the layer-7 window), events built by hand.
+fn host_path(w: &Workload) -> f64 {
+    let text = "inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      ProtocolProcess: true\nflushers:\n  - Type: flusher_stdout\n";
+    let config = Config::parse(text, Path::new("l7_path.yaml")).unwrap();
+    let mut collector = Collector::new(&config, None).unwrap();
+    let proc = ProcKey { pid: std::process::id(), start_ns: 1 };
+    let server = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), w.port);
+    let local = |conn: u64| (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 40_000 + conn as u16);
+    let mut batch = Vec::with_capacity(2 * CONNS as usize);
     let start = Instant::now();
     let mut total = 0u64;
     let mut ts = 0u64;
     while start.elapsed() < ROUND {
         for _ in 0..32 {
+            batch.clear();
             for conn in 0..CONNS {
-                ts += 1;
-                for (dir, bytes) in [(Direction::Egress, &w.request), (Direction::Ingress, &w.response)] {
-                    worker.push(ChunkIn {
-                        conn,
-                        direction: dir,
-                        role: WireRole::Client,
-                        timestamp_ns: ts,
-                        data: bytes,
-                        real_len: bytes.len() as u64,
-                        port_hint: w.port,
-                        datagram: false,
-                    });
+                ts += 1000;
+                for (at, direction, bytes) in
+                    [(ts, Direction::Egress, &w.request), (ts + 500, Direction::Ingress, &w.response)]
+                {
+                    let ev = Event::data(proc, conn, at, direction, Role::Client, local(conn), server, bytes);
+                    // DNS here is over UDP: each call one message.
+                    let transport = if w.name == "dns" { Transport::Datagram } else { Transport::Stream };
+                    batch.push(Event { transport, ..ev });
                 }
             }
-            worker.poll(&mut parsed, &mut events);
-            for m in parsed.drain(..) {
-                stitcher.add(m, &mut calls);
-            }
-            total += calls.len() as u64;
-            for c in calls.drain(..) {
-                window.add(at, c);
-            }
+            collector.on_batch(&batch);
+            collector.poll_l7();
         }
-        let _records = window.flush(0, &procs);
+        let records = collector.flush_l7();
+        total += records.iter().filter_map(|r| r.int("total_count")).sum::<u64>();
     }
     assert!(total > 0, "{}: no calls", w.name);
     total as f64 / start.elapsed().as_secs_f64()
@@ -112,6 +107,7 @@ fn native<P: Protocol>(w: &Workload) -> f64 {
     let mut engine = Engine::<P>::new();
     let chunks: Vec<TestChunk> = (0..CONNS)
         .flat_map(|c| [TestChunk::egress(1, &w.request).on(c), TestChunk::ingress(2, &w.response).on(c)])
+        .map(|chunk| if w.name == "dns" { chunk.datagram() } else { chunk })
         .collect();
     let (cols, data) = to_wire(&chunks);
     let start = Instant::now();
@@ -125,12 +121,10 @@ fn native<P: Protocol>(w: &Workload) -> f64 {
 }
 
 fn main() {
-    let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
-    registry.load_builtins();
     println!("paired calls per second, one thread, {CONNS} connections, 3 rounds (min/median/max)");
     println!("{:>6}  {:>30}  {:>30}", "proto", "whole host path (wasm)", "parser alone (native)");
     for w in workloads() {
-        let mut host: Vec<f64> = (0..3).map(|_| host_path(&registry, &w)).collect();
+        let mut host: Vec<f64> = (0..3).map(|_| host_path(&w)).collect();
         let mut nat: Vec<f64> = (0..3)
             .map(|_| match w.name {
                 "http" => native::<wirelens_plugin_http::Http>(&w),

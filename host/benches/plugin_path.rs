@@ -60,7 +60,15 @@ impl Workload {
             let response = (round + i / CONNS) % 2 == 1;
             let bytes = if response { &self.response } else { &self.request };
             let direction = if response { host::Direction::Ingress } else { host::Direction::Egress };
-            chunks.push(conn, direction, host::Role::Client, round * 1000 + i, bytes.len() as u32, bytes.len() as u64);
+            chunks.push(
+                conn,
+                direction,
+                host::Role::Client,
+                round * 1000 + i,
+                bytes.len() as u32,
+                bytes.len() as u64,
+                false,
+            );
             data.extend_from_slice(bytes);
         }
         (chunks, data)

@@ -6,21 +6,20 @@ use crate::fast_hash::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::aggregate::l7::{Endpoint, L7Window};
-use crate::capture::event::INGRESS;
-use crate::capture::Event;
+use crate::capture::{Event, Transport};
+use crate::config::closest;
 use crate::connections::{Conn, Role};
 use crate::metadata::ProcessCache;
-use crate::protocols::bindings::{Direction, Role as WireRole};
+use crate::protocols::bindings::Role as WireRole;
 use crate::protocols::reload::PluginDirWatcher;
-use crate::protocols::{ChunkIn, ConnEvent, Parsed, ProtocolWorker, Registry, Runtime, SandboxLimits, WorkerConfig};
+use crate::protocols::{
+    ChunkIn, ConnEvent, Parsed, PluginOptions, ProtocolWorker, Registry, Runtime, SandboxLimits, WorkerConfig,
+};
 use crate::records::Record;
 use crate::stitch::{Call, Stitcher};
-
-/// `SOCK_DGRAM`: datagram sockets, whose chunks are whole messages.
-const SOCK_DGRAM: u16 = 2;
 
 /// Requests waiting for a response per connection, at most.
 const MAX_PENDING: usize = 1024;
@@ -41,19 +40,26 @@ pub struct Layer7 {
 }
 
 impl Layer7 {
-    /// Load the built-in plugins (and those of `plugin_dir`, hot-reloaded);
-    /// compiled plugins are cached in `cache_dir`.
+    /// Load the built-in plugins (and those of `plugin_dir`, hot-reloaded)
+    /// with their `options`; compiled plugins are cached in `cache_dir`. A
+    /// built-in that rejects its options is an error (the config is wrong).
     pub fn new(
         include: &[String],
         plugin_dir: Option<&PathBuf>,
+        options: PluginOptions,
         max_keys: usize,
         limits: SandboxLimits,
         cache_dir: Option<PathBuf>,
     ) -> Result<Self> {
         let runtime = Runtime::new(limits, cache_dir)?;
-        let registry = Registry::new(runtime, Default::default());
+        let configured: Vec<String> = options.keys().cloned().collect();
+        let registry = Registry::new(runtime, options);
         registry.load_builtins();
+        if let Some((name, err)) = registry.builtin_errors().into_iter().find(|(name, _)| configured.contains(name)) {
+            bail!("Wirelens.PluginOptions.{name}: {err}");
+        }
         let watcher = plugin_dir.map(|d| PluginDirWatcher::start(registry.clone(), d)).transpose()?;
+        warn_unserved(include, &registry);
         let include = (!include.is_empty()).then(|| include.iter().map(|p| p.to_lowercase()).collect());
         let worker = ProtocolWorker::new(registry.clone(), WorkerConfig { include, ..WorkerConfig::default() });
         Ok(Self {
@@ -77,23 +83,18 @@ impl Layer7 {
         // connection (its ephemeral port would make a key per connection).
         let key_remote = if conn.role == Role::Server { (remote.0, 0) } else { remote };
         self.conns.entry(conn.id).or_insert(Endpoint { proc: conn.key.proc, role: conn.role, remote: key_remote });
-        let ingress = ev.direction == INGRESS;
-        let role = match conn.role {
-            Role::Client => WireRole::Client,
-            Role::Server => WireRole::Server,
-            Role::Unknown => WireRole::Unknown,
-        };
+        let role = WireRole::from(conn.role);
         let port_hint = if conn.role == Role::Server { conn.local.1 } else { remote.1 };
         self.worker.push(ChunkIn {
             conn: conn.id,
-            direction: if ingress { Direction::Ingress } else { Direction::Egress },
+            direction: ev.direction.into(),
             role,
             // When the socket took or gave the bytes.
             timestamp_ns: ev.ts,
             data: &ev.payload,
             real_len: ev.real_len,
             port_hint,
-            datagram: ev.sock_type == SOCK_DGRAM,
+            datagram: ev.transport == Transport::Datagram,
         });
     }
 
@@ -154,5 +155,24 @@ impl Layer7 {
         r.push("l7_dropped_connections", s.dropped);
         r.push("l7_orphan_responses", self.stitcher.orphan_responses);
         r.push("l7_overflow", self.window.overflow);
+    }
+}
+
+/// `IncludeProtocols` names that no loaded plugin serves: likely typos
+/// (a plugin of that name added to the plugin directory later still counts).
+fn warn_unserved(include: &[String], registry: &Registry) {
+    let catalog = registry.catalog();
+    let served: Vec<&str> = catalog.active.iter().map(|p| &*p.meta.name).collect();
+    for name in include {
+        let lower = name.to_lowercase();
+        if served.contains(&lower.as_str()) {
+            continue;
+        }
+        let hint =
+            closest(&lower, served.iter().copied()).map(|n| format!(": did you mean `{n}`?")).unwrap_or_default();
+        tracing::warn!(
+            "Common.IncludeProtocols names `{name}`, which no loaded plugin serves{hint} \
+             (a plugin of that name added to the plugin directory is used)"
+        );
     }
 }

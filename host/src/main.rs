@@ -163,7 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins(PluginsCmd::Check { file }) => {
             let runtime = Runtime::new(SandboxLimits::default(), cache_dir)?;
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-            match LoadedPlugin::load(&runtime, &bytes, Source::File(file.clone()), &[]) {
+            match LoadedPlugin::load(&runtime, &bytes, Source::File(file.clone()), &Default::default()) {
                 Ok(p) => {
                     let m = &p.meta;
                     print_entries(&[Entry {

@@ -115,7 +115,7 @@ fn recorded_fixtures_through_wasm() {
 fn sdk_example_cases_through_wasm() {
     let runtime = common::runtime(SandboxLimits::default());
     let bytes = common::build_plugin("sdk/example", &[]);
-    let minikv = LoadedPlugin::load(&runtime, &bytes, Source::Builtin, &[]).unwrap();
+    let minikv = LoadedPlugin::load(&runtime, &bytes, Source::Builtin, &Default::default()).unwrap();
     assert_eq!(&*minikv.meta.name, "minikv");
     run_cases(&minikv, &runtime, &wirelens_plugin_minikv::cases::all());
 }

@@ -227,7 +227,7 @@ fn plugin_logs_are_rate_limited() {
         &runtime,
         &common::build_plugin("tests/plugins/testproto", &[]),
         Source::Builtin,
-        &[],
+        &Default::default(),
     )
     .unwrap();
     let mut sandbox = wirelens::protocols::Sandbox::instantiate(&runtime, plugin.pre(), "t".into()).unwrap();
@@ -250,8 +250,13 @@ fn plugins_have_no_capabilities() {
         (instance $p (export "info" (func $f)))
         (export "wirelens:protocol/parser@1.0.0" (instance $p)))"#;
     let runtime = common::runtime(SandboxLimits::default());
-    let err = wirelens::protocols::LoadedPlugin::load(&runtime, &wat::parse_str(wat).unwrap(), Source::Builtin, &[])
-        .unwrap_err();
+    let err = wirelens::protocols::LoadedPlugin::load(
+        &runtime,
+        &wat::parse_str(wat).unwrap(),
+        Source::Builtin,
+        &Default::default(),
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("imports `wasi:cli/environment@0.2.0`") && msg.contains("no WASI"), "{msg}");
 }
@@ -265,8 +270,13 @@ fn another_major_version_is_refused() {
         (instance $p (export "info" (func $f)))
         (export "wirelens:protocol/parser@2.0.0" (instance $p)))"#;
     let runtime = common::runtime(SandboxLimits::default());
-    let err = wirelens::protocols::LoadedPlugin::load(&runtime, &wat::parse_str(wat).unwrap(), Source::Builtin, &[])
-        .unwrap_err();
+    let err = wirelens::protocols::LoadedPlugin::load(
+        &runtime,
+        &wat::parse_str(wat).unwrap(),
+        Source::Builtin,
+        &Default::default(),
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("built against wirelens:protocol@2.0.0") && msg.contains("speaks wirelens:protocol@1.1.0"),
@@ -309,7 +319,8 @@ fn host_and_sdk_agree_on_the_wire_layout() {
 fn a_plugin_of_contract_1_0_still_loads_and_parses() {
     let bytes = std::fs::read(common::root().join("tests/fixtures/plugins/http-wit-1.0.wasm")).unwrap();
     let runtime = common::runtime(SandboxLimits::default());
-    let plugin = LoadedPlugin::load(&runtime, &bytes, Source::File("http-wit-1.0.wasm".into()), &[]).unwrap();
+    let plugin =
+        LoadedPlugin::load(&runtime, &bytes, Source::File("http-wit-1.0.wasm".into()), &Default::default()).unwrap();
     assert_eq!(plugin.meta.wit_version, "1.0.0");
     assert_eq!(plugin.meta.call_field, None, "1.0 has no call field");
     assert!(!plugin.pre().is_current());

@@ -306,11 +306,12 @@ pub trait Protocol: Default + 'static {
         None
     }
 
-    /// Apply one option from the daemon's configuration. Unknown keys should
-    /// be refused with a message naming them.
+    /// Apply one option from the daemon's configuration
+    /// (`Wirelens.PluginOptions.<name>.<key>`). Refuse an unknown key or a
+    /// bad value with a message saying why; the engine prefixes the key.
     fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let _ = value;
-        Err(format!("unknown option `{key}`"))
+        let _ = (key, value);
+        Err("unknown option (this protocol takes none)".to_string())
     }
 
     /// How sure (0-100) that a connection whose first bytes in `direction`

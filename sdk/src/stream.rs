@@ -177,10 +177,10 @@ impl<P: Protocol> Engine<P> {
         }
     }
 
-    /// Apply options in order; the first bad one is returned.
+    /// Apply options in order; the first bad one is returned, named.
     pub fn configure(&mut self, options: &[(String, String)]) -> Result<(), String> {
         for (k, v) in options {
-            self.proto.configure(k, v)?;
+            self.proto.configure(k, v).map_err(|e| format!("option `{k}`: {e}"))?;
         }
         Ok(())
     }
@@ -524,7 +524,7 @@ impl<C> ConnState<C> {
             return;
         }
         // Responses: every outstanding request was answered in the region.
-        let head = lost.head.map(|(meta, start)| (meta, start));
+        let head = lost.head;
         let unseen: Vec<Option<u64>> = {
             let mut pending: Vec<Option<u64>> = self.outstanding.iter().copied().collect();
             if let Some((meta, _)) = head {
@@ -650,15 +650,14 @@ impl<C> ConnState<C> {
             let marks = std::mem::take(&mut s.marks);
             let used = self.parse(proto, info, &truncated, d, &buf, Some(&marks), ts, out);
             let s = &mut self.streams[d];
-            if s.lost.is_none() {
-                s.buf = buf;
-                s.marks = marks;
-                s.consume(used?);
-            } else {
+            if let Some(lost) = s.lost.as_mut() {
                 used?;
-                s.lost.as_mut().expect("checked").bytes += missing;
+                lost.bytes += missing;
                 return Ok(());
             }
+            s.buf = buf;
+            s.marks = marks;
+            s.consume(used?);
         }
         let s = &mut self.streams[d];
         if s.to_end {

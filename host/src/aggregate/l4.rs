@@ -4,11 +4,10 @@
 use crate::fast_hash::HashMap;
 use std::net::IpAddr;
 
-use crate::capture::event::INGRESS;
-use crate::capture::{Event, ProcKey};
+use crate::capture::{Direction, Event, ProcKey};
 use crate::connections::{Conn, Role, SocketType};
 use crate::metadata::ProcessCache;
-use crate::records::Record;
+use crate::records::{Kind, Record, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -50,7 +49,7 @@ impl L4Window {
             return;
         }
         let s = self.stats.entry(key).or_default();
-        if ev.direction == INGRESS {
+        if ev.direction == Direction::Ingress {
             s.recv_bytes += ev.real_len;
             s.recv_packets += 1;
         } else {
@@ -68,16 +67,16 @@ impl L4Window {
             if !procs.keep(k.proc) {
                 continue;
             }
-            let mut r = Record::new("statistics");
+            let mut r = Record::new(Kind::Statistics);
             procs.describe(k.proc, &mut r);
-            r.push("remote_info", remote_info(k.remote_ip, k.remote_port, k.role.peer()));
+            r.push("remote_info", Value::Remote { ip: k.remote_ip, port: k.remote_port, kind: k.role.peer() });
             r.push("socket_type", k.socket_type.as_str());
             r.push("role", k.role.as_str());
             r.push("send_bytes", s.send_bytes);
             r.push("recv_bytes", s.recv_bytes);
             r.push("send_packets", s.send_packets);
             r.push("recv_packets", s.recv_packets);
-            // The seed's fields, always 0 as in iLogtail's own output: the
+            // iLogtail's fields, always 0 as in iLogtail's own output: the
             // capture sees each call as it completes, at the socket layer,
             // not at its entry (hooking every syscall's entry costs every
             // process on the host; see ebpf/capture.bpf.c).
@@ -88,10 +87,4 @@ impl L4Window {
         }
         out
     }
-}
-
-/// The seed's `remote_info`: a JSON object serialised into a string.
-pub fn remote_info(ip: IpAddr, port: u16, remote_type: &str) -> String {
-    let ip = if ip.is_unspecified() { String::new() } else { ip.to_string() };
-    serde_json::json!({"remote_ip": ip, "remote_port": port.to_string(), "remote_type": remote_type}).to_string()
 }

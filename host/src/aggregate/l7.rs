@@ -8,12 +8,11 @@ use crate::fast_hash::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use super::l4::remote_info;
 use super::sketch::Sketch;
 use crate::capture::ProcKey;
 use crate::connections::Role;
 use crate::metadata::ProcessCache;
-use crate::records::{Record, LATENCY_BOUNDS_NS};
+use crate::records::{Kind, Record, Value};
 use crate::stitch::Call;
 
 /// Where a call happened.
@@ -28,6 +27,8 @@ pub struct Endpoint {
 struct Key {
     at: Endpoint,
     protocol: Arc<str>,
+    /// The field that says what a call does (the plugin's call field).
+    call_field: Option<Arc<str>>,
     fields: Vec<(Arc<str>, Arc<str>)>,
     /// `None`: outcome unknown (its response's bytes were lost).
     success: Option<bool>,
@@ -56,7 +57,14 @@ impl L7Window {
 
     /// Count `call` (its fields move into the key: no copy per call).
     pub fn add(&mut self, at: Endpoint, call: Call) {
-        let key = Key { at, protocol: call.plugin.meta.name.clone(), fields: call.fields, success: call.success };
+        let meta = &call.plugin.meta;
+        let key = Key {
+            at,
+            protocol: meta.name.clone(),
+            call_field: meta.call_field.clone(),
+            fields: call.fields,
+            success: call.success,
+        };
         // Below the cap a key is hashed once; at the cap, a new key folds.
         let key = if self.stats.len() >= self.max_keys && !self.stats.contains_key(&key) {
             self.overflow += 1;
@@ -67,6 +75,7 @@ impl L7Window {
                     remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
                 },
                 protocol: key.protocol,
+                call_field: None,
                 fields: vec![(Arc::from("other"), Arc::from("true"))],
                 success: key.success,
             }
@@ -90,11 +99,16 @@ impl L7Window {
             if k.at.proc.pid != 0 && !procs.keep(k.at.proc) {
                 continue;
             }
-            let mut r = Record::new("protocols");
+            let mut r = Record::new(Kind::Protocols);
             procs.describe(k.at.proc, &mut r);
             r.push("protocol", &k.protocol);
             for (name, value) in &k.fields {
-                r.push(name, value);
+                let value = if k.call_field.as_ref() == Some(name) {
+                    Value::Call(value.clone())
+                } else {
+                    Value::Text(value.clone())
+                };
+                r.push_named(name, value);
             }
             r.push(
                 "success",
@@ -105,17 +119,13 @@ impl L7Window {
                 },
             );
             r.push("role", k.at.role.as_str());
-            r.push("remote_info", remote_info(k.at.remote.0, k.at.remote.1, k.at.role.peer()));
+            r.push("remote_info", Value::Remote { ip: k.at.remote.0, port: k.at.remote.1, kind: k.at.role.peer() });
             r.push("total_count", s.count);
             r.push("total_latency_ns", s.latency);
             r.push("total_req_bytes", s.req_bytes);
             r.push("total_resp_bytes", s.resp_bytes);
-            r.push("latency_p50_ns", s.sketch.quantile(0.5));
-            r.push("latency_p90_ns", s.sketch.quantile(0.9));
-            r.push("latency_p99_ns", s.sketch.quantile(0.99));
-            r.push("latency_max_ns", s.sketch.max());
+            r.push("latency", Value::Latency(Box::new(s.sketch)));
             r.push("__time__", time);
-            r.latency_buckets = Some(LATENCY_BOUNDS_NS.iter().map(|&b| s.sketch.count_at_most(b)).collect());
             out.push(r);
         }
         out

@@ -32,6 +32,9 @@ pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
+pub const SOCK_STREAM: u16 = 1;
+pub const SOCK_DGRAM: u16 = 2;
+
 /// `struct wl_event`, exactly.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,6 +105,73 @@ pub fn join_args(raw: &[u8]) -> Option<String> {
     Some(parts.join(" ")).filter(|c| !c.is_empty())
 }
 
+/// Which way bytes moved, seen from the observed process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Sent (write, send...).
+    Egress,
+    /// Received (read, recv...).
+    Ingress,
+}
+
+/// What the observed process is on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Client,
+    Server,
+    Unknown,
+}
+
+impl Role {
+    /// As records spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Unknown => "unknown",
+        }
+    }
+
+    /// What the other end is.
+    pub fn peer(self) -> &'static str {
+        match self {
+            Role::Client => "server",
+            Role::Server => "client",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+/// A socket's family, as records class it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketType {
+    /// IPv4 or IPv6.
+    Inet,
+    Unix,
+    Unknown,
+}
+
+impl SocketType {
+    /// As records spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketType::Inet => "inet_socket",
+            SocketType::Unix => "unix_socket",
+            SocketType::Unknown => "unknown_socket",
+        }
+    }
+}
+
+/// How a socket carries bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A byte stream (TCP, unix stream sockets).
+    Stream,
+    /// Datagrams (UDP, unix datagram sockets): each call one message.
+    Datagram,
+    Other,
+}
+
 /// A process's identity: its pid and when it started (a pid can be reused
 /// by a later process; the pair cannot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -121,7 +191,8 @@ pub enum EventKind {
     Close,
 }
 
-/// One decoded event.
+/// One decoded event, in the daemon's own types (this file is the only
+/// one that knows the kernel's numbers).
 #[derive(Clone, Debug)]
 pub struct Event {
     pub kind: EventKind,
@@ -135,18 +206,18 @@ pub struct Event {
     pub ts: u64,
     /// Bytes the call moved.
     pub real_len: u64,
-    /// `EGRESS` or `INGRESS`.
-    pub direction: u8,
-    /// `ROLE_*`: what the kernel saw the connection begin as.
-    pub role: u8,
-    pub family: u16,
-    pub sock_type: u16,
+    pub direction: Direction,
+    /// What the kernel saw the connection begin as (`None`: it did not see
+    /// the beginning).
+    pub role: Option<Role>,
+    pub socket_type: SocketType,
+    pub transport: Transport,
     pub local: (IpAddr, u16),
     pub remote: (IpAddr, u16),
-    /// The thread's name as the kernel keeps it (NUL-padded); see [`Event::comm`].
+    /// The process's name as the kernel keeps it (NUL-padded); see [`Event::comm`].
     pub comm: [u8; 16],
-    /// The process's command line, read by the capture reader the first
-    /// time it sees the process (short-lived processes are gone soon after).
+    /// The process's command line, as the capture reader found it the first
+    /// time it saw the process (the kernel's record of its birth, else /proc).
     pub cmdline: Option<String>,
     /// Its `/proc/PID/cgroup`, read at the same time (the container it runs in).
     pub cgroup: Option<String>,
@@ -156,6 +227,46 @@ pub struct Event {
 
 impl Event {
     /// The process name (no copy unless it is not UTF-8).
+    /// A data event built by hand (tests and benches drive the collector
+    /// with these, without the kernel): an inet stream socket whose
+    /// beginning was seen, payload captured whole.
+    #[allow(clippy::too_many_arguments)]
+    pub fn data(
+        proc: ProcKey,
+        sock: u64,
+        ts: u64,
+        direction: Direction,
+        role: Role,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+        payload: &[u8],
+    ) -> Event {
+        Event {
+            kind: EventKind::Data,
+            proc,
+            sock,
+            ts,
+            real_len: payload.len() as u64,
+            direction,
+            role: Some(role),
+            socket_type: SocketType::Inet,
+            transport: Transport::Stream,
+            local,
+            remote,
+            comm: [0; 16],
+            cmdline: None,
+            cgroup: None,
+            payload: payload.to_vec(),
+        }
+    }
+
+    /// A close event for `sock`.
+    pub fn close(sock: u64, ts: u64) -> Event {
+        let nowhere = (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        let event = Event::data(ProcKey::default(), sock, ts, Direction::Egress, Role::Unknown, nowhere, nowhere, &[]);
+        Event { kind: EventKind::Close, role: None, ..event }
+    }
+
     pub fn comm(&self) -> std::borrow::Cow<'_, str> {
         let len = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
         String::from_utf8_lossy(&self.comm[..len])
@@ -196,10 +307,22 @@ impl Event {
             sock: raw.sock,
             ts: raw.ts,
             real_len: raw.real_len,
-            direction: raw.direction,
-            role: raw.role,
-            family: raw.family,
-            sock_type: raw.sock_type,
+            direction: if raw.direction == INGRESS { Direction::Ingress } else { Direction::Egress },
+            role: match raw.role {
+                ROLE_CLIENT => Some(Role::Client),
+                ROLE_SERVER => Some(Role::Server),
+                _ => None,
+            },
+            socket_type: match raw.family {
+                AF_INET | AF_INET6 => SocketType::Inet,
+                AF_UNIX => SocketType::Unix,
+                _ => SocketType::Unknown,
+            },
+            transport: match raw.sock_type {
+                SOCK_STREAM => Transport::Stream,
+                SOCK_DGRAM => Transport::Datagram,
+                _ => Transport::Other,
+            },
             local: (addr(raw.family, &raw.laddr), raw.lport),
             remote: (addr(raw.family, &raw.raddr), raw.rport),
             comm: raw.comm,
@@ -323,6 +446,7 @@ mod tests {
         bytes.extend_from_slice(b"hello");
         let e = Event::decode(&bytes).unwrap();
         assert_eq!((e.proc, e.kind), (ProcKey { pid: 42, start_ns: 7 }, EventKind::Data));
+        assert_eq!((e.direction, e.role, e.socket_type), (Direction::Egress, None, SocketType::Inet));
         assert_eq!(e.remote, ("10.1.2.3".parse().unwrap(), 5555));
         assert_eq!(e.local.1, 8080);
         assert_eq!(e.comm(), "curl");

@@ -17,7 +17,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
-pub use event::{Event, EventKind, ProcKey};
+pub use event::{Direction, Event, EventKind, ProcKey, Role, SocketType, Transport};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 

@@ -1,6 +1,6 @@
-//! Connection tracking: state per connection (pid + fd + the kernel
-//! socket's identity, so a reused fd is a new connection), its role and
-//! socket type, the drop rules, and bounded, expiring state.
+//! Connection tracking: state per connection, keyed by the process (pid
+//! and start time) and the socket's cookie (never reused, unlike fds), its
+//! role and socket type, the drop rules, and bounded, expiring state.
 
 pub mod local;
 pub mod sockdiag;

@@ -75,11 +75,11 @@ impl Listening {
     }
 
     /// Is `port` a listening port for this socket type (SOCK_STREAM = 1, SOCK_DGRAM = 2)?
-    pub fn contains(&self, sock_type: u16, port: u16) -> bool {
-        match i32::from(sock_type) {
-            libc::SOCK_STREAM => self.tcp.contains(&port),
-            libc::SOCK_DGRAM => self.udp.contains(&port),
-            _ => false,
+    pub fn contains(&self, transport: crate::capture::Transport, port: u16) -> bool {
+        match transport {
+            crate::capture::Transport::Stream => self.tcp.contains(&port),
+            crate::capture::Transport::Datagram => self.udp.contains(&port),
+            crate::capture::Transport::Other => false,
         }
     }
 
@@ -196,7 +196,7 @@ mod tests {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let uport = u.local_addr().unwrap().port();
         let seen = super::listening().unwrap();
-        assert!(seen.contains(libc::SOCK_STREAM as u16, port), "tcp {port}");
-        assert!(seen.contains(libc::SOCK_DGRAM as u16, uport), "udp {uport}");
+        assert!(seen.contains(crate::capture::Transport::Stream, port), "tcp {port}");
+        assert!(seen.contains(crate::capture::Transport::Datagram, uport), "udp {uport}");
     }
 }

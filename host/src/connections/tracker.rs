@@ -4,64 +4,10 @@ use crate::fast_hash::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::capture::event::{AF_INET, AF_INET6, AF_UNIX, INGRESS, ROLE_CLIENT, ROLE_SERVER};
-use crate::capture::{Event, ProcKey};
+use crate::capture::{Direction, Event, ProcKey, Transport};
+pub use crate::capture::{Role, SocketType};
 
 use super::sockdiag::Listening;
-
-/// What the observed process is on a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    Client,
-    Server,
-    Unknown,
-}
-
-impl Role {
-    /// As records spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Client => "client",
-            Role::Server => "server",
-            Role::Unknown => "unknown",
-        }
-    }
-
-    /// What the other end is.
-    pub fn peer(self) -> &'static str {
-        match self {
-            Role::Client => "server",
-            Role::Server => "client",
-            Role::Unknown => "unknown",
-        }
-    }
-}
-
-/// Socket family class, as records spell it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SocketType {
-    Inet,
-    Unix,
-    Unknown,
-}
-
-impl SocketType {
-    fn of(family: u16) -> Self {
-        match family {
-            AF_INET | AF_INET6 => SocketType::Inet,
-            AF_UNIX => SocketType::Unix,
-            _ => SocketType::Unknown,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SocketType::Inet => "inet_socket",
-            SocketType::Unix => "unix_socket",
-            SocketType::Unknown => "unknown_socket",
-        }
-    }
-}
 
 /// A connection's identity: a process and a socket (its cookie, which the
 /// kernel never reuses; a socket shared by several processes is one
@@ -198,7 +144,7 @@ impl Tracker {
         conn.last_seen = self.now;
         // A socket the kernel saw begin after the capture started has its
         // role from the kernel, which beats an inference from ports.
-        if let Some(role) = kernel_role(ev.role) {
+        if let Some(role) = ev.role {
             conn.role = role;
         }
         // Connected sockets learn their peer at connect time.
@@ -226,8 +172,8 @@ impl Tracker {
     }
 
     fn new_conn(&mut self, key: ConnKey, ev: &Event) -> Conn {
-        let socket_type = SocketType::of(ev.family);
-        let role = kernel_role(ev.role).unwrap_or_else(|| self.infer_role(ev, socket_type));
+        let socket_type = ev.socket_type;
+        let role = ev.role.unwrap_or_else(|| self.infer_role(ev, socket_type));
         let dropped = match socket_type {
             SocketType::Unix => self.config.drop_unix,
             SocketType::Unknown => self.config.drop_unknown,
@@ -246,10 +192,10 @@ impl Tracker {
         if socket_type != SocketType::Inet {
             return Role::Unknown;
         }
-        if self.listening.contains(ev.sock_type, ev.local.1) {
+        if self.listening.contains(ev.transport, ev.local.1) {
             return Role::Server;
         }
-        if ev.sock_type == libc::SOCK_DGRAM as u16 && ev.direction == INGRESS && ev.remote.1 == 0 {
+        if ev.transport == Transport::Datagram && ev.direction == Direction::Ingress && ev.remote.1 == 0 {
             return Role::Unknown;
         }
         Role::Client
@@ -286,15 +232,6 @@ impl Tracker {
     }
 }
 
-/// The role an event's kernel side knew, if any.
-fn kernel_role(role: u8) -> Option<Role> {
-    match role {
-        ROLE_CLIENT => Some(Role::Client),
-        ROLE_SERVER => Some(Role::Server),
-        _ => None,
-    }
-}
-
 fn is_local(local_addrs: &HashSet<IpAddr>, ip: IpAddr) -> bool {
     ip.is_loopback() || local_addrs.contains(&ip)
 }
@@ -302,20 +239,25 @@ fn is_local(local_addrs: &HashSet<IpAddr>, ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::event::{EGRESS, INGRESS, ROLE_UNKNOWN};
     use crate::capture::EventKind;
 
-    fn event(sock: u64, family: u16, remote: &str, role: u8) -> Event {
+    const ROLE_CLIENT: Option<Role> = Some(Role::Client);
+    const ROLE_SERVER: Option<Role> = Some(Role::Server);
+    const ROLE_UNKNOWN: Option<Role> = None;
+    const AF_INET: SocketType = SocketType::Inet;
+    const AF_UNIX: SocketType = SocketType::Unix;
+
+    fn event(sock: u64, family: SocketType, remote: &str, role: Option<Role>) -> Event {
         Event {
             kind: EventKind::Data,
             proc: ProcKey { pid: std::process::id(), start_ns: 1 },
             sock,
             ts: 2,
             real_len: 10,
-            direction: EGRESS,
+            direction: Direction::Egress,
             role,
-            family,
-            sock_type: libc::SOCK_STREAM as u16,
+            socket_type: family,
+            transport: Transport::Stream,
             local: ("10.0.0.1".parse().unwrap(), 40000),
             remote: (remote.parse().unwrap(), 80),
             comm: *b"t\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
@@ -377,7 +319,7 @@ mod tests {
         let mut t = tracker(false);
         t.refresh_host_view(Listening::from_ports([40000], []), HashSet::new());
         let mut ev = event(9, AF_INET, "10.0.0.2", ROLE_UNKNOWN);
-        ev.direction = INGRESS;
+        ev.direction = Direction::Ingress;
         assert_eq!(t.on_event(&ev).unwrap().role, Role::Server);
         // Another socket on a port nobody listens on: a client.
         let mut ev = event(10, AF_INET, "10.0.0.2", ROLE_UNKNOWN);

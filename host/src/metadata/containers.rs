@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::runtime::{ContainerInfo, Runtime};
+use super::runtime::{ContainerInfo, ContainerRuntime};
 
 type Known = Arc<RwLock<HashMap<String, Arc<ContainerInfo>>>>;
 
@@ -38,7 +38,7 @@ impl Default for ContainerDirectory {
 
 impl ContainerDirectory {
     /// Follow `runtimes` (asked in this order), refreshing every `refresh`.
-    pub fn start(runtimes: Vec<Box<dyn Runtime>>, refresh: Duration) -> Self {
+    pub fn start(runtimes: Vec<Box<dyn ContainerRuntime>>, refresh: Duration) -> Self {
         let known = Known::default();
         let (tx, rx) = channel();
         let k = known.clone();
@@ -107,7 +107,7 @@ impl Drop for ContainerDirectory {
 
 /// A runtime and whether it answered last time.
 struct Source {
-    runtime: Box<dyn Runtime>,
+    runtime: Box<dyn ContainerRuntime>,
     up: Option<bool>,
 }
 

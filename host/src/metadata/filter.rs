@@ -1,4 +1,4 @@
-//! The seed's include/exclude filters, per process.
+//! iLogtail's include/exclude filters, per process.
 //!
 //! A process is kept when it passes `EBPF.Pid` (in the kernel), every
 //! configured `Include*` key matches it, and no configured `Exclude*` key
@@ -77,21 +77,24 @@ fn any_entry(entries: &Entries, values: &BTreeMap<String, String>) -> bool {
 
 impl Filter {
     pub fn new(c: &Common) -> Result<Self> {
+        // The keys as `Common` lists them (in that order).
+        let [il, el, ik, ek, ie, ee] = c.filter_maps().map(|(key, map)| entries(map, key));
+        let [ic, ec, iname, ename, ipod, epod, ins, ens] = c.filter_regexes().map(|(key, re)| regex(re, key));
         Ok(Self {
-            include_labels: entries(&c.include_container_labels, "IncludeContainerLabels")?,
-            exclude_labels: entries(&c.exclude_container_labels, "ExcludeContainerLabels")?,
-            include_k8s: entries(&c.include_k8s_labels, "IncludeK8sLabels")?,
-            exclude_k8s: entries(&c.exclude_k8s_labels, "ExcludeK8sLabels")?,
-            include_envs: entries(&c.include_envs, "IncludeEnvs")?,
-            exclude_envs: entries(&c.exclude_envs, "ExcludeEnvs")?,
-            include_cmd: regex(&c.include_cmd_regex, "IncludeCmdRegex")?,
-            exclude_cmd: regex(&c.exclude_cmd_regex, "ExcludeCmdRegex")?,
-            include_name: regex(&c.include_container_name_regex, "IncludeContainerNameRegex")?,
-            exclude_name: regex(&c.exclude_container_name_regex, "ExcludeContainerNameRegex")?,
-            include_pod: regex(&c.include_pod_name_regex, "IncludePodNameRegex")?,
-            exclude_pod: regex(&c.exclude_pod_name_regex, "ExcludePodNameRegex")?,
-            include_namespace: regex(&c.include_namespace_name_regex, "IncludeNamespaceNameRegex")?,
-            exclude_namespace: regex(&c.exclude_namespace_name_regex, "ExcludeNamespaceNameRegex")?,
+            include_labels: il?,
+            exclude_labels: el?,
+            include_k8s: ik?,
+            exclude_k8s: ek?,
+            include_envs: ie?,
+            exclude_envs: ee?,
+            include_cmd: ic?,
+            exclude_cmd: ec?,
+            include_name: iname?,
+            exclude_name: ename?,
+            include_pod: ipod?,
+            exclude_pod: epod?,
+            include_namespace: ins?,
+            exclude_namespace: ens?,
         })
     }
 

@@ -181,3 +181,22 @@ pub fn from_old_level(level: old::LogLevel) -> LogLevel {
         old::LogLevel::Debug => LogLevel::Debug,
     }
 }
+
+impl From<crate::capture::Role> for Role {
+    fn from(r: crate::capture::Role) -> Self {
+        match r {
+            crate::capture::Role::Client => Role::Client,
+            crate::capture::Role::Server => Role::Server,
+            crate::capture::Role::Unknown => Role::Unknown,
+        }
+    }
+}
+
+impl From<crate::capture::Direction> for Direction {
+    fn from(d: crate::capture::Direction) -> Self {
+        match d {
+            crate::capture::Direction::Egress => Direction::Egress,
+            crate::capture::Direction::Ingress => Direction::Ingress,
+        }
+    }
+}

@@ -1,11 +1,12 @@
-//! Sandbox limits (configurable; defaults follow DESIGN.md).
+//! Sandbox limits: what one plugin instance and one call may use
+//! (`Wirelens.PluginDeadlineMs` and `Wirelens.PluginMemoryBytes` set two).
 
 use std::time::Duration;
 
 /// Limits applied to every plugin instance and call.
 #[derive(Clone, Debug)]
 pub struct SandboxLimits {
-    /// Longest a single call may run before it is interrupted.
+    /// CPU time one call may use before it is interrupted (see `CallClock`).
     pub deadline: Duration,
     /// Most linear memory one instance may grow to.
     pub memory_bytes: usize,

@@ -27,7 +27,7 @@ pub mod worker;
 
 pub use limits::SandboxLimits;
 pub use plugin::{LoadedPlugin, PluginMeta, Source};
-pub use registry::Registry;
+pub use registry::{PluginOptions, Registry};
 pub use runtime::Runtime;
 pub use sandbox::{Failure, Sandbox};
 pub use wire::MessageKind;

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use parking_lot::Mutex;
 
 use super::bindings::AnyPre;
+use super::registry::PluginOptions;
 use super::runtime::Runtime;
 use super::sandbox::{Failure, Sandbox};
 use super::{cache, contract, SandboxLimits};
@@ -108,13 +109,9 @@ impl std::fmt::Debug for LoadedPlugin {
 
 impl LoadedPlugin {
     /// Compile (or load from cache), check the contract, instantiate once to
-    /// read `info()`, and apply `options`.
-    pub fn load(
-        runtime: &Arc<Runtime>,
-        bytes: &[u8],
-        source: Source,
-        options: &[(String, String)],
-    ) -> Result<Arc<Self>> {
+    /// read `info()`, and apply its options (those of `options` under the
+    /// name it declares).
+    pub fn load(runtime: &Arc<Runtime>, bytes: &[u8], source: Source, options: &PluginOptions) -> Result<Arc<Self>> {
         let hash = cache::content_hash(bytes);
         let component = runtime.cache.component(&runtime.engine, bytes, &hash)?;
         let wit_version = contract::check(&runtime.engine, &component)?;
@@ -155,7 +152,8 @@ impl LoadedPlugin {
         }
         plugin.meta.field_names = info.field_names.iter().map(|s| Arc::from(s.as_str())).collect();
         plugin.meta.call_field = info.call_field.as_deref().map(Arc::from);
-        sandbox.configure(options).map_err(|f| anyhow::anyhow!("{}: bad options: {f}", info.name))?;
+        let own = options.get(&info.name).map(Vec::as_slice).unwrap_or_default();
+        sandbox.configure(own).map_err(|f| anyhow::anyhow!("{}: bad options: {f}", info.name))?;
         Ok(Arc::new(plugin))
     }
 

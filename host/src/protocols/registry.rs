@@ -57,17 +57,20 @@ struct State {
     generation: u64,
 }
 
+/// Options for plugins, by plugin name: (option, value) in order.
+pub type PluginOptions = HashMap<String, Vec<(String, String)>>;
+
 /// Plugins from the built-ins and the plugin directory.
 pub struct Registry {
     runtime: Arc<Runtime>,
-    options: HashMap<String, Vec<(String, String)>>,
+    options: PluginOptions,
     catalog: ArcSwap<Catalog>,
     state: Mutex<State>,
 }
 
 impl Registry {
     /// An empty registry; `options` are per-protocol plugin options.
-    pub fn new(runtime: Arc<Runtime>, options: HashMap<String, Vec<(String, String)>>) -> Arc<Self> {
+    pub fn new(runtime: Arc<Runtime>, options: PluginOptions) -> Arc<Self> {
         Arc::new(Self { runtime, options, catalog: ArcSwap::from_pointee(Catalog::default()), state: Mutex::default() })
     }
 
@@ -87,7 +90,7 @@ impl Registry {
         let mut loaded = Vec::new();
         let mut errors = Vec::new();
         for (name, bytes) in builtin::PLUGINS {
-            match LoadedPlugin::load(&self.runtime, bytes, Source::Builtin, self.options_for(name)) {
+            match LoadedPlugin::load(&self.runtime, bytes, Source::Builtin, &self.options) {
                 Ok(p) => loaded.push(p),
                 Err(e) => {
                     tracing::error!(plugin = name, "built-in plugin failed to load: {e:#}");
@@ -116,9 +119,7 @@ impl Registry {
         }
         // Compile outside the lock: readers never wait for a compilation.
         let result = bytes.and_then(|bytes| {
-            let name_hint = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            let options = self.options_for(name_hint);
-            LoadedPlugin::load(&self.runtime, &bytes, Source::File(path.to_path_buf()), options)
+            LoadedPlugin::load(&self.runtime, &bytes, Source::File(path.to_path_buf()), &self.options)
                 .with_context(|| format!("plugin {}", path.display()))
         });
         let mut st = self.state.lock();
@@ -156,6 +157,11 @@ impl Registry {
             }
             self.publish(&mut st);
         }
+    }
+
+    /// The built-ins that failed to load, with why.
+    pub fn builtin_errors(&self) -> Vec<(String, String)> {
+        self.state.lock().builtin_errors.clone()
     }
 
     /// Files currently known.

@@ -90,11 +90,10 @@ impl Protocol for Http {
     fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "keep_query" => {
-                self.keep_query =
-                    value.parse().map_err(|_| format!("option `keep_query` must be true or false, not `{value}`"))?;
+                self.keep_query = value.parse().map_err(|_| format!("must be true or false, not `{value}`"))?;
                 Ok(())
             }
-            _ => Err(format!("unknown option `{key}` (known: keep_query)")),
+            _ => Err("unknown option (known: keep_query)".to_string()),
         }
     }
 

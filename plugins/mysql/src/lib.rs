@@ -428,7 +428,7 @@ fn response(conn: &mut Conn, p: &Packet, buf_len: u64, truncated: bool, fields: 
     }
     // Every decision below reads at most the first 12 payload bytes (with
     // fewer, a cut packet is judged by what is here).
-    if !p.has(12) && !(truncated && p.has(1)) {
+    if !(p.has(12) || truncated && p.has(1)) {
         return Step::NeedMore;
     }
     let first = p.payload.first().copied();

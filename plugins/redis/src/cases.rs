@@ -233,7 +233,7 @@ mod tests {
                 let n = left.min(16_384);
                 // The copied head of a read: a reply's start where one falls
                 // in it, else value bytes.
-                let starts_here = at % reply_len == 0;
+                let starts_here = at.is_multiple_of(reply_len);
                 let bytes = if starts_here { value.clone() } else { vec![b'x'; 4096.min(n as usize)] };
                 let bytes = &bytes[..bytes.len().min(n as usize)];
                 chunks.push(TestChunk::ingress(ts, bytes).truncated(n));

@@ -21,7 +21,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Code;
 
 use super::cri_proto::*;
-use super::{split_env, ContainerInfo, Runtime};
+use super::{split_env, ContainerInfo, ContainerRuntime};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -146,7 +146,7 @@ fn env_of(info: &std::collections::BTreeMap<String, String>) -> Vec<(String, Str
     Vec::new()
 }
 
-impl Runtime for Cri {
+impl ContainerRuntime for Cri {
     fn describe(&self) -> String {
         format!("CRI at {}", self.socket.display())
     }

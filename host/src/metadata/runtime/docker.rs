@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{ContainerInfo, Runtime};
+use super::{ContainerInfo, ContainerRuntime};
 
 /// The newest API version this client is written against. What it reads
 /// (`/containers/json`, `/containers/ID/json`: Id, Name, Config.Image,
@@ -164,7 +164,7 @@ impl Docker {
     }
 }
 
-impl Runtime for Docker {
+impl ContainerRuntime for Docker {
     fn describe(&self) -> String {
         format!("docker at {}", self.socket.display())
     }
@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(negotiate(future.as_bytes()).unwrap(), ApiVersion(1, 55));
         assert!(negotiate(b"{}").is_err());
         assert!(negotiate(b"not json").is_err());
-        assert_eq!(ApiVersion(1, 9) < ApiVersion(1, 41), true, "compared as numbers, not text");
+        assert!(ApiVersion(1, 9) < ApiVersion(1, 41), "compared as numbers, not text");
     }
 
     /// A fake engine on a unix socket that refuses versions below 1.44

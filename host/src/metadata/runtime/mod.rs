@@ -13,7 +13,7 @@ pub mod docker;
 
 /// A container runtime's API, called from the metadata thread only
 /// (blocking, with short timeouts).
-pub trait Runtime: Send {
+pub trait ContainerRuntime: Send {
     /// What and where, for logs: `docker at /var/run/docker.sock`.
     fn describe(&self) -> String;
     /// Ids of the running containers.

@@ -4,12 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::Flusher;
-use crate::config::{explain_serde_error, Plugin};
+use super::{closest, explain_serde_error, OutputEntry};
 
 /// A flusher named in `flushers`.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +110,7 @@ pub struct FilterRegexSettings {
     pub exclude: BTreeMap<String, String>,
 }
 
-fn keys<T: DeserializeOwned>(p: &Plugin, at: &str) -> Result<T, String> {
+fn keys<T: DeserializeOwned>(p: &OutputEntry, at: &str) -> Result<T, String> {
     let map: serde_yaml_ng::Mapping =
         p.options.iter().map(|(k, v)| (serde_yaml_ng::Value::String(k.clone()), v.clone())).collect();
     serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(map))
@@ -121,7 +119,7 @@ fn keys<T: DeserializeOwned>(p: &Plugin, at: &str) -> Result<T, String> {
 
 impl FlusherSettings {
     /// Read `flushers[index]`.
-    pub fn from_plugin(p: &Plugin, index: usize) -> Result<Self, String> {
+    pub fn from_entry(p: &OutputEntry, index: usize) -> Result<Self, String> {
         let at = format!("flushers[{index}]");
         Ok(match p.kind.as_str() {
             "flusher_stdout" => {
@@ -149,21 +147,11 @@ impl FlusherSettings {
             Self::Kafka(_) => "flusher_kafka",
         }
     }
-
-    /// The running flusher (it may count its own drops in `counters`).
-    pub fn build(&self, counters: std::sync::Arc<super::FlusherCounters>) -> Result<Box<dyn Flusher>> {
-        Ok(match self {
-            Self::Stdout => Box::new(super::stdout::Stdout),
-            Self::File(s) => Box::new(super::file::FileFlusher::open(s)?),
-            Self::Prometheus(s) => Box::new(super::prometheus::PrometheusFlusher::start(s)?),
-            Self::Kafka(s) => Box::new(super::kafka::KafkaFlusher::start(s, counters)?),
-        })
-    }
 }
 
 impl ProcessorSettings {
     /// Read `processors[index]`.
-    pub fn from_plugin(p: &Plugin, index: usize) -> Result<Self, String> {
+    pub fn from_entry(p: &OutputEntry, index: usize) -> Result<Self, String> {
         let at = format!("processors[{index}]");
         Ok(match p.kind.as_str() {
             "processor_default" => {
@@ -184,7 +172,7 @@ impl ProcessorSettings {
 
 fn unknown_type(at: &str, kind: &str, known: &[&str]) -> String {
     let mut msg = format!("{at}.Type `{kind}` is not supported (supported: {})", known.join(", "));
-    if let Some(near) = crate::config::closest(kind, known.iter().copied()) {
+    if let Some(near) = closest(kind, known.iter().copied()) {
         msg.push_str(&format!("; did you mean `{near}`?"));
     }
     msg

@@ -1,4 +1,4 @@
-//! The output pipeline: records from the aggregation windows go through the
+//! The outputs: records from the aggregation windows go through the
 //! configured processors, then to every flusher. Each flusher runs on its
 //! own thread behind a bounded queue, so a slow or failing flusher never
 //! blocks the capture or the other flushers: when its queue is full, the
@@ -9,7 +9,6 @@ pub mod file;
 pub mod kafka;
 pub mod processors;
 pub mod prometheus;
-pub mod settings;
 pub mod stdout;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use crate::config::{FlusherSettings, ProcessorSettings};
 use crate::records::Record;
 pub use processors::Processor;
-pub use settings::{FlusherSettings, ProcessorSettings};
 
 /// One batch of records, shared by every flusher.
 type Batch = Arc<[Record]>;
@@ -71,7 +70,7 @@ impl Outputs {
         for (i, settings) in flushers.iter().enumerate() {
             let name = format!("{}#{i}", settings.kind());
             let counters = Arc::new(FlusherCounters::default());
-            let flusher = settings.build(counters.clone())?;
+            let flusher = build(settings, counters.clone())?;
             running.push(spawn(name, flusher, counters, queue_batches));
         }
         Ok(Self { processors, flushers: running })
@@ -131,6 +130,16 @@ impl Outputs {
             }
         }
     }
+}
+
+/// The running flusher of `settings` (it may count its own drops in `counters`).
+fn build(settings: &FlusherSettings, counters: Arc<FlusherCounters>) -> Result<Box<dyn Flusher>> {
+    Ok(match settings {
+        FlusherSettings::Stdout => Box::new(stdout::Stdout),
+        FlusherSettings::File(s) => Box::new(file::FileFlusher::open(s)?),
+        FlusherSettings::Prometheus(s) => Box::new(prometheus::PrometheusFlusher::start(s)?),
+        FlusherSettings::Kafka(s) => Box::new(kafka::KafkaFlusher::start(s, counters)?),
+    })
 }
 
 /// How often a flusher with nothing new is called anyway (with no records),

@@ -3,14 +3,26 @@
 //! `EBPF` keys and their defaults, plus wirelens' own `Wirelens` section.
 //! YAML or JSON (JSON is YAML). Unknown keys and bad values are errors that
 //! name the key and the file.
+//!
+//! The ground floor: every stage reads its settings from here, and this
+//! module imports none of them. `outputs.rs` reads the processors' and
+//! flushers' keys, `suggest.rs` turns serde's errors into ones that suggest
+//! the near miss.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{FlusherSettings, ProcessorSettings};
+mod outputs;
+mod suggest;
+
+pub use outputs::{
+    FileSettings, FilterRegexSettings, FlusherSettings, KafkaSettings, ProcessorSettings, PrometheusSettings, FLUSHERS,
+    PROCESSORS,
+};
+pub use suggest::{closest, explain_serde_error};
 
 /// A whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,14 +32,14 @@ pub struct File {
     pub enable: bool,
     pub inputs: Vec<Input>,
     #[serde(default)]
-    pub processors: Vec<Plugin>,
+    pub processors: Vec<OutputEntry>,
     #[serde(default)]
-    pub flushers: Vec<Plugin>,
+    pub flushers: Vec<OutputEntry>,
 }
 
-/// A processor or flusher: its `Type` and its own keys.
+/// An entry of `processors` or `flushers`: its `Type` and its own keys.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Plugin {
+pub struct OutputEntry {
     #[serde(rename = "Type")]
     pub kind: String,
     #[serde(flatten)]
@@ -48,8 +60,9 @@ pub struct Input {
     pub wirelens: Wirelens,
 }
 
-/// A flag the seed documents as a number: `true`/`false` or `1`/`0`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A flag iLogtail's document types as a number: `true`/`false` or `1`/`0`.
+/// Equal by meaning (`1` is `true`), written as a boolean.
+#[derive(Debug, Clone, Copy)]
 pub enum Flag {
     Bool(bool),
     Num(i64),
@@ -61,6 +74,18 @@ impl Flag {
             Flag::Bool(b) => b,
             Flag::Num(n) => n != 0,
         }
+    }
+}
+
+impl PartialEq for Flag {
+    fn eq(&self, other: &Self) -> bool {
+        self.on() == other.on()
+    }
+}
+
+impl Serialize for Flag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(self.on())
     }
 }
 
@@ -88,7 +113,7 @@ impl<'de> Deserialize<'de> for Flag {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
 pub struct Common {
     /// Seconds between layer-4 records.
@@ -158,9 +183,40 @@ impl Default for Common {
     }
 }
 
-/// `EBPF.Pid`: one pid, a list, or (as the seed's table types it) a map
+impl Common {
+    /// The include/exclude keys that are maps (label or variable to a
+    /// regular expression), by name: with [`Common::filter_regexes`], the
+    /// 14 filter keys of iLogtail's document, listed here only.
+    pub fn filter_maps(&self) -> [(&'static str, &BTreeMap<String, String>); 6] {
+        [
+            ("IncludeContainerLabels", &self.include_container_labels),
+            ("ExcludeContainerLabels", &self.exclude_container_labels),
+            ("IncludeK8sLabels", &self.include_k8s_labels),
+            ("ExcludeK8sLabels", &self.exclude_k8s_labels),
+            ("IncludeEnvs", &self.include_envs),
+            ("ExcludeEnvs", &self.exclude_envs),
+        ]
+    }
+
+    /// The include/exclude keys that are one regular expression, by name.
+    pub fn filter_regexes(&self) -> [(&'static str, &str); 8] {
+        [
+            ("IncludeCmdRegex", &self.include_cmd_regex),
+            ("ExcludeCmdRegex", &self.exclude_cmd_regex),
+            ("IncludeContainerNameRegex", &self.include_container_name_regex),
+            ("ExcludeContainerNameRegex", &self.exclude_container_name_regex),
+            ("IncludePodNameRegex", &self.include_pod_name_regex),
+            ("ExcludePodNameRegex", &self.exclude_pod_name_regex),
+            ("IncludeNamespaceNameRegex", &self.include_namespace_name_regex),
+            ("ExcludeNamespaceNameRegex", &self.exclude_namespace_name_regex),
+        ]
+    }
+}
+
+/// `EBPF.Pid`: one pid, a list, or (as iLogtail's table types it) a map
 /// whose values are pids.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Pids {
     One(u32),
     List(Vec<u32>),
@@ -210,7 +266,7 @@ impl<'de> Deserialize<'de> for Pids {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
 pub struct Ebpf {
     pub enabled: bool,
@@ -224,7 +280,7 @@ impl Default for Ebpf {
 }
 
 /// wirelens' own settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
 pub struct Wirelens {
     /// Payload bytes copied per call (1..=8192).
@@ -247,7 +303,9 @@ pub struct Wirelens {
     /// CRI sockets (containerd, CRI-O) container metadata comes from, asked
     /// after Docker.
     pub cri_sockets: Vec<PathBuf>,
-    /// Most wall-clock time one plugin call may take before it is stopped.
+    /// Most CPU time one plugin call may use before it is stopped (a call
+    /// descheduled on a busy machine gets longer in wall-clock time, up to a
+    /// hard cap).
     pub plugin_deadline_ms: u64,
     /// Most linear memory one plugin instance may grow to.
     pub plugin_memory_bytes: usize,
@@ -257,6 +315,26 @@ pub struct Wirelens {
     /// More secrets to mask: regular expressions whose first capture group
     /// (or whole match) becomes `***`.
     pub redact_patterns: Vec<String>,
+    /// Options for protocol plugins, by plugin name then option name
+    /// (`{http: {keep_query: true}}`); each plugin checks its own.
+    pub plugin_options: BTreeMap<String, BTreeMap<String, OptionValue>>,
+}
+
+/// A plugin option's value: any YAML scalar, passed to the plugin as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct OptionValue(pub String);
+
+impl<'de> Deserialize<'de> for OptionValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_yaml_ng::Value::deserialize(d)? {
+            serde_yaml_ng::Value::String(s) => Ok(OptionValue(s)),
+            serde_yaml_ng::Value::Bool(b) => Ok(OptionValue(b.to_string())),
+            serde_yaml_ng::Value::Number(n) => Ok(OptionValue(n.to_string())),
+            other => Err(D::Error::custom(format!("a plugin option is a string, number or boolean, not {other:?}"))),
+        }
+    }
 }
 
 impl Default for Wirelens {
@@ -275,6 +353,7 @@ impl Default for Wirelens {
             plugin_memory_bytes: 64 << 20,
             redact_cmdline: true,
             redact_patterns: vec![],
+            plugin_options: BTreeMap::new(),
         }
     }
 }
@@ -284,7 +363,7 @@ fn yes() -> bool {
 }
 
 /// The effective configuration of the network input.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub path: PathBuf,
     pub enable: bool,
@@ -373,7 +452,7 @@ impl Config {
             .flushers
             .iter()
             .enumerate()
-            .map(|(i, f)| FlusherSettings::from_plugin(f, i))
+            .map(|(i, f)| FlusherSettings::from_entry(f, i))
             .collect::<Result<Vec<_>, String>>()
             .map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
         if flushers.is_empty() {
@@ -383,28 +462,27 @@ impl Config {
             .processors
             .iter()
             .enumerate()
-            .map(|(i, pr)| ProcessorSettings::from_plugin(pr, i))
+            .map(|(i, pr)| ProcessorSettings::from_entry(pr, i))
             .collect::<Result<Vec<_>, String>>()
             .map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
         // Every regular expression of the filters (the regex keys and the
         // values of the label and environment maps).
-        crate::metadata::filter::Filter::new(c).map_err(|e| anyhow::anyhow!("{p}: {e:#}"))?;
-        const PROTOCOLS: &[&str] = &["http", "redis", "mysql", "pgsql", "dns"];
-        for name in &c.include_protocols {
-            if name.is_empty() {
-                bail!("{p}: Common.IncludeProtocols holds an empty name");
-            }
-            // Names of plugins from the plugin directory are accepted too:
-            // only warn about likely typos of the built-in ones.
-            let lower = name.to_ascii_lowercase();
-            if !PROTOCOLS.contains(&lower.as_str()) {
-                if let Some(near) = closest(&lower, PROTOCOLS.iter().copied()) {
-                    tracing::warn!(
-                        "{p}: Common.IncludeProtocols names `{name}`, not a built-in protocol: \
-                         did you mean `{near}`? (fine if a plugin of that name is in the plugin directory)"
-                    );
+        for (key, map) in c.filter_maps() {
+            for (name, re) in map.iter().filter(|(_, re)| !re.is_empty()) {
+                if let Err(e) = regex::Regex::new(re) {
+                    bail!("{p}: Common.{key}.{name}: bad regular expression: {e}");
                 }
             }
+        }
+        for (key, re) in c.filter_regexes().into_iter().filter(|(_, re)| !re.is_empty()) {
+            if let Err(e) = regex::Regex::new(re) {
+                bail!("{p}: Common.{key}: bad regular expression: {e}");
+            }
+        }
+        // (Names no plugin serves are warned about once the plugins are
+        // loaded: see `Layer7::new`.)
+        if c.include_protocols.iter().any(String::is_empty) {
+            bail!("{p}: Common.IncludeProtocols holds an empty name");
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -417,32 +495,44 @@ impl Config {
             processors,
         })
     }
-}
 
-/// The candidate closest to `word` (case-insensitive edit distance), if
-/// close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let w = word.to_ascii_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| (strsim::levenshtein(&w, &c.to_ascii_lowercase()), c))
-        .filter(|&(d, c)| d > 0 && d <= (c.len() / 3).max(2))
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c)
-}
+    /// This (running) config with the keys a running daemon applies taken
+    /// from `new`: the one list of what a reload changes live. Everything
+    /// else (the capture, connection tracking, filters, plugins) is built
+    /// at start and waits for a restart.
+    pub fn with_live_keys_of(&self, new: &Config) -> Config {
+        let mut live = self.clone();
+        live.path = new.path.clone();
+        live.enable = new.enable;
+        live.common.tags = new.common.tags.clone();
+        live.common.flush_out_l4_interval = new.common.flush_out_l4_interval;
+        live.common.flush_out_l7_interval = new.common.flush_out_l7_interval;
+        live.common.flush_netlink_interval = new.common.flush_netlink_interval;
+        live.wirelens.flusher_queue_batches = new.wirelens.flusher_queue_batches;
+        live.processors = new.processors.clone();
+        live.flushers = new.flushers.clone();
+        live
+    }
 
-/// serde's "unknown field `X`, expected one of `A`, `B`" (or "unknown
-/// variant"), with "did you mean `A`?" added when one is close.
-pub fn explain_serde_error(message: &str) -> String {
-    let Some(start) = message.find("unknown field `").or_else(|| message.find("unknown variant `")) else {
-        return message.to_string();
-    };
-    let rest = &message[start..];
-    let quoted: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let Some((unknown, expected)) = quoted.split_first() else { return message.to_string() };
-    match closest(unknown, expected.iter().copied()) {
-        Some(near) => format!("{message} (did you mean `{near}`?)"),
-        None => message.to_string(),
+    /// The keys (`Section.Key`) whose values differ between two configs'
+    /// `Common`, `EBPF` and `Wirelens` sections.
+    pub fn differing_keys(&self, other: &Config) -> Vec<String> {
+        let sections = |c: &Config| {
+            [
+                ("Common", serde_json::to_value(&c.common)),
+                ("EBPF", serde_json::to_value(&c.ebpf)),
+                ("Wirelens", serde_json::to_value(&c.wirelens)),
+            ]
+        };
+        let mut keys = Vec::new();
+        for ((section, a), (_, b)) in sections(self).into_iter().zip(sections(other)) {
+            let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else {
+                keys.push(format!("{section}.*"));
+                continue;
+            };
+            keys.extend(a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).map(|(k, _)| format!("{section}.{k}")));
+        }
+        keys
     }
 }
 
@@ -454,8 +544,54 @@ mod tests {
         Config::parse(text, Path::new("test.yaml"))
     }
 
+    fn with(common: &str, wirelens: &str) -> Config {
+        parse(&format!(
+            "inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 15\n{common}    Wirelens:\n      MaxConnections: 65536\n{wirelens}"
+        ))
+        .unwrap()
+    }
+
     #[test]
-    fn the_seed_example_parses_with_seed_defaults() {
+    fn a_reload_applies_live_keys_and_names_the_others() {
+        let old = with("", "");
+        // Live: tags, flush intervals, outputs.
+        let new = with("      Tags: {team: a}\n      FlushOutL7Interval: 5\n", "      FlusherQueueBatches: 8\n");
+        let applied = old.with_live_keys_of(&new);
+        assert_eq!(applied, new);
+        // Not live: named, and the running values stay.
+        let new = with(
+            "      Tags: {team: a}\n      Sampling: 50\n      IncludeCmdRegex: nginx\n",
+            "      PayloadBytes: 256\n",
+        );
+        let applied = old.with_live_keys_of(&new);
+        assert_ne!(applied, new);
+        assert_eq!(
+            applied.differing_keys(&new),
+            ["Common.IncludeCmdRegex", "Common.Sampling", "Wirelens.PayloadBytes"]
+        );
+        assert_eq!(applied.common.tags, new.common.tags);
+        assert_eq!(applied.common.sampling, 100);
+        // `1` and `true` are the same flag.
+        let a = with("      DropUnixSocket: 1\n", "");
+        let b = with("      DropUnixSocket: true\n", "");
+        assert_eq!(a.with_live_keys_of(&b), b);
+        assert!(a.differing_keys(&b).is_empty());
+    }
+
+    #[test]
+    fn plugin_options_are_scalars_by_plugin() {
+        let c = with("", "      PluginOptions:\n        http: {keep_query: true, depth: 3}\n");
+        let http = &c.wirelens.plugin_options["http"];
+        assert_eq!(http["keep_query"], OptionValue("true".into()));
+        assert_eq!(http["depth"], OptionValue("3".into()));
+        let err = format!("{:#}", parse(
+            "inputs:\n  - Type: observer_ilogtail_network_v1\n    Wirelens:\n      PluginOptions:\n        http: {keep_query: [1]}\n"
+        ).unwrap_err());
+        assert!(err.contains("PluginOptions") && err.contains("string, number or boolean"), "{err}");
+    }
+
+    #[test]
+    fn ilogtails_example_parses_with_its_defaults() {
         let c = parse(
             "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 5\n      FlushOutL7Interval: 5\n    EBPF:\n      Enabled: true\nprocessors:\n  - Type: processor_default\nflushers:\n  - Type: flusher_stdout\n",
         )
@@ -467,9 +603,9 @@ mod tests {
         assert!(c.ebpf.enabled);
     }
 
-    /// Every key of the seed's two tables is accepted and read.
+    /// Every key of iLogtail's two tables is accepted and read.
     #[test]
-    fn every_seed_key_is_read() {
+    fn every_ilogtail_key_is_read() {
         let c = parse(
             r#"
 inputs:

@@ -16,8 +16,8 @@ use anyhow::{anyhow, Context, Result};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 
-use super::settings::KafkaSettings;
 use super::{Flusher, FlusherCounters};
+use crate::config::KafkaSettings;
 use crate::records::Record;
 
 pub struct KafkaFlusher {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::settings::FileSettings;
 use super::Flusher;
+use crate::config::FileSettings;
 use crate::records::Record;
 
 pub struct FileFlusher {
@@ -105,7 +105,7 @@ mod tests {
         let path = dir.path().join("sub/out.jsonl");
         let s = FileSettings { file_path: path.clone(), max_bytes: 200, max_files: 2 };
         let mut f = FileFlusher::open(&s).unwrap();
-        let mut r = Record::new("statistics");
+        let mut r = Record::new(crate::records::Kind::Statistics);
         r.push("pad", "x".repeat(40));
         for _ in 0..20 {
             f.flush(std::slice::from_ref(&r)).unwrap();

@@ -25,9 +25,31 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
-use super::settings::PrometheusSettings;
 use super::Flusher;
-use crate::records::{Record, LATENCY_BOUNDS_NS};
+use crate::config::PrometheusSettings;
+use crate::records::{Kind, Record, Value};
+
+/// Upper bounds of the latency histogram buckets, in nanoseconds.
+pub const LATENCY_BOUNDS_NS: [u64; 18] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    10_000_000_000,
+];
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -54,7 +76,7 @@ struct L7Series {
 struct State {
     l4: HashMap<Labels, [u64; L4_COUNTERS.len()]>,
     l7: HashMap<Labels, L7Series>,
-    health: Vec<(String, String)>,
+    health: Vec<(String, u64)>,
 }
 
 pub struct PrometheusFlusher {
@@ -109,24 +131,26 @@ fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
 
 /// The process name for labels: the command's program, without its path.
 fn process(r: &Record) -> String {
-    let cmd = r.get("_process_cmd_").unwrap_or("");
+    let cmd = r.text("_process_cmd_").unwrap_or_default();
     let program = cmd.split_whitespace().next().unwrap_or("");
     let base = program.rsplit('/').next().unwrap_or(program);
     base.chars().take(64).collect()
 }
 
-/// The field that names the kind of call, per protocol.
+/// What the call did: the field its plugin names as its call field.
 fn call(r: &Record) -> String {
-    let field = match r.get("protocol") {
-        Some("http") => "method",
-        Some("dns") => "query_type",
-        _ => "command",
-    };
-    r.get(field).unwrap_or("").to_string()
+    r.fields
+        .iter()
+        .find_map(|(_, v)| if let Value::Call(c) = v { Some(c.to_string()) } else { None })
+        .unwrap_or_default()
+}
+
+fn text(r: &Record, field: &str) -> String {
+    r.text(field).map(|t| t.into_owned()).unwrap_or_default()
 }
 
 fn num(r: &Record, field: &str) -> u64 {
-    r.get(field).and_then(|v| v.parse().ok()).unwrap_or(0)
+    r.int(field).unwrap_or(0)
 }
 
 /// The series' labels, or the `other` set when the family is full.
@@ -142,17 +166,16 @@ impl Flusher for PrometheusFlusher {
     fn flush(&mut self, records: &[Record]) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for r in records {
-            match r.get("type") {
-                Some("statistics") => {
-                    let remote: serde_json::Value =
-                        serde_json::from_str(r.get("remote_info").unwrap_or("{}")).unwrap_or_default();
-                    let values = [
-                        process(r),
-                        r.get("role").unwrap_or("").to_string(),
-                        r.get("socket_type").unwrap_or("").to_string(),
-                        remote["remote_ip"].as_str().unwrap_or("").to_string(),
-                        remote["remote_port"].as_str().unwrap_or("").to_string(),
-                    ];
+            match r.kind {
+                Kind::Statistics => {
+                    let (ip, port) = match r.value("remote_info") {
+                        Some(Value::Remote { ip, port, .. }) if !ip.is_unspecified() => {
+                            (ip.to_string(), port.to_string())
+                        }
+                        Some(Value::Remote { port, .. }) => (String::new(), port.to_string()),
+                        _ => (String::new(), String::new()),
+                    };
+                    let values = [process(r), text(r, "role"), text(r, "socket_type"), ip, port];
                     let labels = L4_LABELS.iter().copied().zip(values).collect();
                     let labels = bounded(&state.l4, labels, self.max_series);
                     let sums = state.l4.entry(labels).or_default();
@@ -160,14 +183,8 @@ impl Flusher for PrometheusFlusher {
                         sums[i] += num(r, field);
                     }
                 }
-                Some("protocols") => {
-                    let values = [
-                        r.get("protocol").unwrap_or("").to_string(),
-                        process(r),
-                        r.get("role").unwrap_or("").to_string(),
-                        call(r),
-                        r.get("success").unwrap_or("").to_string(),
-                    ];
+                Kind::Protocols => {
+                    let values = [text(r, "protocol"), process(r), text(r, "role"), call(r), text(r, "success")];
                     let labels = L7_LABELS.iter().copied().zip(values).collect();
                     let labels = bounded(&state.l7, labels, self.max_series);
                     let s = state.l7.entry(labels).or_default();
@@ -175,28 +192,24 @@ impl Flusher for PrometheusFlusher {
                     s.req_bytes += num(r, "total_req_bytes");
                     s.resp_bytes += num(r, "total_resp_bytes");
                     s.latency_ns += num(r, "total_latency_ns");
-                    if let Some(b) = &r.latency_buckets {
-                        s.buckets.resize(b.len(), 0);
-                        s.buckets.iter_mut().zip(b).for_each(|(sum, n)| *sum += n);
+                    if let Some(Value::Latency(sketch)) = r.value("latency") {
+                        s.buckets.resize(LATENCY_BOUNDS_NS.len(), 0);
+                        for (sum, bound) in s.buckets.iter_mut().zip(LATENCY_BOUNDS_NS) {
+                            *sum += sketch.count_at_most(bound);
+                        }
                     }
                 }
-                Some("health") => {
-                    // The daemon's own numeric fields only: `Common.Tags` ride on
-                    // the record too, and may not be metric names (or repeat one).
+                Kind::Health => {
+                    // The daemon's own numbers only (`Common.Tags` ride on the
+                    // record too, as text).
                     let mut seen = std::collections::HashSet::new();
                     state.health = r
                         .fields
                         .iter()
-                        .filter(|(k, v)| {
-                            k != "__time__"
-                                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                                && v.parse::<f64>().is_ok()
-                                && seen.insert(k.clone())
-                        })
-                        .cloned()
+                        .filter_map(|(k, v)| Some((k.to_string(), v.as_int()?)))
+                        .filter(|(k, _)| k != "__time__" && seen.insert(k.clone()))
                         .collect();
                 }
-                _ => {}
             }
         }
         Ok(())
@@ -259,8 +272,7 @@ fn render(state: &State) -> String {
         let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), s.latency_ns as f64 / 1e9);
         let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), s.calls);
     }
-    for (field, value) in &state.health {
-        let Ok(v) = value.parse::<f64>() else { continue };
+    for (field, v) in &state.health {
         let name = format!("wirelens_health_{field}");
         header(&mut out, &name, "gauge", &format!("The daemon's `{field}` (see the health record)."));
         let _ = writeln!(out, "{name} {v}");
@@ -277,23 +289,25 @@ mod tests {
         let mut f =
             PrometheusFlusher::start(&PrometheusSettings { listen: "127.0.0.1:0".into(), max_series: 2 }).unwrap();
         let call = |cmd: &str, process: &str| {
-            let mut r = Record::new("protocols");
+            let mut r = Record::new(Kind::Protocols);
             r.push("_process_cmd_", process);
             r.push("protocol", "redis");
-            r.push("command", cmd);
+            r.push("command", Value::Call(Arc::from(cmd)));
             r.push("success", "1");
             r.push("role", "client");
-            r.push("total_count", 3);
-            r.push("total_latency_ns", 300_000);
-            r.push("total_req_bytes", 30);
-            r.push("total_resp_bytes", 15);
-            r.latency_buckets = Some(LATENCY_BOUNDS_NS.iter().map(|&b| if b >= 100_000 { 3 } else { 0 }).collect());
+            r.push("total_count", 3u64);
+            r.push("total_latency_ns", 300_000u64);
+            r.push("total_req_bytes", 30u64);
+            r.push("total_resp_bytes", 15u64);
+            let mut sketch = crate::aggregate::sketch::Sketch::default();
+            (0..3).for_each(|_| sketch.add(100_000));
+            r.push("latency", Value::Latency(Box::new(sketch)));
             r
         };
-        let mut health = Record::new("health");
-        health.push("kernel_lost", 4);
-        health.push("cluster-id", 7); // a tag: not a metric name
-        health.push("kernel_lost", 9); // a tag repeating a field
+        let mut health = Record::new(Kind::Health);
+        health.push("kernel_lost", 4u64);
+        health.push_named("cluster-id", "7"); // a tag: not a metric
+        health.push_named("kernel_lost", "9"); // a tag repeating a field
         f.flush(&[call("GET", "/usr/bin/redis-cli -p 1"), call("GET", "redis-cli"), call("SET", "x \"y")]).unwrap();
         f.flush(&[call("DEL", "z"), health]).unwrap();
         let text = render(&f.state.lock().unwrap());

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use regex::Regex;
 
-use super::settings::ProcessorSettings;
+use crate::config::ProcessorSettings;
 use crate::records::Record;
 
 pub enum Processor {
@@ -29,7 +29,7 @@ impl Processor {
             Self::Default => {}
             Self::FilterRegex { include, exclude } => records.retain(|r| {
                 // A missing field does not match.
-                let matches = |(field, re): &(String, Regex)| r.get(field).is_some_and(|v| re.is_match(v));
+                let matches = |(field, re): &(String, Regex)| r.text(field).is_some_and(|v| re.is_match(&v));
                 include.iter().all(matches) && !exclude.iter().any(matches)
             }),
         }
@@ -39,7 +39,8 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::settings::FilterRegexSettings;
+    use crate::config::FilterRegexSettings;
+    use crate::records::Kind;
 
     #[test]
     fn filter_regex_includes_and_excludes() {
@@ -48,13 +49,13 @@ mod tests {
             exclude: [("protocol".to_string(), "dns".to_string())].into(),
         };
         let p = Processor::new(&ProcessorSettings::FilterRegex(s)).unwrap();
-        let rec = |t: &str, proto: &str| {
+        let rec = |t: Kind, proto: &str| {
             let mut r = Record::new(t);
             r.push("protocol", proto);
             r
         };
-        let mut rs = vec![rec("protocols", "http"), rec("protocols", "dns"), rec("statistics", "")];
+        let mut rs = vec![rec(Kind::Protocols, "http"), rec(Kind::Protocols, "dns"), rec(Kind::Statistics, "")];
         p.apply(&mut rs);
-        assert_eq!(rs, vec![rec("protocols", "http")]);
+        assert_eq!(rs, vec![rec(Kind::Protocols, "http")]);
     }
 }

@@ -1,0 +1,161 @@
+//! The daemon's main path without the kernel (runs unprivileged): events
+//! built by hand go through the same `Collector` the daemon runs
+//! (connections, process metadata and filters, the protocol plugins, the
+//! stitcher, both windows) and come out as typed records.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use serde_json::Value;
+use wirelens::capture::{Direction, Event, ProcKey, Role};
+use wirelens::collector::Collector;
+use wirelens::config::Config;
+use wirelens::records::Record;
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+
+fn collector(common: &str) -> Collector {
+    let text = format!(
+        "inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      ProtocolProcess: true\n{common}flushers:\n  - Type: flusher_stdout\n"
+    );
+    let config = Config::parse(&text, Path::new("collector-test.yaml")).unwrap();
+    Collector::new(&config, None).unwrap()
+}
+
+fn json(records: &[Record]) -> Vec<Value> {
+    records.iter().map(|r| serde_json::from_str(&r.to_json()).unwrap()).collect()
+}
+
+fn num(r: &Value, field: &str) -> u64 {
+    r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
+}
+
+const HTTP_REQUEST: &[u8] = b"GET /items/42 HTTP/1.1\r\nHost: shop\r\n\r\n";
+const HTTP_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+
+/// This test's own process (metadata comes from /proc as for any process).
+fn me() -> ProcKey {
+    ProcKey { pid: std::process::id(), start_ns: 1 }
+}
+
+/// `calls` HTTP calls on `conns` client connections, 1 ms apart each, then
+/// each connection closes.
+fn http_calls(c: &mut Collector, conns: u64, calls: u64) {
+    let (req, resp) = (HTTP_REQUEST, HTTP_RESPONSE);
+    let mut ts = 1_000_000_000;
+    let mut batch = Vec::new();
+    for i in 0..calls {
+        let sock = 100 + i % conns;
+        let local = (LOCAL, 40_000 + (i % conns) as u16);
+        batch.push(Event::data(me(), sock, ts, Direction::Egress, Role::Client, local, (SERVER, 8080), req));
+        batch.push(Event::data(
+            me(),
+            sock,
+            ts + 1_000_000,
+            Direction::Ingress,
+            Role::Client,
+            local,
+            (SERVER, 8080),
+            resp,
+        ));
+        ts += 2_000_000;
+    }
+    batch.extend((0..conns).map(|i| Event::close(100 + i, ts)));
+    c.on_batch(&batch);
+}
+
+#[test]
+fn events_become_layer_4_and_layer_7_records() {
+    let mut c = collector("");
+    http_calls(&mut c, 4, 100);
+    c.poll_l7();
+    let l7 = json(&c.flush_l7());
+    let http: Vec<&Value> = l7.iter().filter(|r| r["protocol"] == "http").collect();
+    assert_eq!(http.len(), 1, "one key (same process, remote, method, path, status): {l7:?}");
+    let r = http[0];
+    assert_eq!(r["type"], "protocols");
+    assert_eq!(r["_process_pid_"], std::process::id().to_string());
+    assert!(r["_process_cmd_"].as_str().unwrap().contains("collector"), "the command line from /proc: {r}");
+    assert_eq!(r["success"], "1");
+    assert_eq!(r["role"], "client");
+    assert_eq!(num(r, "total_count"), 100);
+    // Every call took exactly 1 ms, send to receive.
+    assert_eq!(num(r, "total_latency_ns"), 100 * 1_000_000);
+    assert_eq!(num(r, "total_req_bytes"), 100 * HTTP_REQUEST.len() as u64);
+    assert_eq!(num(r, "total_resp_bytes"), 100 * HTTP_RESPONSE.len() as u64);
+    let remote: Value = serde_json::from_str(r["remote_info"].as_str().unwrap()).unwrap();
+    assert_eq!(remote["remote_ip"], "10.0.0.2");
+    assert_eq!(remote["remote_type"], "server");
+
+    let l4 = json(&c.flush_l4(Default::default()));
+    let stats: Vec<&Value> = l4.iter().filter(|r| r["type"] == "statistics").collect();
+    assert_eq!(stats.iter().map(|r| num(r, "send_packets")).sum::<u64>(), 100);
+    assert_eq!(stats.iter().map(|r| num(r, "recv_bytes")).sum::<u64>(), 100 * HTTP_RESPONSE.len() as u64);
+    let health = l4.iter().find(|r| r["type"] == "health").expect("a health record");
+    assert_eq!(num(health, "connections"), 0, "every connection closed: {health}");
+}
+
+#[test]
+fn a_process_the_filters_exclude_yields_nothing() {
+    let mut c = collector("      IncludeCmdRegex: '^no-such-program'\n");
+    http_calls(&mut c, 1, 10);
+    c.poll_l7();
+    assert!(json(&c.flush_l7()).is_empty());
+    let l4 = json(&c.flush_l4(Default::default()));
+    assert!(l4.iter().all(|r| r["type"] == "health"), "{l4:?}");
+    assert_eq!(c.kernel_denials(), vec![std::process::id()], "denied in the kernel from now on");
+}
+
+#[test]
+fn a_request_without_its_response_fails_when_its_connection_closes() {
+    let mut c = collector("");
+    let local = (LOCAL, 40_001);
+    let req = b"*1\r\n$4\r\nPING\r\n";
+    c.on_batch(&[
+        Event::data(me(), 7, 1_000, Direction::Egress, Role::Client, local, (SERVER, 6379), req),
+        Event::close(7, 2_000),
+    ]);
+    c.poll_l7();
+    let l7 = json(&c.flush_l7());
+    let redis: Vec<&Value> = l7.iter().filter(|r| r["protocol"] == "redis").collect();
+    assert_eq!(redis.len(), 1, "{l7:?}");
+    assert_eq!(num(redis[0], "total_count"), 1);
+    assert_eq!(redis[0]["success"], "0");
+}
+
+#[test]
+fn plugin_options_reach_the_plugin() {
+    let text = |options: &str| {
+        format!(
+            "inputs:\n  - Type: observer_ilogtail_network_v1\n    Wirelens:\n      PluginOptions:\n{options}flushers:\n  - Type: flusher_stdout\n"
+        )
+    };
+    let url = |options: &str| {
+        let config = Config::parse(&text(options), Path::new("options.yaml")).unwrap();
+        let mut c = Collector::new(&config, None).unwrap();
+        let local = (LOCAL, 40_002);
+        let req = b"GET /search?q=shoes HTTP/1.1\r\nHost: shop\r\n\r\n";
+        c.on_batch(&[
+            Event::data(me(), 9, 1_000, Direction::Egress, Role::Client, local, (SERVER, 80), req),
+            Event::data(me(), 9, 2_000, Direction::Ingress, Role::Client, local, (SERVER, 80), HTTP_RESPONSE),
+        ]);
+        c.poll_l7();
+        let l7 = json(&c.flush_l7());
+        l7.iter().find(|r| r["protocol"] == "http").map(|r| r["url"].as_str().unwrap().to_string()).unwrap()
+    };
+    assert_eq!(url("        http: {keep_query: false}\n"), "/search");
+    assert_eq!(url("        http: {keep_query: true}\n"), "/search?q=shoes");
+
+    // A value or key the plugin refuses stops the daemon at start, naming
+    // the plugin, the key and why.
+    for (options, expect) in [
+        ("        http: {keep_query: maybe}\n", "option `keep_query`: must be true or false, not `maybe`"),
+        ("        http: {keep_qurey: true}\n", "option `keep_qurey`: unknown option (known: keep_query)"),
+        ("        redis: {depth: 3}\n", "option `depth`: unknown option (this protocol takes none)"),
+    ] {
+        let config = Config::parse(&text(options), Path::new("options.yaml")).unwrap();
+        let err = format!("{:#}", Collector::new(&config, None).err().expect(options));
+        assert!(err.contains("Wirelens.PluginOptions.") && err.contains(expect), "{err}");
+    }
+}
