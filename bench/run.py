@@ -1,28 +1,37 @@
 #!/usr/bin/env python3
-"""What wirelens costs the applications it watches, measured on this machine.
+"""What wirelens costs the applications it watches, measured as the field
+measures observers: the CPU it adds per observed call at a fixed rate, the
+latency it adds at that rate, and the throughput left at saturation.
 
-    sudo python3 bench/run.py [--rounds 3] [--seconds 5]
+    sudo python3 bench/run.py [--rounds 5] [--seconds 8] [--only TEXT] [--baseline BINARY] [--report PATH]
 
-For each load (redis-benchmark GET/SET with and without pipelining, pgbench
-select-only, wrk against nginx) it alternates runs without the daemon, with
-the daemon's probes attached but filtering every call out at their first
-check (EBPF.Pid naming no live process: what hooking the socket calls alone
-costs), with the daemon capturing everything but layer 4 only
-(ProtocolProcess: false: the kernel's capture and the daemon's statistics,
-no protocol parsing), and with the daemon capturing everything (all
-protocols), and records the
-application's throughput and p99 latency, the daemon's CPU (percent of one
-core) and peak RSS, the layer-7 calls it reported per second and the events
-lost in the kernel. Then it runs the plugin-path benchmarks (wasm against
-native). Writes bench/report.md and bench/throughput.png (gnuplot).
+Loads (servers on loopback, so each request is observed at both ends):
+redis GET, redis GET pipelined 16, pgbench select-only, HTTP GET against
+nginx. First each load's maximum is measured without the daemon (the
+median of three flat-out runs); the fixed rate is 75% of it.
 
-Needs root (eBPF), the servers and tools scripts/setup.sh installs, and a
-release build (made here with cargo). Every load is bounded in time.
+Then, in every round and for every variant (without the daemon; probes
+only: attached to every socket call, every call dropped at the first check;
+layer 4 only: ProtocolProcess false; everything; and, with --baseline,
+everything with another build), in an order that rotates each round:
+- flat out (saturation): the throughput, as it is;
+- at the fixed rate: throughput, p50 and p99 (from each request's due time,
+  so a client held up shows), and the machine's busy time from /proc/stat
+  over the first 60% of the run. The added CPU per observed call is the
+  busy time with the variant minus without it in the same round, over the
+  calls observed (2 per request: client and server). It is split into the
+  kernel programs' time (BPF run-time statistics, switched on only for the
+  last 35% of the run, as they cost two clock reads per program run), the
+  daemon's own CPU, and the rest (wake-ups, cache and scheduler effects).
+
+Ratios are paired per round (with / without of the same round), so drift
+over the run cancels; tables show median and min-max over the rounds.
+Needs root (eBPF), what scripts/setup.sh installs, and a release build
+(made here with cargo). Writes bench/report.md.
 """
 import argparse
-import csv
 import glob
-import io
+import json
 import os
 import re
 import shutil
@@ -32,190 +41,379 @@ import sys
 import tempfile
 import time
 
-from common import CARGO_ENV, ROOT, TARGET, Daemon, Servers, config_text  # shared with soak.py and hostile_load.py
-import fixed_rate
+from common import CARGO_ENV, ROOT, TARGET, Daemon, Servers, config_text
 
 # A process id no process has (pid_max is at most 2^22): the probes run on
 # every socket call and drop it at their first check.
 NO_PID = 4_194_000
+FIXED_SHARE = 0.75
+LOADGEN = os.path.join(TARGET, "release", "wirelens-loadgen")
+
+# What DeepFlow published (SIGCOMM 2023, "Network-Centric Distributed
+# Tracing with DeepFlow"), for comparison.
+DEEPFLOW = [
+    ("added per hooked system call (their eBPF programs)", "277-889 ns"),
+    ("nginx under wrk2 at saturation, 8 vCPUs: throughput lost with the eBPF part alone", "29.5% (ratio 0.705)"),
+    ("the same with the whole agent", "38.6% (ratio 0.614)"),
+    ("payload bytes copied per call by default", "1024 B"),
+]
 
 
-def redis_load(port, pipeline, seconds):
-    def run():
-        n = 60000 * seconds * (8 if pipeline > 1 else 1)
-        out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(n), "-c", "8",
-                              "-P", str(pipeline), "--csv"], capture_output=True, text=True, timeout=seconds * 10)
-        rows = list(csv.DictReader(io.StringIO(out.stdout)))
-        rps = sum(float(r["rps"]) for r in rows) / len(rows)
-        p99 = max(float(r["p99_latency_ms"]) for r in rows)
-        return rps, p99
-    return run
+# --- loads --------------------------------------------------------------------
+
+def loadgen(args):
+    out = subprocess.run([LOADGEN, *map(str, args)], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        sys.exit(f"wirelens-loadgen {' '.join(map(str, args))}: {out.stderr.strip()}")
+    return json.loads(out.stdout)
 
 
-def pgbench_load(port, seconds, tmp, rate=None):
-    """pgbench select-only as fast as it goes, or at `rate` transactions per
-    second (a load the machine sustains: throughput stays the rate, the
-    daemon shows in latency)."""
-    def run():
-        logdir = tempfile.mkdtemp(dir=tmp)
-        fixed = ["-R", str(rate)] if rate else []
-        out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-S", "-n", "-c", "4",
-                              "-j", "2", "-T", str(seconds), *fixed, "--log", "--log-prefix", f"{logdir}/tx",
-                              "postgres"],
-                             capture_output=True, text=True, timeout=seconds * 10, cwd=logdir)
-        tps = float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
-        latencies = []
-        for path in glob.glob(f"{logdir}/tx*"):
-            with open(path) as f:
-                latencies += [int(line.split()[2]) for line in f if line.strip()]
-        latencies.sort()
-        p99 = latencies[int(len(latencies) * 0.99)] / 1000.0 if latencies else 0.0
-        shutil.rmtree(logdir, ignore_errors=True)
-        return tps, p99
-    return run
+class RedisLoad:
+    proto = "redis"
+
+    def __init__(self, name, port, pipeline):
+        self.name, self.port, self.pipeline = name, port, pipeline
+
+    def flat_out(self, seconds):
+        r = loadgen(["--proto", "redis", "--port", self.port, "--seconds", seconds, "--flat-out", "--conns", 8,
+                     "--pipeline", self.pipeline])
+        return r["per_second"], r["p99_ms"]
+
+    def fixed(self, rate, seconds):
+        """A Popen whose result() gives (per second, p50 ms, p99 ms)."""
+        return Running([LOADGEN, "--proto", "redis", "--port", str(self.port), "--seconds", str(seconds),
+                        "--rate", str(rate), "--conns", "8", "--pipeline", str(self.pipeline)], loadgen_result)
 
 
-def fixed_redis_load(port, rate, seconds):
-    """Redis GETs of one small value at a fixed rate (open loop)."""
-    request = b"*2\r\n$3\r\nGET\r\n$8\r\nwl:fixed\r\n"
-    subprocess.run(["redis-cli", "-p", str(port), "set", "wl:fixed", "value"], check=True, capture_output=True)
+class HttpLoad:
+    proto = "http"
 
-    def run():
-        return fixed_rate.run(port, request, fixed_rate.reply_size(port, request), rate, seconds)
-    return run
+    def __init__(self, name, port):
+        self.name, self.port = name, port
 
-
-def fixed_http_load(port, rate, seconds):
-    """HTTP GETs of one file from nginx at a fixed rate (open loop, keep-alive)."""
-    request = b"GET /index.html HTTP/1.1\r\nHost: bench\r\n\r\n"
-
-    def run():
-        return fixed_rate.run(port, request, fixed_rate.reply_size(port, request), rate, seconds)
-    return run
-
-
-def wrk_load(port, seconds):
-    def run():
-        out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/index.html"],
+    def flat_out(self, seconds):
+        out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{self.port}/"],
                              capture_output=True, text=True, timeout=seconds * 10).stdout
-        rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-        m = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
-        p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-        return rps, p99
-    return run
+        return float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)), wrk_p99(out)
+
+    def fixed(self, rate, seconds):
+        return Running([LOADGEN, "--proto", "http", "--port", str(self.port), "--seconds", str(seconds),
+                        "--rate", str(rate), "--conns", "8"], loadgen_result)
+
+
+class PgbenchLoad:
+    proto = "pgsql"
+
+    def __init__(self, name, port, tmp):
+        self.name, self.port, self.tmp = name, port, tmp
+
+    def command(self, seconds, rate=None, logdir=None):
+        cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-S", "-n", "-c", "8", "-j", "2",
+               "-T", str(seconds)]
+        if rate:
+            cmd += ["-R", str(rate), "--log", "--log-prefix", f"{logdir}/tx"]
+        return cmd + ["postgres"]
+
+    def flat_out(self, seconds):
+        out = subprocess.run(self.command(seconds), capture_output=True, text=True, timeout=seconds * 10)
+        return float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1)), 0.0
+
+    def fixed(self, rate, seconds):
+        logdir = tempfile.mkdtemp(dir=self.tmp)
+
+        def result(out):
+            tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+            latencies = []
+            for path in glob.glob(f"{logdir}/tx*"):
+                with open(path) as f:
+                    # Columns: client, transaction, latency (us), script, epoch, us, schedule lag (us).
+                    for line in f:
+                        cols = line.split()
+                        if len(cols) >= 7:
+                            # From the due time, as for the other loads.
+                            latencies.append(int(cols[2]))
+            shutil.rmtree(logdir, ignore_errors=True)
+            latencies.sort()
+            pick = (lambda p: latencies[int((len(latencies) - 1) * p)] / 1000.0) if latencies else (lambda p: 0.0)
+            return tps, pick(0.5), pick(0.99)
+        return Running(self.command(seconds, rate, logdir), result, cwd=logdir)
+
+
+class Running:
+    """A load running in the background."""
+
+    def __init__(self, cmd, parse, cwd=None):
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+        self.parse = parse
+
+    def result(self, timeout):
+        out, err = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            sys.exit(f"{self.proc.args[0]} failed: {err.strip()}")
+        return self.parse(out)
+
+
+def loadgen_result(out):
+    r = json.loads(out)
+    return r["per_second"], r["p50_ms"], r["p99_ms"]
+
+
+def wrk_p99(out):
+    m = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)] if m else 0.0
+
+
+# --- what the machine and the daemon spend -------------------------------------
+
+def busy_seconds():
+    """The machine's busy CPU time (all CPUs, steal excluded), in seconds."""
+    with open("/proc/stat") as f:
+        cols = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq = cols[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def bpf_run_ns(pid):
+    """Total run time (ns) of the kernel programs the process holds."""
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/fdinfo/*"):
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        if "prog_type" in text:
+            m = re.search(r"run_time_ns:\s+(\d+)", text)
+            total += int(m.group(1)) if m else 0
+    return total
+
+
+def set_bpf_stats(on):
+    with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+        f.write("1" if on else "0")
+
+
+def count_calls(records_path, proto, skip_bytes):
+    """Layer-7 calls of `proto` and the kernel loss in the records written
+    after byte `skip_bytes` of the file."""
+    calls, lost = 0, 0
+    if not os.path.exists(records_path):
+        return 0, 0
+    with open(records_path) as f:
+        f.seek(skip_bytes)
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("type") == "protocols" and r.get("protocol") == proto:
+                calls += int(r["total_count"])
+            elif r.get("type") == "health":
+                lost = max(lost, int(r.get("kernel_lost", 0)))
+    return calls, lost
+
+
+# --- one round of one variant ---------------------------------------------------
+
+def run_variant(load, variant, binary, rate, args, tmp):
+    """Saturation, then the fixed rate, under one daemon (or none)."""
+    daemon, records = None, None
+    if variant != "without":
+        records = os.path.join(tmp, f"records-{time.time_ns()}.jsonl")
+        config = {
+            "probes only": config_text(records, pids=[NO_PID]),
+            "layer 4 only": config_text(records, protocols=False),
+        }.get(variant, config_text(records))
+        daemon = Daemon(binary, tmp, config=config, records=records)
+        if not daemon.ready:
+            sys.exit(f"the daemon ({binary}) did not start; see {daemon.err.name}")
+    out = {}
+    out["sat"], out["sat_p99"] = load.flat_out(args.seconds)
+    time.sleep(1.5)  # the windows flush the saturation phase's calls
+    offset = os.path.getsize(records) if records and os.path.exists(records) else 0
+
+    seconds = args.seconds
+    running = load.fixed(rate, seconds)
+    time.sleep(0.05 * seconds)
+    busy0, cpu0, t0 = busy_seconds(), daemon.cpu() if daemon else 0.0, time.time()
+    time.sleep(0.55 * seconds)
+    busy1, cpu1, t1 = busy_seconds(), daemon.cpu() if daemon else 0.0, time.time()
+    set_bpf_stats(True)
+    b0, tb0 = (bpf_run_ns(daemon.proc.pid) if daemon else 0), time.time()
+    time.sleep(0.35 * seconds)
+    b1, tb1 = (bpf_run_ns(daemon.proc.pid) if daemon else 0), time.time()
+    set_bpf_stats(False)
+    out["fixed"], out["p50"], out["p99"] = running.result(timeout=seconds * 4 + 30)
+    out["busy_per_s"] = (busy1 - busy0) / (t1 - t0)
+    out["daemon_per_s"] = (cpu1 - cpu0) / (t1 - t0)
+    out["bpf_per_s"] = (b1 - b0) / 1e9 / (tb1 - tb0)
+    out["calls"], out["lost"] = 0, 0
+    if daemon:
+        with open(f"/proc/{daemon.proc.pid}/status") as f:
+            out["rss_mib"] = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+        daemon.terminate()
+        out["calls"], out["lost"] = count_calls(records, load.proto, offset)
+        with open(daemon.err.name) as f:
+            out["plugin_failures"] = f.read().count("plugin call failed")
+    return out
+
+
+# --- the report -----------------------------------------------------------------
+
+def mmm(values, fmt="{:.0f}"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def report(args, maxima, results, variants):
+    lines = [
+        "# wirelens: what it costs the applications it watches",
+        "",
+        f"`bench/run.py` on this machine ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}): {args.rounds} rounds"
+        f" of {args.seconds} s per phase; each figure is the median (min-max) over the rounds of a ratio or"
+        " difference paired within a round. Servers and clients share the machine's 2 cores with the daemon, on"
+        " loopback: every request is observed twice (client and server), so an observed call is half a request.",
+        "",
+        "## At a fixed rate (75% of the maximum without the daemon)",
+        "",
+        "The added CPU per observed call is the machine's busy time with the variant minus without, over the"
+        " calls observed (2 per request); for everything it is split into the kernel programs, the daemon"
+        " process and the rest (wake-ups, caches, scheduling). Latencies run from each request's due time.",
+        "",
+        "| load | rate (/s) | variant | throughput ratio | p50 (ms) | p99 (ms) | p99 ratio |"
+        " added CPU per observed call (ns) | kernel programs (ns) | daemon (ns) | rest (ns) |"
+        " calls reported / observed | kernel lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rate, per_variant in results:
+        base = per_variant["without"]
+        for v in variants:
+            rows = per_variant[v]
+            ratio = [r["fixed"] / b["fixed"] for r, b in zip(rows, base)]
+            p99r = [r["p99"] / b["p99"] if b["p99"] else None for r, b in zip(rows, base)]
+            observed = [2 * r["fixed"] for r in rows]
+            added = [(r["busy_per_s"] - b["busy_per_s"]) / o * 1e9 for r, b, o in zip(rows, base, observed)]
+            if v == "without":
+                lines.append(f"| {name} | {rate:.0f} | {v} | 1 | {mmm([r['p50'] for r in rows], '{:.3f}')} |"
+                             f" {mmm([r['p99'] for r in rows], '{:.3f}')} | 1 | 0 | - | - | - | - | - |")
+                continue
+            bpf = [r["bpf_per_s"] / o * 1e9 for r, o in zip(rows, observed)]
+            daemon = [r["daemon_per_s"] / o * 1e9 for r, o in zip(rows, observed)]
+            rest = [a - k - d for a, k, d in zip(added, bpf, daemon)]
+            reported = [r["calls"] / (o * args.seconds) for r, o in zip(rows, observed)] if v in (
+                "everything", "baseline") else None
+            lines.append(
+                f"| {name} | {rate:.0f} | {v} | {mmm(ratio, '{:.3f}')} | {mmm([r['p50'] for r in rows], '{:.3f}')} |"
+                f" {mmm([r['p99'] for r in rows], '{:.3f}')} | {mmm(p99r, '{:.2f}')} | {mmm(added)} | {mmm(bpf)} |"
+                f" {mmm(daemon)} | {mmm(rest)} | {mmm(reported, '{:.3f}') if reported else '-'} |"
+                f" {max(r['lost'] for r in rows)} |")
+    lines += [
+        "",
+        "## At saturation (flat out)",
+        "",
+        "The application's throughput with the variant over without, in the same round; redis loads are"
+        " `wirelens-loadgen --flat-out` (8 connections), nginx is wrk (2 threads, 16 connections), pgbench"
+        " 8 clients.",
+        "",
+        "| load | max without (/s) | " + " | ".join(f"{v} ratio" for v in variants if v != "without") + " |",
+        "|---|---|" + "---|" * (len(variants) - 1),
+    ]
+    for name, rate, per_variant in results:
+        base = per_variant["without"]
+        cells = []
+        for v in variants:
+            if v == "without":
+                continue
+            cells.append(mmm([r["sat"] / b["sat"] for r, b in zip(per_variant[v], base)], "{:.3f}"))
+        lines.append(f"| {name} | {mmm([b['sat'] for b in base])} | " + " | ".join(cells) + " |")
+    lines += ["", "Maxima measured before the rounds (median of three flat-out runs without the daemon): "
+              + ", ".join(f"{n} {m:.0f}/s" for n, m in maxima.items()) + ".", ""]
+    everything = [r for _, _, pv in results for r in pv.get("everything", [])]
+    if everything:
+        lines += [f"Daemon peak RSS (everything): {mmm([r['rss_mib'] for r in everything])} MiB;"
+                  f" plugin call failures: {sum(r['plugin_failures'] for r in everything)}.", ""]
+    lines += ["## Beside DeepFlow's published figures", "", "| what | DeepFlow | wirelens (this run) |", "|---|---|---|"]
+    ours = {}
+    for name, rate, per_variant in results:
+        base = per_variant["without"]
+        rows = per_variant.get("everything", [])
+        if rows:
+            ours[name] = (
+                mmm([(r["busy_per_s"] - b["busy_per_s"]) / (2 * r["fixed"]) * 1e9 for r, b in zip(rows, base)]),
+                mmm([r["sat"] / b["sat"] for r, b in zip(rows, base)], "{:.3f}"),
+                mmm([r["bpf_per_s"] / (2 * r["fixed"]) * 1e9 for r in rows]),
+            )
+    lines.append(f"| {DEEPFLOW[0][0]} | {DEEPFLOW[0][1]} | kernel programs per observed call: "
+                 + "; ".join(f"{n} {o[2]} ns" for n, o in ours.items()) + " |")
+    nginx = [o for n, o in ours.items() if "nginx" in n]
+    lines.append(f"| {DEEPFLOW[1][0]} | {DEEPFLOW[1][1]} | nginx under wrk at saturation, 2 vCPUs, everything:"
+                 f" ratio {nginx[0][1] if nginx else '-'} |")
+    lines.append(f"| {DEEPFLOW[2][0]} | {DEEPFLOW[2][1]} | (the daemon is the whole agent) |")
+    lines.append(f"| {DEEPFLOW[3][0]} | {DEEPFLOW[3][1]} | per protocol (see the README's capture budgets) |")
+    lines.append("")
+    with open(args.report, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.report}")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--only", metavar="TEXT", help="only the loads whose name contains TEXT")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="another wirelens build (e.g. the previous commit's), run with everything on as one more"
+                         " variant of the same rounds (A/B)")
+    ap.add_argument("--report", default=os.path.join(ROOT, "bench", "report.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (the daemon loads eBPF programs)")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "wirelens"], cwd=ROOT, check=True, env=CARGO_ENV)
+    if args.baseline and not os.access(args.baseline, os.X_OK):
+        sys.exit(f"--baseline {args.baseline}: not an executable")
+    for tool in ["redis-server", "nginx", "pgbench", "wrk"]:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run scripts/setup.sh")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "wirelens", "-p", "wirelens-loadgen"], cwd=ROOT,
+                   check=True, env=CARGO_ENV)
     binary = os.path.join(TARGET, "release", "wirelens")
     tmp = tempfile.mkdtemp(prefix="wirelens-bench-")
     os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user
     servers = Servers(tmp)
     loads = [
-        ("redis SET/GET", redis_load(servers.redis, 1, args.seconds)),
-        ("redis SET/GET, pipeline 16", redis_load(servers.redis, 16, args.seconds)),
-        ("pgbench select-only", pgbench_load(servers.pg, args.seconds, tmp)),
-        ("pgbench select-only, fixed 5,000/s", pgbench_load(servers.pg, args.seconds, tmp, rate=5000)),
-        ("wrk, nginx", wrk_load(servers.nginx, args.seconds)),
-        # Loads the machine sustains (a fraction of the rates above), as
-        # observers are usually run: what shows is latency, not throughput.
-        ("redis GET, fixed 5,000/s", fixed_redis_load(servers.redis, 5000, args.seconds)),
-        ("nginx GET, fixed 3,000/s", fixed_http_load(servers.nginx, 3000, args.seconds)),
+        RedisLoad("redis GET", servers.redis, 1),
+        RedisLoad("redis GET, pipeline 16", servers.redis, 16),
+        PgbenchLoad("pgbench select-only", servers.pg, tmp),
+        HttpLoad("HTTP GET, nginx", servers.nginx),
     ]
-    results = []
+    if args.only:
+        loads = [l for l in loads if args.only in l.name]
+        if not loads:
+            sys.exit(f"--only {args.only}: no load has that in its name")
+    variants = ["without", "probes only", "layer 4 only", "everything"] + (["baseline"] if args.baseline else [])
+    maxima, results = {}, []
+    set_bpf_stats(False)
     try:
-        for name, load in loads:
-            base, probes, l4only, capt, daemon_stats = [], [], [], [], []
+        for load in loads:
+            maxima[load.name] = statistics.median(load.flat_out(args.seconds)[0] for _ in range(3))
+            rate = maxima[load.name] * FIXED_SHARE
+            per_variant = {v: [] for v in variants}
             for r in range(args.rounds):
-                base.append(load())
-                quiet = os.path.join(tmp, f"probes-only-{r}.jsonl")
-                d = Daemon(binary, tmp, config=config_text(quiet, pids=[NO_PID]), records=quiet)
-                probes.append(load())
-                d.terminate()
-                l4 = os.path.join(tmp, f"l4-only-{r}.jsonl")
-                d = Daemon(binary, tmp, config=config_text(l4, protocols=False), records=l4)
-                l4only.append(load())
-                d.terminate()
-                d = Daemon(binary, tmp)
-                started = time.time()
-                capt.append(load())
-                daemon_stats.append(d.stop(time.time() - started))
-                print(f"{name} round {r + 1}: without {base[-1]}, probes only {probes[-1]}, layer 4 only {l4only[-1]},"
-                      f" with {capt[-1]}, daemon {daemon_stats[-1]}", flush=True)
-            results.append((name, base, probes, l4only, capt, daemon_stats))
+                order = variants[r % len(variants):] + variants[:r % len(variants)]
+                for v in order:
+                    binary_v = args.baseline if v == "baseline" else binary
+                    per_variant[v].append(run_variant(load, v, binary_v, rate, args, tmp))
+                    x = per_variant[v][-1]
+                    print(f"{load.name} round {r + 1} {v}: saturation {x['sat']:.0f}/s, fixed {x['fixed']:.0f}/s"
+                          f" p99 {x['p99']:.3f} ms, busy {x['busy_per_s']:.3f} s/s, daemon {x['daemon_per_s']:.3f},"
+                          f" bpf {x['bpf_per_s']:.3f}, calls {x['calls']}", flush=True)
+            results.append((load.name, rate, per_variant))
+            report(args, maxima, results, variants)
     finally:
+        set_bpf_stats(False)
         servers.stop()
-    benches = {}
-    for bench in ["l7_path", "plugin_path"]:
-        out = subprocess.run(["cargo", "bench", "-q", "--locked", "-p", "wirelens", "--bench", bench], cwd=ROOT, env=CARGO_ENV,
-                             capture_output=True, text=True)
-        benches[bench] = out.stdout.strip()
-    write_report(results, benches, args)
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def mmm(values, fmt="{:.0f}"):
-    return "/".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
-
-
-def write_report(results, benches, args):
-    lines = [
-        "# wirelens: what it costs the applications it watches",
-        "",
-        f"Measured by `bench/run.py` on this machine ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}):"
-        f" {args.rounds} rounds of {args.seconds} s per load, alternating: without the daemon, with its probes"
-        " only (attached to every socket call, every call filtered out at their first check), with the daemon"
-        " capturing every process but layer 4 only (ProtocolProcess: false), and with the daemon capturing every"
-        " process with all protocols, loopback kept, records to a file."
-        " Figures are min/median/max over the rounds.",
-        "",
-        "| load | throughput without (/s) | probes only (/s) | ratio | layer 4 only (/s) | ratio |"
-        " with daemon (/s) | ratio (median) | p99 without (ms) | p99 with (ms) |"
-        " p99 ratio | daemon CPU (% of a core) | daemon peak RSS (MiB) | L7 calls reported /s (client and server sides) |"
-        " kernel lost | plugin call failures |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, base, probes, l4only, capt, stats in results:
-        tb, tp, tc = [b[0] for b in base], [p[0] for p in probes], [c[0] for c in capt]
-        tl = [x[0] for x in l4only]
-        pb, pc = [b[1] for b in base], [c[1] for c in capt]
-        lines.append(
-            f"| {name} | {mmm(tb)} | {mmm(tp)} | {statistics.median(tp) / statistics.median(tb):.3f} |"
-            f" {mmm(tl)} | {statistics.median(tl) / statistics.median(tb):.3f} |"
-            f" {mmm(tc)} | {statistics.median(tc) / statistics.median(tb):.3f} |"
-            f" {mmm(pb, '{:.3f}')} | {mmm(pc, '{:.3f}')} | {statistics.median(pc) / max(1e-9, statistics.median(pb)):.2f} |"
-            f" {mmm([s['cpu'] for s in stats], '{:.1f}')} | {mmm([s['rss'] for s in stats], '{:.0f}')} |"
-            f" {mmm([s['calls_per_s'] for s in stats])} | {max(s['lost'] for s in stats)} |"
-            f" {sum(s['plugin_failures'] for s in stats)} |")
-    lines += ["", "Targets (issue 7): throughput loss at most 5% (ratio >= 0.95), p99 increase at most 10%"
-              " (p99 ratio <= 1.10), no kernel loss at 20,000 calls per second.", "",
-              "![throughput with and without the daemon](throughput.png)", ""]
-    for bench, out in benches.items():
-        lines += [f"## `cargo bench -p wirelens --bench {bench}`", "", "```", out, "```", ""]
-    with open(os.path.join(ROOT, "bench", "report.md"), "w") as f:
-        f.write("\n".join(lines))
-    data = os.path.join(ROOT, "bench", "throughput.dat")
-    with open(data, "w") as f:
-        for name, base, probes, l4only, capt, _ in results:
-            f.write(f"\"{name}\" {statistics.median([b[0] for b in base]) / 1000:.1f} "
-                    f"{statistics.median([p[0] for p in probes]) / 1000:.1f} "
-                    f"{statistics.median([x[0] for x in l4only]) / 1000:.1f} "
-                    f"{statistics.median([c[0] for c in capt]) / 1000:.1f}\n")
-    script = (f"set terminal png size 900,450; set output '{ROOT}/bench/throughput.png';"
-              "set style data histogram; set style histogram cluster gap 1; set style fill solid border -1;"
-              "set ylabel 'thousand operations per second (median)'; set title 'Application throughput';"
-              "set xtics rotate by -15; set grid y;"
-              f"plot '{data}' using 2:xtic(1) title 'without wirelens', '' using 3 title 'probes only',"
-              " '' using 4 title 'layer 4 only', '' using 5 title 'with wirelens'")
-    subprocess.run(["gnuplot", "-e", script], check=True)
-    os.remove(data)
-    print(f"wrote {ROOT}/bench/report.md and throughput.png")
 
 
 if __name__ == "__main__":

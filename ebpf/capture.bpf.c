@@ -52,6 +52,7 @@ const volatile __u8 filter_pids = 0;      /* keep only pids in allow_pids */
 const volatile __u8 drop_unix = 0;
 const volatile __u8 drop_unknown = 0;
 const volatile __u8 drop_loopback = 0;
+const volatile __u8 l4_default = 0;       /* TCP sockets start counted in the kernel (ProtocolProcess: false) */
 const volatile __u64 wakeup_bytes = 256 * 1024;
 
 struct {
@@ -95,12 +96,44 @@ struct dgram_src {
     __u16 len;     /* payload bytes */
 };
 
+/* What a record says about its socket. */
+struct sock_desc {
+    __u64 cookie;
+    __u16 family;
+    __u16 type;
+    __u16 lport;
+    __u16 rport;
+    __u8 laddr[16];
+    __u8 raddr[16];
+    __u8 role;
+};
+
+#define VERDICT_UNSEEN 0
+#define VERDICT_KEEP 1
+#define VERDICT_DROP 2
+
 /* Per socket, in socket-local storage (freed with the socket, a pointer
- * away from it). TCP: how it began, and whether data of it was reported
- * (so its close is). UDP without a peer: its datagrams' sources. */
+ * away from it): described once at its first call (addresses, ports,
+ * family, type, cookie, the drop rules' and sampling's verdict), how the
+ * daemon wants its calls treated, its stream positions, what it moved
+ * while counted here, and its last user. TCP: how it began, and whether
+ * data of it was reported (so its close is). UDP without a peer: its
+ * datagrams' sources. */
 struct sock_info {
     __u8 role;
     __u8 reported;
+    __u8 verdict;
+    __u8 mode;
+    __u32 ctl_gen;               /* the control generation last looked at */
+    __u32 budget[2];             /* payload bytes copied per call and direction (0: payload_max) */
+    __u64 pos[2];                /* stream position per direction */
+    __u64 skip_until[2];         /* bodies: no copy before these positions */
+    struct wl_counts counts;     /* moved while counted here, not reported yet */
+    __u32 owner_pid;             /* its last user, for records made outside its calls */
+    __u32 pad;
+    __u64 owner_start;
+    char owner_comm[16];
+    struct sock_desc desc;
     __u32 dgram_head;
     __u32 dgram_tail;
     struct dgram_src dgrams[DGRAM_QUEUE];
@@ -112,6 +145,24 @@ struct {
     __type(key, int);
     __type(value, struct sock_info);
 } sock_infos SEC(".maps");
+
+/* What the daemon asks of sockets (struct wl_ctl), by cookie, and a
+ * generation it bumps after writing: a socket looks its entry up only when
+ * the generation moved since its last call, so the common call pays one
+ * array read. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);
+    __type(value, struct wl_ctl);
+} conn_ctl SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
+} ctl_gen SEC(".maps");
 
 /* Per thread: the sendmmsg/recvmmsg call in progress (the tracepoints fire
  * once per message; this tells which message of the vector it is). */
@@ -164,18 +215,6 @@ static __always_inline bool pid_wanted(__u32 pid) {
     }
     return true;
 }
-
-/* What a record says about its socket. */
-struct sock_desc {
-    __u64 cookie;
-    __u16 family;
-    __u16 type;
-    __u16 lport;
-    __u16 rport;
-    __u8 laddr[16];
-    __u8 raddr[16];
-    __u8 role;
-};
 
 /* The socket's family, type, addresses and ports: plain loads through its
  * BTF pointer (no helper calls), at offsets CO-RE fixes for this kernel. */
@@ -255,14 +294,15 @@ static __always_inline __u8 unix_role(struct sock *sk) {
     return WL_ROLE_UNKNOWN;
 }
 
-/* The event header, written in place (scratch or ring). `ret`: the bytes
- * the call moved. */
-static __always_inline void fill_header(struct wl_event *e, const struct sock_desc *d, __u16 kind, __u16 sys,
-                                        long ret, __u8 direction) {
+/* The event header, written in place (scratch or ring), for the current
+ * process. `ret`: the bytes the call moved; `pos`: where they start in the
+ * stream. */
+static __always_inline void fill_sock(struct wl_event *e, const struct sock_desc *d, __u16 kind, __u16 sys,
+                                      long ret, __u8 direction, __u64 pos) {
     e->ts = bpf_ktime_get_ns();
     e->sock = d->cookie;
     e->real_len = ret > 0 ? ret : 0;
-    e->pid = bpf_get_current_pid_tgid() >> 32;
+    e->pos = pos;
     e->captured = 0;
     e->kind = kind;
     e->syscall = sys;
@@ -275,11 +315,25 @@ static __always_inline void fill_header(struct wl_event *e, const struct sock_de
     __builtin_memset(e->pad, 0, sizeof(e->pad));
     __builtin_memcpy(e->laddr, d->laddr, 16);
     __builtin_memcpy(e->raddr, d->raddr, 16);
+}
+
+static __always_inline void fill_header(struct wl_event *e, const struct sock_desc *d, __u16 kind, __u16 sys,
+                                        long ret, __u8 direction, __u64 pos) {
+    fill_sock(e, d, kind, sys, ret, direction, pos);
+    e->pid = bpf_get_current_pid_tgid() >> 32;
     /* The process's name and start (its main thread's), not this thread's;
      * the kernel keeps the name NUL-padded, so 16 bytes is the whole string. */
     struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
     e->start_ns = leader->start_time;
     __builtin_memcpy(e->comm, leader->comm, sizeof(e->comm));
+}
+
+/* A header on behalf of the socket's last user (close, stats). */
+static __always_inline void fill_owner(struct wl_event *e, const struct sock_info *info, __u16 kind) {
+    fill_sock(e, &info->desc, kind, 0, 0, WL_EGRESS, 0);
+    e->pid = info->owner_pid;
+    e->start_ns = info->owner_start;
+    __builtin_memcpy(e->comm, info->owner_comm, sizeof(e->comm));
 }
 
 /* Wake the reader only when this record of `size` bytes takes what is
@@ -308,8 +362,12 @@ static __always_inline void submit(struct scratch *s) {
         count(WL_CNT_LOST);
 }
 
-static __always_inline __u32 cap_len(__u64 n) {
+/* At most n bytes, the socket's budget (0: none of its own) and the
+ * capture size. */
+static __always_inline __u32 cap_len(__u64 n, __u32 budget) {
     __u32 max = payload_max;
+    if (budget && budget < max)
+        max = budget;
     if (max > WL_MAX_PAYLOAD)
         max = WL_MAX_PAYLOAD;
     return n > max ? max : (__u32)n;
@@ -317,7 +375,7 @@ static __always_inline __u32 cap_len(__u64 n) {
 
 /* Copy from one user buffer at payload offset off. */
 static __always_inline __u32 copy_flat(struct scratch *s, __u32 off, __u64 src, __u64 len) {
-    __u32 room = cap_len(off + len);
+    __u32 room = cap_len(off + len, 0);
     if (room <= off)
         return 0;
     /* off < room <= WL_MAX_PAYLOAD, so neither test below ever fails; they
@@ -417,7 +475,7 @@ static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock 
             count(WL_CNT_LOST);                                                                \
             return;                                                                            \
         }                                                                                      \
-        fill_header(e, d, WL_EV_DATA, sys, ret, direction);                                \
+        fill_header(e, d, WL_EV_DATA, sys, ret, direction, pos);                           \
         /* Bound the length again where the verifier sees it (clang would                     \
          * otherwise reuse the register checked against cap_len's bound only). */              \
         __u64 len = n;                                                                         \
@@ -433,10 +491,10 @@ static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock 
         return;                                                                                \
     }
 
-static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 buf,
-                                       __u64 buf_len) {
+static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos,
+                                       __u32 budget, __u64 buf, __u64 buf_len) {
     /* A datagram longer than the buffer (MSG_TRUNC) moved only buf_len. */
-    __u32 n = cap_len((__u64)ret < buf_len ? (__u64)ret : buf_len);
+    __u32 n = cap_len((__u64)ret < buf_len ? (__u64)ret : buf_len, budget);
     RESERVE_CLASS(128)
     RESERVE_CLASS(512)
     RESERVE_CLASS(2048)
@@ -447,31 +505,38 @@ static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, lon
 /* An event in the per-CPU scratch record, header filled, no payload yet
  * (send it with submit()); NULL only if the map lookup fails. */
 static __always_inline struct scratch *scratch_event(const struct sock_desc *d, __u16 kind, __u16 sys, long ret,
-                                                     __u8 direction) {
+                                                     __u8 direction, __u64 pos) {
     __u32 zero = 0;
     struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
     if (s)
-        fill_header(&s->ev, d, kind, sys, ret, direction);
+        fill_header(&s->ev, d, kind, sys, ret, direction, pos);
     return s;
 }
 
 /* A data event whose payload is gathered from an iovec array. */
-static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 iovs,
-                                      __u64 cnt) {
-    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, ret, direction);
+static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos,
+                                      __u32 budget, __u64 iovs, __u64 cnt) {
+    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, ret, direction, pos);
     if (!s)
         return;
-    s->ev.captured = copy_iov(s, iovs, cnt, ret);
+    s->ev.captured = copy_iov(s, iovs, cnt, cap_len(ret, budget));
     if (s->ev.captured < ret)
         count(WL_CNT_TRUNCATED);
     submit(s);
 }
 
-/* A data event without payload (sendfile, splice, io_uring). */
-static __always_inline void size_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction) {
-    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, ret, direction);
-    if (s)
-        submit(s);
+/* A data event without payload (sendfile, splice, io_uring, skipped
+ * bodies). A fixed-size reservation straight in the ring. */
+static __always_inline void size_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos) {
+    __u64 wake = wakeup_flag(sizeof(struct wl_event));
+    struct wl_event *e = bpf_ringbuf_reserve(&events, sizeof(struct wl_event), 0);
+    if (!e) {
+        count(WL_CNT_LOST);
+        return;
+    }
+    fill_header(e, d, WL_EV_DATA, sys, ret, direction, pos);
+    bpf_ringbuf_submit(e, wake);
+    count(WL_CNT_EVENTS);
 }
 
 /* Which message of a sendmmsg/recvmmsg vector this one is. The calls hand
@@ -490,24 +555,73 @@ static __always_inline __u32 mmsg_index(struct task_struct *task, __u64 vec, __u
     return i;
 }
 
+/* A socket's first call: describe it once (what records say about it, the
+ * drop rules' and sampling's verdict) and set how its calls are treated. */
+static __always_inline void first_sight(struct sock *sk, struct sock_info *info) {
+    struct sock_desc *d = &info->desc;
+    describe(sk, d);
+    d->cookie = bpf_get_socket_cookie(sk);
+    if (!sock_wanted(d)) {
+        info->verdict = VERDICT_DROP;
+        return;
+    }
+    if (d->family == AF_UNIX)
+        d->role = unix_role(sk);
+    /* Nothing needs the bytes: TCP sockets are counted here, others get
+     * records without payload. */
+    if (l4_default)
+        info->mode = WL_MODE_L4;
+    info->verdict = VERDICT_KEEP;
+}
+
+/* What the daemon asked of this socket since its last call, if anything:
+ * one array read unless the daemon wrote since. */
+static __always_inline void apply_ctl(struct sock_info *info) {
+    __u32 zero = 0;
+    __u32 *gen = bpf_map_lookup_elem(&ctl_gen, &zero);
+    if (!gen || *gen == info->ctl_gen)
+        return;
+    info->ctl_gen = *gen;
+    __u64 cookie = info->desc.cookie;
+    struct wl_ctl *c = bpf_map_lookup_elem(&conn_ctl, &cookie);
+    if (!c)
+        return;
+    info->mode = c->mode;
+    info->budget[0] = c->budget[0];
+    info->budget[1] = c->budget[1];
+    if (c->skip_until[0] > info->skip_until[0])
+        info->skip_until[0] = c->skip_until[0];
+    if (c->skip_until[1] > info->skip_until[1])
+        info->skip_until[1] = c->skip_until[1];
+    bpf_map_delete_elem(&conn_ctl, &cookie);
+}
+
+/* The socket's last user, for the records made outside its calls. */
+static __always_inline void note_owner(struct sock_info *info, __u32 pid) {
+    if (info->owner_pid == pid)
+        return;
+    struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
+    info->owner_pid = pid;
+    info->owner_start = leader->start_time;
+    __builtin_memcpy(info->owner_comm, leader->comm, sizeof(info->owner_comm));
+}
+
 /* One send or receive of `ret` bytes on sk, at the end of sock_sendmsg or
  * sock_recvmsg, in the context of the process that made it. */
 static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 direction) {
     /* The pid filters come before anything is read. */
-    if (!pid_wanted(bpf_get_current_pid_tgid() >> 32))
+    __u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (!pid_wanted(pid))
         return 0;
     struct task_struct *task = bpf_get_current_task_btf();
-    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-    /* io_uring's worker threads run no system call of their own: their
-     * saved registers name no buffer (size only, below). */
-    long nr = (task->flags & PF_IO_WORKER) ? -1 : SYSCALL_NR(regs);
-    /* Every call told apart below takes its buffer (or vector, or message)
-     * second and its length (or count) third. */
-    __u64 arg2 = SYSCALL_ARG(regs, 2), arg3 = SYSCALL_ARG(regs, 3);
     if (ret <= 0) {
         /* Nothing moved. An error ends a sendmmsg/recvmmsg call. */
-        if (ret < 0 && (nr == NR_sendmmsg || nr == NR_recvmmsg))
-            mmsg_index(task, arg2, arg3, ret);
+        if (ret < 0 && !(task->flags & PF_IO_WORKER)) {
+            struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+            long nr = SYSCALL_NR(regs);
+            if (nr == NR_sendmmsg || nr == NR_recvmmsg)
+                mmsg_index(task, SYSCALL_ARG(regs, 2), SYSCALL_ARG(regs, 3), ret);
+        }
         return 0;
     }
     /* Bytes peeked at are received again; kernel threads (NFS, kTLS
@@ -516,39 +630,87 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
         count(WL_CNT_FILTERED);
         return 0;
     }
-    struct sock_desc d = {};
-    describe(sk, &d);
-    d.cookie = bpf_get_socket_cookie(sk);
-    if (!sock_wanted(&d)) {
+    struct sock_info *info = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (!info) {
+        count(WL_CNT_LOST);
+        return 0;
+    }
+    if (info->verdict == VERDICT_UNSEEN)
+        first_sight(sk, info);
+    if (info->verdict != VERDICT_KEEP) {
         count(WL_CNT_FILTERED);
         return 0;
     }
-    if (d.family == AF_UNIX) {
-        d.role = unix_role(sk);
-    } else if (sk->sk_protocol == IPPROTO_TCP) {
-        struct sock_info *info = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-        if (info) {
-            d.role = info->role;
-            info->reported = 1;
-        }
+    apply_ctl(info);
+    note_owner(info, pid);
+    __u8 dir = direction & 1;
+    bool tcp = sk->sk_protocol == IPPROTO_TCP;
+    if (tcp)
+        info->reported = 1;
+    if (info->mode == WL_MODE_DROP) {
+        count(WL_CNT_FILTERED);
+        return 0;
+    }
+    if (info->mode == WL_MODE_L4 && tcp) {
+        /* Counted here; the daemon reads it at its next flush (the
+         * iterator below) or when the socket closes. */
+        __sync_fetch_and_add(&info->counts.bytes[dir], ret);
+        __sync_fetch_and_add(&info->counts.calls[dir], 1);
+        count(WL_CNT_COUNTED);
+        return 0;
+    }
+
+    /* A record. What the socket is was read at its first call; a UDP
+     * socket's peer may change (connect again), so it is read again. */
+    struct sock_desc d = info->desc;
+    if (sk->sk_protocol == IPPROTO_UDP) {
+        describe(sk, &d);
+        d.cookie = info->desc.cookie;
+    }
+    if (tcp)
+        d.role = info->role;
+    __u64 pos = info->pos[dir];
+    info->pos[dir] = pos + ret;
+    __u32 budget = info->budget[dir];
+    /* No payload: the daemon counts this call from its size alone (all of
+     * it inside a body a plugin skips, or a socket left to layer 4). */
+    bool no_copy = pos + ret <= info->skip_until[dir] || info->mode == WL_MODE_L4;
+
+    /* io_uring's worker threads run no system call of their own: their
+     * saved registers name no buffer (size only, below). */
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+    long nr = (task->flags & PF_IO_WORKER) ? -1 : SYSCALL_NR(regs);
+    /* Every call told apart below takes its buffer (or vector, or message)
+     * second and its length (or count) third. */
+    __u64 arg2 = SYSCALL_ARG(regs, 2), arg3 = SYSCALL_ARG(regs, 3);
+    if (no_copy) {
+        /* The vector index of sendmmsg/recvmmsg still moves on. */
+        if (nr == NR_sendmmsg || nr == NR_recvmmsg)
+            mmsg_index(task, arg2, arg3, ret);
+        if (nr == NR_recvfrom || nr == NR_recvmsg || nr == NR_recvmmsg)
+            peer_from_datagram(&d, sk, ret);
+        if (info->mode != WL_MODE_L4)
+            count(WL_CNT_SKIPPED);
+        size_event(&d, WL_SYS_OTHER, ret, direction, pos);
+        return 0;
     }
 
     switch (nr) {
     case NR_read:
     case NR_write:
-        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, ret, direction, arg2, arg3);
+        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, ret, direction, pos, budget, arg2, arg3);
         break;
     case NR_sendto:
         peer_from_sockaddr(&d, SYSCALL_ARG(regs, 5));
-        flat_event(&d, WL_SYS_SENDTO, ret, direction, arg2, arg3);
+        flat_event(&d, WL_SYS_SENDTO, ret, direction, pos, budget, arg2, arg3);
         break;
     case NR_recvfrom:
         peer_from_datagram(&d, sk, ret);
-        flat_event(&d, WL_SYS_RECVFROM, ret, direction, arg2, arg3);
+        flat_event(&d, WL_SYS_RECVFROM, ret, direction, pos, budget, arg2, arg3);
         break;
     case NR_readv:
     case NR_writev:
-        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, ret, direction, arg2, arg3);
+        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, ret, direction, pos, budget, arg2, arg3);
         break;
     case NR_sendmsg:
     case NR_recvmsg:
@@ -561,27 +723,39 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
             msg += (__u64)mmsg_index(task, arg2, arg3, ret) * sizeof(struct mmsghdr);
         struct user_msghdr m = {};
         if (bpf_probe_read_user(&m, sizeof(m), (void *)msg) != 0) {
-            size_event(&d, sys, ret, direction);
+            size_event(&d, sys, ret, direction, pos);
             break;
         }
         if (direction == WL_EGRESS)
             peer_from_sockaddr(&d, (__u64)m.msg_name);
         else
             peer_from_datagram(&d, sk, ret);
-        iov_event(&d, sys, ret, direction, (__u64)m.msg_iov, m.msg_iovlen);
+        iov_event(&d, sys, ret, direction, pos, budget, (__u64)m.msg_iov, m.msg_iovlen);
         break;
     }
     case NR_sendfile:
     case NR_splice:
-        size_event(&d, WL_SYS_SENDFILE, ret, direction);
+        size_event(&d, WL_SYS_SENDFILE, ret, direction, pos);
         break;
     default:
         /* Not a system call on the socket (io_uring, a kernel path on the
          * process's behalf): the size only. */
-        size_event(&d, WL_SYS_OTHER, ret, direction);
+        size_event(&d, WL_SYS_OTHER, ret, direction, pos);
         break;
     }
     return 0;
+}
+
+/* What the socket moved while counted here, into out, subtracted from its
+ * pending counts (a call on another CPU meanwhile stays pending). */
+static __always_inline void take_counts(struct sock_info *info, struct wl_counts *out) {
+    for (int i = 0; i < 2; i++) {
+        __u64 b = info->counts.bytes[i], c = info->counts.calls[i];
+        out->bytes[i] = b;
+        out->calls[i] = c;
+        __sync_fetch_and_add(&info->counts.bytes[i], -b);
+        __sync_fetch_and_add(&info->counts.calls[i], -c);
+    }
 }
 
 SEC("tp_btf/sock_send_length")
@@ -614,13 +788,20 @@ int on_state(__u64 *ctx) {
     if (!info || !info->reported)
         return 0;
     info->reported = 0;
-    struct sock_desc d = {};
-    describe(sk, &d);
-    d.cookie = bpf_get_socket_cookie(sk);
-    d.role = info->role;
-    struct scratch *s = scratch_event(&d, WL_EV_CLOSE, 0, 0, WL_EGRESS);
-    if (s)
-        submit(s);
+    /* A control the socket never read again is of no use now. */
+    __u64 cookie = info->desc.cookie;
+    bpf_map_delete_elem(&conn_ctl, &cookie);
+    /* Said on behalf of the socket's last user (this runs in whatever
+     * context closed it), with what it moved while counted here. */
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+    if (!s)
+        return 0;
+    fill_owner(&s->ev, info, WL_EV_CLOSE);
+    s->ev.role = info->role;
+    take_counts(info, (struct wl_counts *)s->payload);
+    s->ev.captured = sizeof(struct wl_counts);
+    submit(s);
     return 0;
 }
 
@@ -664,6 +845,44 @@ int on_data_ready(__u64 *ctx) {
     e->len = __builtin_bswap16(udp[2]) - 8;
     barrier();
     info->dgram_tail = tail + 1;
+    return 0;
+}
+
+/* The daemon's flush: every TCP socket with calls counted here (not yet
+ * reported) gives a stats record, read by the daemon from the iterator's
+ * file; what is read is subtracted. */
+struct stats_record {
+    struct wl_event ev;
+    struct wl_counts counts;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct stats_record);
+} stats_scratch SEC(".maps");
+
+SEC("iter/tcp")
+int dump_tcp_counts(struct bpf_iter__tcp *ctx) {
+    struct sock_common *skc = ctx->sk_common;
+    if (!skc)
+        return 0;
+    /* Listening, time-wait and request sockets are not full sockets: no
+     * storage. */
+    struct sock_info *info = bpf_sk_storage_get(&sock_infos, (struct sock *)skc, 0, 0);
+    if (!info || (info->counts.calls[0] | info->counts.calls[1]) == 0)
+        return 0;
+    __u32 zero = 0;
+    struct stats_record *r = bpf_map_lookup_elem(&stats_scratch, &zero);
+    if (!r)
+        return 0;
+    fill_owner(&r->ev, info, WL_EV_STATS);
+    r->ev.role = info->role;
+    r->ev.ts = bpf_ktime_get_ns();
+    r->ev.captured = sizeof(struct wl_counts);
+    take_counts(info, &r->counts);
+    bpf_seq_write(ctx->meta->seq, r, sizeof(*r));
     return 0;
 }
 

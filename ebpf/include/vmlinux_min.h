@@ -136,6 +136,21 @@ struct task_struct {
     char comm[16];
 };
 
+/* The context of an `iter/tcp` program (one call per TCP socket). */
+struct seq_file;
+
+struct bpf_iter_meta {
+    struct seq_file *seq;
+    __u64 session_id;
+    __u64 seq_num;
+};
+
+struct bpf_iter__tcp {
+    struct bpf_iter_meta *meta;
+    struct sock_common *sk_common;
+    __u32 uid;
+};
+
 #pragma clang attribute pop
 
 /* User-space ABI structs (fixed layout; read with bpf_probe_read_user): no

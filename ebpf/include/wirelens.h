@@ -10,7 +10,14 @@
 
 /* event.kind */
 #define WL_EV_DATA 1  /* bytes moved through a socket (one send or receive) */
-#define WL_EV_CLOSE 2 /* a TCP socket that carried data closed */
+#define WL_EV_CLOSE 2 /* a TCP socket that carried data closed; its payload is a wl_counts */
+#define WL_EV_STATS 3 /* a socket counted in the kernel (layer 4 only): its payload is a wl_counts */
+
+/* How the kernel treats a socket's calls (sock_info.mode, wl_ctl.mode). */
+#define WL_MODE_COPY 0 /* a record per call, with up to its budget of payload */
+#define WL_MODE_L4 1   /* TCP: counted in the socket's storage, no record per call (read at each
+                        * flush by the iterator and at close); other sockets: records without payload */
+#define WL_MODE_DROP 2 /* nothing (the daemon's drop rules) */
 
 /* event.direction */
 #define WL_EGRESS 0
@@ -42,7 +49,9 @@
 #define WL_CNT_FILTERED 2    /* socket calls skipped by pid, sampling, drop rules or kernel threads */
 #define WL_CNT_TRUNCATED 3   /* events whose payload was cut to the capture size */
 #define WL_CNT_DENIED 4      /* calls of processes the filters excluded (deny_pids) */
-#define WL_CNT_SLOTS 5
+#define WL_CNT_COUNTED 5     /* calls counted in socket storage without a record (layer 4 only) */
+#define WL_CNT_SKIPPED 6     /* calls whose payload was not copied: all of it in a body a plugin skips */
+#define WL_CNT_SLOTS 7
 
 struct wl_event {
     __u64 ts;        /* ns, CLOCK_MONOTONIC (bpf_ktime_get_ns): when the bytes moved */
@@ -50,7 +59,9 @@ struct wl_event {
     __u64 start_ns;  /* when the process (its main thread) started, ns, CLOCK_MONOTONIC:
                       * with pid, the process's identity (a reused pid has another) */
     __u64 real_len;  /* bytes of this message (data events) */
-    __u32 pid;       /* process (tgid) */
+    __u64 pos;       /* where the call's bytes start in the socket's stream in this direction
+                      * (bytes moved before it since the kernel first saw the socket) */
+    __u32 pid;       /* process (tgid); close and stats events: the socket's last user */
     __u32 captured;  /* payload bytes following this header */
     __u16 kind;
     __u16 syscall;
@@ -66,24 +77,50 @@ struct wl_event {
     char comm[16];   /* the process's name (main thread) */
 };
 
-_Static_assert(sizeof(struct wl_event) == 104, "size");
+_Static_assert(sizeof(struct wl_event) == 112, "size");
 _Static_assert(__builtin_offsetof(struct wl_event, ts) == 0, "ts");
 _Static_assert(__builtin_offsetof(struct wl_event, sock) == 8, "sock");
 _Static_assert(__builtin_offsetof(struct wl_event, start_ns) == 16, "start_ns");
 _Static_assert(__builtin_offsetof(struct wl_event, real_len) == 24, "real_len");
-_Static_assert(__builtin_offsetof(struct wl_event, pid) == 32, "pid");
-_Static_assert(__builtin_offsetof(struct wl_event, captured) == 36, "captured");
-_Static_assert(__builtin_offsetof(struct wl_event, kind) == 40, "kind");
-_Static_assert(__builtin_offsetof(struct wl_event, syscall) == 42, "syscall");
-_Static_assert(__builtin_offsetof(struct wl_event, family) == 44, "family");
-_Static_assert(__builtin_offsetof(struct wl_event, sock_type) == 46, "sock_type");
-_Static_assert(__builtin_offsetof(struct wl_event, lport) == 48, "lport");
-_Static_assert(__builtin_offsetof(struct wl_event, rport) == 50, "rport");
-_Static_assert(__builtin_offsetof(struct wl_event, direction) == 52, "direction");
-_Static_assert(__builtin_offsetof(struct wl_event, role) == 53, "role");
-_Static_assert(__builtin_offsetof(struct wl_event, laddr) == 56, "laddr");
-_Static_assert(__builtin_offsetof(struct wl_event, raddr) == 72, "raddr");
-_Static_assert(__builtin_offsetof(struct wl_event, comm) == 88, "comm");
+_Static_assert(__builtin_offsetof(struct wl_event, pos) == 32, "pos");
+_Static_assert(__builtin_offsetof(struct wl_event, pid) == 40, "pid");
+_Static_assert(__builtin_offsetof(struct wl_event, captured) == 44, "captured");
+_Static_assert(__builtin_offsetof(struct wl_event, kind) == 48, "kind");
+_Static_assert(__builtin_offsetof(struct wl_event, syscall) == 50, "syscall");
+_Static_assert(__builtin_offsetof(struct wl_event, family) == 52, "family");
+_Static_assert(__builtin_offsetof(struct wl_event, sock_type) == 54, "sock_type");
+_Static_assert(__builtin_offsetof(struct wl_event, lport) == 56, "lport");
+_Static_assert(__builtin_offsetof(struct wl_event, rport) == 58, "rport");
+_Static_assert(__builtin_offsetof(struct wl_event, direction) == 60, "direction");
+_Static_assert(__builtin_offsetof(struct wl_event, role) == 61, "role");
+_Static_assert(__builtin_offsetof(struct wl_event, laddr) == 64, "laddr");
+_Static_assert(__builtin_offsetof(struct wl_event, raddr) == 80, "raddr");
+_Static_assert(__builtin_offsetof(struct wl_event, comm) == 96, "comm");
+
+/* What a socket moved while counted in the kernel (WL_MODE_L4), per
+ * direction (index WL_EGRESS, WL_INGRESS): the payload of close and stats
+ * events. */
+struct wl_counts {
+    __u64 bytes[2];
+    __u64 calls[2];
+};
+
+_Static_assert(sizeof(struct wl_counts) == 32, "counts size");
+
+/* What the daemon asks of one socket (map "conn_ctl", keyed by its cookie;
+ * the kernel applies it at the socket's next call once "ctl_gen" moved,
+ * and removes it). */
+struct wl_ctl {
+    __u8 mode;           /* WL_MODE_* */
+    __u8 pad[3];
+    __u32 budget[2];     /* payload bytes copied per call, per direction (0: the capture size) */
+    __u64 skip_until[2]; /* per direction: bytes before this stream position are not copied
+                          * (bodies a plugin skips); a call wholly before it gets a record without payload */
+};
+
+_Static_assert(sizeof(struct wl_ctl) == 32, "ctl size");
+_Static_assert(__builtin_offsetof(struct wl_ctl, budget) == 4, "ctl budget");
+_Static_assert(__builtin_offsetof(struct wl_ctl, skip_until) == 16, "ctl skip_until");
 
 /* Process identity, recorded as processes are born (exec, fork), in the
  * map "procs" keyed by pid (tgid): the command line from the kernel, so a

@@ -1,21 +1,62 @@
-//! What capture costs the observed application: ns per socket write+read
-//! (socketpair, 64 B and 4 KiB), and per pipe write+read (64 B: calls that
-//! are not on a socket), with no daemon, with the daemon filtering to
-//! another pid, and with the daemon capturing everything; the daemon's
-//! own CPU at 20,000 captured calls per second; and what recording process
-//! identity costs each process born (fork, exec and exit of /bin/true). One
-//! run, ratios against the no-daemon baseline measured in the same run.
-//! Needs root.
+//! What capture costs the observed application per socket call: ns per
+//! write+read pair over a TCP loopback connection and a unix socketpair
+//! (64 B and 4 KiB writes), and over a pipe (not a socket), in each mode of
+//! the daemon:
+//! - filtered: the daemon runs for another pid only (EBPF.Pid), so every
+//!   call is dropped at the programs' first check;
+//! - layer 4 only (ProtocolProcess: false): TCP calls are counted in the
+//!   socket's storage without a record, unix calls get records without
+//!   payload;
+//! - captured: every write is a whole HTTP request the HTTP plugin parses,
+//!   so its head is copied (up to the plugin's budget);
+//! - body skipped: after one request head announcing a body of 1 TB, each
+//!   4 KiB write is body the plugin skips: its bytes are not copied.
+//!
+//! Also: the time inside the kernel programs per call (BPF run-time
+//! statistics, switched on only for that), the daemon's own CPU at 20,000
+//! captured calls per second, and what recording process identity costs
+//! each process born (fork, exec and exit of /bin/true). Modes take turns
+//! round by round; added costs are paired per round against that round's
+//! run without the daemon. Needs root.
 //!
 //! Run: `cargo bench -p wirelens --bench capture_overhead`
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CALL_PAIRS: usize = 200_000;
+const CALL_PAIRS: usize = 100_000;
 const ROUNDS: usize = 7;
+
+/// What the writes carry.
+#[derive(Clone, Copy, PartialEq)]
+enum Payload {
+    /// Each write a whole HTTP request of the write's size.
+    Requests,
+    /// One request head announcing a huge body, then body writes.
+    Body,
+}
+
+/// What a measurement writes and reads through.
+#[derive(Clone, Copy)]
+enum Channel {
+    Tcp(usize),
+    Unix(usize),
+    /// Not a socket: what capture costs every other call.
+    Pipe(usize),
+}
+
+impl Channel {
+    fn label(self) -> String {
+        match self {
+            Channel::Tcp(n) => format!("tcp {n}"),
+            Channel::Unix(n) => format!("unix {n}"),
+            Channel::Pipe(n) => format!("pipe {n}"),
+        }
+    }
+}
 
 fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
     let mut fds = [0i32; 2];
@@ -31,6 +72,15 @@ fn socketpair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStre
     }
 }
 
+/// A connected TCP pair over loopback.
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (b, _) = listener.accept().unwrap();
+    a.set_nodelay(true).unwrap();
+    (a, b)
+}
+
 /// A pipe's two ends, as files.
 fn pipe() -> (std::fs::File, std::fs::File) {
     let mut fds = [0i32; 2];
@@ -40,43 +90,51 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     unsafe { (std::fs::File::from(OwnedFd::from_raw_fd(fds[1])), std::fs::File::from(OwnedFd::from_raw_fd(fds[0]))) }
 }
 
-/// What a measurement writes and reads through.
-#[derive(Clone, Copy)]
-enum Channel {
-    Socketpair(usize),
-    /// Not a socket: what capture costs every other call.
-    Pipe(usize),
-}
-
-impl Channel {
-    fn label(self) -> String {
-        match self {
-            Channel::Socketpair(n) => format!("{n}"),
-            Channel::Pipe(n) => format!("pipe {n}"),
-        }
-    }
+/// An HTTP request of exactly `size` bytes (a header padded to fit).
+fn request(size: usize) -> Vec<u8> {
+    let head = b"GET /bench HTTP/1.1\r\nHost: bench\r\nX-Pad: ";
+    let mut r = head.to_vec();
+    r.resize(size.max(head.len() + 4) - 4, b'a');
+    r.extend_from_slice(b"\r\n\r\n");
+    r
 }
 
 /// ns per write+read pair.
-fn measure(channel: Channel, pairs: usize) -> f64 {
+fn measure(channel: Channel, payload: Payload, pairs: usize) -> f64 {
     match channel {
-        Channel::Socketpair(size) => write_read(size, pairs),
+        Channel::Tcp(size) => {
+            let (a, b) = tcp_pair();
+            pump(a, b, size, payload, pairs)
+        }
+        Channel::Unix(size) => {
+            let (a, b) = socketpair();
+            pump(a, b, size, payload, pairs)
+        }
         Channel::Pipe(size) => {
             let (a, b) = pipe();
-            pump(a, b, size, pairs)
+            pump(a, b, size, payload, pairs)
         }
     }
 }
 
-/// ns per write+read pair of `size` bytes over a socketpair.
-fn write_read(size: usize, pairs: usize) -> f64 {
-    let (a, b) = socketpair();
-    pump(a, b, size, pairs)
-}
-
-fn pump(mut a: impl Write, mut b: impl std::io::Read, size: usize, pairs: usize) -> f64 {
-    let buf = vec![7u8; size];
-    let mut got = vec![0u8; size];
+fn pump(mut a: impl Write, mut b: impl Read, size: usize, payload: Payload, pairs: usize) -> f64 {
+    let buf = match payload {
+        Payload::Requests => request(size),
+        Payload::Body => {
+            let head = b"POST /upload HTTP/1.1\r\nHost: bench\r\nContent-Length: 1000000000000\r\n\r\n";
+            a.write_all(head).unwrap();
+            let mut got = vec![0u8; head.len()];
+            b.read_exact(&mut got).unwrap();
+            vec![b'b'; size]
+        }
+    };
+    let mut got = vec![0u8; buf.len()];
+    // Warm up (the connection's detection, the kernel's first sight of it).
+    for _ in 0..200 {
+        a.write_all(&buf).unwrap();
+        b.read_exact(&mut got).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
     for _ in 0..pairs {
         a.write_all(&buf).unwrap();
@@ -88,9 +146,9 @@ fn pump(mut a: impl Write, mut b: impl std::io::Read, size: usize, pairs: usize)
 struct Daemon(Child);
 
 impl Daemon {
-    fn start(ebpf_extra: &str) -> Self {
+    fn start(common_extra: &str, ebpf_extra: &str) -> Self {
         let config = format!(
-            "inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n      DropUnixSocket: false\n    EBPF:\n      Enabled: true\n{ebpf_extra}flushers:\n  - Type: flusher_stdout\n"
+            "inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n      DropUnixSocket: false\n      DropLocalConnections: false\n{common_extra}    EBPF:\n      Enabled: true\n{ebpf_extra}flushers:\n  - Type: flusher_stdout\n"
         );
         let path = std::env::temp_dir().join(format!("wl-bench-{}.yaml", std::process::id()));
         std::fs::write(&path, config).unwrap();
@@ -123,6 +181,57 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
+/// The daemon's modes measured.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Filtered,
+    Layer4,
+    Captured,
+    BodySkipped,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [Mode::Filtered, Mode::Layer4, Mode::Captured, Mode::BodySkipped];
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Filtered => "filtered",
+            Mode::Layer4 => "layer 4 only",
+            Mode::Captured => "captured",
+            Mode::BodySkipped => "body skipped",
+        }
+    }
+
+    fn daemon(self) -> Daemon {
+        match self {
+            Mode::Filtered => Daemon::start("", "      Pid: [1]\n"),
+            Mode::Layer4 => Daemon::start("      ProtocolProcess: false\n", ""),
+            Mode::Captured | Mode::BodySkipped => Daemon::start("", ""),
+        }
+    }
+
+    fn payload(self) -> Payload {
+        if self == Mode::BodySkipped {
+            Payload::Body
+        } else {
+            Payload::Requests
+        }
+    }
+
+    /// Body skipping applies to 4 KiB socket writes only.
+    fn applies(self, c: Channel) -> bool {
+        self != Mode::BodySkipped || matches!(c, Channel::Tcp(4096) | Channel::Unix(4096))
+    }
+}
+
 /// The kernel's own accounting of time spent in the daemon's BPF programs
 /// (`kernel.bpf_stats_enabled`), summed over its programs: (ns, runs) per
 /// program, read from /proc/PID/fdinfo.
@@ -144,29 +253,21 @@ fn bpf_prog_stats(pid: u32) -> Vec<(u64, u64)> {
     out
 }
 
-/// Time inside the kernel programs per syscall they ran on, for
-/// write+read pairs of `size` bytes under the daemon `d`: measured with
-/// the kernel's BPF run-time statistics switched on only for this (they
-/// cost two clock reads per run), over every program run: the socket
-/// send or receive program, once per call.
-fn in_kernel_ns_per_call(d: &Daemon, channel: Channel) -> f64 {
-    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Time inside the kernel programs per call, for write+read pairs under the
+/// daemon `d`: measured with the kernel's BPF run-time statistics switched
+/// on only for this (they cost two clock reads per run), over every program
+/// run: the socket send or receive program, once per call.
+fn in_kernel_ns_per_call(d: &Daemon, channel: Channel, payload: Payload) -> f64 {
     std::fs::write(STATS, "1").expect("enabling kernel.bpf_stats_enabled");
     let before = bpf_prog_stats(d.0.id());
-    measure(channel, CALL_PAIRS);
+    measure(channel, payload, CALL_PAIRS);
     let after = bpf_prog_stats(d.0.id());
     let _ = std::fs::write(STATS, "0");
     let ns: u64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
-    // Two calls (write and read) per pair.
+    // Two calls (write and read) per pair (plus the warm-up's, a few percent).
     ns as f64 / (2 * CALL_PAIRS) as f64
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        let _ = self.0.wait();
-    }
 }
 
 /// Processes born per exec measurement.
@@ -185,7 +286,6 @@ fn spawn_true(n: usize) -> f64 {
 /// Time inside the kernel programs per process born (fork, exec, exit:
 /// the process-identity programs; the socket ones do not run).
 fn in_kernel_ns_per_exec(d: &Daemon) -> f64 {
-    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
     std::fs::write(STATS, "1").expect("enabling kernel.bpf_stats_enabled");
     let before = bpf_prog_stats(d.0.id());
     spawn_true(EXECS);
@@ -195,7 +295,7 @@ fn in_kernel_ns_per_exec(d: &Daemon) -> f64 {
     ns as f64 / EXECS as f64
 }
 
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+fn mmm(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (v[0], v[v.len() / 2], v[v.len() - 1])
 }
@@ -203,37 +303,47 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     // SAFETY: no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the capture benchmark loads eBPF programs: run it as root");
-    let sizes = [Channel::Socketpair(64), Channel::Socketpair(4096), Channel::Pipe(64)];
-    // Modes take turns round by round (a fresh daemon each time), so drift
-    // on this shared machine hits them alike.
-    let mut base = vec![vec![]; sizes.len()];
-    let mut filtered = vec![vec![]; sizes.len()];
-    let mut captured = vec![vec![]; sizes.len()];
+    let channels = [Channel::Tcp(64), Channel::Tcp(4096), Channel::Unix(64), Channel::Unix(4096), Channel::Pipe(64)];
+    // base[c][round]; added[mode][c][round]: ns added per call.
+    let mut base = vec![vec![]; channels.len()];
+    let mut with = vec![vec![vec![]; channels.len()]; Mode::ALL.len()];
     for _ in 0..ROUNDS {
-        for (i, &s) in sizes.iter().enumerate() {
-            base[i].push(measure(s, CALL_PAIRS));
+        for (i, &c) in channels.iter().enumerate() {
+            base[i].push(measure(c, Payload::Requests, CALL_PAIRS));
         }
-        {
-            let _d = Daemon::start("      Pid: [1]\n");
-            for (i, &s) in sizes.iter().enumerate() {
-                filtered[i].push(measure(s, CALL_PAIRS));
-            }
-        }
-        {
-            let _d = Daemon::start("");
-            for (i, &s) in sizes.iter().enumerate() {
-                captured[i].push(measure(s, CALL_PAIRS));
+        for (m, mode) in Mode::ALL.iter().enumerate() {
+            let _d = mode.daemon();
+            for (i, &c) in channels.iter().enumerate() {
+                if mode.applies(c) {
+                    with[m][i].push(measure(c, mode.payload(), CALL_PAIRS));
+                }
             }
         }
     }
+    // In-kernel time per call, apart from the rounds above so the
+    // statistics do not weigh on them.
+    let kernel_ns: Vec<Vec<Option<f64>>> = Mode::ALL
+        .iter()
+        .map(|mode| {
+            let d = mode.daemon();
+            channels.iter().map(|&c| mode.applies(c).then(|| in_kernel_ns_per_call(&d, c, mode.payload()))).collect()
+        })
+        .collect();
     let cpu_pct = {
-        let d = Daemon::start("");
+        let d = Mode::Captured.daemon();
         // 10,000 write+read pairs per second = 20,000 captured calls per second.
+        let (a, b) = tcp_pair();
+        let (mut a, mut b) = (a, b);
+        let buf = request(64);
+        let mut got = vec![0u8; buf.len()];
         let before = d.cpu_seconds();
         let start = Instant::now();
         let seconds = 5u32;
         for sec in 0..seconds {
-            write_read(64, 10_000);
+            for _ in 0..10_000 {
+                a.write_all(&buf).unwrap();
+                b.read_exact(&mut got).unwrap();
+            }
             let target = Duration::from_secs(u64::from(sec) + 1);
             if let Some(rest) = target.checked_sub(start.elapsed()) {
                 std::thread::sleep(rest);
@@ -241,60 +351,53 @@ fn main() {
         }
         100.0 * (d.cpu_seconds() - before) / start.elapsed().as_secs_f64()
     };
-    // In-kernel time per call, separately from the
-    // wall-clock rounds above so the statistics do not weigh on them.
-    let kernel_ns: Vec<(f64, f64)> = sizes
-        .iter()
-        .map(|&s| {
-            let filt = {
-                let d = Daemon::start("      Pid: [1]\n");
-                in_kernel_ns_per_call(&d, s)
-            };
-            let capt = {
-                let d = Daemon::start("");
-                in_kernel_ns_per_call(&d, s)
-            };
-            (filt, capt)
-        })
-        .collect();
     // Process birth: fork+exec+exit of /bin/true, alternating without and
     // with the daemon.
     let (mut exec_base, mut exec_daemon) = (vec![], vec![]);
     for _ in 0..ROUNDS {
         exec_base.push(spawn_true(EXECS));
-        let _d = Daemon::start("");
+        let _d = Mode::Captured.daemon();
         exec_daemon.push(spawn_true(EXECS));
     }
-    let exec_kernel_ns = in_kernel_ns_per_exec(&Daemon::start(""));
-    println!("write+read, ns per pair (min/median/max of {ROUNDS} rounds x {CALL_PAIRS} pairs; size in bytes)");
+    let exec_kernel_ns = in_kernel_ns_per_exec(&Mode::Captured.daemon());
+
     println!(
-        "{:>8}  {:>18}  {:>28}  {:>28}  {:>16}  {:>16}",
-        "size", "no daemon", "filtered (other pid)", "capturing all", "added/call filt", "added/call capt"
+        "ns added per call (write or read), paired per round against no daemon: min/median/max of {ROUNDS} rounds x {CALL_PAIRS} pairs"
     );
-    for (i, size) in sizes.iter().enumerate() {
-        let (b, f, c) = (median(base[i].clone()), median(filtered[i].clone()), median(captured[i].clone()));
-        // Added cost per call: the median over rounds of each round's
-        // difference to that round's own baseline (paired, so drift between
-        // rounds cancels), over two calls (write and read) per pair.
-        let added = |mode: &[f64]| median(mode.iter().zip(&base[i]).map(|(m, b)| (m - b) / 2.0).collect()).1;
-        let (add_f, add_c) = (added(&filtered[i]), added(&captured[i]));
-        println!(
-            "{:>8}  {:>18}  {:>28}  {:>28}  {:>14.0}ns  {:>14.0}ns",
-            size.label(),
-            format!("{:.0}/{:.0}/{:.0}", b.0, b.1, b.2),
-            format!("{:.0}/{:.0}/{:.0} ({:.2}x)", f.0, f.1, f.2, f.1 / b.1),
-            format!("{:.0}/{:.0}/{:.0} ({:.2}x)", c.0, c.1, c.2, c.1 / b.1),
-            add_f,
-            add_c
-        );
+    print!("{:>10}  {:>16}", "channel", "no daemon (pair)");
+    for mode in Mode::ALL {
+        print!("  {:>22}", mode.label());
     }
-    println!("time inside the kernel programs per call (kernel.bpf_stats_enabled, one run):");
-    for (size, (filt, capt)) in sizes.iter().zip(&kernel_ns) {
-        println!("{:>8}  filtered {filt:.0} ns  captured {capt:.0} ns", size.label());
+    println!();
+    for (i, c) in channels.iter().enumerate() {
+        let b = mmm(base[i].clone());
+        print!("{:>10}  {:>16}", c.label(), format!("{:.0}/{:.0}/{:.0}", b.0, b.1, b.2));
+        for (m, mode) in Mode::ALL.iter().enumerate() {
+            if !mode.applies(*c) {
+                print!("  {:>22}", "-");
+                continue;
+            }
+            // Each round's difference to that round's own baseline, over
+            // two calls per pair.
+            let added = mmm(with[m][i].iter().zip(&base[i]).map(|(w, b)| (w - b) / 2.0).collect());
+            print!("  {:>22}", format!("{:.0}/{:.0}/{:.0}", added.0, added.1, added.2));
+        }
+        println!();
     }
-    println!("daemon CPU at 20,000 captured calls/s: {cpu_pct:.1}% of one core");
-    let (b, d) = (median(exec_base.clone()), median(exec_daemon.clone()));
-    let added = median(exec_daemon.iter().zip(&exec_base).map(|(d, b)| d - b).collect());
+    println!("time inside the kernel programs per call (kernel.bpf_stats_enabled, one run each):");
+    for (i, c) in channels.iter().enumerate() {
+        print!("{:>10}", c.label());
+        for (m, mode) in Mode::ALL.iter().enumerate() {
+            match kernel_ns[m][i] {
+                Some(ns) => print!("  {}: {ns:.0} ns", mode.label()),
+                None => {}
+            }
+        }
+        println!();
+    }
+    println!("daemon CPU at 20,000 captured calls/s (TCP, 64 B HTTP requests): {cpu_pct:.1}% of one core");
+    let (b, d) = (mmm(exec_base.clone()), mmm(exec_daemon.clone()));
+    let added = mmm(exec_daemon.iter().zip(&exec_base).map(|(d, b)| d - b).collect());
     println!(
         "process birth (fork+exec+exit of /bin/true, us, min/median/max of {ROUNDS} rounds x {EXECS}): \
          no daemon {:.0}/{:.0}/{:.0}, daemon {:.0}/{:.0}/{:.0}; added {:.1}/{:.1}/{:.1} us; in the programs {:.0} ns",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use std::path::Path;
 
-use wirelens::capture::{Direction, Event, ProcKey, Role, Transport};
+use wirelens::capture::{Direction, EventBatch, ProcKey, Role, Transport};
 use wirelens::collector::Collector;
 use wirelens::config::Config;
 use wirelens_sdk::testing::{to_wire, TestChunk};
@@ -74,7 +74,7 @@ fn host_path(w: &Workload) -> f64 {
     let proc = ProcKey { pid: std::process::id(), start_ns: 1 };
     let server = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), w.port);
     let local = |conn: u64| (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 40_000 + conn as u16);
-    let mut batch = Vec::with_capacity(2 * CONNS as usize);
+    let mut batch = EventBatch::default();
     let start = Instant::now();
     let mut total = 0u64;
     let mut ts = 0u64;
@@ -86,10 +86,9 @@ fn host_path(w: &Workload) -> f64 {
                 for (at, direction, bytes) in
                     [(ts, Direction::Egress, &w.request), (ts + 500, Direction::Ingress, &w.response)]
                 {
-                    let ev = Event::data(proc, conn, at, direction, Role::Client, local(conn), server, bytes);
+                    let ev = batch.data(proc, conn, at, direction, Role::Client, local(conn), server, bytes);
                     // DNS here is over UDP: each call one message.
-                    let transport = if w.name == "dns" { Transport::Datagram } else { Transport::Stream };
-                    batch.push(Event { transport, ..ev });
+                    ev.transport = if w.name == "dns" { Transport::Datagram } else { Transport::Stream };
                 }
             }
             collector.on_batch(&batch);

@@ -165,6 +165,7 @@ fn main() {
                         real_len: c.real_len[i],
                         port_hint: 80,
                         datagram: false,
+                        stream_end: 0,
                     });
                     off += len;
                 }

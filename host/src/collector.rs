@@ -7,10 +7,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use crate::aggregate::l4::L4Window;
-use crate::capture::{CaptureStats, Event, EventKind};
+use crate::capture::{CaptureStats, Event, EventBatch, EventKind, Mode, SocketControl};
 use crate::config::Config;
 use crate::connections::{local, sockdiag, Tracker, TrackerConfig};
-use crate::layer7::Layer7;
+use crate::layer7::{Layer7, Layer7Config};
 use crate::metadata::containers::ContainerDirectory;
 use crate::metadata::filter::Filter;
 use crate::metadata::redact::Redactor;
@@ -51,7 +51,16 @@ impl Collector {
                 .iter()
                 .map(|(plugin, opts)| (plugin.clone(), opts.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()))
                 .collect();
-            Some(Layer7::new(&c.include_protocols, w.plugin_dir.as_ref(), options, w.max_l7_keys, limits, cache_dir)?)
+            Some(Layer7::new(Layer7Config {
+                include: &c.include_protocols,
+                plugin_dir: w.plugin_dir.as_ref(),
+                options,
+                capture_bytes: w.capture_bytes.clone(),
+                payload_bytes: w.payload_bytes,
+                max_keys: w.max_l7_keys,
+                limits,
+                cache_dir,
+            })?)
         } else {
             None
         };
@@ -117,32 +126,63 @@ impl Collector {
     }
 
     /// A batch of events from the capture.
-    pub fn on_batch(&mut self, batch: &[Event]) {
+    pub fn on_batch(&mut self, batch: &EventBatch) {
         // One clock read per batch (a few milliseconds of events at most):
         // connections only need it for idle expiry.
         self.tracker.set_clock(Instant::now());
-        batch.iter().for_each(|ev| self.on_event(ev));
+        for ev in batch.events() {
+            self.on_event(ev, batch.payload(ev));
+        }
     }
 
-    pub fn on_event(&mut self, ev: &Event) {
-        if ev.kind == EventKind::Close {
-            for conn in self.tracker.on_close(ev.sock) {
-                if let Some(l7) = self.l7.as_mut() {
-                    l7.on_close(conn.id);
+    fn on_event(&mut self, ev: &Event, payload: &[u8]) {
+        // Close and stats events carry what a socket counted in the kernel
+        // moved (close: since the last read).
+        if ev.kind != EventKind::Data && !ev.counts.is_empty() {
+            if let Some(conn) = self.tracker.on_event(ev) {
+                if self.procs.observe(ev.proc, || ev.comm().into_owned(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
+                    self.l4.add_counts(conn, ev, &ev.counts);
                 }
             }
-            return;
         }
-        let Some(conn) = self.tracker.on_event(ev) else { return };
-        if !self.procs.observe(ev.proc, || ev.comm().into_owned(), ev.cmdline.as_deref(), ev.cgroup.as_deref()) {
-            // Filtered out (and denied in the kernel from the next kernel
-            // update on).
-            return;
+        match ev.kind {
+            EventKind::Close => {
+                for conn in self.tracker.on_close(ev.sock) {
+                    if let Some(l7) = self.l7.as_mut() {
+                        l7.on_close(conn.id);
+                    }
+                }
+            }
+            EventKind::Stats => {}
+            EventKind::Data => {
+                let Some(conn) = self.tracker.on_event(ev) else { return };
+                if !self.procs.observe(ev.proc, || ev.comm().into_owned(), ev.cmdline.as_deref(), ev.cgroup.as_deref())
+                {
+                    // Filtered out (and denied in the kernel from the next
+                    // kernel update on).
+                    return;
+                }
+                self.l4.add(conn, ev);
+                if let Some(l7) = self.l7.as_mut() {
+                    l7.on_data(conn, ev, payload);
+                }
+            }
         }
-        self.l4.add(conn, ev);
+    }
+
+    /// What to ask of sockets in the kernel since the last call, by cookie:
+    /// drop those a drop rule applies to, copy what plugins need.
+    pub fn take_controls(&mut self) -> Vec<(u64, SocketControl)> {
+        let mut out: Vec<(u64, SocketControl)> = self
+            .tracker
+            .take_dropped()
+            .into_iter()
+            .map(|sock| (sock, SocketControl { mode: Mode::Drop, ..SocketControl::default() }))
+            .collect();
         if let Some(l7) = self.l7.as_mut() {
-            l7.on_data(conn, ev);
+            l7.take_controls(&mut out);
         }
+        out
     }
 
     /// The layer-4 window's records, plus the daemon's own health record.
@@ -160,6 +200,8 @@ impl Collector {
         health.push("kernel_filtered", capture.filtered);
         health.push("truncated", capture.truncated);
         health.push("kernel_denied", capture.denied);
+        health.push("kernel_counted", capture.counted);
+        health.push("kernel_skipped", capture.skipped);
         health.push("malformed", capture.malformed);
         health.push("connections", self.tracker.len());
         health.push("connections_over_capacity", t.over_capacity);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::capture::{Capture, CaptureConfig, Event};
+use crate::capture::{Capture, CaptureConfig, EventBatch};
 use crate::collector::Collector;
 use crate::config::Config;
 use crate::config_watch::ConfigWatch;
@@ -35,7 +35,9 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
         tracing::warn!(config = %config.path.display(), "`enable: false`: nothing to do");
         return Ok(());
     }
-    let (tx, rx) = sync_channel::<Vec<Event>>(QUEUE);
+    let (tx, rx) = sync_channel::<EventBatch>(QUEUE);
+    // Batches go back to the reader to be refilled.
+    let (spare_tx, spare_rx) = sync_channel::<EventBatch>(QUEUE);
     let c = &config.common;
     let mut capture = if config.ebpf.enabled {
         let cc = CaptureConfig {
@@ -46,9 +48,11 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             drop_unknown: c.drop_unknown_socket.on(),
             drop_loopback: c.drop_local_connections.on(),
             ring_bytes: config.wirelens.ring_buffer_bytes,
+            // Nothing needs a TCP call's bytes: counted in the kernel.
+            l4_default: !c.protocol_process.on(),
             ..CaptureConfig::default()
         };
-        Some(Capture::start(&cc, tx)?)
+        Some(Capture::start(&cc, tx, spare_rx)?)
     } else {
         tracing::warn!("EBPF.Enabled is false: running without capture");
         drop(tx);
@@ -66,9 +70,11 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(batch) => {
                 collector.on_batch(&batch);
+                let _ = spare_tx.try_send(batch);
                 // Take what is queued without waiting, bounded so flushes stay on time.
                 for batch in rx.try_iter().take(16) {
                     collector.on_batch(&batch);
+                    let _ = spare_tx.try_send(batch);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -81,6 +87,11 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             }
         }
         collector.poll_l7();
+        if let Some(cap) = capture.as_mut() {
+            if let Err(e) = cap.control(&collector.take_controls()) {
+                tracing::warn!("telling the kernel what to copy: {e:#}");
+            }
+        }
         if watch.as_ref().is_some_and(ConfigWatch::take_change) {
             if let Some(new) = reload(&config, &mut collector, &mut outputs) {
                 config = new;
@@ -97,6 +108,7 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             timers.next_netlink = now + timers.netlink_every;
         }
         if now >= timers.next_l4 {
+            read_kernel_counts(&mut capture, &mut collector);
             let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();
             let mut records = collector.flush_l4(stats);
             add_output_health(&outputs, &mut records);
@@ -128,6 +140,7 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    read_kernel_counts(&mut capture, &mut collector);
     if let Some(cap) = capture.as_mut() {
         cap.stop();
     }
@@ -139,6 +152,17 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
     outputs.emit(records);
     outputs.shutdown(Duration::from_secs(10));
     Ok(())
+}
+
+/// What the sockets counted in the kernel moved since the last read, into
+/// the windows (before they flush).
+fn read_kernel_counts(capture: &mut Option<Capture>, collector: &mut Collector) {
+    let Some(cap) = capture.as_mut() else { return };
+    let mut batch = EventBatch::default();
+    match cap.read_counts(&mut batch) {
+        Ok(()) => collector.on_batch(&batch),
+        Err(e) => tracing::warn!("reading the kernel's layer-4 counts: {e:#}"),
+    }
 }
 
 fn add_output_health(outputs: &Outputs, records: &mut [Record]) {

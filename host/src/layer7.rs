@@ -1,6 +1,9 @@
 //! The layer-7 path of the pipeline: captured chunks of kept connections go
 //! to the protocol plugins (detection, parsing), parsed messages to the
-//! stitcher, calls to the layer-7 window.
+//! stitcher, calls to the layer-7 window. What the plugins learn about a
+//! connection goes back to the kernel as its wishes ([`SocketControl`]):
+//! copy only what the protocol's fields need, never copy bodies a plugin
+//! skips, count connections no plugin parses without a record per call.
 
 use crate::fast_hash::HashMap;
 use std::path::PathBuf;
@@ -9,11 +12,11 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 
 use crate::aggregate::l7::{Endpoint, L7Window};
-use crate::capture::{Event, Transport};
+use crate::capture::{Event, Mode, SocketControl, Transport};
 use crate::config::closest;
 use crate::connections::{Conn, Role};
 use crate::metadata::ProcessCache;
-use crate::protocols::bindings::Role as WireRole;
+use crate::protocols::bindings::{Direction as WireDirection, Role as WireRole};
 use crate::protocols::reload::PluginDirWatcher;
 use crate::protocols::{
     ChunkIn, ConnEvent, Parsed, PluginOptions, ProtocolWorker, Registry, Runtime, SandboxLimits, WorkerConfig,
@@ -26,12 +29,43 @@ const MAX_PENDING: usize = 1024;
 /// Requests unanswered for this long are reported as failed calls.
 const REQUEST_TIMEOUT_NS: u64 = 30_000_000_000;
 
+/// How the layer-7 path is set up.
+pub struct Layer7Config<'a> {
+    /// `Common.IncludeProtocols` (empty: all).
+    pub include: &'a [String],
+    pub plugin_dir: Option<&'a PathBuf>,
+    pub options: PluginOptions,
+    /// `Wirelens.CaptureBytes`: bytes copied per call by protocol, over the
+    /// plugins' own figures.
+    pub capture_bytes: std::collections::BTreeMap<String, u32>,
+    /// `Wirelens.PayloadBytes`: what the kernel copies at most.
+    pub payload_bytes: u32,
+    pub max_keys: usize,
+    pub limits: SandboxLimits,
+    /// Where compiled plugins are cached.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A connection the layer-7 path follows.
+struct L7Conn {
+    at: Endpoint,
+    /// The socket's cookie (what the kernel knows it by).
+    sock: u64,
+    role: Role,
+    /// What the kernel is asked to do with its calls.
+    control: SocketControl,
+}
+
 pub struct Layer7 {
     registry: Arc<Registry>,
     worker: ProtocolWorker,
     stitcher: Stitcher,
     window: L7Window,
-    conns: HashMap<u64, Endpoint>,
+    conns: HashMap<u64, L7Conn>,
+    capture_bytes: std::collections::BTreeMap<String, u32>,
+    payload_bytes: u32,
+    /// Sockets whose wishes changed since the last [`Layer7::take_controls`].
+    controls: HashMap<u64, SocketControl>,
     closing: Vec<u64>,
     parsed: Vec<Parsed>,
     events: Vec<ConnEvent>,
@@ -40,17 +74,12 @@ pub struct Layer7 {
 }
 
 impl Layer7 {
-    /// Load the built-in plugins (and those of `plugin_dir`, hot-reloaded)
-    /// with their `options`; compiled plugins are cached in `cache_dir`. A
-    /// built-in that rejects its options is an error (the config is wrong).
-    pub fn new(
-        include: &[String],
-        plugin_dir: Option<&PathBuf>,
-        options: PluginOptions,
-        max_keys: usize,
-        limits: SandboxLimits,
-        cache_dir: Option<PathBuf>,
-    ) -> Result<Self> {
+    /// Load the built-in plugins (and those of the plugin directory,
+    /// hot-reloaded) with their options. A built-in that rejects its
+    /// options is an error (the config is wrong).
+    pub fn new(config: Layer7Config<'_>) -> Result<Self> {
+        let Layer7Config { include, plugin_dir, options, capture_bytes, payload_bytes, max_keys, limits, cache_dir } =
+            config;
         let runtime = Runtime::new(limits, cache_dir)?;
         let configured: Vec<String> = options.keys().cloned().collect();
         let registry = Registry::new(runtime, options);
@@ -59,7 +88,8 @@ impl Layer7 {
             bail!("Wirelens.PluginOptions.{name}: {err}");
         }
         let watcher = plugin_dir.map(|d| PluginDirWatcher::start(registry.clone(), d)).transpose()?;
-        warn_unserved(include, &registry);
+        warn_unserved("Common.IncludeProtocols", include, &registry);
+        warn_unserved("Wirelens.CaptureBytes", capture_bytes.keys(), &registry);
         let include = (!include.is_empty()).then(|| include.iter().map(|p| p.to_lowercase()).collect());
         let worker = ProtocolWorker::new(registry.clone(), WorkerConfig { include, ..WorkerConfig::default() });
         Ok(Self {
@@ -68,6 +98,9 @@ impl Layer7 {
             stitcher: Stitcher::new(MAX_PENDING, REQUEST_TIMEOUT_NS),
             window: L7Window::new(max_keys),
             conns: HashMap::default(),
+            capture_bytes,
+            payload_bytes,
+            controls: HashMap::default(),
             closing: Vec::new(),
             parsed: Vec::new(),
             events: Vec::new(),
@@ -77,12 +110,17 @@ impl Layer7 {
     }
 
     /// A data event of a kept connection.
-    pub fn on_data(&mut self, conn: &Conn, ev: &Event) {
+    pub fn on_data(&mut self, conn: &Conn, ev: &Event, payload: &[u8]) {
         let remote = if ev.remote.1 != 0 { ev.remote } else { conn.remote };
         // A server's calls aggregate per client address, not per client
         // connection (its ephemeral port would make a key per connection).
         let key_remote = if conn.role == Role::Server { (remote.0, 0) } else { remote };
-        self.conns.entry(conn.id).or_insert(Endpoint { proc: conn.key.proc, role: conn.role, remote: key_remote });
+        self.conns.entry(conn.id).or_insert_with(|| L7Conn {
+            at: Endpoint { proc: conn.key.proc, role: conn.role, remote: key_remote },
+            sock: conn.key.sock,
+            role: conn.role,
+            control: SocketControl::default(),
+        });
         let role = WireRole::from(conn.role);
         let port_hint = if conn.role == Role::Server { conn.local.1 } else { remote.1 };
         self.worker.push(ChunkIn {
@@ -91,11 +129,55 @@ impl Layer7 {
             role,
             // When the socket took or gave the bytes.
             timestamp_ns: ev.ts,
-            data: &ev.payload,
+            data: payload,
             real_len: ev.real_len,
             port_hint,
             datagram: ev.transport == Transport::Datagram,
+            stream_end: ev.pos + ev.real_len,
         });
+    }
+
+    /// Sockets whose wishes changed, by cookie, for the kernel.
+    pub fn take_controls(&mut self, out: &mut Vec<(u64, SocketControl)>) {
+        out.extend(self.controls.drain());
+    }
+
+    /// What the plugins learnt about a connection, for the kernel.
+    fn learn(&mut self, e: &ConnEvent) {
+        let (conn, budget) = match e {
+            ConnEvent::Detected { conn, protocol } => (*conn, Some(self.budget(protocol))),
+            ConnEvent::NoProtocol { conn } | ConnEvent::Dropped { conn, .. } | ConnEvent::Skip { conn, .. } => {
+                (*conn, None)
+            }
+        };
+        let Some(l7) = self.conns.get_mut(&conn) else { return };
+        let mut control = l7.control;
+        match e {
+            ConnEvent::Detected { .. } => control.budget = by_direction(budget.unwrap_or_default(), l7.role),
+            // Nothing parses it any more: counted in the kernel.
+            ConnEvent::NoProtocol { .. } | ConnEvent::Dropped { .. } => control.mode = Mode::L4,
+            ConnEvent::Skip { direction, until, .. } => {
+                let d = usize::from(*direction == WireDirection::Ingress);
+                control.skip_until[d] = control.skip_until[d].max(*until);
+            }
+        }
+        if control != l7.control {
+            l7.control = control;
+            self.controls.insert(l7.sock, control);
+        }
+    }
+
+    /// (requests, responses) bytes copied per call for a protocol: the
+    /// config's figure, else the plugin's, capped by the capture size (0:
+    /// the capture size).
+    fn budget(&self, protocol: &str) -> (u32, u32) {
+        let plugin = self.registry.catalog().get(protocol).and_then(|p| p.meta.capture_bytes);
+        let (req, resp) = match self.capture_bytes.get(protocol) {
+            Some(&n) => (n, n),
+            None => plugin.unwrap_or((0, 0)),
+        };
+        let cap = |n: u32| if n == 0 || n >= self.payload_bytes { 0 } else { n };
+        (cap(req), cap(resp))
     }
 
     /// The connection closed (or expired).
@@ -110,11 +192,15 @@ impl Layer7 {
         for m in self.parsed.drain(..) {
             self.stitcher.add(m, &mut self.calls);
         }
-        for e in self.events.drain(..) {
+        let events = std::mem::take(&mut self.events);
+        for e in &events {
             if let ConnEvent::Dropped { conn, protocol, reason } = e {
                 tracing::debug!(conn, %protocol, "layer 7 dropped: {reason}");
             }
+            self.learn(e);
         }
+        self.events = events;
+        self.events.clear();
         let closed = std::mem::take(&mut self.closing);
         for &id in &closed {
             self.stitcher.close(id, &mut self.calls);
@@ -127,8 +213,8 @@ impl Layer7 {
 
     fn aggregate_calls(&mut self) {
         for call in self.calls.drain(..) {
-            if let Some(at) = self.conns.get(&call.conn) {
-                self.window.add(*at, call);
+            if let Some(c) = self.conns.get(&call.conn) {
+                self.window.add(c.at, call);
             }
         }
     }
@@ -158,12 +244,24 @@ impl Layer7 {
     }
 }
 
+/// A protocol's (requests, responses) budget as [egress, ingress] for a
+/// process in `role` (a client sends requests; a server receives them);
+/// the larger of the two either way when the role is unknown.
+fn by_direction((request, response): (u32, u32), role: Role) -> [u32; 2] {
+    let either = if request == 0 || response == 0 { 0 } else { request.max(response) };
+    match role {
+        Role::Client => [request, response],
+        Role::Server => [response, request],
+        Role::Unknown => [either, either],
+    }
+}
+
 /// `IncludeProtocols` names that no loaded plugin serves: likely typos
 /// (a plugin of that name added to the plugin directory later still counts).
-fn warn_unserved(include: &[String], registry: &Registry) {
+fn warn_unserved<'a>(key: &str, names: impl IntoIterator<Item = &'a String>, registry: &Registry) {
     let catalog = registry.catalog();
     let served: Vec<&str> = catalog.active.iter().map(|p| &*p.meta.name).collect();
-    for name in include {
+    for name in names {
         let lower = name.to_lowercase();
         if served.contains(&lower.as_str()) {
             continue;
@@ -171,7 +269,7 @@ fn warn_unserved(include: &[String], registry: &Registry) {
         let hint =
             closest(&lower, served.iter().copied()).map(|n| format!(": did you mean `{n}`?")).unwrap_or_default();
         tracing::warn!(
-            "Common.IncludeProtocols names `{name}`, which no loaded plugin serves{hint} \
+            "{key} names `{name}`, which no loaded plugin serves{hint} \
              (a plugin of that name added to the plugin directory is used)"
         );
     }

@@ -86,6 +86,57 @@ fn tcp_bytes_are_exact_on_both_sides() {
     assert_eq!(health["kernel_lost"], "0");
 }
 
+/// With ProtocolProcess off every TCP socket is counted in the kernel and
+/// no bytes are copied: an idle kept-open connection's counts are read at
+/// each flush (by the kernel's socket iterator), a closed one's arrive with
+/// its close, and neither is counted twice.
+#[test]
+fn layer_4_only_counts_in_the_kernel_for_idle_and_closed_connections() {
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nProtocolProcess: false", "", ""));
+    let (up, down) = (45_678u64, 23_456u64);
+    let (server, port) = spawn_line(python(&["server", "127.0.0.1:0", &up.to_string(), &down.to_string()]));
+    let addr = format!("127.0.0.1:{port}");
+    let mut client = python(&["client", &addr, &up.to_string(), &down.to_string(), "--hold"])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap()).lines();
+    let cport = out.next().unwrap().unwrap();
+    assert_eq!(out.next().unwrap().unwrap(), "exchanged");
+    let (spid, cpid) = (server.id(), client.id());
+    wait_ok(server, "server");
+    let client_rec = |r: &Value| is_pid(r, cpid) && r["role"] == "client";
+    let server_rec = |r: &Value| is_pid(r, spid) && r["role"] == "server";
+    // The client's connection is open and idle: only the iterator sees it.
+    let seen = daemon.wait_for(Duration::from_secs(10), |rs| {
+        sum(rs, "send_bytes", client_rec) >= up && sum(rs, "recv_bytes", client_rec) >= down
+    });
+    assert!(seen, "an idle connection's counts within 10 s: {:#?}", daemon.records());
+    std::thread::sleep(Duration::from_millis(2500)); // two more flushes: nothing new
+    let open = daemon.records();
+    assert_eq!(sum(&open, "send_bytes", client_rec), up, "counted once while open");
+    assert_eq!(sum(&open, "recv_bytes", client_rec), down);
+    writeln!(client.stdin.as_mut().unwrap()).unwrap();
+    wait_ok(client, "client");
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    assert_eq!(sum(&records, "send_bytes", client_rec), up, "not counted again at close");
+    assert_eq!(sum(&records, "recv_bytes", client_rec), down);
+    assert_eq!(sum(&records, "send_packets", client_rec), up.div_ceil(1000), "one write per 1000 bytes");
+    assert_eq!(sum(&records, "send_bytes", server_rec), down, "the server's counts came with its close");
+    assert_eq!(sum(&records, "recv_bytes", server_rec), up);
+    let c = records.iter().find(|r| client_rec(r)).unwrap();
+    assert_eq!(remote(c)["remote_port"], port.to_string());
+    assert!(c["_process_cmd_"].as_str().unwrap().contains("echo.py client"), "{c:#?}");
+    let s = records.iter().find(|r| server_rec(r)).unwrap();
+    assert_eq!(remote(s)["remote_port"], cport);
+    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+    assert_eq!(health["kernel_lost"], "0");
+    assert_ne!(health["kernel_counted"], "0", "{health:#?}");
+    assert!(!records.iter().any(|r| r.get("protocol").is_some()), "no layer-7 records with ProtocolProcess off");
+}
+
 #[test]
 fn http_server_and_curl() {
     let dir = tempfile::tempdir().unwrap();

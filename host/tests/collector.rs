@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use serde_json::Value;
-use wirelens::capture::{Direction, Event, ProcKey, Role};
+use wirelens::capture::{Direction, EventBatch, Mode, ProcKey, Role};
 use wirelens::collector::Collector;
 use wirelens::config::Config;
 use wirelens::records::Record;
@@ -44,24 +44,17 @@ fn me() -> ProcKey {
 fn http_calls(c: &mut Collector, conns: u64, calls: u64) {
     let (req, resp) = (HTTP_REQUEST, HTTP_RESPONSE);
     let mut ts = 1_000_000_000;
-    let mut batch = Vec::new();
+    let mut batch = EventBatch::default();
     for i in 0..calls {
         let sock = 100 + i % conns;
         let local = (LOCAL, 40_000 + (i % conns) as u16);
-        batch.push(Event::data(me(), sock, ts, Direction::Egress, Role::Client, local, (SERVER, 8080), req));
-        batch.push(Event::data(
-            me(),
-            sock,
-            ts + 1_000_000,
-            Direction::Ingress,
-            Role::Client,
-            local,
-            (SERVER, 8080),
-            resp,
-        ));
+        batch.data(me(), sock, ts, Direction::Egress, Role::Client, local, (SERVER, 8080), req);
+        batch.data(me(), sock, ts + 1_000_000, Direction::Ingress, Role::Client, local, (SERVER, 8080), resp);
         ts += 2_000_000;
     }
-    batch.extend((0..conns).map(|i| Event::close(100 + i, ts)));
+    for i in 0..conns {
+        batch.close(100 + i, ts);
+    }
     c.on_batch(&batch);
 }
 
@@ -112,10 +105,10 @@ fn a_request_without_its_response_fails_when_its_connection_closes() {
     let mut c = collector("");
     let local = (LOCAL, 40_001);
     let req = b"*1\r\n$4\r\nPING\r\n";
-    c.on_batch(&[
-        Event::data(me(), 7, 1_000, Direction::Egress, Role::Client, local, (SERVER, 6379), req),
-        Event::close(7, 2_000),
-    ]);
+    let mut batch = EventBatch::default();
+    batch.data(me(), 7, 1_000, Direction::Egress, Role::Client, local, (SERVER, 6379), req);
+    batch.close(7, 2_000);
+    c.on_batch(&batch);
     c.poll_l7();
     let l7 = json(&c.flush_l7());
     let redis: Vec<&Value> = l7.iter().filter(|r| r["protocol"] == "redis").collect();
@@ -136,10 +129,10 @@ fn plugin_options_reach_the_plugin() {
         let mut c = Collector::new(&config, None).unwrap();
         let local = (LOCAL, 40_002);
         let req = b"GET /search?q=shoes HTTP/1.1\r\nHost: shop\r\n\r\n";
-        c.on_batch(&[
-            Event::data(me(), 9, 1_000, Direction::Egress, Role::Client, local, (SERVER, 80), req),
-            Event::data(me(), 9, 2_000, Direction::Ingress, Role::Client, local, (SERVER, 80), HTTP_RESPONSE),
-        ]);
+        let mut batch = EventBatch::default();
+        batch.data(me(), 9, 1_000, Direction::Egress, Role::Client, local, (SERVER, 80), req);
+        batch.data(me(), 9, 2_000, Direction::Ingress, Role::Client, local, (SERVER, 80), HTTP_RESPONSE);
+        c.on_batch(&batch);
         c.poll_l7();
         let l7 = json(&c.flush_l7());
         l7.iter().find(|r| r["protocol"] == "http").map(|r| r["url"].as_str().unwrap().to_string()).unwrap()
@@ -158,4 +151,49 @@ fn plugin_options_reach_the_plugin() {
         let err = format!("{:#}", Collector::new(&config, None).err().expect(options));
         assert!(err.contains("Wirelens.PluginOptions.") && err.contains(expect), "{err}");
     }
+}
+
+/// What the plugins learn reaches the kernel as socket controls: a claimed
+/// connection gets its plugin's copy budget, a body of known length a skip
+/// to its end, and a connection no plugin claims is left to the kernel's
+/// counting.
+#[test]
+fn plugins_tell_the_kernel_what_to_copy() {
+    let mut c = collector("");
+    let local = (LOCAL, 40_001);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n";
+    let mut first = head.to_vec();
+    first.resize(4096, b'b');
+    let mut batch = EventBatch::default();
+    batch.data(me(), 7, 1_000, Direction::Egress, Role::Client, local, (SERVER, 8080), HTTP_REQUEST);
+    batch.data(me(), 7, 2_000, Direction::Ingress, Role::Client, local, (SERVER, 8080), &first);
+    // The server's side of the same (its response head written alone, as
+    // nginx does before sendfile).
+    batch.data(me(), 9, 1_000, Direction::Ingress, Role::Server, (SERVER, 8080), (LOCAL, 40_003), HTTP_REQUEST);
+    batch.data(me(), 9, 2_000, Direction::Egress, Role::Server, (SERVER, 8080), (LOCAL, 40_003), head);
+    // Not a protocol any plugin knows: judged once both directions' first
+    // bytes were seen.
+    for (ts, direction) in [(3_000, Direction::Egress), (4_000, Direction::Ingress)] {
+        batch.data(me(), 8, ts, direction, Role::Client, (LOCAL, 40_002), (SERVER, 9), &[0xfe; 8192]);
+    }
+    c.on_batch(&batch);
+    let mut controls = vec![];
+    for _ in 0..200 {
+        c.poll_l7();
+        controls.extend(c.take_controls());
+        let skips = |sock: u64, d: usize| controls.iter().any(|(s, k)| *s == sock && k.skip_until[d] > 0);
+        if skips(7, 1) && skips(9, 0) && controls.iter().any(|(s, _)| *s == 8) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let last = |sock| controls.iter().rev().find(|(s, _)| *s == sock).map(|(_, k)| *k);
+    let http = last(7).unwrap_or_else(|| panic!("a control for the HTTP connection: {controls:?}"));
+    assert_eq!(http.mode, Mode::Copy);
+    assert_eq!(http.budget, [1024, 1024], "the HTTP plugin's budget (requests out, responses in)");
+    assert_eq!(http.skip_until, [0, (head.len() + 3_000_000) as u64], "the body is skipped to its end");
+    let server = last(9).unwrap_or_else(|| panic!("a control for the server's side: {controls:?}"));
+    assert_eq!(server.skip_until, [(head.len() + 3_000_000) as u64, 0], "the server's response body");
+    let other = last(8).unwrap_or_else(|| panic!("a control for the unknown connection: {controls:?}"));
+    assert_eq!(other.mode, Mode::L4, "left to the kernel's counting");
 }

@@ -18,7 +18,7 @@ fn variants() -> Vec<CaptureConfig> {
     for payload_bytes in [1, 64, 256, 4096, 8192] {
         for sampling in [0, 50, 100] {
             for pids in [vec![], vec![1]] {
-                for bits in 0..8u8 {
+                for bits in 0..16u8 {
                     all.push(CaptureConfig {
                         payload_bytes,
                         sampling,
@@ -26,6 +26,7 @@ fn variants() -> Vec<CaptureConfig> {
                         drop_unix: bits & 1 != 0,
                         drop_unknown: bits & 2 != 0,
                         drop_loopback: bits & 4 != 0,
+                        l4_default: bits & 8 != 0,
                         ..CaptureConfig::default()
                     });
                 }

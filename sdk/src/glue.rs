@@ -4,6 +4,7 @@
 use std::cell::UnsafeCell;
 
 use crate::bindings::exports::wirelens::protocol::parser::PluginInfo;
+use crate::bindings::wirelens::protocol::types::CaptureBudget;
 use crate::{Engine, Protocol};
 
 /// The plugin's single engine, created on first use.
@@ -44,5 +45,6 @@ pub fn info<P: Protocol>() -> PluginInfo {
         default_ports: info.default_ports.to_vec(),
         field_names: info.field_names.iter().map(|s| s.to_string()).collect(),
         call_field: P::call_field().map(str::to_string),
+        capture_bytes: P::capture_bytes().map(|(request, response)| CaptureBudget { request, response }),
     }
 }

@@ -46,7 +46,7 @@ pub use bindings::wirelens::protocol::types::{Batch, Chunks, ConnError, Directio
 pub use wire::{Chunk, MessageKind};
 
 /// Version of the WIT package this SDK builds against.
-pub const WIT_VERSION: &str = "1.1.0";
+pub const WIT_VERSION: &str = "1.2.0";
 
 /// Log through the host (rate-limited there). Natively, prints to stderr.
 pub fn log(level: LogLevel, message: &str) {

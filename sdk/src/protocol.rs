@@ -306,6 +306,17 @@ pub trait Protocol: Default + 'static {
         None
     }
 
+    /// Payload bytes worth copying per system call, `(requests,
+    /// responses)`: what the fields need (a start line, a command, SQL
+    /// text). Bytes past it are not copied; the SDK counts them (see
+    /// [`Ctx::truncated`] and [`Protocol::lost`]): a call's count, pairing,
+    /// outcome, size and latency must not depend on them. `None`: the
+    /// daemon's capture size. Users override it with
+    /// `Wirelens.CaptureBytes`.
+    fn capture_bytes() -> Option<(u32, u32)> {
+        None
+    }
+
     /// Apply one option from the daemon's configuration
     /// (`Wirelens.PluginOptions.<name>.<key>`). Refuse an unknown key or a
     /// bad value with a message saying why; the engine prefixes the key.

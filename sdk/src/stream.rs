@@ -112,6 +112,9 @@ struct DirStream {
     /// Bytes still to drop before parsing resumes (a message longer than
     /// what was at hand, copied or not).
     skip: u64,
+    /// `skip` is counted in the message in progress (`Continue`,
+    /// `Complete`), not bytes discarded between messages (`Discard`).
+    skip_in_message: bool,
     /// The message that is complete once `skip` reaches zero.
     complete_after_skip: Option<Meta>,
     /// The rest of the stream belongs to the message in progress.
@@ -331,7 +334,8 @@ impl<P: Protocol> Engine<P> {
                 if let Some(meta) = meta {
                     // Bytes a length claimed that never came are not its size.
                     let s = &state.streams[d];
-                    let (end, size) = (s.last_ts, current.size - s.skip.min(current.size));
+                    let claimed = if s.skip_in_message { s.skip } else { 0 };
+                    let (end, size) = (s.last_ts, current.size - claimed.min(current.size));
                     state.emit(&ctx, d, meta, current.start_ns, end, size, false, &mut out);
                 }
             }
@@ -391,6 +395,7 @@ impl DirStream {
         self.buf.clear();
         self.marks.clear();
         self.skip = 0;
+        self.skip_in_message = false;
         self.complete_after_skip = None;
         self.current = None;
         self.to_end = false;
@@ -710,10 +715,13 @@ impl<C> ConnState<C> {
         } else if s.current.is_some() {
             // A message the datagram does not complete: cut by the capture
             // (or claiming more than was sent). It ends with the datagram.
-            let over = s.skip.saturating_sub(missing);
+            // Bytes the message claims past the datagram are not its size;
+            // bytes discarded past it (between messages) were never in it.
+            let over = if s.skip_in_message { s.skip.saturating_sub(missing) } else { 0 };
             let complete = s.complete_after_skip.take();
             let current = s.current.take().expect("checked");
-            let size = current.size - over + if s.skip == 0 { missing + (present.len() - used) as u64 } else { 0 };
+            let tail = if s.skip == 0 { missing + (present.len() - used) as u64 } else { 0 };
+            let size = current.size.saturating_sub(over) + tail;
             let meta = match complete {
                 Some(meta) => Some(meta),
                 None => {
@@ -862,6 +870,7 @@ impl<C> ConnState<C> {
             pos += take as usize;
             if n > avail {
                 s.skip = n - avail;
+                s.skip_in_message = is_message;
                 s.complete_after_skip = complete;
                 break;
             }

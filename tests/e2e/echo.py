@@ -6,7 +6,9 @@ The server prints its port (or "ready") on stdout once listening, accepts one
 connection, reads RECV bytes, writes SEND bytes, and exits. The client
 connects, writes SEND bytes in 1000-byte writes, reads RECV bytes, and exits.
 With --wait the client prints its pid and waits for a line on stdin first;
-with --wait-connected it connects, prints its port, then waits for a line.
+with --wait-connected it connects, prints its port, then waits for a line;
+with --hold it prints "exchanged" after the exchange and keeps the connection
+open (idle) until a line on stdin.
 """
 import os
 import socket
@@ -65,6 +67,9 @@ def main():
             sys.stdin.readline()
         write_all(c, send_n)
         read_exactly(c, recv_n)
+        if "--hold" in sys.argv:
+            print("exchanged", flush=True)
+            sys.stdin.readline()
         c.close()
 
 

@@ -77,6 +77,16 @@ fn main() {
             let server = as_server(case);
             write(format!("seed-case-{i:02}-server-{slug}"), encode(&server.chunks, &server.close, true, false));
         }
-        println!("{target}: {written} seeds in {} ({} fixtures, {} cases)", dir.display(), paths.len(), cases.len());
+        // Inputs that once broke something (fixed since): run again here.
+        let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("found"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        found.retain(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{target}-"))));
+        found.sort();
+        for path in &found {
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            write(format!("seed-found-{}", path.file_name().expect("a file name").to_string_lossy()), bytes);
+        }
+        println!("{target}: {written} seeds in {} ({} fixtures, {} cases, {} found)", dir.display(), paths.len(), cases.len(), found.len());
     }
 }

@@ -4,7 +4,7 @@
 use crate::fast_hash::HashMap;
 use std::net::IpAddr;
 
-use crate::capture::{Direction, Event, ProcKey};
+use crate::capture::{Counts, Direction, Event, ProcKey};
 use crate::connections::{Conn, Role, SocketType};
 use crate::metadata::ProcessCache;
 use crate::records::{Kind, Record, Value};
@@ -41,14 +41,7 @@ impl L4Window {
 
     /// Count one data call on a kept connection.
     pub fn add(&mut self, conn: &Conn, ev: &Event) {
-        // Datagram sockets without a fixed peer carry it per call.
-        let (remote_ip, remote_port) = if ev.remote.1 != 0 { ev.remote } else { conn.remote };
-        let key = Key { proc: conn.key.proc, remote_ip, remote_port, role: conn.role, socket_type: conn.socket_type };
-        if !self.stats.contains_key(&key) && self.stats.len() >= self.max_keys {
-            self.overflow += 1;
-            return;
-        }
-        let s = self.stats.entry(key).or_default();
+        let Some(s) = self.entry(conn, ev) else { return };
         if ev.direction == Direction::Ingress {
             s.recv_bytes += ev.real_len;
             s.recv_packets += 1;
@@ -56,6 +49,27 @@ impl L4Window {
             s.send_bytes += ev.real_len;
             s.send_packets += 1;
         }
+    }
+
+    /// Add what a connection counted in the kernel moved.
+    pub fn add_counts(&mut self, conn: &Conn, ev: &Event, counts: &Counts) {
+        let Some(s) = self.entry(conn, ev) else { return };
+        s.send_bytes += counts.bytes[0];
+        s.send_packets += counts.calls[0];
+        s.recv_bytes += counts.bytes[1];
+        s.recv_packets += counts.calls[1];
+    }
+
+    /// The connection's key's figures; `None` (counted) past the cap.
+    fn entry(&mut self, conn: &Conn, ev: &Event) -> Option<&mut Stats> {
+        // Datagram sockets without a fixed peer carry it per call.
+        let (remote_ip, remote_port) = if ev.remote.1 != 0 { ev.remote } else { conn.remote };
+        let key = Key { proc: conn.key.proc, remote_ip, remote_port, role: conn.role, socket_type: conn.socket_type };
+        if !self.stats.contains_key(&key) && self.stats.len() >= self.max_keys {
+            self.overflow += 1;
+            return None;
+        }
+        Some(self.stats.entry(key).or_default())
     }
 
     /// The window's records (`type: statistics`) of the processes the

@@ -8,6 +8,11 @@ pub const MAX_PAYLOAD: usize = 8192;
 
 pub const EV_DATA: u16 = 1;
 pub const EV_CLOSE: u16 = 2;
+pub const EV_STATS: u16 = 3;
+
+pub const MODE_COPY: u8 = 0;
+pub const MODE_L4: u8 = 1;
+pub const MODE_DROP: u8 = 2;
 
 pub const EGRESS: u8 = 0;
 pub const INGRESS: u8 = 1;
@@ -27,6 +32,8 @@ pub const CNT_LOST: u32 = 1;
 pub const CNT_FILTERED: u32 = 2;
 pub const CNT_TRUNCATED: u32 = 3;
 pub const CNT_DENIED: u32 = 4;
+pub const CNT_COUNTED: u32 = 5;
+pub const CNT_SKIPPED: u32 = 6;
 
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
@@ -43,6 +50,7 @@ pub struct RawEvent {
     pub sock: u64,
     pub start_ns: u64,
     pub real_len: u64,
+    pub pos: u64,
     pub pid: u32,
     pub captured: u32,
     pub kind: u16,
@@ -59,7 +67,73 @@ pub struct RawEvent {
     pub comm: [u8; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<RawEvent>() == 104);
+const _: () = assert!(std::mem::size_of::<RawEvent>() == 112);
+
+/// `struct wl_counts`: what a socket moved while counted in the kernel,
+/// per direction (index 0 egress, 1 ingress).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub bytes: [u64; 2],
+    pub calls: [u64; 2],
+}
+
+impl Counts {
+    pub fn is_empty(&self) -> bool {
+        self.calls == [0, 0] && self.bytes == [0, 0]
+    }
+}
+
+/// How the kernel treats a socket's calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// A record per call with up to the budget of payload.
+    #[default]
+    Copy,
+    /// Layer 4 only: TCP sockets are counted in the kernel (no record per
+    /// call, read at each flush and at close); others get records
+    /// without payload.
+    L4,
+    /// Nothing (a drop rule applied by the daemon).
+    Drop,
+}
+
+/// What the daemon asks of one socket in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketControl {
+    pub mode: Mode,
+    /// Payload bytes copied per call, [egress, ingress] (0: the capture size).
+    pub budget: [u32; 2],
+    /// [egress, ingress]: calls wholly before these stream positions are
+    /// not copied (bodies a plugin skips).
+    pub skip_until: [u64; 2],
+}
+
+impl From<SocketControl> for RawCtl {
+    fn from(c: SocketControl) -> Self {
+        let mode = match c.mode {
+            Mode::Copy => MODE_COPY,
+            Mode::L4 => MODE_L4,
+            Mode::Drop => MODE_DROP,
+        };
+        RawCtl { mode, pad: [0; 3], budget: c.budget, skip_until: c.skip_until }
+    }
+}
+
+/// `struct wl_ctl`: what the daemon asks of one socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawCtl {
+    pub mode: u8,
+    pub pad: [u8; 3],
+    pub budget: [u32; 2],
+    pub skip_until: [u64; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<RawCtl>() == 32);
+
+// SAFETY: plain old data, every bit pattern valid.
+unsafe impl aya::Pod for RawCtl {}
 
 /// Most argument bytes the kernel records per process (`WL_ARGV_MAX`).
 pub const ARGV_MAX: usize = 256;
@@ -186,9 +260,12 @@ pub struct ProcKey {
 pub enum EventKind {
     /// Bytes moved (`captured` of them are in the payload).
     Data,
-    /// A TCP socket whose data was reported closed (any process's; the
-    /// event's pid is whoever was running, often none of them).
+    /// A TCP socket whose data was reported closed (on behalf of its last
+    /// user), with what it moved while counted in the kernel.
     Close,
+    /// What a socket counted in the kernel (layer 4 only) moved since it
+    /// was last read (on behalf of its last user).
+    Stats,
 }
 
 /// One decoded event, in the daemon's own types (this file is the only
@@ -206,6 +283,9 @@ pub struct Event {
     pub ts: u64,
     /// Bytes the call moved.
     pub real_len: u64,
+    /// Where they start in the socket's stream in this direction (bytes
+    /// moved before, since the kernel first saw the socket).
+    pub pos: u64,
     pub direction: Direction,
     /// What the kernel saw the connection begin as (`None`: it did not see
     /// the beginning).
@@ -221,17 +301,43 @@ pub struct Event {
     pub cmdline: Option<String>,
     /// Its `/proc/PID/cgroup`, read at the same time (the container it runs in).
     pub cgroup: Option<String>,
-    /// The first bytes of the payload (up to the configured capture size).
-    pub payload: Vec<u8>,
+    /// Where the captured bytes are in the batch's buffer (see
+    /// [`EventBatch::payload`]).
+    pub(crate) payload: std::ops::Range<u32>,
+    /// Close and stats events: what the socket moved while counted in the
+    /// kernel.
+    pub counts: Counts,
 }
 
-impl Event {
-    /// The process name (no copy unless it is not UTF-8).
+/// Events as the capture hands them over: their payloads in one buffer, so
+/// decoding an event allocates nothing (batches go back to the reader to
+/// be refilled).
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    events: Vec<Event>,
+    data: Vec<u8>,
+}
+
+impl EventBatch {
+    pub fn with_capacity(events: usize, bytes: usize) -> Self {
+        Self { events: Vec::with_capacity(events), data: Vec::with_capacity(bytes) }
+    }
+
+    /// Append an event and its captured bytes.
+    pub fn push(&mut self, mut ev: Event, payload: &[u8]) -> &mut Event {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(payload);
+        ev.payload = start..self.data.len() as u32;
+        self.events.push(ev);
+        self.events.last_mut().expect("pushed")
+    }
+
     /// A data event built by hand (tests and benches drive the collector
     /// with these, without the kernel): an inet stream socket whose
     /// beginning was seen, payload captured whole.
     #[allow(clippy::too_many_arguments)]
     pub fn data(
+        &mut self,
         proc: ProcKey,
         sock: u64,
         ts: u64,
@@ -240,13 +346,14 @@ impl Event {
         local: (IpAddr, u16),
         remote: (IpAddr, u16),
         payload: &[u8],
-    ) -> Event {
-        Event {
+    ) -> &mut Event {
+        let ev = Event {
             kind: EventKind::Data,
             proc,
             sock,
             ts,
             real_len: payload.len() as u64,
+            pos: 0,
             direction,
             role: Some(role),
             socket_type: SocketType::Inet,
@@ -256,17 +363,68 @@ impl Event {
             comm: [0; 16],
             cmdline: None,
             cgroup: None,
-            payload: payload.to_vec(),
+            payload: 0..0,
+            counts: Counts::default(),
+        };
+        self.push(ev, payload)
+    }
+
+    /// A close event for `sock` built by hand.
+    pub fn close(&mut self, sock: u64, ts: u64) -> &mut Event {
+        let nowhere = (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        let ev = self.data(ProcKey::default(), sock, ts, Direction::Egress, Role::Unknown, nowhere, nowhere, &[]);
+        ev.kind = EventKind::Close;
+        ev.role = None;
+        ev
+    }
+
+    /// An event's captured bytes.
+    pub fn payload(&self, ev: &Event) -> &[u8] {
+        &self.data[ev.payload.start as usize..ev.payload.end as usize]
+    }
+
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    pub fn events_mut(&mut self) -> &mut [Event] {
+        &mut self.events
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Captured bytes held.
+    pub fn payload_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Empty, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.data.clear();
+    }
+
+    /// Decode one record of the kernel's into the batch; false if it is
+    /// malformed (counted by the caller).
+    pub fn decode(&mut self, bytes: &[u8]) -> bool {
+        match Event::decode(bytes) {
+            Some((ev, payload)) => {
+                self.push(ev, payload);
+                true
+            }
+            None => false,
         }
     }
+}
 
-    /// A close event for `sock`.
-    pub fn close(sock: u64, ts: u64) -> Event {
-        let nowhere = (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-        let event = Event::data(ProcKey::default(), sock, ts, Direction::Egress, Role::Unknown, nowhere, nowhere, &[]);
-        Event { kind: EventKind::Close, role: None, ..event }
-    }
-
+impl Event {
+    /// The process name (no copy unless it is not UTF-8).
     pub fn comm(&self) -> std::borrow::Cow<'_, str> {
         let len = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
         String::from_utf8_lossy(&self.comm[..len])
@@ -285,9 +443,9 @@ fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
 }
 
 impl Event {
-    /// Decode one ring-buffer record; `None` if it is malformed (counted by
-    /// the caller).
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
+    /// Decode one record (ring buffer or iterator) into the event and its
+    /// captured bytes; `None` if it is malformed (counted by the caller).
+    pub fn decode(bytes: &[u8]) -> Option<(Self, &[u8])> {
         let header = std::mem::size_of::<RawEvent>();
         if bytes.len() < header {
             return None;
@@ -295,18 +453,32 @@ impl Event {
         // SAFETY: RawEvent is plain old data and the slice holds enough bytes.
         let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let captured = (raw.captured as usize).min(MAX_PAYLOAD);
-        let payload = bytes.get(header..header + captured)?.to_vec();
+        let mut payload = bytes.get(header..header + captured)?;
+        let mut counts = Counts::default();
         let kind = match raw.kind {
             EV_DATA => EventKind::Data,
-            EV_CLOSE => EventKind::Close,
+            EV_CLOSE | EV_STATS => {
+                if payload.len() != std::mem::size_of::<Counts>() {
+                    return None;
+                }
+                // SAFETY: Counts is plain old data and the slice is its size.
+                counts = unsafe { std::ptr::read_unaligned(payload.as_ptr().cast()) };
+                payload = &[];
+                if raw.kind == EV_CLOSE {
+                    EventKind::Close
+                } else {
+                    EventKind::Stats
+                }
+            }
             _ => return None,
         };
-        Some(Self {
+        let event = Self {
             kind,
             proc: ProcKey { pid: raw.pid, start_ns: raw.start_ns },
             sock: raw.sock,
             ts: raw.ts,
             real_len: raw.real_len,
+            pos: raw.pos,
             direction: if raw.direction == INGRESS { Direction::Ingress } else { Direction::Egress },
             role: match raw.role {
                 ROLE_CLIENT => Some(Role::Client),
@@ -328,8 +500,10 @@ impl Event {
             comm: raw.comm,
             cmdline: None,
             cgroup: None,
-            payload,
-        })
+            payload: 0..0,
+            counts,
+        };
+        Some((event, payload))
     }
 }
 
@@ -347,6 +521,7 @@ mod tests {
             ("sock", offset_of!(RawEvent, sock)),
             ("start_ns", offset_of!(RawEvent, start_ns)),
             ("real_len", offset_of!(RawEvent, real_len)),
+            ("pos", offset_of!(RawEvent, pos)),
             ("pid", offset_of!(RawEvent, pid)),
             ("captured", offset_of!(RawEvent, captured)),
             ("kind", offset_of!(RawEvent, kind)),
@@ -368,6 +543,8 @@ mod tests {
             ("argv_full", offset_of!(RawProc, argv_full)),
             ("argv", offset_of!(RawProc, argv)),
         ];
+        let ctl: &[(&str, usize)] =
+            &[("budget", offset_of!(RawCtl, budget)), ("skip_until", offset_of!(RawCtl, skip_until))];
         let mut checked = 0;
         for line in header.lines().filter(|l| l.starts_with("_Static_assert(")) {
             let n: usize = line.split("==").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
@@ -375,9 +552,18 @@ mod tests {
                 assert_eq!(std::mem::size_of::<RawEvent>(), n, "size");
             } else if line.contains("sizeof(struct wl_proc)") {
                 assert_eq!(std::mem::size_of::<RawProc>(), n, "proc size");
+            } else if line.contains("sizeof(struct wl_counts)") {
+                assert_eq!(std::mem::size_of::<Counts>(), n, "counts size");
+            } else if line.contains("sizeof(struct wl_ctl)") {
+                assert_eq!(std::mem::size_of::<RawCtl>(), n, "ctl size");
             } else {
-                let (table, strukt) =
-                    if line.contains("struct wl_proc,") { (procs, "wl_proc") } else { (rust, "wl_event") };
+                let (table, strukt) = if line.contains("struct wl_proc,") {
+                    (procs, "wl_proc")
+                } else if line.contains("struct wl_ctl,") {
+                    (ctl, "wl_ctl")
+                } else {
+                    (rust, "wl_event")
+                };
                 let field = line.split(", ").nth(1).unwrap().split(')').next().unwrap();
                 let (_, off) =
                     table.iter().find(|(f, _)| *f == field).unwrap_or_else(|| panic!("{strukt}.{field} not mirrored"));
@@ -385,13 +571,17 @@ mod tests {
             }
             checked += 1;
         }
-        assert_eq!(checked, rust.len() + procs.len() + 2, "every field is asserted in the header");
+        assert_eq!(checked, rust.len() + procs.len() + ctl.len() + 4, "every field is asserted in the header");
         // Constants too.
         for (name, value) in [
             ("WL_MAX_PAYLOAD", MAX_PAYLOAD as u64),
             ("WL_ARGV_MAX", ARGV_MAX as u64),
             ("WL_EV_DATA", EV_DATA.into()),
             ("WL_EV_CLOSE", EV_CLOSE.into()),
+            ("WL_EV_STATS", EV_STATS.into()),
+            ("WL_MODE_COPY", MODE_COPY.into()),
+            ("WL_MODE_L4", MODE_L4.into()),
+            ("WL_MODE_DROP", MODE_DROP.into()),
             ("WL_ROLE_UNKNOWN", ROLE_UNKNOWN.into()),
             ("WL_ROLE_CLIENT", ROLE_CLIENT.into()),
             ("WL_ROLE_SERVER", ROLE_SERVER.into()),
@@ -404,6 +594,8 @@ mod tests {
             ("WL_CNT_FILTERED", CNT_FILTERED.into()),
             ("WL_CNT_TRUNCATED", CNT_TRUNCATED.into()),
             ("WL_CNT_DENIED", CNT_DENIED.into()),
+            ("WL_CNT_COUNTED", CNT_COUNTED.into()),
+            ("WL_CNT_SKIPPED", CNT_SKIPPED.into()),
         ] {
             let line = header.lines().find(|l| l.starts_with(&format!("#define {name} "))).unwrap();
             let v: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
@@ -440,19 +632,37 @@ mod tests {
         raw.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         raw.raddr[..4].copy_from_slice(&[10, 1, 2, 3]);
         raw.comm[..4].copy_from_slice(b"curl");
-        let mut bytes = vec![0u8; 104];
+        let mut bytes = vec![0u8; 112];
         // SAFETY: writing a POD struct into a buffer of its size.
         unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), raw) };
         bytes.extend_from_slice(b"hello");
-        let e = Event::decode(&bytes).unwrap();
+        let mut batch = EventBatch::default();
+        assert!(batch.decode(&bytes));
+        let e = &batch.events()[0];
         assert_eq!((e.proc, e.kind), (ProcKey { pid: 42, start_ns: 7 }, EventKind::Data));
         assert_eq!((e.direction, e.role, e.socket_type), (Direction::Egress, None, SocketType::Inet));
         assert_eq!(e.remote, ("10.1.2.3".parse().unwrap(), 5555));
         assert_eq!(e.local.1, 8080);
         assert_eq!(e.comm(), "curl");
-        assert_eq!(e.payload, b"hello");
-        assert!(Event::decode(&bytes[..100]).is_none());
-        assert!(Event::decode(&bytes[..106]).is_none(), "payload shorter than announced");
+        assert_eq!(batch.payload(e), b"hello");
+        assert!(Event::decode(&bytes[..108]).is_none());
+        assert!(Event::decode(&bytes[..114]).is_none(), "payload shorter than announced");
+    }
+
+    #[test]
+    fn decodes_counts_of_stats_and_close_events() {
+        let raw = RawEvent { kind: EV_STATS, pid: 9, captured: 32, family: AF_INET, ..Default::default() };
+        let counts = Counts { bytes: [100, 2000], calls: [3, 4] };
+        let mut bytes = vec![0u8; 112 + 32];
+        // SAFETY: writing POD structs into a buffer of their size.
+        unsafe {
+            std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), raw);
+            std::ptr::write_unaligned(bytes[112..].as_mut_ptr().cast(), counts);
+        }
+        let (e, payload) = Event::decode(&bytes).unwrap();
+        assert_eq!((e.kind, e.counts), (EventKind::Stats, counts));
+        assert!(payload.is_empty());
+        assert!(Event::decode(&bytes[..112 + 16]).is_none(), "counts cut short");
     }
 }
 

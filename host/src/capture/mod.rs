@@ -1,30 +1,30 @@
 //! Capture: the kernel programs (`ebpf/capture.bpf.c`, built by the build
 //! script and embedded; BTF tracepoints of the socket layer), their set-up,
-//! and the thread that drains the ring buffer into decoded [`Event`]s.
+//! the thread that drains the ring buffer into decoded [`Event`]s
+//! (`reader.rs`), what the daemon asks of sockets in the kernel, and the
+//! counts of sockets counted there (layer 4 only), read by an iterator.
 
 pub mod event;
+mod reader;
 mod setup;
 
-use std::os::fd::AsRawFd;
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
+use aya::programs::{BtfTracePoint, Iter};
 use aya::{Btf, Ebpf, EbpfLoader};
+use parking_lot::Mutex;
 
-pub use event::{Direction, Event, EventKind, ProcKey, Role, SocketType, Transport};
+pub use event::{
+    Counts, Direction, Event, EventBatch, EventKind, Mode, ProcKey, Role, SocketControl, SocketType, Transport,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
-
-/// How often the reader drains the ring buffer when not woken (the kernel
-/// wakes it only when what is pending crosses `wakeup_bytes`: batched
-/// wake-ups).
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// `(program, kernel tracepoint)` pairs: every send and receive on a socket,
 /// TCP state changes (roles, closes), datagrams queued on sockets (peers of
@@ -40,11 +40,11 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("on_exit", "sched_process_exit"),
 ];
 
-/// How long the kernel's entry of an exited process is kept (its last events
-/// may still be on their way through the reader).
-const EXITED_LINGER_NS: u64 = 30_000_000_000;
-/// How often exited processes' entries are removed.
-const PROCS_SWEEP: Duration = Duration::from_secs(5);
+/// The iterator over TCP sockets that reads (and resets) the counts of
+/// those counted in the kernel, at each flush.
+const COUNTS_ITERATOR: &str = "dump_tcp_counts";
+/// One record of it: an event header and its counts (`struct stats_record`).
+const COUNTS_RECORD: usize = std::mem::size_of::<event::RawEvent>() + std::mem::size_of::<Counts>();
 
 /// What the kernel side filters and copies.
 #[derive(Clone, Debug)]
@@ -64,6 +64,9 @@ pub struct CaptureConfig {
     pub ring_bytes: u32,
     /// Wake the reader when this much is pending.
     pub wakeup_bytes: u64,
+    /// TCP sockets start counted in the kernel, without a record per call
+    /// (`ProtocolProcess: false`: nothing needs their bytes).
+    pub l4_default: bool,
 }
 
 impl Default for CaptureConfig {
@@ -77,6 +80,7 @@ impl Default for CaptureConfig {
             drop_loopback: true,
             ring_bytes: 8 << 20,
             wakeup_bytes: 256 << 10,
+            l4_default: false,
         }
     }
 }
@@ -92,6 +96,10 @@ pub struct CaptureStats {
     pub filtered: u64,
     /// Events whose payload was cut to the capture size.
     pub truncated: u64,
+    /// Calls counted in the kernel without a record (layer 4 only).
+    pub counted: u64,
+    /// Calls not copied: wholly inside bodies plugins skip.
+    pub skipped: u64,
     /// Network calls of processes the filters excluded, dropped in the
     /// kernel before anything was read.
     pub denied: u64,
@@ -103,6 +111,12 @@ pub struct CaptureStats {
 pub struct Capture {
     ebpf: Option<Ebpf>,
     counters: PerCpuArray<MapData, u64>,
+    conn_ctl: BpfHashMap<MapData, u64, event::RawCtl>,
+    ctl_gen: Array<MapData, u32>,
+    generation: u32,
+    procs: reader::Procs,
+    /// Processes the daemon's reads of the kernel's counts described.
+    seen: reader::Seen,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
     malformed: Arc<AtomicU64>,
@@ -110,8 +124,9 @@ pub struct Capture {
 
 impl Capture {
     /// Check the machine, load and attach the programs, and start sending
-    /// events to `sink`.
-    pub fn start(config: &CaptureConfig, sink: SyncSender<Vec<Event>>) -> Result<Self> {
+    /// events to `sink`; batches the collector is done with come back on
+    /// `spare` to be refilled.
+    pub fn start(config: &CaptureConfig, sink: SyncSender<EventBatch>, spare: Receiver<EventBatch>) -> Result<Self> {
         setup::prepare()?;
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
         let mut ebpf = load(config, &btf)?;
@@ -120,20 +135,79 @@ impl Capture {
             attach(&mut ebpf, program, tracepoint)?;
         }
         let ring = RingBuf::try_from(ebpf.take_map("events").context("events map")?)?;
-        let procs: BpfHashMap<MapData, u32, event::RawProc> =
-            BpfHashMap::try_from(ebpf.take_map("procs").context("procs map")?)?;
+        let procs: reader::Procs =
+            Arc::new(Mutex::new(BpfHashMap::try_from(ebpf.take_map("procs").context("procs map")?)?));
         let counters = PerCpuArray::try_from(ebpf.take_map("counters").context("counters map")?)?;
+        let conn_ctl = BpfHashMap::try_from(ebpf.take_map("conn_ctl").context("conn_ctl map")?)?;
+        let ctl_gen = Array::try_from(ebpf.take_map("ctl_gen").context("ctl_gen map")?)?;
         let stop = Arc::new(AtomicBool::new(false));
         let malformed = Arc::new(AtomicU64::new(0));
         let reader = {
-            let (stop, malformed) = (stop.clone(), malformed.clone());
+            let reader = reader::Reader {
+                ring,
+                procs: procs.clone(),
+                sink,
+                spare,
+                stop: stop.clone(),
+                malformed: malformed.clone(),
+            };
             std::thread::Builder::new()
                 .name("capture-reader".into())
-                .spawn(move || read_loop(ring, procs, sink, stop, malformed))
+                .spawn(move || reader.run())
                 .context("spawning the capture reader")?
         };
         tracing::info!(programs = PROGRAMS.len(), payload_bytes = config.payload_bytes, "capture attached");
-        Ok(Self { ebpf: Some(ebpf), counters, stop, reader: Some(reader), malformed })
+        Ok(Self {
+            ebpf: Some(ebpf),
+            counters,
+            conn_ctl,
+            ctl_gen,
+            generation: 0,
+            procs,
+            seen: reader::Seen::default(),
+            stop,
+            reader: Some(reader),
+            malformed,
+        })
+    }
+
+    /// Tell sockets (by cookie) how to treat their calls from their next
+    /// call on. Each entry carries the socket's whole wish (the last one
+    /// written wins).
+    pub fn control(&mut self, sockets: &[(u64, SocketControl)]) -> Result<()> {
+        if sockets.is_empty() {
+            return Ok(());
+        }
+        for (cookie, ctl) in sockets {
+            self.conn_ctl.insert(cookie, event::RawCtl::from(*ctl), 0).context("writing conn_ctl")?;
+        }
+        // Sockets look at conn_ctl once the generation moved.
+        self.generation = self.generation.wrapping_add(1);
+        self.ctl_gen.set(0, self.generation, 0).context("writing ctl_gen")?;
+        Ok(())
+    }
+
+    /// The counts of TCP sockets counted in the kernel since they were last
+    /// read (each socket's counts are reset as they are read), as stats
+    /// events appended to `batch`.
+    pub fn read_counts(&mut self, batch: &mut EventBatch) -> Result<()> {
+        let ebpf = self.ebpf.as_mut().context("capture stopped")?;
+        let prog: &mut Iter =
+            ebpf.program_mut(COUNTS_ITERATOR).context("the counts iterator is missing")?.try_into()?;
+        let link = prog.attach().context("attaching the counts iterator")?;
+        let link = prog.take_link(link)?;
+        let mut file = link.into_file().context("opening the counts iterator")?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).context("reading the counts iterator")?;
+        for record in bytes.chunks(COUNTS_RECORD) {
+            if record.len() != COUNTS_RECORD || !batch.decode(record) {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let ev = batch.events_mut().last_mut().expect("decoded");
+            self.seen.describe_once(ev, &self.procs);
+        }
+        Ok(())
     }
 
     /// Counters so far.
@@ -144,6 +218,8 @@ impl Capture {
             lost: sum(event::CNT_LOST),
             filtered: sum(event::CNT_FILTERED),
             truncated: sum(event::CNT_TRUNCATED),
+            counted: sum(event::CNT_COUNTED),
+            skipped: sum(event::CNT_SKIPPED),
             denied: sum(event::CNT_DENIED),
             malformed: self.malformed.load(Ordering::Relaxed),
         }
@@ -210,6 +286,7 @@ pub fn load(config: &CaptureConfig, btf: &Btf) -> Result<Ebpf> {
     let (drop_unix, drop_unknown, drop_loopback) =
         (u8::from(config.drop_unix), u8::from(config.drop_unknown), u8::from(config.drop_loopback));
     let sampling = config.sampling.min(100);
+    let l4_default = u8::from(config.l4_default);
     let mut ebpf = EbpfLoader::new()
         .override_global("payload_max", &payload, true)
         .override_global("self_pid", &self_pid, true)
@@ -218,6 +295,7 @@ pub fn load(config: &CaptureConfig, btf: &Btf) -> Result<Ebpf> {
         .override_global("drop_unix", &drop_unix, true)
         .override_global("drop_unknown", &drop_unknown, true)
         .override_global("drop_loopback", &drop_loopback, true)
+        .override_global("l4_default", &l4_default, true)
         .override_global("wakeup_bytes", &config.wakeup_bytes, true)
         .map_max_entries("events", config.ring_bytes)
         // `thread_infos` is task-local storage, which aya has no Rust
@@ -236,6 +314,13 @@ pub fn load(config: &CaptureConfig, btf: &Btf) -> Result<Ebpf> {
                 verifier_tail(&e, 25)
             );
         }
+    }
+    let iter: &mut Iter = ebpf
+        .program_mut(COUNTS_ITERATOR)
+        .with_context(|| format!("program {COUNTS_ITERATOR} missing from the object"))?
+        .try_into()?;
+    if let Err(e) = iter.load("tcp", btf) {
+        anyhow::bail!("the kernel's verifier rejected {COUNTS_ITERATOR} (iter/tcp): {}", verifier_tail(&e, 25));
     }
     Ok(ebpf)
 }
@@ -260,139 +345,4 @@ fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
         ebpf.program_mut(program).with_context(|| format!("program {program} missing from the object"))?.try_into()?;
     prog.attach().with_context(|| format!("attaching {program} to the tracepoint {tracepoint}"))?;
     Ok(())
-}
-
-/// Events handed to the pipeline per channel message (one hand-off per
-/// event cost more than decoding it).
-const BATCH: usize = 256;
-
-fn read_loop(
-    mut ring: RingBuf<MapData>,
-    mut procs: BpfHashMap<MapData, u32, event::RawProc>,
-    sink: SyncSender<Vec<Event>>,
-    stop: Arc<AtomicBool>,
-    malformed: Arc<AtomicU64>,
-) {
-    let wake = match Wakeups::new(ring.as_raw_fd()) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!("ring buffer reader: {e:#}");
-            return;
-        }
-    };
-    let mut batch = Vec::with_capacity(BATCH);
-    // Processes already described (bounded: forgotten wholesale when large;
-    // describing one again costs a map lookup).
-    let mut seen = crate::fast_hash::HashSet::default();
-    let mut next_sweep = std::time::Instant::now() + PROCS_SWEEP;
-    while !stop.load(Ordering::Relaxed) {
-        wake.wait(POLL_INTERVAL);
-        while let Some(item) = ring.next() {
-            match Event::decode(&item) {
-                Some(mut ev) => {
-                    if seen.len() > 65_536 {
-                        seen.clear();
-                    }
-                    if ev.kind == EventKind::Data && seen.insert(ev.proc) {
-                        describe(&mut ev, &procs);
-                    }
-                    batch.push(ev)
-                }
-                None => {
-                    malformed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            drop(item);
-            if batch.len() == BATCH
-                && !hand_over(&sink, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &stop)
-            {
-                return; // the pipeline is gone, or stopping: shutting down
-            }
-        }
-        if !batch.is_empty() && !hand_over(&sink, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &stop) {
-            return;
-        }
-        if std::time::Instant::now() >= next_sweep {
-            sweep_exited(&mut procs);
-            next_sweep = std::time::Instant::now() + PROCS_SWEEP;
-        }
-    }
-}
-
-/// The command line and cgroup of a process seen for the first time: the
-/// kernel's record of it (made at exec or fork, so a process that already
-/// exited is still described), else /proc (processes older than the daemon).
-fn describe(ev: &mut Event, procs: &BpfHashMap<MapData, u32, event::RawProc>) {
-    let recorded = procs.get(&ev.proc.pid, 0).ok().filter(|p| p.start_ns == ev.proc.start_ns);
-    ev.cmdline = recorded.and_then(|p| p.cmdline()).or_else(|| crate::metadata::cmdline(ev.proc.pid));
-    ev.cgroup = crate::metadata::cgroup_text(ev.proc.pid);
-}
-
-/// Remove the entries of processes that exited a while ago.
-fn sweep_exited(procs: &mut BpfHashMap<MapData, u32, event::RawProc>) {
-    let now = crate::clock::monotonic_ns();
-    let gone: Vec<u32> = procs
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, p)| p.exited_ns != 0 && now.saturating_sub(p.exited_ns) > EXITED_LINGER_NS)
-        .map(|(pid, _)| pid)
-        .collect();
-    for pid in gone {
-        let _ = procs.remove(&pid);
-    }
-}
-
-/// The kernel's wake-ups of the ring buffer's reader, edge-triggered: a
-/// plain poll() reports the ring readable whenever anything is pending, so
-/// under steady traffic the reader would wake for every few events (each
-/// wake-up costing the observed applications a context switch and the
-/// daemon a small batch). With EPOLLET only the kernel's explicit wake-ups
-/// (what is pending crossed `wakeup_bytes`) end a wait early; otherwise the
-/// reader drains once per poll interval.
-struct Wakeups(std::os::fd::OwnedFd);
-
-impl Wakeups {
-    fn new(ring_fd: std::os::fd::RawFd) -> Result<Self> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain syscall; the fd is checked before it is owned.
-        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epfd < 0 {
-            return Err(std::io::Error::last_os_error()).context("epoll_create1");
-        }
-        // SAFETY: a fresh fd we own.
-        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(epfd) };
-        let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: 0 };
-        // SAFETY: valid fds and event struct.
-        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, ring_fd, &mut ev) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("epoll_ctl on the ring buffer");
-        }
-        Ok(Self(owned))
-    }
-
-    /// Until the kernel wakes the reader or `limit` passes.
-    fn wait(&self, limit: Duration) {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: one valid event slot.
-        unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, limit.as_millis() as i32) };
-    }
-}
-
-/// Queue a batch for the pipeline, waiting while the queue is full (the
-/// kernel ring buffer absorbs, and counts, what cannot wait) but never past
-/// a stop request: a reader blocked on a full queue while its owner waits
-/// for it to end would never end. False when the batch was not queued.
-fn hand_over(sink: &SyncSender<Vec<Event>>, mut batch: Vec<Event>, stop: &AtomicBool) -> bool {
-    loop {
-        match sink.try_send(batch) {
-            Ok(()) => return true,
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
-            Err(std::sync::mpsc::TrySendError::Full(b)) => {
-                if stop.load(Ordering::Relaxed) {
-                    return false;
-                }
-                batch = b;
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-        }
-    }
 }

@@ -318,6 +318,10 @@ pub struct Wirelens {
     /// Options for protocol plugins, by plugin name then option name
     /// (`{http: {keep_query: true}}`); each plugin checks its own.
     pub plugin_options: BTreeMap<String, BTreeMap<String, OptionValue>>,
+    /// Payload bytes copied per call once a connection is known to be a
+    /// protocol's, by protocol (over the plugin's own figure; at most
+    /// `PayloadBytes`).
+    pub capture_bytes: BTreeMap<String, u32>,
 }
 
 /// A plugin option's value: any YAML scalar, passed to the plugin as text.
@@ -354,6 +358,7 @@ impl Default for Wirelens {
             redact_cmdline: true,
             redact_patterns: vec![],
             plugin_options: BTreeMap::new(),
+            capture_bytes: BTreeMap::new(),
         }
     }
 }

@@ -82,6 +82,9 @@ pub struct Tracker {
     stats: TrackerStats,
     /// The time events are stamped with (see [`Tracker::set_clock`]).
     now: Instant,
+    /// Sockets a drop rule applied to since [`Tracker::take_dropped`]: the
+    /// kernel need not report them any more.
+    newly_dropped: Vec<u64>,
 }
 
 impl Tracker {
@@ -95,7 +98,13 @@ impl Tracker {
             local_addrs: HashSet::new(),
             stats: TrackerStats::default(),
             now: Instant::now(),
+            newly_dropped: Vec::new(),
         }
+    }
+
+    /// Sockets a drop rule applied to since the last call.
+    pub fn take_dropped(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.newly_dropped)
     }
 
     /// Refresh what the host listens on and its addresses (sock_diag and
@@ -136,6 +145,7 @@ impl Tracker {
             self.stats.opened += 1;
             if conn.dropped {
                 self.stats.dropped_by_rule += 1;
+                self.newly_dropped.push(key.sock);
             }
             self.conns.insert(key, conn);
             self.by_sock.entry(key.sock).or_default().push(key.proc);
@@ -151,7 +161,10 @@ impl Tracker {
         if ev.remote.1 != 0 && conn.remote.1 == 0 {
             conn.remote = ev.remote;
             conn.local = ev.local;
-            conn.dropped = conn.dropped || self.config.drop_local && is_local(&self.local_addrs, conn.remote.0);
+            if !conn.dropped && self.config.drop_local && is_local(&self.local_addrs, conn.remote.0) {
+                conn.dropped = true;
+                self.newly_dropped.push(key.sock);
+            }
         }
         (!conn.dropped).then_some(&*conn)
     }
@@ -254,6 +267,7 @@ mod tests {
             sock,
             ts: 2,
             real_len: 10,
+            pos: 0,
             direction: Direction::Egress,
             role,
             socket_type: family,
@@ -263,7 +277,8 @@ mod tests {
             comm: *b"t\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             cmdline: None,
             cgroup: None,
-            payload: vec![],
+            payload: 0..0,
+            counts: Default::default(),
         }
     }
 

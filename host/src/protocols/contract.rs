@@ -8,11 +8,11 @@ use wasmtime::Engine;
 /// Package of the contract.
 pub const PACKAGE: &str = "wirelens:protocol";
 /// The version this daemon implements (`wit/protocol.wit`).
-pub const WIT_VERSION: &str = "1.1.0";
+pub const WIT_VERSION: &str = "1.2.0";
 const MAJOR: u64 = 1;
 /// The newest minor version of [`MAJOR`] the daemon has bindings for (it
 /// has them for every one down to 0: see `bindings.rs`).
-const MINOR: u64 = 1;
+const MINOR: u64 = 2;
 
 /// Check what a component exports and imports against the contract; returns
 /// the contract version it was built against.

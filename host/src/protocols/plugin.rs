@@ -47,6 +47,10 @@ pub struct PluginMeta {
     /// The field that says what a call does (contract 1.1; `None` for 1.0
     /// plugins and plugins that name none).
     pub call_field: Option<Arc<str>>,
+    /// Payload bytes worth copying per call once a connection is this
+    /// protocol's: (requests, responses) (contract 1.1; `None`: the
+    /// capture size).
+    pub capture_bytes: Option<(u32, u32)>,
     pub source: Source,
     /// Hex SHA-256 of the component bytes.
     pub hash: String,
@@ -129,6 +133,7 @@ impl LoadedPlugin {
             default_ports: vec![],
             field_names: vec![],
             call_field: None,
+            capture_bytes: None,
             source,
             hash,
         };
@@ -152,6 +157,7 @@ impl LoadedPlugin {
         }
         plugin.meta.field_names = info.field_names.iter().map(|s| Arc::from(s.as_str())).collect();
         plugin.meta.call_field = info.call_field.as_deref().map(Arc::from);
+        plugin.meta.capture_bytes = info.capture_bytes.map(|c| (c.request, c.response));
         let own = options.get(&info.name).map(Vec::as_slice).unwrap_or_default();
         sandbox.configure(own).map_err(|f| anyhow::anyhow!("{}: bad options: {f}", info.name))?;
         Ok(Arc::new(plugin))

@@ -51,6 +51,9 @@ impl Runtime {
         bindings::v1_0::wirelens::protocol::host::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the 1.0 host interface")?;
+        bindings::v1_1::wirelens::protocol::host::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the 1.1 host interface")?;
         let cache = ArtifactCache::new(&engine, cache_dir);
         let calls = Arc::new(Calls::default());
         let ticker = Ticker::start(engine.clone(), calls.clone());
@@ -302,6 +305,14 @@ impl bindings::v1_0::wirelens::protocol::host::Host for StoreData {
 }
 
 impl bindings::v1_0::wirelens::protocol::types::Host for StoreData {}
+
+impl bindings::v1_1::wirelens::protocol::host::Host for StoreData {
+    fn log(&mut self, level: bindings::v1_1::wirelens::protocol::types::LogLevel, message: String) {
+        bindings::wirelens::protocol::host::Host::log(self, bindings::from_v11_level(level), message)
+    }
+}
+
+impl bindings::v1_1::wirelens::protocol::types::Host for StoreData {}
 
 /// Caps an instance's memory; remembers a refusal so the failure can be
 /// reported as "memory limit" rather than a generic trap.

@@ -15,7 +15,9 @@ use std::time::Instant;
 use super::bindings::{Batch, Chunks, Direction, Role};
 use super::plugin::LoadedPlugin;
 use super::sandbox::{Failure, Sandbox};
-use super::wire::{self, MessageKind, MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS, MSG_UNSEEN};
+use super::wire::{
+    self, MessageKind, CHUNK_INGRESS, CHUNK_TICK, MSG_HAS_PAIR_ID, MSG_INGRESS, MSG_SUCCESS, MSG_UNSEEN,
+};
 use super::Registry;
 
 /// How a worker detects and batches.
@@ -77,6 +79,10 @@ pub struct ChunkIn<'a> {
     pub port_hint: u16,
     /// One datagram (UDP): a message never continues into the next chunk.
     pub datagram: bool,
+    /// Where this chunk's bytes end in the connection's stream in its
+    /// direction: what the plugin's skips are counted from (see
+    /// [`ConnEvent::Skip`]).
+    pub stream_end: u64,
 }
 
 /// A message a plugin found.
@@ -117,6 +123,9 @@ pub enum ConnEvent {
     NoProtocol { conn: u64 },
     /// Its plugin gave up on it or failed: layer 4 only from now on.
     Dropped { conn: u64, protocol: Arc<str>, reason: String },
+    /// Its plugin will not look at the bytes of `direction` before stream
+    /// position `until` (a body of known length): they need not be copied.
+    Skip { conn: u64, direction: Direction, until: u64 },
 }
 
 /// Counters of one worker.
@@ -166,6 +175,7 @@ struct HeldChunk {
     data: Vec<u8>,
     real_len: u64,
     datagram: bool,
+    stream_end: u64,
 }
 
 /// One plugin version's instance in this worker, and its queued work.
@@ -178,6 +188,9 @@ struct Slot {
     bound: usize,
     /// When the plugin was last fed (or told the time).
     last_fed: Instant,
+    /// Where each queued chunk ends in its connection's stream (parallel
+    /// to `chunks`; 0 for clock ticks).
+    ends: Vec<u64>,
 }
 
 /// Detects, batches and parses for the connections of one thread.
@@ -274,6 +287,7 @@ impl ProtocolWorker {
             data: if keep { chunk.data.to_vec() } else { Vec::new() },
             real_len: chunk.real_len.max(chunk.data.len() as u64),
             datagram: chunk.datagram,
+            stream_end: chunk.stream_end,
         });
         if keep {
             detecting.held_bytes += chunk.data.len();
@@ -321,6 +335,7 @@ impl ProtocolWorker {
                         real_len: held.real_len,
                         port_hint: chunk.port_hint,
                         datagram: held.datagram,
+                        stream_end: held.stream_end,
                     };
                     self.enqueue(plugin_id, &replay);
                 }
@@ -352,10 +367,11 @@ impl ProtocolWorker {
         let now = Instant::now();
         for slot in self.slots.values_mut() {
             if slot.bound > 0
-                && slot.plugin.pre.is_current()
+                && slot.plugin.pre.takes_ticks()
                 && now.duration_since(slot.last_fed) >= self.config.tick_every
             {
                 slot.chunks.push_tick(crate::clock::monotonic_ns());
+                slot.ends.push(0);
             }
         }
         let ids: Vec<u64> = self.slots.keys().copied().collect();
@@ -415,6 +431,7 @@ impl ProtocolWorker {
             closing: Vec::new(),
             bound: 0,
             last_fed: Instant::now(),
+            ends: Vec::new(),
         });
         if slot.sandbox.is_none() {
             let runtime = self.registry.runtime();
@@ -446,6 +463,7 @@ impl ProtocolWorker {
             chunk.datagram,
         );
         slot.data.extend_from_slice(chunk.data);
+        slot.ends.push(chunk.stream_end);
         if slot.chunks.len() >= self.config.batch_chunks || slot.data.len() >= self.config.batch_bytes {
             self.flush_slot(plugin_id);
         }
@@ -460,6 +478,7 @@ impl ProtocolWorker {
         let chunks = std::mem::take(&mut slot.chunks);
         let data = std::mem::take(&mut slot.data);
         let closing = std::mem::take(&mut slot.closing);
+        let mut ends = std::mem::take(&mut slot.ends);
         let plugin = slot.plugin.clone();
         if self.sandbox(&plugin).is_none() {
             return;
@@ -472,11 +491,12 @@ impl ProtocolWorker {
             self.stats.calls += 1;
             plugin.stats.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let sandbox = self.slots.get_mut(&id).and_then(|s| s.sandbox.as_mut()).expect("created above");
-            result = sandbox.feed(&chunks, &data).map(|batch| self.take_batch(&plugin, batch));
+            let fed = (&chunks, ends.as_slice());
+            result = sandbox.feed(&chunks, &data).map(|batch| self.take_batch(&plugin, batch, Some(fed)));
         }
         if result.is_ok() && !closing.is_empty() {
             let Some(sandbox) = self.slots.get_mut(&id).and_then(|s| s.sandbox.as_mut()) else { return };
-            result = sandbox.close(&closing).map(|batch| self.take_batch(&plugin, batch));
+            result = sandbox.close(&closing).map(|batch| self.take_batch(&plugin, batch, None));
         }
         if let Err(failure) = result {
             // Connections closed since their chunks were queued are no
@@ -492,15 +512,19 @@ impl ProtocolWorker {
             let (mut chunks, mut data) = (chunks, data);
             chunks.clear();
             data.clear();
+            ends.clear();
             if slot.chunks.is_empty() {
                 slot.chunks = chunks;
                 slot.data = data;
+                slot.ends = ends;
             }
         }
     }
 
-    /// Turn a batch into [`Parsed`] messages and connection events.
-    fn take_batch(&mut self, plugin: &Arc<LoadedPlugin>, batch: Batch) {
+    /// Turn a batch into [`Parsed`] messages and connection events; `fed`:
+    /// the chunks fed and where each ended in its stream (skips are counted
+    /// from a connection's last chunk in the call).
+    fn take_batch(&mut self, plugin: &Arc<LoadedPlugin>, batch: Batch, fed: Option<(&Chunks, &[u64])>) {
         self.stats.messages += batch.conn.len() as u64;
         // Checked by the sandbox: the arena is UTF-8 and spans fall on
         // character boundaries.
@@ -532,6 +556,19 @@ impl ProtocolWorker {
                 fields,
             });
         }
+        if let Some((chunks, ends)) = fed {
+            for i in 0..batch.skip_conn.len().min(batch.skip_flags.len()).min(batch.skip_bytes.len()) {
+                let (conn, ingress) = (batch.skip_conn[i], batch.skip_flags[i] & 1 != 0);
+                let last = (0..chunks.conn.len().min(ends.len())).rev().find(|&c| {
+                    let flags = chunks.flags[c];
+                    chunks.conn[c] == conn && flags & CHUNK_TICK == 0 && (flags & CHUNK_INGRESS != 0) == ingress
+                });
+                if let Some(c) = last.filter(|&c| ends[c] > 0) {
+                    let direction = if ingress { Direction::Ingress } else { Direction::Egress };
+                    self.events.push(ConnEvent::Skip { conn, direction, until: ends[c] + batch.skip_bytes[i] });
+                }
+            }
+        }
         for e in batch.errors {
             if let Some(Binding::Bound { plugin_id }) = self.conns.get(&e.conn) {
                 if let Some(slot) = self.slots.get_mut(plugin_id) {
@@ -555,6 +592,7 @@ impl ProtocolWorker {
         slot.chunks.clear();
         slot.data.clear();
         slot.closing.clear();
+        slot.ends.clear();
         slot.bound = 0;
         self.stats.plugin_failures += 1;
         let limits = self.registry.runtime().limits().clone();

@@ -111,5 +111,6 @@ pub fn chunk(conn: u64, direction: host::Direction, data: &[u8]) -> wirelens::pr
         real_len: data.len() as u64,
         port_hint: 0,
         datagram: false,
+        stream_end: 0,
     }
 }

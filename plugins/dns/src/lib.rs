@@ -59,6 +59,13 @@ impl Protocol for Dns {
         Some("query_type")
     }
 
+    /// The header and the first question are at the start; past 512 bytes
+    /// (the classic UDP limit) only answers and extra records, which no
+    /// field reads.
+    fn capture_bytes() -> Option<(u32, u32)> {
+        Some((512, 512))
+    }
+
     fn parse(&self, _conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
         if ctx.datagram {
             // The whole datagram is the message (the SDK hands it over at

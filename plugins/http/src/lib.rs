@@ -87,6 +87,13 @@ impl Protocol for Http {
         Some("method")
     }
 
+    /// Heads: a request line and its headers, a status line and its
+    /// headers. Bodies of known length are skipped (not copied at all);
+    /// past 1 KiB a call's bytes are body or headers no field reads.
+    fn capture_bytes() -> Option<(u32, u32)> {
+        Some((1024, 1024))
+    }
+
     fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "keep_query" => {

@@ -682,6 +682,16 @@ mod tests {
     use super::*;
     use wirelens_sdk::testing::{all_two_way_splits, check, check_rechunking, fuzz, run, Rng, TestChunk};
 
+    /// Found by fuzzing (`fuzz/found/pgsql-1`): a datagram holding a Parse
+    /// message, then the first 5 bytes of a CopyData whose length reaches
+    /// past the datagram. The bytes the plugin discards past the datagram
+    /// were never part of the message before them (its size underflowed).
+    #[test]
+    fn a_datagram_ending_inside_discarded_bytes() {
+        let bytes = b"P\x00\x00\x001get_usereZone\x00UTC\x00\x0f\x04\x00\x00\x00\x00\x00\x0f\x04\x00\x00\x00\x00\x80\x00\x00\x04\x00oT\x00\x00\x002\x00\x02id\x00\x00\x00@";
+        run::<Pgsql>(&[TestChunk::egress(1, bytes).datagram().on(2)], &[2]);
+    }
+
     #[test]
     fn every_case() {
         let all = cases::all();

@@ -81,6 +81,14 @@ impl Protocol for Redis {
         Some("command")
     }
 
+    /// Requests: 1 KiB (a pipelined write's later commands past it count
+    /// without their name; values of known length are skipped anyway).
+    /// Replies: everything captured, as a pipelined batch of replies must
+    /// be framed reply by reply to keep every outcome.
+    fn capture_bytes() -> Option<(u32, u32)> {
+        Some((1024, u32::MAX))
+    }
+
     fn detect(&self, direction: Direction, role: Role, bytes: &[u8]) -> u8 {
         let ctx = Ctx::for_detect(direction, role);
         let requests = ctx.carries_requests_or_egress();

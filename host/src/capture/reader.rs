@@ -1,0 +1,194 @@
+//! The thread that drains the ring buffer into [`EventBatch`]es for the
+//! collector, describing each process the first time it shows up.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use parking_lot::Mutex;
+
+use super::event::{self, Event, EventBatch, EventKind};
+
+/// Events handed to the pipeline per channel message (one hand-off per
+/// event cost more than decoding it).
+const BATCH: usize = 256;
+/// Payload bytes a batch holds before it is handed over.
+const BATCH_BYTES: usize = 256 << 10;
+
+/// How often the reader drains the ring buffer when not woken (the kernel
+/// wakes it only when what is pending crosses `wakeup_bytes`: batched
+/// wake-ups).
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long the kernel's entry of an exited process is kept (its last events
+/// may still be on their way through the reader).
+const EXITED_LINGER_NS: u64 = 30_000_000_000;
+/// How often exited processes' entries are removed.
+const PROCS_SWEEP: Duration = Duration::from_secs(5);
+
+/// The kernel's record of processes (map `procs`), shared by the reader
+/// and the daemon's reads of the kernel's counts.
+pub(super) type Procs = Arc<Mutex<BpfHashMap<MapData, u32, event::RawProc>>>;
+
+pub(super) struct Reader {
+    pub ring: RingBuf<MapData>,
+    pub procs: Procs,
+    pub sink: SyncSender<EventBatch>,
+    /// Batches the collector is done with, to refill (no allocation per batch).
+    pub spare: Receiver<EventBatch>,
+    pub stop: Arc<AtomicBool>,
+    pub malformed: Arc<AtomicU64>,
+}
+
+impl Reader {
+    pub fn run(self) {
+        let Reader { mut ring, procs, sink, spare, stop, malformed } = self;
+        let fresh_batch = || match spare.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => EventBatch::with_capacity(BATCH, 64 << 10),
+        };
+        let wake = match Wakeups::new(ring.as_raw_fd()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("ring buffer reader: {e:#}");
+                return;
+            }
+        };
+        let mut batch = fresh_batch();
+        // Processes already described (bounded: forgotten wholesale when
+        // large; describing one again costs a map lookup).
+        let mut seen = Seen::default();
+        let mut next_sweep = std::time::Instant::now() + PROCS_SWEEP;
+        while !stop.load(Ordering::Relaxed) {
+            wake.wait(POLL_INTERVAL);
+            while let Some(item) = ring.next() {
+                if batch.decode(&item) {
+                    let ev = batch.events_mut().last_mut().expect("decoded");
+                    seen.describe_once(ev, &procs);
+                } else {
+                    malformed.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(item);
+                if batch.len() == BATCH || batch.payload_bytes() >= BATCH_BYTES {
+                    let full = std::mem::replace(&mut batch, fresh_batch());
+                    if !hand_over(&sink, full, &stop) {
+                        return; // the pipeline is gone, or stopping: shutting down
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let full = std::mem::replace(&mut batch, fresh_batch());
+                if !hand_over(&sink, full, &stop) {
+                    return;
+                }
+            }
+            if std::time::Instant::now() >= next_sweep {
+                sweep_exited(&procs);
+                next_sweep = std::time::Instant::now() + PROCS_SWEEP;
+            }
+        }
+    }
+}
+
+/// Processes described already.
+#[derive(Default)]
+pub(super) struct Seen(crate::fast_hash::HashSet<event::ProcKey>);
+
+impl Seen {
+    /// Describe the event's process if it is new (data, stats and close
+    /// events name the process that used the socket).
+    pub fn describe_once(&mut self, ev: &mut Event, procs: &Procs) {
+        if self.0.len() > 65_536 {
+            self.0.clear();
+        }
+        if ev.proc.pid != 0 && matches!(ev.kind, EventKind::Data | EventKind::Stats) && self.0.insert(ev.proc) {
+            describe(ev, procs);
+        }
+    }
+}
+
+/// The command line and cgroup of a process seen for the first time: the
+/// kernel's record of it (made at exec or fork, so a process that already
+/// exited is still described), else /proc (processes older than the daemon).
+fn describe(ev: &mut Event, procs: &Procs) {
+    let recorded = procs.lock().get(&ev.proc.pid, 0).ok().filter(|p| p.start_ns == ev.proc.start_ns);
+    ev.cmdline = recorded.and_then(|p| p.cmdline()).or_else(|| crate::metadata::cmdline(ev.proc.pid));
+    ev.cgroup = crate::metadata::cgroup_text(ev.proc.pid);
+}
+
+/// Remove the entries of processes that exited a while ago.
+fn sweep_exited(procs: &Procs) {
+    let now = crate::clock::monotonic_ns();
+    let mut procs = procs.lock();
+    let gone: Vec<u32> = procs
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, p)| p.exited_ns != 0 && now.saturating_sub(p.exited_ns) > EXITED_LINGER_NS)
+        .map(|(pid, _)| pid)
+        .collect();
+    for pid in gone {
+        let _ = procs.remove(&pid);
+    }
+}
+
+/// The kernel's wake-ups of the ring buffer's reader, edge-triggered: a
+/// plain poll() reports the ring readable whenever anything is pending, so
+/// under steady traffic the reader would wake for every few events (each
+/// wake-up costing the observed applications a context switch and the
+/// daemon a small batch). With EPOLLET only the kernel's explicit wake-ups
+/// (what is pending crossed `wakeup_bytes`) end a wait early; otherwise the
+/// reader drains once per poll interval.
+struct Wakeups(std::os::fd::OwnedFd);
+
+impl Wakeups {
+    fn new(ring_fd: std::os::fd::RawFd) -> Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall; the fd is checked before it is owned.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_create1");
+        }
+        // SAFETY: a fresh fd we own.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(epfd) };
+        let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: 0 };
+        // SAFETY: valid fds and event struct.
+        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, ring_fd, &mut ev) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_ctl on the ring buffer");
+        }
+        Ok(Self(owned))
+    }
+
+    /// Until the kernel wakes the reader or `limit` passes.
+    fn wait(&self, limit: Duration) {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: one valid event slot.
+        unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, limit.as_millis() as i32) };
+    }
+}
+
+/// Queue a batch for the pipeline, waiting while the queue is full (the
+/// kernel ring buffer absorbs, and counts, what cannot wait) but never past
+/// a stop request: a reader blocked on a full queue while its owner waits
+/// for it to end would never end. False when the batch was not queued.
+fn hand_over(sink: &SyncSender<EventBatch>, mut batch: EventBatch, stop: &AtomicBool) -> bool {
+    loop {
+        match sink.try_send(batch) {
+            Ok(()) => return true,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+            Err(std::sync::mpsc::TrySendError::Full(b)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                batch = b;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+}
