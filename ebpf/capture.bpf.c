@@ -157,6 +157,24 @@ struct {
     __type(value, struct wl_ctl);
 } conn_ctl SEC(".maps");
 
+/* A socket's counts as the daemon reads them: by the iterator (kind
+ * stats) or, when the ring buffer was full at its close, from
+ * closed_counts (kind close). */
+struct stats_record {
+    struct wl_event ev;
+    struct wl_counts counts;
+};
+
+/* Closes whose record found the ring buffer full, by cookie: the daemon
+ * takes them at its next flush, so what a socket counted in the kernel is
+ * not lost with its close. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u64);
+    __type(value, struct stats_record);
+} closed_counts SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
@@ -799,9 +817,19 @@ int on_state(__u64 *ctx) {
         return 0;
     fill_owner(&s->ev, info, WL_EV_CLOSE);
     s->ev.role = info->role;
-    take_counts(info, (struct wl_counts *)s->payload);
+    struct wl_counts *counts = (struct wl_counts *)s->payload;
+    take_counts(info, counts);
     s->ev.captured = sizeof(struct wl_counts);
-    submit(s);
+    __u64 size = sizeof(struct wl_event) + sizeof(struct wl_counts);
+    if (bpf_ringbuf_output(&events, s, size, wakeup_flag(size)) == 0) {
+        count(WL_CNT_EVENTS);
+        return 0;
+    }
+    /* The ring is full: what the socket counted waits for the daemon's
+     * next flush (a close without counts is only a close). */
+    if ((counts->calls[0] | counts->calls[1]) == 0 ||
+        bpf_map_update_elem(&closed_counts, &cookie, s, BPF_ANY) != 0)
+        count(WL_CNT_LOST);
     return 0;
 }
 
@@ -851,10 +879,6 @@ int on_data_ready(__u64 *ctx) {
 /* The daemon's flush: every TCP socket with calls counted here (not yet
  * reported) gives a stats record, read by the daemon from the iterator's
  * file; what is read is subtracted. */
-struct stats_record {
-    struct wl_event ev;
-    struct wl_counts counts;
-};
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

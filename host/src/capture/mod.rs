@@ -112,6 +112,8 @@ pub struct Capture {
     ebpf: Option<Ebpf>,
     counters: PerCpuArray<MapData, u64>,
     conn_ctl: BpfHashMap<MapData, u64, event::RawCtl>,
+    /// Closes that found the ring buffer full, with their counts.
+    closed_counts: BpfHashMap<MapData, u64, [u8; COUNTS_RECORD]>,
     ctl_gen: Array<MapData, u32>,
     generation: u32,
     procs: reader::Procs,
@@ -139,6 +141,7 @@ impl Capture {
             Arc::new(Mutex::new(BpfHashMap::try_from(ebpf.take_map("procs").context("procs map")?)?));
         let counters = PerCpuArray::try_from(ebpf.take_map("counters").context("counters map")?)?;
         let conn_ctl = BpfHashMap::try_from(ebpf.take_map("conn_ctl").context("conn_ctl map")?)?;
+        let closed_counts = BpfHashMap::try_from(ebpf.take_map("closed_counts").context("closed_counts map")?)?;
         let ctl_gen = Array::try_from(ebpf.take_map("ctl_gen").context("ctl_gen map")?)?;
         let stop = Arc::new(AtomicBool::new(false));
         let malformed = Arc::new(AtomicU64::new(0));
@@ -161,6 +164,7 @@ impl Capture {
             ebpf: Some(ebpf),
             counters,
             conn_ctl,
+            closed_counts,
             ctl_gen,
             generation: 0,
             procs,
@@ -188,8 +192,8 @@ impl Capture {
     }
 
     /// The counts of TCP sockets counted in the kernel since they were last
-    /// read (each socket's counts are reset as they are read), as stats
-    /// events appended to `batch`.
+    /// read (each socket's counts are reset as they are read), and of the
+    /// closes that found the ring buffer full, as events appended to `batch`.
     pub fn read_counts(&mut self, batch: &mut EventBatch) -> Result<()> {
         let ebpf = self.ebpf.as_mut().context("capture stopped")?;
         let prog: &mut Iter =
@@ -199,6 +203,15 @@ impl Capture {
         let mut file = link.into_file().context("opening the counts iterator")?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).context("reading the counts iterator")?;
+        // Then the closes that found the ring buffer full (taken out of the
+        // map as they are read).
+        let cookies: Vec<u64> = self.closed_counts.keys().filter_map(|k| k.ok()).collect();
+        for cookie in cookies {
+            if let Ok(record) = self.closed_counts.get(&cookie, 0) {
+                bytes.extend_from_slice(&record);
+            }
+            let _ = self.closed_counts.remove(&cookie);
+        }
         for record in bytes.chunks(COUNTS_RECORD) {
             if record.len() != COUNTS_RECORD || !batch.decode(record) {
                 self.malformed.fetch_add(1, Ordering::Relaxed);
