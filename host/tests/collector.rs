@@ -197,3 +197,32 @@ fn plugins_tell_the_kernel_what_to_copy() {
     let other = last(8).unwrap_or_else(|| panic!("a control for the unknown connection: {controls:?}"));
     assert_eq!(other.mode, Mode::L4, "left to the kernel's counting");
 }
+
+/// As curl sees a large response: the request and the response's first
+/// read in one batch (the connection is still being detected when the
+/// response arrives), that read cut at the capture size; then the next
+/// reads. The skip reaches the kernel as the end of the body.
+#[test]
+fn a_cut_first_read_of_a_large_body_still_gives_its_end() {
+    let mut c = collector("");
+    let local = (LOCAL, 40_011);
+    let head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3000000\r\n\r\n";
+    let mut first = head.to_vec();
+    first.resize(4096, b'b');
+    let mut batch = EventBatch::default();
+    batch.data(me(), 17, 1_000, Direction::Egress, Role::Client, local, (SERVER, 8080), HTTP_REQUEST);
+    let ev = batch.data(me(), 17, 2_000, Direction::Ingress, Role::Client, local, (SERVER, 8080), &first);
+    ev.real_len = 102_400;
+    c.on_batch(&batch);
+    let mut controls = vec![];
+    for _ in 0..200 {
+        c.poll_l7();
+        controls.extend(c.take_controls());
+        if controls.iter().any(|(s, k)| *s == 17 && k.skip_until[1] > 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let skip = controls.iter().rev().find(|(s, _)| *s == 17).map(|(_, k)| k.skip_until[1]);
+    assert_eq!(skip, Some((head.len() + 3_000_000) as u64), "{controls:?}");
+}

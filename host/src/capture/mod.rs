@@ -183,6 +183,7 @@ impl Capture {
             return Ok(());
         }
         for (cookie, ctl) in sockets {
+            tracing::debug!(cookie, ?ctl, generation = self.generation.wrapping_add(1), "socket control");
             self.conn_ctl.insert(cookie, event::RawCtl::from(*ctl), 0).context("writing conn_ctl")?;
         }
         // Sockets look at conn_ctl once the generation moved.
