@@ -776,6 +776,16 @@ static __always_inline void take_counts(struct sock_info *info, struct wl_counts
     }
 }
 
+/* A record of `kind` (close or stats) with what the socket moved while
+ * counted here, said on behalf of its last user. */
+static __always_inline void counts_record(struct wl_event *ev, struct wl_counts *counts, struct sock_info *info,
+                                          __u16 kind) {
+    fill_owner(ev, info, kind);
+    ev->role = info->role;
+    ev->captured = sizeof(struct wl_counts);
+    take_counts(info, counts);
+}
+
 SEC("tp_btf/sock_send_length")
 int on_send(__u64 *ctx) {
     return on_data((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], WL_EGRESS);
@@ -815,11 +825,8 @@ int on_state(__u64 *ctx) {
     struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
     if (!s)
         return 0;
-    fill_owner(&s->ev, info, WL_EV_CLOSE);
-    s->ev.role = info->role;
     struct wl_counts *counts = (struct wl_counts *)s->payload;
-    take_counts(info, counts);
-    s->ev.captured = sizeof(struct wl_counts);
+    counts_record(&s->ev, counts, info, WL_EV_CLOSE);
     __u64 size = sizeof(struct wl_event) + sizeof(struct wl_counts);
     if (bpf_ringbuf_output(&events, s, size, wakeup_flag(size)) == 0) {
         count(WL_CNT_EVENTS);
@@ -901,11 +908,7 @@ int dump_tcp_counts(struct bpf_iter__tcp *ctx) {
     struct stats_record *r = bpf_map_lookup_elem(&stats_scratch, &zero);
     if (!r)
         return 0;
-    fill_owner(&r->ev, info, WL_EV_STATS);
-    r->ev.role = info->role;
-    r->ev.ts = bpf_ktime_get_ns();
-    r->ev.captured = sizeof(struct wl_counts);
-    take_counts(info, &r->counts);
+    counts_record(&r->ev, &r->counts, info, WL_EV_STATS);
     bpf_seq_write(ctx->meta->seq, r, sizeof(*r));
     return 0;
 }

@@ -325,22 +325,16 @@ fn host_and_sdk_agree_on_the_wire_layout() {
 /// through the 1.0 bindings and its results are converted.
 #[test]
 fn a_plugin_of_contract_1_0_still_loads_and_parses() {
-    let bytes = std::fs::read(common::root().join("tests/fixtures/plugins/http-wit-1.0.wasm")).unwrap();
-    let runtime = common::runtime(SandboxLimits::default());
-    let plugin =
-        LoadedPlugin::load(&runtime, &bytes, Source::File("http-wit-1.0.wasm".into()), &Default::default()).unwrap();
+    let (plugin, lines) = feed_fixture(
+        "http-wit-1.0.wasm",
+        &[
+            wirelens_sdk::testing::TestChunk::egress(1, "GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"),
+            wirelens_sdk::testing::TestChunk::ingress(2, "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n"),
+        ],
+    );
     assert_eq!(plugin.meta.wit_version, "1.0.0");
     assert_eq!(plugin.meta.call_field, None, "1.0 has no call field");
     assert!(!plugin.pre().takes_ticks());
-    let mut sandbox = wirelens::protocols::Sandbox::instantiate(&runtime, plugin.pre(), "old".into()).unwrap();
-    sandbox.set_field_count(plugin.meta.field_names.len());
-    let chunks = [
-        wirelens_sdk::testing::TestChunk::egress(1, "GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"),
-        wirelens_sdk::testing::TestChunk::ingress(2, "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n"),
-    ];
-    let (h, d) = common::host_chunks(&chunks);
-    let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
-    let lines = wirelens_sdk::testing::render(&common::sdk_batch(sandbox.feed(&h, &d).unwrap()), &names);
     assert_eq!(
         lines,
         [
@@ -354,26 +348,38 @@ fn a_plugin_of_contract_1_0_still_loads_and_parses() {
 /// still loads and parses, with its call field and the capture size.
 #[test]
 fn a_plugin_of_contract_1_1_still_loads_and_parses() {
-    let bytes = std::fs::read(common::root().join("tests/fixtures/plugins/http-wit-1.1.wasm")).unwrap();
-    let runtime = common::runtime(SandboxLimits::default());
-    let plugin =
-        LoadedPlugin::load(&runtime, &bytes, Source::File("http-wit-1.1.wasm".into()), &Default::default()).unwrap();
+    let (plugin, lines) = feed_fixture(
+        "http-wit-1.1.wasm",
+        &[
+            wirelens_sdk::testing::TestChunk::egress(1, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+            wirelens_sdk::testing::TestChunk::ingress(2, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ],
+    );
     assert_eq!(plugin.meta.wit_version, "1.1.0");
     assert_eq!(plugin.meta.call_field.as_deref(), Some("method"));
     assert_eq!(plugin.meta.capture_bytes, None, "1.1 has no capture budget: the capture size");
     assert!(plugin.pre().takes_ticks());
-    let mut sandbox = wirelens::protocols::Sandbox::instantiate(&runtime, plugin.pre(), "v11".into()).unwrap();
-    sandbox.set_field_count(plugin.meta.field_names.len());
-    let chunks = [
-        wirelens_sdk::testing::TestChunk::egress(1, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
-        wirelens_sdk::testing::TestChunk::ingress(2, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
-    ];
-    let (h, d) = common::host_chunks(&chunks);
-    let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
-    let lines = wirelens_sdk::testing::render(&common::sdk_batch(sandbox.feed(&h, &d).unwrap()), &names);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].starts_with("1 req out 1-1 size=28 ok") && lines[0].contains("method=GET url=/a"), "{lines:?}");
     assert!(lines[1].starts_with("1 resp in 2-2 size=40 ok") && lines[1].contains("resp_code=200"), "{lines:?}");
+}
+
+/// A plugin built against an older contract (`tests/fixtures/plugins/`),
+/// loaded and fed `chunks`: the plugin and its messages, rendered.
+fn feed_fixture(
+    file: &str,
+    chunks: &[wirelens_sdk::testing::TestChunk],
+) -> (std::sync::Arc<LoadedPlugin>, Vec<String>) {
+    let bytes = std::fs::read(common::root().join("tests/fixtures/plugins").join(file)).unwrap();
+    let runtime = common::runtime(SandboxLimits::default());
+    let plugin = LoadedPlugin::load(&runtime, &bytes, Source::File(file.into()), &Default::default()).unwrap();
+    let mut sandbox = wirelens::protocols::Sandbox::instantiate(&runtime, plugin.pre(), file.into()).unwrap();
+    sandbox.set_field_count(plugin.meta.field_names.len());
+    let (h, d) = common::host_chunks(chunks);
+    let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
+    let lines = wirelens_sdk::testing::render(&common::sdk_batch(sandbox.feed(&h, &d).unwrap()), &names);
+    drop(sandbox);
+    (plugin, lines)
 }
 
 /// A server that reads a DNS-over-TCP length prefix a byte at a time (as

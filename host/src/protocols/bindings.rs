@@ -80,37 +80,101 @@ pub enum AnyPlugin {
     Current(ProtocolPlugin),
 }
 
-use v1_0::wirelens::protocol::types as old;
-use v1_1::wirelens::protocol::types as v11;
+/// Conversions between the current contract's types and those of an older
+/// version it accepts: the same shapes under other names, less what later
+/// versions added (`$call_field` of the plugin info `$i`, `$skips` of the
+/// batch `$b`).
+macro_rules! older_version {
+    ($module:ident, $types:path, |$i:ident| $call_field:expr, |$b:ident| $skips:expr) => {
+        pub mod $module {
+            use super::{Batch, Chunks, ConnError, Direction, LogLevel, PluginInfo, Role};
+            use $types as t;
+
+            pub fn info($i: t::PluginInfo) -> PluginInfo {
+                let call_field = $call_field;
+                PluginInfo {
+                    name: $i.name,
+                    version: $i.version,
+                    description: $i.description,
+                    default_ports: $i.default_ports,
+                    field_names: $i.field_names,
+                    call_field,
+                    capture_bytes: None,
+                }
+            }
+
+            pub fn direction(d: Direction) -> t::Direction {
+                match d {
+                    Direction::Egress => t::Direction::Egress,
+                    Direction::Ingress => t::Direction::Ingress,
+                }
+            }
+
+            pub fn role(r: Role) -> t::Role {
+                match r {
+                    Role::Client => t::Role::Client,
+                    Role::Server => t::Role::Server,
+                    Role::Unknown => t::Role::Unknown,
+                }
+            }
+
+            pub fn chunks(c: &Chunks) -> t::Chunks {
+                t::Chunks {
+                    conn: c.conn.clone(),
+                    timestamp_ns: c.timestamp_ns.clone(),
+                    captured: c.captured.clone(),
+                    real_len: c.real_len.clone(),
+                    flags: c.flags.clone(),
+                }
+            }
+
+            pub fn batch($b: t::Batch) -> Batch {
+                let (skip_conn, skip_flags, skip_bytes) = $skips;
+                Batch {
+                    conn: $b.conn,
+                    start_ns: $b.start_ns,
+                    end_ns: $b.end_ns,
+                    size: $b.size,
+                    pair_id: $b.pair_id,
+                    flags: $b.flags,
+                    field_count: $b.field_count,
+                    field_key: $b.field_key,
+                    field_offset: $b.field_offset,
+                    field_len: $b.field_len,
+                    arena: $b.arena,
+                    errors: $b.errors.into_iter().map(|e| ConnError { conn: e.conn, reason: e.reason }).collect(),
+                    skip_conn,
+                    skip_flags,
+                    skip_bytes,
+                }
+            }
+
+            /// The current log level of a plugin's of this version.
+            pub fn level(level: t::LogLevel) -> LogLevel {
+                match level {
+                    t::LogLevel::Error => LogLevel::Error,
+                    t::LogLevel::Warn => LogLevel::Warn,
+                    t::LogLevel::Info => LogLevel::Info,
+                    t::LogLevel::Debug => LogLevel::Debug,
+                }
+            }
+        }
+    };
+}
+
+older_version!(from_1_0, super::v1_0::wirelens::protocol::types, |i| None, |b| (vec![], vec![], vec![]));
+older_version!(from_1_1, super::v1_1::wirelens::protocol::types, |i| i.call_field, |b| (
+    b.skip_conn,
+    b.skip_flags,
+    b.skip_bytes
+));
 
 impl AnyPlugin {
     pub fn info(&self, s: &mut Store<StoreData>) -> wasmtime::Result<PluginInfo> {
         match self {
             Self::Current(p) => p.wirelens_protocol_parser().call_info(s),
-            Self::V1_1(p) => {
-                let i = p.wirelens_protocol_parser().call_info(s)?;
-                Ok(PluginInfo {
-                    name: i.name,
-                    version: i.version,
-                    description: i.description,
-                    default_ports: i.default_ports,
-                    field_names: i.field_names,
-                    call_field: i.call_field,
-                    capture_bytes: None,
-                })
-            }
-            Self::V1_0(p) => {
-                let i = p.wirelens_protocol_parser().call_info(s)?;
-                Ok(PluginInfo {
-                    name: i.name,
-                    version: i.version,
-                    description: i.description,
-                    default_ports: i.default_ports,
-                    field_names: i.field_names,
-                    call_field: None,
-                    capture_bytes: None,
-                })
-            }
+            Self::V1_1(p) => p.wirelens_protocol_parser().call_info(s).map(from_1_1::info),
+            Self::V1_0(p) => p.wirelens_protocol_parser().call_info(s).map(from_1_0::info),
         }
     }
 
@@ -136,10 +200,10 @@ impl AnyPlugin {
         match self {
             Self::Current(p) => p.wirelens_protocol_parser().call_detect(s, direction, role, bytes),
             Self::V1_1(p) => {
-                p.wirelens_protocol_parser().call_detect(s, v11_direction(direction), v11_role(role), bytes)
+                p.wirelens_protocol_parser().call_detect(s, from_1_1::direction(direction), from_1_1::role(role), bytes)
             }
             Self::V1_0(p) => {
-                p.wirelens_protocol_parser().call_detect(s, old_direction(direction), old_role(role), bytes)
+                p.wirelens_protocol_parser().call_detect(s, from_1_0::direction(direction), from_1_0::role(role), bytes)
             }
         }
     }
@@ -148,24 +212,10 @@ impl AnyPlugin {
         match self {
             Self::Current(p) => p.wirelens_protocol_parser().call_feed(s, chunks, data),
             Self::V1_1(p) => {
-                let chunks = v11::Chunks {
-                    conn: chunks.conn.clone(),
-                    timestamp_ns: chunks.timestamp_ns.clone(),
-                    captured: chunks.captured.clone(),
-                    real_len: chunks.real_len.clone(),
-                    flags: chunks.flags.clone(),
-                };
-                p.wirelens_protocol_parser().call_feed(s, &chunks, data).map(from_v11_batch)
+                p.wirelens_protocol_parser().call_feed(s, &from_1_1::chunks(chunks), data).map(from_1_1::batch)
             }
             Self::V1_0(p) => {
-                let chunks = old::Chunks {
-                    conn: chunks.conn.clone(),
-                    timestamp_ns: chunks.timestamp_ns.clone(),
-                    captured: chunks.captured.clone(),
-                    real_len: chunks.real_len.clone(),
-                    flags: chunks.flags.clone(),
-                };
-                p.wirelens_protocol_parser().call_feed(s, &chunks, data).map(from_old_batch)
+                p.wirelens_protocol_parser().call_feed(s, &from_1_0::chunks(chunks), data).map(from_1_0::batch)
             }
         }
     }
@@ -173,99 +223,9 @@ impl AnyPlugin {
     pub fn close(&self, s: &mut Store<StoreData>, conns: &[u64]) -> wasmtime::Result<Batch> {
         match self {
             Self::Current(p) => p.wirelens_protocol_parser().call_close(s, conns),
-            Self::V1_1(p) => p.wirelens_protocol_parser().call_close(s, conns).map(from_v11_batch),
-            Self::V1_0(p) => p.wirelens_protocol_parser().call_close(s, conns).map(from_old_batch),
+            Self::V1_1(p) => p.wirelens_protocol_parser().call_close(s, conns).map(from_1_1::batch),
+            Self::V1_0(p) => p.wirelens_protocol_parser().call_close(s, conns).map(from_1_0::batch),
         }
-    }
-}
-
-fn old_direction(d: Direction) -> old::Direction {
-    match d {
-        Direction::Egress => old::Direction::Egress,
-        Direction::Ingress => old::Direction::Ingress,
-    }
-}
-
-fn old_role(r: Role) -> old::Role {
-    match r {
-        Role::Client => old::Role::Client,
-        Role::Server => old::Role::Server,
-        Role::Unknown => old::Role::Unknown,
-    }
-}
-
-fn v11_direction(d: Direction) -> v11::Direction {
-    match d {
-        Direction::Egress => v11::Direction::Egress,
-        Direction::Ingress => v11::Direction::Ingress,
-    }
-}
-
-fn v11_role(r: Role) -> v11::Role {
-    match r {
-        Role::Client => v11::Role::Client,
-        Role::Server => v11::Role::Server,
-        Role::Unknown => v11::Role::Unknown,
-    }
-}
-
-fn from_v11_batch(b: v11::Batch) -> Batch {
-    Batch {
-        conn: b.conn,
-        start_ns: b.start_ns,
-        end_ns: b.end_ns,
-        size: b.size,
-        pair_id: b.pair_id,
-        flags: b.flags,
-        field_count: b.field_count,
-        field_key: b.field_key,
-        field_offset: b.field_offset,
-        field_len: b.field_len,
-        arena: b.arena,
-        errors: b.errors.into_iter().map(|e| ConnError { conn: e.conn, reason: e.reason }).collect(),
-        skip_conn: b.skip_conn,
-        skip_flags: b.skip_flags,
-        skip_bytes: b.skip_bytes,
-    }
-}
-
-fn from_old_batch(b: old::Batch) -> Batch {
-    Batch {
-        conn: b.conn,
-        start_ns: b.start_ns,
-        end_ns: b.end_ns,
-        size: b.size,
-        pair_id: b.pair_id,
-        flags: b.flags,
-        field_count: b.field_count,
-        field_key: b.field_key,
-        field_offset: b.field_offset,
-        field_len: b.field_len,
-        arena: b.arena,
-        errors: b.errors.into_iter().map(|e| ConnError { conn: e.conn, reason: e.reason }).collect(),
-        skip_conn: vec![],
-        skip_flags: vec![],
-        skip_bytes: vec![],
-    }
-}
-
-/// The current log level of a 1.0 plugin's.
-pub fn from_old_level(level: old::LogLevel) -> LogLevel {
-    match level {
-        old::LogLevel::Error => LogLevel::Error,
-        old::LogLevel::Warn => LogLevel::Warn,
-        old::LogLevel::Info => LogLevel::Info,
-        old::LogLevel::Debug => LogLevel::Debug,
-    }
-}
-
-/// The current log level of a 1.1 plugin's.
-pub fn from_v11_level(level: v11::LogLevel) -> LogLevel {
-    match level {
-        v11::LogLevel::Error => LogLevel::Error,
-        v11::LogLevel::Warn => LogLevel::Warn,
-        v11::LogLevel::Info => LogLevel::Info,
-        v11::LogLevel::Debug => LogLevel::Debug,
     }
 }
 

@@ -300,7 +300,7 @@ impl bindings::wirelens::protocol::types::Host for StoreData {}
 
 impl bindings::v1_0::wirelens::protocol::host::Host for StoreData {
     fn log(&mut self, level: bindings::v1_0::wirelens::protocol::types::LogLevel, message: String) {
-        bindings::wirelens::protocol::host::Host::log(self, bindings::from_old_level(level), message)
+        bindings::wirelens::protocol::host::Host::log(self, bindings::from_1_0::level(level), message)
     }
 }
 
@@ -308,7 +308,7 @@ impl bindings::v1_0::wirelens::protocol::types::Host for StoreData {}
 
 impl bindings::v1_1::wirelens::protocol::host::Host for StoreData {
     fn log(&mut self, level: bindings::v1_1::wirelens::protocol::types::LogLevel, message: String) {
-        bindings::wirelens::protocol::host::Host::log(self, bindings::from_v11_level(level), message)
+        bindings::wirelens::protocol::host::Host::log(self, bindings::from_1_1::level(level), message)
     }
 }
 
