@@ -4,7 +4,7 @@
 //! aggregated records out;
 //! next to the same protocol's parser alone, natively (SDK `Engine`).
 //!
-//! Run: `cargo bench -p wirelens --bench l7_path`
+//! Run: `cargo bench -p wirelens --bench l7_path [-- PROTOCOL...]`
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -122,7 +122,9 @@ fn native<P: Protocol>(w: &Workload) -> f64 {
 fn main() {
     println!("paired calls per second, one thread, {CONNS} connections, 3 rounds (min/median/max)");
     println!("{:>6}  {:>30}  {:>30}", "proto", "whole host path (wasm)", "parser alone (native)");
-    for w in workloads() {
+    // `cargo bench --bench l7_path -- redis` runs one protocol (for profiling).
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    for w in workloads().into_iter().filter(|w| only.is_empty() || only.iter().any(|o| o == w.name)) {
         let mut host: Vec<f64> = (0..3).map(|_| host_path(&w)).collect();
         let mut nat: Vec<f64> = (0..3)
             .map(|_| match w.name {

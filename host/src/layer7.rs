@@ -22,7 +22,7 @@ use crate::protocols::{
     ChunkIn, ConnEvent, Parsed, PluginOptions, ProtocolWorker, Registry, Runtime, SandboxLimits, WorkerConfig,
 };
 use crate::records::Record;
-use crate::stitch::{Call, Stitcher};
+use crate::stitch::{Call, Pending, Stitcher};
 
 /// Requests waiting for a response per connection, at most.
 const MAX_PENDING: usize = 1024;
@@ -54,6 +54,8 @@ struct L7Conn {
     role: Role,
     /// What the kernel is asked to do with its calls.
     control: SocketControl,
+    /// Its requests waiting for responses.
+    pending: Pending,
 }
 
 pub struct Layer7 {
@@ -120,6 +122,7 @@ impl Layer7 {
             sock: conn.key.sock,
             role: conn.role,
             control: SocketControl::default(),
+            pending: Pending::default(),
         });
         let role = WireRole::from(conn.role);
         let port_hint = if conn.role == Role::Server { conn.local.1 } else { remote.1 };
@@ -190,7 +193,9 @@ impl Layer7 {
     pub fn poll(&mut self) {
         self.worker.poll(&mut self.parsed, &mut self.events);
         for m in self.parsed.drain(..) {
-            self.stitcher.add(m, &mut self.calls);
+            let Some(c) = self.conns.get_mut(&m.conn) else { continue };
+            self.stitcher.add(&mut c.pending, m, &mut self.calls);
+            aggregate(&mut self.window, c.at, &mut self.calls);
         }
         let events = std::mem::take(&mut self.events);
         for e in &events {
@@ -201,35 +206,24 @@ impl Layer7 {
         }
         self.events = events;
         self.events.clear();
-        let closed = std::mem::take(&mut self.closing);
-        for &id in &closed {
-            self.stitcher.close(id, &mut self.calls);
-        }
-        self.aggregate_calls();
-        for id in closed {
-            self.conns.remove(&id);
-        }
-    }
-
-    fn aggregate_calls(&mut self) {
-        for call in self.calls.drain(..) {
-            if let Some(c) = self.conns.get(&call.conn) {
-                self.window.add(c.at, call);
+        for id in std::mem::take(&mut self.closing) {
+            if let Some(c) = self.conns.remove(&id) {
+                self.stitcher.close(c.pending, &mut self.calls);
+                aggregate(&mut self.window, c.at, &mut self.calls);
             }
         }
     }
 
-    /// The window's records; requests past their timeout become failures.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
         self.poll();
-        self.stitcher.expire(crate::clock::monotonic_ns(), &mut self.calls);
-        self.aggregate_calls();
+        let now = crate::clock::monotonic_ns();
+        for c in self.conns.values_mut() {
+            self.stitcher.expire(&mut c.pending, now, &mut self.calls);
+            aggregate(&mut self.window, c.at, &mut self.calls);
+        }
         self.window.flush(time, procs)
     }
 
-    /// Health figures: plugin failures (since start, every version: the
-    /// worker counts them, so replacing a plugin does not reset the figure),
-    /// quarantined plugins, overflow.
     pub fn health(&self, r: &mut Record) {
         let catalog = self.registry.catalog();
         let quarantined = catalog.active.iter().filter(|p| p.quarantined_until().is_some()).count();
@@ -247,6 +241,13 @@ impl Layer7 {
 /// A protocol's (requests, responses) budget as [egress, ingress] for a
 /// process in `role` (a client sends requests; a server receives them);
 /// the larger of the two either way when the role is unknown.
+/// Count a connection's completed calls.
+fn aggregate(window: &mut L7Window, at: Endpoint, calls: &mut Vec<Call>) {
+    for call in calls.drain(..) {
+        window.add(at, call);
+    }
+}
+
 fn by_direction((request, response): (u32, u32), role: Role) -> [u32; 2] {
     let either = if request == 0 || response == 0 { 0 } else { request.max(response) };
     match role {

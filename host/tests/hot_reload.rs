@@ -60,12 +60,12 @@ fn replace_twenty_times_while_parsing() {
                 worker.poll(&mut parsed, &mut events);
                 for p in parsed.drain(..) {
                     if p.conn == LONG {
-                        assert_eq!(p.plugin.meta.version, "1.0.0", "a connection stays on its version");
+                        assert_eq!(p.plugin().meta.version, "1.0.0", "a connection stays on its version");
                         long_lived += 1;
                         continue;
                     }
-                    if versions.last() != Some(&p.plugin.meta.version) {
-                        versions.push(p.plugin.meta.version.clone());
+                    if versions.last() != Some(&p.plugin().meta.version) {
+                        versions.push(p.plugin().meta.version.clone());
                     }
                 }
                 for e in events.drain(..) {

@@ -23,14 +23,29 @@ pub struct Endpoint {
     pub remote: (IpAddr, u16),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// What calls are counted under in the window: numbers only, so a call
+/// costs one cheap hash (the fields are interned sets, see `FieldSets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
+    at: Endpoint,
+    /// The request's field set, or 0 for the protocol's `other` key.
+    request: u64,
+    /// The response's field set (0: none), or for `other` the plugin.
+    response: u64,
+    /// `None`: outcome unknown (its response's bytes were lost).
+    success: Option<bool>,
+}
+
+/// What the same calls are reported under: the keys above resolved to
+/// names. Two keys can resolve alike (a plugin reloaded within the window);
+/// their figures merge.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Labels {
     at: Endpoint,
     protocol: Arc<str>,
     /// The field that says what a call does (the plugin's call field).
     call_field: Option<Arc<str>>,
     fields: Vec<(Arc<str>, Arc<str>)>,
-    /// `None`: outcome unknown (its response's bytes were lost).
     success: Option<bool>,
 }
 
@@ -43,8 +58,24 @@ struct Stats {
     sketch: Sketch,
 }
 
+impl Stats {
+    fn merge(&mut self, other: &Stats) {
+        self.count += other.count;
+        self.latency += other.latency;
+        self.req_bytes += other.req_bytes;
+        self.resp_bytes += other.resp_bytes;
+        self.sketch.merge(&other.sketch);
+    }
+}
+
+struct Entry {
+    /// The first call counted under the key (for its names).
+    call: Call,
+    stats: Stats,
+}
+
 pub struct L7Window {
-    stats: HashMap<Key, Stats>,
+    stats: HashMap<Key, Entry>,
     max_keys: usize,
     /// Calls folded into an `other` key because the cap was reached.
     pub overflow: u64,
@@ -55,14 +86,12 @@ impl L7Window {
         Self { stats: HashMap::default(), max_keys, overflow: 0 }
     }
 
-    /// Count `call` (its fields move into the key: no copy per call).
+    /// Count `call`.
     pub fn add(&mut self, at: Endpoint, call: Call) {
-        let meta = &call.plugin.meta;
         let key = Key {
             at,
-            protocol: meta.name.clone(),
-            call_field: meta.call_field.clone(),
-            fields: call.fields,
+            request: call.request.id,
+            response: call.response.as_ref().map_or(0, |r| r.id),
             success: call.success,
         };
         // Below the cap a key is hashed once; at the cap, a new key folds.
@@ -74,31 +103,44 @@ impl L7Window {
                     role: Role::Unknown,
                     remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
                 },
-                protocol: key.protocol,
-                call_field: None,
-                fields: vec![(Arc::from("other"), Arc::from("true"))],
-                success: key.success,
+                request: 0,
+                response: call.plugin().meta.id,
+                success: call.success,
             }
         } else {
             key
         };
-        let s = self.stats.entry(key).or_default();
+        let (latency, req_bytes, resp_bytes) = (call.latency_ns, call.req_bytes, call.resp_bytes);
+        let s = &mut self.stats.entry(key).or_insert_with(|| Entry { call, stats: Stats::default() }).stats;
         s.count += 1;
-        s.latency += call.latency_ns;
-        s.req_bytes += call.req_bytes;
-        s.resp_bytes += call.resp_bytes;
-        s.sketch.add(call.latency_ns);
+        s.latency += latency;
+        s.req_bytes += req_bytes;
+        s.resp_bytes += resp_bytes;
+        s.sketch.add(latency);
     }
 
     /// The window's `type: protocols` records of the processes the filters
     /// keep, and a new empty window.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
-        let mut out = Vec::with_capacity(self.stats.len());
-        for (k, s) in self.stats.drain() {
+        let mut merged: HashMap<Labels, Stats> = HashMap::default();
+        for (k, e) in self.stats.drain() {
             // (`other` keys belong to no process.)
             if k.at.proc.pid != 0 && !procs.keep(k.at.proc) {
                 continue;
             }
+            let meta = &e.call.plugin().meta;
+            let fields = if k.request == 0 { vec![(Arc::from("other"), Arc::from("true"))] } else { e.call.fields() };
+            let labels = Labels {
+                at: k.at,
+                protocol: meta.name.clone(),
+                call_field: meta.call_field.clone(),
+                fields,
+                success: k.success,
+            };
+            merged.entry(labels).or_default().merge(&e.stats);
+        }
+        let mut out = Vec::with_capacity(merged.len());
+        for (k, s) in merged {
             let mut r = Record::new(Kind::Protocols);
             procs.describe(k.at.proc, &mut r);
             r.push("protocol", &k.protocol);
@@ -129,5 +171,78 @@ impl L7Window {
             out.push(r);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::{FieldSets, LoadedPlugin, Registry, Runtime, SandboxLimits};
+
+    /// The built-in redis plugin, loaded afresh (each load has its own id,
+    /// as after a hot reload).
+    fn redis(runtime: &Arc<Runtime>) -> Arc<LoadedPlugin> {
+        let registry = Registry::new(runtime.clone(), Default::default());
+        registry.load_builtins();
+        let p = registry.catalog().get("redis").unwrap().clone();
+        p
+    }
+
+    fn call(sets: &mut FieldSets, plugin: &Arc<LoadedPlugin>, command: &str, latency_ns: u64) -> Call {
+        Call {
+            conn: 1,
+            request: sets.intern(plugin, [(0, command)].into_iter()),
+            response: Some(sets.intern(plugin, std::iter::empty())),
+            latency_ns,
+            req_bytes: 10,
+            resp_bytes: 5,
+            success: Some(true),
+        }
+    }
+
+    fn summary(records: &[Record]) -> Vec<(String, u64, u64)> {
+        let mut out: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let what = match r.text("command") {
+                    Some(c) => c.to_string(),
+                    None => format!("other={}", r.text("other").unwrap_or_default()),
+                };
+                (what, r.int("total_count").unwrap(), r.int("total_latency_ns").unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn same_labels_merge_across_plugin_loads_and_the_cap_folds_into_other() {
+        let runtime = Runtime::new(SandboxLimits::default(), None).unwrap();
+        let (old, new) = (redis(&runtime), redis(&runtime));
+        assert_ne!(old.meta.id, new.meta.id);
+        let mut sets = FieldSets::default();
+        let at = Endpoint {
+            proc: ProcKey { pid: 7, start_ns: 1 },
+            role: Role::Client,
+            remote: (IpAddr::V4(Ipv4Addr::LOCALHOST), 6379),
+        };
+        let mut w = L7Window::new(3);
+        // GET through the plugin before and after a reload: two keys in the
+        // window, one record.
+        w.add(at, call(&mut sets, &old, "GET", 100));
+        w.add(at, call(&mut sets, &new, "GET", 300));
+        w.add(at, call(&mut sets, &new, "GET", 500));
+        w.add(at, call(&mut sets, &old, "SET", 50));
+        // Past the cap of 3 keys: counted under `other`.
+        w.add(at, call(&mut sets, &new, "DEL", 7));
+        w.add(at, call(&mut sets, &new, "INCR", 8));
+        assert_eq!(w.overflow, 2);
+        let records = w.flush(1, &ProcessCache::default());
+        assert_eq!(
+            summary(&records),
+            vec![("GET".to_string(), 3, 900), ("SET".to_string(), 1, 50), ("other=true".to_string(), 2, 15),]
+        );
+        // The window starts afresh.
+        assert!(w.flush(2, &ProcessCache::default()).is_empty());
     }
 }

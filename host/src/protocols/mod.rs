@@ -10,12 +10,14 @@
 //! - [`sandbox`]: one instance with its limits; every call goes through it.
 //! - [`registry`]: the set of active plugins, swapped atomically.
 //! - [`reload`]: the plugin-directory watcher.
+//! - [`field_sets`]: messages' fields, interned as a whole.
 //! - [`worker`]: detection, batching and dispatch per connection.
 
 pub mod bindings;
 pub mod builtin;
 pub mod cache;
 pub mod contract;
+pub mod field_sets;
 pub mod limits;
 pub mod plugin;
 pub mod registry;
@@ -25,6 +27,7 @@ pub mod sandbox;
 pub mod wire;
 pub mod worker;
 
+pub use field_sets::{FieldSet, FieldSets};
 pub use limits::SandboxLimits;
 pub use plugin::{LoadedPlugin, PluginMeta, Source};
 pub use registry::{PluginOptions, Registry};

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::bindings::{Batch, Chunks, Direction, Role};
+use super::field_sets::{FieldSet, FieldSets};
 use super::plugin::LoadedPlugin;
 use super::sandbox::{Failure, Sandbox};
 use super::wire::{
@@ -89,8 +90,6 @@ pub struct ChunkIn<'a> {
 #[derive(Clone, Debug)]
 pub struct Parsed {
     pub conn: u64,
-    /// The plugin (its name is the protocol; its field names key `fields`).
-    pub plugin: Arc<LoadedPlugin>,
     pub kind: MessageKind,
     pub direction: Direction,
     pub start_ns: u64,
@@ -101,16 +100,20 @@ pub struct Parsed {
     /// Inferred by the plugin, its bytes lost (see the contract's `unseen`
     /// flag): a response's outcome is unknown.
     pub unseen: bool,
-    /// `(index into the plugin's field names, value)`; values are shared
-    /// (see [`ValueInterner`]).
-    pub fields: Vec<(u16, Arc<str>)>,
+    /// The plugin and the message's fields, shared by every message with
+    /// the same ones (see [`FieldSets`]).
+    pub fields: Arc<FieldSet>,
 }
 
 impl Parsed {
     /// A field by name.
     pub fn field(&self, name: &str) -> Option<&str> {
-        let key = self.plugin.meta.field_names.iter().position(|n| &**n == name)?;
-        self.fields.iter().find(|(k, _)| usize::from(*k) == key).map(|(_, v)| &**v)
+        self.fields.get(name)
+    }
+
+    /// The plugin that parsed it.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.fields.plugin
     }
 }
 
@@ -202,34 +205,7 @@ pub struct ProtocolWorker {
     parsed: Vec<Parsed>,
     events: Vec<ConnEvent>,
     stats: WorkerStats,
-    values: ValueInterner,
-}
-
-/// One shared copy of each field value seen recently. Most values repeat
-/// (commands, methods, status codes, normalized statements): a message then
-/// takes a reference count instead of an allocation, and its call's
-/// aggregation key another. Bounded: when full it starts afresh, so values
-/// of high cardinality (URLs, SQL) only cost what they would without it.
-#[derive(Default)]
-pub struct ValueInterner {
-    values: crate::fast_hash::HashSet<Arc<str>>,
-}
-
-impl ValueInterner {
-    const MAX: usize = 16 * 1024;
-
-    /// The shared copy of `text`.
-    pub fn get(&mut self, text: &str) -> Arc<str> {
-        if let Some(v) = self.values.get(text) {
-            return v.clone();
-        }
-        if self.values.len() >= Self::MAX {
-            self.values.clear();
-        }
-        let v: Arc<str> = Arc::from(text);
-        self.values.insert(v.clone());
-        v
-    }
+    fields: FieldSets,
 }
 
 impl ProtocolWorker {
@@ -242,7 +218,7 @@ impl ProtocolWorker {
             parsed: Vec::new(),
             events: Vec::new(),
             stats: WorkerStats::default(),
-            values: ValueInterner::default(),
+            fields: FieldSets::default(),
         }
     }
 
@@ -532,19 +508,18 @@ impl ProtocolWorker {
         let mut field = 0usize;
         for i in 0..batch.conn.len() {
             let count = usize::from(batch.field_count[i]);
-            let values = &mut self.values;
-            let fields = (field..field + count)
-                .map(|f| {
+            let fields = self.fields.intern(
+                plugin,
+                (field..field + count).map(|f| {
                     let start = batch.field_offset[f] as usize;
                     let text = arena.get(start..start + batch.field_len[f] as usize).unwrap_or_default();
-                    (batch.field_key[f], values.get(text))
-                })
-                .collect();
+                    (batch.field_key[f], text)
+                }),
+            );
             field += count;
             let flags = batch.flags[i];
             self.parsed.push(Parsed {
                 conn: batch.conn[i],
-                plugin: plugin.clone(),
                 kind: wire::kind(flags).unwrap_or(MessageKind::Oneway),
                 direction: if flags & MSG_INGRESS != 0 { Direction::Ingress } else { Direction::Egress },
                 start_ns: batch.start_ns[i],

@@ -8,15 +8,16 @@ use std::collections::VecDeque;
 use crate::fast_hash::HashMap;
 use std::sync::Arc;
 
-use crate::protocols::{LoadedPlugin, MessageKind, Parsed};
+use crate::protocols::{FieldSet, LoadedPlugin, MessageKind, Parsed};
 
 /// One layer-7 call.
 #[derive(Clone, Debug)]
 pub struct Call {
     pub conn: u64,
-    pub plugin: Arc<LoadedPlugin>,
-    /// Request fields then response fields, as `(name, value)`.
-    pub fields: Vec<(Arc<str>, Arc<str>)>,
+    /// The request's fields (or the one-way message's)...
+    pub request: Arc<FieldSet>,
+    /// ... and the response's, when it was paired.
+    pub response: Option<Arc<FieldSet>>,
     pub latency_ns: u64,
     pub req_bytes: u64,
     pub resp_bytes: u64,
@@ -24,15 +25,40 @@ pub struct Call {
     pub success: Option<bool>,
 }
 
+impl Call {
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.request.plugin
+    }
+
+    /// Request fields then response fields, as `(name, value)`; a response
+    /// field of a name the request has (HTTP's version) does not repeat it.
+    pub fn fields(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        let mut fields: Vec<_> = self.request.named().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, v) in self.response.iter().flat_map(|r| r.named()) {
+            if !fields.iter().any(|(name, _)| name == k) {
+                fields.push((k.clone(), v.clone()));
+            }
+        }
+        fields
+    }
+}
+
+/// One connection's requests waiting for their responses (kept by the
+/// caller with the rest of the connection's state: no lookup per message).
 #[derive(Default)]
-struct Pending {
+pub struct Pending {
     fifo: VecDeque<Parsed>,
     by_id: HashMap<u64, Parsed>,
 }
 
-/// Per-connection pending requests.
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.fifo.is_empty() && self.by_id.is_empty()
+    }
+}
+
+/// Pairing rules and what they count.
 pub struct Stitcher {
-    conns: HashMap<u64, Pending>,
     /// Most requests waiting per connection (more are reported as failed).
     max_pending: usize,
     /// Requests unanswered for this long are failed calls.
@@ -43,12 +69,12 @@ pub struct Stitcher {
 
 impl Stitcher {
     pub fn new(max_pending: usize, timeout_ns: u64) -> Self {
-        Self { conns: HashMap::default(), max_pending, timeout_ns, orphan_responses: 0 }
+        Self { max_pending, timeout_ns, orphan_responses: 0 }
     }
 
-    /// Feed one parsed message; completed calls go to `out`.
-    pub fn add(&mut self, m: Parsed, out: &mut Vec<Call>) {
-        let pending = self.conns.entry(m.conn).or_default();
+    /// Feed one parsed message of the connection whose requests wait in
+    /// `pending`; completed calls go to `out`.
+    pub fn add(&mut self, pending: &mut Pending, m: Parsed, out: &mut Vec<Call>) {
         match m.kind {
             MessageKind::Request => match m.pair_id {
                 Some(id) => {
@@ -80,48 +106,35 @@ impl Stitcher {
     }
 
     /// The connection is gone: its unanswered requests are failed calls.
-    pub fn close(&mut self, conn: u64, out: &mut Vec<Call>) {
-        if let Some(p) = self.conns.remove(&conn) {
-            out.extend(p.fifo.into_iter().chain(p.by_id.into_values()).map(unanswered));
-        }
+    pub fn close(&mut self, pending: Pending, out: &mut Vec<Call>) {
+        out.extend(pending.fifo.into_iter().chain(pending.by_id.into_values()).map(unanswered));
     }
 
     /// Requests older than the timeout (by kernel clock `now_ns`) fail.
-    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Call>) {
+    pub fn expire(&mut self, pending: &mut Pending, now_ns: u64, out: &mut Vec<Call>) {
         let timeout = self.timeout_ns;
-        for p in self.conns.values_mut() {
-            while p.fifo.front().is_some_and(|r| now_ns.saturating_sub(r.start_ns) > timeout) {
-                out.push(unanswered(p.fifo.pop_front().unwrap()));
-            }
-            let old: Vec<u64> =
-                p.by_id.iter().filter(|(_, r)| now_ns.saturating_sub(r.start_ns) > timeout).map(|(k, _)| *k).collect();
+        while pending.fifo.front().is_some_and(|r| now_ns.saturating_sub(r.start_ns) > timeout) {
+            out.push(unanswered(pending.fifo.pop_front().unwrap()));
+        }
+        if !pending.by_id.is_empty() {
+            let old: Vec<u64> = pending
+                .by_id
+                .iter()
+                .filter(|(_, r)| now_ns.saturating_sub(r.start_ns) > timeout)
+                .map(|(k, _)| *k)
+                .collect();
             for k in old {
-                out.push(unanswered(p.by_id.remove(&k).unwrap()));
+                out.push(unanswered(pending.by_id.remove(&k).unwrap()));
             }
         }
-        self.conns.retain(|_, p| !p.fifo.is_empty() || !p.by_id.is_empty());
     }
 }
 
-/// The message's fields by name, moved out (values are not copied).
-fn take_named(m: &mut Parsed) -> Vec<(Arc<str>, Arc<str>)> {
-    let names = &m.plugin.meta.field_names;
-    std::mem::take(&mut m.fields).into_iter().map(|(k, v)| (names[usize::from(k)].clone(), v)).collect()
-}
-
-fn pair(mut req: Parsed, mut resp: Parsed) -> Call {
-    // Request fields first; a response field of the same name (HTTP's
-    // version) does not repeat it.
-    let mut fields = take_named(&mut req);
-    for (k, v) in take_named(&mut resp) {
-        if !fields.iter().any(|(name, _)| *name == k) {
-            fields.push((k, v));
-        }
-    }
+fn pair(req: Parsed, resp: Parsed) -> Call {
     Call {
         conn: req.conn,
-        plugin: req.plugin.clone(),
-        fields,
+        request: req.fields,
+        response: Some(resp.fields),
         latency_ns: resp.end_ns.saturating_sub(req.start_ns),
         req_bytes: req.size,
         resp_bytes: resp.size,
@@ -134,11 +147,11 @@ fn unanswered(req: Parsed) -> Call {
     Call { success: Some(false), ..single(req) }
 }
 
-fn single(mut m: Parsed) -> Call {
+fn single(m: Parsed) -> Call {
     Call {
         conn: m.conn,
-        plugin: m.plugin.clone(),
-        fields: take_named(&mut m),
+        request: m.fields,
+        response: None,
         latency_ns: 0,
         req_bytes: m.size,
         resp_bytes: 0,
@@ -150,7 +163,7 @@ fn single(mut m: Parsed) -> Call {
 mod tests {
     use super::*;
     use crate::protocols::bindings::Direction;
-    use crate::protocols::{LoadedPlugin, Registry, Runtime, SandboxLimits};
+    use crate::protocols::{FieldSets, LoadedPlugin, Registry, Runtime, SandboxLimits};
 
     fn http() -> Arc<LoadedPlugin> {
         let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
@@ -160,9 +173,9 @@ mod tests {
     }
 
     fn msg(p: &Arc<LoadedPlugin>, conn: u64, kind: MessageKind, start: u64, end: u64, id: Option<u64>) -> Parsed {
+        let value = if kind == MessageKind::Request { "GET" } else { "-" };
         Parsed {
             conn,
-            plugin: p.clone(),
             kind,
             direction: Direction::Egress,
             start_ns: start,
@@ -171,7 +184,7 @@ mod tests {
             pair_id: id,
             success: true,
             unseen: false,
-            fields: vec![(1, Arc::from(if kind == MessageKind::Request { "GET" } else { "-" }))],
+            fields: FieldSets::default().intern(p, [(1, value)].into_iter()),
         }
     }
 
@@ -179,37 +192,40 @@ mod tests {
     fn fifo_by_id_and_timeouts() {
         let p = http();
         let mut s = Stitcher::new(2, 1000);
+        let mut conns: Vec<Pending> = (0..5).map(|_| Pending::default()).collect();
         let mut out = Vec::new();
         // Pipelined: two requests, then their responses in order.
-        s.add(msg(&p, 1, MessageKind::Request, 10, 11, None), &mut out);
-        s.add(msg(&p, 1, MessageKind::Request, 20, 21, None), &mut out);
-        s.add(msg(&p, 1, MessageKind::Response, 30, 35, None), &mut out);
-        s.add(msg(&p, 1, MessageKind::Response, 40, 45, None), &mut out);
+        s.add(&mut conns[1], msg(&p, 1, MessageKind::Request, 10, 11, None), &mut out);
+        s.add(&mut conns[1], msg(&p, 1, MessageKind::Request, 20, 21, None), &mut out);
+        s.add(&mut conns[1], msg(&p, 1, MessageKind::Response, 30, 35, None), &mut out);
+        s.add(&mut conns[1], msg(&p, 1, MessageKind::Response, 40, 45, None), &mut out);
         assert_eq!(out.iter().map(|c| c.latency_ns).collect::<Vec<_>>(), vec![25, 25]);
         out.clear();
         // By id, answered out of order.
-        s.add(msg(&p, 2, MessageKind::Request, 100, 100, Some(7)), &mut out);
-        s.add(msg(&p, 2, MessageKind::Request, 110, 110, Some(8)), &mut out);
-        s.add(msg(&p, 2, MessageKind::Response, 150, 150, Some(8)), &mut out);
+        s.add(&mut conns[2], msg(&p, 2, MessageKind::Request, 100, 100, Some(7)), &mut out);
+        s.add(&mut conns[2], msg(&p, 2, MessageKind::Request, 110, 110, Some(8)), &mut out);
+        s.add(&mut conns[2], msg(&p, 2, MessageKind::Response, 150, 150, Some(8)), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].latency_ns, 40);
         out.clear();
         // The other one times out as a failed call.
-        s.expire(100 + 1001, &mut out);
+        for c in &mut conns {
+            s.expire(c, 100 + 1001, &mut out);
+        }
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].success, Some(false));
         out.clear();
         // A response with no request is counted, not invented.
-        s.add(msg(&p, 3, MessageKind::Response, 1, 2, None), &mut out);
+        s.add(&mut conns[3], msg(&p, 3, MessageKind::Response, 1, 2, None), &mut out);
         assert!(out.is_empty());
         assert_eq!(s.orphan_responses, 1);
         // Unanswered requests fail when the connection closes; the pending
         // list is bounded.
         for t in 0..3 {
-            s.add(msg(&p, 4, MessageKind::Request, t, t, None), &mut out);
+            s.add(&mut conns[4], msg(&p, 4, MessageKind::Request, t, t, None), &mut out);
         }
         assert_eq!(out.len(), 1, "the oldest of three is dropped past the bound of two");
-        s.close(4, &mut out);
+        s.close(std::mem::take(&mut conns[4]), &mut out);
         assert_eq!(out.len(), 3);
         assert!(out.iter().all(|c| c.success == Some(false)));
     }
