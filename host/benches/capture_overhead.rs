@@ -388,9 +388,8 @@ fn main() {
     for (i, c) in channels.iter().enumerate() {
         print!("{:>10}", c.label());
         for (m, mode) in Mode::ALL.iter().enumerate() {
-            match kernel_ns[m][i] {
-                Some(ns) => print!("  {}: {ns:.0} ns", mode.label()),
-                None => {}
+            if let Some(ns) = kernel_ns[m][i] {
+                print!("  {}: {ns:.0} ns", mode.label());
             }
         }
         println!();

@@ -83,9 +83,4 @@ impl FieldSets {
         }
         set
     }
-
-    /// Sets remembered.
-    pub fn len(&self) -> usize {
-        self.sets.len()
-    }
 }
