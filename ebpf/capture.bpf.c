@@ -330,7 +330,8 @@ static __always_inline void fill_sock(struct wl_event *e, const struct sock_desc
     e->rport = d->rport;
     e->direction = direction;
     e->role = d->role;
-    __builtin_memset(e->pad, 0, sizeof(e->pad));
+    e->flags = 0;
+    e->pad = 0;
     __builtin_memcpy(e->laddr, d->laddr, 16);
     __builtin_memcpy(e->raddr, d->raddr, 16);
 }
@@ -364,8 +365,9 @@ static __always_inline __u64 wakeup_flag(__u64 size) {
     return pending < wakeup_bytes && pending + size >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-/* Send the scratch record with its `captured` payload bytes. */
-static __always_inline void submit(struct scratch *s) {
+/* Send the scratch record with its `captured` payload bytes (0: the ring
+ * buffer was full). */
+static __always_inline int submit(struct scratch *s) {
     __u64 size = s->ev.captured;
     if (size > WL_MAX_PAYLOAD)
         size = WL_MAX_PAYLOAD;
@@ -374,10 +376,12 @@ static __always_inline void submit(struct scratch *s) {
     barrier_var(size);
     size &= (2 * WL_MAX_PAYLOAD - 1);
     size += sizeof(struct wl_event);
-    if (bpf_ringbuf_output(&events, s, size, wakeup_flag(size)) == 0)
+    if (bpf_ringbuf_output(&events, s, size, wakeup_flag(size)) == 0) {
         count(WL_CNT_EVENTS);
-    else
-        count(WL_CNT_LOST);
+        return 1;
+    }
+    count(WL_CNT_LOST);
+    return 0;
 }
 
 /* At most n bytes, the socket's budget (0: none of its own) and the
@@ -391,9 +395,13 @@ static __always_inline __u32 cap_len(__u64 n, __u32 budget) {
     return n > max ? max : (__u32)n;
 }
 
-/* Copy from one user buffer at payload offset off. */
-static __always_inline __u32 copy_flat(struct scratch *s, __u32 off, __u64 src, __u64 len) {
-    __u32 room = cap_len(off + len, 0);
+/* Copy from one user buffer at payload offset off, up to `max` bytes of
+ * payload in all (at most WL_MAX_PAYLOAD). */
+static __always_inline __u32 copy_flat(struct scratch *s, __u32 off, __u64 src, __u64 len, __u32 max) {
+    __u64 end = (__u64)off + len;
+    __u32 room = end > max ? max : (__u32)end;
+    if (room > WL_MAX_PAYLOAD)
+        room = WL_MAX_PAYLOAD;
     if (room <= off)
         return 0;
     /* off < room <= WL_MAX_PAYLOAD, so neither test below ever fails; they
@@ -410,19 +418,28 @@ static __always_inline __u32 copy_flat(struct scratch *s, __u32 off, __u64 src, 
     return n;
 }
 
-/* Copy up to `total` bytes from an iovec array. */
-static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovs, __u64 cnt, __u64 total) {
+/* Copy up to `total` bytes from an iovec array, from byte `start` of the
+ * bytes it holds end to end. */
+static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovs, __u64 cnt, __u64 start, __u64 total,
+                                      __u32 max, const int iov_max) {
     __u32 off = 0;
-    for (int i = 0; i < MAX_IOV; i++) {
+    for (int i = 0; i < iov_max; i++) {
         if (i >= cnt || off >= total)
             break;
         struct iovec iov = {};
         if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovs + i * sizeof(struct iovec))) != 0)
             break;
-        __u64 len = iov.iov_len;
+        __u64 len = iov.iov_len, base = (__u64)iov.iov_base;
+        if (start >= len) {
+            start -= len;
+            continue;
+        }
+        base += start;
+        len -= start;
+        start = 0;
         if (len > total - off)
             len = total - off;
-        __u32 got = copy_flat(s, off, (__u64)iov.iov_base, len);
+        __u32 got = copy_flat(s, off, base, len, max);
         if (got == 0)
             break;
         off += got;
@@ -481,19 +498,21 @@ static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock 
     }
 }
 
-/* A data event of one flat buffer, written straight into the ring buffer
- * with no copy through the scratch buffer. A reservation's size must be a
- * constant, so the record is the smallest of a few size classes that holds
- * the payload (waste under 2x). */
+/* A data record of one flat buffer's first n bytes, written straight into
+ * the ring buffer with no copy through the scratch buffer; `real`: the bytes
+ * of the call it stands for. A reservation's size must be a constant, so
+ * the record is the smallest of a few size classes that holds the payload
+ * (waste under 2x). 0: the ring buffer was full (counted as lost). */
 #define RESERVE_CLASS(room)                                                                    \
     if (n <= (room)) {                                                                         \
         __u64 wake = wakeup_flag(sizeof(struct wl_event) + (room));                            \
         struct wl_event *e = bpf_ringbuf_reserve(&events, sizeof(struct wl_event) + (room), 0); \
         if (!e) {                                                                              \
             count(WL_CNT_LOST);                                                                \
-            return;                                                                            \
+            return 0;                                                                          \
         }                                                                                      \
-        fill_header(e, d, WL_EV_DATA, sys, ret, direction, pos);                           \
+        fill_header(e, d, WL_EV_DATA, sys, real, direction, pos);                              \
+        e->flags = flags;                                                                      \
         /* Bound the length again where the verifier sees it (clang would                     \
          * otherwise reuse the register checked against cap_len's bound only). */              \
         __u64 len = n;                                                                         \
@@ -502,22 +521,112 @@ static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock 
             len = (room);                                                                      \
         if (bpf_probe_read_user(e + 1, len, (void *)buf) == 0)                                 \
             e->captured = len;                                                                 \
-        if (e->captured < ret)                                                                 \
+        if (e->captured < real)                                                                \
             count(WL_CNT_TRUNCATED);                                                           \
         bpf_ringbuf_submit(e, wake);                                                           \
         count(WL_CNT_EVENTS);                                                                  \
-        return;                                                                                \
+        return 1;                                                                              \
     }
 
-static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos,
-                                       __u32 budget, __u64 buf, __u64 buf_len) {
-    /* A datagram longer than the buffer (MSG_TRUNC) moved only buf_len. */
-    __u32 n = cap_len((__u64)ret < buf_len ? (__u64)ret : buf_len, budget);
+static __always_inline int flat_record(const struct sock_desc *d, __u16 sys, long real, __u8 direction, __u64 pos,
+                                       __u32 n, __u64 buf, __u8 flags) {
     RESERVE_CLASS(128)
     RESERVE_CLASS(512)
     RESERVE_CLASS(2048)
     RESERVE_CLASS(4096)
     RESERVE_CLASS(WL_MAX_PAYLOAD)
+    return 0;
+}
+
+/* Fewer classes for continuation records: the loop below is verified once
+ * per iteration. */
+static __always_inline int cont_record(const struct sock_desc *d, __u16 sys, long real, __u8 direction, __u64 pos,
+                                       __u32 n, __u64 buf, __u8 flags) {
+    RESERVE_CLASS(0)
+    RESERVE_CLASS(1024)
+    RESERVE_CLASS(4096)
+    RESERVE_CLASS(WL_MAX_PAYLOAD)
+    return 0;
+}
+
+/* One call on a flat buffer, as flat_call and its continuation loop take
+ * it (a BPF function takes at most five arguments). */
+struct flat {
+    struct sock_desc d;
+    __u64 pos;
+    __u64 buf;
+    __u64 buf_len;
+    __u64 len;   /* bytes to copy in all */
+    __u64 first; /* bytes in the first record */
+    __u64 skip_until; /* a body a plugin skips ends there: not copied */
+    long ret;
+    __u32 budget;
+    __u16 sys;
+    __u8 direction;
+};
+
+/* Continuation record i; 1 stops the loop (the last one, or the ring
+ * buffer is full). A bpf_loop callback is verified until its states
+ * converge: it writes nothing back and takes where it is from i alone
+ * (every record before the last holds WL_MAX_PAYLOAD bytes), so they do
+ * at once. (Inline, the loop was verified once per iteration and call site,
+ * past the verifier's limit.) */
+static long cont_step(__u64 i, void *arg) {
+    const struct flat *c = arg;
+    __u64 size = WL_MAX_PAYLOAD;
+    __u64 off = c->first + i * size;
+    if (off >= c->len)
+        return 1;
+    __u64 left = c->len - off;
+    __u32 m = left > size ? size : left;
+    /* The last record stands for every byte left, copied or not. */
+    bool last = i >= WL_CONT_RECORDS - 1 || left <= size;
+    long real = last ? c->ret - (long)off : (long)m;
+    /* Inside a body a plugin skips: the size only. */
+    if (c->pos + off + m <= c->skip_until)
+        m = 0;
+    if (!cont_record(&c->d, c->sys, real, c->direction, c->pos + off, m, c->buf + off, WL_F_CONT))
+        return 1;
+    return last;
+}
+
+/* A data event of one flat buffer. A call longer than what one record
+ * copies (the capture size), on a stream socket that wants whole calls (no
+ * budget of its own: a plugin that needs every byte, e.g. to frame a
+ * pipelined batch of replies, or a socket not yet detected), is not cut:
+ * the rest follows in up to WL_CONT_RECORDS continuation records of
+ * WL_MAX_PAYLOAD bytes (whatever the capture size: counts must not depend
+ * on it), and only bytes past those are left uncopied (the last record
+ * counts them). Cutting it would cost the messages inside the
+ * uncopied bytes, and with them calls.
+ *
+ * A global function: verified once, not at each of its call sites (inlined,
+ * the continuation loop took on_send past the verifier's limit of a
+ * million instructions). What it is given is checked here. */
+__noinline int flat_call(const struct flat *call) {
+    if (!call)
+        return 0;
+    struct flat c = *call;
+    if (c.ret <= 0)
+        return 0;
+    /* A datagram longer than the buffer (MSG_TRUNC) moved only buf_len. */
+    c.len = (__u64)c.ret < c.buf_len ? (__u64)c.ret : c.buf_len;
+    __u32 n = cap_len(c.len, c.budget);
+    bool more = c.budget == 0 && c.len > n && c.d.type == SOCK_STREAM;
+    if (!flat_record(&c.d, c.sys, more ? (long)n : c.ret, c.direction, c.pos, n, c.buf, 0) || !more)
+        return 0;
+    c.first = n;
+    bpf_loop(WL_CONT_RECORDS, cont_step, &c, 0);
+    return 0;
+}
+
+static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos,
+                                       __u32 budget, __u64 skip_until, __u64 buf, __u64 buf_len) {
+    struct flat c = {
+        .d = *d, .pos = pos, .buf = buf, .buf_len = buf_len, .skip_until = skip_until, .ret = ret, .budget = budget,
+        .sys = sys, .direction = direction,
+    };
+    flat_call(&c);
 }
 
 /* An event in the per-CPU scratch record, header filled, no payload yet
@@ -531,16 +640,66 @@ static __always_inline struct scratch *scratch_event(const struct sock_desc *d, 
     return s;
 }
 
-/* A data event whose payload is gathered from an iovec array. */
+/* One call on an iovec array, as its continuation loop takes it. */
+struct gathered {
+    struct sock_desc d;
+    __u64 pos;
+    __u64 iovs;
+    __u64 cnt;
+    __u64 skip_until;
+    long ret;
+    __u16 sys;
+    __u8 direction;
+};
+
+/* Iovecs a continuation record looks through (those before its bytes
+ * included): the loop inside a bpf_loop callback costs the verifier about
+ * a second per program at MAX_IOV, which every variant pays. Servers that
+ * gather replies (Redis's writev of reply blocks) use a few. */
+#define CONT_IOV 4
+
+/* Continuation record i of a gathered call (see cont_step: the same rules). */
+static long iov_cont_step(__u64 i, void *arg) {
+    const struct gathered *c = arg;
+    __u64 size = WL_MAX_PAYLOAD;
+    /* The first record held the capture size. */
+    __u64 off = cap_len(~0ULL, 0) + i * size;
+    if (off >= (__u64)c->ret)
+        return 1;
+    __u64 left = (__u64)c->ret - off;
+    bool last = i >= WL_CONT_RECORDS - 1 || left <= size;
+    struct scratch *s = scratch_event(&c->d, WL_EV_DATA, c->sys, last ? (long)left : (long)size, c->direction,
+                                      c->pos + off);
+    if (!s)
+        return 1;
+    s->ev.flags = WL_F_CONT;
+    __u64 m = left > size ? size : left;
+    /* Inside a body a plugin skips: the size only. */
+    s->ev.captured = c->pos + off + m <= c->skip_until ? 0 : copy_iov(s, c->iovs, c->cnt, off, m, WL_MAX_PAYLOAD, CONT_IOV);
+    if (s->ev.captured < s->ev.real_len)
+        count(WL_CNT_TRUNCATED);
+    return submit(s) ? last : 1;
+}
+
+/* A data event whose payload is gathered from an iovec array; a long call
+ * on a socket that wants whole calls continues as flat_call's does. */
 static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos,
-                                      __u32 budget, __u64 iovs, __u64 cnt) {
-    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, ret, direction, pos);
+                                      __u32 budget, __u64 skip_until, __u64 iovs, __u64 cnt) {
+    __u32 n = cap_len(ret, budget);
+    bool more = budget == 0 && (__u64)ret > n && d->type == SOCK_STREAM;
+    struct scratch *s = scratch_event(d, WL_EV_DATA, sys, more ? (long)n : ret, direction, pos);
     if (!s)
         return;
-    s->ev.captured = copy_iov(s, iovs, cnt, cap_len(ret, budget));
-    if (s->ev.captured < ret)
+    s->ev.captured = copy_iov(s, iovs, cnt, 0, n, n, MAX_IOV);
+    if (s->ev.captured < s->ev.real_len)
         count(WL_CNT_TRUNCATED);
-    submit(s);
+    if (!submit(s) || !more)
+        return;
+    struct gathered c = {
+        .d = *d, .pos = pos, .iovs = iovs, .cnt = cnt, .skip_until = skip_until, .ret = ret, .sys = sys,
+        .direction = direction,
+    };
+    bpf_loop(WL_CONT_RECORDS, iov_cont_step, &c, 0);
 }
 
 /* A data event without payload (sendfile, splice, io_uring, skipped
@@ -690,6 +849,7 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
     __u64 pos = info->pos[dir];
     info->pos[dir] = pos + ret;
     __u32 budget = info->budget[dir];
+    __u64 skip = info->skip_until[dir];
     /* No payload: the daemon counts this call from its size alone (all of
      * it inside a body a plugin skips, or a socket left to layer 4). */
     bool no_copy = pos + ret <= info->skip_until[dir] || info->mode == WL_MODE_L4;
@@ -716,19 +876,19 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
     switch (nr) {
     case NR_read:
     case NR_write:
-        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, ret, direction, pos, budget, arg2, arg3);
+        flat_event(&d, nr == NR_read ? WL_SYS_READ : WL_SYS_WRITE, ret, direction, pos, budget, skip, arg2, arg3);
         break;
     case NR_sendto:
         peer_from_sockaddr(&d, SYSCALL_ARG(regs, 5));
-        flat_event(&d, WL_SYS_SENDTO, ret, direction, pos, budget, arg2, arg3);
+        flat_event(&d, WL_SYS_SENDTO, ret, direction, pos, budget, skip, arg2, arg3);
         break;
     case NR_recvfrom:
         peer_from_datagram(&d, sk, ret);
-        flat_event(&d, WL_SYS_RECVFROM, ret, direction, pos, budget, arg2, arg3);
+        flat_event(&d, WL_SYS_RECVFROM, ret, direction, pos, budget, skip, arg2, arg3);
         break;
     case NR_readv:
     case NR_writev:
-        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, ret, direction, pos, budget, arg2, arg3);
+        iov_event(&d, nr == NR_readv ? WL_SYS_READV : WL_SYS_WRITEV, ret, direction, pos, budget, skip, arg2, arg3);
         break;
     case NR_sendmsg:
     case NR_recvmsg:
@@ -748,7 +908,7 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
             peer_from_sockaddr(&d, (__u64)m.msg_name);
         else
             peer_from_datagram(&d, sk, ret);
-        iov_event(&d, sys, ret, direction, pos, budget, (__u64)m.msg_iov, m.msg_iovlen);
+        iov_event(&d, sys, ret, direction, pos, budget, skip, (__u64)m.msg_iov, m.msg_iovlen);
         break;
     }
     case NR_sendfile:

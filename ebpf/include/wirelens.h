@@ -7,6 +7,14 @@
 /* Most payload bytes one event can carry (the configured size is capped
  * to it). */
 #define WL_MAX_PAYLOAD 8192
+/* A call longer than one record on a socket that wants whole calls: up to
+ * this many more records of WL_MAX_PAYLOAD bytes carry the rest (see
+ * flat_call): 128 KiB past the first record (a Redis server writes at most
+ * 64 KiB per event loop turn; hiredis reads 16 KiB at a time). */
+#define WL_CONT_RECORDS 16
+/* Data event flag: this record continues the previous one's call (the same
+ * system call, bytes from `pos` on): one call, not another. */
+#define WL_F_CONT 1
 
 /* event.kind */
 #define WL_EV_DATA 1  /* bytes moved through a socket (one send or receive) */
@@ -71,7 +79,8 @@ struct wl_event {
     __u16 rport;
     __u8 direction;
     __u8 role;
-    __u8 pad[2];
+    __u8 flags;      /* WL_F_*: continuation records of one call */
+    __u8 pad;
     __u8 laddr[16];  /* IPv4 in the first 4 bytes */
     __u8 raddr[16];
     char comm[16];   /* the process's name (main thread) */
@@ -93,6 +102,7 @@ _Static_assert(__builtin_offsetof(struct wl_event, lport) == 56, "lport");
 _Static_assert(__builtin_offsetof(struct wl_event, rport) == 58, "rport");
 _Static_assert(__builtin_offsetof(struct wl_event, direction) == 60, "direction");
 _Static_assert(__builtin_offsetof(struct wl_event, role) == 61, "role");
+_Static_assert(__builtin_offsetof(struct wl_event, flags) == 62, "flags");
 _Static_assert(__builtin_offsetof(struct wl_event, laddr) == 64, "laddr");
 _Static_assert(__builtin_offsetof(struct wl_event, raddr) == 80, "raddr");
 _Static_assert(__builtin_offsetof(struct wl_event, comm) == 96, "comm");

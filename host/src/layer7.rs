@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 
 use crate::aggregate::l7::{Endpoint, L7Window};
-use crate::capture::{Event, Mode, SocketControl, Transport};
+use crate::capture::{Direction, Event, Mode, SocketControl, Transport};
 use crate::config::closest;
 use crate::connections::{Conn, Role};
 use crate::metadata::ProcessCache;
@@ -56,6 +56,9 @@ struct L7Conn {
     control: SocketControl,
     /// Its requests waiting for responses.
     pending: Pending,
+    /// Where its stream is known up to, per direction (egress, ingress):
+    /// a record that starts past it follows bytes the ring buffer lost.
+    next_pos: [Option<u64>; 2],
 }
 
 pub struct Layer7 {
@@ -68,6 +71,8 @@ pub struct Layer7 {
     payload_bytes: u32,
     /// Sockets whose wishes changed since the last [`Layer7::take_controls`].
     controls: HashMap<u64, SocketControl>,
+    /// Holes in connections' streams (records the ring buffer lost).
+    stream_gaps: u64,
     closing: Vec<u64>,
     parsed: Vec<Parsed>,
     events: Vec<ConnEvent>,
@@ -103,6 +108,7 @@ impl Layer7 {
             capture_bytes,
             payload_bytes,
             controls: HashMap::default(),
+            stream_gaps: 0,
             closing: Vec::new(),
             parsed: Vec::new(),
             events: Vec::new(),
@@ -117,27 +123,39 @@ impl Layer7 {
         // A server's calls aggregate per client address, not per client
         // connection (its ephemeral port would make a key per connection).
         let key_remote = if conn.role == Role::Server { (remote.0, 0) } else { remote };
-        self.conns.entry(conn.id).or_insert_with(|| L7Conn {
+        let l7 = self.conns.entry(conn.id).or_insert_with(|| L7Conn {
             at: Endpoint { proc: conn.key.proc, role: conn.role, remote: key_remote },
             sock: conn.key.sock,
             role: conn.role,
             control: SocketControl::default(),
             pending: Pending::default(),
+            next_pos: [None; 2],
         });
-        let role = WireRole::from(conn.role);
-        let port_hint = if conn.role == Role::Server { conn.local.1 } else { remote.1 };
-        self.worker.push(ChunkIn {
+        let chunk = ChunkIn {
             conn: conn.id,
             direction: ev.direction.into(),
-            role,
+            role: WireRole::from(conn.role),
             // When the socket took or gave the bytes.
             timestamp_ns: ev.ts,
             data: payload,
             real_len: ev.real_len,
-            port_hint,
+            port_hint: if conn.role == Role::Server { conn.local.1 } else { remote.1 },
             datagram: ev.transport == Transport::Datagram,
             stream_end: ev.pos + ev.real_len,
-        });
+        };
+        // Records the ring buffer lost (it was full) leave a hole in the
+        // stream: the plugin is told those bytes are missing, as it is of
+        // bytes not copied, so it keeps the calls around them (a lost
+        // continuation of a long call, or whole calls).
+        if ev.transport == Transport::Stream {
+            let d = usize::from(ev.direction == Direction::Ingress);
+            if let Some(expected) = l7.next_pos[d].filter(|&at| ev.pos > at) {
+                self.stream_gaps += 1;
+                self.worker.push(ChunkIn { data: &[], real_len: ev.pos - expected, stream_end: ev.pos, ..chunk });
+            }
+            l7.next_pos[d] = Some(l7.next_pos[d].unwrap_or(0).max(chunk.stream_end));
+        }
+        self.worker.push(chunk);
     }
 
     /// Sockets whose wishes changed, by cookie, for the kernel.
@@ -234,6 +252,7 @@ impl Layer7 {
         r.push("l7_messages", s.messages);
         r.push("l7_dropped_connections", s.dropped);
         r.push("l7_orphan_responses", self.stitcher.orphan_responses);
+        r.push("l7_stream_gaps", self.stream_gaps);
         r.push("l7_overflow", self.window.overflow);
     }
 }

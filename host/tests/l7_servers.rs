@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::{config, num, Daemon};
-use common::servers::{calls, client_of, cmd_has, MariaDb, Nginx, Postgres};
+use common::servers::{calls, client_of, cmd_has, MariaDb, Nginx, Postgres, RedisServer};
 use serde_json::Value;
 
 fn l7_daemon() -> Daemon {
@@ -285,6 +285,65 @@ print(total)
     eprintln!("reads not copied: {skipped}");
     assert!(skipped >= rounds * 10, "reads not copied: {health:#?}");
     assert_eq!(health["kernel_lost"], "0");
+}
+
+/// A pipelined client against a Redis server: one write or read carries
+/// 200 commands or replies, 21 to 28 KiB, longer than one kernel record
+/// (4 KiB). The rest of such a call follows in continuation records instead
+/// of being cut, so every call is counted at both ends with its outcome
+/// (cut, the commands and replies past the cut were never seen: the server
+/// side once counted 5% of its calls). The client paces its batches (2 ms
+/// apart) so the ring buffer keeps up: what it loses is another matter
+/// (`kernel_lost`, asserted 0 here).
+#[test]
+fn pipelined_calls_longer_than_a_record_are_all_counted_at_both_ends() {
+    let redis = RedisServer::start();
+    let server_pid = redis.child.id().to_string();
+    let daemon = l7_daemon();
+    let (batches, per_batch) = (100u64, 200u64);
+    let client = r#"
+import socket, sys, time
+port, batches, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket()
+s.connect(("127.0.0.1", port))
+value = b"v" * 100
+def run(commands, reply_len):
+    for b in range(batches):
+        s.sendall(b"".join(commands(b * n + i) for i in range(n)))
+        want, got = n * reply_len, 0
+        while got < want:
+            got += len(s.recv(16384))
+        time.sleep(0.002)
+run(lambda i: b"*3\r\n$3\r\nSET\r\n$8\r\nk:%06d\r\n$100\r\n%s\r\n" % (i, value), 5)
+run(lambda i: b"*2\r\n$3\r\nGET\r\n$8\r\nk:%06d\r\n" % i, 107)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", client, &redis.port.to_string(), &batches.to_string(), &per_batch.to_string()])
+        .output()
+        .expect("python3 (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let n = batches * per_batch;
+    let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
+    let client = |r: &Value| client_of(r, redis.port) && cmd_has(r, "python3");
+    let command = |r: &Value, c: &str| r["command"] == c;
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        calls(rs, "redis", |r| server(r) && command(r, "GET")) >= n
+            && calls(rs, "redis", |r| client(r) && command(r, "GET")) >= n
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+    assert_eq!(health["kernel_lost"], "0", "the ring buffer lost records: this test cannot tell: {health}");
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "redis-server"), (&client, "client")] {
+        for c in ["SET", "GET"] {
+            let all = calls(&records, "redis", |r| side(r) && command(r, c));
+            let ok = calls(&records, "redis", |r| side(r) && command(r, c) && r["success"] == "1");
+            assert_eq!((all, ok), (n, n), "{name} {c}: every call, each a success: {:#?}", of(&records, "redis"));
+        }
+    }
+    // Continuation records went through (21 KiB of replies per read).
+    let truncated: u64 = health["truncated"].as_str().unwrap().parse().unwrap();
+    assert_eq!(truncated, 0, "no call was cut: {health}");
 }
 
 /// `Common.IncludeProtocols` limits which plugins may claim a connection

@@ -171,7 +171,8 @@ fn main() {
     let mut answered = 0u64;
     let mut latencies: Vec<u32> = Vec::with_capacity((writes_due.min(50_000_000)) as usize);
     let mut max_behind = Duration::ZERO;
-    let mut buf = vec![0u8; 256 * 1024];
+    // 16 KiB reads, as hiredis (and so most Redis clients) make them.
+    let mut buf = vec![0u8; 16 * 1024];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
 
     let send = |c: &mut Conn, due: Instant, request: &[u8]| {

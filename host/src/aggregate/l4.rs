@@ -42,12 +42,14 @@ impl L4Window {
     /// Count one data call on a kept connection.
     pub fn add(&mut self, conn: &Conn, ev: &Event) {
         let Some(s) = self.entry(conn, ev) else { return };
+        // A continuation record is more of the same call.
+        let calls = u64::from(!ev.continued);
         if ev.direction == Direction::Ingress {
             s.recv_bytes += ev.real_len;
-            s.recv_packets += 1;
+            s.recv_packets += calls;
         } else {
             s.send_bytes += ev.real_len;
-            s.send_packets += 1;
+            s.send_packets += calls;
         }
     }
 

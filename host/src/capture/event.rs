@@ -39,6 +39,9 @@ pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
+/// `WL_F_CONT`.
+pub const F_CONT: u8 = 1;
+
 pub const SOCK_STREAM: u16 = 1;
 pub const SOCK_DGRAM: u16 = 2;
 
@@ -61,7 +64,8 @@ pub struct RawEvent {
     pub rport: u16,
     pub direction: u8,
     pub role: u8,
-    pub pad: [u8; 2],
+    pub flags: u8,
+    pub pad: u8,
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
     pub comm: [u8; 16],
@@ -307,6 +311,10 @@ pub struct Event {
     /// Close and stats events: what the socket moved while counted in the
     /// kernel.
     pub counts: Counts,
+    /// This record continues the previous one's call (a call longer than
+    /// one record, on a socket that wants whole calls): its bytes follow
+    /// on, but it is not another call.
+    pub continued: bool,
 }
 
 /// Events as the capture hands them over: their payloads in one buffer, so
@@ -365,6 +373,7 @@ impl EventBatch {
             cgroup: None,
             payload: 0..0,
             counts: Counts::default(),
+            continued: false,
         };
         self.push(ev, payload)
     }
@@ -502,6 +511,7 @@ impl Event {
             cgroup: None,
             payload: 0..0,
             counts,
+            continued: raw.flags & F_CONT != 0,
         };
         Some((event, payload))
     }
@@ -532,6 +542,7 @@ mod tests {
             ("rport", offset_of!(RawEvent, rport)),
             ("direction", offset_of!(RawEvent, direction)),
             ("role", offset_of!(RawEvent, role)),
+            ("flags", offset_of!(RawEvent, flags)),
             ("laddr", offset_of!(RawEvent, laddr)),
             ("raddr", offset_of!(RawEvent, raddr)),
             ("comm", offset_of!(RawEvent, comm)),
@@ -577,6 +588,7 @@ mod tests {
             ("WL_MAX_PAYLOAD", MAX_PAYLOAD as u64),
             ("WL_ARGV_MAX", ARGV_MAX as u64),
             ("WL_EV_DATA", EV_DATA.into()),
+            ("WL_F_CONT", F_CONT.into()),
             ("WL_EV_CLOSE", EV_CLOSE.into()),
             ("WL_EV_STATS", EV_STATS.into()),
             ("WL_MODE_COPY", MODE_COPY.into()),

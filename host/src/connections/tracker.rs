@@ -279,6 +279,7 @@ mod tests {
             cgroup: None,
             payload: 0..0,
             counts: Default::default(),
+            continued: false,
         }
     }
 
