@@ -538,8 +538,8 @@ static __always_inline int flat_record(const struct sock_desc *d, __u16 sys, lon
     return 0;
 }
 
-/* Fewer classes for continuation records: the loop below is verified once
- * per iteration. */
+/* Fewer classes for continuation records: every class is one more path
+ * the verifier explores in the bpf_loop callback below. */
 static __always_inline int cont_record(const struct sock_desc *d, __u16 sys, long real, __u8 direction, __u64 pos,
                                        __u32 n, __u64 buf, __u8 flags) {
     RESERVE_CLASS(0)
