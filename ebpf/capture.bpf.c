@@ -549,6 +549,22 @@ static __always_inline int cont_record(const struct sock_desc *d, __u16 sys, lon
     return 0;
 }
 
+/* Where continuation record i of a call of `len` bytes starts (`*off`) and
+ * how many bytes it copies (`*m`); false past the call's end. The first
+ * record held the capture size (a call continues only when it is longer),
+ * every later one WL_MAX_PAYLOAD bytes: derived from i alone, so the
+ * bpf_loop callbacks write no state back and their verification converges
+ * at once. `*last`: the record that stands for every byte left. */
+static __always_inline bool cont_span(__u64 i, __u64 len, __u64 *off, __u32 *m, bool *last) {
+    *off = cap_len(~0ULL, 0) + i * WL_MAX_PAYLOAD;
+    if (*off >= len)
+        return false;
+    __u64 left = len - *off;
+    *m = left > WL_MAX_PAYLOAD ? WL_MAX_PAYLOAD : (__u32)left;
+    *last = i >= WL_CONT_RECORDS - 1 || left <= WL_MAX_PAYLOAD;
+    return true;
+}
+
 /* One call on a flat buffer, as flat_call and its continuation loop take
  * it (a BPF function takes at most five arguments). */
 struct flat {
@@ -557,7 +573,6 @@ struct flat {
     __u64 buf;
     __u64 buf_len;
     __u64 len;   /* bytes to copy in all */
-    __u64 first; /* bytes in the first record */
     __u64 skip_until; /* a body a plugin skips ends there: not copied */
     long ret;
     __u32 budget;
@@ -573,14 +588,11 @@ struct flat {
  * past the verifier's limit.) */
 static long cont_step(__u64 i, void *arg) {
     const struct flat *c = arg;
-    __u64 size = WL_MAX_PAYLOAD;
-    __u64 off = c->first + i * size;
-    if (off >= c->len)
+    __u64 off;
+    __u32 m;
+    bool last;
+    if (!cont_span(i, c->len, &off, &m, &last))
         return 1;
-    __u64 left = c->len - off;
-    __u32 m = left > size ? size : left;
-    /* The last record stands for every byte left, copied or not. */
-    bool last = i >= WL_CONT_RECORDS - 1 || left <= size;
     long real = last ? c->ret - (long)off : (long)m;
     /* Inside a body a plugin skips: the size only. */
     if (c->pos + off + m <= c->skip_until)
@@ -615,7 +627,6 @@ __noinline int flat_call(const struct flat *call) {
     bool more = c.budget == 0 && c.len > n && c.d.type == SOCK_STREAM;
     if (!flat_record(&c.d, c.sys, more ? (long)n : c.ret, c.direction, c.pos, n, c.buf, 0) || !more)
         return 0;
-    c.first = n;
     bpf_loop(WL_CONT_RECORDS, cont_step, &c, 0);
     return 0;
 }
@@ -661,19 +672,16 @@ struct gathered {
 /* Continuation record i of a gathered call (see cont_step: the same rules). */
 static long iov_cont_step(__u64 i, void *arg) {
     const struct gathered *c = arg;
-    __u64 size = WL_MAX_PAYLOAD;
-    /* The first record held the capture size. */
-    __u64 off = cap_len(~0ULL, 0) + i * size;
-    if (off >= (__u64)c->ret)
+    __u64 off;
+    __u32 m;
+    bool last;
+    if (!cont_span(i, (__u64)c->ret, &off, &m, &last))
         return 1;
-    __u64 left = (__u64)c->ret - off;
-    bool last = i >= WL_CONT_RECORDS - 1 || left <= size;
-    struct scratch *s = scratch_event(&c->d, WL_EV_DATA, c->sys, last ? (long)left : (long)size, c->direction,
-                                      c->pos + off);
+    struct scratch *s =
+        scratch_event(&c->d, WL_EV_DATA, c->sys, last ? c->ret - (long)off : (long)m, c->direction, c->pos + off);
     if (!s)
         return 1;
     s->ev.flags = WL_F_CONT;
-    __u64 m = left > size ? size : left;
     /* Inside a body a plugin skips: the size only. */
     s->ev.captured = c->pos + off + m <= c->skip_until ? 0 : copy_iov(s, c->iovs, c->cnt, off, m, WL_MAX_PAYLOAD, CONT_IOV);
     if (s->ev.captured < s->ev.real_len)
@@ -852,7 +860,7 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
     __u64 skip = info->skip_until[dir];
     /* No payload: the daemon counts this call from its size alone (all of
      * it inside a body a plugin skips, or a socket left to layer 4). */
-    bool no_copy = pos + ret <= info->skip_until[dir] || info->mode == WL_MODE_L4;
+    bool no_copy = pos + ret <= skip || info->mode == WL_MODE_L4;
 
     /* io_uring's worker threads run no system call of their own: their
      * saved registers name no buffer (size only, below). */
