@@ -6,7 +6,13 @@
 -- array that spans TCP segments again in every segment (flagged
 -- `resp.reassembled_in_next_frame`): a top-level element is one that arrives
 -- when no array is open, and one carrying that flag is not counted (its
--- complete form comes later). Prints one line per connection and direction:
+-- complete form comes later). Wireshark 4.0 does not always reassemble a
+-- reply longer than a segment either (redis-cli's 172 KB COMMAND DOCS reply
+-- over five segments): it shows the array's first part unflagged, and the
+-- rest of its elements as top-level elements of the following segments. So
+-- a top-level array still open at the end of an unflagged segment takes in
+-- the rest of that direction until the other side speaks again (`open`).
+-- Prints one line per connection and direction:
 -- `STREAM req|rsp COUNT ERRORS`.
 local port = tonumber(os.getenv("RESP_PORT"))
 local tcp_stream = Field.new("tcp.stream")
@@ -24,8 +30,11 @@ function tap.packet(pinfo, tvb)
     local stream = tostring(tcp_stream().value)
     local dir = (tcp_dstport().value == port) and "req" or "rsp"
     local key = stream .. " " .. dir
-    counts[key] = counts[key] or { n = 0, err = 0 }
+    local other = stream .. " " .. ((dir == "req") and "rsp" or "req")
+    counts[key] = counts[key] or { n = 0, err = 0, open = false }
     local c = counts[key]
+    if counts[other] then counts[other].open = false end
+    if c.open then return end
     local stack, top, partial = {}, nil, false
     local function close()
         if top and not partial then
@@ -53,6 +62,7 @@ function tap.packet(pinfo, tvb)
             while #stack > 0 and stack[#stack] <= 0 do stack[#stack] = nil end
         end
     end
+    c.open = #stack > 0 and not partial
     close()
 end
 
