@@ -198,9 +198,20 @@ struct {
 } thread_infos SEC(".maps");
 
 /* Where iovec payloads are gathered before they go out in one record. */
+/* Where a copy from an iovec array stands: iovec `idx` begins at byte `at`
+ * of the call. A long call's records go on from where the last one stopped
+ * instead of walking the array from its start each time. It is kept in the
+ * scratch map, not on the stack: the verifier does not follow values in map
+ * memory, so the continuation callback's states converge at once. */
+struct iov_cursor {
+    __u64 idx;
+    __u64 at;
+};
+
 struct scratch {
     struct wl_event ev;
     __u8 payload[2 * WL_MAX_PAYLOAD];
+    struct iov_cursor cur; /* of the gathered call being recorded */
 };
 
 struct {
@@ -419,30 +430,33 @@ static __always_inline __u32 copy_flat(struct scratch *s, __u32 off, __u64 src, 
 }
 
 /* Copy up to `total` bytes from an iovec array, from byte `start` of the
- * bytes it holds end to end. */
-static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovs, __u64 cnt, __u64 start, __u64 total,
-                                      __u32 max, const int iov_max) {
+ * bytes it holds end to end, looking at up to iov_max iovecs from the
+ * cursor (moved past every iovec left behind). */
+static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovs, __u64 cnt, struct iov_cursor *cur, __u64 start,
+                                      __u64 total, __u32 max, const int iov_max) {
     __u32 off = 0;
-    for (int i = 0; i < iov_max; i++) {
-        if (i >= cnt || off >= total)
+    __u64 want = start, end = start + total;
+    for (int k = 0; k < iov_max; k++) {
+        if (cur->idx >= cnt || want >= end)
             break;
         struct iovec iov = {};
-        if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovs + i * sizeof(struct iovec))) != 0)
+        if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovs + cur->idx * sizeof(struct iovec))) != 0)
             break;
-        __u64 len = iov.iov_len, base = (__u64)iov.iov_base;
-        if (start >= len) {
-            start -= len;
-            continue;
+        __u64 len = iov.iov_len;
+        if (want < cur->at + len) {
+            __u64 in = want - cur->at, n = len - in;
+            if (n > end - want)
+                n = end - want;
+            __u32 got = copy_flat(s, off, (__u64)iov.iov_base + in, n, max);
+            if (got == 0)
+                break;
+            off += got;
+            want += got;
+            if (want < cur->at + len)
+                break; /* the rest of this iovec is the next record's */
         }
-        base += start;
-        len -= start;
-        start = 0;
-        if (len > total - off)
-            len = total - off;
-        __u32 got = copy_flat(s, off, base, len, max);
-        if (got == 0)
-            break;
-        off += got;
+        cur->at += len;
+        cur->idx++;
     }
     return off;
 }
@@ -663,10 +677,10 @@ struct gathered {
     __u8 direction;
 };
 
-/* Iovecs a continuation record looks through (those before its bytes
- * included): the loop inside a bpf_loop callback costs the verifier about
- * a second per program at MAX_IOV, which every variant pays. Servers that
- * gather replies (Redis's writev of reply blocks) use a few. */
+/* Iovecs a continuation record looks through, from where the record before
+ * stopped: the loop inside a bpf_loop callback costs the verifier about a
+ * second per program at MAX_IOV, which every variant pays. An 8 KiB record
+ * spans at most two of Redis's 16 KiB reply blocks. */
 #define CONT_IOV 4
 
 /* Continuation record i of a gathered call (see cont_step: the same rules). */
@@ -683,7 +697,8 @@ static long iov_cont_step(__u64 i, void *arg) {
         return 1;
     s->ev.flags = WL_F_CONT;
     /* Inside a body a plugin skips: the size only. */
-    s->ev.captured = c->pos + off + m <= c->skip_until ? 0 : copy_iov(s, c->iovs, c->cnt, off, m, WL_MAX_PAYLOAD, CONT_IOV);
+    s->ev.captured =
+        c->pos + off + m <= c->skip_until ? 0 : copy_iov(s, c->iovs, c->cnt, &s->cur, off, m, WL_MAX_PAYLOAD, CONT_IOV);
     if (s->ev.captured < s->ev.real_len)
         count(WL_CNT_TRUNCATED);
     return submit(s) ? last : 1;
@@ -698,7 +713,9 @@ static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long
     struct scratch *s = scratch_event(d, WL_EV_DATA, sys, more ? (long)n : ret, direction, pos);
     if (!s)
         return;
-    s->ev.captured = copy_iov(s, iovs, cnt, 0, n, n, MAX_IOV);
+    s->cur.idx = 0;
+    s->cur.at = 0;
+    s->ev.captured = copy_iov(s, iovs, cnt, &s->cur, 0, n, n, MAX_IOV);
     if (s->ev.captured < s->ev.real_len)
         count(WL_CNT_TRUNCATED);
     if (!submit(s) || !more)

@@ -24,8 +24,12 @@ use crate::protocols::{
 use crate::records::Record;
 use crate::stitch::{Call, Pending, Stitcher};
 
-/// Requests waiting for a response per connection, at most.
-const MAX_PENDING: usize = 1024;
+/// Requests waiting for a response, at most, per connection and on all
+/// connections (32 bytes each). A client that pipelines deeply really has
+/// this many: an open-loop redis client at 900k requests/s had over 100k
+/// per connection in its socket buffers.
+const MAX_PENDING: usize = 256 * 1024;
+const MAX_PENDING_TOTAL: usize = 2 * 1024 * 1024;
 /// Requests unanswered for this long are reported as failed calls.
 const REQUEST_TIMEOUT_NS: u64 = 30_000_000_000;
 
@@ -102,7 +106,7 @@ impl Layer7 {
         Ok(Self {
             registry,
             worker,
-            stitcher: Stitcher::new(MAX_PENDING, REQUEST_TIMEOUT_NS),
+            stitcher: Stitcher::new(MAX_PENDING, MAX_PENDING_TOTAL, REQUEST_TIMEOUT_NS),
             window: L7Window::new(max_keys),
             conns: HashMap::default(),
             capture_bytes,
@@ -252,6 +256,7 @@ impl Layer7 {
         r.push("l7_messages", s.messages);
         r.push("l7_dropped_connections", s.dropped);
         r.push("l7_orphan_responses", self.stitcher.orphan_responses);
+        r.push("l7_pending_evicted", self.stitcher.pending_evicted);
         r.push("l7_stream_gaps", self.stream_gaps);
         r.push("l7_overflow", self.window.overflow);
     }

@@ -45,8 +45,11 @@ pub const QUIET_NS: u64 = 5_000_000_000;
 /// message should start before the connection is given up.
 const MAX_FAILED_RESUMES: u32 = 16;
 
-/// Requests remembered per connection while they await responses.
-const MAX_OUTSTANDING: usize = 1024;
+/// Requests remembered per connection while they await responses (16
+/// bytes each): a deeply pipelined client has tens of thousands waiting,
+/// and the host keeps up to 262,144 (past this the oldest are forgotten:
+/// responses lost in a hole then stand for fewer requests).
+const MAX_OUTSTANDING: usize = 65536;
 
 /// All connections of one plugin instance. The export macro drives one of
 /// these inside the sandbox; [`crate::testing`] and benchmarks drive one

@@ -190,7 +190,6 @@ mod tests {
 
     fn call(sets: &mut FieldSets, plugin: &Arc<LoadedPlugin>, command: &str, latency_ns: u64) -> Call {
         Call {
-            conn: 1,
             request: sets.intern(plugin, [(0, command)].into_iter()),
             response: Some(sets.intern(plugin, std::iter::empty())),
             latency_ns,

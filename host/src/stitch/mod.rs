@@ -13,7 +13,6 @@ use crate::protocols::{FieldSet, LoadedPlugin, MessageKind, Parsed};
 /// One layer-7 call.
 #[derive(Clone, Debug)]
 pub struct Call {
-    pub conn: u64,
     /// The request's fields (or the one-way message's)...
     pub request: Arc<FieldSet>,
     /// ... and the response's, when it was paired.
@@ -43,61 +42,98 @@ impl Call {
     }
 }
 
+/// A request waiting for its response: only what the call needs (a deep
+/// pipeline keeps tens of thousands of these per connection).
+struct Waiting {
+    request: Arc<FieldSet>,
+    start_ns: u64,
+    size: u64,
+}
+
+impl Waiting {
+    fn of(m: Parsed) -> Self {
+        Self { request: m.fields, start_ns: m.start_ns, size: m.size }
+    }
+}
+
 /// One connection's requests waiting for their responses (kept by the
 /// caller with the rest of the connection's state: no lookup per message).
 #[derive(Default)]
 pub struct Pending {
-    fifo: VecDeque<Parsed>,
-    by_id: HashMap<u64, Parsed>,
+    fifo: VecDeque<Waiting>,
+    by_id: HashMap<u64, Waiting>,
+    /// Requests given up past the bound, oldest first, whose responses are
+    /// still to come: each takes the next response in order, so the rest
+    /// stay paired with their own (and when the last was sent).
+    skipped: u64,
+    skipped_newest_ns: u64,
 }
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
-        self.fifo.is_empty() && self.by_id.is_empty()
+        self.fifo.is_empty() && self.by_id.is_empty() && self.skipped == 0
+    }
+
+    fn len(&self) -> usize {
+        self.fifo.len() + self.by_id.len()
     }
 }
 
 /// Pairing rules and what they count.
 pub struct Stitcher {
-    /// Most requests waiting per connection (more are reported as failed).
+    /// Most requests waiting per connection, and on all connections
+    /// together: past either bound the oldest of the connection is given up.
     max_pending: usize,
+    max_pending_total: usize,
+    waiting: usize,
     /// Requests unanswered for this long are failed calls.
     timeout_ns: u64,
     /// Responses with no request (capture started mid-call, or lost bytes).
     pub orphan_responses: u64,
+    /// Requests given up past a bound: counted as calls of unknown outcome.
+    pub pending_evicted: u64,
 }
 
 impl Stitcher {
-    pub fn new(max_pending: usize, timeout_ns: u64) -> Self {
-        Self { max_pending, timeout_ns, orphan_responses: 0 }
+    pub fn new(max_pending: usize, max_pending_total: usize, timeout_ns: u64) -> Self {
+        Self { max_pending, max_pending_total, waiting: 0, timeout_ns, orphan_responses: 0, pending_evicted: 0 }
     }
 
     /// Feed one parsed message of the connection whose requests wait in
     /// `pending`; completed calls go to `out`.
     pub fn add(&mut self, pending: &mut Pending, m: Parsed, out: &mut Vec<Call>) {
         match m.kind {
-            MessageKind::Request => match m.pair_id {
-                Some(id) => {
-                    if let Some(old) = pending.by_id.insert(id, m) {
-                        out.push(unanswered(old));
-                    }
+            MessageKind::Request => {
+                if pending.len() >= self.max_pending || self.waiting >= self.max_pending_total {
+                    self.evict_oldest(pending, out);
                 }
-                None => {
-                    if pending.fifo.len() >= self.max_pending {
-                        if let Some(old) = pending.fifo.pop_front() {
+                self.waiting += 1;
+                match m.pair_id {
+                    Some(id) => {
+                        if let Some(old) = pending.by_id.insert(id, Waiting::of(m)) {
+                            // The id was reused: the old one got no answer.
+                            self.waiting -= 1;
                             out.push(unanswered(old));
                         }
                     }
-                    pending.fifo.push_back(m);
+                    None => pending.fifo.push_back(Waiting::of(m)),
                 }
-            },
+            }
             MessageKind::Response => {
                 let req = match m.pair_id {
                     Some(id) => pending.by_id.remove(&id),
+                    None if pending.skipped > 0 => {
+                        // The answer to a request given up: already counted.
+                        pending.skipped -= 1;
+                        return;
+                    }
                     None => pending.fifo.pop_front(),
                 };
                 match req {
-                    Some(req) => out.push(pair(req, m)),
+                    Some(req) => {
+                        self.waiting -= 1;
+                        out.push(pair(req, m))
+                    }
                     None => self.orphan_responses += 1,
                 }
             }
@@ -105,35 +141,58 @@ impl Stitcher {
         }
     }
 
+    /// Past a bound: the oldest request becomes a call of unknown outcome
+    /// (its answer is still to come, so it is no failure) and its response,
+    /// when it comes, is passed over.
+    fn evict_oldest(&mut self, pending: &mut Pending, out: &mut Vec<Call>) {
+        let old = match pending.fifo.pop_front() {
+            Some(old) => {
+                pending.skipped += 1;
+                pending.skipped_newest_ns = old.start_ns;
+                old
+            }
+            None => {
+                let Some(&id) = pending.by_id.iter().min_by_key(|(_, w)| w.start_ns).map(|(id, _)| id) else {
+                    return;
+                };
+                pending.by_id.remove(&id).unwrap()
+            }
+        };
+        self.waiting -= 1;
+        self.pending_evicted += 1;
+        out.push(Call { success: None, ..unanswered(old) });
+    }
+
     /// The connection is gone: its unanswered requests are failed calls.
     pub fn close(&mut self, pending: Pending, out: &mut Vec<Call>) {
+        self.waiting -= pending.len();
         out.extend(pending.fifo.into_iter().chain(pending.by_id.into_values()).map(unanswered));
     }
 
     /// Requests older than the timeout (by kernel clock `now_ns`) fail.
     pub fn expire(&mut self, pending: &mut Pending, now_ns: u64, out: &mut Vec<Call>) {
         let timeout = self.timeout_ns;
-        while pending.fifo.front().is_some_and(|r| now_ns.saturating_sub(r.start_ns) > timeout) {
+        let old = |w: &Waiting| now_ns.saturating_sub(w.start_ns) > timeout;
+        if pending.skipped > 0 && now_ns.saturating_sub(pending.skipped_newest_ns) > timeout {
+            pending.skipped = 0;
+        }
+        while pending.fifo.front().is_some_and(old) {
+            self.waiting -= 1;
             out.push(unanswered(pending.fifo.pop_front().unwrap()));
         }
         if !pending.by_id.is_empty() {
-            let old: Vec<u64> = pending
-                .by_id
-                .iter()
-                .filter(|(_, r)| now_ns.saturating_sub(r.start_ns) > timeout)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in old {
+            let expired: Vec<u64> = pending.by_id.iter().filter(|(_, w)| old(w)).map(|(k, _)| *k).collect();
+            for k in expired {
+                self.waiting -= 1;
                 out.push(unanswered(pending.by_id.remove(&k).unwrap()));
             }
         }
     }
 }
 
-fn pair(req: Parsed, resp: Parsed) -> Call {
+fn pair(req: Waiting, resp: Parsed) -> Call {
     Call {
-        conn: req.conn,
-        request: req.fields,
+        request: req.request,
         response: Some(resp.fields),
         latency_ns: resp.end_ns.saturating_sub(req.start_ns),
         req_bytes: req.size,
@@ -143,13 +202,12 @@ fn pair(req: Parsed, resp: Parsed) -> Call {
 }
 
 /// A request that never got its response: a failed call.
-fn unanswered(req: Parsed) -> Call {
-    Call { success: Some(false), ..single(req) }
+fn unanswered(req: Waiting) -> Call {
+    Call { request: req.request, response: None, latency_ns: 0, req_bytes: req.size, resp_bytes: 0, success: Some(false) }
 }
 
 fn single(m: Parsed) -> Call {
     Call {
-        conn: m.conn,
         request: m.fields,
         response: None,
         latency_ns: 0,
@@ -191,7 +249,7 @@ mod tests {
     #[test]
     fn fifo_by_id_and_timeouts() {
         let p = http();
-        let mut s = Stitcher::new(2, 1000);
+        let mut s = Stitcher::new(2, 100, 1000);
         let mut conns: Vec<Pending> = (0..5).map(|_| Pending::default()).collect();
         let mut out = Vec::new();
         // Pipelined: two requests, then their responses in order.
@@ -219,14 +277,51 @@ mod tests {
         s.add(&mut conns[3], msg(&p, 3, MessageKind::Response, 1, 2, None), &mut out);
         assert!(out.is_empty());
         assert_eq!(s.orphan_responses, 1);
-        // Unanswered requests fail when the connection closes; the pending
-        // list is bounded.
-        for t in 0..3 {
+        // Unanswered requests fail when the connection closes.
+        for t in 0..2 {
             s.add(&mut conns[4], msg(&p, 4, MessageKind::Request, t, t, None), &mut out);
         }
-        assert_eq!(out.len(), 1, "the oldest of three is dropped past the bound of two");
         s.close(std::mem::take(&mut conns[4]), &mut out);
-        assert_eq!(out.len(), 3);
+        assert_eq!(out.len(), 2);
         assert!(out.iter().all(|c| c.success == Some(false)));
+        assert_eq!(s.waiting, 0, "nothing is waiting any more");
+    }
+
+    /// Past the bound the oldest request is given up as a call of unknown
+    /// outcome; its response is passed over, so the others keep their own.
+    #[test]
+    fn past_the_bound_the_rest_stay_paired() {
+        let p = http();
+        let mut out = Vec::new();
+        for (per_conn, total) in [(2, 100), (100, 2)] {
+            let mut s = Stitcher::new(per_conn, total, 1000);
+            let mut c = Pending::default();
+            for t in 0..4 {
+                s.add(&mut c, msg(&p, 1, MessageKind::Request, t * 10, t * 10, None), &mut out);
+            }
+            assert_eq!(out.iter().map(|c| c.success).collect::<Vec<_>>(), vec![None, None]);
+            assert_eq!(s.pending_evicted, 2);
+            out.clear();
+            for t in 0..4 {
+                s.add(&mut c, msg(&p, 1, MessageKind::Response, 100 + t, 100 + t, None), &mut out);
+            }
+            // Requests sent at 20 and 30 answered at 102 and 103.
+            assert_eq!(out.iter().map(|c| c.latency_ns).collect::<Vec<_>>(), vec![82, 73]);
+            assert!(out.iter().all(|c| c.success == Some(true)));
+            assert_eq!(s.orphan_responses, 0);
+            assert!(c.is_empty());
+            out.clear();
+        }
+        // Passed-over answers that never come stop being awaited with the
+        // timeout, so later answers are not swallowed.
+        let mut s = Stitcher::new(1, 100, 1000);
+        let mut c = Pending::default();
+        s.add(&mut c, msg(&p, 1, MessageKind::Request, 0, 0, None), &mut out);
+        s.add(&mut c, msg(&p, 1, MessageKind::Request, 5, 5, None), &mut out);
+        s.expire(&mut c, 2000, &mut out);
+        out.clear();
+        s.add(&mut c, msg(&p, 1, MessageKind::Request, 2100, 2100, None), &mut out);
+        s.add(&mut c, msg(&p, 1, MessageKind::Response, 2200, 2200, None), &mut out);
+        assert_eq!(out.iter().map(|c| c.latency_ns).collect::<Vec<_>>(), vec![100]);
     }
 }
