@@ -364,6 +364,19 @@ pub trait Protocol: Default + 'static {
         self.resync(conn, ctx)
     }
 
+    /// After lost bytes, parsing resumes at a chunk start, which a long
+    /// read can cut anywhere (a 16 KiB read of pipelined replies). When no
+    /// message starts there, the SDK asks where in `data` (the rest of that
+    /// chunk) one may start: an offset from 1 on, which it tries in turn
+    /// (a parse that is not `Invalid` resumes there; bytes passed over
+    /// belong to no message). A cheap guess from the framing, e.g. Redis's
+    /// line end followed by a type byte. `None` (the default): none, and
+    /// the direction stays lost until its next chunk.
+    fn next_start(&self, ctx: &Ctx, data: &[u8]) -> Option<usize> {
+        let _ = (ctx, data);
+        None
+    }
+
     /// The older form of [`Protocol::lost`], without the head's bytes;
     /// also called when the SDK gives up a place where a message should
     /// have started after lost bytes. Forget per-direction parsing state.

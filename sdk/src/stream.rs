@@ -45,6 +45,10 @@ pub const QUIET_NS: u64 = 5_000_000_000;
 /// message should start before the connection is given up.
 const MAX_FAILED_RESUMES: u32 = 16;
 
+/// Places in one chunk where a message may start (see
+/// [`Protocol::next_start`]) tried after a failed resume.
+const MAX_START_GUESSES: u32 = 64;
+
 /// Requests remembered per connection while they await responses (16
 /// bytes each): a deeply pipelined client has tens of thousands waiting,
 /// and the host keeps up to 262,144 (past this the oldest are forgotten:
@@ -130,6 +134,11 @@ struct DirStream {
     lost: Option<Lost>,
     /// A lost region just ended: the next chunk should start a message.
     resuming: bool,
+    /// Bytes of this direction were lost at some point: a message that does
+    /// not parse may be the framing lost again (a length claimed across the
+    /// hole that was not what the hole held), not another protocol, so it
+    /// is handled as a failed resume instead of giving the connection up.
+    lossy: bool,
     /// Timestamp of the latest chunk.
     last_ts: u64,
 }
@@ -589,8 +598,15 @@ impl<C> ConnState<C> {
         out: &mut Batch,
     ) -> Result<(), String> {
         let d = dir_index(ctx.direction);
+        self.streams[d].last_ts = ts;
+        if self.streams[d].lost.is_some() && self.streams[1 - d].lost.is_some() {
+            // Both directions lost their place: neither can prove the
+            // other's region over, and waiting would lose every call until
+            // the connection goes quiet. A chunk starts a call, so this
+            // direction's region ends here and parsing resumes with it.
+            self.close_lost(ctx.conn, d, out);
+        }
         let s = &mut self.streams[d];
-        s.last_ts = ts;
         if let Some(lost) = s.lost.as_mut() {
             lost.bytes += present.len() as u64 + missing;
             lost.last_ns = ts;
@@ -786,6 +802,7 @@ impl<C> ConnState<C> {
             s.fields = fields;
         }
         s.resuming = false;
+        s.lossy = true;
         s.lost = Some(Lost { head: meta.map(|m| (m, first_ns)), bytes: seen + lost, first_ns, last_ns: ts });
     }
 
@@ -808,6 +825,7 @@ impl<C> ConnState<C> {
             marks.and_then(|m| m.iter().take_while(|(start, _)| *start <= index).last()).map_or(ts, |&(_, t)| t)
         };
         let mut pos = 0usize;
+        let mut tries = 0u32;
         while pos < data.len() && !self.streams[d].to_end {
             let s = &mut self.streams[d];
             let mark = s.fields.mark();
@@ -831,11 +849,20 @@ impl<C> ConnState<C> {
                 }
                 Step::Invalid(reason) => {
                     s.fields.rewind(mark);
-                    if !s.resuming {
+                    if !s.resuming && !s.lossy {
                         return Err(reason);
                     }
                     // Where a message should have started after lost bytes,
-                    // none did: the framing is lost again.
+                    // none did: try where the plugin says one may start in
+                    // the rest of the chunk, a few times.
+                    let _ = proto.resync(&mut self.proto, ctx);
+                    let guess = proto.next_start(ctx, &data[pos..]).filter(|&k| k > 0 && k < data.len() - pos);
+                    if let Some(k) = guess.filter(|_| tries < MAX_START_GUESSES) {
+                        tries += 1;
+                        pos += k;
+                        continue;
+                    }
+                    // None did: the framing is lost again.
                     self.failed_resumes += 1;
                     if self.failed_resumes > MAX_FAILED_RESUMES {
                         return Err(format!("no message start found after lost bytes: {reason}"));

@@ -10,7 +10,11 @@ pub struct SandboxLimits {
     pub deadline: Duration,
     /// Most linear memory one instance may grow to.
     pub memory_bytes: usize,
-    /// Most messages one call may return.
+    /// Most messages one call may return. A call takes up to 256 KiB of
+    /// chunks, which pipelined Redis replies fill with 30,000 messages, and
+    /// a lost region answers every outstanding request (65,536 per
+    /// connection) with an inferred response: a flood is bounded by the
+    /// instance's memory before this.
     pub max_messages: usize,
     /// Most bytes of text (arena) plus errors one call may return.
     pub max_output_bytes: usize,
@@ -29,7 +33,7 @@ impl Default for SandboxLimits {
         Self {
             deadline: Duration::from_millis(10),
             memory_bytes: 64 << 20,
-            max_messages: 16_384,
+            max_messages: 1 << 20,
             max_output_bytes: 4 << 20,
             failure_threshold: 5,
             failure_window: Duration::from_secs(60),

@@ -203,7 +203,14 @@ fn pair(req: Waiting, resp: Parsed) -> Call {
 
 /// A request that never got its response: a failed call.
 fn unanswered(req: Waiting) -> Call {
-    Call { request: req.request, response: None, latency_ns: 0, req_bytes: req.size, resp_bytes: 0, success: Some(false) }
+    Call {
+        request: req.request,
+        response: None,
+        latency_ns: 0,
+        req_bytes: req.size,
+        resp_bytes: 0,
+        success: Some(false),
+    }
 }
 
 fn single(m: Parsed) -> Call {

@@ -324,4 +324,144 @@ mod tests {
     fn claims_no_foreign_protocol() {
         wirelens_sdk::testing::check_claims_no_foreign_protocol::<crate::Redis>();
     }
+    /// An open-loop pipelined client (batches of 16 GETs written as they
+    /// fall due, replies read 16 KiB at a time, each read a 4 KiB record and
+    /// 8 KiB continuations) whose records the ring buffer dropped in both
+    /// directions at once. Neither direction can then prove the other's
+    /// lost region over; both once stayed lost until the connection closed,
+    /// and every later call went with them (3040 of 6400 counted). After a
+    /// hole, reads that start inside a reply resume at the next reply in
+    /// them (the connection was once given up after 16 such records). Only
+    /// the calls inside the lost bytes may go now (at most twice the
+    /// messages they held, as pairing around them realigns).
+    #[test]
+    fn holes_in_both_directions_cost_only_the_calls_inside_them() {
+        let get = command(&[b"GET", b"key:0000"]);
+        let mut reply = b"$100\r\n".to_vec();
+        reply.extend_from_slice(&[b'v'; 100]);
+        reply.extend_from_slice(b"\r\n");
+        let (batches, per) = (400usize, 16usize);
+        // (what is lost, writes between reads: after 100 a backlog of 171 KB
+        // is read in 33 records in a row that start inside a reply)
+        type Lose = fn(usize) -> bool;
+        let cases: [(&str, Lose, Lose, usize); 9] = [
+            ("reply record 77, writes 190-192", |r| r == 77, |w| (190..193).contains(&w), 10),
+            ("reply record 20, writes 45-47", |r| r == 20, |w| (45..48).contains(&w), 10),
+            ("reply record 3, writes 1-3", |r| r == 3, |w| (1..4).contains(&w), 10),
+            ("reply record 150, writes 380-382", |r| r == 150, |w| (380..383).contains(&w), 10),
+            ("reply record 50", |r| r == 50, |_| false, 10),
+            ("writes 201-203", |_| false, |w| (201..204).contains(&w), 10),
+            ("reply record 2, backlog", |r| r == 2, |_| false, 100),
+            ("reply record 2, writes 98-100, backlog", |r| r == 2, |w| (98..101).contains(&w), 100),
+            ("every 7th reply record, every 13th write, reads every 3 writes", |r| r % 7 == 0, |w| w % 13 == 0, 3),
+        ];
+        for (case, lose_reply, lose_write, read_every) in cases {
+            let mut chunks = Vec::new();
+            let (mut ts, mut records, mut lost_messages) = (1u64, 0usize, 0usize);
+            let (mut replies, mut read_at) = (Vec::new(), 0usize);
+            for b in 0..batches {
+                let batch: Vec<u8> = (0..per).flat_map(|_| get.clone()).collect();
+                if lose_write(b) {
+                    chunks.push(TestChunk::egress(ts, b"").truncated(batch.len() as u64));
+                    lost_messages += per;
+                } else {
+                    chunks.push(TestChunk::egress(ts, &batch));
+                }
+                ts += 1;
+                (0..per).for_each(|_| replies.extend_from_slice(&reply));
+                if b % read_every != read_every - 1 && b != batches - 1 {
+                    continue;
+                }
+                while read_at < replies.len() {
+                    let n = (replies.len() - read_at).min(16384);
+                    let mut off = 0;
+                    while off < n {
+                        let m = if off == 0 { 4096.min(n) } else { 8192.min(n - off) };
+                        records += 1;
+                        if lose_reply(records) {
+                            chunks.push(TestChunk::ingress(ts, b"").truncated(m as u64));
+                            lost_messages += m / reply.len() + 1;
+                        } else {
+                            chunks.push(TestChunk::ingress(ts, &replies[read_at + off..read_at + off + m]));
+                        }
+                        off += m;
+                    }
+                    ts += 1;
+                    read_at += n;
+                }
+            }
+            let got = run::<Redis>(&chunks, &[1]);
+            let requests = got.iter().filter(|l| l.contains(" req ")).count();
+            let responses = got.iter().filter(|l| l.contains(" resp ")).count();
+            assert!(
+                !got.iter().any(|l| l.contains(" error: ")),
+                "{case}: the connection was given up: {:?}",
+                got.iter().find(|l| l.contains(" error: "))
+            );
+            assert_eq!(requests, responses, "{case}: every call paired");
+            assert!(requests + 2 * lost_messages >= batches * per, "{case}: {requests} calls of {}", batches * per);
+        }
+    }
+
+    /// The server's side of a deep pipeline: commands read 16 KiB at a
+    /// time (a 4 KiB record and continuations, cut anywhere in a command),
+    /// the replies to each read's whole commands written at once, records
+    /// lost in both directions. A command cut by a hole once made the next
+    /// parse start inside a command outside a resume, and the connection
+    /// was given up ("not a Redis command: `$3`").
+    #[test]
+    fn server_side_holes_never_give_the_connection_up() {
+        let commands: Vec<u8> = (0..6000).flat_map(|i| command(&[b"GET", format!("key:{i:06}").as_bytes()])).collect();
+        let one = command(&[b"GET", b"key:000000"]).len();
+        let reply = b"$3\r\nbar\r\n";
+        type Lose = fn(usize) -> bool;
+        let cases: [(&str, Lose, Lose); 4] = [
+            ("every 5th request record", |r| r % 5 == 2, |_| false),
+            ("every 4th reply write", |_| false, |w| w % 4 == 1),
+            ("both", |r| r % 5 == 2, |w| w % 4 == 1),
+            ("both, often", |r| r % 3 == 1, |w| w % 2 == 0),
+        ];
+        for (case, lose_request, lose_reply) in cases {
+            let mut chunks = Vec::new();
+            let (mut ts, mut records, mut writes, mut lost_messages) = (1u64, 0usize, 0usize, 0usize);
+            let mut at = 0usize;
+            while at < commands.len() {
+                let n = (commands.len() - at).min(16384);
+                let mut off = 0;
+                while off < n {
+                    let m = if off == 0 { 4096.min(n) } else { 8192.min(n - off) };
+                    records += 1;
+                    let bytes = &commands[at + off..at + off + m];
+                    if lose_request(records) {
+                        chunks.push(TestChunk::ingress(ts, b"").truncated(m as u64).role(Role::Server));
+                        lost_messages += m / one + 1;
+                    } else {
+                        chunks.push(TestChunk::ingress(ts, bytes).role(Role::Server));
+                    }
+                    off += m;
+                }
+                ts += 1;
+                // Replies to the commands this read completed.
+                let done = (at + n) / one - at / one;
+                let replies: Vec<u8> = (0..done).flat_map(|_| reply.to_vec()).collect();
+                writes += 1;
+                if lose_reply(writes) {
+                    chunks.push(TestChunk::egress(ts, b"").truncated(replies.len() as u64).role(Role::Server));
+                    lost_messages += done;
+                } else {
+                    chunks.push(TestChunk::egress(ts, &replies).role(Role::Server));
+                }
+                ts += 1;
+                at += n;
+            }
+            let got = run::<Redis>(&chunks, &[1]);
+            assert!(
+                !got.iter().any(|l| l.contains(" error: ")),
+                "{case}: given up: {:?}",
+                got.iter().find(|l| l.contains(" error: "))
+            );
+            let calls = got.iter().filter(|l| l.contains(" req ")).count();
+            assert!(calls + 2 * lost_messages >= 6000, "{case}: {calls} calls of 6000 ({lost_messages} messages lost)");
+        }
+    }
 }

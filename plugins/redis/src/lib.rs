@@ -139,6 +139,32 @@ impl Protocol for Redis {
         step
     }
 
+    /// After a line end, a command (`*`) or a reply's type byte. Inside an
+    /// aggregate reply an element looks like a reply of its own: resuming
+    /// there counts its elements as replies (rare: after lost bytes, and
+    /// only until that reply ends), where not resuming loses every call
+    /// until a read happens to start at a reply.
+    fn next_start(&self, ctx: &Ctx, data: &[u8]) -> Option<usize> {
+        let requests = ctx.carries_requests_or_egress();
+        let mut from = 0;
+        while let Some(i) = data[from..].windows(2).position(|w| w == b"\r\n") {
+            let at = from + i + 2;
+            let starts = match data.get(at) {
+                Some(b'*') => true,
+                Some(
+                    b'$' | b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' | b'!' | b'=' | b'%' | b'~' | b'>' | b'|',
+                ) => !requests,
+                Some(_) => false,
+                None => return None,
+            };
+            if starts {
+                return Some(at);
+            }
+            from = at;
+        }
+        None
+    }
+
     fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
         let requests = ctx.carries_requests_or_egress();
         let d = idx(ctx.direction);
