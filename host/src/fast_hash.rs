@@ -5,3 +5,11 @@
 
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// A hash to keep with a value that is hashed over and over (seeded once
+/// per process, like the maps).
+pub fn hash_once<T: std::hash::Hash>(value: T) -> u64 {
+    use std::hash::BuildHasher;
+    static STATE: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(value)
+}

@@ -128,7 +128,7 @@ impl Layer7 {
         // connection (its ephemeral port would make a key per connection).
         let key_remote = if conn.role == Role::Server { (remote.0, 0) } else { remote };
         let l7 = self.conns.entry(conn.id).or_insert_with(|| L7Conn {
-            at: Endpoint { proc: conn.key.proc, role: conn.role, remote: key_remote },
+            at: Endpoint::new(conn.key.proc, conn.role, key_remote),
             sock: conn.key.sock,
             role: conn.role,
             control: SocketControl::default(),

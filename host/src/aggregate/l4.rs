@@ -67,7 +67,8 @@ impl L4Window {
         // Datagram sockets without a fixed peer carry it per call.
         let (remote_ip, remote_port) = if ev.remote.1 != 0 { ev.remote } else { conn.remote };
         let key = Key { proc: conn.key.proc, remote_ip, remote_port, role: conn.role, socket_type: conn.socket_type };
-        if !self.stats.contains_key(&key) && self.stats.len() >= self.max_keys {
+        // Below the cap a key is hashed once.
+        if self.stats.len() >= self.max_keys && !self.stats.contains_key(&key) {
             self.overflow += 1;
             return None;
         }

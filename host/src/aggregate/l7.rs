@@ -15,12 +15,27 @@ use crate::metadata::ProcessCache;
 use crate::records::{Kind, Record, Value};
 use crate::stitch::Call;
 
-/// Where a call happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Where a call happened. Hashed once, when made (a connection keeps its
+/// endpoint): the window hashes its key for every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub proc: ProcKey,
     pub role: Role,
     pub remote: (IpAddr, u16),
+    hash: u64,
+}
+
+impl Endpoint {
+    pub fn new(proc: ProcKey, role: Role, remote: (IpAddr, u16)) -> Self {
+        let hash = crate::fast_hash::hash_once((proc, role, remote));
+        Self { proc, role, remote, hash }
+    }
+}
+
+impl std::hash::Hash for Endpoint {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 /// What calls are counted under in the window: numbers only, so a call
@@ -98,11 +113,7 @@ impl L7Window {
         let key = if self.stats.len() >= self.max_keys && !self.stats.contains_key(&key) {
             self.overflow += 1;
             Key {
-                at: Endpoint {
-                    proc: ProcKey::default(),
-                    role: Role::Unknown,
-                    remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-                },
+                at: Endpoint::new(ProcKey::default(), Role::Unknown, (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
                 request: 0,
                 response: call.plugin().meta.id,
                 success: call.success,
@@ -220,11 +231,7 @@ mod tests {
         let (old, new) = (redis(&runtime), redis(&runtime));
         assert_ne!(old.meta.id, new.meta.id);
         let mut sets = FieldSets::default();
-        let at = Endpoint {
-            proc: ProcKey { pid: 7, start_ns: 1 },
-            role: Role::Client,
-            remote: (IpAddr::V4(Ipv4Addr::LOCALHOST), 6379),
-        };
+        let at = Endpoint::new(ProcKey { pid: 7, start_ns: 1 }, Role::Client, (IpAddr::V4(Ipv4Addr::LOCALHOST), 6379));
         let mut w = L7Window::new(3);
         // GET through the plugin before and after a reload: two keys in the
         // window, one record.

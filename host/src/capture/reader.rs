@@ -97,18 +97,23 @@ impl Reader {
     }
 }
 
-/// Processes described already.
+/// Processes described already, and the last one (events come in runs
+/// from one process: that one needs no lookup).
 #[derive(Default)]
-pub(super) struct Seen(crate::fast_hash::HashSet<event::ProcKey>);
+pub(super) struct Seen(crate::fast_hash::HashSet<event::ProcKey>, Option<event::ProcKey>);
 
 impl Seen {
     /// Describe the event's process if it is new (data, stats and close
     /// events name the process that used the socket).
     pub fn describe_once(&mut self, ev: &mut Event, procs: &Procs) {
+        if ev.proc.pid == 0 || !matches!(ev.kind, EventKind::Data | EventKind::Stats) || self.1 == Some(ev.proc) {
+            return;
+        }
+        self.1 = Some(ev.proc);
         if self.0.len() > 65_536 {
             self.0.clear();
         }
-        if ev.proc.pid != 0 && matches!(ev.kind, EventKind::Data | EventKind::Stats) && self.0.insert(ev.proc) {
+        if self.0.insert(ev.proc) {
             describe(ev, procs);
         }
     }

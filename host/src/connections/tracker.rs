@@ -1,3 +1,4 @@
+use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 
 use crate::fast_hash::HashMap;
@@ -136,21 +137,27 @@ impl Tracker {
     /// tracked (over capacity) or dropped by a rule.
     pub fn on_event(&mut self, ev: &Event) -> Option<&Conn> {
         let key = ConnKey { proc: ev.proc, sock: ev.sock };
-        if !self.conns.contains_key(&key) {
-            if self.conns.len() >= self.config.max_connections {
+        let full = self.conns.len() >= self.config.max_connections;
+        // One lookup per event (fields borrowed apart, not through methods).
+        let conn = match self.conns.entry(key) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(_) if full => {
                 self.stats.over_capacity += 1;
                 return None;
             }
-            let conn = self.new_conn(key, ev);
-            self.stats.opened += 1;
-            if conn.dropped {
-                self.stats.dropped_by_rule += 1;
-                self.newly_dropped.push(key.sock);
+            Entry::Vacant(slot) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let conn = new_conn(&self.config, &self.listening, &self.local_addrs, id, self.now, key, ev);
+                self.stats.opened += 1;
+                if conn.dropped {
+                    self.stats.dropped_by_rule += 1;
+                    self.newly_dropped.push(key.sock);
+                }
+                self.by_sock.entry(key.sock).or_default().push(key.proc);
+                slot.insert(conn)
             }
-            self.conns.insert(key, conn);
-            self.by_sock.entry(key.sock).or_default().push(key.proc);
-        }
-        let conn = self.conns.get_mut(&key).expect("inserted above");
+        };
         conn.last_seen = self.now;
         // A socket the kernel saw begin after the capture started has its
         // role from the kernel, which beats an inference from ports.
@@ -184,36 +191,6 @@ impl Tracker {
         closed
     }
 
-    fn new_conn(&mut self, key: ConnKey, ev: &Event) -> Conn {
-        let socket_type = ev.socket_type;
-        let role = ev.role.unwrap_or_else(|| self.infer_role(ev, socket_type));
-        let dropped = match socket_type {
-            SocketType::Unix => self.config.drop_unix,
-            SocketType::Unknown => self.config.drop_unknown,
-            SocketType::Inet => self.config.drop_local && ev.remote.1 != 0 && is_local(&self.local_addrs, ev.remote.0),
-        };
-        let id = self.next_id;
-        self.next_id += 1;
-        Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, last_seen: self.now }
-    }
-
-    /// For an inet socket whose beginning the kernel did not see (older than
-    /// the daemon, or a datagram socket): a server if its local port is one
-    /// the host listens on (sock_diag), a client otherwise; for datagram
-    /// sockets, the same on bound ports, else by the first direction.
-    fn infer_role(&self, ev: &Event, socket_type: SocketType) -> Role {
-        if socket_type != SocketType::Inet {
-            return Role::Unknown;
-        }
-        if self.listening.contains(ev.transport, ev.local.1) {
-            return Role::Server;
-        }
-        if ev.transport == Transport::Datagram && ev.direction == Direction::Ingress && ev.remote.1 == 0 {
-            return Role::Unknown;
-        }
-        Role::Client
-    }
-
     /// Forget idle connections and those of processes that exited.
     pub fn expire(&mut self) -> Vec<Conn> {
         let now = Instant::now();
@@ -243,6 +220,43 @@ impl Tracker {
         gone.retain(|c| !c.dropped);
         gone
     }
+}
+
+/// A connection first seen in `ev`.
+fn new_conn(
+    config: &TrackerConfig,
+    listening: &Listening,
+    local_addrs: &HashSet<IpAddr>,
+    id: u64,
+    now: Instant,
+    key: ConnKey,
+    ev: &Event,
+) -> Conn {
+    let socket_type = ev.socket_type;
+    let role = ev.role.unwrap_or_else(|| infer_role(listening, ev, socket_type));
+    let dropped = match socket_type {
+        SocketType::Unix => config.drop_unix,
+        SocketType::Unknown => config.drop_unknown,
+        SocketType::Inet => config.drop_local && ev.remote.1 != 0 && is_local(local_addrs, ev.remote.0),
+    };
+    Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, last_seen: now }
+}
+
+/// For an inet socket whose beginning the kernel did not see (older than
+/// the daemon, or a datagram socket): a server if its local port is one
+/// the host listens on (sock_diag), a client otherwise; for datagram
+/// sockets, the same on bound ports, else by the first direction.
+fn infer_role(listening: &Listening, ev: &Event, socket_type: SocketType) -> Role {
+    if socket_type != SocketType::Inet {
+        return Role::Unknown;
+    }
+    if listening.contains(ev.transport, ev.local.1) {
+        return Role::Server;
+    }
+    if ev.transport == Transport::Datagram && ev.direction == Direction::Ingress && ev.remote.1 == 0 {
+        return Role::Unknown;
+    }
+    Role::Client
 }
 
 fn is_local(local_addrs: &HashSet<IpAddr>, ip: IpAddr) -> bool {

@@ -36,6 +36,9 @@ pub struct ProcessCache {
     denied: Vec<u32>,
     /// How long an exited process is remembered (longer than any window).
     linger: std::time::Duration,
+    /// The last process `observe` decided on, and the decision: events
+    /// come in runs from one process, and this spares the lookup.
+    last: Option<(ProcKey, bool)>,
 }
 
 impl ProcessCache {
@@ -62,9 +65,15 @@ impl ProcessCache {
         cmdline: Option<&str>,
         cgroup: Option<&str>,
     ) -> bool {
+        if let Some((last, keep)) = self.last {
+            if last == key {
+                return keep;
+            }
+        }
         let redactor = &self.redactor;
         let p = self.procs.entry(key).or_insert_with(|| read(key.pid, comm, cmdline, cgroup, redactor));
         if let Some(keep) = p.keep {
+            self.last = Some((key, keep));
             return keep;
         }
         if let Some(c) = &p.container {
@@ -124,6 +133,7 @@ impl ProcessCache {
     /// Forget processes that exited more than `linger` ago (gone from
     /// /proc, or their pid taken by a later process).
     pub fn expire(&mut self) {
+        self.last = None;
         let now = std::time::Instant::now();
         let linger = self.linger;
         // The latest start seen per pid: an older process with that pid ended.

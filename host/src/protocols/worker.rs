@@ -236,21 +236,18 @@ impl ProtocolWorker {
     /// next [`ProtocolWorker::poll`].
     pub fn push(&mut self, chunk: ChunkIn<'_>) {
         self.stats.chunks += 1;
-        if !self.conns.contains_key(&chunk.conn) {
-            if self.conns.len() >= self.config.max_connections {
-                self.stats.over_capacity += 1;
-                return;
-            }
-            self.conns.insert(chunk.conn, Binding::Detecting(Box::default()));
-        }
-        let bound = match self.conns.get(&chunk.conn) {
+        // One lookup for a bound connection (nearly every chunk).
+        match self.conns.get(&chunk.conn) {
+            Some(Binding::Bound { plugin_id }) => return self.enqueue(*plugin_id, &chunk),
             Some(Binding::Unparsed) => return,
-            Some(Binding::Bound { plugin_id }) => Some(*plugin_id),
-            _ => None,
-        };
-        if let Some(id) = bound {
-            self.enqueue(id, &chunk);
-            return;
+            Some(Binding::Detecting(_)) => {}
+            None => {
+                if self.conns.len() >= self.config.max_connections {
+                    self.stats.over_capacity += 1;
+                    return;
+                }
+                self.conns.insert(chunk.conn, Binding::Detecting(Box::default()));
+            }
         }
         let Some(Binding::Detecting(detecting)) = self.conns.get_mut(&chunk.conn) else { return };
         // Keep the chunk for the plugin that will claim the connection.
