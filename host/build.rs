@@ -18,7 +18,17 @@ fn main() {
     }
     // <target>/<profile>/build/wirelens-<hash>/out -> <target>
     let target_dir = out_dir.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_else(|| root.join("target"));
-    let wasm_target = target_dir.join("wasm-plugins");
+    // One wasm target dir per checkout: checkouts share this build script's
+    // output dir, and cargo judged a plugin built from another checkout
+    // fresh (its dep-info names that checkout's files), so a worktree built
+    // in between left its plugins in this one's daemon.
+    let checkout = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        root.hash(&mut h);
+        h.finish()
+    };
+    let wasm_target = target_dir.join(format!("wasm-plugins-{checkout:016x}"));
 
     let mut crates: Vec<PathBuf> = std::fs::read_dir(root.join("plugins"))
         .expect("reading plugins/")
