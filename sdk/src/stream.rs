@@ -866,8 +866,11 @@ impl<C> ConnState<C> {
                     // none did: try where the plugin says one may start in
                     // the rest of the chunk, a few times.
                     let _ = proto.resync(&mut self.proto, ctx);
-                    let guess = proto.next_start(ctx, &data[pos..]).filter(|&k| k > 0 && k < data.len() - pos);
-                    if let Some(k) = guess.filter(|_| tries < MAX_START_GUESSES) {
+                    let guess = (tries < MAX_START_GUESSES)
+                        .then(|| proto.next_start(ctx, &data[pos..]))
+                        .flatten()
+                        .filter(|&k| k > 0 && k < data.len() - pos);
+                    if let Some(k) = guess {
                         tries += 1;
                         pos += k;
                         continue;
@@ -877,9 +880,9 @@ impl<C> ConnState<C> {
                     if self.failed_resumes > MAX_FAILED_RESUMES {
                         return Err(format!("no message start found after lost bytes: {reason}"));
                     }
+                    // (The plugin was resynced above.)
                     let s = &mut self.streams[d];
                     s.reset();
-                    let _ = proto.resync(&mut self.proto, ctx);
                     let rest = avail;
                     s.lost = Some(Lost { head: None, bytes: rest, first_ns: ts_at(pos), last_ns: ts });
                     s.resuming = false;

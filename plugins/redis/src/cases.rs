@@ -324,6 +324,20 @@ mod tests {
     fn claims_no_foreign_protocol() {
         wirelens_sdk::testing::check_claims_no_foreign_protocol::<crate::Redis>();
     }
+    /// The kernel records of one read of `n` bytes on a connection that
+    /// takes whole calls, as `(offset, length)`: a 4 KiB record, then
+    /// continuations of 8 KiB.
+    fn records_of(n: usize) -> impl Iterator<Item = (usize, usize)> {
+        let mut off = 0;
+        std::iter::from_fn(move || {
+            (off < n).then(|| {
+                let m = if off == 0 { 4096.min(n) } else { 8192.min(n - off) };
+                off += m;
+                (off - m, m)
+            })
+        })
+    }
+
     /// An open-loop pipelined client (batches of 16 GETs written as they
     /// fall due, replies read 16 KiB at a time, each read a 4 KiB record and
     /// 8 KiB continuations) whose records the ring buffer dropped in both
@@ -374,9 +388,7 @@ mod tests {
                 }
                 while read_at < replies.len() {
                     let n = (replies.len() - read_at).min(16384);
-                    let mut off = 0;
-                    while off < n {
-                        let m = if off == 0 { 4096.min(n) } else { 8192.min(n - off) };
+                    for (off, m) in records_of(n) {
                         records += 1;
                         if lose_reply(records) {
                             chunks.push(TestChunk::ingress(ts, b"").truncated(m as u64));
@@ -384,7 +396,6 @@ mod tests {
                         } else {
                             chunks.push(TestChunk::ingress(ts, &replies[read_at + off..read_at + off + m]));
                         }
-                        off += m;
                     }
                     ts += 1;
                     read_at += n;
@@ -427,9 +438,7 @@ mod tests {
             let mut at = 0usize;
             while at < commands.len() {
                 let n = (commands.len() - at).min(16384);
-                let mut off = 0;
-                while off < n {
-                    let m = if off == 0 { 4096.min(n) } else { 8192.min(n - off) };
+                for (off, m) in records_of(n) {
                     records += 1;
                     let bytes = &commands[at + off..at + off + m];
                     if lose_request(records) {
@@ -438,7 +447,6 @@ mod tests {
                     } else {
                         chunks.push(TestChunk::ingress(ts, bytes).role(Role::Server));
                     }
-                    off += m;
                 }
                 ts += 1;
                 // Replies to the commands this read completed.
