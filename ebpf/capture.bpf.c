@@ -79,6 +79,17 @@ struct {
     __type(value, __u64);
 } deny_pids SEC(".maps");
 
+/* The start time of each denied process: a deny bit is kept only for the
+ * process the daemon decided on. The daemon writes this before the bit; a
+ * bit whose process is gone (exited before the daemon's write landed, its
+ * pid now another process's) is stale and is cleared at the next call. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH); /* full: the oldest denial goes to the daemon's filter */
+    __uint(max_entries, 1 << 16);
+    __type(key, __u32);
+    __type(value, __u64);
+} deny_starts SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, WL_CNT_SLOTS);
@@ -233,14 +244,27 @@ static __always_inline bool pid_in(void *set, __u32 pid) {
     return bits && ((*bits >> (pid & 63)) & 1);
 }
 
+static __always_inline void clear_pid(void *set, __u32 pid) {
+    __u32 word = pid >> 6;
+    __u64 *bits = bpf_map_lookup_elem(set, &word);
+    if (bits && ((*bits >> (pid & 63)) & 1))
+        __sync_fetch_and_and(bits, ~(1ULL << (pid & 63)));
+}
+
 static __always_inline bool pid_wanted(__u32 pid) {
     if (pid == self_pid)
         return false;
     if (filter_pids && !pid_in(&allow_pids, pid))
         return false;
     if (pid_in(&deny_pids, pid)) {
-        count(WL_CNT_DENIED);
-        return false;
+        /* Only denied calls pay for the start-time check. */
+        __u64 *start = bpf_map_lookup_elem(&deny_starts, &pid);
+        if (start && *start == bpf_get_current_task_btf()->group_leader->start_time) {
+            count(WL_CNT_DENIED);
+            return false;
+        }
+        clear_pid(&deny_pids, pid);
+        bpf_map_delete_elem(&deny_starts, &pid);
     }
     return true;
 }
@@ -1187,9 +1211,7 @@ int on_exit(__u64 *ctx) {
     struct wl_proc *p = bpf_map_lookup_elem(&procs, &pid);
     if (p && p->start_ns == task->start_time)
         p->exited_ns = bpf_ktime_get_ns();
-    __u32 word = pid >> 6;
-    __u64 *bits = bpf_map_lookup_elem(&deny_pids, &word);
-    if (bits && ((*bits >> (pid & 63)) & 1))
-        __sync_fetch_and_and(bits, ~(1ULL << (pid & 63)));
+    clear_pid(&deny_pids, pid);
+    bpf_map_delete_elem(&deny_starts, &pid);
     return 0;
 }

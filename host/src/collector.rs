@@ -101,7 +101,7 @@ impl Collector {
     }
 
     /// Processes to deny in the kernel (newly excluded).
-    pub fn kernel_denials(&mut self) -> Vec<u32> {
+    pub fn kernel_denials(&mut self) -> Vec<crate::capture::ProcKey> {
         self.procs.take_denied()
     }
 

@@ -119,7 +119,7 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             // (The kernel allows a pid again itself when its process exits.)
             let deny = collector.kernel_denials();
             if let Some(cap) = capture.as_mut() {
-                if let Err(e) = cap.deny_pids(&deny) {
+                if let Err(e) = cap.deny_processes(&deny) {
                     tracing::warn!("updating the kernel's pid filter: {e:#}");
                 }
             }

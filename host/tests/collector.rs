@@ -97,7 +97,7 @@ fn a_process_the_filters_exclude_yields_nothing() {
     assert!(json(&c.flush_l7()).is_empty());
     let l4 = json(&c.flush_l4(Default::default()));
     assert!(l4.iter().all(|r| r["type"] == "health"), "{l4:?}");
-    assert_eq!(c.kernel_denials(), vec![std::process::id()], "denied in the kernel from now on");
+    assert_eq!(c.kernel_denials(), vec![me()], "denied in the kernel from now on (by pid and start)");
 }
 
 #[test]

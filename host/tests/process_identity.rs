@@ -114,7 +114,10 @@ fn forked_children_carry_their_parents_command_line() {
 /// in the kernel) exits, and a second one is made to get the same pid. The
 /// second gets its own command line and its own filter decision (its calls
 /// are recorded), because processes are keyed by pid and start time and
-/// the kernel allows a denied pid again when its process exits.
+/// the kernel denies a pid only while its start time is the denied one's.
+/// The first life exits right after its calls, usually before the daemon's
+/// denial reaches the kernel: a denial by pid alone would then stay on the
+/// pid and keep the second life out.
 #[test]
 fn a_reused_pid_is_a_new_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +143,43 @@ fn a_reused_pid_is_a_new_process() {
     assert!(!of_pid.is_empty(), "the second life's calls are recorded");
     for r in &of_pid {
         let cmd = r["_process_cmd_"].as_str().unwrap();
-        assert!(cmd.contains("second-life") && !cmd.contains("first-life"), "{cmd}");
+        assert!(cmd.contains("second-life") && !cmd.contains("first-life"), "{cmd}: {r}");
     }
-    assert_eq!(calls(&records, "http", |r| is_pid(r, pid) && client_of(r, port)), 3, "its three GETs, and only them");
+    assert_eq!(
+        calls(&records, "http", |r| is_pid(r, pid) && client_of(r, port)),
+        3,
+        "its three GETs, and only them: {of_pid:#?}"
+    );
+}
+
+/// A command line longer than the kernel's copy (256 bytes; a JVM's class
+/// path goes far past it) is read whole from /proc while its process
+/// lives: a filter on its tail decides, and records carry all of it.
+#[test]
+fn a_long_command_line_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "hi\n").unwrap();
+    let (mut server, port) = http_server(dir.path());
+    let include = "DropLocalConnections: false\nFlushOutL7Interval: 1\nIncludeCmdRegex: 'tail-marker$'";
+    let daemon = Daemon::start(&config(include, "", ""));
+    let code = "import sys, time, urllib.request\n\
+                for i in range(2): urllib.request.urlopen('http://127.0.0.1:%s/index.html' % sys.argv[1]).read()\n\
+                time.sleep(1)";
+    let padding = format!("--class-path={}", "/opt/app/lib/x.jar:".repeat(20));
+    let mut child = Command::new("python3")
+        .args(["-c", code, &port.to_string(), &padding, "tail-marker"])
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    daemon.wait_for(Duration::from_secs(15), |rs| calls(rs, "http", |r| is_pid(r, pid) && client_of(r, port)) >= 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(calls(&records, "http", |r| is_pid(r, pid) && client_of(r, port)), 2, "kept by a filter on the tail");
+    for r in records.iter().filter(|r| r["type"] == "protocols" && is_pid(r, pid)) {
+        let cmd = r["_process_cmd_"].as_str().unwrap();
+        assert!(cmd.len() > 400 && cmd.ends_with(&format!("{padding} tail-marker")), "{cmd}");
+    }
 }

@@ -159,6 +159,23 @@ const _: () = assert!(std::mem::size_of::<RawProc>() == 280);
 unsafe impl aya::Pod for RawProc {}
 
 impl RawProc {
+    /// The command line in full: from `/proc` while the process lives and
+    /// the kernel's copy was cut (long command lines, like a JVM's class
+    /// path, go past `ARGV_MAX`), else the kernel's copy. `/proc`'s line
+    /// is taken only when it begins with the kernel's bytes: the pid may
+    /// be another process's by now.
+    pub fn cmdline_in_full(&self, pid: u32) -> Option<String> {
+        let n = (self.argv_len as usize).min(ARGV_MAX);
+        if self.argv_full as usize > n {
+            if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+                if raw.len() > n && raw.starts_with(&self.argv[..n]) {
+                    return join_args(&raw);
+                }
+            }
+        }
+        self.cmdline()
+    }
+
     /// The command line: arguments joined by spaces (as /proc shows them),
     /// `None` when empty. When the argument area was longer than what the
     /// kernel copied, the argument cut in the middle is left out (it could
@@ -627,6 +644,19 @@ mod tests {
         assert_eq!(p.cmdline().as_deref(), Some("curl -s ..."));
         p.argv_len = 0;
         assert_eq!(p.cmdline(), None);
+    }
+
+    #[test]
+    fn a_cut_command_line_is_read_whole_from_its_living_process() {
+        let me = std::process::id();
+        let whole = std::fs::read(format!("/proc/{me}/cmdline")).unwrap();
+        let mut p =
+            RawProc { start_ns: 1, exited_ns: 0, argv_len: 8, argv_full: whole.len() as u32, argv: [0; ARGV_MAX] };
+        p.argv[..8].copy_from_slice(&whole[..8]);
+        assert_eq!(p.cmdline_in_full(me), join_args(&whole), "this process's line, whole");
+        // The pid is another program's now: the kernel's cut copy stays.
+        p.argv[0] ^= 0xff;
+        assert_ne!(p.cmdline_in_full(me), join_args(&whole));
     }
 
     #[test]

@@ -240,9 +240,26 @@ impl Capture {
     }
 
     /// Keep these processes out in the kernel from now on (filters that
-    /// exclude a process push it here once known).
-    pub fn deny_pids(&mut self, pids: &[u32]) -> Result<()> {
-        add_pids(self.ebpf.as_mut().expect("capture running"), "deny_pids", pids)
+    /// exclude a process push it here once known). Each is denied by pid
+    /// and start time: one that exited before this lands leaves a stale
+    /// bit, which the kernel clears when its pid's next process calls.
+    pub fn deny_processes(&mut self, procs: &[ProcKey]) -> Result<()> {
+        if procs.is_empty() {
+            return Ok(());
+        }
+        let ebpf = self.ebpf.as_mut().expect("capture running");
+        let mut starts: BpfHashMap<_, u32, u64> =
+            BpfHashMap::try_from(ebpf.map_mut("deny_starts").context("deny_starts map")?)?;
+        let mut pids = Vec::with_capacity(procs.len());
+        for p in procs {
+            // The start before the bit, so the kernel never sees a bit without it.
+            match starts.insert(p.pid, p.start_ns, 0) {
+                Ok(()) => pids.push(p.pid),
+                // Still filtered in the daemon.
+                Err(e) => tracing::debug!("denying pid {} in the kernel: {e}", p.pid),
+            }
+        }
+        add_pids(ebpf, "deny_pids", &pids)
     }
 
     /// Ask the reader to stop, without waiting: it ends within one poll

@@ -124,7 +124,8 @@ impl Seen {
 /// exited is still described), else /proc (processes older than the daemon).
 fn describe(ev: &mut Event, procs: &Procs) {
     let recorded = procs.lock().get(&ev.proc.pid, 0).ok().filter(|p| p.start_ns == ev.proc.start_ns);
-    ev.cmdline = recorded.and_then(|p| p.cmdline()).or_else(|| crate::metadata::cmdline(ev.proc.pid));
+    ev.cmdline =
+        recorded.and_then(|p| p.cmdline_in_full(ev.proc.pid)).or_else(|| crate::metadata::cmdline(ev.proc.pid));
     ev.cgroup = crate::metadata::cgroup_text(ev.proc.pid);
 }
 

@@ -31,9 +31,9 @@ pub struct ProcessCache {
     containers: ContainerDirectory,
     filter: Filter,
     redactor: Redactor,
-    /// Processes newly excluded, for the kernel's deny map (which the
-    /// kernel itself clears when such a process exits).
-    denied: Vec<u32>,
+    /// Processes newly excluded, for the kernel's deny map (by pid and
+    /// start: the kernel lets the pid's next process through).
+    denied: Vec<ProcKey>,
     /// How long an exited process is remembered (longer than any window).
     linger: std::time::Duration,
     /// The last process `observe` decided on, and the decision: events
@@ -87,7 +87,7 @@ impl ProcessCache {
         };
         p.keep = self.filter.decide(&p.cmd, state);
         if p.keep == Some(false) {
-            self.denied.push(key.pid);
+            self.denied.push(key);
         }
         p.keep.unwrap_or(true)
     }
@@ -153,7 +153,7 @@ impl ProcessCache {
     }
 
     /// Processes excluded since the last call (to deny in the kernel).
-    pub fn take_denied(&mut self) -> Vec<u32> {
+    pub fn take_denied(&mut self) -> Vec<ProcKey> {
         std::mem::take(&mut self.denied)
     }
 

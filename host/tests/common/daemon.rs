@@ -24,6 +24,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Start `wirelens run` on `config` (YAML) and wait until it captures.
+    /// Its log level is `info`, or `WL_DAEMON_LOG` when set (debugging).
     pub fn start(config: &str) -> Self {
         require_root();
         let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
@@ -31,7 +32,7 @@ impl Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
             .args(["run", "-c"])
             .arg(file.path())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("WL_DAEMON_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
