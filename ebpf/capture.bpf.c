@@ -141,7 +141,9 @@ struct sock_info {
     __u64 skip_until[2];         /* bodies: no copy before these positions */
     struct wl_counts counts;     /* moved while counted here, not reported yet */
     __u32 owner_pid;             /* its last user, for records made outside its calls */
-    __u32 pad;
+    __u8 tls;                    /* carries TLS that the uprobes read in plaintext: its own bytes are
+                                  * counted here (layer 4), never parsed */
+    __u8 pad[3];
     __u64 owner_start;
     char owner_comm[16];
     struct sock_desc desc;
@@ -207,6 +209,47 @@ struct {
     __type(key, int);
     __type(value, struct thread_info);
 } thread_infos SEC(".maps");
+
+/* TLS: per thread, the SSL_write/SSL_read call in progress (its uprobe
+ * saw the entry; its uretprobe reads the plaintext), and the socket the
+ * thread used inside it (the library writes and reads its socket within the
+ * call: that is how plaintext finds its connection). */
+struct ssl_call {
+    __u64 ssl;    /* the SSL object; 0: no call in progress */
+    __u64 buf;    /* the plaintext buffer */
+    __u64 moved;  /* _ex calls: where the library puts the bytes moved (size_t *); 0: the return value */
+    __u8 dir;     /* WL_EGRESS (write) or WL_INGRESS (read) */
+    __u8 has_sock;
+    __u8 pad[6];
+    struct sock_desc d; /* the socket used in the call (has_sock) */
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct ssl_call);
+} ssl_calls SEC(".maps");
+
+/* Per SSL object of a process: its socket (calls served from the library's
+ * buffer touch no socket) and its plaintext stream positions. */
+struct ssl_key {
+    __u64 ssl;
+    __u32 tgid;
+    __u32 pad;
+};
+
+struct ssl_conn {
+    struct sock_desc d;
+    __u64 pos[2];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct ssl_key);
+    __type(value, struct ssl_conn);
+} ssl_conns SEC(".maps");
 
 /* Where iovec payloads are gathered before they go out in one record. */
 /* Where a copy from an iovec array stands: iovec `idx` begins at byte `at`
@@ -616,6 +659,7 @@ struct flat {
     __u32 budget;
     __u16 sys;
     __u8 direction;
+    __u8 flags; /* WL_F_TLS or 0: on every record of the call */
 };
 
 /* Continuation record i; 1 stops the loop (the last one, or the ring
@@ -635,7 +679,7 @@ static long cont_step(__u64 i, void *arg) {
     /* Inside a body a plugin skips: the size only. */
     if (c->pos + off + m <= c->skip_until)
         m = 0;
-    if (!cont_record(&c->d, c->sys, real, c->direction, c->pos + off, m, c->buf + off, WL_F_CONT))
+    if (!cont_record(&c->d, c->sys, real, c->direction, c->pos + off, m, c->buf + off, WL_F_CONT | c->flags))
         return 1;
     return last;
 }
@@ -663,7 +707,7 @@ __noinline int flat_call(const struct flat *call) {
     c.len = (__u64)c.ret < c.buf_len ? (__u64)c.ret : c.buf_len;
     __u32 n = cap_len(c.len, c.budget);
     bool more = c.budget == 0 && c.len > n && c.d.type == SOCK_STREAM;
-    if (!flat_record(&c.d, c.sys, more ? (long)n : c.ret, c.direction, c.pos, n, c.buf, 0) || !more)
+    if (!flat_record(&c.d, c.sys, more ? (long)n : c.ret, c.direction, c.pos, n, c.buf, c.flags) || !more)
         return 0;
     bpf_loop(WL_CONT_RECORDS, cont_step, &c, 0);
     return 0;
@@ -832,6 +876,20 @@ static __always_inline void note_owner(struct sock_info *info, __u32 pid) {
     __builtin_memcpy(info->owner_comm, leader->comm, sizeof(info->owner_comm));
 }
 
+/* A socket call made inside an SSL_write/SSL_read: the socket is TLS, and
+ * it is the call's socket. */
+static __always_inline void note_ssl_socket(struct task_struct *task, struct sock_info *info) {
+    struct ssl_call *c = bpf_task_storage_get(&ssl_calls, task, 0, 0);
+    if (!c || !c->ssl)
+        return;
+    info->tls = 1;
+    if (c->has_sock)
+        return;
+    c->d = info->desc;
+    c->d.role = info->role;
+    c->has_sock = 1;
+}
+
 /* One send or receive of `ret` bytes on sk, at the end of sock_sendmsg or
  * sock_recvmsg, in the context of the process that made it. */
 static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 direction) {
@@ -877,9 +935,13 @@ static __always_inline int on_data(struct sock *sk, long ret, int flags, __u8 di
         count(WL_CNT_FILTERED);
         return 0;
     }
-    if (info->mode == WL_MODE_L4 && tcp) {
+    if (tcp)
+        note_ssl_socket(task, info);
+    if ((info->mode == WL_MODE_L4 || info->tls) && tcp) {
         /* Counted here; the daemon reads it at its next flush (the
-         * iterator below) or when the socket closes. */
+         * iterator below) or when the socket closes. A TLS socket's own
+         * bytes are ciphertext: its calls are read in plaintext at the
+         * library (below), never from here. */
         __sync_fetch_and_add(&info->counts.bytes[dir], ret);
         __sync_fetch_and_add(&info->counts.calls[dir], 1);
         count(WL_CNT_COUNTED);
@@ -1003,6 +1065,112 @@ int on_send(__u64 *ctx) {
 SEC("tp_btf/sock_recv_length")
 int on_recv(__u64 *ctx) {
     return on_data((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], WL_INGRESS);
+}
+
+/* TLS plaintext at OpenSSL 3's SSL_write, SSL_read, SSL_write_ex and
+ * SSL_read_ex (uprobes on every libssl.so.3 the daemon finds mapped, by
+ * file: one attachment serves every process that maps it). The entry saves
+ * the buffer; the return reads what moved into a data record of the
+ * connection under the SSL object, flagged WL_F_TLS, with its own stream
+ * positions. The same filters apply as at the socket (pids first; a socket
+ * sampled out or dropped is never tied to an SSL object, so its plaintext
+ * is not recorded either). */
+static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, bool ex) {
+    __u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (!pid_wanted(pid))
+        return 0;
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct ssl_call *c = bpf_task_storage_get(&ssl_calls, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!c)
+        return 0;
+    c->ssl = FUNC_ARG_1(ctx);
+    c->buf = FUNC_ARG_2(ctx);
+    c->moved = ex ? FUNC_ARG_4(ctx) : 0;
+    c->dir = dir;
+    c->has_sock = 0;
+    return 0;
+}
+
+static __always_inline int ssl_exit(struct pt_regs *ctx) {
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct ssl_call *c = bpf_task_storage_get(&ssl_calls, task, 0, 0);
+    if (!c || !c->ssl)
+        return 0;
+    struct ssl_key k = {.ssl = c->ssl, .tgid = bpf_get_current_pid_tgid() >> 32};
+    c->ssl = 0;
+    long ret = (int)FUNC_RET(ctx);
+    long n = ret;
+    if (c->moved) {
+        /* _ex: 1 on success, the bytes in *moved. */
+        __u64 m = 0;
+        if (ret != 1 || bpf_probe_read_user(&m, sizeof(m), (void *)c->moved) != 0)
+            return 0;
+        n = (long)m;
+    }
+    if (n <= 0)
+        return 0;
+    count(WL_CNT_TLS);
+    struct ssl_conn *sc = bpf_map_lookup_elem(&ssl_conns, &k);
+    if (c->has_sock && (!sc || sc->d.cookie != c->d.cookie)) {
+        /* First seen, or the object was reused for another socket: its
+         * plaintext streams start here. */
+        struct ssl_conn fresh = {.d = c->d};
+        bpf_map_update_elem(&ssl_conns, &k, &fresh, BPF_ANY);
+        sc = bpf_map_lookup_elem(&ssl_conns, &k);
+    }
+    if (!sc) {
+        count(WL_CNT_TLS_NO_SOCKET);
+        return 0;
+    }
+    __u8 dir = c->dir & 1;
+    __u64 pos = sc->pos[dir];
+    sc->pos[dir] = pos + n;
+    struct flat call = {
+        .d = sc->d, .pos = pos, .buf = c->buf, .buf_len = n, .ret = n,
+        .sys = dir == WL_EGRESS ? WL_SYS_SSL_WRITE : WL_SYS_SSL_READ, .direction = dir, .flags = WL_F_TLS,
+    };
+    flat_call(&call);
+    return 0;
+}
+
+SEC("uprobe")
+int ssl_write_enter(struct pt_regs *ctx) {
+    return ssl_enter(ctx, WL_EGRESS, false);
+}
+
+SEC("uretprobe")
+int ssl_write_exit(struct pt_regs *ctx) {
+    return ssl_exit(ctx);
+}
+
+SEC("uprobe")
+int ssl_read_enter(struct pt_regs *ctx) {
+    return ssl_enter(ctx, WL_INGRESS, false);
+}
+
+SEC("uretprobe")
+int ssl_read_exit(struct pt_regs *ctx) {
+    return ssl_exit(ctx);
+}
+
+SEC("uprobe")
+int ssl_write_ex_enter(struct pt_regs *ctx) {
+    return ssl_enter(ctx, WL_EGRESS, true);
+}
+
+SEC("uretprobe")
+int ssl_write_ex_exit(struct pt_regs *ctx) {
+    return ssl_exit(ctx);
+}
+
+SEC("uprobe")
+int ssl_read_ex_enter(struct pt_regs *ctx) {
+    return ssl_enter(ctx, WL_INGRESS, true);
+}
+
+SEC("uretprobe")
+int ssl_read_ex_exit(struct pt_regs *ctx) {
+    return ssl_exit(ctx);
 }
 
 /* TCP state changes: the role a socket starts in, and the close of one

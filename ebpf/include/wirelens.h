@@ -15,6 +15,9 @@
 /* Data event flag: this record continues the previous one's call (the same
  * system call, bytes from `pos` on): one call, not another. */
 #define WL_F_CONT 1
+/* Data event flag: plaintext of a TLS connection, read at the TLS
+ * library's SSL_write/SSL_read (uprobes), not at the socket. */
+#define WL_F_TLS 2
 
 /* event.kind */
 #define WL_EV_DATA 1  /* bytes moved through a socket (one send or receive) */
@@ -50,6 +53,8 @@
 #define WL_SYS_RECVMMSG 10
 #define WL_SYS_SENDFILE 11 /* sendfile and splice: size only */
 #define WL_SYS_OTHER 12    /* io_uring and the like: size only */
+#define WL_SYS_SSL_WRITE 13 /* OpenSSL's SSL_write(_ex): plaintext (WL_F_TLS) */
+#define WL_SYS_SSL_READ 14  /* OpenSSL's SSL_read(_ex): plaintext (WL_F_TLS) */
 
 /* counters[] indexes (per-CPU array "counters") */
 #define WL_CNT_EVENTS 0      /* events written to the ring buffer */
@@ -59,7 +64,9 @@
 #define WL_CNT_DENIED 4      /* calls of processes the filters excluded (deny_pids) */
 #define WL_CNT_COUNTED 5     /* calls counted in socket storage without a record (layer 4 only) */
 #define WL_CNT_SKIPPED 6     /* calls whose payload was not copied: all of it in a body a plugin skips */
-#define WL_CNT_SLOTS 7
+#define WL_CNT_TLS 7         /* SSL_write/SSL_read calls that moved plaintext (recorded or not) */
+#define WL_CNT_TLS_NO_SOCKET 8 /* of those, calls whose socket is unknown (no socket call seen under the SSL object) */
+#define WL_CNT_SLOTS 9
 
 struct wl_event {
     __u64 ts;        /* ns, CLOCK_MONOTONIC (bpf_ktime_get_ns): when the bytes moved */
@@ -79,7 +86,7 @@ struct wl_event {
     __u16 rport;
     __u8 direction;
     __u8 role;
-    __u8 flags;      /* WL_F_*: continuation records of one call */
+    __u8 flags;      /* WL_F_*: continuation records of one call, TLS plaintext */
     __u8 pad;
     __u8 laddr[16];  /* IPv4 in the first 4 bytes */
     __u8 raddr[16];

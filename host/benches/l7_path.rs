@@ -124,9 +124,11 @@ fn main() {
     println!("{:>6}  {:>30}  {:>30}", "proto", "whole host path (wasm)", "parser alone (native)");
     // `cargo bench --bench l7_path -- redis` runs one protocol (for profiling).
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    // `--host-only`: the whole host path alone (for profiling it).
+    let host_only = std::env::args().any(|a| a == "--host-only");
     for w in workloads().into_iter().filter(|w| only.is_empty() || only.iter().any(|o| o == w.name)) {
         let mut host: Vec<f64> = (0..3).map(|_| host_path(&w)).collect();
-        let mut nat: Vec<f64> = (0..3)
+        let mut nat: Vec<f64> = (0..if host_only { 0 } else { 3 })
             .map(|_| match w.name {
                 "http" => native::<wirelens_plugin_http::Http>(&w),
                 "redis" => native::<wirelens_plugin_redis::Redis>(&w),
@@ -137,6 +139,10 @@ fn main() {
             .collect();
         host.sort_by(|a, b| a.partial_cmp(b).unwrap());
         nat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        if host_only {
+            println!("{:>6}  {:>30}", w.name, format!("{:.0}/{:.0}/{:.0}", host[0], host[1], host[2]));
+            continue;
+        }
         println!(
             "{:>6}  {:>30}  {:>30}",
             w.name,

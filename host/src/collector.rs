@@ -162,7 +162,11 @@ impl Collector {
                     // kernel update on).
                     return;
                 }
-                self.l4.add(conn, ev);
+                // A TLS socket's layer 4 is its own bytes (ciphertext),
+                // counted in the kernel; its plaintext is layer 7 only.
+                if !ev.tls {
+                    self.l4.add(conn, ev);
+                }
                 if let Some(l7) = self.l7.as_mut() {
                     l7.on_data(conn, ev, payload);
                 }
@@ -203,6 +207,10 @@ impl Collector {
         health.push("kernel_counted", capture.counted);
         health.push("kernel_skipped", capture.skipped);
         health.push("malformed", capture.malformed);
+        health.push("tls_libraries", capture.tls_libraries);
+        health.push("tls_libraries_failed", capture.tls_libraries_failed);
+        health.push("tls_calls", capture.tls_calls);
+        health.push("tls_no_socket", capture.tls_no_socket);
         health.push("connections", self.tracker.len());
         health.push("connections_over_capacity", t.over_capacity);
         health.push("connections_expired", t.expired);

@@ -50,6 +50,8 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             ring_bytes: config.wirelens.ring_buffer_bytes,
             // Nothing needs a TCP call's bytes: counted in the kernel.
             l4_default: !c.protocol_process.on(),
+            // Plaintext is for the layer-7 plugins only.
+            tls: config.wirelens.tls && c.protocol_process.on(),
             ..CaptureConfig::default()
         };
         Some(Capture::start(&cc, tx, spare_rx)?)
@@ -114,6 +116,12 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             add_output_health(&outputs, &mut records);
             outputs.emit(records);
             timers.next_l4 = now + timers.l4_every;
+        }
+        if now >= timers.next_tls_scan {
+            if let Some(cap) = capture.as_mut() {
+                cap.scan_tls();
+            }
+            timers.next_tls_scan = now + Duration::from_secs(1);
         }
         if now >= timers.next_kernel_filter {
             // (The kernel allows a pid again itself when its process exits.)
@@ -181,6 +189,8 @@ struct Timers {
     next_netlink: Instant,
     /// Filter decisions reach the kernel this often.
     next_kernel_filter: Instant,
+    /// New processes are looked at for TLS libraries this often.
+    next_tls_scan: Instant,
 }
 
 impl Timers {
@@ -200,6 +210,7 @@ impl Timers {
             next_l7: now + l7,
             next_netlink: now + netlink,
             next_kernel_filter: now,
+            next_tls_scan: now,
         }
     }
 

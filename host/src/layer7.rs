@@ -128,7 +128,7 @@ impl Layer7 {
         // connection (its ephemeral port would make a key per connection).
         let key_remote = if conn.role == Role::Server { (remote.0, 0) } else { remote };
         let l7 = self.conns.entry(conn.id).or_insert_with(|| L7Conn {
-            at: Endpoint::new(conn.key.proc, conn.role, key_remote),
+            at: Endpoint::new(conn.key.proc, conn.role, key_remote, conn.key.is_tls()),
             sock: conn.key.sock,
             role: conn.role,
             control: SocketControl::default(),
@@ -186,7 +186,10 @@ impl Layer7 {
                 control.skip_until[d] = control.skip_until[d].max(*until);
             }
         }
-        if control != l7.control {
+        // (A TLS connection's plaintext is read at the library: the
+        // socket's wishes are for its own bytes, which are counted in the
+        // kernel.)
+        if control != l7.control && l7.sock & crate::connections::TLS_SOCK == 0 {
             l7.control = control;
             self.controls.insert(l7.sock, control);
         }

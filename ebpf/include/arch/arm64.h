@@ -36,4 +36,12 @@ struct pt_regs {
 #define SYSCALL_ARG_6(regs) ((regs)->regs[5])
 #define SYSCALL_ARG(regs, n) SYSCALL_ARG_##n(regs)
 
+/* A user function's arguments at its entry and its return value at its
+ * return (uprobes: the AAPCS64 calling convention). */
+#define FUNC_ARG_1(r) ((r)->regs[0])
+#define FUNC_ARG_2(r) ((r)->regs[1])
+#define FUNC_ARG_3(r) ((r)->regs[2])
+#define FUNC_ARG_4(r) ((r)->regs[3])
+#define FUNC_RET(r) ((r)->regs[0])
+
 #endif

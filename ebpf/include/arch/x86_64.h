@@ -24,6 +24,8 @@ struct pt_regs {
     unsigned long dx;
     unsigned long si;
     unsigned long di;
+    unsigned long cx;
+    unsigned long ax;
     unsigned long orig_ax;
 };
 #pragma clang attribute pop
@@ -36,5 +38,13 @@ struct pt_regs {
 #define SYSCALL_ARG_5(regs) ((regs)->r8)
 #define SYSCALL_ARG_6(regs) ((regs)->r9)
 #define SYSCALL_ARG(regs, n) SYSCALL_ARG_##n(regs)
+
+/* A user function's arguments at its entry and its return value at its
+ * return (uprobes: the System V calling convention). */
+#define FUNC_ARG_1(regs) ((regs)->di)
+#define FUNC_ARG_2(regs) ((regs)->si)
+#define FUNC_ARG_3(regs) ((regs)->dx)
+#define FUNC_ARG_4(regs) ((regs)->cx)
+#define FUNC_RET(regs) ((regs)->ax)
 
 #endif

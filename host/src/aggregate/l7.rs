@@ -22,13 +22,15 @@ pub struct Endpoint {
     pub proc: ProcKey,
     pub role: Role,
     pub remote: (IpAddr, u16),
+    /// Plaintext read at the TLS library.
+    pub tls: bool,
     hash: u64,
 }
 
 impl Endpoint {
-    pub fn new(proc: ProcKey, role: Role, remote: (IpAddr, u16)) -> Self {
-        let hash = crate::fast_hash::hash_once((proc, role, remote));
-        Self { proc, role, remote, hash }
+    pub fn new(proc: ProcKey, role: Role, remote: (IpAddr, u16), tls: bool) -> Self {
+        let hash = crate::fast_hash::hash_once((proc, role, remote, tls));
+        Self { proc, role, remote, tls, hash }
     }
 }
 
@@ -113,7 +115,7 @@ impl L7Window {
         let key = if self.stats.len() >= self.max_keys && !self.stats.contains_key(&key) {
             self.overflow += 1;
             Key {
-                at: Endpoint::new(ProcKey::default(), Role::Unknown, (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+                at: Endpoint::new(ProcKey::default(), Role::Unknown, (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), false),
                 request: 0,
                 response: call.plugin().meta.id,
                 success: call.success,
@@ -172,6 +174,9 @@ impl L7Window {
                 },
             );
             r.push("role", k.at.role.as_str());
+            if k.at.tls {
+                r.push("tls", "1");
+            }
             r.push("remote_info", Value::Remote { ip: k.at.remote.0, port: k.at.remote.1, kind: k.at.role.peer() });
             r.push("total_count", s.count);
             r.push("total_latency_ns", s.latency);
@@ -231,7 +236,12 @@ mod tests {
         let (old, new) = (redis(&runtime), redis(&runtime));
         assert_ne!(old.meta.id, new.meta.id);
         let mut sets = FieldSets::default();
-        let at = Endpoint::new(ProcKey { pid: 7, start_ns: 1 }, Role::Client, (IpAddr::V4(Ipv4Addr::LOCALHOST), 6379));
+        let at = Endpoint::new(
+            ProcKey { pid: 7, start_ns: 1 },
+            Role::Client,
+            (IpAddr::V4(Ipv4Addr::LOCALHOST), 6379),
+            false,
+        );
         let mut w = L7Window::new(3);
         // GET through the plugin before and after a reload: two keys in the
         // window, one record.

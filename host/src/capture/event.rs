@@ -26,6 +26,9 @@ pub const ROLE_SERVER: u8 = 2;
 /// socket).
 pub const SYS_SENDFILE: u16 = 11;
 pub const SYS_OTHER: u16 = 12;
+/// Plaintext read at OpenSSL's `SSL_write(_ex)` and `SSL_read(_ex)`.
+pub const SYS_SSL_WRITE: u16 = 13;
+pub const SYS_SSL_READ: u16 = 14;
 
 pub const CNT_EVENTS: u32 = 0;
 pub const CNT_LOST: u32 = 1;
@@ -34,6 +37,8 @@ pub const CNT_TRUNCATED: u32 = 3;
 pub const CNT_DENIED: u32 = 4;
 pub const CNT_COUNTED: u32 = 5;
 pub const CNT_SKIPPED: u32 = 6;
+pub const CNT_TLS: u32 = 7;
+pub const CNT_TLS_NO_SOCKET: u32 = 8;
 
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
@@ -41,6 +46,8 @@ pub const AF_INET6: u16 = 10;
 
 /// `WL_F_CONT`.
 pub const F_CONT: u8 = 1;
+/// `WL_F_TLS`.
+pub const F_TLS: u8 = 2;
 
 pub const SOCK_STREAM: u16 = 1;
 pub const SOCK_DGRAM: u16 = 2;
@@ -332,6 +339,9 @@ pub struct Event {
     /// one record, on a socket that wants whole calls): its bytes follow
     /// on, but it is not another call.
     pub continued: bool,
+    /// Plaintext of a TLS connection, read at the TLS library (the socket's
+    /// own bytes, ciphertext, are counted in the kernel).
+    pub tls: bool,
 }
 
 /// Events as the capture hands them over: their payloads in one buffer, so
@@ -391,6 +401,7 @@ impl EventBatch {
             payload: 0..0,
             counts: Counts::default(),
             continued: false,
+            tls: false,
         };
         self.push(ev, payload)
     }
@@ -529,6 +540,7 @@ impl Event {
             payload: 0..0,
             counts,
             continued: raw.flags & F_CONT != 0,
+            tls: raw.flags & F_TLS != 0,
         };
         Some((event, payload))
     }
@@ -606,6 +618,11 @@ mod tests {
             ("WL_ARGV_MAX", ARGV_MAX as u64),
             ("WL_EV_DATA", EV_DATA.into()),
             ("WL_F_CONT", F_CONT.into()),
+            ("WL_F_TLS", F_TLS.into()),
+            ("WL_SYS_SSL_WRITE", SYS_SSL_WRITE.into()),
+            ("WL_SYS_SSL_READ", SYS_SSL_READ.into()),
+            ("WL_CNT_TLS", CNT_TLS.into()),
+            ("WL_CNT_TLS_NO_SOCKET", CNT_TLS_NO_SOCKET.into()),
             ("WL_EV_CLOSE", EV_CLOSE.into()),
             ("WL_EV_STATS", EV_STATS.into()),
             ("WL_MODE_COPY", MODE_COPY.into()),

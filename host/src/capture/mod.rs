@@ -7,6 +7,7 @@
 pub mod event;
 mod reader;
 mod setup;
+mod tls;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,6 +68,8 @@ pub struct CaptureConfig {
     /// TCP sockets start counted in the kernel, without a record per call
     /// (`ProtocolProcess: false`: nothing needs their bytes).
     pub l4_default: bool,
+    /// Read TLS plaintext at the libraries (`Wirelens.Tls`).
+    pub tls: bool,
 }
 
 impl Default for CaptureConfig {
@@ -81,6 +84,7 @@ impl Default for CaptureConfig {
             ring_bytes: 8 << 20,
             wakeup_bytes: 256 << 10,
             l4_default: false,
+            tls: true,
         }
     }
 }
@@ -105,6 +109,14 @@ pub struct CaptureStats {
     pub denied: u64,
     /// Records the reader could not decode.
     pub malformed: u64,
+    /// TLS libraries the uprobes are attached to, and those that could not
+    /// be attached (logged with the reason).
+    pub tls_libraries: u64,
+    pub tls_libraries_failed: u64,
+    /// SSL_write/SSL_read calls that moved plaintext, and of those, calls
+    /// whose socket was unknown (not recorded).
+    pub tls_calls: u64,
+    pub tls_no_socket: u64,
 }
 
 /// Attached programs and the reader thread; dropping it detaches everything.
@@ -122,6 +134,8 @@ pub struct Capture {
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
     malformed: Arc<AtomicU64>,
+    /// TLS libraries attached (`None`: TLS capture off).
+    tls: Option<tls::TlsLibraries>,
 }
 
 impl Capture {
@@ -172,6 +186,7 @@ impl Capture {
             stop,
             reader: Some(reader),
             malformed,
+            tls: config.tls.then(tls::TlsLibraries::default),
         })
     }
 
@@ -224,6 +239,15 @@ impl Capture {
         Ok(())
     }
 
+    /// Attach the TLS probes to libraries that processes started mapping
+    /// (new processes; every process now and then). Nothing when TLS
+    /// capture is off.
+    pub fn scan_tls(&mut self) {
+        if let (Some(tls), Some(ebpf)) = (self.tls.as_mut(), self.ebpf.as_mut()) {
+            tls.scan(ebpf);
+        }
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> CaptureStats {
         let sum = |slot: u32| -> u64 { self.counters.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0) };
@@ -236,6 +260,10 @@ impl Capture {
             skipped: sum(event::CNT_SKIPPED),
             denied: sum(event::CNT_DENIED),
             malformed: self.malformed.load(Ordering::Relaxed),
+            tls_libraries: self.tls.as_ref().map_or(0, |t| t.attached),
+            tls_libraries_failed: self.tls.as_ref().map_or(0, |t| t.failed),
+            tls_calls: sum(event::CNT_TLS),
+            tls_no_socket: sum(event::CNT_TLS_NO_SOCKET),
         }
     }
 
@@ -344,6 +372,15 @@ pub fn load(config: &CaptureConfig, btf: &Btf) -> Result<Ebpf> {
                 "the kernel's verifier rejected {program} (tracepoint {tracepoint}): {}",
                 verifier_tail(&e, 25)
             );
+        }
+    }
+    for (program, function) in tls::PROBES {
+        let prog: &mut aya::programs::UProbe = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the object"))?
+            .try_into()?;
+        if let Err(e) = prog.load() {
+            anyhow::bail!("the kernel's verifier rejected {program} (uprobe on {function}): {}", verifier_tail(&e, 25));
         }
     }
     let iter: &mut Iter = ebpf

@@ -322,6 +322,9 @@ pub struct Wirelens {
     /// protocol's, by protocol (over the plugin's own figure; at most
     /// `PayloadBytes`).
     pub capture_bytes: BTreeMap<String, u32>,
+    /// Read TLS plaintext at OpenSSL (uprobes on every `libssl` mapped):
+    /// TLS connections' calls are parsed like clear ones.
+    pub tls: bool,
 }
 
 /// A plugin option's value: any YAML scalar, passed to the plugin as text.
@@ -359,6 +362,7 @@ impl Default for Wirelens {
             redact_patterns: vec![],
             plugin_options: BTreeMap::new(),
             capture_bytes: BTreeMap::new(),
+            tls: true,
         }
     }
 }

@@ -6,4 +6,4 @@ pub mod local;
 pub mod sockdiag;
 mod tracker;
 
-pub use tracker::{Conn, ConnKey, Role, SocketType, Tracker, TrackerConfig, TrackerStats};
+pub use tracker::{Conn, ConnKey, Role, SocketType, Tracker, TrackerConfig, TrackerStats, TLS_SOCK};

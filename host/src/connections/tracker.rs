@@ -12,11 +12,29 @@ use super::sockdiag::Listening;
 
 /// A connection's identity: a process and a socket (its cookie, which the
 /// kernel never reuses; a socket shared by several processes is one
-/// connection per process).
+/// connection per process). A TLS socket's plaintext (read at the TLS
+/// library) is a connection of its own beside the socket's ciphertext:
+/// its `sock` is the cookie with [`TLS_SOCK`] set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     pub proc: ProcKey,
     pub sock: u64,
+}
+
+/// Set in [`ConnKey::sock`] for a TLS socket's plaintext (kernel cookies
+/// are a counter from 1: they never reach this bit).
+pub const TLS_SOCK: u64 = 1 << 63;
+
+impl ConnKey {
+    /// The plaintext of a TLS socket?
+    pub fn is_tls(&self) -> bool {
+        self.sock & TLS_SOCK != 0
+    }
+
+    /// The socket's cookie, as the kernel knows it.
+    pub fn cookie(&self) -> u64 {
+        self.sock & !TLS_SOCK
+    }
 }
 
 /// One tracked connection.
@@ -136,7 +154,7 @@ impl Tracker {
     /// Apply one data event: its connection, unless the connection is not
     /// tracked (over capacity) or dropped by a rule.
     pub fn on_event(&mut self, ev: &Event) -> Option<&Conn> {
-        let key = ConnKey { proc: ev.proc, sock: ev.sock };
+        let key = ConnKey { proc: ev.proc, sock: if ev.tls { ev.sock | TLS_SOCK } else { ev.sock } };
         let full = self.conns.len() >= self.config.max_connections;
         // One lookup per event (fields borrowed apart, not through methods).
         let conn = match self.conns.entry(key) {
@@ -152,7 +170,7 @@ impl Tracker {
                 self.stats.opened += 1;
                 if conn.dropped {
                     self.stats.dropped_by_rule += 1;
-                    self.newly_dropped.push(key.sock);
+                    self.newly_dropped.push(key.cookie());
                 }
                 self.by_sock.entry(key.sock).or_default().push(key.proc);
                 slot.insert(conn)
@@ -170,21 +188,24 @@ impl Tracker {
             conn.local = ev.local;
             if !conn.dropped && self.config.drop_local && is_local(&self.local_addrs, conn.remote.0) {
                 conn.dropped = true;
-                self.newly_dropped.push(key.sock);
+                self.newly_dropped.push(key.cookie());
             }
         }
         (!conn.dropped).then_some(&*conn)
     }
 
-    /// The socket closed: every process's connection on it ends (those not
-    /// dropped by a rule are returned, to be finished).
-    pub fn on_close(&mut self, sock: u64) -> Vec<Conn> {
+    /// The socket closed: every process's connection on it ends, its TLS
+    /// plaintext too (those not dropped by a rule are returned, to be
+    /// finished).
+    pub fn on_close(&mut self, cookie: u64) -> Vec<Conn> {
         let mut closed = Vec::new();
-        for proc in self.by_sock.remove(&sock).unwrap_or_default() {
-            if let Some(conn) = self.conns.remove(&ConnKey { proc, sock }) {
-                self.stats.closed += 1;
-                if !conn.dropped {
-                    closed.push(conn);
+        for sock in [cookie, cookie | TLS_SOCK] {
+            for proc in self.by_sock.remove(&sock).unwrap_or_default() {
+                if let Some(conn) = self.conns.remove(&ConnKey { proc, sock }) {
+                    self.stats.closed += 1;
+                    if !conn.dropped {
+                        closed.push(conn);
+                    }
                 }
             }
         }
@@ -294,6 +315,7 @@ mod tests {
             payload: 0..0,
             counts: Default::default(),
             continued: false,
+            tls: false,
         }
     }
 

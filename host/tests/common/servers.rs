@@ -78,11 +78,22 @@ pub fn shut_down(child: &mut Child, signal: i32, limit: Duration) {
 pub struct MariaDb {
     pub port: u16,
     pub child: Child,
+    /// Requiring TLS (`require_secure_transport`): the client connects with `--ssl`.
+    pub tls: bool,
     dir: tempfile::TempDir,
 }
 
 impl MariaDb {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// The same requiring TLS, with `cert`.
+    pub fn start_tls(cert: &Cert) -> Self {
+        Self::start_with(Some(cert))
+    }
+
+    fn start_with(cert: Option<&Cert>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let out = run(
@@ -93,16 +104,25 @@ impl MariaDb {
         );
         assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
+        let tls: Vec<String> = match cert {
+            Some(c) => vec![
+                format!("--ssl-cert={}", c.cert.display()),
+                format!("--ssl-key={}", c.key.display()),
+                "--require-secure-transport=ON".into(),
+            ],
+            None => vec![],
+        };
         let child = spawn(
             Command::new("mariadbd")
                 .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-log-bin"])
+                .args(&tls)
                 .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"])
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", dir.path().join("sock").display()))
                 .arg(format!("--port={port}")),
             "mariadb-server",
         );
-        let s = Self { port, child, dir };
+        let s = Self { port, child, tls: cert.is_some(), dir };
         wait_ready("mariadbd", || s.sql("SELECT 1").status.success());
         s
     }
@@ -117,6 +137,7 @@ impl MariaDb {
                 &self.port.to_string(),
                 "-uroot",
                 "--force",
+                if self.tls { "--ssl" } else { "--skip-ssl" },
                 "-e",
                 statements,
             ]),
@@ -140,6 +161,8 @@ impl Drop for MariaDb {
 pub struct Postgres {
     pub port: u16,
     pub child: Child,
+    /// Serving TLS (`ssl=on`): psql and pgbench connect with `sslmode=require`.
+    pub tls: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -159,6 +182,15 @@ fn postgres_user() -> (u32, u32) {
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// The same with `ssl=on` and `cert`.
+    pub fn start_tls(cert: &Cert) -> Self {
+        Self::start_with(Some(cert))
+    }
+
+    fn start_with(cert: Option<&Cert>) -> Self {
         use std::os::unix::process::CommandExt;
         let (uid, gid) = postgres_user();
         let dir = tempfile::tempdir().unwrap();
@@ -174,18 +206,38 @@ impl Postgres {
         );
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
+        // The server reads its key as its own user, and only from a file
+        // no one else may read.
+        let mut ssl = vec!["-c".to_string(), "ssl=off".to_string()];
+        if let Some(c) = cert {
+            let (cert_file, key_file) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            for (from, to) in [(&c.cert, &cert_file), (&c.key, &key_file)] {
+                std::fs::copy(from, to).unwrap();
+                std::os::unix::fs::chown(to, Some(uid), Some(gid)).unwrap();
+                std::fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            }
+            ssl = [
+                "ssl=on".to_string(),
+                format!("ssl_cert_file={}", cert_file.display()),
+                format!("ssl_key_file={}", key_file.display()),
+            ]
+            .into_iter()
+            .flat_map(|o| ["-c".to_string(), o])
+            .collect();
+        }
         let child = spawn(
             Command::new(format!("{PG_BIN}/postgres"))
                 .arg("-D")
                 .arg(&data)
                 .args(["-p", &port.to_string(), "-k"])
                 .arg(dir.path())
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "ssl=off"])
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                .args(&ssl)
                 .uid(uid)
                 .gid(gid),
             "postgresql",
         );
-        let s = Self { port, child, _dir: dir };
+        let s = Self { port, child, tls: cert.is_some(), _dir: dir };
         wait_ready("postgres", || s.psql(&["-c", "SELECT 1"]).status.success());
         s
     }
@@ -195,6 +247,7 @@ impl Postgres {
         run(
             Command::new("psql")
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-X", "-q"])
+                .env("PGSSLMODE", if self.tls { "require" } else { "disable" })
                 .args(args),
             "postgresql-client",
         )
@@ -205,6 +258,7 @@ impl Postgres {
         run(
             Command::new("pgbench")
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .env("PGSSLMODE", if self.tls { "require" } else { "disable" })
                 .args(args),
             "postgresql-contrib",
         )
@@ -227,15 +281,28 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(root: &Path) -> Self {
+        Self::start_with(root, None)
+    }
+
+    /// The same over HTTPS, with `cert` (from [`self_signed`]).
+    pub fn start_tls(root: &Path, cert: &Cert) -> Self {
+        Self::start_with(root, Some(cert))
+    }
+
+    fn start_with(root: &Path, cert: Option<&Cert>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path().display();
+        let tls = match cert {
+            Some(c) => format!(" ssl; ssl_certificate {}; ssl_certificate_key {}", c.cert.display(), c.key.display()),
+            None => String::new(),
+        };
         let conf = format!(
             "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
              uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port}; root {}; location /echo {{ return 201 \"created\\n\"; }}\n\
+             server {{ listen 127.0.0.1:{port}{tls}; root {}; location /echo {{ return 201 \"created\\n\"; }}\n\
              location /gz/ {{ gzip on; gzip_types *; gzip_min_length 0; }} }} }}\n",
             root.display()
         );
@@ -246,6 +313,29 @@ impl Nginx {
         wait_ready("nginx", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         s
     }
+}
+
+/// A self-signed certificate for `localhost` and its key.
+pub struct Cert {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Make a self-signed certificate (RSA 2048, one day) with openssl.
+pub fn self_signed() -> Cert {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl",
+    );
+    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    Cert { cert, key, _dir: dir }
 }
 
 impl Drop for Nginx {
@@ -275,21 +365,41 @@ pub fn free_port() -> u16 {
 pub struct RedisServer {
     pub port: u16,
     pub child: Child,
+    /// Serving TLS only: redis-cli and redis-benchmark connect with `--tls`.
+    pub tls: bool,
     _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// The same serving TLS only (`--tls-port`, no client certificates).
+    pub fn start_tls(cert: &Cert) -> Self {
+        Self::start_with(Some(cert))
+    }
+
+    fn start_with(cert: Option<&Cert>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        match cert {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some(c) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "no", "--tls-cert-file"])
+                .arg(&c.cert)
+                .arg("--tls-key-file")
+                .arg(&c.key),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (apt-get install redis-server; scripts/setup.sh does it)");
-        let s = Self { port, child, _dir: dir };
+        let s = Self { port, child, tls: cert.is_some(), _dir: dir };
         for _ in 0..100 {
             if s.cli(&["PING"]).trim() == "PONG" {
                 return s;
@@ -299,8 +409,22 @@ impl RedisServer {
         panic!("redis-server did not answer on port {port}");
     }
 
+    /// `--tls --insecure` first when the server serves TLS.
+    pub fn tls_args(&self) -> &'static [&'static str] {
+        if self.tls {
+            &["--tls", "--insecure"]
+        } else {
+            &[]
+        }
+    }
+
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        let out = Command::new("redis-cli")
+            .args(self.tls_args())
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }

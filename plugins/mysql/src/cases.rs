@@ -173,7 +173,32 @@ pub fn all() -> Vec<Case> {
     let long_sql = format!("INSERT INTO blobs VALUES ('{}')", "x".repeat(20_000));
     let long_query = query(&long_sql);
 
+    // After a switch to TLS the handshake response is packet 2 and carries
+    // CLIENT_SSL; the greeting went in the clear, on the socket.
+    let mut tls_login = handshake_response(client_caps | DEPRECATE_EOF | 0x800, "app");
+    tls_login[3] = 2;
+
     vec![
+        Case {
+            name: "TLS plaintext: the handshake response after the switch, then an error and a result set ended by OK",
+            chunks: vec![
+                TestChunk::egress(1, &tls_login),
+                TestChunk::ingress(2, ok(3, 2)),
+                TestChunk::egress(3, &missing),
+                TestChunk::ingress(4, &missing_err),
+                TestChunk::egress(5, &select),
+                TestChunk::ingress(6, &rows_new),
+            ],
+            close: vec![],
+            expect: vec![
+                req(1, tls_login.len(), "CONNECT", None),
+                resp(2, 2, 11, None),
+                req(3, missing.len(), "QUERY", Some("select * from missing")),
+                resp(4, 4, missing_err.len(), Some(1146)),
+                req(5, select.len(), "QUERY", Some("SELECT id, name FROM t WHERE id = ? OR name = ?")),
+                resp(6, 6, rows_new.len(), None),
+            ],
+        },
         Case {
             name: "login, then a query with a result set and EOF packets",
             chunks: vec![

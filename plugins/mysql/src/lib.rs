@@ -178,6 +178,9 @@ impl Protocol for Mysql {
                         0
                     }
                 }
+                // The handshake response after a switch to TLS: the first
+                // packet of a connection's plaintext (read at the TLS library).
+                (2, Some(_)) if p.len > 32 && exact && tls_handshake_response(&p) => 70,
                 _ => 0,
             }
         } else if p.seq == 0 && exact && greeting_caps(p.payload).is_some() {
@@ -278,6 +281,17 @@ fn request(conn: &mut Conn, p: &Packet, truncated: bool, fields: &mut Fields) ->
     if conn.login == Login::Greeted && p.seq == 1 {
         return handshake_response(conn, p, fields);
     }
+    // A TLS connection's plaintext begins with the handshake response sent
+    // after the switch (sequence 2; the greeting and the switch request went
+    // in the clear, on the socket).
+    if conn.login == Login::Unknown && p.seq == 2 && p.len > 32 {
+        if !p.has(4) {
+            return Step::NeedMore;
+        }
+        if tls_handshake_response(p) {
+            return handshake_response(conn, p, fields);
+        }
+    }
     if p.seq != 0 || conn.login == Login::Authenticating {
         // Auth rounds, LOAD DATA LOCAL contents, or the rest of a command
         // longer than one packet: not a new request.
@@ -361,11 +375,20 @@ fn handshake_response(conn: &mut Conn, p: &Packet, fields: &mut Fields) -> Step 
     if caps & CLIENT_SSL != 0 && p.len == 32 {
         return Step::Invalid("the client switched to TLS".into());
     }
-    conn.deprecate_eof = Some(caps & conn.server_caps & CLIENT_DEPRECATE_EOF != 0);
+    // Without the greeting (TLS plaintext), the first result set tells.
+    conn.deprecate_eof = (conn.login == Login::Greeted).then_some(caps & conn.server_caps & CLIENT_DEPRECATE_EOF != 0);
     conn.login = Login::Authenticating;
     conn.pending.push_back(Expect::Login);
     fields.str(COMMAND, "CONNECT");
     Step::Complete(p.wire_len(), Meta::request())
+}
+
+/// A handshake response made after a switch to TLS (`CLIENT_SSL` set).
+fn tls_handshake_response(p: &Packet) -> bool {
+    p.payload
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .is_some_and(|caps| caps & CLIENT_PROTOCOL_41 != 0 && caps & CLIENT_SSL != 0)
 }
 
 fn statement_id(body: &[u8]) -> Option<u32> {

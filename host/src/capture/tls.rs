@@ -1,0 +1,138 @@
+//! TLS libraries: every OpenSSL `libssl` that a process maps gets the
+//! uprobes on `SSL_write`, `SSL_read`, `SSL_write_ex` and `SSL_read_ex`
+//! (entry and return). A uprobe belongs to a file, not a process: one
+//! attachment per library file (device, inode) serves every process that
+//! maps it, those started later and those that load it later (`dlopen`)
+//! included. Libraries inside containers are reached through
+//! `/proc/PID/root`.
+//!
+//! Processes are looked at once, when first seen (a new pid in `/proc`),
+//! and all again every [`FULL_RESCAN`] (a process that loads a library
+//! file no process mapped before).
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aya::programs::uprobe::UProbeScope;
+use aya::programs::UProbe;
+use aya::Ebpf;
+
+/// (program, function): entry and return of each function read.
+pub const PROBES: [(&str, &str); 8] = [
+    ("ssl_write_enter", "SSL_write"),
+    ("ssl_write_exit", "SSL_write"),
+    ("ssl_read_enter", "SSL_read"),
+    ("ssl_read_exit", "SSL_read"),
+    ("ssl_write_ex_enter", "SSL_write_ex"),
+    ("ssl_write_ex_exit", "SSL_write_ex"),
+    ("ssl_read_ex_enter", "SSL_read_ex"),
+    ("ssl_read_ex_exit", "SSL_read_ex"),
+];
+
+/// Every process is looked at again this often (libraries loaded late).
+const FULL_RESCAN: Duration = Duration::from_secs(30);
+
+/// The libraries attached, and what was looked at.
+#[derive(Default)]
+pub struct TlsLibraries {
+    /// (device, inode) of files attached, or given up on (logged once).
+    done: HashSet<(u64, u64)>,
+    /// Libraries attached.
+    pub attached: u64,
+    /// Libraries that could not be attached.
+    pub failed: u64,
+    /// Pids looked at, with their start (a reused pid is looked at again).
+    seen: HashMap<u32, u64>,
+    next_full: Option<Instant>,
+}
+
+impl TlsLibraries {
+    /// Look at processes not looked at yet (all of them every
+    /// [`FULL_RESCAN`]) and attach to the libraries they map that are new.
+    pub fn scan(&mut self, ebpf: &mut Ebpf) {
+        let now = Instant::now();
+        let full = self.next_full.is_none_or(|t| now >= t);
+        if full {
+            self.next_full = Some(now + FULL_RESCAN);
+        }
+        let Ok(dir) = std::fs::read_dir("/proc") else { return };
+        let mut alive = HashMap::with_capacity(self.seen.len());
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            // The directory's change time: a reused pid is a new directory.
+            let born = entry.metadata().map(|m| m.ctime() as u64).unwrap_or(0);
+            alive.insert(pid, born);
+            if !full && self.seen.get(&pid) == Some(&born) {
+                continue;
+            }
+            for lib in libraries_of(pid) {
+                self.attach(ebpf, &lib);
+            }
+        }
+        self.seen = alive;
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, path: &Path) {
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        if !self.done.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        match attach_library(ebpf, path) {
+            Ok(functions) => {
+                self.attached += 1;
+                tracing::info!(library = %path.display(), ?functions, "TLS library attached");
+            }
+            Err(e) => {
+                self.failed += 1;
+                tracing::warn!(library = %path.display(), "TLS library not attached: {e:#}");
+            }
+        }
+    }
+}
+
+/// The OpenSSL libraries a process maps, as paths the daemon can open
+/// (through the process's root: containers have their own).
+fn libraries_of(pid: u32) -> Vec<PathBuf> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return vec![] };
+    let mut out: Vec<PathBuf> = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path
+        let Some(path) = line.split_whitespace().nth(5) else { continue };
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !name.starts_with("libssl.so") || line.ends_with("(deleted)") {
+            continue;
+        }
+        let full = PathBuf::from(format!("/proc/{pid}/root{path}"));
+        if !out.contains(&full) {
+            out.push(full);
+        }
+    }
+    out
+}
+
+/// Attach every probe to the library; the functions attached (a library
+/// without the `_ex` functions, OpenSSL before 1.1.1, still gets the
+/// others). An error when `SSL_write` or `SSL_read` cannot be attached.
+fn attach_library(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<Vec<&'static str>> {
+    let mut functions = Vec::new();
+    for (program, function) in PROBES {
+        let prog: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow::anyhow!("program {program} missing from the object"))?
+            .try_into()?;
+        match prog.attach(function, path, UProbeScope::AllProcesses) {
+            Ok(_) => {
+                if !functions.contains(&function) {
+                    functions.push(function);
+                }
+            }
+            Err(e) if function.ends_with("_ex") => {
+                tracing::debug!(library = %path.display(), "{function}: {e}");
+            }
+            Err(e) => anyhow::bail!("{function}: {e}"),
+        }
+    }
+    Ok(functions)
+}
