@@ -100,6 +100,11 @@ impl Collector {
         records
     }
 
+    /// The processes whose network calls were seen (and not yet forgotten).
+    pub fn talking_pids(&self) -> Vec<u32> {
+        self.procs.pids()
+    }
+
     /// Processes to deny in the kernel (newly excluded).
     pub fn kernel_denials(&mut self) -> Vec<crate::capture::ProcKey> {
         self.procs.take_denied()

@@ -119,7 +119,7 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
         }
         if now >= timers.next_tls_scan {
             if let Some(cap) = capture.as_mut() {
-                cap.scan_tls();
+                cap.scan_tls(collector.talking_pids());
             }
             timers.next_tls_scan = now + Duration::from_secs(1);
         }

@@ -16,13 +16,20 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::daemon::{config, num, remote, sum, Daemon};
-use common::servers::{calls, client_of, cmd_has, free_port, self_signed, Cert, MariaDb, Nginx, Postgres, RedisServer};
+use common::servers::{
+    calls, client_of, cmd_has, free_port, self_signed, Cert, DockerEngine, MariaDb, Nginx, Postgres, RedisServer,
+};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The lock, a web root and a certificate: what most tests start with.
+fn fixture() -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Cert) {
+    (lock(), web_root(), self_signed())
 }
 
 fn is_pid(r: &Value, pid: u32) -> bool {
@@ -85,9 +92,7 @@ fn health(records: &[Value]) -> &Value {
 /// record for the port) and still counts at layer 4.
 #[test]
 fn curl_to_nginx_over_https() {
-    let _serial = lock();
-    let root = web_root();
-    let cert = self_signed();
+    let (_serial, root, cert) = fixture();
     let nginx = Nginx::start_tls(root.path(), &cert);
     let clear = Nginx::start(root.path());
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
@@ -152,37 +157,13 @@ fn python_ssl_pair_started_before_the_daemon() {
     let root = web_root();
     let cert: Cert = self_signed();
     let port = free_port();
-    let script = common::root().join("tests/e2e/tls_pair.py");
-    let mut server = Command::new("python3")
-        .arg(&script)
-        .args(["server", &port.to_string()])
-        .arg(&cert.cert)
-        .arg(&cert.key)
-        .current_dir(root.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut ready = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
-    let mut client = Command::new("python3")
-        .arg(&script)
-        .args(["client", &port.to_string(), "10", "wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut out = BufReader::new(client.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "waiting");
+    let mut server = python_server(port, &cert, root.path());
+    let (mut client, mut out) = waiting_client(&["client", &port.to_string(), "10", "wait"], None);
 
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
     std::thread::sleep(Duration::from_millis(1500)); // the first library scan
     writeln!(client.stdin.as_mut().unwrap()).unwrap();
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("done {}404", "200 ".repeat(10)));
+    assert_eq!(line_of(&mut out), format!("done {}404", "200 ".repeat(10)));
     let (cpid, spid) = (client.id(), server.id());
     daemon.wait_for(Duration::from_secs(20), |rs| {
         calls(rs, "http", |r| is_pid(r, cpid)) >= 11 && calls(rs, "http", |r| server_of(r, spid)) >= 11
@@ -204,6 +185,45 @@ fn python_ssl_pair_started_before_the_daemon() {
     }
 }
 
+/// The Python `ssl` HTTPS server of tests/e2e/tls_pair.py serving `root`, ready.
+fn python_server(port: u16, cert: &Cert, root: &std::path::Path) -> Child {
+    let mut server = Command::new("python3")
+        .arg(common::root().join("tests/e2e/tls_pair.py"))
+        .args(["server", &port.to_string()])
+        .arg(&cert.cert)
+        .arg(&cert.key)
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    server
+}
+
+/// A line from a child's stdout.
+fn line_of(out: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.trim().to_string()
+}
+
+/// A client of tests/e2e/tls_pair.py (`client PORT N wait` or `late PORT
+/// N`) that said "waiting": it goes on at each line written to its stdin.
+/// `libs`: LD_LIBRARY_PATH.
+fn waiting_client(args: &[&str], libs: Option<&std::path::Path>) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(common::root().join("tests/e2e/tls_pair.py")).args(args);
+    if let Some(dir) = libs {
+        cmd.env("LD_LIBRARY_PATH", dir);
+    }
+    let mut client = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3");
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    assert_eq!(line_of(&mut out), "waiting");
+    (client, out)
+}
+
 fn finish(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -213,9 +233,7 @@ fn finish(child: &mut Child) {
 /// layer-4 records only.
 #[test]
 fn tls_off_leaves_layer_4_only() {
-    let _serial = lock();
-    let root = web_root();
-    let cert = self_signed();
+    let (_serial, root, cert) = fixture();
     let nginx = Nginx::start_tls(root.path(), &cert);
     let redis = RedisServer::start_tls(&cert);
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", "Tls: false"));
@@ -247,46 +265,25 @@ fn tls_off_leaves_layer_4_only() {
 /// is read, and counted as denied.
 #[test]
 fn excluded_processes_are_denied_at_the_uprobe() {
-    let _serial = lock();
-    let root = web_root();
-    let cert = self_signed();
+    let (_serial, root, cert) = fixture();
     let port = free_port();
     let script = common::root().join("tests/e2e/tls_pair.py");
     // Everything is excluded.
     let filters = "DropLocalConnections: false\nFlushOutL7Interval: 1\nIncludeCmdRegex: '^no-such-program$'";
     let daemon = Daemon::start(&config(filters, "", ""));
-    let mut server = Command::new("python3")
-        .arg(&script)
-        .args(["server", &port.to_string()])
-        .arg(&cert.cert)
-        .arg(&cert.key)
-        .current_dir(root.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut ready = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut ready).unwrap();
+    let mut server = python_server(port, &cert, root.path());
     std::thread::sleep(Duration::from_millis(1500)); // the library scan
-                                                     // One call each, to be decided on; then 200 more, after the denials landed.
+                                                     // One call each, to be decided on; then 200 more, after the server's
+                                                     // denial landed (the new client's first calls may be read: its first
+                                                     // events decide it).
     let first = Command::new("python3").arg(&script).args(["client", &port.to_string(), "1"]).output().unwrap();
     assert!(first.status.success());
     std::thread::sleep(Duration::from_millis(1500));
     let before = daemon.records();
     let before = num(health(&before), "tls_calls");
-    let mut client = Command::new("python3")
-        .arg(&script)
-        .args(["client", &port.to_string(), "200", "wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(client.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    std::thread::sleep(Duration::from_millis(1500)); // the client's first event is its connect: decided
+    let (mut client, mut out) = waiting_client(&["client", &port.to_string(), "200", "wait"], None);
     writeln!(client.stdin.as_mut().unwrap()).unwrap();
-    line.clear();
-    out.read_line(&mut line).unwrap();
+    let line = line_of(&mut out);
     assert!(line.starts_with("done 200"), "{line}");
     std::thread::sleep(Duration::from_millis(2500));
     let records = daemon.stop();
@@ -464,4 +461,98 @@ fn mariadb_over_tls_counts_as_in_the_clear() {
     }
     let (flagged, all) = tls_flags(&records, |r| client_of(r, tls_port) || server_of(r, tls_pid));
     assert_eq!(flagged, all, "every TLS call says so");
+}
+
+/// A process loads a libssl file that no process mapped before, after the
+/// daemon first looked at it (Python imports `ssl` late; LD_LIBRARY_PATH
+/// names a copy of libssl.so.3, another file): the daemon finds it while
+/// the process talks and attaches to it. The calls made after that on the
+/// same connection are all counted.
+#[test]
+fn a_library_loaded_late_is_found() {
+    let (_serial, root, cert) = fixture();
+    let port = free_port();
+    let copy = tempfile::tempdir().unwrap();
+    let lib = ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/lib/aarch64-linux-gnu/libssl.so.3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libssl.so.3 (apt-get install libssl3)");
+    std::fs::copy(lib, copy.path().join("libssl.so.3")).unwrap();
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
+    let mut server = python_server(port, &cert, root.path());
+    let (mut client, mut out) = waiting_client(&["late", &port.to_string(), "10"], Some(copy.path()));
+    std::thread::sleep(Duration::from_millis(2500)); // looked at: no libssl yet
+    writeln!(client.stdin.as_mut().unwrap()).unwrap();
+    assert_eq!(line_of(&mut out), "connected");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", client.id())).unwrap();
+    assert!(maps.contains(&format!("{}/libssl.so.3", copy.path().display())), "the client maps the copy");
+    let attached = daemon.wait_for(Duration::from_secs(15), |rs| {
+        rs.iter().rev().find(|r| r["type"] == "health").is_some_and(|h| num(h, "tls_libraries") >= 2)
+    });
+    assert!(attached, "the copy is attached: {}", daemon.stderr());
+    writeln!(client.stdin.as_mut().unwrap()).unwrap();
+    assert_eq!(line_of(&mut out), format!("done {}404", "200 ".repeat(10)));
+    let cpid = client.id();
+    daemon.wait_for(Duration::from_secs(20), |rs| calls(rs, "http", |r| is_pid(r, cpid)) >= 11);
+    std::thread::sleep(Duration::from_millis(2500));
+    let records = daemon.stop();
+    finish(&mut client);
+    finish(&mut server);
+    let rs: Vec<&Value> = protocols(&records).filter(|r| is_pid(r, cpid)).collect();
+    assert_eq!(rs.iter().map(|r| num(r, "total_count")).sum::<u64>(), 11, "{rs:#?}");
+    assert!(rs.iter().all(|r| r["tls"] == "1"), "{rs:#?}");
+}
+
+/// curl inside a container, with the container's own libssl (another file
+/// than the host's, reached through /proc/PID/root): attached when the
+/// daemon finds the container's process, and the calls made after that are
+/// counted, flagged TLS, with the container's metadata.
+#[test]
+fn a_container_with_its_own_libssl() {
+    let (_serial, root, cert) = fixture();
+    let nginx = Nginx::start_tls(root.path(), &cert);
+    let mut docker = DockerEngine::start();
+    docker.import_with("wirelens-curl:test", &["curl"]);
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
+    std::thread::sleep(Duration::from_millis(1500));
+    let libraries =
+        |rs: &[Value]| rs.iter().rev().find(|r| r["type"] == "health").map_or(0, |h| num(h, "tls_libraries"));
+    daemon.wait_for(Duration::from_secs(10), |rs| libraries(rs) >= 1);
+    let host_libraries = libraries(&daemon.records());
+    // curl's first transfer is from a clear server that answers after 4 s:
+    // the process lives long enough for the daemon to find its library. Then
+    // 5 GETs over TLS on one keep-alive connection.
+    let slow = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow_port = slow.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = slow.accept() {
+            std::thread::sleep(Duration::from_secs(4));
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", nginx.port);
+    let pages: Vec<String> = (0..5).map(|i| format!("-o /dev/null {}", url(&format!("/index.html?c={i}")))).collect();
+    let script =
+        format!("curl -sS -m 20 -o /dev/null http://127.0.0.1:{slow_port}/ --next -sSk {}; sleep 600", pages.join(" "));
+    docker.run_image("wirelens-curl:test", &["--name", "tls-curl"], &script);
+    let from_container = |r: &Value| client_of(r, nginx.port) && r["_running_mode_"] == "container";
+    daemon.wait_for(Duration::from_secs(30), |rs| calls(rs, "http", from_container) >= 5);
+    std::thread::sleep(Duration::from_millis(2500));
+    let log: Vec<String> = daemon.stderr().lines().filter(|l| l.contains("TLS library")).map(str::to_string).collect();
+    let records = daemon.stop();
+    let h = health(&records);
+    let curl_log = Command::new("docker").args(["logs", "tls-curl"]).output().unwrap();
+    assert_eq!(
+        num(h, "tls_libraries"),
+        host_libraries + 1,
+        "the container's libssl attached: {log:#?}; curl in the container said: {}{}",
+        String::from_utf8_lossy(&curl_log.stdout),
+        String::from_utf8_lossy(&curl_log.stderr)
+    );
+    let rs: Vec<&Value> = protocols(&records).filter(|r| from_container(r)).collect();
+    assert_eq!(rs.iter().map(|r| num(r, "total_count")).sum::<u64>(), 5, "{rs:#?}");
+    for r in &rs {
+        assert_eq!((r["tls"].as_str(), r["url"].as_str()), (Some("1"), Some("/index.html")), "{r}");
+        assert!(r["_container_name_"] == "tls-curl", "{r}");
+    }
 }

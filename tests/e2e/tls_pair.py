@@ -3,25 +3,31 @@
 server PORT CERT KEY: serve the current directory over HTTPS (HTTP/1.1,
 keep-alive) on 127.0.0.1:PORT until killed; prints "ready".
 
-client PORT N [WAIT]: with WAIT, print "waiting" and wait for a line on
+client PORT N [wait]: with `wait`, print "waiting" and wait for a line on
 stdin first (so the client can start before the daemon); then make N GETs
 of /index.html and one of /missing on one keep-alive connection, and print
 "done STATUS..." with every status.
+
+late PORT N: load OpenSSL only when told (a line on stdin), as a program
+that loads it late (dlopen) does: then one GET, "connected", and after
+another line N GETs and one of /missing on the same connection, "done ...".
+
+OpenSSL (Python's `ssl`, which `http.client` imports) is imported only
+where it is used, for `late`.
 """
-import http.client
-import http.server
-import ssl
 import sys
 
 
-class Handler(http.server.SimpleHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-
 def server(port, cert, key):
+    import http.server
+    import ssl
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
     httpd = http.server.HTTPServer(("127.0.0.1", int(port)), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -30,20 +36,44 @@ def server(port, cert, key):
     httpd.serve_forever()
 
 
-def client(port, n, wait=False):
+def connect(port):
+    import http.client
+    import ssl
+
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx)
-    if wait:
-        print("waiting", flush=True)
-        sys.stdin.readline()
+    return http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx)
+
+
+def get(conn, paths):
     statuses = []
-    for path in ["/index.html"] * int(n) + ["/missing"]:
+    for path in paths:
         conn.request("GET", path)
         r = conn.getresponse()
         r.read()
         statuses.append(str(r.status))
+    return statuses
+
+
+def client(port, n, wait=False):
+    conn = connect(port)
+    if wait:
+        print("waiting", flush=True)
+        sys.stdin.readline()
+    statuses = get(conn, ["/index.html"] * int(n) + ["/missing"])
+    conn.close()
+    print("done", " ".join(statuses), flush=True)
+
+
+def late(port, n):
+    print("waiting", flush=True)
+    sys.stdin.readline()
+    conn = connect(port)
+    get(conn, ["/index.html"])
+    print("connected", flush=True)
+    sys.stdin.readline()
+    statuses = get(conn, ["/index.html"] * int(n) + ["/missing"])
     conn.close()
     print("done", " ".join(statuses), flush=True)
 
@@ -51,5 +81,7 @@ def client(port, n, wait=False):
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(*sys.argv[2:5])
+    elif sys.argv[1] == "late":
+        late(sys.argv[2], sys.argv[3])
     else:
         client(sys.argv[2], sys.argv[3], len(sys.argv) > 4)

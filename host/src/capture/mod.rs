@@ -240,11 +240,11 @@ impl Capture {
     }
 
     /// Attach the TLS probes to libraries that processes started mapping
-    /// (new processes; every process now and then). Nothing when TLS
-    /// capture is off.
-    pub fn scan_tls(&mut self) {
+    /// (new processes; `talking`, the processes using the network, again
+    /// every few seconds). Nothing when TLS capture is off.
+    pub fn scan_tls(&mut self, talking: impl IntoIterator<Item = u32>) {
         if let (Some(tls), Some(ebpf)) = (self.tls.as_mut(), self.ebpf.as_mut()) {
-            tls.scan(ebpf);
+            tls.scan(ebpf, talking);
         }
     }
 

@@ -6,9 +6,11 @@
 //! included. Libraries inside containers are reached through
 //! `/proc/PID/root`.
 //!
-//! Processes are looked at once, when first seen (a new pid in `/proc`),
-//! and all again every [`FULL_RESCAN`] (a process that loads a library
-//! file no process mapped before).
+//! Processes are looked at when first seen (a new pid in `/proc`) and at
+//! the next scan (it may have been still starting), and those that use the
+//! network again every [`RESCAN`] (at most
+//! [`RESCANS_PER_SCAN`] per scan): a process that loads a library file no
+//! process mapped before (`dlopen`) is found while it talks.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -31,8 +33,12 @@ pub const PROBES: [(&str, &str); 8] = [
     ("ssl_read_ex_exit", "SSL_read_ex"),
 ];
 
-/// Every process is looked at again this often (libraries loaded late).
-const FULL_RESCAN: Duration = Duration::from_secs(30);
+/// A process that uses the network is looked at again this often
+/// (libraries loaded late).
+const RESCAN: Duration = Duration::from_secs(3);
+/// Most processes looked at again per scan (a scan a second): the cost
+/// stays bounded on a host with many processes.
+const RESCANS_PER_SCAN: usize = 64;
 
 /// The libraries attached, and what was looked at.
 #[derive(Default)]
@@ -43,35 +49,66 @@ pub struct TlsLibraries {
     pub attached: u64,
     /// Libraries that could not be attached.
     pub failed: u64,
-    /// Pids looked at, with their start (a reused pid is looked at again).
-    seen: HashMap<u32, u64>,
-    next_full: Option<Instant>,
+    /// Pids in /proc at the last scan, with their directory's change time
+    /// (a reused pid is a new directory), and when each was looked at.
+    seen: HashMap<u32, (u64, Instant)>,
+    /// Pids seen for the first time at the last scan: looked at again.
+    second_look: HashSet<u32>,
 }
 
 impl TlsLibraries {
-    /// Look at processes not looked at yet (all of them every
-    /// [`FULL_RESCAN`]) and attach to the libraries they map that are new.
-    pub fn scan(&mut self, ebpf: &mut Ebpf) {
+    /// Look at processes new since the last scan, and again at up to
+    /// [`RESCANS_PER_SCAN`] of `talking` (processes using the network)
+    /// not looked at for [`RESCAN`]; attach to the new library files they
+    /// map.
+    pub fn scan(&mut self, ebpf: &mut Ebpf, talking: impl IntoIterator<Item = u32>) {
         let now = Instant::now();
-        let full = self.next_full.is_none_or(|t| now >= t);
-        if full {
-            self.next_full = Some(now + FULL_RESCAN);
-        }
         let Ok(dir) = std::fs::read_dir("/proc") else { return };
-        let mut alive = HashMap::with_capacity(self.seen.len());
+        let mut current = HashMap::with_capacity(self.seen.len());
         for entry in dir.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            // The directory's change time: a reused pid is a new directory.
             let born = entry.metadata().map(|m| m.ctime() as u64).unwrap_or(0);
-            alive.insert(pid, born);
-            if !full && self.seen.get(&pid) == Some(&born) {
-                continue;
-            }
-            for lib in libraries_of(pid) {
-                self.attach(ebpf, &lib);
+            match self.seen.get(&pid) {
+                Some(&(b, at)) if b == born => {
+                    // Looked at once, when it may have been still starting
+                    // (forked, not yet exec'd or linked): once more.
+                    if !self.second_look.remove(&pid) {
+                        current.insert(pid, (born, at));
+                        continue;
+                    }
+                    current.insert(pid, (born, now));
+                    self.look_at(ebpf, pid);
+                }
+                _ => {
+                    current.insert(pid, (born, now));
+                    self.second_look.insert(pid);
+                    self.look_at(ebpf, pid);
+                }
             }
         }
-        self.seen = alive;
+        self.seen = current;
+        self.second_look.retain(|pid| self.seen.contains_key(pid));
+        let mut rescans = 0;
+        for pid in talking {
+            if rescans == RESCANS_PER_SCAN {
+                break;
+            }
+            let Some((_, at)) = self.seen.get_mut(&pid) else { continue };
+            if now.duration_since(*at) < RESCAN {
+                continue;
+            }
+            *at = now;
+            rescans += 1;
+            self.look_at(ebpf, pid);
+        }
+    }
+
+    fn look_at(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        let libs = libraries_of(pid);
+        tracing::trace!(pid, ?libs, "looked at for TLS libraries");
+        for lib in libs {
+            self.attach(ebpf, &lib);
+        }
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, path: &Path) {

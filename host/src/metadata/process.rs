@@ -161,6 +161,15 @@ impl ProcessCache {
         self.procs.len()
     }
 
+    /// The pids of the processes known (those that used the network and
+    /// have not exited long ago), each once.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.procs.keys().map(|k| k.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     pub fn is_empty(&self) -> bool {
         self.procs.is_empty()
     }

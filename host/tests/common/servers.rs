@@ -482,13 +482,46 @@ impl DockerEngine {
 
     /// `docker run -d --network host ARGS... IMAGE sh -c SCRIPT`; returns the id.
     pub fn run(&mut self, args: &[&str], script: &str) -> String {
+        self.run_image(BUSYBOX_IMAGE, args, script)
+    }
+
+    /// An image `name`: busybox, and these host programs with every shared
+    /// library `ldd` names for them (copies: in a container they are other
+    /// files than the host's).
+    pub fn import_with(&self, name: &str, programs: &[&str]) {
+        let rootfs = self.dir.path().join(name.replace([':', '/'], "-"));
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        for program in programs {
+            let path = String::from_utf8(
+                run(Command::new("sh").args(["-c", &format!("command -v {program}")]), program).stdout,
+            )
+            .unwrap();
+            let ldd = String::from_utf8(run(Command::new("ldd").arg(path.trim()), "libc-bin").stdout).unwrap();
+            // `name => /path (addr)` and `/lib64/ld-linux-x86-64.so.2 (addr)`.
+            let libs =
+                ldd.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(str::to_string));
+            for file in std::iter::once(path.trim().to_string()).chain(libs) {
+                let to = rootfs.join(file.trim_start_matches('/'));
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&file, &to).unwrap_or_else(|e| panic!("copying {file}: {e}"));
+            }
+        }
+        let import = format!("tar -C {} -c . | docker import - {name}", rootfs.display());
+        let out = run(Command::new("sh").args(["-c", &import]), "docker.io");
+        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `docker run -d --network host ARGS... IMAGE sh -c SCRIPT`; returns the id.
+    pub fn run_image(&mut self, image: &str, args: &[&str], script: &str) -> String {
         let out = run(
-            Command::new("docker").args(["run", "-d", "--network", "host"]).args(args).args([
-                BUSYBOX_IMAGE,
-                "sh",
-                "-c",
-                script,
-            ]),
+            Command::new("docker")
+                .args(["run", "-d", "--network", "host"])
+                .args(args)
+                .args([image, "sh", "-c", script]),
             "docker.io",
         );
         assert!(out.status.success(), "docker run: {}", String::from_utf8_lossy(&out.stderr));
