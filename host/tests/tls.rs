@@ -19,6 +19,7 @@ use common::daemon::{config, num, remote, sum, Daemon};
 use common::servers::{
     calls, client_of, cmd_has, free_port, self_signed, Cert, DockerEngine, MariaDb, Nginx, Postgres, RedisServer,
 };
+use common::tshark;
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -70,7 +71,16 @@ fn web_root() -> tempfile::TempDir {
 
 /// One curl process fetching `urls` over one keep-alive connection.
 fn curl(urls: &[String]) -> (u32, String) {
-    let out = Command::new("curl")
+    curl_with_keys(urls, None)
+}
+
+/// The same, writing the TLS session keys to `keylog` (for tshark).
+fn curl_with_keys(urls: &[String], keylog: Option<&std::path::Path>) -> (u32, String) {
+    let mut cmd = Command::new("curl");
+    if let Some(path) = keylog {
+        cmd.env("SSLKEYLOGFILE", path);
+    }
+    let out = cmd
         .args(["-sk", "--http1.1", "-w", "%{http_code} "])
         .args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()]))
         .stdout(Stdio::piped())
@@ -88,7 +98,8 @@ fn health(records: &[Value]) -> &Value {
 
 /// curl -> nginx over HTTPS on one keep-alive connection: 5 pages, 2 not
 /// found, a 2 MiB body. Each side counts exactly those calls, flagged TLS,
-/// with the fields clear HTTP has; the ciphertext is never parsed (no clear
+/// with the fields clear HTTP has, as tshark does decrypting the capture
+/// with curl's session keys; the ciphertext is never parsed (no clear
 /// record for the port) and still counts at layer 4.
 #[test]
 fn curl_to_nginx_over_https() {
@@ -102,8 +113,12 @@ fn curl_to_nginx_over_https() {
     urls.push(url(nginx.port, "/missing"));
     urls.push(url(nginx.port, "/big.bin"));
     urls.push(url(nginx.port, "/missing"));
-    let (cpid, codes) = curl(&urls);
+    // tshark decodes the same traffic with the session keys curl writes.
+    let keylog = tempfile::NamedTempFile::new().unwrap();
+    let capture = tshark::Capture::start(nginx.port);
+    let (cpid, codes) = curl_with_keys(&urls, Some(keylog.path()));
     assert_eq!(codes.trim(), "200 200 200 200 200 404 200 404");
+    let decoded = capture.stop();
     let (_, codes) = curl(&[format!("http://127.0.0.1:{}/index.html", clear.port)]);
     assert_eq!(codes.trim(), "200");
     let npid = nginx.child.id();
@@ -130,6 +145,15 @@ fn curl_to_nginx_over_https() {
         assert!(num(big[0], "total_resp_bytes") > 2 << 20, "{side}: the whole body: {}", big[0]);
     }
     assert!(client.iter().all(|r| is_pid(r, cpid)), "the curl process");
+    let tally = decoded.https(nginx.port, keylog.path());
+    assert_eq!((tally.calls, tally.failed), (8, 2), "tshark decrypts and counts the same calls");
+    for (side, pred) in [
+        ("client", &(|r: &Value| client_of(r, nginx.port)) as &dyn Fn(&Value) -> bool),
+        ("server", &|r: &Value| server_of(r, npid)),
+    ] {
+        let seen = tshark::observed(&records, "http", pred);
+        assert_eq!((seen.calls, seen.failed), (tally.calls, tally.failed), "{side} against tshark");
+    }
     // The same fields as clear HTTP, and `tls`.
     let plain = protocols(&records).find(|r| client_of(r, clear.port)).expect("the clear call");
     assert!(plain.get("tls").is_none(), "{plain}");
@@ -555,4 +579,35 @@ fn a_container_with_its_own_libssl() {
         assert_eq!((r["tls"].as_str(), r["url"].as_str()), (Some("1"), Some("/index.html")), "{r}");
         assert!(r["_container_name_"] == "tls-curl", "{r}");
     }
+}
+
+/// A file named like OpenSSL's library that is not (no `SSL_write`):
+/// logged once with its path and the reason, counted as failed, however
+/// many processes map it.
+#[test]
+fn a_library_that_cannot_be_attached_is_reported_once() {
+    let _serial = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libssl.so.99");
+    let libz = ["/usr/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/aarch64-linux-gnu/libz.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libz.so.1 (apt-get install zlib1g)");
+    std::fs::copy(libz, &fake).unwrap();
+    let daemon = Daemon::start(&config("FlushOutL7Interval: 1", "", ""));
+    let mut sleepers: Vec<Child> =
+        (0..2).map(|_| Command::new("sleep").arg("5").env("LD_PRELOAD", &fake).spawn().expect("sleep")).collect();
+    let failed =
+        |rs: &[Value]| rs.iter().rev().find(|r| r["type"] == "health").map_or(0, |h| num(h, "tls_libraries_failed"));
+    daemon.wait_for(Duration::from_secs(10), |rs| failed(rs) >= 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = daemon.stderr();
+    let records = daemon.stop();
+    for s in &mut sleepers {
+        finish(s);
+    }
+    assert_eq!(failed(&records), 1, "{}", health(&records));
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("TLS library not attached")).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("libssl.so.99") && warnings[0].contains("SSL_write"), "{}", warnings[0]);
 }

@@ -119,7 +119,21 @@ impl Decoded {
     /// `-T fields` output, one line per packet, fields separated by tabs and
     /// occurrences by `\x1f` (error texts hold commas).
     pub fn fields(&self, decode_as: &[String], filter: &str, fields: &[&str]) -> Vec<Vec<Vec<String>>> {
+        self.fields_with(&[], decode_as, filter, fields)
+    }
+
+    /// [`Decoded::fields`] with more tshark options (`-o name:value`).
+    fn fields_with(
+        &self,
+        options: &[String],
+        decode_as: &[String],
+        filter: &str,
+        fields: &[&str],
+    ) -> Vec<Vec<Vec<String>>> {
         let mut c = tshark();
+        for o in options {
+            c.args(["-o", o]);
+        }
         c.arg("-r").arg(&self.file).args(["-Y", filter, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=\x1f"]);
         for d in decode_as {
             c.args(["-d", d]);
@@ -201,6 +215,20 @@ impl Decoded {
             t.failed += r[1].iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count() as u64;
         }
         (t.req_bytes, t.resp_bytes) = self.tcp_bytes(port);
+        t
+    }
+
+    /// HTTP over TLS, decrypted with the session keys the client wrote
+    /// (`SSLKEYLOGFILE`): requests and responses of status 400 and up. No
+    /// bytes: those on the wire are ciphertext.
+    pub fn https(&self, port: u16, keylog: &std::path::Path) -> Tally {
+        let options = vec![format!("tls.keylog_file:{}", keylog.display())];
+        let d = vec![format!("tcp.port=={port},tls")];
+        let mut t = Tally::default();
+        for r in self.fields_with(&options, &d, "http", &["http.request.method", "http.response.code"]) {
+            t.calls += r[0].len() as u64;
+            t.failed += r[1].iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count() as u64;
+        }
         t
     }
 
