@@ -10,9 +10,10 @@ the same run:
 - without the daemon;
 - the daemon with `Wirelens.Tls: false` (the socket is seen, the library
   is not: the ciphertext connection is left to layer 4);
-- the daemon with TLS capture on: every SSL call is a record of its
-  plaintext (a TLS connection's plaintext is never left to layer 4 in the
-  kernel, even when no plugin knows it, as here).
+- the daemon with TLS capture on: every SSL call is read at the library
+  (no plugin knows these messages, so once detection gives up the
+  plaintext is no longer recorded: what remains is the uprobes and their
+  lookups, the cost every TLS call pays).
 
 Reported per SSL call, median (min-max) over the rounds, paired within a
 round: the added time of TLS capture (on minus off), of the whole daemon

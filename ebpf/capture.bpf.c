@@ -242,6 +242,14 @@ struct ssl_key {
 struct ssl_conn {
     struct sock_desc d;
     __u64 pos[2];
+    /* What the daemon wants of the plaintext (conn_ctl, keyed by the
+     * socket's cookie with WL_TLS_COOKIE set), as sock_info keeps it for a
+     * socket's own bytes. */
+    __u64 skip_until[2];
+    __u32 budget[2];
+    __u32 ctl_gen;
+    __u8 mode;
+    __u8 pad[3];
 };
 
 struct {
@@ -797,7 +805,8 @@ static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long
 
 /* A data event without payload (sendfile, splice, io_uring, skipped
  * bodies). A fixed-size reservation straight in the ring. */
-static __always_inline void size_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos) {
+static __always_inline void size_event_flagged(const struct sock_desc *d, __u16 sys, long ret, __u8 direction,
+                                               __u64 pos, __u8 flags) {
     __u64 wake = wakeup_flag(sizeof(struct wl_event));
     struct wl_event *e = bpf_ringbuf_reserve(&events, sizeof(struct wl_event), 0);
     if (!e) {
@@ -805,8 +814,13 @@ static __always_inline void size_event(const struct sock_desc *d, __u16 sys, lon
         return;
     }
     fill_header(e, d, WL_EV_DATA, sys, ret, direction, pos);
+    e->flags = flags;
     bpf_ringbuf_submit(e, wake);
     count(WL_CNT_EVENTS);
+}
+
+static __always_inline void size_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos) {
+    size_event_flagged(d, sys, ret, direction, pos, 0);
 }
 
 /* Which message of a sendmmsg/recvmmsg vector this one is. The calls hand
@@ -1091,6 +1105,28 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, bool ex) {
     return 0;
 }
 
+/* The daemon's wishes for a TLS connection's plaintext, as apply_ctl for
+ * a socket's own bytes. */
+static __always_inline void ssl_apply_ctl(struct ssl_conn *sc) {
+    __u32 zero = 0;
+    __u32 *gen = bpf_map_lookup_elem(&ctl_gen, &zero);
+    if (!gen || *gen == sc->ctl_gen)
+        return;
+    sc->ctl_gen = *gen;
+    __u64 key = sc->d.cookie | WL_TLS_COOKIE;
+    struct wl_ctl *c = bpf_map_lookup_elem(&conn_ctl, &key);
+    if (!c)
+        return;
+    sc->mode = c->mode;
+    sc->budget[0] = c->budget[0];
+    sc->budget[1] = c->budget[1];
+    if (c->skip_until[0] > sc->skip_until[0])
+        sc->skip_until[0] = c->skip_until[0];
+    if (c->skip_until[1] > sc->skip_until[1])
+        sc->skip_until[1] = c->skip_until[1];
+    bpf_map_delete_elem(&conn_ctl, &key);
+}
+
 static __always_inline int ssl_exit(struct pt_regs *ctx) {
     struct task_struct *task = bpf_get_current_task_btf();
     struct ssl_call *c = bpf_task_storage_get(&ssl_calls, task, 0, 0);
@@ -1122,12 +1158,26 @@ static __always_inline int ssl_exit(struct pt_regs *ctx) {
         count(WL_CNT_TLS_NO_SOCKET);
         return 0;
     }
+    ssl_apply_ctl(sc);
     __u8 dir = c->dir & 1;
     __u64 pos = sc->pos[dir];
     sc->pos[dir] = pos + n;
+    /* No plugin parses it: the socket's layer 4 is counted already. */
+    if (sc->mode != WL_MODE_COPY) {
+        count(WL_CNT_COUNTED);
+        return 0;
+    }
+    __u16 sys = dir == WL_EGRESS ? WL_SYS_SSL_WRITE : WL_SYS_SSL_READ;
+    __u64 skip = sc->skip_until[dir];
+    /* All of it inside a body a plugin skips: the size only. */
+    if (pos + n <= skip) {
+        count(WL_CNT_SKIPPED);
+        size_event_flagged(&sc->d, sys, n, dir, pos, WL_F_TLS);
+        return 0;
+    }
     struct flat call = {
-        .d = sc->d, .pos = pos, .buf = c->buf, .buf_len = n, .ret = n,
-        .sys = dir == WL_EGRESS ? WL_SYS_SSL_WRITE : WL_SYS_SSL_READ, .direction = dir, .flags = WL_F_TLS,
+        .d = sc->d, .pos = pos, .buf = c->buf, .buf_len = n, .ret = n, .skip_until = skip,
+        .budget = sc->budget[dir], .sys = sys, .direction = dir, .flags = WL_F_TLS,
     };
     flat_call(&call);
     return 0;

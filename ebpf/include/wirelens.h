@@ -18,6 +18,9 @@
 /* Data event flag: plaintext of a TLS connection, read at the TLS
  * library's SSL_write/SSL_read (uprobes), not at the socket. */
 #define WL_F_TLS 2
+/* conn_ctl key of a TLS connection's plaintext: the socket's cookie with
+ * this bit set (cookies never reach it). */
+#define WL_TLS_COOKIE (1ULL << 63)
 
 /* event.kind */
 #define WL_EV_DATA 1  /* bytes moved through a socket (one send or receive) */

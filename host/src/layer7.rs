@@ -186,10 +186,9 @@ impl Layer7 {
                 control.skip_until[d] = control.skip_until[d].max(*until);
             }
         }
-        // (A TLS connection's plaintext is read at the library: the
-        // socket's wishes are for its own bytes, which are counted in the
-        // kernel.)
-        if control != l7.control && l7.sock & crate::connections::TLS_SOCK == 0 {
+        // (A TLS connection's plaintext has wishes of its own, under the
+        // socket's cookie with the TLS bit.)
+        if control != l7.control {
             l7.control = control;
             self.controls.insert(l7.sock, control);
         }

@@ -22,7 +22,9 @@ pub struct ConnKey {
 }
 
 /// Set in [`ConnKey::sock`] for a TLS socket's plaintext (kernel cookies
-/// are a counter from 1: they never reach this bit).
+/// are a counter from 1: they never reach this bit). The kernel takes a
+/// TLS connection's wishes (conn_ctl) under the same key
+/// (`WL_TLS_COOKIE`).
 pub const TLS_SOCK: u64 = 1 << 63;
 
 impl ConnKey {
