@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What reading TLS plaintext costs one SSL_write or SSL_read (issue 17).
 
-A Python `ssl` client makes round trips of 64-byte messages to a Python
-`ssl` echo server on loopback (both OpenSSL 3 through Python's `ssl`
+A Python `ssl` client makes HTTP round trips (a 44-byte GET, a 40-byte
+response) to a Python `ssl` server on loopback (both OpenSSL 3 through Python's `ssl`
 module): each round trip is four SSL calls (the client's SSL_write and
 SSL_read, the server's SSL_read and SSL_write), each of which the daemon's
 uprobes hit twice (entry and return). Rounds alternate three variants in
@@ -10,10 +10,8 @@ the same run:
 - without the daemon;
 - the daemon with `Wirelens.Tls: false` (the socket is seen, the library
   is not: the ciphertext connection is left to layer 4);
-- the daemon with TLS capture on: every SSL call is read at the library
-  (no plugin knows these messages, so once detection gives up the
-  plaintext is no longer recorded: what remains is the uprobes and their
-  lookups, the cost every TLS call pays).
+- the daemon with TLS capture on: every SSL call is read at the library,
+  recorded and parsed by the HTTP plugin (both ends).
 
 Reported per SSL call, median (min-max) over the rounds, paired within a
 round: the added time of TLS capture (on minus off), of the whole daemon
@@ -37,7 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from run import bpf_run_ns, set_bpf_stats  # noqa: E402
 
-MESSAGE = b"m" * 64
+# An HTTP exchange the HTTP plugin parses: every SSL call is recorded.
+REQUEST = b"GET /item?id=42 HTTP/1.1\r\nHost: bench\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 def serve(port, cert, key):
@@ -53,7 +53,7 @@ def serve(port, cert, key):
                     data = s.recv(4096)
                     if not data:
                         break
-                    s.sendall(data)
+                    s.sendall(RESPONSE)
 
 
 def trips(port, n):
@@ -64,13 +64,13 @@ def trips(port, n):
     with ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port)))) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for _ in range(200):  # warm up
-            s.sendall(MESSAGE)
+            s.sendall(REQUEST)
             s.recv(4096)
         start = time.perf_counter_ns()
         for _ in range(int(n)):
-            s.sendall(MESSAGE)
+            s.sendall(REQUEST)
             got = s.recv(4096)
-            while len(got) < len(MESSAGE):
+            while len(got) < len(RESPONSE):
                 got += s.recv(4096)
         return (time.perf_counter_ns() - start) / int(n)
 
