@@ -6,9 +6,9 @@
 //! included. Libraries inside containers are reached through
 //! `/proc/PID/root`.
 //!
-//! Processes are looked at when first seen (a new pid in `/proc`) and at
-//! the next scan (it may have been still starting), and those that use the
-//! network again every [`RESCAN`] (at most
+//! Processes are looked at when first seen (a new pid in `/proc`; at most
+//! [`NEW_PER_SCAN`] a scan) and at the next scan (it may have been still
+//! starting), and those that use the network again every [`RESCAN`] (at most
 //! [`RESCANS_PER_SCAN`] per scan): a process that loads a library file no
 //! process mapped before (`dlopen`) is found while it talks.
 
@@ -39,6 +39,9 @@ const RESCAN: Duration = Duration::from_secs(3);
 /// Most processes looked at again per scan (a scan a second): the cost
 /// stays bounded on a host with many processes.
 const RESCANS_PER_SCAN: usize = 64;
+/// Most new processes looked at per scan (a host that forks hundreds a
+/// second); those past it are left to the rescans of processes that talk.
+const NEW_PER_SCAN: usize = 256;
 
 /// The libraries attached, and what was looked at.
 #[derive(Default)]
@@ -65,6 +68,10 @@ impl TlsLibraries {
         let now = Instant::now();
         let Ok(dir) = std::fs::read_dir("/proc") else { return };
         let mut current = HashMap::with_capacity(self.seen.len());
+        let mut new_looks = 0;
+        // The first scan looks at every process (the libraries in use when
+        // the daemon starts).
+        let cap = if self.seen.is_empty() { usize::MAX } else { NEW_PER_SCAN };
         for entry in dir.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             let born = entry.metadata().map(|m| m.ctime() as u64).unwrap_or(0);
@@ -79,10 +86,15 @@ impl TlsLibraries {
                     current.insert(pid, (born, now));
                     self.look_at(ebpf, pid);
                 }
-                _ => {
+                _ if new_looks < cap => {
+                    new_looks += 1;
                     current.insert(pid, (born, now));
                     self.second_look.insert(pid);
                     self.look_at(ebpf, pid);
+                }
+                // Past the bound: due for a rescan if it talks.
+                _ => {
+                    current.insert(pid, (born, now.checked_sub(RESCAN).unwrap_or(now)));
                 }
             }
         }
