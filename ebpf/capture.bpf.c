@@ -295,11 +295,14 @@ static __always_inline bool pid_in(void *set, __u32 pid) {
     return bits && ((*bits >> (pid & 63)) & 1);
 }
 
-static __always_inline void clear_pid(void *set, __u32 pid) {
+/* A denied pid is let through again (its process exited, or the pid is
+ * another process's now). */
+static __always_inline void undeny_pid(__u32 pid) {
     __u32 word = pid >> 6;
-    __u64 *bits = bpf_map_lookup_elem(set, &word);
+    __u64 *bits = bpf_map_lookup_elem(&deny_pids, &word);
     if (bits && ((*bits >> (pid & 63)) & 1))
         __sync_fetch_and_and(bits, ~(1ULL << (pid & 63)));
+    bpf_map_delete_elem(&deny_starts, &pid);
 }
 
 static __always_inline bool pid_wanted(__u32 pid) {
@@ -314,8 +317,7 @@ static __always_inline bool pid_wanted(__u32 pid) {
             count(WL_CNT_DENIED);
             return false;
         }
-        clear_pid(&deny_pids, pid);
-        bpf_map_delete_elem(&deny_starts, &pid);
+        undeny_pid(pid);
     }
     return true;
 }
@@ -860,24 +862,30 @@ static __always_inline void first_sight(struct sock *sk, struct sock_info *info)
 
 /* What the daemon asked of this socket since its last call, if anything:
  * one array read unless the daemon wrote since. */
-static __always_inline void apply_ctl(struct sock_info *info) {
+/* Take the daemon's wishes under `key` (conn_ctl) into a socket's state,
+ * once the control generation moved past `*seen_gen`: mode and budgets
+ * replace the old ones, skips only ever move forward. */
+static __always_inline void take_wishes(__u64 key, __u32 *seen_gen, __u8 *mode, __u32 *budget, __u64 *skip_until) {
     __u32 zero = 0;
     __u32 *gen = bpf_map_lookup_elem(&ctl_gen, &zero);
-    if (!gen || *gen == info->ctl_gen)
+    if (!gen || *gen == *seen_gen)
         return;
-    info->ctl_gen = *gen;
-    __u64 cookie = info->desc.cookie;
-    struct wl_ctl *c = bpf_map_lookup_elem(&conn_ctl, &cookie);
+    *seen_gen = *gen;
+    struct wl_ctl *c = bpf_map_lookup_elem(&conn_ctl, &key);
     if (!c)
         return;
-    info->mode = c->mode;
-    info->budget[0] = c->budget[0];
-    info->budget[1] = c->budget[1];
-    if (c->skip_until[0] > info->skip_until[0])
-        info->skip_until[0] = c->skip_until[0];
-    if (c->skip_until[1] > info->skip_until[1])
-        info->skip_until[1] = c->skip_until[1];
-    bpf_map_delete_elem(&conn_ctl, &cookie);
+    *mode = c->mode;
+    budget[0] = c->budget[0];
+    budget[1] = c->budget[1];
+    if (c->skip_until[0] > skip_until[0])
+        skip_until[0] = c->skip_until[0];
+    if (c->skip_until[1] > skip_until[1])
+        skip_until[1] = c->skip_until[1];
+    bpf_map_delete_elem(&conn_ctl, &key);
+}
+
+static __always_inline void apply_ctl(struct sock_info *info) {
+    take_wishes(info->desc.cookie, &info->ctl_gen, &info->mode, info->budget, info->skip_until);
 }
 
 /* The socket's last user, for the records made outside its calls. */
@@ -1108,23 +1116,7 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, bool ex) {
 /* The daemon's wishes for a TLS connection's plaintext, as apply_ctl for
  * a socket's own bytes. */
 static __always_inline void ssl_apply_ctl(struct ssl_conn *sc) {
-    __u32 zero = 0;
-    __u32 *gen = bpf_map_lookup_elem(&ctl_gen, &zero);
-    if (!gen || *gen == sc->ctl_gen)
-        return;
-    sc->ctl_gen = *gen;
-    __u64 key = sc->d.cookie | WL_TLS_COOKIE;
-    struct wl_ctl *c = bpf_map_lookup_elem(&conn_ctl, &key);
-    if (!c)
-        return;
-    sc->mode = c->mode;
-    sc->budget[0] = c->budget[0];
-    sc->budget[1] = c->budget[1];
-    if (c->skip_until[0] > sc->skip_until[0])
-        sc->skip_until[0] = c->skip_until[0];
-    if (c->skip_until[1] > sc->skip_until[1])
-        sc->skip_until[1] = c->skip_until[1];
-    bpf_map_delete_elem(&conn_ctl, &key);
+    take_wishes(sc->d.cookie | WL_TLS_COOKIE, &sc->ctl_gen, &sc->mode, sc->budget, sc->skip_until);
 }
 
 static __always_inline int ssl_exit(struct pt_regs *ctx) {
@@ -1429,7 +1421,6 @@ int on_exit(__u64 *ctx) {
     struct wl_proc *p = bpf_map_lookup_elem(&procs, &pid);
     if (p && p->start_ns == task->start_time)
         p->exited_ns = bpf_ktime_get_ns();
-    clear_pid(&deny_pids, pid);
-    bpf_map_delete_elem(&deny_starts, &pid);
+    undeny_pid(pid);
     return 0;
 }
