@@ -104,26 +104,14 @@ fn mysql_calls_from_the_mariadb_client_and_a_prepared_statement_client() {
 #[test]
 fn pgsql_calls_from_psql_and_pgbench_simple_and_extended() {
     let pg = Postgres::start();
-    let init = pg.pgbench(&["-i", "-s", "1", "-q", "postgres"]);
-    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    pg.init_pgbench();
     let daemon = l7_daemon();
 
     let started = Instant::now();
-    let psql = pg.psql(&[
-        "-c",
-        "SELECT count(*) FROM pgbench_branches WHERE bid = 1",
-        "-c",
-        "SELECT count(*) FROM pgbench_branches WHERE bid = 2",
-        "-c",
-        "SELECT * FROM missing_table",
-    ]);
+    pg.psql_sample();
     let psql_time = started.elapsed().as_nanos() as u64;
-    assert!(String::from_utf8_lossy(&psql.stderr).contains("missing_table"), "the bad query fails");
     let started = Instant::now();
-    for mode in ["simple", "extended"] {
-        let bench = pg.pgbench(&["-M", mode, "-t", "10", "-c", "1", "-n", "postgres"]);
-        assert!(bench.status.success(), "pgbench -M {mode}: {}", String::from_utf8_lossy(&bench.stderr));
-    }
+    pg.pgbench_both_protocols();
     let bench_time = started.elapsed().as_nanos() as u64;
 
     // Backends are forked per connection and carry the postmaster's command

@@ -28,6 +28,16 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A shared library of the system (Debian's multiarch directories), or a
+/// panic naming the package.
+fn system_library(name: &str, package: &str) -> std::path::PathBuf {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| std::path::Path::new("/usr/lib").join(arch).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} (apt-get install {package})"))
+}
+
 /// The lock, a web root and a certificate: what most tests start with.
 fn fixture() -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Cert) {
     (lock(), web_root(), self_signed())
@@ -93,8 +103,18 @@ fn curl_with_keys(urls: &[String], keylog: Option<&std::path::Path>) -> (u32, St
     (pid, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The latest health record so far.
+fn latest_health_record(records: &[Value]) -> Option<&Value> {
+    records.iter().rev().find(|r| r["type"] == "health")
+}
+
+/// A field of the latest health record so far (0 before the first).
+fn latest_health(records: &[Value], field: &str) -> u64 {
+    latest_health_record(records).map_or(0, |h| num(h, field))
+}
+
 fn health(records: &[Value]) -> &Value {
-    records.iter().rev().find(|r| r["type"] == "health").expect("a health record")
+    latest_health_record(records).expect("a health record")
 }
 
 /// curl -> nginx over HTTPS on one keep-alive connection: 5 pages, 2 not
@@ -359,6 +379,25 @@ fn tls_flags(records: &[Value], pred: impl Fn(&Value) -> bool) -> (usize, usize)
     (rs.iter().filter(|r| r["tls"] == "1").count(), rs.len())
 }
 
+/// A side of a connection: its name, its records in the clear run and in
+/// the TLS run.
+type Side<'a> = (&'a str, &'a dyn Fn(&Value) -> bool, &'a dyn Fn(&Value) -> bool);
+
+/// The TLS run counts what the clear run of the same workload counts, call
+/// for call and field for field, on each side (`sides`: name, the clear
+/// run's records, the TLS run's), the clear run seen at least `least`
+/// times; and every TLS call says so.
+fn assert_as_in_the_clear(records: &[Value], least: u64, sides: [Side; 2]) {
+    for (side, clear, tls) in sides {
+        let (clear, tls) = (by_fields(records, clear), by_fields(records, tls));
+        assert!(clear.values().sum::<u64>() >= least, "{side}: the clear run is seen: {clear:#?}");
+        assert_eq!(tls, clear, "{side}: TLS calls as clear ones");
+    }
+    let (flagged, all) = tls_flags(records, |r| sides.iter().any(|(_, _, tls)| tls(r)));
+    assert_eq!(flagged, all, "every TLS call says so");
+    assert_eq!(tls_flags(records, |r| sides.iter().any(|(_, clear, _)| clear(r))).0, 0, "no clear call is TLS");
+}
+
 /// psql (sslmode=require: simple queries, an error) and pgbench (simple
 /// and extended protocol) against PostgreSQL with `ssl=on`: every call is
 /// counted as the same workload against a clear server is, on both sides,
@@ -369,25 +408,13 @@ fn postgres_over_tls_counts_as_in_the_clear() {
     let cert = self_signed();
     let servers = [Postgres::start(), Postgres::start_tls(&cert)];
     for pg in &servers {
-        let init = pg.pgbench(&["-i", "-s", "1", "-q", "postgres"]);
-        assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+        pg.init_pgbench();
     }
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
     std::thread::sleep(Duration::from_millis(1500));
     for pg in &servers {
-        let psql = pg.psql(&[
-            "-c",
-            "SELECT count(*) FROM pgbench_branches WHERE bid = 1",
-            "-c",
-            "SELECT count(*) FROM pgbench_branches WHERE bid = 2",
-            "-c",
-            "SELECT * FROM missing_table",
-        ]);
-        assert!(String::from_utf8_lossy(&psql.stderr).contains("missing_table"), "the bad query fails");
-        for mode in ["simple", "extended"] {
-            let bench = pg.pgbench(&["-M", mode, "-t", "10", "-c", "1", "-n", "postgres"]);
-            assert!(bench.status.success(), "pgbench -M {mode}: {}", String::from_utf8_lossy(&bench.stderr));
-        }
+        pg.psql_sample();
+        pg.pgbench_both_protocols();
     }
     let server_of = |pg: &Postgres| {
         let own = format!("-p {} ", pg.port);
@@ -402,16 +429,14 @@ fn postgres_over_tls_counts_as_in_the_clear() {
     std::thread::sleep(Duration::from_millis(2500));
     let records = daemon.stop();
     let (clear_port, tls_port) = (servers[0].port, servers[1].port);
-    for (side, clear, tls) in [
-        ("client", by_fields(&records, |r| client_of(r, clear_port)), by_fields(&records, |r| client_of(r, tls_port))),
-        ("server", by_fields(&records, &clear_server), by_fields(&records, &tls_server)),
-    ] {
-        assert!(clear.values().sum::<u64>() >= 30, "{side}: the clear run is seen: {clear:#?}");
-        assert_eq!(tls, clear, "{side}: TLS calls as clear ones");
-    }
-    let (flagged, all) = tls_flags(&records, |r| client_of(r, tls_port) || tls_server(r));
-    assert_eq!(flagged, all, "every TLS call says so");
-    assert_eq!(tls_flags(&records, |r| client_of(r, clear_port) || clear_server(r)).0, 0);
+    assert_as_in_the_clear(
+        &records,
+        30,
+        [
+            ("client", &|r| client_of(r, clear_port), &|r| client_of(r, tls_port)),
+            ("server", &clear_server, &tls_server),
+        ],
+    );
 }
 
 /// redis-cli --tls (sets, gets, an error) and redis-benchmark --tls (plain
@@ -445,15 +470,14 @@ fn redis_over_tls_counts_as_in_the_clear() {
     std::thread::sleep(Duration::from_millis(2500));
     let records = daemon.stop();
     let (clear_port, tls_port) = (servers[0].port, servers[1].port);
-    for (side, clear, tls) in [
-        ("client", by_fields(&records, |r| client_of(r, clear_port)), by_fields(&records, |r| client_of(r, tls_port))),
-        ("server", by_fields(&records, |r| server_of(r, clear_pid)), by_fields(&records, |r| server_of(r, tls_pid))),
-    ] {
-        assert!(clear.values().sum::<u64>() >= 1603, "{side}: the clear run is seen: {clear:#?}");
-        assert_eq!(tls, clear, "{side}: TLS calls as clear ones");
-    }
-    let (flagged, all) = tls_flags(&records, |r| client_of(r, tls_port) || server_of(r, tls_pid));
-    assert_eq!(flagged, all, "every TLS call says so");
+    assert_as_in_the_clear(
+        &records,
+        1603,
+        [
+            ("client", &|r| client_of(r, clear_port), &|r| client_of(r, tls_port)),
+            ("server", &|r| server_of(r, clear_pid), &|r| server_of(r, tls_pid)),
+        ],
+    );
 }
 
 /// The mariadb client (`--ssl`) against MariaDB requiring TLS: DDL,
@@ -482,15 +506,14 @@ fn mariadb_over_tls_counts_as_in_the_clear() {
     std::thread::sleep(Duration::from_millis(2500));
     let records = daemon.stop();
     let clear_port = servers[0].port;
-    for (side, clear, tls) in [
-        ("client", by_fields(&records, |r| client_of(r, clear_port)), by_fields(&records, |r| client_of(r, tls_port))),
-        ("server", by_fields(&records, |r| server_of(r, clear_pid)), by_fields(&records, |r| server_of(r, tls_pid))),
-    ] {
-        assert!(clear.values().sum::<u64>() >= 6, "{side}: the clear run is seen: {clear:#?}");
-        assert_eq!(tls, clear, "{side}: TLS calls as clear ones");
-    }
-    let (flagged, all) = tls_flags(&records, |r| client_of(r, tls_port) || server_of(r, tls_pid));
-    assert_eq!(flagged, all, "every TLS call says so");
+    assert_as_in_the_clear(
+        &records,
+        6,
+        [
+            ("client", &|r| client_of(r, clear_port), &|r| client_of(r, tls_port)),
+            ("server", &|r| server_of(r, clear_pid), &|r| server_of(r, tls_pid)),
+        ],
+    );
 }
 
 /// A process loads a libssl file that no process mapped before, after the
@@ -503,10 +526,7 @@ fn a_library_loaded_late_is_found() {
     let (_serial, root, cert) = fixture();
     let port = free_port();
     let copy = tempfile::tempdir().unwrap();
-    let lib = ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/lib/aarch64-linux-gnu/libssl.so.3"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("libssl.so.3 (apt-get install libssl3)");
+    let lib = system_library("libssl.so.3", "libssl3");
     std::fs::copy(lib, copy.path().join("libssl.so.3")).unwrap();
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
     let mut server = python_server(port, &cert, root.path());
@@ -516,9 +536,7 @@ fn a_library_loaded_late_is_found() {
     assert_eq!(line_of(&mut out), "connected");
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", client.id())).unwrap();
     assert!(maps.contains(&format!("{}/libssl.so.3", copy.path().display())), "the client maps the copy");
-    let attached = daemon.wait_for(Duration::from_secs(15), |rs| {
-        rs.iter().rev().find(|r| r["type"] == "health").is_some_and(|h| num(h, "tls_libraries") >= 2)
-    });
+    let attached = daemon.wait_for(Duration::from_secs(15), |rs| latest_health(rs, "tls_libraries") >= 2);
     assert!(attached, "the copy is attached: {}", daemon.stderr());
     writeln!(client.stdin.as_mut().unwrap()).unwrap();
     assert_eq!(line_of(&mut out), format!("done {}404", "200 ".repeat(10)));
@@ -545,8 +563,7 @@ fn a_container_with_its_own_libssl() {
     docker.import_with("wirelens-curl:test", &["curl"]);
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
     std::thread::sleep(Duration::from_millis(1500));
-    let libraries =
-        |rs: &[Value]| rs.iter().rev().find(|r| r["type"] == "health").map_or(0, |h| num(h, "tls_libraries"));
+    let libraries = |rs: &[Value]| latest_health(rs, "tls_libraries");
     daemon.wait_for(Duration::from_secs(10), |rs| libraries(rs) >= 1);
     let host_libraries = libraries(&daemon.records());
     // curl's first transfer is from a clear server that answers after 4 s:
@@ -595,16 +612,12 @@ fn a_library_that_cannot_be_attached_is_reported_once() {
     let _serial = lock();
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("libssl.so.99");
-    let libz = ["/usr/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/aarch64-linux-gnu/libz.so.1"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("libz.so.1 (apt-get install zlib1g)");
+    let libz = system_library("libz.so.1", "zlib1g");
     std::fs::copy(libz, &fake).unwrap();
     let daemon = Daemon::start(&config("FlushOutL7Interval: 1", "", ""));
     let mut sleepers: Vec<Child> =
         (0..2).map(|_| Command::new("sleep").arg("5").env("LD_PRELOAD", &fake).spawn().expect("sleep")).collect();
-    let failed =
-        |rs: &[Value]| rs.iter().rev().find(|r| r["type"] == "health").map_or(0, |h| num(h, "tls_libraries_failed"));
+    let failed = |rs: &[Value]| latest_health(rs, "tls_libraries_failed");
     daemon.wait_for(Duration::from_secs(10), |rs| failed(rs) >= 1);
     std::thread::sleep(Duration::from_millis(2500));
     let log = daemon.stderr();

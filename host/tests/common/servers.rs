@@ -253,6 +253,35 @@ impl Postgres {
         )
     }
 
+    /// `pgbench -i -s 1`: the tables pgbench and the sample queries use.
+    pub fn init_pgbench(&self) {
+        let init = self.pgbench(&["-i", "-s", "1", "-q", "postgres"]);
+        assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    }
+
+    /// psql's sample: two counts of pgbench_branches and a query of a
+    /// missing table (which fails, SQLSTATE 42P01).
+    pub fn psql_sample(&self) {
+        let psql = self.psql(&[
+            "-c",
+            "SELECT count(*) FROM pgbench_branches WHERE bid = 1",
+            "-c",
+            "SELECT count(*) FROM pgbench_branches WHERE bid = 2",
+            "-c",
+            "SELECT * FROM missing_table",
+        ]);
+        assert!(String::from_utf8_lossy(&psql.stderr).contains("missing_table"), "the bad query fails");
+    }
+
+    /// pgbench's default transaction 10 times, with the simple protocol
+    /// then the extended one (one client).
+    pub fn pgbench_both_protocols(&self) {
+        for mode in ["simple", "extended"] {
+            let bench = self.pgbench(&["-M", mode, "-t", "10", "-c", "1", "-n", "postgres"]);
+            assert!(bench.status.success(), "pgbench -M {mode}: {}", String::from_utf8_lossy(&bench.stderr));
+        }
+    }
+
     /// Run pgbench with these arguments against the server.
     pub fn pgbench(&self, args: &[&str]) -> Output {
         run(
