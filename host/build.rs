@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     build_ebpf();
+    commit();
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().expect("host/ is inside the workspace").to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -61,6 +62,34 @@ fn main() {
 /// and miss changes in this one.
 fn watch(path: &str) {
     println!("cargo:rerun-if-changed={path}");
+}
+
+/// The commit being built, for `--version` and `wirelens_build_info`:
+/// rebuilt when HEAD moves (a branch's ref file or the packed refs).
+fn commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir("..")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=WIRELENS_COMMIT={commit}");
+    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
+        // Relative to host/ (see `watch`); a path that does not exist would
+        // rerun this script on every build.
+        let git_dir = if Path::new(&git_dir).is_absolute() { git_dir } else { format!("../{git_dir}") };
+        let mut watched = vec![format!("{git_dir}/HEAD"), format!("{git_dir}/packed-refs")];
+        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watched.push(format!("{git_dir}/{head_ref}"));
+        }
+        for w in watched.iter().filter(|w| Path::new(w).exists()) {
+            watch(w);
+        }
+    }
 }
 
 /// Compile the kernel programs (C, CO-RE) with clang for the BPF target.

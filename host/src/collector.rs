@@ -202,6 +202,23 @@ impl Collector {
         if lost_now > 0 {
             tracing::warn!(lost = lost_now, total = capture.lost, "events lost in the kernel (ring buffer full)");
         }
+        let mut health = self.health(&capture);
+        health.push("__time__", time);
+        records.push(health);
+        self.last_capture = capture;
+        self.tag(&mut records);
+        for gone in self.tracker.expire() {
+            if let Some(l7) = self.l7.as_mut() {
+                l7.on_close(gone.id);
+            }
+        }
+        self.procs.expire();
+        records
+    }
+
+    /// The daemon's own numbers as a health record (without its time),
+    /// for the flush and for the admin endpoint.
+    pub fn health(&self, capture: &CaptureStats) -> Record {
         let t = self.tracker.stats();
         let mut health = Record::new(Kind::Health);
         health.push("events", capture.events);
@@ -224,17 +241,12 @@ impl Collector {
         if let Some(l7) = &self.l7 {
             l7.health(&mut health);
         }
-        health.push("__time__", time);
-        records.push(health);
-        self.last_capture = capture;
-        self.tag(&mut records);
-        for gone in self.tracker.expire() {
-            if let Some(l7) = self.l7.as_mut() {
-                l7.on_close(gone.id);
-            }
-        }
-        self.procs.expire();
-        records
+        health
+    }
+
+    /// The plugin registry, when layer 7 runs.
+    pub fn registry(&self) -> Option<std::sync::Arc<crate::protocols::Registry>> {
+        self.l7.as_ref().map(|l7| l7.registry().clone())
     }
 }
 

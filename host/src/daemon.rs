@@ -4,7 +4,9 @@
 //! deliver them, and detaches the kernel programs). A changed config file is
 //! applied without a restart: processors, flushers, tags and intervals are
 //! rebuilt while the capture keeps running; a bad edit is reported and the
-//! running config stays.
+//! running config stays. SIGHUP reloads the file too (systemd's
+//! `ExecReload`). The admin endpoint (`crate::admin`) shows readiness,
+//! liveness and the daemon's own metrics throughout.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
@@ -13,10 +15,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::admin::{systemd, Admin};
 use crate::capture::{Capture, CaptureConfig, EventBatch};
 use crate::collector::Collector;
 use crate::config::Config;
 use crate::config_watch::ConfigWatch;
+use crate::outputs::exposition::health_values;
 use crate::outputs::Outputs;
 use crate::records::Record;
 
@@ -31,10 +35,24 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone()).context("installing signal handlers")?;
     if !config.enable {
         tracing::warn!(config = %config.path.display(), "`enable: false`: nothing to do");
         return Ok(());
     }
+    // First, so probes get answers while the programs load. A port in use
+    // is reported and the daemon observes without it: the endpoint serves
+    // the operators, the observation serves everyone.
+    let admin = config.wirelens.admin.address().and_then(|addr| {
+        Admin::start(addr).map_err(|e| tracing::error!("{e:#}; running without the admin endpoint")).ok()
+    });
+    let starting = |what| {
+        if let Some(a) = &admin {
+            a.starting(what)
+        }
+    };
+    starting("attaching the kernel programs");
     let (tx, rx) = sync_channel::<EventBatch>(QUEUE);
     // Batches go back to the reader to be refilled.
     let (spare_tx, spare_rx) = sync_channel::<EventBatch>(QUEUE);
@@ -61,14 +79,22 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
         None
     };
 
+    starting("loading plugins");
     let mut collector = Collector::new(&config, cache_dir)?;
     let mut outputs = Outputs::start(&config.processors, &config.flushers, config.wirelens.flusher_queue_batches)?;
     let watch =
         ConfigWatch::start(&config.path).map_err(|e| tracing::warn!("config changes will need a restart: {e:#}")).ok();
     let mut config = config;
     let mut timers = Timers::new(&config);
+    if let Some(a) = &admin {
+        a.ready(collector.registry());
+    }
+    systemd::notify("READY=1");
     tracing::info!(config = %config.path.display(), "running");
     while !stop.load(Ordering::Relaxed) {
+        if let Some(a) = &admin {
+            a.beat();
+        }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(batch) => {
                 collector.on_batch(&batch);
@@ -94,10 +120,18 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
                 tracing::warn!("telling the kernel what to copy: {e:#}");
             }
         }
-        if watch.as_ref().is_some_and(ConfigWatch::take_change) {
-            if let Some(new) = reload(&config, &mut collector, &mut outputs) {
+        let asked = hangup.swap(false, Ordering::Relaxed);
+        if watch.as_ref().is_some_and(ConfigWatch::take_change) || asked {
+            if asked {
+                systemd::notify("RELOADING=1");
+            }
+            let cause = if asked { "SIGHUP" } else { "file changed" };
+            if let Some(new) = reload(&config, &mut collector, &mut outputs, cause) {
                 config = new;
                 timers.retime(&config);
+            }
+            if asked {
+                systemd::notify("READY=1");
             }
         }
         let now = Instant::now();
@@ -117,6 +151,15 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             outputs.emit(records);
             timers.next_l4 = now + timers.l4_every;
         }
+        if now >= timers.next_admin {
+            if let Some(a) = &admin {
+                let stats = capture.as_ref().map(Capture::stats).unwrap_or_default();
+                let mut health = collector.health(&stats);
+                outputs.health(&mut health);
+                a.set_health(health_values(&health));
+            }
+            timers.next_admin = now + Duration::from_secs(1);
+        }
         if now >= timers.next_tls_scan {
             if let Some(cap) = capture.as_mut() {
                 cap.scan_tls(collector.talking_pids());
@@ -133,6 +176,10 @@ pub fn run(config: Config, cache_dir: Option<std::path::PathBuf>) -> Result<()> 
             }
             timers.next_kernel_filter = now + Duration::from_millis(200);
         }
+    }
+    systemd::notify("STOPPING=1");
+    if let Some(a) = &admin {
+        a.starting("shutting down");
     }
     tracing::info!("shutting down: flushing pending windows");
     if let Some(cap) = capture.as_ref() {
@@ -191,6 +238,8 @@ struct Timers {
     next_kernel_filter: Instant,
     /// New processes are looked at for TLS libraries this often.
     next_tls_scan: Instant,
+    /// The admin endpoint's health values are renewed this often.
+    next_admin: Instant,
 }
 
 impl Timers {
@@ -211,6 +260,7 @@ impl Timers {
             next_netlink: now + netlink,
             next_kernel_filter: now,
             next_tls_scan: now,
+            next_admin: now,
         }
     }
 
@@ -235,11 +285,11 @@ impl Timers {
 /// Apply a changed config file: the new one if valid, else keep the old.
 /// Settings the running capture was started with need a restart: they are
 /// named in a warning and the running values stay.
-fn reload(old: &Config, collector: &mut Collector, outputs: &mut Outputs) -> Option<Config> {
+fn reload(old: &Config, collector: &mut Collector, outputs: &mut Outputs, cause: &str) -> Option<Config> {
     let mut new = match Config::load(&old.path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("config change rejected, the running config stays: {e:#}");
+            tracing::error!(cause, "config change rejected, the running config stays: {e:#}");
             return None;
         }
     };
@@ -255,7 +305,7 @@ fn reload(old: &Config, collector: &mut Collector, outputs: &mut Outputs) -> Opt
     {
         // Unchanged outputs keep running (and keep what they buffer).
         collector.set_tags(&new.common.tags);
-        tracing::info!(config = %new.path.display(), "config reloaded");
+        tracing::info!(config = %new.path.display(), cause, "config reloaded");
         return Some(new);
     }
     // The old flushers go first: a new one may need what they hold (the
@@ -274,7 +324,7 @@ fn reload(old: &Config, collector: &mut Collector, outputs: &mut Outputs) -> Opt
         }
     }
     collector.set_tags(&new.common.tags);
-    tracing::info!(config = %new.path.display(), "config reloaded");
+    tracing::info!(config = %new.path.display(), cause, "config reloaded");
     Some(new)
 }
 

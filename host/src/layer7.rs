@@ -248,6 +248,10 @@ impl Layer7 {
         self.window.flush(time, procs)
     }
 
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     pub fn health(&self, r: &mut Record) {
         let catalog = self.registry.catalog();
         let quarantined = catalog.active.iter().filter(|p| p.quarantined_until().is_some()).count();

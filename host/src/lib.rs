@@ -5,6 +5,7 @@
 //! aggregate → outputs (processors, flushers). `config` is the ground
 //! floor every stage reads and that imports none of them.
 
+pub mod admin;
 pub mod aggregate;
 pub mod capture;
 pub mod clock;
@@ -20,3 +21,10 @@ pub mod outputs;
 pub mod protocols;
 pub mod records;
 pub mod stitch;
+
+/// The commit the daemon was built from (`git rev-parse`, at build time;
+/// `unknown` outside a git checkout).
+pub const COMMIT: &str = env!("WIRELENS_COMMIT");
+
+/// `--version`'s text: the version and the commit.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WIRELENS_COMMIT"), ")");

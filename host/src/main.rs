@@ -18,11 +18,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// protocol plugins (HTTP, and any you add) turn the bytes into layer-7
 /// calls. Records go to stdout (one JSON object per line); logs go to stderr.
 #[derive(Parser)]
-#[command(name = "wirelens", version, about, long_about)]
+#[command(name = "wirelens", version = wirelens::VERSION, about, long_about)]
 struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+
+    /// Log lines as text, or as one JSON object per line (for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
 
     /// Directory for compiled plugin artifacts (keyed by content hash), so a
     /// restart does not recompile. Default: $WIRELENS_CACHE_DIR, else
@@ -33,6 +37,16 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// sysexits(3)'s EX_CONFIG: the configuration is bad. systemd units name it
+/// in `RestartPreventExitStatus`, so a bad file is not restarted in a loop.
+const EXIT_BAD_CONFIG: u8 = 78;
 
 #[derive(Subcommand)]
 enum Command {
@@ -106,7 +120,7 @@ fn main() -> ExitCode {
         // SAFETY: setting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    init_logs(cli.verbose);
+    init_logs(cli.verbose, cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -116,14 +130,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(verbose: u8) {
+fn init_logs(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour_logs()).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(colour_logs()).init(),
+        // Fields at the top level, so a shipper reads `message` and `level`
+        // without digging.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 /// Colour only for a person at a terminal: not in files, pipes, journald or
@@ -137,7 +157,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cache_dir = cli.cache_dir.or_else(wirelens::protocols::cache::default_dir);
     match cli.command {
         Command::Run { config } => {
-            let config = wirelens::config::Config::load(&config)?;
+            let config = match wirelens::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+                }
+            };
             wirelens::daemon::run(config, cache_dir)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -148,7 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 eprintln!("error: {e:#}");
-                Ok(ExitCode::FAILURE)
+                Ok(ExitCode::from(EXIT_BAD_CONFIG))
             }
         },
         Command::Plugins(PluginsCmd::List { dir }) => {

@@ -262,3 +262,76 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .flat_map(|p| if p.is_dir() { walk_files(&p) } else { vec![p] })
         .collect()
 }
+
+/// A bad configuration exits with 78 (EX_CONFIG), which the systemd unit
+/// names in `RestartPreventExitStatus`: from `run` and from `config check`.
+#[test]
+fn a_bad_config_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "inputs: [{Type: observer_ilogtail_network_v1, Common: {Samplin: 5}}]\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [&["run", "-c", bad][..], &["config", "check", bad]] {
+        let out = wirelens(args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stderr}");
+        assert!(stderr.contains("Samplin") && stderr.contains("bad.yaml"), "{args:?}: {stderr}");
+    }
+    let missing = dir.path().join("missing.yaml");
+    assert_eq!(wirelens(&["run", "-c", missing.to_str().unwrap()]).status.code(), Some(78), "an unreadable file");
+}
+
+/// `--version` names the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(common::root())
+        .output()
+        .expect("git (apt-get install git)");
+    assert!(head.status.success(), "the tests run in a git checkout");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let out = wirelens(&["--version"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(stdout.trim(), format!("wirelens {} (commit {head})", env!("CARGO_PKG_VERSION")));
+}
+
+/// `--log-format json`: every log line is one JSON object with its level
+/// and message at the top level.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(["--log-format", "json", "plugins", "list"])
+        .env("WIRELENS_CACHE_DIR", common::target_dir().join("test-artifact-cache"))
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "debug logs expected");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+}
+
+/// The shipped systemd unit passes `systemd-analyze verify` (with this
+/// build's binary in place of the installed one).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(common::root().join("deploy/wirelens.service")).unwrap();
+    for needed in ["Type=notify", "ExecReload=", "ExecStartPre=", "RestartPreventExitStatus=78"] {
+        assert!(unit.contains(needed), "the unit has {needed}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wirelens.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/wirelens", env!("CARGO_BIN_EXE_wirelens"))).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stdout}{stderr}");
+}

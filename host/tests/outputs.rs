@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{num, remote, Daemon};
+use common::prometheus::Prometheus;
 use common::servers::{free_port, RedisServer};
 use serde_json::Value;
 
@@ -144,54 +145,6 @@ fn config_changes_apply_without_restart_and_bad_edits_are_rejected() {
     assert!(!after.is_empty() && after.iter().all(|r| r["version"] == "two"), "{after:?}");
 }
 
-/// Prometheus from Debian, scraping `target` every second.
-struct Prometheus {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &conf,
-            format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: wirelens\n    static_configs:\n      - targets: ['{target}']\n"),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", conf.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (apt-get install prometheus; scripts/setup.sh does it)");
-        Self { port, child, _dir: dir }
-    }
-
-    /// The value of an instant query's first result, if any.
-    fn query(&self, promql: &str) -> Option<f64> {
-        let out = Command::new("curl")
-            .args(["-s", "--get", "--data-urlencode"])
-            .arg(format!("query={promql}"))
-            .arg(format!("http://127.0.0.1:{}/api/v1/query", self.port))
-            .output()
-            .ok()?;
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn prometheus_scrapes_counters_histograms_and_health() {
     let redis = RedisServer::start();
@@ -236,7 +189,7 @@ fn prometheus_scrapes_counters_histograms_and_health() {
     let port = redis.port;
     let bytes = format!(r#"sum(wirelens_l4_send_bytes_total{{role="client",remote_port="{port}"}})"#);
     assert!(prometheus.query(&bytes).is_some_and(|b| b > 0.0), "layer-4 counters");
-    assert!(prometheus.query("wirelens_health_events").is_some_and(|e| e > 0.0), "health gauges");
+    assert!(prometheus.query("wirelens_health_events_total").is_some_and(|e| e > 0.0), "health gauges");
     let _ = daemon.stop();
 }
 

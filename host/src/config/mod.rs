@@ -325,6 +325,30 @@ pub struct Wirelens {
     /// Read TLS plaintext at OpenSSL (uprobes on every `libssl` mapped):
     /// TLS connections' calls are parsed like clear ones.
     pub tls: bool,
+    /// The daemon's own HTTP endpoint (`/metrics`, `/healthz`, `/readyz`,
+    /// `/plugins`).
+    pub admin: Admin,
+}
+
+/// `Wirelens.Admin`: the always-on admin endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Admin {
+    /// `address:port` to listen on; empty: no admin endpoint.
+    pub listen: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9465".into() }
+    }
+}
+
+impl Admin {
+    /// The address to listen on, if any (checked when the config loads).
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
 }
 
 /// A plugin option's value: any YAML scalar, passed to the plugin as text.
@@ -363,6 +387,7 @@ impl Default for Wirelens {
             plugin_options: BTreeMap::new(),
             capture_bytes: BTreeMap::new(),
             tls: true,
+            admin: Admin::default(),
         }
     }
 }
@@ -432,6 +457,12 @@ impl Config {
         }
         if !(1 << 20..=4 << 30).contains(&w.plugin_memory_bytes) {
             bail!("{p}: Wirelens.PluginMemoryBytes is {}, must be 1 MiB to 4 GiB", w.plugin_memory_bytes);
+        }
+        if !w.admin.listen.is_empty() && w.admin.address().is_none() {
+            bail!(
+                "{p}: Wirelens.Admin.Listen is `{}`, expected address:port (`127.0.0.1:9465`, `[::]:9465`) or empty",
+                w.admin.listen
+            );
         }
         if w.flusher_queue_batches == 0 {
             bail!("{p}: Wirelens.FlusherQueueBatches must be at least 1");
@@ -752,5 +783,24 @@ inputs:
             .unwrap_err()
             .to_string();
         assert!(e.contains("Common.IncludeCmdRegex"), "{e}");
+    }
+
+    #[test]
+    fn the_admin_endpoint_is_on_by_default_and_named_when_bad() {
+        let c = parse("inputs: [{Type: observer_ilogtail_network_v1}]").unwrap();
+        assert_eq!(c.wirelens.admin.address(), Some("127.0.0.1:9465".parse().unwrap()));
+        let c = parse("inputs: [{Type: observer_ilogtail_network_v1, Wirelens: {Admin: {Listen: ''}}}]").unwrap();
+        assert_eq!(c.wirelens.admin.address(), None);
+        let c =
+            parse("inputs: [{Type: observer_ilogtail_network_v1, Wirelens: {Admin: {Listen: '[::]:9000'}}}]").unwrap();
+        assert_eq!(c.wirelens.admin.address(), Some("[::]:9000".parse().unwrap()));
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Wirelens: {Admin: {Listen: 'localhost'}}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Wirelens.Admin.Listen is `localhost`"), "{e}");
+        let e = parse("inputs: [{Type: observer_ilogtail_network_v1, Wirelens: {Admin: {Listn: ':1'}}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Listn"), "{e}");
     }
 }

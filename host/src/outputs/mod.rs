@@ -5,6 +5,7 @@
 //! batch is dropped for that flusher and counted (`flusher_dropped` in the
 //! health record, and the log).
 
+pub mod exposition;
 pub mod file;
 pub mod kafka;
 pub mod processors;

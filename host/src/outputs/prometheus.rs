@@ -8,7 +8,8 @@
 //!   and the `wirelens_l7_latency_seconds` histogram by protocol, process,
 //!   role, call (HTTP method, Redis/SQL command, DNS query type) and
 //!   success;
-//! - `wirelens_health_*` gauges from the latest health record.
+//! - the latest health record: counts as `wirelens_health_*_total`
+//!   counters, levels as `wirelens_health_*` gauges (`super::exposition`).
 //!
 //! Label sets are bounded: past `MaxSeries` per family, new ones fold into
 //! one set whose labels are all `other`. The exposition text is written
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
+use super::exposition::{escape, header, health_values, write_health, CONTENT_TYPE};
 use super::Flusher;
 use crate::config::PrometheusSettings;
 use crate::records::{Kind, Record, Value};
@@ -119,8 +121,7 @@ fn serve(server: tiny_http::Server, state: Arc<Mutex<State>>, stop: Arc<AtomicBo
         let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
         let response = if request.url() == "/metrics" || request.url().starts_with("/metrics?") {
             let body = render(&state.lock().unwrap_or_else(|e| e.into_inner()));
-            let header = tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                .expect("static header");
+            let header = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE).expect("static header");
             tiny_http::Response::from_string(body).with_header(header)
         } else {
             tiny_http::Response::from_string("not found: metrics are at /metrics\n").with_status_code(404)
@@ -200,15 +201,7 @@ impl Flusher for PrometheusFlusher {
                     }
                 }
                 Kind::Health => {
-                    // The daemon's own numbers only (`Common.Tags` ride on the
-                    // record too, as text).
-                    let mut seen = std::collections::HashSet::new();
-                    state.health = r
-                        .fields
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.to_string(), v.as_int()?)))
-                        .filter(|(k, _)| k != "__time__" && seen.insert(k.clone()))
-                        .collect();
+                    state.health = health_values(r);
                 }
             }
         }
@@ -224,20 +217,12 @@ impl Flusher for PrometheusFlusher {
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 fn label_text(labels: &Labels, extra: Option<(&str, &str)>) -> String {
     let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{v}\""));
     }
     format!("{{{}}}", parts.join(","))
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 fn render(state: &State) -> String {
@@ -272,11 +257,7 @@ fn render(state: &State) -> String {
         let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), s.latency_ns as f64 / 1e9);
         let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), s.calls);
     }
-    for (field, v) in &state.health {
-        let name = format!("wirelens_health_{field}");
-        header(&mut out, &name, "gauge", &format!("The daemon's `{field}` (see the health record)."));
-        let _ = writeln!(out, "{name} {v}");
-    }
+    write_health(&mut out, &state.health);
     out
 }
 
@@ -319,7 +300,7 @@ mod tests {
         assert!(text.contains(r#"process="x",role="client",call="SET""#), "{text}");
         assert!(text.contains(r#"wirelens_l7_latency_seconds_bucket{protocol="redis",process="redis-cli",role="client",call="GET",success="1",le="0.0001"} 6"#), "{text}");
         assert!(text.contains(&format!("wirelens_l7_latency_seconds_sum{get} 0.0006")), "{text}");
-        assert!(text.contains("wirelens_health_kernel_lost 4"), "{text}");
+        assert!(text.contains("wirelens_health_kernel_lost_total 4"), "{text}");
         assert!(!text.contains("cluster") && !text.contains("kernel_lost 9"), "{text}");
     }
 }

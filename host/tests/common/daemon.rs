@@ -26,6 +26,11 @@ impl Daemon {
     /// Start `wirelens run` on `config` (YAML) and wait until it captures.
     /// Its log level is `info`, or `WL_DAEMON_LOG` when set (debugging).
     pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// `start` with more environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         require_root();
         let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         file.write_all(config.as_bytes()).unwrap();
@@ -34,6 +39,7 @@ impl Daemon {
             .arg(file.path())
             .env("RUST_LOG", std::env::var("WL_DAEMON_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -103,6 +109,17 @@ impl Daemon {
         false
     }
 
+    /// Send `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGINT, wait for the exit (pending windows are flushed), all records.
     pub fn stop(mut self) -> Vec<Value> {
         // SAFETY: signalling our own child.
@@ -134,8 +151,11 @@ pub fn config(common: &str, ebpf: &str, wirelens: &str) -> String {
         let bytes = std::env::var("WIRELENS_TEST_PAYLOAD_BYTES").unwrap_or_else(|_| "4096".into());
         format!("      PayloadBytes: {bytes}\n")
     };
+    // Every test daemon has an admin endpoint, on a port of its own (tests
+    // run side by side); tests of the endpoint choose theirs.
+    let admin = if wirelens.contains("Admin") { "" } else { "      Admin: {Listen: '127.0.0.1:0'}\n" };
     format!(
-        "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n{}    EBPF:\n      Enabled: true\n{}    Wirelens:\n{payload}{}flushers:\n  - Type: flusher_stdout\n",
+        "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n{}    EBPF:\n      Enabled: true\n{}    Wirelens:\n{payload}{admin}{}flushers:\n  - Type: flusher_stdout\n",
         indent(common),
         indent(ebpf),
         indent(wirelens)

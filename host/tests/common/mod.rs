@@ -3,6 +3,7 @@
 
 pub mod cri;
 pub mod daemon;
+pub mod prometheus;
 pub mod servers;
 pub mod tshark;
 

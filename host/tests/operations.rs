@@ -1,0 +1,166 @@
+//! Operating the daemon: the admin endpoint (`/metrics` scraped by a real
+//! Prometheus, `/healthz`, `/readyz`, `/plugins`), SIGHUP and systemd's
+//! readiness protocol. Needs root (the daemon loads its eBPF programs).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::daemon::{config, Daemon};
+use common::prometheus::Prometheus;
+use common::servers::{free_port, RedisServer};
+
+/// `GET path` on the admin endpoint: status and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn head_commit() -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(common::root())
+        .output()
+        .expect("git (apt-get install git)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_admin_endpoint_serves_metrics_health_readiness_and_plugins() {
+    let port = free_port();
+    // Loopback kept: the test's redis calls are.
+    let common = "DropLocalConnections: false\n";
+    let daemon = Daemon::start(&config(common, "", &format!("Admin: {{Listen: '127.0.0.1:{port}'}}\n")));
+    // "running" is logged once ready.
+    assert_eq!(get(port, "/readyz"), (200, "ready\n".into()));
+    assert_eq!(get(port, "/healthz"), (200, "ok\n".into()));
+    let (status, body) = get(port, "/nothing");
+    assert_eq!(status, 404);
+    assert!(body.contains("/metrics") && body.contains("/readyz"), "{body}");
+
+    let (status, body) = get(port, "/plugins");
+    assert_eq!(status, 200);
+    let plugins: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let active: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "active" && p["source"] == "builtin")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["dns", "http", "mysql", "pgsql", "redis"] {
+        assert!(active.contains(&name), "{name} in {body}");
+    }
+
+    // Redis calls reach the redis plugin: its call counter moves.
+    let redis = RedisServer::start();
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{port}"));
+    for i in 0..20 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "SET", &format!("k{i}"), "v"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let commit = head_commit();
+    let queries = [
+        format!(r#"wirelens_build_info{{commit="{commit}",version="{}"}}"#, env!("CARGO_PKG_VERSION")),
+        "wirelens_ready".to_string(),
+        r#"wirelens_plugin_calls_total{plugin="redis",version="1.0.0"}"#.to_string(),
+        "wirelens_health_events_total".to_string(),
+        r#"wirelens_plugin_info{plugin="http",source="builtin",state="active"}"#.to_string(),
+    ];
+    let start = Instant::now();
+    let mut values = vec![None; queries.len()];
+    while start.elapsed() < Duration::from_secs(30) {
+        values = queries.iter().map(|q| prometheus.query(q)).collect();
+        if values.iter().all(|v| v.is_some_and(|v| v > 0.0)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (q, v) in queries.iter().zip(&values) {
+        assert!(
+            v.is_some_and(|v| v > 0.0),
+            "Prometheus scraped {q}: {v:?}; /metrics has:\n{}",
+            get(port, "/metrics").1.lines().filter(|l| l.contains("plugin_calls")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    assert_eq!(
+        prometheus.query(r#"wirelens_plugin_failures_total{plugin="redis",kind="trap"}"#),
+        Some(0.0),
+        "failures by kind, zero when none"
+    );
+
+    // Conventions: a counter's name ends in _total and a name ending in
+    // _total is a counter; every family is typed.
+    let (_, metrics) = get(port, "/metrics");
+    let mut typed = 0;
+    for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split_whitespace().skip(2);
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
+        typed += 1;
+    }
+    assert!(typed > 20, "{metrics}");
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
+    }
+    drop(daemon);
+}
+
+/// Receives systemd notifications as the service manager would.
+struct NotifySocket {
+    socket: UnixDatagram,
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+impl NotifySocket {
+    fn bind() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Self { socket, path: path.to_str().unwrap().to_string(), _dir: dir }
+    }
+
+    fn next(&self) -> String {
+        let mut buf = [0u8; 256];
+        let n = self.socket.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// SIGHUP reloads the configuration (it used to kill the daemon), and
+/// systemd hears READY, RELOADING, READY again and STOPPING.
+#[test]
+fn sighup_reloads_and_systemd_hears_each_state() {
+    let notify = NotifySocket::bind();
+    let mut daemon = Daemon::start_with_env(&config("", "", ""), &[("NOTIFY_SOCKET", &notify.path)]);
+    assert_eq!(notify.next(), "READY=1");
+    daemon.signal(libc::SIGHUP);
+    assert_eq!(notify.next(), "RELOADING=1");
+    assert_eq!(notify.next(), "READY=1");
+    let start = Instant::now();
+    while !daemon.stderr().lines().any(|l| l.contains("config reloaded") && l.contains("SIGHUP")) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no reload logged:\n{}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(daemon.alive(), "SIGHUP stopped the daemon:\n{}", daemon.stderr());
+    // Records keep coming after the reload.
+    let seen = daemon.records().len();
+    assert!(daemon.wait_for(Duration::from_secs(10), |r| r.len() > seen), "no records after the reload");
+    let _ = daemon.stop();
+    assert_eq!(notify.next(), "STOPPING=1");
+}
