@@ -19,7 +19,7 @@ use serde_json::Value;
 fn config(common: &str, wirelens: &str, rest: &str) -> String {
     let indent = |s: &str, n: usize| s.lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect::<String>();
     format!(
-        "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n      FlushOutL7Interval: 1\n      DropLocalConnections: false\n{}    EBPF:\n      Enabled: true\n    Wirelens:\n      PayloadBytes: 512\n{}{rest}",
+        "enable: true\ninputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      FlushOutL4Interval: 1\n      FlushOutL7Interval: 1\n      DropLocalConnections: false\n{}    EBPF:\n      Enabled: true\n    Wirelens:\n      PayloadBytes: 512\n      Admin: {{Listen: '127.0.0.1:0'}}\n{}{rest}",
         indent(common, 6),
         indent(wirelens, 6),
     )
@@ -190,6 +190,86 @@ fn prometheus_scrapes_counters_histograms_and_health() {
     let bytes = format!(r#"sum(wirelens_l4_send_bytes_total{{role="client",remote_port="{port}"}})"#);
     assert!(prometheus.query(&bytes).is_some_and(|b| b > 0.0), "layer-4 counters");
     assert!(prometheus.query("wirelens_health_events_total").is_some_and(|e| e > 0.0), "health gauges");
+    let _ = daemon.stop();
+}
+
+/// 50,000 clients, each from its own port, against one server: the
+/// server's series do not multiply with the clients' ephemeral ports (they
+/// filled `MaxSeries` within seconds), and once the traffic stops its
+/// series expire after `ExpireWindows` windows. A real Prometheus scrapes.
+#[test]
+fn prometheus_series_stay_bounded_across_client_ports_and_expire() {
+    const CLIENTS: u32 = 50_000;
+    let metrics_port = free_port();
+    let rest = format!(
+        "flushers:\n  - Type: flusher_prometheus\n    Listen: 127.0.0.1:{metrics_port}\n    ExpireWindows: 5\n"
+    );
+    // The records keep each client's port (iLogtail's remote_info): the
+    // windows are given room for every one of them.
+    let daemon = Daemon::start(&config("", "MaxL4Keys: 200000", &rest));
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{metrics_port}"));
+    // One process, named for this test, serves and connects: each client
+    // binds its own port (10000 up, past the kernel's ephemeral range).
+    let bin = tempfile::tempdir().unwrap();
+    let name = format!("wlports{}", std::process::id() % 100_000);
+    let program = bin.path().join(&name);
+    // Debian's interpreter itself (a pyenv shim on PATH would look for a
+    // program of the link's name).
+    let python = std::fs::canonicalize("/usr/bin/python3").expect("/usr/bin/python3 (apt-get install python3)");
+    std::os::unix::fs::symlink(python, &program).unwrap();
+    let script = r#"
+import socket, sys, threading
+n = int(sys.argv[1])
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1024)
+served = threading.Semaphore(0)
+def serve():
+    while True:
+        c, _ = srv.accept()
+        while c.recv(64): pass
+        c.close(); served.release()
+threading.Thread(target=serve, daemon=True).start()
+done, port = 0, 10000
+while done < n and port < 65535:
+    c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        c.bind(("127.0.0.1", port)); c.connect(srv.getsockname())
+    except OSError:
+        c.close(); port += 1; continue
+    c.sendall(b"hello"); c.close(); done += 1; port += 1
+# The server reads every connection before the process ends.
+print(sum(served.acquire(timeout=30) for _ in range(done)), flush=True)
+"#;
+    let out = Command::new(&program).arg("-c").arg(script).arg(CLIENTS.to_string()).output().unwrap();
+    let done: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| {
+        panic!("the client script failed: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(done, u64::from(CLIENTS), "distinct client ports");
+    let server = format!(r#"wirelens_l4_recv_bytes_total{{process="{name}",role="server"}}"#);
+    let start = Instant::now();
+    let mut received = None;
+    while start.elapsed() < Duration::from_secs(60) {
+        received = prometheus.query(&format!("sum({server})"));
+        if received == Some(5.0 * f64::from(CLIENTS)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(received, Some(5.0 * f64::from(CLIENTS)), "every client's bytes, on the server's side");
+    assert_eq!(
+        prometheus.query(&format!("count({server})")),
+        Some(1.0),
+        "one server series for {CLIENTS} client ports"
+    );
+    assert_eq!(prometheus.query(r#"count(wirelens_l4_recv_bytes_total{process="other"})"#), None, "nothing folded");
+    let all = prometheus.query("count(wirelens_l4_recv_bytes_total)").unwrap_or(0.0);
+    assert!(all < 2000.0, "{all} layer-4 series");
+    // Quiet from now on: gone after 5 windows of 1 s (Prometheus marks a
+    // series stale once a scrape no longer has it).
+    let start = Instant::now();
+    while prometheus.query(&format!("count({server})")).is_some() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the idle series never expired");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let _ = daemon.stop();
 }
 

@@ -498,6 +498,11 @@ impl Config {
         if flushers.is_empty() {
             flushers.push(FlusherSettings::Stdout);
         }
+        for f in &mut flushers {
+            if let FlusherSettings::Prometheus(s) = f {
+                s.window_secs = [input.common.flush_out_l4_interval, input.common.flush_out_l7_interval];
+            }
+        }
         let processors = file
             .processors
             .iter()

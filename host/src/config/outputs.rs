@@ -54,6 +54,15 @@ pub struct PrometheusSettings {
     /// Most label sets per metric; further ones fold into `call="other"`.
     #[serde(default = "default_max_series")]
     pub max_series: usize,
+    /// A series no window has updated for this many windows of its kind
+    /// (layer 4 or layer 7) is dropped, so the ones of connections long
+    /// gone do not fill `MaxSeries`. 0: never.
+    #[serde(default = "default_expire_windows")]
+    pub expire_windows: u32,
+    /// The windows' lengths in seconds, layer 4 then layer 7: the input's
+    /// `Common.FlushOutL4Interval` and `FlushOutL7Interval`.
+    #[serde(skip)]
+    pub window_secs: [u64; 2],
 }
 
 fn default_listen() -> String {
@@ -61,6 +70,9 @@ fn default_listen() -> String {
 }
 fn default_max_series() -> usize {
     2000
+}
+fn default_expire_windows() -> u32 {
+    10
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

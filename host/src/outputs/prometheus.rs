@@ -8,6 +8,12 @@
 //!   and the `wirelens_l7_latency_seconds` histogram by protocol, process,
 //!   role, call (HTTP method, Redis/SQL command, DNS query type) and
 //!   success;
+//! - every series also by pod, namespace and container (empty, so absent,
+//!   for processes outside Kubernetes).
+//!
+//! A server's layer-4 series are keyed by the client's address without its
+//! ephemeral port (every new connection would be a new series), and series
+//! no window updated for `ExpireWindows` windows are dropped.
 //! - the latest health record: counts as `wirelens_health_*_total`
 //!   counters, levels as `wirelens_health_*` gauges (`super::exposition`).
 //!
@@ -22,7 +28,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
@@ -55,8 +61,11 @@ pub const LATENCY_BOUNDS_NS: [u64; 18] = [
 
 type Labels = Vec<(&'static str, String)>;
 
-const L4_LABELS: [&str; 5] = ["process", "role", "socket_type", "remote_ip", "remote_port"];
-const L7_LABELS: [&str; 5] = ["protocol", "process", "role", "call", "success"];
+const L4_LABELS: [&str; 8] =
+    ["process", "role", "socket_type", "remote_ip", "remote_port", "pod", "namespace", "container"];
+const L7_LABELS: [&str; 8] = ["protocol", "process", "role", "call", "success", "pod", "namespace", "container"];
+/// Record fields of the Kubernetes labels, in the labels' order.
+const K8S_FIELDS: [&str; 3] = ["_pod_name_", "_namespace_", "_container_name_"];
 /// L4 counters: record field, metric name, help, scale to the unit.
 const L4_COUNTERS: [(&str, &str, &str, f64); 4] = [
     ("send_bytes", "wirelens_l4_send_bytes_total", "Bytes sent.", 1.0),
@@ -65,8 +74,20 @@ const L4_COUNTERS: [(&str, &str, &str, f64); 4] = [
     ("recv_packets", "wirelens_l4_recv_packets_total", "Receive calls.", 1.0),
 ];
 
-#[derive(Default)]
+impl L7Series {
+    fn new(now: Instant) -> Self {
+        Self { updated: now, calls: 0, req_bytes: 0, resp_bytes: 0, latency_ns: 0, buckets: Vec::new() }
+    }
+}
+
+struct L4Series {
+    sums: [u64; L4_COUNTERS.len()],
+    /// When a window last added to it.
+    updated: Instant,
+}
+
 struct L7Series {
+    updated: Instant,
     calls: u64,
     req_bytes: u64,
     resp_bytes: u64,
@@ -76,7 +97,7 @@ struct L7Series {
 
 #[derive(Default)]
 struct State {
-    l4: HashMap<Labels, [u64; L4_COUNTERS.len()]>,
+    l4: HashMap<Labels, L4Series>,
     l7: HashMap<Labels, L7Series>,
     health: Vec<(String, u64)>,
 }
@@ -84,6 +105,9 @@ struct State {
 pub struct PrometheusFlusher {
     state: Arc<Mutex<State>>,
     max_series: usize,
+    /// How long a series may go without an update, layer 4 then layer 7
+    /// (`None`: forever).
+    expire_after: [Option<Duration>; 2],
     stop: Arc<AtomicBool>,
     server: Option<JoinHandle<()>>,
 }
@@ -112,7 +136,10 @@ impl PrometheusFlusher {
             .name("prometheus http".into())
             .spawn(move || serve(server, st, stp))
             .expect("spawning the metrics server");
-        Ok(Self { state, max_series: s.max_series, stop, server: Some(thread) })
+        let expire_after = s
+            .window_secs
+            .map(|secs| (s.expire_windows > 0).then(|| Duration::from_secs(secs * u64::from(s.expire_windows))));
+        Ok(Self { state, max_series: s.max_series, expire_after, stop, server: Some(thread) })
     }
 }
 
@@ -166,6 +193,7 @@ fn bounded<V>(map: &HashMap<Labels, V>, labels: Labels, max: usize) -> Labels {
 impl Flusher for PrometheusFlusher {
     fn flush(&mut self, records: &[Record]) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         for r in records {
             match r.kind {
                 Kind::Statistics => {
@@ -176,19 +204,36 @@ impl Flusher for PrometheusFlusher {
                         Some(Value::Remote { port, .. }) => (String::new(), port.to_string()),
                         _ => (String::new(), String::new()),
                     };
-                    let values = [process(r), text(r, "role"), text(r, "socket_type"), ip, port];
+                    let role = text(r, "role");
+                    // A server's remote port is the client's ephemeral one.
+                    let port = if role == "server" { String::new() } else { port };
+                    let [pod, namespace, container] = K8S_FIELDS.map(|f| text(r, f));
+                    let values = [process(r), role, text(r, "socket_type"), ip, port, pod, namespace, container];
                     let labels = L4_LABELS.iter().copied().zip(values).collect();
                     let labels = bounded(&state.l4, labels, self.max_series);
-                    let sums = state.l4.entry(labels).or_default();
+                    let series =
+                        state.l4.entry(labels).or_insert_with(|| L4Series { sums: Default::default(), updated: now });
+                    series.updated = now;
                     for (i, (field, ..)) in L4_COUNTERS.iter().enumerate() {
-                        sums[i] += num(r, field);
+                        series.sums[i] += num(r, field);
                     }
                 }
                 Kind::Protocols => {
-                    let values = [text(r, "protocol"), process(r), text(r, "role"), call(r), text(r, "success")];
+                    let [pod, namespace, container] = K8S_FIELDS.map(|f| text(r, f));
+                    let values = [
+                        text(r, "protocol"),
+                        process(r),
+                        text(r, "role"),
+                        call(r),
+                        text(r, "success"),
+                        pod,
+                        namespace,
+                        container,
+                    ];
                     let labels = L7_LABELS.iter().copied().zip(values).collect();
                     let labels = bounded(&state.l7, labels, self.max_series);
-                    let s = state.l7.entry(labels).or_default();
+                    let s = state.l7.entry(labels).or_insert_with(|| L7Series::new(now));
+                    s.updated = now;
                     s.calls += num(r, "total_count");
                     s.req_bytes += num(r, "total_req_bytes");
                     s.resp_bytes += num(r, "total_resp_bytes");
@@ -205,6 +250,14 @@ impl Flusher for PrometheusFlusher {
                 }
             }
         }
+        // (A window's records arrive within its flush; a series idle for
+        // whole windows has had no calls in them.)
+        if let Some(limit) = self.expire_after[0] {
+            state.l4.retain(|_, s| now.duration_since(s.updated) <= limit);
+        }
+        if let Some(limit) = self.expire_after[1] {
+            state.l7.retain(|_, s| now.duration_since(s.updated) <= limit);
+        }
         Ok(())
     }
 
@@ -218,7 +271,9 @@ impl Flusher for PrometheusFlusher {
 }
 
 fn label_text(labels: &Labels, extra: Option<(&str, &str)>) -> String {
-    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    // An empty label is an absent one to Prometheus: not written.
+    let mut parts: Vec<String> =
+        labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{v}\""));
     }
@@ -229,8 +284,8 @@ fn render(state: &State) -> String {
     let mut out = String::new();
     for (i, (_, name, help, scale)) in L4_COUNTERS.iter().enumerate() {
         header(&mut out, name, "counter", help);
-        for (labels, sums) in &state.l4 {
-            let v = sums[i] as f64 * scale;
+        for (labels, series) in &state.l4 {
+            let v = series.sums[i] as f64 * scale;
             let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
         }
     }
@@ -265,10 +320,51 @@ fn render(state: &State) -> String {
 mod tests {
     use super::*;
 
+    fn settings(max_series: usize, expire_windows: u32) -> PrometheusSettings {
+        PrometheusSettings { listen: "127.0.0.1:0".into(), max_series, expire_windows, window_secs: [0, 0] }
+    }
+
+    fn statistics(role: &str, port: u16, pod: &str) -> Record {
+        let mut r = Record::new(Kind::Statistics);
+        r.push("_process_cmd_", "app");
+        if !pod.is_empty() {
+            r.push("_pod_name_", pod);
+            r.push("_namespace_", "shop");
+            r.push("_container_name_", "web");
+        }
+        r.push("role", role);
+        r.push("socket_type", "inet_socket");
+        let ip = std::net::IpAddr::from([10, 0, 0, 9]);
+        r.push("remote_info", Value::Remote { ip, port, kind: "unknown" });
+        r.push("send_bytes", 10u64);
+        r
+    }
+
+    /// A server's series do not multiply with its clients' ephemeral ports,
+    /// pods' series carry their Kubernetes labels, and a series no window
+    /// updated for `ExpireWindows` windows goes.
+    #[test]
+    fn server_series_ignore_client_ports_and_idle_series_expire() {
+        let mut f = PrometheusFlusher::start(&settings(2000, 1)).unwrap();
+        let clients: Vec<Record> = (40_000..41_000).map(|port| statistics("server", port, "web-1")).collect();
+        f.flush(&clients).unwrap();
+        let text = render(&f.state.lock().unwrap());
+        let server = r#"wirelens_l4_send_bytes_total{process="app",role="server",socket_type="inet_socket",remote_ip="10.0.0.9",pod="web-1",namespace="shop",container="web"} 10000"#;
+        assert!(text.contains(server), "{text}");
+        assert_eq!(f.state.lock().unwrap().l4.len(), 1, "one series for 1000 client ports");
+        std::thread::sleep(Duration::from_millis(5));
+        // Windows of 0 s here: the server's series, not in this flush, goes.
+        f.flush(&[statistics("client", 6379, "")]).unwrap();
+        let text = render(&f.state.lock().unwrap());
+        let client = r#"wirelens_l4_send_bytes_total{process="app",role="client",socket_type="inet_socket",remote_ip="10.0.0.9",remote_port="6379"} 10"#;
+        assert!(text.contains(client), "{text}");
+        assert!(!text.contains(r#"role="server""#), "{text}");
+        f.close().unwrap();
+    }
+
     #[test]
     fn records_become_bounded_counters_and_histograms() {
-        let mut f =
-            PrometheusFlusher::start(&PrometheusSettings { listen: "127.0.0.1:0".into(), max_series: 2 }).unwrap();
+        let mut f = PrometheusFlusher::start(&settings(2, 0)).unwrap();
         let call = |cmd: &str, process: &str| {
             let mut r = Record::new(Kind::Protocols);
             r.push("_process_cmd_", process);
@@ -295,7 +391,7 @@ mod tests {
         f.close().unwrap();
         let get = r#"{protocol="redis",process="redis-cli",role="client",call="GET",success="1"}"#;
         assert!(text.contains(&format!("wirelens_l7_calls_total{get} 6")), "{text}");
-        let other = r#"{protocol="other",process="other",role="other",call="other",success="other"}"#;
+        let other = r#"{protocol="other",process="other",role="other",call="other",success="other",pod="other",namespace="other",container="other"}"#;
         assert!(text.contains(&format!("wirelens_l7_calls_total{other} 3")), "third set folds: {text}");
         assert!(text.contains(r#"process="x",role="client",call="SET""#), "{text}");
         assert!(text.contains(r#"wirelens_l7_latency_seconds_bucket{protocol="redis",process="redis-cli",role="client",call="GET",success="1",le="0.0001"} 6"#), "{text}");
