@@ -335,3 +335,39 @@ fn the_systemd_unit_verifies() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stdout}{stderr}");
 }
+
+/// A plugin or cache directory that someone other than root (or the
+/// daemon's user) could write is refused before anything is loaded from
+/// it, with the path, the reason and the fix.
+#[test]
+fn untrusted_plugin_and_cache_directories_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    common::daemon::require_root(); // to give a directory away
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open_path = open.path().to_str().unwrap();
+    let out = wirelens(&["plugins", "list", "--dir", open_path]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("plugin directory {open_path} is writable by everyone")), "{stderr}");
+    assert!(stderr.contains("chmod go-w"), "{stderr}");
+
+    let out = wirelens(&["--cache-dir", open_path, "plugins", "list"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains(&format!("cache directory {open_path}")), "{stderr}");
+
+    let given = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(given.path(), Some(65534), None).unwrap();
+    let out = wirelens(&["plugins", "list", "--dir", given.path().to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("is owned by uid 65534"), "{stderr}");
+
+    // A plugin file others may write is listed as invalid, with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("loose.wasm");
+    std::fs::write(&file, b"\0asm").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = wirelens(&["plugins", "list", "--dir", dir.path().to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("writable by everyone"), "{stdout}{stderr}");
+}

@@ -157,3 +157,34 @@ fn restart_uses_cached_artifacts() {
     assert_eq!(second.cache().hits(), first.cache().misses());
     assert!(registry.catalog().get("http").is_some());
 }
+
+/// A plugin directory mounted from a Kubernetes ConfigMap: each name is a
+/// link through `..data`, which the kubelet swaps to a new timestamped
+/// directory on every update (the names themselves see no event). The
+/// swap is laid out here as the kubelet does it.
+#[test]
+fn a_configmap_swap_reloads() {
+    let v1 = common::build_plugin("tests/plugins/testproto", &[]);
+    let v2 = common::build_plugin("tests/plugins/testproto", &["v2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let version_dir = |name: &str, bytes: &[u8]| {
+        std::fs::create_dir(d.join(name)).unwrap();
+        std::fs::write(d.join(name).join("testproto.wasm"), bytes).unwrap();
+    };
+    version_dir("..2026_12_02_10_00_00.1", &v1);
+    std::os::unix::fs::symlink("..2026_12_02_10_00_00.1", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/testproto.wasm", d.join("testproto.wasm")).unwrap();
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let _watcher = PluginDirWatcher::start(registry.clone(), d).unwrap();
+    assert_eq!(active_version(&registry).as_deref(), Some("1.0.0"), "loaded through the links");
+
+    // The kubelet's update: a new directory, a new link beside `..data`,
+    // renamed over it, the old directory removed.
+    version_dir("..2026_12_02_10_05_00.2", &v2);
+    std::os::unix::fs::symlink("..2026_12_02_10_05_00.2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    std::fs::remove_dir_all(d.join("..2026_12_02_10_00_00.1")).unwrap();
+    common::wait_for(Duration::from_secs(5), || active_version(&registry).as_deref() == Some("2.0.0"))
+        .expect("the swapped version goes live");
+}

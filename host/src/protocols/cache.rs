@@ -38,11 +38,24 @@ pub struct ArtifactCache {
 }
 
 impl ArtifactCache {
-    pub(crate) fn new(engine: &Engine, root: Option<PathBuf>) -> Self {
+    /// The cache under `root`, created if missing (only its user may
+    /// write it); refused when someone else could write it.
+    pub(crate) fn new(engine: &Engine, root: Option<PathBuf>) -> Result<Self> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let dir = root.map(|r| r.join(format!("wasmtime-{:016x}", h.finish())));
-        Self { dir, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        if let Some(dir) = &dir {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the cache directory {}", dir.display()))?;
+            for d in [dir.parent().expect("under the root"), dir.as_path()] {
+                super::trust::check(d, "cache directory")?;
+            }
+        }
+        Ok(Self { dir, hits: AtomicU64::new(0), misses: AtomicU64::new(0) })
     }
 
     /// Artifacts found on disk.
@@ -63,7 +76,16 @@ impl ArtifactCache {
             bail!("is a precompiled artifact, not a component: give the .wasm component instead");
         }
         let path = self.dir.as_ref().map(|d| d.join(format!("{hash}.cwasm")));
-        if let Some(path) = path.as_ref().filter(|p| p.exists()) {
+        // An artifact someone else could have written is compiled afresh
+        // (and replaced) instead of run.
+        let trusted = |p: &std::path::Path| match super::trust::check(p, "cached artifact") {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("not loading it: {e:#}");
+                false
+            }
+        };
+        if let Some(path) = path.as_ref().filter(|p| p.exists() && trusted(p)) {
             // SAFETY: the file was written by `serialize` below for this
             // engine configuration (the directory name carries its hash);
             // wasmtime still checks the header and refuses a mismatch.

@@ -24,6 +24,7 @@ pub mod registry;
 pub mod reload;
 pub mod runtime;
 pub mod sandbox;
+pub mod trust;
 pub mod wire;
 pub mod worker;
 

@@ -107,7 +107,8 @@ impl Registry {
     /// Load (or reload) one plugin file. On error the previous version of
     /// that file, if any, stays active.
     pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedPlugin>> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+        let bytes = super::trust::check(path, "plugin")
+            .and_then(|()| std::fs::read(path).with_context(|| format!("reading {}", path.display())));
         let hash = bytes.as_ref().map(|b| cache::content_hash(b)).unwrap_or_default();
         {
             let st = self.state.lock();

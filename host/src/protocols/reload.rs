@@ -1,5 +1,7 @@
 //! Hot reload: watch the plugin directory and load, replace or unload
-//! plugins as `.wasm` files appear, change or go. Compilation happens on the
+//! plugins as `.wasm` files appear, change or go (also when a ConfigMap
+//! mounted there swaps its `..data` link). The directory and each file
+//! must be trusted (`trust.rs`). Compilation happens on the
 //! watcher's thread, never on a parsing thread.
 
 use std::collections::BTreeSet;
@@ -34,6 +36,7 @@ impl PluginDirWatcher {
     pub fn start(registry: Arc<Registry>, dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating plugin directory {}", dir.display()))?;
         let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+        super::trust::check(&dir, "plugin directory")?;
         let (tx, rx) = mpsc::channel();
         let events = tx.clone();
         let mut watcher = notify::recommended_watcher(move |ev| {
@@ -117,6 +120,12 @@ fn collect(ev: notify::Result<notify::Event>, changed: &mut BTreeSet<PathBuf>, r
     match ev {
         Ok(ev) => {
             if ev.need_rescan() {
+                *rescan = true;
+            }
+            // A Kubernetes ConfigMap swaps its files all at once: `..data`
+            // (a link to the current `..<timestamp>` directory) is replaced,
+            // and the `.wasm` names, links through it, see no event.
+            if ev.paths.iter().any(|p| p.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".."))) {
                 *rescan = true;
             }
             changed.extend(ev.paths.into_iter().filter(|p| is_plugin(p)));

@@ -54,7 +54,7 @@ impl Runtime {
         bindings::v1_1::wirelens::protocol::host::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the 1.1 host interface")?;
-        let cache = ArtifactCache::new(&engine, cache_dir);
+        let cache = ArtifactCache::new(&engine, cache_dir)?;
         let calls = Arc::new(Calls::default());
         let ticker = Ticker::start(engine.clone(), calls.clone());
         Ok(Arc::new(Self {
