@@ -164,3 +164,98 @@ fn sighup_reloads_and_systemd_hears_each_state() {
     let _ = daemon.stop();
     assert_eq!(notify.next(), "STOPPING=1");
 }
+
+/// Every PromQL expression of the Grafana dashboard and the alert rules,
+/// with where it comes from.
+fn shipped_expressions() -> Vec<(String, String)> {
+    let root = common::root();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/wirelens.json")).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            // Grafana's own variable, as Grafana would fill it.
+            exprs.push((format!("panel `{}`", panel["title"]), expr.replace("$__rate_interval", "1m")));
+        }
+    }
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/wirelens-rules.yaml")).unwrap();
+    for line in rules.lines() {
+        if let Some(expr) = line.trim().strip_prefix("expr: ") {
+            exprs.push(("alert rule".into(), expr.to_string()));
+        }
+    }
+    exprs
+}
+
+/// The `wirelens_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("wirelens_") {
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The dashboard and the alert rules work against what the daemon really
+/// exports: a real Prometheus scrapes its admin endpoint and its Prometheus
+/// flusher while Redis calls flow, and runs every expression; the rules
+/// pass `promtool check rules`.
+#[test]
+fn the_dashboard_and_alert_rules_run_against_real_metrics() {
+    let rules = common::root().join("deploy/prometheus/wirelens-rules.yaml");
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&rules)
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let (admin, flusher) = (free_port(), free_port());
+    let text = config(
+        "DropLocalConnections: false\nFlushOutL7Interval: 1\n",
+        "",
+        &format!("Admin: {{Listen: '127.0.0.1:{admin}'}}\n"),
+    )
+    .replace(
+        "flushers:\n  - Type: flusher_stdout\n",
+        &format!(
+            "flushers:\n  - Type: flusher_stdout\n  - Type: flusher_prometheus\n    Listen: 127.0.0.1:{flusher}\n"
+        ),
+    );
+    let daemon = Daemon::start(&text);
+    let prometheus = Prometheus::start_targets(&[&format!("127.0.0.1:{admin}"), &format!("127.0.0.1:{flusher}")]);
+    let redis = RedisServer::start();
+    let exprs = shipped_expressions();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    // Calls for a minute's rate window to see, in two scrapes at least.
+    let calls = format!(r#"sum(wirelens_l7_calls_total{{protocol="redis"}})"#);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) && prometheus.query(&calls).is_none_or(|c| c < 40.0) {
+        for i in 0..10 {
+            let out = Command::new("redis-cli").args(["-p", &redis.port.to_string(), "GET", &format!("k{i}")]).output();
+            assert!(out.unwrap().status.success());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (from, expr) in &exprs {
+        let answer = prometheus.query_raw(expr).expect("Prometheus answers");
+        assert_eq!(answer["status"], "success", "{from}: {expr}: {answer}");
+        // Every metric it names is one the daemon exports (a misspelt name
+        // would only ever give an empty graph).
+        for name in metric_names(expr) {
+            let exported = prometheus.query(&format!("count({{__name__=\"{name}\"}})"));
+            assert!(exported.is_some(), "{from}: {expr}: nothing exports {name}");
+        }
+    }
+    // (A rate needs two scrapes of the series.)
+    let panel = "sum by (protocol) (rate(wirelens_l7_calls_total[1m]))";
+    let has_redis = || prometheus.query_raw(panel).unwrap().to_string().contains(r#""protocol":"redis""#);
+    assert!(common::wait_for(Duration::from_secs(15), has_redis).is_some(), "the calls panel shows Redis");
+    drop(daemon);
+}
