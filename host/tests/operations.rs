@@ -234,9 +234,9 @@ fn the_dashboard_and_alert_rules_run_against_real_metrics() {
     let exprs = shipped_expressions();
     assert!(exprs.len() >= 15, "{exprs:?}");
     // Calls for a minute's rate window to see, in two scrapes at least.
-    let calls = format!(r#"sum(wirelens_l7_calls_total{{protocol="redis"}})"#);
+    let calls = r#"sum(wirelens_l7_calls_total{protocol="redis"})"#;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) && prometheus.query(&calls).is_none_or(|c| c < 40.0) {
+    while start.elapsed() < Duration::from_secs(30) && prometheus.query(calls).is_none_or(|c| c < 40.0) {
         for i in 0..10 {
             let out = Command::new("redis-cli").args(["-p", &redis.port.to_string(), "GET", &format!("k{i}")]).output();
             assert!(out.unwrap().status.success());
