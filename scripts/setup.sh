@@ -22,7 +22,7 @@ need_target wasm32-unknown-unknown
 # non-root users may capture: the answer is no, below).
 packages=(clang libbpf-dev binutils curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
-    docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux openssl systemd git)
+    docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux openssl systemd git libcap2-bin)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

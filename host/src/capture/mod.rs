@@ -143,7 +143,9 @@ impl Capture {
     /// events to `sink`; batches the collector is done with come back on
     /// `spare` to be refilled.
     pub fn start(config: &CaptureConfig, sink: SyncSender<EventBatch>, spare: Receiver<EventBatch>) -> Result<Self> {
-        setup::prepare()?;
+        setup::prepare(config.tls)?;
+        // Uprobes need CAP_SYS_ADMIN: without it, no library is tried.
+        let tls = config.tls && setup::has(setup::effective_capabilities(), setup::CAP_SYS_ADMIN);
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
         let mut ebpf = load(config, &btf)?;
         add_pids(&mut ebpf, "allow_pids", &config.pids)?;
@@ -186,7 +188,7 @@ impl Capture {
             stop,
             reader: Some(reader),
             malformed,
-            tls: config.tls.then(tls::TlsLibraries::default),
+            tls: tls.then(tls::TlsLibraries::default),
         })
     }
 

@@ -1,6 +1,20 @@
-//! What the machine needs before programs load: root, BTF, and a memlock
-//! limit raised where that is allowed. (The programs attach to BTF
-//! tracepoints through the bpf syscall alone: no tracefs is needed.)
+//! What the machine needs before programs load: the capabilities, BTF,
+//! and a memlock limit raised where that is allowed. (The programs attach
+//! to BTF tracepoints through the bpf syscall alone: no tracefs is needed.)
+//!
+//! The capabilities, as measured with `capsh` on Linux 6.18 (each one
+//! dropped in turn; `tests/privileges.rs` keeps the measurement):
+//! - `CAP_BPF` and `CAP_PERFMON`: load the programs, their maps and the ring
+//!   buffer, attach to tracepoints (`CAP_SYS_ADMIN` also grants both);
+//! - `CAP_SYS_ADMIN`: the uprobes on TLS libraries (the kernel's uprobe
+//!   perf events ask for it); without it TLS connections are layer 4 only;
+//! - `CAP_SYS_PTRACE`: other processes' `/proc/PID/root`, `maps` and
+//!   `environ` (TLS libraries, containers' files, `IncludeEnvs`);
+//! - `CAP_DAC_READ_SEARCH`: container runtimes' sockets and other users'
+//!   `/proc` files.
+//! `CAP_NET_ADMIN` and `CAP_SYS_RESOURCE` changed nothing and are not asked
+//! for (BPF memory is charged to the cgroup since 5.11; sock_diag's dumps
+//! need no capability).
 
 use std::path::Path;
 
@@ -8,10 +22,55 @@ use anyhow::{bail, Result};
 
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 
-pub(super) fn prepare() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("capture needs root (CAP_BPF and CAP_PERFMON): run as root, or set EBPF.Enabled: false to run without capture");
+/// Capability numbers (linux/capability.h).
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+pub const CAP_SYS_PTRACE: u32 = 19;
+pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_PERFMON: u32 = 38;
+pub const CAP_BPF: u32 = 39;
+
+/// The process's effective capabilities (`CapEff` of /proc/self/status).
+pub fn effective_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .unwrap_or(0)
+}
+
+pub fn has(caps: u64, cap: u32) -> bool {
+    caps & (1 << cap) != 0
+}
+
+pub(super) fn prepare(tls: bool) -> Result<()> {
+    let caps = effective_capabilities();
+    let admin = has(caps, CAP_SYS_ADMIN);
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|&(c, _)| !has(caps, c) && !admin)
+        .map(|(_, name)| name)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "capture needs {} (effective capabilities {caps:#x}): grant {} (or run as root), or set EBPF.Enabled: false to run without capture",
+            missing.join(" and "),
+            missing.join(", ")
+        );
+    }
+    if tls && !admin {
+        tracing::warn!("without CAP_SYS_ADMIN the TLS libraries cannot be probed (uprobes need it): TLS connections are layer 4 only");
+    }
+    for (cap, name, what) in [
+        (
+            CAP_SYS_PTRACE,
+            "CAP_SYS_PTRACE",
+            "other processes' /proc/PID/root, maps and environ (TLS libraries, IncludeEnvs)",
+        ),
+        (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH", "container runtimes' sockets and other users' /proc files"),
+    ] {
+        if !has(caps, cap) {
+            tracing::warn!("without {name} the daemon may not read {what}");
+        }
     }
     if !Path::new(BTF).exists() {
         bail!(
