@@ -12,6 +12,7 @@
 //!   `environ` (TLS libraries, containers' files, `IncludeEnvs`);
 //! - `CAP_DAC_READ_SEARCH`: container runtimes' sockets and other users'
 //!   `/proc` files.
+//!
 //! `CAP_NET_ADMIN` and `CAP_SYS_RESOURCE` changed nothing and are not asked
 //! for (BPF memory is charged to the cgroup since 5.11; sock_diag's dumps
 //! need no capability).
