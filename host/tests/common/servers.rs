@@ -546,11 +546,13 @@ impl DockerEngine {
 
     /// `docker run -d --network host ARGS... IMAGE sh -c SCRIPT`; returns the id.
     pub fn run_image(&mut self, image: &str, args: &[&str], script: &str) -> String {
+        self.run_command(image, args, &["sh", "-c", script])
+    }
+
+    /// `docker run -d --network host ARGS... IMAGE COMMAND...`; returns the id.
+    pub fn run_command(&mut self, image: &str, args: &[&str], command: &[&str]) -> String {
         let out = run(
-            Command::new("docker")
-                .args(["run", "-d", "--network", "host"])
-                .args(args)
-                .args([image, "sh", "-c", script]),
+            Command::new("docker").args(["run", "-d", "--network", "host"]).args(args).arg(image).args(command),
             "docker.io",
         );
         assert!(out.status.success(), "docker run: {}", String::from_utf8_lossy(&out.stderr));
