@@ -4,25 +4,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{config, Daemon};
 use common::prometheus::Prometheus;
-use common::servers::{free_port, RedisServer};
+use common::servers::{free_port, http_get, RedisServer};
 
 /// `GET path` on the admin endpoint: status and body.
 fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    http_get(port, path).unwrap_or_else(|| panic!("the admin endpoint answers {path}"))
 }
 
 fn head_commit() -> String {

@@ -603,3 +603,16 @@ pub fn dnsmasq(port: u16) -> Child {
         .spawn()
         .expect("dnsmasq (apt-get install dnsmasq-base; scripts/setup.sh does it)")
 }
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.0): status and body, or `None`
+/// when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+}
