@@ -378,7 +378,7 @@ fn clear_errors_without_root_and_runs_without_capture() {
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("capture needs root") && err.contains("EBPF.Enabled: false"), "{err}");
+    assert!(err.contains("capture needs CAP_BPF and CAP_PERFMON") && err.contains("EBPF.Enabled: false"), "{err}");
     // EBPF.Enabled: false runs (as nobody) without capture and stops cleanly on SIGTERM.
     let mut cmd = Command::new(&bin);
     cmd.args(["run", "-c"]).arg(&cfg_off).stdout(Stdio::piped()).stderr(Stdio::piped());

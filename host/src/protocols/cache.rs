@@ -43,16 +43,21 @@ impl ArtifactCache {
     pub(crate) fn new(engine: &Engine, root: Option<PathBuf>) -> Result<Self> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let dir = root.map(|r| r.join(format!("wasmtime-{:016x}", h.finish())));
-        if let Some(dir) = &dir {
+        let mut dir = root.map(|r| r.join(format!("wasmtime-{:016x}", h.finish())));
+        if let Some(d) = dir.clone() {
             use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("creating the cache directory {}", dir.display()))?;
-            for d in [dir.parent().expect("under the root"), dir.as_path()] {
-                super::trust::check(d, "cache directory")?;
+            match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d) {
+                Ok(()) => {
+                    for d in [d.parent().expect("under the root"), d.as_path()] {
+                        super::trust::check(d, "cache directory")?;
+                    }
+                }
+                // A directory it cannot write (another user's home) only
+                // costs the restarts a compilation.
+                Err(e) => {
+                    tracing::warn!("cache directory {}: {e}; compiled plugins are not cached", d.display());
+                    dir = None;
+                }
             }
         }
         Ok(Self { dir, hits: AtomicU64::new(0), misses: AtomicU64::new(0) })
