@@ -143,9 +143,8 @@ impl Capture {
     /// events to `sink`; batches the collector is done with come back on
     /// `spare` to be refilled.
     pub fn start(config: &CaptureConfig, sink: SyncSender<EventBatch>, spare: Receiver<EventBatch>) -> Result<Self> {
-        setup::prepare(config.tls)?;
         // Uprobes need CAP_SYS_ADMIN: without it, no library is tried.
-        let tls = config.tls && setup::has(setup::effective_capabilities(), setup::CAP_SYS_ADMIN);
+        let tls = setup::prepare(config.tls)?;
         let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
         let mut ebpf = load(config, &btf)?;
         add_pids(&mut ebpf, "allow_pids", &config.pids)?;

@@ -24,14 +24,14 @@ use anyhow::{bail, Result};
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Capability numbers (linux/capability.h).
-pub const CAP_DAC_READ_SEARCH: u32 = 2;
-pub const CAP_SYS_PTRACE: u32 = 19;
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_PERFMON: u32 = 38;
-pub const CAP_BPF: u32 = 39;
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
 
 /// The process's effective capabilities (`CapEff` of /proc/self/status).
-pub fn effective_capabilities() -> u64 {
+fn effective_capabilities() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
@@ -39,11 +39,13 @@ pub fn effective_capabilities() -> u64 {
         .unwrap_or(0)
 }
 
-pub fn has(caps: u64, cap: u32) -> bool {
+fn has(caps: u64, cap: u32) -> bool {
     caps & (1 << cap) != 0
 }
 
-pub(super) fn prepare(tls: bool) -> Result<()> {
+/// Check the machine; `Ok(true)` when TLS libraries can be probed (`tls`
+/// asked for and `CAP_SYS_ADMIN` held).
+pub(super) fn prepare(tls: bool) -> Result<bool> {
     let caps = effective_capabilities();
     let admin = has(caps, CAP_SYS_ADMIN);
     let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
@@ -86,5 +88,5 @@ pub(super) fn prepare(tls: bool) -> Result<()> {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("RLIMIT_MEMLOCK not raised ({}); fine on this kernel", std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(tls && admin)
 }
