@@ -157,10 +157,7 @@ fn prometheus_scrapes_counters_histograms_and_health() {
     // redis-cli under a name of this test's own: the L7 series carry the
     // process name, not the server port, and other redis-cli runs on the
     // machine must not count.
-    let bin = tempfile::tempdir().unwrap();
-    let name = format!("wlcli{}", std::process::id() % 100_000);
-    let cli = bin.path().join(&name);
-    std::os::unix::fs::symlink(which("redis-cli"), &cli).unwrap();
+    let (_bin, cli, name) = own_name("wlcli", &which("redis-cli"));
     for i in 0..25 {
         let out =
             Command::new(&cli).args(["-p", &redis.port.to_string(), "SET", &format!("k{i}"), "v"]).output().unwrap();
@@ -210,13 +207,10 @@ fn prometheus_series_stay_bounded_across_client_ports_and_expire() {
     let prometheus = Prometheus::start(&format!("127.0.0.1:{metrics_port}"));
     // One process, named for this test, serves and connects: each client
     // binds its own port (10000 up, past the kernel's ephemeral range).
-    let bin = tempfile::tempdir().unwrap();
-    let name = format!("wlports{}", std::process::id() % 100_000);
-    let program = bin.path().join(&name);
     // Debian's interpreter itself (a pyenv shim on PATH would look for a
     // program of the link's name).
     let python = std::fs::canonicalize("/usr/bin/python3").expect("/usr/bin/python3 (apt-get install python3)");
-    std::os::unix::fs::symlink(python, &program).unwrap();
+    let (_bin, program, name) = own_name("wlports", &python);
     let script = r#"
 import socket, sys, threading
 n = int(sys.argv[1])
@@ -361,6 +355,18 @@ fn the_seed_example_runs_unchanged() {
     assert!(daemon.wait_for(Duration::from_secs(15), |rs| !healths(rs).is_empty()), "{}", daemon.stderr());
     let records = daemon.stop();
     assert!(records.iter().all(|r| r["__time__"].is_string()), "every record is timed");
+}
+
+/// `program` under a name of this test run's own (`prefix` and the pid):
+/// the link's directory (kept while the link is used), the link and the
+/// name. Records name processes by their program, so other runs of the
+/// same program on the machine never count.
+fn own_name(prefix: &str, program: &std::path::Path) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("{prefix}{}", std::process::id() % 100_000);
+    let link = dir.path().join(&name);
+    std::os::unix::fs::symlink(program, &link).unwrap();
+    (dir, link, name)
 }
 
 /// The full path of a program on PATH.
