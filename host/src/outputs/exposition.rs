@@ -15,6 +15,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const GAUGES: [&str; 6] =
     ["connections", "l7_connections", "plugins_quarantined", "rss_bytes", "tls_libraries", "tls_libraries_failed"];
 
+/// Whether a health field is a level (a gauge) rather than a count.
+pub fn is_gauge(field: &str) -> bool {
+    GAUGES.contains(&field)
+}
+
 /// `# HELP` and `# TYPE` of a family.
 pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -40,7 +45,7 @@ pub fn health_values(r: &Record) -> Vec<(String, u64)> {
 /// `wirelens_health_<field>` gauges.
 pub fn write_health(out: &mut String, values: &[(String, u64)]) {
     for (field, v) in values {
-        let (name, kind) = if GAUGES.contains(&field.as_str()) {
+        let (name, kind) = if is_gauge(field) {
             (format!("wirelens_health_{field}"), "gauge")
         } else {
             (format!("wirelens_health_{field}_total"), "counter")

@@ -8,6 +8,7 @@
 pub mod exposition;
 pub mod file;
 pub mod kafka;
+pub mod otlp;
 pub mod processors;
 pub mod prometheus;
 pub mod stdout;
@@ -140,6 +141,7 @@ fn build(settings: &FlusherSettings, counters: Arc<FlusherCounters>) -> Result<B
         FlusherSettings::File(s) => Box::new(file::FileFlusher::open(s)?),
         FlusherSettings::Prometheus(s) => Box::new(prometheus::PrometheusFlusher::start(s)?),
         FlusherSettings::Kafka(s) => Box::new(kafka::KafkaFlusher::start(s, counters)?),
+        FlusherSettings::Otlp(s) => Box::new(otlp::OtlpFlusher::start(s, counters)?),
     })
 }
 
