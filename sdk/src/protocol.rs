@@ -124,6 +124,18 @@ pub enum Step {
     /// The first `n` bytes are not part of any message (keep-alive noise,
     /// interim responses): drop them.
     Discard(u64),
+    /// For protocols whose messages interleave on one stream (HTTP/2's
+    /// streams, multiplexed RPC): the first `n` bytes belong to the message
+    /// of `part`, a key the plugin chooses (the stream id). The SDK keeps
+    /// each part's message apart from the others and from the
+    /// [`Step::Continue`] one: its size, its first and last timestamps, and
+    /// the fields written during the calls that returned it. With `end`,
+    /// these bytes end the part's message, which is then emitted with that
+    /// meta. A response is deferred while the request part of its
+    /// `pair_id` is still in progress, so give a part's messages
+    /// `pair_id` = `part`. `n` past the bytes at hand is skipped as for
+    /// `Continue` (uncopied bytes included). Byte streams only.
+    Part { n: u64, part: u64, end: Option<Meta> },
     /// The bytes at hand are not enough to decide: call again with more.
     NeedMore,
     /// This is not (or no longer) the protocol: give the connection up.
@@ -224,6 +236,15 @@ impl Fields {
     pub(crate) fn rewind(&mut self, mark: (usize, usize)) {
         self.keys.truncate(mark.0);
         self.text.truncate(mark.1);
+    }
+
+    /// Move the fields written since `mark` to the end of `to`.
+    pub(crate) fn move_since(&mut self, mark: (usize, usize), to: &mut Fields) {
+        for &(key, offset, len) in &self.keys[mark.0..] {
+            let value = &self.text.as_bytes()[offset as usize..(offset + len) as usize];
+            to.push(FieldKey(key), value);
+        }
+        self.rewind(mark);
     }
 }
 

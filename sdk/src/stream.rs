@@ -55,6 +55,10 @@ const MAX_START_GUESSES: u32 = 64;
 /// responses lost in a hole then stand for fewer requests).
 const MAX_OUTSTANDING: usize = 65536;
 
+/// Most parts ([`Step::Part`]) in progress per direction of a connection;
+/// beyond, a new part's bytes belong to no message.
+const MAX_PARTS: usize = 65536;
+
 /// All connections of one plugin instance. The export macro drives one of
 /// these inside the sandbox; [`crate::testing`] and benchmarks drive one
 /// natively: both run exactly this code.
@@ -144,11 +148,22 @@ struct DirStream {
     lossy: bool,
     /// Timestamp of the latest chunk.
     last_ts: u64,
+    /// Messages of parts ([`Step::Part`]) in progress, by part key.
+    parts: IdMap<PartMessage>,
+    /// The part whose message `skip`'s end completes, with its meta.
+    skip_part: Option<(u64, Meta)>,
 }
 
 struct InProgress {
     start_ns: u64,
     size: u64,
+}
+
+/// A part's message in progress: its accounting and its fields.
+struct PartMessage {
+    start_ns: u64,
+    size: u64,
+    fields: Fields,
 }
 
 /// Bytes of one direction whose framing is lost.
@@ -422,6 +437,8 @@ impl DirStream {
         self.current = None;
         self.to_end = false;
         self.fields.clear();
+        // Parts in progress stay: their next bytes may come after this.
+        self.skip_part = None;
     }
 }
 
@@ -450,7 +467,7 @@ impl<C> ConnState<C> {
         }
         let early = meta.kind == MessageKind::Response
             && !unseen
-            && self.streams[1 - d].current.is_some()
+            && self.request_in_progress(1 - d, &meta)
             && self.answered_by(&meta).is_none()
             && self.deferred.len() < MAX_OUTSTANDING;
         if early {
@@ -476,6 +493,24 @@ impl<C> ConnState<C> {
         if meta.kind == MessageKind::Request && !self.deferred.is_empty() {
             self.release_deferred(out);
         }
+    }
+
+    /// Whether direction `d` is in the middle of the request `response`
+    /// answers: its part (the part keyed by the response's pair id) when
+    /// the protocol uses parts, else its message in progress.
+    fn request_in_progress(&self, d: usize, response: &Meta) -> bool {
+        let s = &self.streams[d];
+        match response.pair_id {
+            Some(id) if !s.parts.is_empty() => s.parts.contains_key(&id),
+            _ => s.current.is_some(),
+        }
+    }
+
+    /// Emit a part's message, with its own fields.
+    fn emit_part(&mut self, ctx: &Ctx, d: usize, meta: Meta, part: PartMessage, end_ns: u64, out: &mut Batch) {
+        let own = std::mem::replace(&mut self.streams[d].fields, part.fields);
+        self.emit(ctx, d, meta, part.start_ns, end_ns, part.size, false, out);
+        self.streams[d].fields = own;
     }
 
     /// Which outstanding request a response answers, if any.
@@ -510,7 +545,7 @@ impl<C> ConnState<C> {
         let waiting = std::mem::take(&mut self.deferred);
         for mut r in waiting {
             let d = dir_index(r.ctx.direction);
-            if self.answered_by(&r.meta).is_none() && self.streams[1 - d].current.is_some() {
+            if self.answered_by(&r.meta).is_none() && self.request_in_progress(1 - d, &r.meta) {
                 self.deferred.push(r); // its own request is still arriving
                 continue;
             }
@@ -524,6 +559,9 @@ impl<C> ConnState<C> {
     fn close_lost(&mut self, conn: u64, d: usize, out: &mut Batch) {
         let Some(lost) = self.streams[d].lost.take() else { return };
         self.streams[d].resuming = true;
+        // Parts whose ends were in the region: their messages are counted
+        // below with the region's (unseen requests, unknown responses).
+        self.streams[d].parts.clear();
         let ctx = Ctx { conn, direction: direction_of(d), role: self.role, datagram: false, truncated: false };
         let holds_responses = match lost.head {
             Some((meta, _)) => meta.kind == MessageKind::Response,
@@ -787,6 +825,12 @@ impl<C> ConnState<C> {
 
     fn finish_skip(&mut self, ctx: &Ctx, d: usize, ts: u64, out: &mut Batch) {
         let s = &mut self.streams[d];
+        if let Some((key, meta)) = s.skip_part.take() {
+            if let Some(part) = s.parts.remove(&key) {
+                self.emit_part(ctx, d, meta, part, ts, out);
+            }
+            return;
+        }
         if let Some(meta) = s.complete_after_skip.take() {
             if let Some(current) = s.current.take() {
                 self.emit(ctx, d, meta, current.start_ns, ts, current.size, false, out);
@@ -899,6 +943,42 @@ impl<C> ConnState<C> {
                 Step::Continue(n) => (n, None, true),
                 Step::Complete(n, meta) => (n, Some(meta), true),
                 Step::Discard(n) => (n, None, false),
+                Step::Part { n, part, end } => {
+                    if n == 0 {
+                        return Err(format!("{} parser made no progress", info.name));
+                    }
+                    s.resuming = false;
+                    self.failed_resumes = 0;
+                    let start_ns = ts_at(pos);
+                    let s = &mut self.streams[d];
+                    if s.parts.len() < MAX_PARTS || s.parts.contains_key(&part) {
+                        let p = s.parts.entry(part).or_insert_with(|| PartMessage {
+                            start_ns,
+                            size: 0,
+                            fields: Fields::default(),
+                        });
+                        p.size += n;
+                        s.fields.move_since(mark, &mut p.fields);
+                    } else {
+                        // Past the bound on parts: its bytes belong to no message.
+                        s.fields.rewind(mark);
+                    }
+                    let take = n.min(avail);
+                    pos += take as usize;
+                    if n > avail {
+                        s.skip = n - avail;
+                        s.skip_in_message = false;
+                        s.skip_part = end.map(|meta| (part, meta));
+                        break;
+                    }
+                    if let Some(meta) = end {
+                        let end_ns = ts_at(pos - 1);
+                        if let Some(p) = s.parts.remove(&part) {
+                            self.emit_part(ctx, d, meta, p, end_ns, out);
+                        }
+                    }
+                    continue;
+                }
             };
             if n == 0 {
                 return Err(format!("{} parser made no progress", info.name));
@@ -976,4 +1056,118 @@ fn write(
     out.size.push(size);
     out.pair_id.push(meta.pair_id.unwrap_or(0));
     out.flags.push(flags);
+}
+
+#[cfg(test)]
+mod part_tests {
+    //! [`Step::Part`] with a toy multiplexed protocol: frames of
+    //! `kind (Q request, R response), stream, end (0/1), length, payload`;
+    //! a frame's payload is a `tag` field of its stream's message.
+
+    use crate::testing::{run, TestChunk};
+    use crate::{Ctx, FieldKey, Fields, Info, Meta, Protocol, Step};
+    use crate::{Direction, Role};
+
+    #[derive(Default)]
+    struct Mux;
+
+    impl Protocol for Mux {
+        type Conn = ();
+        fn info() -> Info {
+            Info {
+                name: "mux",
+                version: "0",
+                description: "",
+                default_ports: &[],
+                field_names: &["tag"],
+                max_buffer: 1 << 16,
+            }
+        }
+        fn detect(&self, _: Direction, _: Role, _: &[u8]) -> u8 {
+            0
+        }
+        fn parse(&self, _: &mut (), ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
+            if buf.len() < 4 {
+                return if ctx.truncated { Step::Invalid("cut header".into()) } else { Step::NeedMore };
+            }
+            let n = 4 + u64::from(buf[3]);
+            if (buf.len() as u64) < n && !ctx.truncated {
+                return Step::NeedMore;
+            }
+            let payload = &buf[4..(n as usize).min(buf.len())];
+            if !payload.is_empty() {
+                fields.text(FieldKey(0), payload);
+            }
+            let meta = if buf[0] == b'Q' { Meta::request() } else { Meta::response(true) };
+            let end = (buf[2] == 1).then(|| meta.with_pair_id(u64::from(buf[1])));
+            Step::Part { n, part: u64::from(buf[1]), end }
+        }
+    }
+
+    fn frame(kind: u8, stream: u8, end: bool, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![kind, stream, u8::from(end), payload.len() as u8];
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn interleaved_parts_are_messages_of_their_own() {
+        let out = [frame(b'Q', 1, false, b"a"), frame(b'Q', 3, true, b"b")].concat();
+        let got = run::<Mux>(
+            &[
+                TestChunk::egress(1, out),
+                TestChunk::egress(3, frame(b'Q', 1, true, b"cc")),
+                TestChunk::ingress(4, [frame(b'R', 3, true, b"x"), frame(b'R', 1, true, b"")].concat()),
+            ],
+            &[1],
+        );
+        assert_eq!(
+            got,
+            [
+                "1 req out 1-1 size=5 id=3 ok tag=b",
+                "1 req out 1-3 size=11 id=1 ok tag=a tag=cc",
+                "1 resp in 4-4 size=5 id=3 ok tag=x",
+                "1 resp in 4-4 size=4 id=1 ok",
+            ]
+        );
+    }
+
+    /// A server that answers before the request's last frame: the
+    /// response waits for its request, so the two pair.
+    #[test]
+    fn a_response_before_its_request_ends_waits_for_it() {
+        let got = run::<Mux>(
+            &[
+                TestChunk::egress(1, frame(b'Q', 5, false, b"h")),
+                TestChunk::ingress(2, frame(b'R', 5, true, b"r")),
+                TestChunk::egress(3, frame(b'Q', 5, true, b"t")),
+            ],
+            &[1],
+        );
+        assert_eq!(got, ["1 req out 1-3 size=10 id=5 ok tag=h tag=t", "1 resp in 2-2 size=5 id=5 ok tag=r"]);
+    }
+
+    /// A part's frame the capture cut: its uncopied bytes are skipped
+    /// exactly and still count in its size; the next frame parses.
+    #[test]
+    fn a_cut_frame_keeps_its_size_and_the_stream_in_step() {
+        let big = frame(b'Q', 1, true, &[b'z'; 200]);
+        let got = run::<Mux>(
+            &[
+                TestChunk::egress(1, &big[..10]).truncated(big.len() as u64),
+                TestChunk::egress(2, frame(b'Q', 3, true, b"n")),
+                TestChunk::ingress(3, [frame(b'R', 1, true, b""), frame(b'R', 3, true, b"")].concat()),
+            ],
+            &[1],
+        );
+        assert_eq!(
+            got,
+            [
+                "1 req out 1-1 size=204 id=1 ok tag=zzzzzz",
+                "1 req out 2-2 size=5 id=3 ok tag=n",
+                "1 resp in 3-3 size=4 id=1 ok",
+                "1 resp in 3-3 size=4 id=3 ok",
+            ]
+        );
+    }
 }
