@@ -42,6 +42,14 @@ fn workloads() -> Vec<Workload> {
             port: 6379,
         },
         Workload {
+            name: "http2",
+            // curl's GET on one stream, then nginx's 200 with a small body
+            // (stream ids repeat: each call is a stream that ended).
+            request: wirelens_plugin_http2::cases::get_request(1, "/api/items/42?x=1", "shop"),
+            response: wirelens_plugin_http2::cases::ok_response(1, b"{}"),
+            port: 80,
+        },
+        Workload {
             name: "dns",
             request: wirelens_plugin_dns::cases::message(7, false, 0, "svc.cluster.local", 1, 0),
             response: wirelens_plugin_dns::cases::message(7, true, 0, "svc.cluster.local", 1, 1),
@@ -134,6 +142,7 @@ fn main() {
                 "redis" => native::<wirelens_plugin_redis::Redis>(&w),
                 "mysql" => native::<wirelens_plugin_mysql::Mysql>(&w),
                 "pgsql" => native::<wirelens_plugin_pgsql::Pgsql>(&w),
+                "http2" => native::<wirelens_plugin_http2::Http2>(&w),
                 _ => native::<wirelens_plugin_dns::Dns>(&w),
             })
             .collect();

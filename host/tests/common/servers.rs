@@ -318,14 +318,32 @@ impl Nginx {
         Self::start_with(root, Some(cert))
     }
 
+    /// nginx speaking HTTP/2 in the clear (prior knowledge: clients start
+    /// with the preface).
+    pub fn start_h2c(root: &Path) -> Self {
+        Self::start_listening(root, " http2")
+    }
+
+    /// nginx speaking HTTP/2 over TLS (ALPN h2), with `cert`.
+    pub fn start_tls_h2(root: &Path, cert: &Cert) -> Self {
+        let tls =
+            format!(" ssl http2; ssl_certificate {}; ssl_certificate_key {}", cert.cert.display(), cert.key.display());
+        Self::start_listening(root, &tls)
+    }
+
     fn start_with(root: &Path, cert: Option<&Cert>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let d = dir.path().display();
         let tls = match cert {
             Some(c) => format!(" ssl; ssl_certificate {}; ssl_certificate_key {}", c.cert.display(), c.key.display()),
             None => String::new(),
         };
+        Self::start_listening(root, &tls)
+    }
+
+    /// nginx with `listen 127.0.0.1:PORT{tls}`.
+    fn start_listening(root: &Path, tls: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
         let conf = format!(
             "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\

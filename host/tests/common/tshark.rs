@@ -218,6 +218,32 @@ impl Decoded {
         t
     }
 
+    /// HTTP/2 in the clear: a call per stream whose request headers carry
+    /// `:method`; failed when its `:status` is 400 and up or its
+    /// `grpc-status` is not 0. No bytes (frames of no call, like SETTINGS
+    /// and WINDOW_UPDATE, share the segments).
+    pub fn http2(&self, port: u16) -> Tally {
+        let d = vec![format!("tcp.port=={port},http2")];
+        let mut t = Tally::default();
+        let rows = self.fields(
+            &d,
+            "http2.type == 1",
+            &["http2.headers.method", "http2.headers.status", "http2.header.name", "http2.header.value"],
+        );
+        for r in rows {
+            t.calls += r[0].len() as u64;
+            t.failed += r[1].iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count() as u64;
+            // Names and values pair by position; a header block may carry
+            // several frames' headers.
+            for (name, value) in r[2].iter().zip(&r[3]) {
+                if name == "grpc-status" && value != "0" {
+                    t.failed += 1;
+                }
+            }
+        }
+        t
+    }
+
     /// HTTP over TLS, decrypted with the session keys the client wrote
     /// (`SSLKEYLOGFILE`): requests and responses of status 400 and up. No
     /// bytes: those on the wire are ciphertext.

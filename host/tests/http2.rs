@@ -1,0 +1,208 @@
+//! HTTP/2 and gRPC end to end: curl with prior knowledge against nginx's
+//! `http2` listener, and grpcio's client and server (plaintext), watched by
+//! the daemon with the built-in HTTP/2 plugin. Calls are selected by the
+//! test's own ports; tshark decodes the same traffic and must count the
+//! same calls and failures. Needs root, nginx-light, curl, tshark and
+//! grpcio (scripts/setup.sh installs them).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::daemon::{config, num, Daemon};
+use common::servers::{client_of, free_port, self_signed, Nginx};
+use common::tshark::{observed, Capture};
+use serde_json::Value;
+
+fn daemon() -> Daemon {
+    Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""))
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{:?}: {e}", cmd.get_program()));
+    assert!(out.status.success(), "{:?}: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Calls of `records` matching `pred`, summed by the values of `field`.
+fn calls_by(records: &[Value], pred: impl Fn(&Value) -> bool, field: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for r in records.iter().filter(|r| r["type"] == "protocols" && r["protocol"] == "http2" && pred(r)) {
+        *out.entry(r[field].as_str().unwrap_or("-").to_string()).or_default() += num(r, "total_count");
+    }
+    out
+}
+
+fn server_pid(pid: u32) -> impl Fn(&Value) -> bool {
+    let pid = pid.to_string();
+    move |r: &Value| r["role"] == "server" && r["_process_pid_"] == pid.as_str()
+}
+
+#[test]
+fn curl_to_nginx_with_prior_knowledge_counts_every_call() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "hello\n").unwrap();
+    std::fs::write(root.path().join("big.bin"), "b".repeat(2 << 20)).unwrap();
+    let nginx = Nginx::start_h2c(root.path());
+    let port = nginx.port;
+    let capture = Capture::start(port);
+    let daemon = daemon();
+    let base = format!("http://127.0.0.1:{port}");
+    // One connection per request: curl 7.88 does not reuse a connection
+    // opened with prior knowledge (its second transfer fails with "HTTP/2
+    // framing layer"); several streams on one connection are curl over TLS
+    // and grpcio below.
+    for path in ["/index.html", "/big.bin", "/missing", "/index.html?again=1"] {
+        let out = run(Command::new("curl")
+            .args(["-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+            .arg(format!("{base}{path}")));
+        let want = if path == "/missing" { "2 404" } else { "2 200" };
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "curl spoke HTTP/2 for {path}");
+    }
+    run(Command::new("curl").args(["-s", "--http2-prior-knowledge", "-I", &format!("{base}/big.bin")]));
+    let decoder = capture.stop().http2(port);
+    assert_eq!((decoder.calls, decoder.failed), (5, 1), "tshark decodes the workload");
+    let client = client_of_port(port);
+    let server = server_pid(nginx.child.id());
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        observed(rs, "http2", &client).calls >= 5 && observed(rs, "http2", &server).calls >= 5
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    for (side, pred) in [("client", &client as &dyn Fn(&Value) -> bool), ("server", &server)] {
+        let seen = observed(&records, "http2", pred);
+        assert_eq!((seen.calls, seen.failed), (decoder.calls, decoder.failed), "{side}: calls and failures as tshark");
+        let by_url = calls_by(&records, pred, "url");
+        assert_eq!(
+            by_url,
+            BTreeMap::from([("/big.bin".into(), 2), ("/index.html".into(), 2), ("/missing".into(), 1)]),
+            "{side}: calls by url"
+        );
+        let by_method = calls_by(&records, pred, "method");
+        assert_eq!(by_method, BTreeMap::from([("GET".into(), 4), ("HEAD".into(), 1)]), "{side}: calls by method");
+        // The 2 MiB body was mostly not copied: its size is whole all the same.
+        let big_get: u64 = records
+            .iter()
+            .filter(|r| r["protocol"] == "http2" && pred(r) && r["url"] == "/big.bin" && r["method"] == "GET")
+            .map(|r| num(r, "total_resp_bytes"))
+            .sum();
+        assert!(big_get > 2 << 20, "{side}: the big response's size ({big_get} bytes)");
+        assert!(
+            records.iter().filter(|r| r["protocol"] == "http2" && pred(r)).all(|r| r["version"] == "2"),
+            "{side}: version 2"
+        );
+    }
+}
+
+fn client_of_port(port: u16) -> impl Fn(&Value) -> bool {
+    move |r: &Value| client_of(r, port)
+}
+
+/// grpcio's server and client in processes of their own, 24 streams on one
+/// channel: unary calls, one NOT_FOUND, server, client and bidirectional
+/// streaming.
+#[test]
+fn grpcio_calls_get_their_method_status_and_message_counts() {
+    const UNARY: u64 = 20;
+    let port = free_port();
+    let script = common::root().join("tests/e2e/grpc_calls.py");
+    let mut server = Command::new("python3")
+        .arg(&script)
+        .args(["server", &port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the gRPC server did not start: python3 -m pip install grpcio (scripts/setup.sh)");
+    let capture = Capture::start(port);
+    let daemon = daemon();
+    let out = run(Command::new("python3").arg(&script).args(["client", &port.to_string(), &UNARY.to_string()]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+    let decoder = capture.stop().http2(port);
+    let calls = UNARY + 4;
+    assert_eq!((decoder.calls, decoder.failed), (calls, 1), "tshark decodes the workload");
+    let client = client_of_port(port);
+    let srv = server_pid(server.id());
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        observed(rs, "http2", &client).calls >= calls && observed(rs, "http2", &srv).calls >= calls
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    for (side, pred) in [("client", &client as &dyn Fn(&Value) -> bool), ("server", &srv)] {
+        let seen = observed(&records, "http2", pred);
+        assert_eq!((seen.calls, seen.failed), (decoder.calls, decoder.failed), "{side}: calls and failures as tshark");
+        assert_eq!(
+            calls_by(&records, pred, "grpc_method"),
+            BTreeMap::from([
+                ("Chat".into(), 1),
+                ("Get".into(), UNARY),
+                ("Missing".into(), 1),
+                ("Upload".into(), 1),
+                ("Watch".into(), 1)
+            ]),
+            "{side}: calls by gRPC method: {:#?}",
+            records.iter().filter(|r| r["protocol"] == "http2" && pred(r)).collect::<Vec<_>>()
+        );
+        let mine = |method: &str| {
+            records
+                .iter()
+                .find(|r| r["protocol"] == "http2" && pred(r) && r["grpc_method"] == method)
+                .unwrap_or_else(|| panic!("{side}: no {method} record"))
+                .clone()
+        };
+        let missing = mine("Missing");
+        assert_eq!((missing["grpc_status"].as_str(), missing["success"].as_str()), (Some("5"), Some("0")), "{side}");
+        let get = mine("Get");
+        assert_eq!((get["grpc_status"].as_str(), get["grpc_service"].as_str()), (Some("0"), Some("demo.Store")));
+        for (method, req, resp) in [("Get", "1", "1"), ("Watch", "1", "3"), ("Upload", "4", "1"), ("Chat", "2", "2")] {
+            let r = mine(method);
+            assert_eq!(
+                (r["request_messages"].as_str(), r["response_messages"].as_str()),
+                (Some(req), Some(resp)),
+                "{side}: {method}'s messages"
+            );
+        }
+    }
+}
+
+/// curl -> nginx over HTTPS, where ALPN chose h2: the plaintext read at
+/// OpenSSL starts with the preface, and the calls are HTTP/2's, flagged
+/// TLS; curl's three transfers are three streams on one connection.
+#[test]
+fn https_with_alpn_h2_is_parsed_from_the_plaintext() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "hello\n").unwrap();
+    let cert = self_signed();
+    let nginx = Nginx::start_tls_h2(root.path(), &cert);
+    let daemon = daemon();
+    std::thread::sleep(Duration::from_millis(1500)); // the first library scan
+    let base = format!("https://127.0.0.1:{}", nginx.port);
+    let out = run(Command::new("curl")
+        .args(["-s", "-k", "--http2", "-w", "%{http_version} %{http_code}\n"])
+        .args(["-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
+        .args([format!("{base}/index.html"), format!("{base}/missing"), format!("{base}/index.html?b=2")]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200\n2 404\n2 200\n", "curl chose h2 by ALPN");
+    let client = client_of_port(nginx.port);
+    let server = server_pid(nginx.child.id());
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        observed(rs, "http2", &client).calls >= 3 && observed(rs, "http2", &server).calls >= 3
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    for (side, pred) in [("client", &client as &dyn Fn(&Value) -> bool), ("server", &server)] {
+        let seen = observed(&records, "http2", pred);
+        assert_eq!((seen.calls, seen.failed), (3, 1), "{side}: calls and failures");
+        let mine: Vec<&Value> = records.iter().filter(|r| r["protocol"] == "http2" && pred(r)).collect();
+        assert!(mine.iter().all(|r| r["tls"] == "1"), "{side}: flagged TLS: {mine:#?}");
+        assert_eq!(
+            calls_by(&records, pred, "url"),
+            BTreeMap::from([("/index.html".into(), 2), ("/missing".into(), 1)])
+        );
+    }
+}
