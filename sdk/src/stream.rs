@@ -951,6 +951,16 @@ impl<C> ConnState<C> {
                     self.failed_resumes = 0;
                     let start_ns = ts_at(pos);
                     let s = &mut self.streams[d];
+                    // A part whole in one step (a request in one HEADERS
+                    // frame): emitted straight away, its fields where they
+                    // were written, with no part kept.
+                    let alone = mark == (0, 0) && n <= avail && !s.parts.contains_key(&part);
+                    if let (true, Some(meta)) = (alone, end) {
+                        pos += n as usize;
+                        let end_ns = ts_at(pos - 1);
+                        self.emit(ctx, d, meta, start_ns, end_ns, n, false, out);
+                        continue;
+                    }
                     if s.parts.len() < MAX_PARTS || s.parts.contains_key(&part) {
                         let p = s.parts.entry(part).or_insert_with(|| PartMessage {
                             start_ns,

@@ -31,6 +31,7 @@
 //!   preface) and TLS with ALPN h2 are.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use wirelens_sdk::{Ctx, Direction, FieldKey, Fields, Info, Meta, Protocol, Role, Step};
 
@@ -87,7 +88,7 @@ pub struct Http2 {
 #[derive(Default)]
 pub struct Conn {
     dirs: [Dir; 2],
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<u32, Stream, BuildHasherDefault<StreamIdHasher>>,
     /// The direction the preface came in (the client's), once seen.
     client_dir: Option<usize>,
 }
@@ -162,6 +163,25 @@ impl MessageCount {
                     u64::from(u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]));
             }
         }
+    }
+}
+
+/// Stream ids are the peers' small odd and even numbers: a multiply mixes
+/// them well enough, where std's SipHash costs more than the lookup.
+#[derive(Default)]
+struct StreamIdHasher(u64);
+
+impl Hasher for StreamIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
