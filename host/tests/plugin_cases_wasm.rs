@@ -137,7 +137,7 @@ fn http2_holds_ten_thousand_concurrent_streams_in_the_sandbox() {
 fn recorded_fixtures_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let mut checked = 0;
-    for protocol in ["http", "redis", "dns", "mysql", "pgsql"] {
+    for protocol in ["http", "redis", "dns", "mysql", "pgsql", "http2"] {
         let plugin = registry.catalog().get(protocol).expect("built-in plugin").clone();
         let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
         let dir = common::root().join("tests/fixtures").join(protocol);
@@ -183,7 +183,7 @@ fn sdk_example_cases_through_wasm() {
 fn no_plugin_claims_another_protocols_recordings() {
     use wirelens::protocols::bindings::{Direction, Role};
     let registry = common::registry_with_builtins(SandboxLimits::default());
-    let protocols = ["http", "redis", "dns", "mysql", "pgsql"];
+    let protocols = ["http", "redis", "dns", "mysql", "pgsql", "http2"];
     let mut checked = 0;
     for owner in protocols {
         let dir = common::root().join("tests/fixtures").join(owner);
@@ -200,8 +200,7 @@ fn no_plugin_claims_another_protocols_recordings() {
                     firsts.push(c);
                 }
             }
-            // (http2 has no recordings of its own yet: it is only offered others'.)
-            for other in protocols.iter().chain(&["http2"]).filter(|p| **p != owner) {
+            for other in protocols.iter().filter(|p| **p != owner) {
                 let plugin = registry.catalog().get(other).unwrap().clone();
                 let mut sandbox =
                     Sandbox::instantiate(registry.runtime(), plugin_pre(&plugin), Arc::from("test")).unwrap();

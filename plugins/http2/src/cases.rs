@@ -274,6 +274,12 @@ mod tests {
     }
 
     #[test]
+    fn fixtures_recorded_from_real_servers() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/http2");
+        assert!(wirelens_sdk::testing::check_fixtures::<Http2>(&dir, 50) >= 2);
+    }
+
+    #[test]
     fn mutations_never_panic() {
         fuzz::<Http2>(&all(), 5_000, 7);
     }
