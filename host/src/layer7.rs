@@ -63,6 +63,8 @@ struct L7Conn {
     /// Where its stream is known up to, per direction (egress, ingress):
     /// a record that starts past it follows bytes the ring buffer lost.
     next_pos: [Option<u64>; 2],
+    /// Open before the capture saw it begin.
+    joined_midway: bool,
 }
 
 pub struct Layer7 {
@@ -77,6 +79,8 @@ pub struct Layer7 {
     controls: HashMap<u64, SocketControl>,
     /// Holes in connections' streams (records the ring buffer lost).
     stream_gaps: u64,
+    /// Connections a plugin claimed whose beginning the capture missed.
+    midway: u64,
     closing: Vec<u64>,
     parsed: Vec<Parsed>,
     events: Vec<ConnEvent>,
@@ -113,6 +117,7 @@ impl Layer7 {
             payload_bytes,
             controls: HashMap::default(),
             stream_gaps: 0,
+            midway: 0,
             closing: Vec::new(),
             parsed: Vec::new(),
             events: Vec::new(),
@@ -134,6 +139,7 @@ impl Layer7 {
             control: SocketControl::default(),
             pending: Pending::default(),
             next_pos: [None; 2],
+            joined_midway: conn.joined_midway,
         });
         let chunk = ChunkIn {
             conn: conn.id,
@@ -176,6 +182,9 @@ impl Layer7 {
             }
         };
         let Some(l7) = self.conns.get_mut(&conn) else { return };
+        if matches!(e, ConnEvent::Detected { .. }) && l7.joined_midway {
+            self.midway += 1;
+        }
         let mut control = l7.control;
         match e {
             ConnEvent::Detected { .. } => control.budget = by_direction(budget.unwrap_or_default(), l7.role),
@@ -264,6 +273,7 @@ impl Layer7 {
         r.push("l7_orphan_responses", self.stitcher.orphan_responses);
         r.push("l7_pending_evicted", self.stitcher.pending_evicted);
         r.push("l7_stream_gaps", self.stream_gaps);
+        r.push("l7_connections_midway", self.midway);
         r.push("l7_overflow", self.window.overflow);
     }
 }

@@ -101,23 +101,75 @@ fn client_of_port(port: u16) -> impl Fn(&Value) -> bool {
     move |r: &Value| client_of(r, port)
 }
 
+/// The gRPC server of tests/e2e/grpc_calls.py on a free port, ready.
+fn grpc_server(script: &std::path::Path) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut server =
+        Command::new("python3").arg(script).args(["server", &port.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the gRPC server did not start: python3 -m pip install grpcio (scripts/setup.sh)");
+    (server, port)
+}
+
+/// A gRPC channel opened before the daemon started: its header tables
+/// are unknown to the plugin. Every later call still counts (with the
+/// fields that decode without the tables: the method, a path sent as a
+/// literal), and the health record counts the connection.
+#[test]
+fn a_channel_older_than_the_daemon_counts_every_call() {
+    use std::io::Write;
+    const UNARY: u64 = 10;
+    let script = common::root().join("tests/e2e/grpc_calls.py");
+    let (mut server, port) = grpc_server(&script);
+    let mut client = Command::new("python3")
+        .arg(&script)
+        .args(["hold", &port.to_string(), &UNARY.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "open");
+    let daemon = daemon();
+    assert!(daemon.wait_for(Duration::from_secs(15), |rs| rs.iter().any(|r| r["type"] == "health")));
+    writeln!(client.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    let _ = client.wait();
+    let calls = UNARY + 1;
+    let cli = client_of_port(port);
+    let srv = server_pid(server.id());
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        observed(rs, "http2", &cli).calls >= calls && observed(rs, "http2", &srv).calls >= calls
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    for (side, pred) in [("client", &cli as &dyn Fn(&Value) -> bool), ("server", &srv)] {
+        let seen = observed(&records, "http2", pred);
+        assert_eq!(seen.calls, calls, "{side}: every call after the daemon started");
+        assert!(seen.failed <= 1, "{side}: no failure that was not one");
+        assert_eq!(calls_by(&records, pred, "method"), BTreeMap::from([("POST".into(), calls)]), "{side}: methods");
+        let urls = calls_by(&records, pred, "url");
+        assert_eq!(urls.get("/demo.Store/Missing"), Some(&1), "{side}: a literal path decodes: {urls:?}");
+    }
+    let health = records.iter().rev().find(|r| r["type"] == "health").unwrap();
+    assert!(num(health, "l7_connections_midway") >= 2, "both ends of the channel joined midway: {health}");
+}
+
 /// grpcio's server and client in processes of their own, 24 streams on one
 /// channel: unary calls, one NOT_FOUND, server, client and bidirectional
 /// streaming.
 #[test]
 fn grpcio_calls_get_their_method_status_and_message_counts() {
     const UNARY: u64 = 20;
-    let port = free_port();
     let script = common::root().join("tests/e2e/grpc_calls.py");
-    let mut server = Command::new("python3")
-        .arg(&script)
-        .args(["server", &port.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "the gRPC server did not start: python3 -m pip install grpcio (scripts/setup.sh)");
+    let (mut server, port) = grpc_server(&script);
     let capture = Capture::start(port);
     let daemon = daemon();
     let out = run(Command::new("python3").arg(&script).args(["client", &port.to_string(), &UNARY.to_string()]));

@@ -4,6 +4,9 @@ it), for the HTTP/2 plugin's tests. Messages are raw bytes (no generated
 code): the service is registered with a generic handler.
 
   grpc_calls.py server PORT       serve demo.Store until killed; prints "ready"
+  grpc_calls.py hold PORT N       on one channel: one Get, then "open", then
+                                  after a line on stdin N Get and one
+                                  Missing; prints "done"
   grpc_calls.py client PORT N     on one channel: N unary Get (OK), one
                                   Missing (NOT_FOUND), one Watch (3 replies),
                                   one Upload (4 messages in), one Chat (2 and
@@ -78,8 +81,25 @@ def client(port, unary):
     print("done", flush=True)
 
 
+def hold(port, unary):
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary(f"/{SERVICE}/Get")(b"first", timeout=10) == b"v" * 16
+        print("open", flush=True)
+        sys.stdin.readline()
+        for i in range(unary):
+            assert ch.unary_unary(f"/{SERVICE}/Get")(b"k%d" % i, timeout=10) == b"v" * 16
+        try:
+            ch.unary_unary(f"/{SERVICE}/Missing")(b"x", timeout=10)
+            sys.exit("Missing answered")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND, e
+    print("done", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "hold":
+        hold(int(sys.argv[2]), int(sys.argv[3]))
     else:
         client(int(sys.argv[2]), int(sys.argv[3]))

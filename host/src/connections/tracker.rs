@@ -51,6 +51,10 @@ pub struct Conn {
     pub remote: (IpAddr, u16),
     /// Dropped by a drop rule: tracked, but reported nowhere.
     pub dropped: bool,
+    /// A TCP connection whose beginning (connect or accept) the capture
+    /// did not see: open before the daemon started. Its protocols' state
+    /// from before (HTTP/2's header tables) is unknown.
+    pub joined_midway: bool,
     last_seen: Instant,
 }
 
@@ -262,7 +266,9 @@ fn new_conn(
         SocketType::Unknown => config.drop_unknown,
         SocketType::Inet => config.drop_local && ev.remote.1 != 0 && is_local(local_addrs, ev.remote.0),
     };
-    Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, last_seen: now }
+    // The kernel names the role of the TCP connections it saw begin.
+    let joined_midway = ev.role.is_none() && socket_type == SocketType::Inet && ev.transport == Transport::Stream;
+    Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, joined_midway, last_seen: now }
 }
 
 /// For an inet socket whose beginning the kernel did not see (older than

@@ -20,12 +20,15 @@
 //! - **A connection whose start the capture missed** has an unknown HPACK
 //!   table: its calls are counted, with the fields that decode without it
 //!   (static-table entries, literals). So is a direction after lost bytes
-//!   or a header block the capture cut.
+//!   or a header block the capture cut. The daemon counts such connections
+//!   in its health record (`l7_connections_midway`). Their outcome is read
+//!   from what decodes: a gRPC status whose header name is an unknown
+//!   entry is not seen, and the call counts as succeeded.
 //! - **Server push** (PUSH_PROMISE and the pushed stream) is no call: no
 //!   request was sent. Its header blocks are decoded, to keep HPACK in step.
 //! - **A client that resets a stream** after its request ended leaves the
 //!   call waiting for a response; it ends as a failed call when the host
-//!   times the request out.
+//!   times the request out. The stream's state here goes at the reset.
 //! - **h2c by `Upgrade`** is not followed: the HTTP/1 plugin reads the 101
 //!   and the connection is layer 4 from there. Prior knowledge (the
 //!   preface) and TLS with ALPN h2 are.
@@ -616,17 +619,18 @@ impl Protocol for Http2 {
                 if f.stream == 0 {
                     return Step::Invalid("RST_STREAM on stream 0".into());
                 }
+                // A reset stream is closed: its state goes (frames already
+                // on their way are counted without it).
                 let ended = conn.streams.get(&f.stream).is_some_and(|s| s.ended[d] || s.pushed);
                 if ended {
-                    if conn.streams.get(&f.stream).is_some_and(|s| s.ended[0] && s.ended[1] || s.pushed) {
-                        conn.streams.remove(&f.stream);
-                    }
+                    conn.streams.remove(&f.stream);
                     return Step::Discard(f.size());
                 }
                 // The stream's message of this direction ends here; a
                 // response that ends so failed.
                 let mut meta = conn.end(d, ctx, f.stream, fields);
                 meta.success = false;
+                conn.streams.remove(&f.stream);
                 Step::Part { n: f.size(), part: u64::from(f.stream), end: Some(meta) }
             }
             SETTINGS => {
