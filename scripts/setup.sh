@@ -52,9 +52,10 @@ if [[ ! -x /usr/local/bin/tansu ]]; then
     rm -rf "$tmp"
 fi
 
-# The flusher_otlp test's receiver is built on the OpenTelemetry project's
-# own Python messages (opentelemetry-proto) and gRPC (grpcio), from PyPI,
-# for the python3 the tests run.
-if ! python3 -c 'import grpc, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
-    python3 -m pip install --quiet "grpcio==1.85.3" "opentelemetry-proto==1.45.2"
+# From PyPI, for the python3 the tests run: the flusher_otlp test's receiver
+# is built on the OpenTelemetry project's own Python messages
+# (opentelemetry-proto) and gRPC (grpcio); grpcio is also the HTTP/2
+# plugin's gRPC client and server, and h2 its h2c-upgrade server.
+if ! python3 -c 'import grpc, h2, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
+    python3 -m pip install --quiet "grpcio==1.85.3" "opentelemetry-proto==1.45.2" "h2==4.4.1"
 fi

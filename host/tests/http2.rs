@@ -258,3 +258,62 @@ fn https_with_alpn_h2_is_parsed_from_the_plaintext() {
         );
     }
 }
+
+/// curl --http2 to a server that accepts `Upgrade: h2c` (the `h2` package;
+/// nginx offers none): the HTTP/1 plugin follows the connection into
+/// HTTP/2. The upgraded request is answered on stream 1 and later
+/// transfers reuse the connection; every call is counted on both sides as
+/// tshark decodes them, as `http` records with the HTTP/2 answer's status.
+#[test]
+fn an_h2c_upgrade_is_followed_by_the_http_plugin() {
+    let port = free_port();
+    let mut server = Command::new("python3")
+        .arg(common::root().join("tests/e2e/h2c_server.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the h2c server did not start: python3 -m pip install h2 (scripts/setup.sh)");
+    let capture = Capture::start(port);
+    let daemon = daemon();
+    let base = format!("http://127.0.0.1:{port}");
+    let out = run(Command::new("curl")
+        .args(["-s", "--http2", "-w", "%{http_version} %{http_code}\n", "-o", "/dev/null"])
+        .arg(format!("{base}/index.html")));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200\n");
+    let out = run(Command::new("curl")
+        .args(["-s", "--http2", "-w", "%{http_version} %{http_code}\n", "-o", "/dev/null", "-o", "/dev/null"])
+        .args([format!("{base}/missing"), format!("{base}/index.html?b=2")]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 404\n2 200\n", "the second transfer reuses the connection");
+    let decoder = capture.stop().http_h2c(port);
+    assert_eq!((decoder.calls, decoder.failed), (3, 1), "tshark decodes the workload");
+    let cli = client_of_port(port);
+    let srv = server_pid(server.id());
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        observed(rs, "http", &cli).calls >= 3 && observed(rs, "http", &srv).calls >= 3
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    for (side, pred) in [("client", &cli as &dyn Fn(&Value) -> bool), ("server", &srv)] {
+        let seen = observed(&records, "http", pred);
+        assert_eq!((seen.calls, seen.failed), (decoder.calls, decoder.failed), "{side}: calls and failures as tshark");
+        let codes: BTreeMap<String, u64> = {
+            let mut m = BTreeMap::new();
+            for r in records.iter().filter(|r| r["protocol"] == "http" && pred(r)) {
+                *m.entry(format!("{} {}", r["url"].as_str().unwrap_or("-"), r["resp_code"].as_str().unwrap_or("-")))
+                    .or_default() += num(r, "total_count");
+            }
+            m
+        };
+        assert_eq!(
+            codes,
+            BTreeMap::from([("/index.html 200".into(), 2), ("/missing 404".into(), 1)]),
+            "{side}: each call with its url and the status HTTP/2 answered"
+        );
+    }
+    assert!(observed(&records, "http2", &cli).calls == 0, "the upgraded connection stays the http plugin's");
+}

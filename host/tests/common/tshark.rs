@@ -244,6 +244,22 @@ impl Decoded {
         t
     }
 
+    /// HTTP/1.1 that may upgrade to h2c: a call per HTTP/1 request and per
+    /// HTTP/2 request headers (`:method`); failed when the status (either
+    /// version) is 400 and up. No bytes.
+    pub fn http_h2c(&self, port: u16) -> Tally {
+        let d = vec![format!("tcp.port=={port},http")];
+        let mut t = Tally::default();
+        let fields = ["http.request.method", "http2.headers.method", "http.response.code", "http2.headers.status"];
+        for r in self.fields(&d, "http.request || http.response || http2.type == 1", &fields) {
+            t.calls += (r[0].len() + r[1].len()) as u64;
+            let failed =
+                |codes: &Vec<String>| codes.iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count();
+            t.failed += (failed(&r[2]) + failed(&r[3])) as u64;
+        }
+        t
+    }
+
     /// HTTP over TLS, decrypted with the session keys the client wrote
     /// (`SSLKEYLOGFILE`): requests and responses of status 400 and up. No
     /// bytes: those on the wire are ciphertext.

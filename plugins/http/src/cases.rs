@@ -272,6 +272,49 @@ pub fn all() -> Vec<Case> {
         expect: vec!["1 error: not an HTTP/1.x message start: `*1\\r\\n$4\\r\\nPING\\r\\n`".into()],
     });
 
+    // curl --http2 to a server that agrees: the upgraded GET is answered
+    // on stream 1 in HTTP/2; then a second stream in HTTP/2 throughout.
+    {
+        use wirelens_plugin_http2::cases::{frame, get_request, indexed, ok_response};
+        let upgrade = "GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+        let switching = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+        let settings = frame(4, 0, 0, &[]);
+        let answer = ok_response(1, b"hi");
+        let second = get_request(3, "/b", "x");
+        let not_found = [frame(1, 0x4, 3, &indexed(13)), frame(0, 0x1, 3, b"no")].concat();
+        cases.push(Case {
+            name: "h2c: upgraded by the request, answered on stream 1, then HTTP/2",
+            chunks: vec![
+                TestChunk::egress(1, upgrade),
+                TestChunk::ingress(2, [switching.as_bytes(), &settings[..], &answer[..]].concat()),
+                TestChunk::egress(
+                    3,
+                    [wirelens_plugin_http2::PREFACE, &settings[..], &frame(4, 1, 0, &[])[..]].concat(),
+                ),
+                TestChunk::egress(4, &second),
+                TestChunk::ingress(5, &not_found),
+            ],
+            close: vec![],
+            expect: vec![
+                format!("1 req out 1-1 size={} id=1 ok version=1 method=GET url=/a host=x", upgrade.len()),
+                format!("1 resp in 2-2 size={} id=1 ok resp_code=200", answer.len()),
+                format!("1 req out 4-4 size={} id=3 ok version=2 method=GET url=/b host=x", second.len()),
+                format!("1 resp in 5-5 size={} id=3 fail resp_code=404", not_found.len()),
+            ],
+        });
+        // A server that does not upgrade answers in HTTP/1.1: that answer
+        // is the call's, and the connection stays HTTP/1.
+        cases.push(Case {
+            name: "h2c: the server does not upgrade",
+            chunks: vec![TestChunk::egress(1, upgrade), TestChunk::ingress(2, OK_HELLO), TestChunk::egress(3, GET)],
+            close: vec![],
+            expect: vec![
+                format!("1 req out 1-1 size={} id=1 ok version=1 method=GET url=/a host=x", upgrade.len()),
+                resp_line(1, 2, 2, OK_HELLO.len(), true, 200),
+                req_line(1, 3, GET.len(), GET_FIELDS),
+            ],
+        });
+    }
     cases
 }
 

@@ -4,8 +4,11 @@
 //! the observed process does not matter. Bodies are delimited by
 //! Content-Length, chunked transfer coding, or the connection's close;
 //! responses to HEAD and 1xx/204/304 responses have none. Interim 1xx
-//! responses are not messages. After `101 Switching Protocols` the
-//! connection is no longer HTTP and is handed back to layer-4 only.
+//! responses are not messages. After `101 Switching Protocols` to h2c (a
+//! request's `Upgrade: h2c`), the connection is HTTP/2 and is parsed with
+//! `wirelens-plugin-http2` (the upgraded request is answered on stream 1:
+//! its call ends with that response); after any other 101 the connection
+//! is no longer HTTP and is handed back to layer-4 only.
 //!
 //! Fields: `version` (minor version, as iLogtail reports it: 1 for HTTP/1.1),
 //! `method`, `url` (path; the query is dropped unless the `keep_query` option
@@ -38,6 +41,8 @@ const MAX_QUEUED_REQUESTS: usize = 1024;
 #[derive(Default)]
 pub struct Http {
     keep_query: bool,
+    /// What parses a connection upgraded to h2c.
+    h2: wirelens_plugin_http2::Http2,
 }
 
 /// Per-connection state.
@@ -49,6 +54,10 @@ pub struct Conn {
     /// One entry per request not yet answered: true for HEAD.
     head_requests: VecDeque<bool>,
     upgraded: bool,
+    /// A request asked to upgrade to h2c (`Upgrade: h2c`).
+    h2c_asked: bool,
+    /// Upgraded to h2c: HTTP/2 from the 101 on.
+    h2: Option<Box<wirelens_plugin_http2::Conn>>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -98,6 +107,7 @@ impl Protocol for Http {
         match key {
             "keep_query" => {
                 self.keep_query = value.parse().map_err(|_| format!("must be true or false, not `{value}`"))?;
+                self.h2 = wirelens_plugin_http2::Http2::for_upgrade(self.keep_query);
                 Ok(())
             }
             _ => Err("unknown option (known: keep_query)".to_string()),
@@ -127,6 +137,9 @@ impl Protocol for Http {
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
         let d = idx(ctx.direction);
+        if let Some(h2) = conn.h2.as_mut() {
+            return self.h2.parse(h2, ctx, buf, fields);
+        }
         if conn.upgraded {
             return Step::Invalid("connection switched protocols (101); no longer HTTP".into());
         }
@@ -213,7 +226,7 @@ impl Http {
         if !is_response && start_line_error(first).is_some() {
             return Step::Invalid(start_line_error(buf).unwrap_or_else(|| "bad start line".into()));
         }
-        let mut headers = Headers { host: None, content_length: None, chunked: false };
+        let mut headers = Headers { host: None, content_length: None, chunked: false, upgrade_h2c: false };
         loop {
             match cur.line() {
                 Some([]) => break,
@@ -260,7 +273,14 @@ impl Http {
         if let Some(host) = headers.host {
             fields.text(HOST, host);
         }
-        let meta = Meta::request();
+        let mut meta = Meta::request();
+        if headers.upgrade_h2c && !headers.chunked && headers.content_length.unwrap_or(0) == 0 {
+            // RFC 9113 3.1 (h2c, as RFC 7540 3.2 had it): if the server
+            // agrees, it answers this request on stream 1. Paired by that id
+            // (a plain HTTP/1 answer pairs all the same: it is the oldest).
+            conn.h2c_asked = true;
+            meta = meta.with_pair_id(1);
+        }
         if headers.chunked {
             conn.body[d] = Body::Chunked;
             conn.meta[d] = Some(meta);
@@ -291,6 +311,14 @@ impl Http {
         fields.int(VERSION, minor);
         fields.int(RESP_CODE, i64::from(code));
         let meta = Meta::response(code < 400);
+        if code == 101 && conn.h2c_asked && headers.upgrade_h2c {
+            // Switched to h2c: the 101 is not the answer (that comes on
+            // stream 1); HTTP/2 from here on, both ways.
+            conn.head_requests.push_front(answers_head);
+            fields.clear();
+            conn.h2 = Some(Box::default());
+            return Step::Discard(head_len);
+        }
         if code == 101 {
             conn.upgraded = true;
             return Step::Complete(head_len, meta);
@@ -357,19 +385,23 @@ struct Headers<'a> {
     host: Option<&'a [u8]>,
     content_length: Option<u64>,
     chunked: bool,
+    /// `Upgrade: h2c` (a request's wish, or a 101's answer).
+    upgrade_h2c: bool,
 }
 
 impl<'a> Headers<'a> {
     fn add(&mut self, line: &'a [u8]) {
         let Some(colon) = memchr(b':', line) else { return };
         let name = &line[..colon];
-        // Compare lengths first: most headers are none of these three.
-        let wanted = matches!(name.len(), 4 | 14 | 17);
+        // Compare lengths first: most headers are none of these four.
+        let wanted = matches!(name.len(), 4 | 7 | 14 | 17);
         if !wanted {
             return;
         }
         let value = trim(&line[colon + 1..]);
-        if name.eq_ignore_ascii_case(b"host") {
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade_h2c = value.split(|&b| b == b',').any(|p| trim(p).eq_ignore_ascii_case(b"h2c"));
+        } else if name.eq_ignore_ascii_case(b"host") {
             self.host = Some(value);
         } else if name.eq_ignore_ascii_case(b"content-length") {
             self.content_length = parse_decimal(value);

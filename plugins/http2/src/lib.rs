@@ -29,9 +29,10 @@
 //! - **A client that resets a stream** after its request ended leaves the
 //!   call waiting for a response; it ends as a failed call when the host
 //!   times the request out. The stream's state here goes at the reset.
-//! - **h2c by `Upgrade`** is not followed: the HTTP/1 plugin reads the 101
-//!   and the connection is layer 4 from there. Prior knowledge (the
-//!   preface) and TLS with ALPN h2 are.
+//! - **h2c by `Upgrade`**: the HTTP/1 plugin keeps the connection and
+//!   parses it from the 101 on with this parser ([`Http2::for_upgrade`]),
+//!   so those calls are `http` records with `version` 2; the upgraded
+//!   request is answered on stream 1.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -85,6 +86,17 @@ const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
 #[derive(Default)]
 pub struct Http2 {
     keep_query: bool,
+    /// HTTP fields only (`version` to `resp_code`): the HTTP/1 plugin
+    /// parses a connection upgraded to h2c with this, under its own field
+    /// names, which are the first five here.
+    http_fields_only: bool,
+}
+
+impl Http2 {
+    /// The parser the HTTP/1 plugin hands an h2c connection to.
+    pub fn for_upgrade(keep_query: bool) -> Self {
+        Self { keep_query, http_fields_only: true }
+    }
 }
 
 /// Per-connection state.
@@ -289,13 +301,13 @@ impl Conn {
     }
 
     /// The stream's message of direction `d` ends: the meta it ends with.
-    fn end(&mut self, d: usize, ctx: &Ctx, id: u32, fields: &mut Fields) -> Meta {
+    fn end(&mut self, d: usize, ctx: &Ctx, id: u32, fields: &mut Fields, http_fields_only: bool) -> Meta {
         let client = self.is_client(d, ctx);
         let meta = match self.streams.get_mut(&id) {
             Some(s) => {
                 s.ended[d] = true;
                 let m = &s.messages[d];
-                if s.grpc && !m.unknown {
+                if s.grpc && !m.unknown && !http_fields_only {
                     fields.int(if client { REQUEST_MESSAGES } else { RESPONSE_MESSAGES }, m.count as i64);
                 }
                 let success = if s.grpc {
@@ -355,7 +367,7 @@ impl Http2 {
             }
             if let Some(p) = &heads.path {
                 fields.text(URL, self.url(p));
-                if heads.grpc {
+                if heads.grpc && !self.http_fields_only {
                     // `/package.Service/Method`
                     let p = p.strip_prefix(b"/").unwrap_or(p);
                     if let Some(slash) = p.iter().rposition(|&b| b == b'/') {
@@ -376,7 +388,9 @@ impl Http2 {
             if let Some(g) = heads.grpc_status {
                 stream.grpc = true;
                 stream.grpc_status = Some(g);
-                fields.int(GRPC_STATUS, i64::from(g));
+                if !self.http_fields_only {
+                    fields.int(GRPC_STATUS, i64::from(g));
+                }
             }
         }
     }
@@ -423,7 +437,7 @@ impl Http2 {
                 count.unknown = true;
             }
         }
-        let end = (f.flags & END_STREAM != 0).then(|| conn.end(d, ctx, f.stream, fields));
+        let end = (f.flags & END_STREAM != 0).then(|| conn.end(d, ctx, f.stream, fields, self.http_fields_only));
         Step::Part { n: f.size(), part: u64::from(f.stream), end }
     }
 }
@@ -612,7 +626,7 @@ impl Protocol for Http2 {
                     return Step::Discard(f.size());
                 }
                 self.header_block(conn, ctx, d, id, block, fields);
-                let end = pending.end_stream.then(|| conn.end(d, ctx, id, fields));
+                let end = pending.end_stream.then(|| conn.end(d, ctx, id, fields, self.http_fields_only));
                 Step::Part { n: f.size(), part: u64::from(id), end }
             }
             RST_STREAM => {
@@ -628,7 +642,7 @@ impl Protocol for Http2 {
                 }
                 // The stream's message of this direction ends here; a
                 // response that ends so failed.
-                let mut meta = conn.end(d, ctx, f.stream, fields);
+                let mut meta = conn.end(d, ctx, f.stream, fields, self.http_fields_only);
                 meta.success = false;
                 conn.streams.remove(&f.stream);
                 Step::Part { n: f.size(), part: u64::from(f.stream), end: Some(meta) }
@@ -680,4 +694,5 @@ fn pending_is_push(conn: &Conn, d: usize) -> bool {
     conn.dirs[d].pending.as_ref().is_some_and(|p| p.promise || conn.streams.get(&p.stream).is_some_and(|s| s.pushed))
 }
 
+#[cfg(feature = "plugin")]
 wirelens_sdk::export_plugin!(Http2);
