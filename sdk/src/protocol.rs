@@ -83,20 +83,29 @@ pub struct Meta {
     pub success: bool,
     /// Pairs a response with its request (DNS id); `None` means FIFO.
     pub pair_id: Option<u64>,
+    /// For responses: what says the outcome could not be read (state from
+    /// before the capture began, like HTTP/2's header tables): the call
+    /// counts with an unknown outcome, neither success nor failure.
+    pub outcome_unknown: bool,
 }
 
 impl Meta {
     /// A request, paired first-in first-out.
     pub fn request() -> Self {
-        Self { kind: MessageKind::Request, success: true, pair_id: None }
+        Self { kind: MessageKind::Request, success: true, pair_id: None, outcome_unknown: false }
     }
     /// A response with its outcome, paired first-in first-out.
     pub fn response(success: bool) -> Self {
-        Self { kind: MessageKind::Response, success, pair_id: None }
+        Self { kind: MessageKind::Response, success, pair_id: None, outcome_unknown: false }
+    }
+    /// A response whose outcome cannot be read (see
+    /// [`Meta::outcome_unknown`]).
+    pub fn response_unknown() -> Self {
+        Self { outcome_unknown: true, ..Self::response(false) }
     }
     /// A message that is neither request nor response (pub/sub push).
     pub fn oneway() -> Self {
-        Self { kind: MessageKind::Oneway, success: true, pair_id: None }
+        Self { kind: MessageKind::Oneway, success: true, pair_id: None, outcome_unknown: false }
     }
     /// Pair by this id instead of by order.
     pub fn with_pair_id(mut self, id: u64) -> Self {

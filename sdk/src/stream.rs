@@ -532,7 +532,7 @@ impl<C> ConnState<C> {
             None => {
                 if let Some(hidden) = self.hidden_requests.as_mut().filter(|h| h.dir != d) {
                     let size = std::mem::take(&mut hidden.bytes);
-                    let request = Meta { kind: MessageKind::Request, success: true, pair_id: meta.pair_id };
+                    let request = Meta { pair_id: meta.pair_id, ..Meta::request() };
                     let rctx = Ctx { direction: direction_of(hidden.dir), ..*ctx };
                     write(out, &rctx, request, hidden.start_ns, hidden.start_ns, size, None, true);
                 }
@@ -618,7 +618,7 @@ impl<C> ConnState<C> {
             self.streams[d].fields.clear();
         }
         for pair_id in unseen {
-            let meta = Meta { kind: MessageKind::Response, success: false, pair_id };
+            let meta = Meta { pair_id, ..Meta::response(false) };
             let size = share + std::mem::take(&mut first_extra);
             self.emit(&ctx, d, meta, lost.first_ns, lost.last_ns, size, true, out);
         }
@@ -1049,6 +1049,9 @@ fn write(
     if ctx.direction == Direction::Ingress {
         flags |= MSG_INGRESS;
     }
+    // A response whose outcome the plugin could not read goes as the
+    // contract's unseen responses do: outcome unknown.
+    let unseen = unseen || (meta.outcome_unknown && meta.kind == MessageKind::Response);
     if meta.success && !unseen {
         flags |= MSG_SUCCESS;
     }

@@ -124,6 +124,13 @@ pub fn all() -> Vec<Case> {
     let midway_req = frame(HEADERS, END_HEADERS | END_STREAM, 5, &[indexed(2), indexed(70), indexed(71)].concat());
     let midway_resp = frame(HEADERS, END_HEADERS | END_STREAM, 5, &indexed(8));
 
+    // Midway, gRPC: the trailers name only unknown entries (grpc-status
+    // among them, maybe): the outcome is unknown, not a guess.
+    let midway_grpc_req = frame(HEADERS, END_HEADERS, 7, &[indexed(3), indexed(80), indexed(81)].concat());
+    let midway_grpc_data = frame(DATA, END_STREAM, 7, &grpc_message(1));
+    let midway_grpc_head = frame(HEADERS, END_HEADERS, 7, &[indexed(8), indexed(82)].concat());
+    let midway_grpc_trailers = frame(HEADERS, END_HEADERS | END_STREAM, 7, &indexed(83));
+
     // A stream the server resets.
     let reset = frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]);
 
@@ -226,6 +233,21 @@ pub fn all() -> Vec<Case> {
             expect: vec![
                 line("req", "out", 1, 1, midway_req.len(), 5, true, "version=2 method=GET"),
                 line("resp", "in", 2, 2, midway_resp.len(), 5, true, "resp_code=200"),
+            ],
+        },
+        Case {
+            name: "midway, trailers of unknown entries: the outcome is unknown",
+            chunks: vec![
+                TestChunk::egress(1, [midway_grpc_req.clone(), midway_grpc_data.clone()].concat()),
+                TestChunk::ingress(2, [midway_grpc_head.clone(), midway_grpc_trailers.clone()].concat()),
+            ],
+            close: vec![],
+            expect: vec![
+                line("req", "out", 1, 1, midway_grpc_req.len() + midway_grpc_data.len(), 7, true, "version=2 method=POST"),
+                format!(
+                    "1 resp in 2-2 size={} id=7 unseen resp_code=200",
+                    midway_grpc_head.len() + midway_grpc_trailers.len()
+                ),
             ],
         },
         Case {

@@ -21,9 +21,10 @@
 //!   table: its calls are counted, with the fields that decode without it
 //!   (static-table entries, literals). So is a direction after lost bytes
 //!   or a header block the capture cut. The daemon counts such connections
-//!   in its health record (`l7_connections_midway`). Their outcome is read
-//!   from what decodes: a gRPC status whose header name is an unknown
-//!   entry is not seen, and the call counts as succeeded.
+//!   in its health record (`l7_connections_midway`). A response whose
+//!   status (`:status`, or gRPC's `grpc-status`) was not read while some
+//!   of its headers were unknown has an unknown outcome, never a guessed
+//!   one.
 //! - **Server push** (PUSH_PROMISE and the pushed stream) is no call: no
 //!   request was sent. Its header blocks are decoded, to keep HPACK in step.
 //! - **A client that resets a stream** after its request ended leaves the
@@ -143,6 +144,12 @@ struct Stream {
     messages: [MessageCount; 2],
     /// Each direction's message ended.
     ended: [bool; 2],
+    /// Some of the response's headers named unknown table entries (a
+    /// connection joined midway): its outcome may be among them.
+    response_unknowns: bool,
+    /// ... in the block that ended the response (trailers, or a
+    /// trailers-only answer): where gRPC's status would be.
+    trailer_unknowns: bool,
 }
 
 /// gRPC's length-prefixed messages (1 flag byte, 4 length bytes) counted
@@ -315,18 +322,25 @@ impl Conn {
                 } else {
                     s.status == 0 || s.status < 400
                 };
+                // The outcome is unknown when what would say it may be an
+                // unknown header: no status read and some headers unknown.
+                let unknown = s.grpc_status.is_none()
+                    && (s.trailer_unknowns || (s.response_unknowns && (s.grpc || s.status == 0)));
                 let done = s.ended[0] && s.ended[1];
                 if done {
                     self.streams.remove(&id);
                 }
                 if client {
                     Meta::request()
+                } else if unknown {
+                    Meta::response_unknown()
                 } else {
                     Meta::response(success)
                 }
             }
             None if client => Meta::request(),
-            None => Meta::response(true),
+            // Nothing is known of the stream (past the bound on streams).
+            None => Meta::response_unknown(),
         };
         meta.with_pair_id(u64::from(id))
     }
@@ -343,18 +357,38 @@ impl Http2 {
     /// A whole header block of stream `id` from direction `d` (`None`: not
     /// copied): decode it, write the fields it gives.
     #[allow(clippy::too_many_arguments)]
-    fn header_block(&self, conn: &mut Conn, ctx: &Ctx, d: usize, id: u32, block: Option<&[u8]>, fields: &mut Fields) {
+    fn header_block(
+        &self,
+        conn: &mut Conn,
+        ctx: &Ctx,
+        d: usize,
+        id: u32,
+        block: Option<&[u8]>,
+        ends: bool,
+        fields: &mut Fields,
+    ) {
         let mut heads = Heads::default();
-        match block {
+        let before = conn.decoder(d).unknown_fields;
+        let unknowns = match block {
             Some(block) => {
-                if conn.decoder(d).decode(block, |n, v| heads.take(n, v)).is_err() {
+                let decoded = conn.decoder(d).decode(block, |n, v| heads.take(n, v));
+                let unknowns = conn.decoder(d).unknown_fields > before;
+                if decoded.is_err() {
                     conn.lose_table(d);
                 }
+                unknowns || decoded.is_err()
             }
-            None => conn.lose_table(d),
-        }
+            None => {
+                conn.lose_table(d);
+                true
+            }
+        };
         let client = conn.is_client(d, ctx);
         let Some(stream) = conn.stream(id) else { return };
+        if !client {
+            stream.response_unknowns |= unknowns;
+            stream.trailer_unknowns |= unknowns && ends;
+        }
         if client {
             if stream.requested {
                 return; // trailers of a request
@@ -625,7 +659,7 @@ impl Protocol for Http2 {
                     }
                     return Step::Discard(f.size());
                 }
-                self.header_block(conn, ctx, d, id, block, fields);
+                self.header_block(conn, ctx, d, id, block, pending.end_stream, fields);
                 let end = pending.end_stream.then(|| conn.end(d, ctx, id, fields, self.http_fields_only));
                 Step::Part { n: f.size(), part: u64::from(id), end }
             }
