@@ -65,16 +65,21 @@ def serve(port):
     server.wait_for_termination()
 
 
+def gets_and_missing(ch, unary):
+    """`unary` Get calls (OK), then Missing (NOT_FOUND)."""
+    for i in range(unary):
+        assert ch.unary_unary(f"/{SERVICE}/Get")(b"k%d" % i, timeout=10) == b"v" * 16
+    try:
+        ch.unary_unary(f"/{SERVICE}/Missing")(b"x", timeout=10)
+        sys.exit("Missing answered")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.NOT_FOUND, e
+
+
 def client(port, unary):
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         grpc.channel_ready_future(ch).result(timeout=10)
-        for i in range(unary):
-            assert ch.unary_unary(f"/{SERVICE}/Get")(b"k%d" % i, timeout=10) == b"v" * 16
-        try:
-            ch.unary_unary(f"/{SERVICE}/Missing")(b"x", timeout=10)
-            sys.exit("Missing answered")
-        except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.NOT_FOUND, e
+        gets_and_missing(ch, unary)
         assert len(list(ch.unary_stream(f"/{SERVICE}/Watch")(b"w", timeout=10))) == 3
         assert ch.stream_unary(f"/{SERVICE}/Upload")(iter([b"a", b"b", b"c", b"d"]), timeout=10) == b"4"
         assert len(list(ch.stream_stream(f"/{SERVICE}/Chat")(iter([b"x", b"y"]), timeout=10))) == 2
@@ -86,13 +91,7 @@ def hold(port, unary):
         assert ch.unary_unary(f"/{SERVICE}/Get")(b"first", timeout=10) == b"v" * 16
         print("open", flush=True)
         sys.stdin.readline()
-        for i in range(unary):
-            assert ch.unary_unary(f"/{SERVICE}/Get")(b"k%d" % i, timeout=10) == b"v" * 16
-        try:
-            ch.unary_unary(f"/{SERVICE}/Missing")(b"x", timeout=10)
-            sys.exit("Missing answered")
-        except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.NOT_FOUND, e
+        gets_and_missing(ch, unary)
     print("done", flush=True)
 
 
