@@ -225,10 +225,15 @@ fn the_dashboard_and_alert_rules_run_against_real_metrics() {
     let redis = RedisServer::start();
     let exprs = shipped_expressions();
     assert!(exprs.len() >= 15, "{exprs:?}");
-    // Calls for a minute's rate window to see, in two scrapes at least.
+    // Calls for a minute's rate window to see, in two scrapes at least, and
+    // a scrape of the admin endpoint since the plugins loaded (from a fresh
+    // clone their first compile can outlast several 1 s scrapes).
     let calls = r#"sum(wirelens_l7_calls_total{protocol="redis"})"#;
+    let plugin_calls = r#"sum(wirelens_plugin_calls_total{plugin="redis"})"#;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) && prometheus.query(calls).is_none_or(|c| c < 40.0) {
+    while start.elapsed() < Duration::from_secs(30)
+        && (prometheus.query(calls).is_none_or(|c| c < 40.0) || prometheus.query(plugin_calls).is_none_or(|c| c < 1.0))
+    {
         for i in 0..10 {
             let out = Command::new("redis-cli").args(["-p", &redis.port.to_string(), "GET", &format!("k{i}")]).output();
             assert!(out.unwrap().status.success());
