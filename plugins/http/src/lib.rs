@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 
 use wirelens_sdk::cursor::{parse_decimal, parse_hex, Cursor};
-use wirelens_sdk::memchr::{memchr, memchr2, memrchr};
+use wirelens_sdk::memchr::{memchr, memrchr};
 use wirelens_sdk::{Ctx, Direction, FieldKey, Fields, Info, Meta, Protocol, Role, Step};
 
 pub mod cases;
@@ -198,7 +198,7 @@ impl Protocol for Http {
         }
         fields.text(METHOD, method);
         if !target.is_empty() {
-            fields.text(URL, self.url_path(target));
+            fields.text(URL, wirelens_plugin_http2::url_path(target, self.keep_query));
         }
         Some(Meta::request())
     }
@@ -269,7 +269,7 @@ impl Http {
         conn.head_requests.push_back(method == b"HEAD");
         fields.int(VERSION, minor);
         fields.text(METHOD, method);
-        fields.text(URL, self.url_path(target));
+        fields.text(URL, wirelens_plugin_http2::url_path(target, self.keep_query));
         if let Some(host) = headers.host {
             fields.text(HOST, host);
         }
@@ -372,11 +372,6 @@ impl Http {
         conn.body[d] = Body::None;
         let meta = conn.meta[d].take().unwrap_or_else(Meta::request);
         Step::Complete(cur.position() as u64, meta)
-    }
-
-    fn url_path<'a>(&self, target: &'a [u8]) -> &'a [u8] {
-        let end = if self.keep_query { memchr(b'#', target) } else { memchr2(b'?', b'#', target) };
-        &target[..end.unwrap_or(target.len())]
     }
 }
 

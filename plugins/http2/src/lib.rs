@@ -38,6 +38,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use wirelens_sdk::memchr::{memchr, memchr2};
 use wirelens_sdk::{Ctx, Direction, FieldKey, Fields, Info, Meta, Protocol, Role, Step};
 
 pub mod cases;
@@ -293,18 +294,45 @@ impl Conn {
         Some(self.streams.entry(id).or_default())
     }
 
+    /// The table size direction `d` may use: what the other side's
+    /// SETTINGS allowed, else the protocol's 4096.
+    fn limit(&self, d: usize) -> usize {
+        self.dirs[d].limit.unwrap_or(4096)
+    }
+
     /// A direction's decoder, made at its first frame.
     fn decoder(&mut self, d: usize) -> &mut hpack::Decoder {
-        let limit = self.dirs[d].limit.unwrap_or(4096);
+        let limit = self.limit(d);
         self.dirs[d].decoder.get_or_insert_with(|| hpack::Decoder::joined_midway(limit))
     }
 
     /// Forget a direction's HPACK state (bytes lost, a block cut): entries
     /// from here on are known, older ones not.
     fn lose_table(&mut self, d: usize) {
-        let limit = self.dirs[d].limit.unwrap_or(4096);
-        self.dirs[d].decoder = Some(hpack::Decoder::joined_midway(limit));
+        self.dirs[d].decoder = Some(hpack::Decoder::joined_midway(self.limit(d)));
         self.dirs[d].pending = None;
+    }
+
+    /// Decode a header block of direction `d` (`None`: not copied), calling
+    /// `field` per field; a block that is cut or fails to decode leaves the
+    /// table unknown. Whether some fields were unknown.
+    fn decode_block(
+        &mut self,
+        d: usize,
+        block: Option<&[u8]>,
+        field: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+    ) -> bool {
+        let Some(block) = block else {
+            self.lose_table(d);
+            return true;
+        };
+        let before = self.decoder(d).unknown_fields;
+        let decoded = self.decoder(d).decode(block, field);
+        let unknowns = self.decoder(d).unknown_fields > before;
+        if decoded.is_err() {
+            self.lose_table(d);
+        }
+        unknowns || decoded.is_err()
     }
 
     /// The stream's message of direction `d` ends: the meta it ends with.
@@ -346,14 +374,24 @@ impl Conn {
     }
 }
 
-impl Http2 {
-    /// The path as reported: the query dropped unless `keep_query`.
-    fn url<'a>(&self, path: &'a [u8]) -> &'a [u8] {
-        let stop = |b: &u8| if self.keep_query { *b == b'#' } else { *b == b'?' || *b == b'#' };
-        let end = path.iter().position(stop).unwrap_or(path.len());
-        &path[..end]
-    }
+/// A request target as both HTTP plugins report it (`url`): the fragment
+/// dropped, and the query too unless `keep_query`.
+pub fn url_path(target: &[u8], keep_query: bool) -> &[u8] {
+    let end = if keep_query { memchr(b'#', target) } else { memchr2(b'?', b'#', target) };
+    &target[..end.unwrap_or(target.len())]
+}
 
+/// A frame's payload without its padding (PADDED: a length byte first,
+/// that many bytes last); `None` when the padding claims too much.
+fn unpadded(flags: u8, payload: &[u8]) -> Option<&[u8]> {
+    if flags & PADDED == 0 {
+        return Some(payload);
+    }
+    let (&pad, p) = payload.split_first()?;
+    p.get(..p.len().checked_sub(usize::from(pad))?)
+}
+
+impl Http2 {
     /// A whole header block of stream `id` from direction `d` (`None`: not
     /// copied): decode it, write the fields it gives.
     #[allow(clippy::too_many_arguments)]
@@ -368,27 +406,9 @@ impl Http2 {
         fields: &mut Fields,
     ) {
         let mut heads = Heads::default();
-        let before = conn.decoder(d).unknown_fields;
-        let unknowns = match block {
-            Some(block) => {
-                let decoded = conn.decoder(d).decode(block, |n, v| heads.take(n, v));
-                let unknowns = conn.decoder(d).unknown_fields > before;
-                if decoded.is_err() {
-                    conn.lose_table(d);
-                }
-                unknowns || decoded.is_err()
-            }
-            None => {
-                conn.lose_table(d);
-                true
-            }
-        };
+        let unknowns = conn.decode_block(d, block, |n, v| heads.take(n, v));
         let client = conn.is_client(d, ctx);
         let Some(stream) = conn.stream(id) else { return };
-        if !client {
-            stream.response_unknowns |= unknowns;
-            stream.trailer_unknowns |= unknowns && ends;
-        }
         if client {
             if stream.requested {
                 return; // trailers of a request
@@ -400,7 +420,7 @@ impl Http2 {
                 fields.text(METHOD, m);
             }
             if let Some(p) = &heads.path {
-                fields.text(URL, self.url(p));
+                fields.text(URL, url_path(p, self.keep_query));
                 if heads.grpc && !self.http_fields_only {
                     // `/package.Service/Method`
                     let p = p.strip_prefix(b"/").unwrap_or(p);
@@ -414,6 +434,8 @@ impl Http2 {
                 fields.text(HOST, h);
             }
         } else {
+            stream.response_unknowns |= unknowns;
+            stream.trailer_unknowns |= unknowns && ends;
             stream.grpc |= heads.grpc;
             if let Some(status) = heads.status.filter(|s| *s >= 200) {
                 stream.status = status;
@@ -432,44 +454,30 @@ impl Http2 {
     /// The header block fragment of a HEADERS or PUSH_PROMISE payload:
     /// without padding, priority or the promised stream id.
     fn fragment<'a>(frame: &Frame, payload: &'a [u8]) -> Option<&'a [u8]> {
-        let mut p = payload;
-        let mut pad = 0usize;
-        if frame.flags & PADDED != 0 {
-            pad = usize::from(*p.first()?);
-            p = &p[1..];
+        let p = unpadded(frame.flags, payload)?;
+        match frame.kind {
+            HEADERS if frame.flags & PRIORITY != 0 => p.get(5..),
+            PUSH_PROMISE => p.get(4..),
+            _ => Some(p),
         }
-        if frame.kind == HEADERS && frame.flags & PRIORITY != 0 {
-            p = p.get(5..)?;
-        }
-        if frame.kind == PUSH_PROMISE {
-            p = p.get(4..)?;
-        }
-        p.get(..p.len().checked_sub(pad)?)
     }
 
     fn data(&self, conn: &mut Conn, ctx: &Ctx, d: usize, f: Frame, buf: &[u8], fields: &mut Fields) -> Step {
         let whole = buf.len() as u64 >= f.size();
-        let grpc = conn.streams.get(&f.stream).is_some_and(|s| s.grpc);
-        if conn.streams.get(&f.stream).is_some_and(|s| s.pushed) {
-            return Step::Discard(f.size());
-        }
-        if grpc && !whole && !ctx.truncated && f.len <= MAX_COUNTED_DATA {
-            return Step::NeedMore;
-        }
-        if let Some(s) = conn.streams.get_mut(&f.stream).filter(|s| s.grpc) {
-            let count = &mut s.messages[d];
-            if whole {
-                let payload = &buf[FRAME_HEADER..f.size() as usize];
-                let payload = if f.flags & PADDED != 0 {
-                    let pad = usize::from(payload.first().copied().unwrap_or(0));
-                    payload.get(1..payload.len().saturating_sub(pad).max(1)).unwrap_or_default()
+        match conn.streams.get_mut(&f.stream) {
+            Some(s) if s.pushed => return Step::Discard(f.size()),
+            Some(s) if s.grpc => {
+                if !whole && !ctx.truncated && f.len <= MAX_COUNTED_DATA {
+                    return Step::NeedMore;
+                }
+                let count = &mut s.messages[d];
+                if whole {
+                    count.add(unpadded(f.flags, &buf[FRAME_HEADER..f.size() as usize]).unwrap_or_default());
                 } else {
-                    payload
-                };
-                count.add(payload);
-            } else {
-                count.unknown = true;
+                    count.unknown = true;
+                }
             }
+            _ => {}
         }
         let end = (f.flags & END_STREAM != 0).then(|| conn.end(d, ctx, f.stream, fields, self.http_fields_only));
         Step::Part { n: f.size(), part: u64::from(f.stream), end }
@@ -556,7 +564,7 @@ impl Protocol for Http2 {
             if buf.len() < PREFACE.len() && PREFACE.starts_with(buf) && !ctx.truncated {
                 return Step::NeedMore;
             }
-            let limit = conn.dirs[d].limit.unwrap_or(4096);
+            let limit = conn.limit(d);
             if buf.starts_with(PREFACE) {
                 conn.client_dir = Some(d);
                 conn.dirs[d].decoder = Some(hpack::Decoder::new(limit));
@@ -634,14 +642,7 @@ impl Protocol for Http2 {
                     } else {
                         None
                     };
-                    match block {
-                        Some(b) => {
-                            if conn.decoder(d).decode(b, |_, _| {}).is_err() {
-                                conn.lose_table(d);
-                            }
-                        }
-                        None => conn.lose_table(d),
-                    }
+                    conn.decode_block(d, block, |_, _| {});
                     if let Some(s) = promised.and_then(|id| conn.stream(id)) {
                         s.pushed = true;
                     }
@@ -649,11 +650,7 @@ impl Protocol for Http2 {
                 }
                 let id = pending.stream;
                 if conn.streams.get(&id).is_some_and(|s| s.pushed) {
-                    if let Some(b) = block {
-                        if conn.decoder(d).decode(b, |_, _| {}).is_err() {
-                            conn.lose_table(d);
-                        }
-                    }
+                    conn.decode_block(d, block, |_, _| {});
                     if pending.end_stream {
                         conn.streams.remove(&id);
                     }
