@@ -8,7 +8,6 @@
 //! briefly away loses nothing. The topic is created if it does not exist.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,13 +125,8 @@ impl KafkaFlusher {
 
 impl Flusher for KafkaFlusher {
     fn flush(&mut self, records: &[Record]) -> Result<()> {
-        for r in records {
-            if self.buffer.len() >= self.settings.buffer_records.max(1) {
-                self.buffer.pop_front();
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            self.buffer.push_back(r.to_json().into_bytes());
-        }
+        let items = records.iter().map(|r| r.to_json().into_bytes());
+        super::buffer_bounded(&mut self.buffer, self.settings.buffer_records, &self.counters, items);
         self.send_buffered()
     }
 

@@ -51,6 +51,24 @@ pub struct FlusherCounters {
     pub delivered: AtomicU64,
 }
 
+/// Append `items` to a flusher's retry buffer, which holds at most `cap`
+/// (at least 1): beyond it the oldest are dropped and counted (Kafka and
+/// OTLP keep records this way while their destination is away).
+pub(crate) fn buffer_bounded<T>(
+    buffer: &mut std::collections::VecDeque<T>,
+    cap: usize,
+    counters: &FlusherCounters,
+    items: impl IntoIterator<Item = T>,
+) {
+    for item in items {
+        if buffer.len() >= cap.max(1) {
+            buffer.pop_front();
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        buffer.push_back(item);
+    }
+}
+
 struct Running {
     name: String,
     tx: Option<SyncSender<Batch>>,

@@ -77,7 +77,7 @@ enum Acc {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct PointKey {
     resource: Attrs,
-    metric: (&'static str, Shape, &'static str, &'static str),
+    metric: MetricId,
     health_field: Option<String>,
     attrs: Attrs,
     start_ns: u64,
@@ -180,15 +180,16 @@ impl Encoder {
         if !self.host_name.is_empty() {
             resource.push(("host.name".into(), Attr::Str(self.host_name.clone())));
         }
+        // Sorted once: every point of the record keys by them.
+        resource.sort();
+        attrs.sort();
         let mut point = |metric: MetricId, health_field: Option<String>, extra: Option<(&str, &str)>, start_ns, acc| {
             let mut attrs = attrs.clone();
             if let Some((k, v)) = extra {
                 attrs.push((k.to_string(), Attr::Str(v.to_string())));
+                attrs.sort();
             }
-            attrs.sort();
-            let mut resource = resource.clone();
-            resource.sort();
-            let key = PointKey { resource, metric, health_field, attrs, start_ns, time_ns };
+            let key = PointKey { resource: resource.clone(), metric, health_field, attrs, start_ns, time_ns };
             merge(points.entry(key).or_insert(Acc::Int(0)), acc);
         };
         match r.kind {

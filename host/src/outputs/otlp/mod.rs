@@ -100,13 +100,8 @@ impl OtlpFlusher {
 
 impl Flusher for OtlpFlusher {
     fn flush(&mut self, records: &[Record]) -> Result<()> {
-        for r in records {
-            if self.buffer.len() >= self.settings.buffer_records.max(1) {
-                self.buffer.pop_front();
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            self.buffer.push_back(r.clone());
-        }
+        let items = records.iter().map(|r| r.clone());
+        super::buffer_bounded(&mut self.buffer, self.settings.buffer_records, &self.counters, items);
         self.send_buffered()
     }
 
