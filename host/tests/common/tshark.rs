@@ -115,6 +115,11 @@ pub struct Tally {
     pub resp_bytes: u64,
 }
 
+/// HTTP statuses (either version) of 400 and up among `codes`.
+fn failed_statuses(codes: &[String]) -> u64 {
+    codes.iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count() as u64
+}
+
 impl Decoded {
     /// `-T fields` output, one line per packet, fields separated by tabs and
     /// occurrences by `\x1f` (error texts hold commas).
@@ -212,7 +217,7 @@ impl Decoded {
         let mut t = Tally::default();
         for r in self.fields(&d, "http", &["http.request.method", "http.response.code"]) {
             t.calls += r[0].len() as u64;
-            t.failed += r[1].iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count() as u64;
+            t.failed += failed_statuses(&r[1]);
         }
         (t.req_bytes, t.resp_bytes) = self.tcp_bytes(port);
         t
@@ -232,7 +237,7 @@ impl Decoded {
         );
         for r in rows {
             t.calls += r[0].len() as u64;
-            t.failed += r[1].iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count() as u64;
+            t.failed += failed_statuses(&r[1]);
             // Names and values pair by position; a header block may carry
             // several frames' headers.
             for (name, value) in r[2].iter().zip(&r[3]) {
@@ -253,9 +258,7 @@ impl Decoded {
         let fields = ["http.request.method", "http2.headers.method", "http.response.code", "http2.headers.status"];
         for r in self.fields(&d, "http.request || http.response || http2.type == 1", &fields) {
             t.calls += (r[0].len() + r[1].len()) as u64;
-            let failed =
-                |codes: &Vec<String>| codes.iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count();
-            t.failed += (failed(&r[2]) + failed(&r[3])) as u64;
+            t.failed += failed_statuses(&r[2]) + failed_statuses(&r[3]);
         }
         t
     }
@@ -269,7 +272,7 @@ impl Decoded {
         let mut t = Tally::default();
         for r in self.fields_with(&options, &d, "http", &["http.request.method", "http.response.code"]) {
             t.calls += r[0].len() as u64;
-            t.failed += r[1].iter().filter(|c| c.parse::<u16>().is_ok_and(|c| c >= 400)).count() as u64;
+            t.failed += failed_statuses(&r[1]);
         }
         t
     }
