@@ -45,6 +45,17 @@ pub mod bindings {
 pub use bindings::wirelens::protocol::types::{Batch, Chunks, ConnError, Direction, LogLevel, Role};
 pub use wire::{Chunk, MessageKind};
 
+impl Direction {
+    /// 0 for egress, 1 for ingress: an index for per-direction state
+    /// (`[T; 2]`).
+    pub fn index(self) -> usize {
+        match self {
+            Direction::Egress => 0,
+            Direction::Ingress => 1,
+        }
+    }
+}
+
 /// Version of the WIT package this SDK builds against.
 pub const WIT_VERSION: &str = "1.2.0";
 

@@ -177,12 +177,6 @@ struct Lost {
     last_ns: u64,
 }
 
-fn dir_index(d: Direction) -> usize {
-    match d {
-        Direction::Egress => 0,
-        Direction::Ingress => 1,
-    }
-}
 
 fn direction_of(i: usize) -> Direction {
     if i == 0 {
@@ -303,7 +297,7 @@ impl<P: Protocol> Engine<P> {
             datagram: chunk.datagram,
             truncated: false,
         };
-        let d = dir_index(chunk.direction);
+        let d = chunk.direction.index();
         let had_lost = state.streams[d].lost.is_some() || state.streams[1 - d].lost.is_some();
         let result = if chunk.datagram {
             state.feed_datagram(&self.proto, &self.info, &ctx, chunk.timestamp_ns, bytes, missing, out)
@@ -374,7 +368,7 @@ impl<P: Protocol> Engine<P> {
             }
             // Responses whose request never completed: written as they are.
             for mut r in std::mem::take(&mut state.deferred) {
-                let d = dir_index(r.ctx.direction);
+                let d = r.ctx.direction.index();
                 state.answer(&r.ctx, d, &r.meta, &mut out);
                 write(&mut out, &r.ctx, r.meta, r.start_ns, r.end_ns, r.size, Some(&mut r.fields), false);
             }
@@ -544,7 +538,7 @@ impl<C> ConnState<C> {
     fn release_deferred(&mut self, out: &mut Batch) {
         let waiting = std::mem::take(&mut self.deferred);
         for mut r in waiting {
-            let d = dir_index(r.ctx.direction);
+            let d = r.ctx.direction.index();
             if self.answered_by(&r.meta).is_none() && self.request_in_progress(1 - d, &r.meta) {
                 self.deferred.push(r); // its own request is still arriving
                 continue;
@@ -645,7 +639,7 @@ impl<C> ConnState<C> {
         mut missing: u64,
         out: &mut Batch,
     ) -> Result<(), String> {
-        let d = dir_index(ctx.direction);
+        let d = ctx.direction.index();
         self.streams[d].last_ts = ts;
         if self.streams[d].lost.is_some() && self.streams[1 - d].lost.is_some() {
             // Both directions lost their place: neither can prove the
@@ -765,7 +759,7 @@ impl<C> ConnState<C> {
         missing: u64,
         out: &mut Batch,
     ) -> Result<(), String> {
-        let d = dir_index(ctx.direction);
+        let d = ctx.direction.index();
         let s = &mut self.streams[d];
         s.reset();
         s.lost = None;

@@ -71,12 +71,6 @@ enum Body {
     UntilClose,
 }
 
-fn idx(d: Direction) -> usize {
-    match d {
-        Direction::Egress => 0,
-        Direction::Ingress => 1,
-    }
-}
 
 impl Protocol for Http {
     type Conn = Conn;
@@ -136,7 +130,7 @@ impl Protocol for Http {
     }
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
-        let d = idx(ctx.direction);
+        let d = ctx.direction.index();
         if let Some(h2) = conn.h2.as_mut() {
             return self.h2.parse(h2, ctx, buf, fields);
         }
@@ -151,13 +145,13 @@ impl Protocol for Http {
     }
 
     fn finish(&self, conn: &mut Conn, ctx: &Ctx) -> Option<Meta> {
-        let d = idx(ctx.direction);
+        let d = ctx.direction.index();
         conn.body[d] = Body::None;
         conn.meta[d].take()
     }
 
     fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
-        let d = idx(ctx.direction);
+        let d = ctx.direction.index();
         conn.body[d] = Body::None;
         // The headers were seen, the body was lost: the call still happened.
         if let Some(meta) = conn.meta[d].take() {

@@ -208,12 +208,6 @@ impl Hasher for StreamIdHasher {
     }
 }
 
-fn dir_index(d: Direction) -> usize {
-    match d {
-        Direction::Egress => 0,
-        Direction::Ingress => 1,
-    }
-}
 
 /// A frame's header.
 #[derive(Clone, Copy, Debug)]
@@ -557,7 +551,7 @@ impl Protocol for Http2 {
     }
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
-        let d = dir_index(ctx.direction);
+        let d = ctx.direction.index();
         if conn.dirs[d].decoder.is_none() {
             // The first bytes of this direction: the preface, a server's
             // SETTINGS (a connection seen from its start), or any frame.
@@ -705,7 +699,7 @@ impl Protocol for Http2 {
     fn lost(&self, conn: &mut Conn, ctx: &Ctx, _head: &[u8], _fields: &mut Fields) -> Option<Meta> {
         // Frames are found again by `next_start`; a header block in the
         // hole may have changed the table.
-        conn.lose_table(dir_index(ctx.direction));
+        conn.lose_table(ctx.direction.index());
         None
     }
 

@@ -94,12 +94,6 @@ impl Word {
     }
 }
 
-fn idx(d: Direction) -> usize {
-    match d {
-        Direction::Egress => 0,
-        Direction::Ingress => 1,
-    }
-}
 
 impl Protocol for Redis {
     type Conn = Conn;
@@ -163,7 +157,7 @@ impl Protocol for Redis {
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
         let requests = ctx.carries_requests_or_egress();
-        let d = idx(ctx.direction);
+        let d = ctx.direction.index();
         if !conn.msgs[d].active && requests && buf[0] != b'*' {
             return parse_inline(conn, buf, fields);
         }
@@ -205,7 +199,7 @@ impl Protocol for Redis {
 
     fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
         let requests = ctx.carries_requests_or_egress();
-        let d = idx(ctx.direction);
+        let d = ctx.direction.index();
         let msg = std::mem::take(&mut conn.msgs[d]);
         if !msg.active && head.is_empty() {
             return None;
