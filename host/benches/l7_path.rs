@@ -50,6 +50,12 @@ fn workloads() -> Vec<Workload> {
             port: 80,
         },
         Workload {
+            name: "memcached",
+            request: wirelens_plugin_memcached::cases::GET.as_bytes().to_vec(),
+            response: wirelens_plugin_memcached::cases::HIT.as_bytes().to_vec(),
+            port: 11211,
+        },
+        Workload {
             name: "dns",
             request: wirelens_plugin_dns::cases::message(7, false, 0, "svc.cluster.local", 1, 0),
             response: wirelens_plugin_dns::cases::message(7, true, 0, "svc.cluster.local", 1, 1),
@@ -143,6 +149,7 @@ fn main() {
                 "mysql" => native::<wirelens_plugin_mysql::Mysql>(&w),
                 "pgsql" => native::<wirelens_plugin_pgsql::Pgsql>(&w),
                 "http2" => native::<wirelens_plugin_http2::Http2>(&w),
+                "memcached" => native::<wirelens_plugin_memcached::Memcached>(&w),
                 _ => native::<wirelens_plugin_dns::Dns>(&w),
             })
             .collect();

@@ -634,3 +634,27 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
 }
+
+/// memcached on loopback (TCP only), stopped on drop.
+pub struct Memcached {
+    pub port: u16,
+    pub child: Child,
+}
+
+impl Memcached {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = spawn(
+            Command::new("memcached").args(["-l", "127.0.0.1", "-U", "0", "-u", "nobody", "-p", &port.to_string()]),
+            "memcached",
+        );
+        wait_ready("memcached", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Self { port, child }
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}

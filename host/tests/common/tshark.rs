@@ -210,6 +210,46 @@ impl Decoded {
         t
     }
 
+    /// memcached, text and binary, one command per segment (tshark's text
+    /// dissector reads the first command of a segment only): a call per
+    /// command (one-way ones included); failed when a text reply is
+    /// `ERROR`, `CLIENT_ERROR` or `SERVER_ERROR`, or a binary reply to a
+    /// request that waits for one (not a quiet opcode or quit) has a status
+    /// other than not found, exists and not stored. The text dissector
+    /// (tshark 4.0) reads neither unknown commands nor error replies: those
+    /// are found by tshark's regular expressions on the segments (a
+    /// command line it did not read, a reply that starts with an error).
+    /// Bytes: every byte is a message in the text protocol (binary replies
+    /// to quit and quiet requests are not, so only text bytes mean
+    /// anything here).
+    pub fn memcached(&self, port: u16) -> Tally {
+        let d = vec![format!("tcp.port=={port},memcache")];
+        let mut t = Tally::default();
+        let rows = self.fields(&d, "memcache", &["tcp.dstport", "memcache.command", "memcache.magic", "memcache.opcode", "memcache.status"]);
+        for r in rows {
+            let to_server = r[0].first().is_some_and(|p| p == &port.to_string());
+            if to_server {
+                t.calls += r[1].len() as u64 + r[2].iter().filter(|m| *m == "128").count() as u64;
+                continue;
+            }
+            for ((magic, opcode), status) in r[2].iter().zip(&r[3]).zip(&r[4]) {
+                let opcode: u8 = opcode.parse().unwrap_or(0);
+                let quiet = matches!(opcode, 0x07 | 0x09 | 0x0d | 0x11..=0x1a | 0x1e | 0x24);
+                if magic == "129" && !quiet && !matches!(status.as_str(), "0" | "1" | "2" | "5") {
+                    t.failed += 1;
+                }
+            }
+        }
+        let unread_commands = format!(
+            "!memcache.command && !memcache.magic && tcp.dstport=={port} && tcp.payload matches \"^[a-z_]+( [^\\r\\n]*)?\\r\\n$\""
+        );
+        t.calls += self.fields(&d, &unread_commands, &["frame.number"]).len() as u64;
+        let error_replies = format!("tcp.srcport=={port} && tcp.payload matches \"^(CLIENT_|SERVER_)?ERROR\"");
+        t.failed += self.fields(&d, &error_replies, &["frame.number"]).len() as u64;
+        (t.req_bytes, t.resp_bytes) = self.tcp_bytes(port);
+        t
+    }
+
     /// HTTP: requests, responses of status 400 and up, bytes (every byte is
     /// a message; interim 1xx responses are not calls and not used here).
     pub fn http(&self, port: u16) -> Tally {
