@@ -20,11 +20,12 @@ need_target wasm32-unknown-unknown
 # and gnuplot for the benchmark harness (bench/run.py), and tshark, the
 # independent decoder the layer-7 tests compare with (it asks whether
 # non-root users may capture: the answer is no, below); memcached and
-# libmemcached-tools for the memcached plugin's end-to-end test.
+# libmemcached-tools for the memcached plugin's end-to-end test, nats-server
+# for the NATS plugin's.
 packages=(clang libbpf-dev binutils curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
     docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux openssl systemd git libcap2-bin
-    memcached libmemcached-tools)
+    memcached libmemcached-tools nats-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -57,7 +58,8 @@ fi
 # From PyPI, for the python3 the tests run: the flusher_otlp test's receiver
 # is built on the OpenTelemetry project's own Python messages
 # (opentelemetry-proto) and gRPC (grpcio); grpcio is also the HTTP/2
-# plugin's gRPC client and server, and h2 its h2c-upgrade server.
-if ! python3 -c 'import grpc, h2, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
-    python3 -m pip install --quiet "grpcio==1.85.3" "opentelemetry-proto==1.45.2" "h2==4.4.1"
+# plugin's gRPC client and server, and h2 its h2c-upgrade server; nats-py
+# is the NATS plugin's client.
+if ! python3 -c 'import grpc, h2, nats, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
+    python3 -m pip install --quiet "grpcio==1.85.3" "opentelemetry-proto==1.45.2" "h2==4.4.1" "nats-py==2.16.0"
 fi

@@ -56,6 +56,13 @@ fn workloads() -> Vec<Workload> {
             port: 11211,
         },
         Workload {
+            name: "nats",
+            // A verbose client's publish and the server's +OK.
+            request: wirelens_plugin_nats::cases::PUB.as_bytes().to_vec(),
+            response: b"+OK\r\n".to_vec(),
+            port: 4222,
+        },
+        Workload {
             name: "dns",
             request: wirelens_plugin_dns::cases::message(7, false, 0, "svc.cluster.local", 1, 0),
             response: wirelens_plugin_dns::cases::message(7, true, 0, "svc.cluster.local", 1, 1),
@@ -150,6 +157,7 @@ fn main() {
                 "pgsql" => native::<wirelens_plugin_pgsql::Pgsql>(&w),
                 "http2" => native::<wirelens_plugin_http2::Http2>(&w),
                 "memcached" => native::<wirelens_plugin_memcached::Memcached>(&w),
+                "nats" => native::<wirelens_plugin_nats::Nats>(&w),
                 _ => native::<wirelens_plugin_dns::Dns>(&w),
             })
             .collect();

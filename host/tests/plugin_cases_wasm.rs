@@ -63,6 +63,13 @@ fn memcached_cases_through_wasm() {
 }
 
 #[test]
+fn nats_cases_through_wasm() {
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let nats = registry.catalog().get("nats").expect("built-in nats plugin").clone();
+    run_cases(&nats, registry.runtime(), &wirelens_plugin_nats::cases::all());
+}
+
+#[test]
 fn dns_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let dns = registry.catalog().get("dns").expect("built-in dns plugin").clone();
@@ -144,7 +151,7 @@ fn http2_holds_ten_thousand_concurrent_streams_in_the_sandbox() {
 fn recorded_fixtures_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let mut checked = 0;
-    for protocol in ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached"] {
+    for protocol in ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached", "nats"] {
         let plugin = registry.catalog().get(protocol).expect("built-in plugin").clone();
         let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
         let dir = common::root().join("tests/fixtures").join(protocol);
@@ -190,7 +197,7 @@ fn sdk_example_cases_through_wasm() {
 fn no_plugin_claims_another_protocols_recordings() {
     use wirelens::protocols::bindings::{Direction, Role};
     let registry = common::registry_with_builtins(SandboxLimits::default());
-    let protocols = ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached"];
+    let protocols = ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached", "nats"];
     let mut checked = 0;
     for owner in protocols {
         let dir = common::root().join("tests/fixtures").join(owner);

@@ -658,3 +658,24 @@ impl Drop for Memcached {
         stop(&mut self.child);
     }
 }
+
+/// nats-server on loopback, stopped on drop.
+pub struct NatsServer {
+    pub port: u16,
+    pub child: Child,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = spawn(Command::new("nats-server").args(["-a", "127.0.0.1", "-p", &port.to_string()]), "nats-server");
+        wait_ready("nats-server", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Self { port, child }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}

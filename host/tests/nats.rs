@@ -1,0 +1,95 @@
+//! NATS end to end: nats-py (publishes delivered back to a subscriber,
+//! requests through a responder, flushes) and a raw verbose client (every
+//! operation answered `+OK`, a refused publish) against nats-server,
+//! watched by the daemon with the built-in NATS plugin. Calls are selected
+//! by the test's own port and server pid, on both ends.
+//!
+//! tshark 4.0 has no NATS dissector, so the reference is the workload
+//! itself, whose exact operations on the wire are the recorded fixture
+//! `tests/fixtures/nats/nats-py.chunks` (the same script): tshark still
+//! checks the bytes, which every message accounts for. Needs root,
+//! nats-server and nats-py (scripts/setup.sh installs them).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::daemon::{config, num, Daemon};
+use common::servers::{client_of, NatsServer};
+use common::tshark::{observed, Capture};
+use serde_json::Value;
+
+/// Publishes (and requests) of the nats-py client.
+const N: u64 = 20;
+
+fn run_script(args: &[&str]) -> String {
+    let script = common::root().join("tests/e2e/nats_calls.py");
+    let out = Command::new("python3").arg(script).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "nats_calls.py {args:?}: {} (nats-py: scripts/setup.sh installs it)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn by_op(records: &[Value], side: &dyn Fn(&Value) -> bool) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for r in records.iter().filter(|r| r["type"] == "protocols" && r["protocol"] == "nats" && side(r)) {
+        *out.entry(r["op"].as_str().unwrap_or("-").to_string()).or_default() += num(r, "total_count");
+    }
+    out
+}
+
+#[test]
+fn publishes_deliveries_requests_and_pings_are_counted_on_both_ends() {
+    let server = NatsServer::start();
+    let port = server.port;
+    let capture = Capture::start(port);
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
+    let said = run_script(&["client", &port.to_string(), &N.to_string()]);
+    assert_eq!(said.trim(), format!("delivered {} replies {N}", N + 1));
+    run_script(&["raw", &port.to_string()]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let decoded = capture.stop();
+    let (to_server, from_server) = decoded.tcp_bytes(port);
+
+    // nats-py: CONNECT, two SUBs, N+1 PUBs, the inbox SUB, N request PUBs
+    // and N reply PUBs, UNSUB out; INFO, N+1 deliveries, N requests to the
+    // responder and N replies in; 5 PINGs (connect and 4 flushes) answered.
+    // The raw client: CONNECT, SUB, PUB, UNSUB, PING, a refused PUB, PING,
+    // each answered; INFO and one delivery in.
+    let want_calls = (5 + (6 + 3 * N) + (2 + 3 * N)) + (7 + 2);
+    let want_ops = BTreeMap::from([
+        ("CONNECT".to_string(), 2),
+        ("INFO".to_string(), 2),
+        ("MSG".to_string(), 3 * N + 1 + 1),
+        ("PING".to_string(), 5 + 2),
+        ("PUB".to_string(), 3 * N + 1 + 2),
+        ("SUB".to_string(), 3 + 1),
+        ("UNSUB".to_string(), 1 + 1),
+    ]);
+    let client = move |r: &Value| client_of(r, port);
+    let pid = server.child.id().to_string();
+    let server_side = move |r: &Value| r["role"] == "server" && r["_process_pid_"] == pid.as_str();
+    daemon.wait_for(Duration::from_secs(20), |rs| {
+        observed(rs, "nats", &client).calls >= want_calls && observed(rs, "nats", &server_side).calls >= want_calls
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    for (what, side) in [("client", &client as &dyn Fn(&Value) -> bool), ("server", &server_side)] {
+        let seen = observed(&records, "nats", side);
+        assert_eq!((seen.calls, seen.failed, seen.unknown), (want_calls, 1, 0), "{what}: calls, failures, unknown");
+        assert_eq!(by_op(&records, side), want_ops, "{what}: calls by op");
+        // Every byte is a message's but the refused publish's -ERR line,
+        // which only marks the +OK after it as a failure.
+        let err_line = "-ERR 'Invalid Publish Subject'\r\n".len() as u64;
+        assert_eq!(
+            (seen.req_bytes + seen.resp_bytes),
+            to_server + from_server - err_line,
+            "{what}: bytes (tshark: {to_server} to the server, {from_server} from it)"
+        );
+    }
+}
