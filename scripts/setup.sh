@@ -21,11 +21,11 @@ need_target wasm32-unknown-unknown
 # independent decoder the layer-7 tests compare with (it asks whether
 # non-root users may capture: the answer is no, below); memcached and
 # libmemcached-tools for the memcached plugin's end-to-end test, nats-server
-# for the NATS plugin's.
+# for the NATS plugin's, mosquitto and its clients for the MQTT plugin's.
 packages=(clang libbpf-dev binutils curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
     docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux openssl systemd git libcap2-bin
-    memcached libmemcached-tools nats-server)
+    memcached libmemcached-tools nats-server mosquitto mosquitto-clients)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

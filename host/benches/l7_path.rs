@@ -63,6 +63,14 @@ fn workloads() -> Vec<Workload> {
             port: 4222,
         },
         Workload {
+            name: "mqtt",
+            // A QoS 1 publish and its PUBACK (packet ids repeat: each call
+            // ended before the next).
+            request: wirelens_plugin_mqtt::cases::publish("sensors/room1/temp", 1, 7, b"21.5"),
+            response: wirelens_plugin_mqtt::cases::ack(0x40, 7, None),
+            port: 1883,
+        },
+        Workload {
             name: "dns",
             request: wirelens_plugin_dns::cases::message(7, false, 0, "svc.cluster.local", 1, 0),
             response: wirelens_plugin_dns::cases::message(7, true, 0, "svc.cluster.local", 1, 1),
@@ -158,6 +166,7 @@ fn main() {
                 "http2" => native::<wirelens_plugin_http2::Http2>(&w),
                 "memcached" => native::<wirelens_plugin_memcached::Memcached>(&w),
                 "nats" => native::<wirelens_plugin_nats::Nats>(&w),
+                "mqtt" => native::<wirelens_plugin_mqtt::Mqtt>(&w),
                 _ => native::<wirelens_plugin_dns::Dns>(&w),
             })
             .collect();

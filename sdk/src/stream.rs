@@ -511,7 +511,9 @@ impl<C> ConnState<C> {
     fn answered_by(&self, meta: &Meta) -> Option<usize> {
         match meta.pair_id {
             Some(id) => self.outstanding.iter().position(|p| *p == Some(id)),
-            None => (!self.outstanding.is_empty()).then_some(0),
+            // In order: the oldest request paired in order (a protocol may
+            // pair some requests by id and others in order, like MQTT).
+            None => self.outstanding.iter().position(Option::is_none),
         }
     }
 
@@ -590,7 +592,7 @@ impl<C> ConnState<C> {
                 if meta.kind == MessageKind::Response {
                     let at = match meta.pair_id {
                         Some(id) => pending.iter().position(|p| *p == Some(id)),
-                        None => (!pending.is_empty()).then_some(0),
+                        None => pending.iter().position(Option::is_none),
                     };
                     if let Some(at) = at {
                         pending.remove(at);

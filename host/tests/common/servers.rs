@@ -679,3 +679,40 @@ impl Drop for NatsServer {
         stop(&mut self.child);
     }
 }
+
+/// mosquitto on loopback with two listeners: `port` lets anyone in,
+/// `closed_port` refuses clients without a password (every test client).
+/// Stopped on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    pub closed_port: u16,
+    pub child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, closed_port) = (free_port(), free_port());
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\n\
+                 listener {closed_port} 127.0.0.1\nallow_anonymous false\n"
+            ),
+        )
+        .unwrap();
+        let child = spawn(Command::new("mosquitto").arg("-c").arg(&conf), "mosquitto mosquitto-clients");
+        wait_ready("mosquitto", || {
+            [port, closed_port].iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        });
+        Self { port, closed_port, child, _dir: dir }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}

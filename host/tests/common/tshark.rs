@@ -250,6 +250,44 @@ impl Decoded {
         t
     }
 
+    /// MQTT: a call per packet the client sends that is not an
+    /// acknowledgement of a delivery (CONNECT, PUBLISH at any QoS, PUBREL,
+    /// SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH), and per PUBLISH,
+    /// DISCONNECT and AUTH the server sends; failed when the server's
+    /// CONNACK refuses (3.1.1 return code not 0, 5.0 reason code 0x80 and
+    /// up) or an acknowledgement carries a reason or return code of 0x80 and
+    /// up. No bytes (acknowledgements of deliveries are no messages).
+    pub fn mqtt(&self, port: u16) -> Tally {
+        let d = vec![format!("tcp.port=={port},mqtt")];
+        let mut t = Tally::default();
+        let fields = [
+            "tcp.dstport",
+            "mqtt.msgtype",
+            "mqtt.conack.val",
+            "mqtt.connack.reason_code",
+            "mqtt.puback.reason_code",
+            "mqtt.pubrec.reason_code",
+            "mqtt.pubcomp.reason_code",
+            "mqtt.suback.qos",
+            "mqtt.suback.reason_code",
+            "mqtt.unsuback.reason_code",
+        ];
+        for r in self.fields(&d, "mqtt", &fields) {
+            let to_server = r[0].first().is_some_and(|p| p == &port.to_string());
+            for kind in r[1].iter().filter_map(|k| k.parse::<u8>().ok()) {
+                let call = if to_server { matches!(kind, 1 | 3 | 6 | 8 | 10 | 12 | 14 | 15) } else { matches!(kind, 3 | 14 | 15) };
+                t.calls += u64::from(call);
+            }
+            if to_server {
+                continue;
+            }
+            let code = |v: &String| v.parse::<u16>().unwrap_or(0);
+            t.failed += r[2].iter().filter(|v| code(v) != 0).count() as u64;
+            t.failed += r[3..].iter().flatten().filter(|v| code(v) >= 0x80).count() as u64;
+        }
+        t
+    }
+
     /// HTTP: requests, responses of status 400 and up, bytes (every byte is
     /// a message; interim 1xx responses are not calls and not used here).
     pub fn http(&self, port: u16) -> Tally {
