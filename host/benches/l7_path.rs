@@ -71,6 +71,14 @@ fn workloads() -> Vec<Workload> {
             port: 1883,
         },
         Workload {
+            name: "kafka",
+            // A Produce v9 of a small record and its response (correlation
+            // ids repeat: each call ended before the next).
+            request: wirelens_plugin_kafka::cases::produce(3, "events", 1, b"hello"),
+            response: wirelens_plugin_kafka::cases::produce_response(3, "events", 0),
+            port: 9092,
+        },
+        Workload {
             name: "dns",
             request: wirelens_plugin_dns::cases::message(7, false, 0, "svc.cluster.local", 1, 0),
             response: wirelens_plugin_dns::cases::message(7, true, 0, "svc.cluster.local", 1, 1),
@@ -167,6 +175,7 @@ fn main() {
                 "memcached" => native::<wirelens_plugin_memcached::Memcached>(&w),
                 "nats" => native::<wirelens_plugin_nats::Nats>(&w),
                 "mqtt" => native::<wirelens_plugin_mqtt::Mqtt>(&w),
+                "kafka" => native::<wirelens_plugin_kafka::Kafka>(&w),
                 _ => native::<wirelens_plugin_dns::Dns>(&w),
             })
             .collect();

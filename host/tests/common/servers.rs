@@ -716,3 +716,37 @@ impl Drop for Mosquitto {
         stop(&mut self.child);
     }
 }
+
+/// Tansu, a Kafka-compatible broker (in memory), on loopback; stopped on
+/// drop.
+pub struct Tansu {
+    pub port: u16,
+    pub child: Child,
+}
+
+impl Tansu {
+    pub fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = spawn(
+            Command::new("tansu").args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]),
+            "tansu (scripts/setup.sh installs it in /usr/local/bin)",
+        );
+        wait_ready("tansu", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Self { port, child }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}

@@ -288,6 +288,50 @@ impl Decoded {
         t
     }
 
+    /// Kafka: a call per request (its API key read by tshark; Produce with
+    /// acks=0 is one, unanswered), bytes (every byte is a message's but the
+    /// answers a broker gives to acks=0 anyway, as Tansu does). Failed:
+    /// ApiVersions responses with a non-zero error code only (tshark 4.0
+    /// misreads the error codes of flexible versions' other responses, so
+    /// they are not counted here). Also the calls by API key.
+    pub fn kafka(&self, port: u16) -> (Tally, std::collections::BTreeMap<String, u64>) {
+        let d = vec![format!("tcp.port=={port},kafka")];
+        let mut t = Tally::default();
+        let mut by_key = std::collections::BTreeMap::new();
+        let rows = self.fields(
+            &d,
+            "kafka",
+            &["tcp.stream", "tcp.dstport", "kafka.api_key", "kafka.error", "kafka.correlation_id", "kafka.required_acks", "tcp.len"],
+        );
+        let mut fire_and_forget = std::collections::HashSet::new();
+        let mut answered_anyway = 0u64;
+        for r in rows {
+            let stream = r[0].first().cloned().unwrap_or_default();
+            let to_server = r[1].first().is_some_and(|p| p == &port.to_string());
+            if to_server {
+                for key in &r[2] {
+                    t.calls += 1;
+                    *by_key.entry(key.clone()).or_default() += 1;
+                }
+                for (acks, corr) in r[5].iter().zip(&r[4]) {
+                    if acks == "0" {
+                        fire_and_forget.insert((stream.clone(), corr.clone()));
+                    }
+                }
+            } else {
+                if r[2].first().is_some_and(|k| k == "18") {
+                    t.failed += r[3].iter().filter(|e| *e != "0").count() as u64;
+                }
+                if r[4].len() == 1 && fire_and_forget.contains(&(stream, r[4][0].clone())) {
+                    answered_anyway += r[6].first().and_then(|l| l.parse::<u64>().ok()).unwrap_or(0);
+                }
+            }
+        }
+        (t.req_bytes, t.resp_bytes) = self.tcp_bytes(port);
+        t.resp_bytes -= answered_anyway;
+        (t, by_key)
+    }
+
     /// HTTP: requests, responses of status 400 and up, bytes (every byte is
     /// a message; interim 1xx responses are not calls and not used here).
     pub fn http(&self, port: u16) -> Tally {
