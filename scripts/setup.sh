@@ -21,11 +21,13 @@ need_target wasm32-unknown-unknown
 # independent decoder the layer-7 tests compare with (it asks whether
 # non-root users may capture: the answer is no, below); memcached and
 # libmemcached-tools for the memcached plugin's end-to-end test, nats-server
-# for the NATS plugin's, mosquitto and its clients for the MQTT plugin's.
+# for the NATS plugin's, mosquitto and its clients for the MQTT plugin's,
+# rabbitmq-server for the AMQP plugin's (its service is not started: the test
+# starts a node of its own).
 packages=(clang libbpf-dev binutils curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
     docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux openssl systemd git libcap2-bin
-    memcached libmemcached-tools nats-server mosquitto mosquitto-clients)
+    memcached libmemcached-tools nats-server mosquitto mosquitto-clients rabbitmq-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -59,8 +61,9 @@ fi
 # is built on the OpenTelemetry project's own Python messages
 # (opentelemetry-proto) and gRPC (grpcio); grpcio is also the HTTP/2
 # plugin's gRPC client and server, and h2 its h2c-upgrade server; nats-py
-# is the NATS plugin's client, kafka-python the Kafka plugin's.
-if ! python3 -c 'import grpc, h2, nats, kafka, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
+# is the NATS plugin's client, kafka-python the Kafka plugin's, pika the
+# AMQP plugin's.
+if ! python3 -c 'import grpc, h2, nats, kafka, pika, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' 2>/dev/null; then
     python3 -m pip install --quiet "grpcio==1.85.3" "opentelemetry-proto==1.45.2" "h2==4.4.1" "nats-py==2.16.0" \
-        "kafka-python==3.0.12"
+        "kafka-python==3.0.12" "pika==1.4.4"
 fi

@@ -13,5 +13,5 @@ cargo test --workspace --release --locked "$@"
 # latency (tests/decoder.rs compares both capture sizes with tshark itself).
 if [[ $# -eq 0 ]]; then
     WIRELENS_TEST_PAYLOAD_BYTES=256 cargo test --workspace --release --locked \
-        --test l7_servers --test capture_l4 --test process_identity --test tls --test memcached --test nats --test mqtt --test kafka
+        --test l7_servers --test capture_l4 --test process_identity --test tls --test memcached --test nats --test mqtt --test kafka --test amqp
 fi

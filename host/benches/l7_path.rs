@@ -79,6 +79,13 @@ fn workloads() -> Vec<Workload> {
             port: 9092,
         },
         Workload {
+            name: "amqp",
+            // A queue.declare on channel 1 and its declare-ok.
+            request: wirelens_plugin_amqp::cases::queue_declare(1, "orders", 0),
+            response: wirelens_plugin_amqp::cases::queue_declare_ok(1, "orders"),
+            port: 5672,
+        },
+        Workload {
             name: "dns",
             request: wirelens_plugin_dns::cases::message(7, false, 0, "svc.cluster.local", 1, 0),
             response: wirelens_plugin_dns::cases::message(7, true, 0, "svc.cluster.local", 1, 1),
@@ -176,6 +183,7 @@ fn main() {
                 "nats" => native::<wirelens_plugin_nats::Nats>(&w),
                 "mqtt" => native::<wirelens_plugin_mqtt::Mqtt>(&w),
                 "kafka" => native::<wirelens_plugin_kafka::Kafka>(&w),
+                "amqp" => native::<wirelens_plugin_amqp::Amqp>(&w),
                 _ => native::<wirelens_plugin_dns::Dns>(&w),
             })
             .collect();

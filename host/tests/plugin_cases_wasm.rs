@@ -84,6 +84,13 @@ fn kafka_cases_through_wasm() {
 }
 
 #[test]
+fn amqp_cases_through_wasm() {
+    let registry = common::registry_with_builtins(SandboxLimits::default());
+    let amqp = registry.catalog().get("amqp").expect("built-in amqp plugin").clone();
+    run_cases(&amqp, registry.runtime(), &wirelens_plugin_amqp::cases::all());
+}
+
+#[test]
 fn dns_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let dns = registry.catalog().get("dns").expect("built-in dns plugin").clone();
@@ -165,7 +172,7 @@ fn http2_holds_ten_thousand_concurrent_streams_in_the_sandbox() {
 fn recorded_fixtures_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let mut checked = 0;
-    for protocol in ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached", "nats", "mqtt", "kafka"] {
+    for protocol in ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached", "nats", "mqtt", "kafka", "amqp"] {
         let plugin = registry.catalog().get(protocol).expect("built-in plugin").clone();
         let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
         let dir = common::root().join("tests/fixtures").join(protocol);
@@ -211,7 +218,7 @@ fn sdk_example_cases_through_wasm() {
 fn no_plugin_claims_another_protocols_recordings() {
     use wirelens::protocols::bindings::{Direction, Role};
     let registry = common::registry_with_builtins(SandboxLimits::default());
-    let protocols = ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached", "nats", "mqtt", "kafka"];
+    let protocols = ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached", "nats", "mqtt", "kafka", "amqp"];
     let mut checked = 0;
     for owner in protocols {
         let dir = common::root().join("tests/fixtures").join(owner);

@@ -750,3 +750,55 @@ impl Drop for Tansu {
         stop(&mut self.child);
     }
 }
+
+/// A RabbitMQ node of its own (name, ports and data under a temporary
+/// directory the rabbitmq user owns: the Debian wrapper runs the broker as
+/// that user), on loopback; stopped on drop. Starting takes about 10 s.
+pub struct RabbitMq {
+    pub port: u16,
+    pub child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RabbitMq {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("enabled_plugins"), "[].").unwrap();
+        let chown = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(d).status().unwrap();
+        assert!(chown.success(), "chown rabbitmq (apt-get install rabbitmq-server; scripts/setup.sh does it)");
+        let (port, dist) = (free_port(), free_port());
+        let child = spawn(
+            Command::new("rabbitmq-server")
+                .env("RABBITMQ_NODENAME", format!("wl{port}@localhost"))
+                .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                .env("RABBITMQ_NODE_PORT", port.to_string())
+                .env("RABBITMQ_DIST_PORT", dist.to_string())
+                .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", d.join("log"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+                .env("RABBITMQ_PID_FILE", d.join("pid")),
+            "rabbitmq-server",
+        );
+        wait_ready("rabbitmq-server", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Self { port, child, _dir: dir }
+    }
+
+    /// The broker's own process (beam.smp, under the wrapper scripts and
+    /// `su`): the one listening on the port.
+    pub fn broker_pid(&self) -> u32 {
+        let out = Command::new("ss").args(["-Hltnp", &format!("sport = :{}", self.port)]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let at = text.find("pid=").expect("the RabbitMQ node listens") + 4;
+        text[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for RabbitMq {
+    fn drop(&mut self) {
+        // The node itself, then its wrapper (epmd, shared, stays).
+        let pid = self.broker_pid();
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        stop(&mut self.child);
+    }
+}

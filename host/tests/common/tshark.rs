@@ -332,6 +332,40 @@ impl Decoded {
         (t, by_key)
     }
 
+    /// AMQP 0-9-1: a call per method frame the client sends but its
+    /// answers to the server's handshake and closes (start-ok, secure-ok,
+    /// tune-ok, close-ok), and per one-way method frame the server sends
+    /// (connection.start, secure, tune, blocked, unblocked, basic.return,
+    /// deliver, ack, nack); failed: a close from the server with a reply
+    /// code other than 200 (it answers the request waiting on its channel,
+    /// so it is no call of its own). No bytes (heartbeats and the protocol
+    /// header are no messages).
+    pub fn amqp(&self, port: u16) -> Tally {
+        let d = vec![format!("tcp.port=={port},amqp")];
+        let mut t = Tally::default();
+        let rows = self.fields(
+            &d,
+            "amqp.method.class",
+            &["tcp.dstport", "amqp.method.class", "amqp.method.method", "amqp.method.arguments.reply_code"],
+        );
+        for r in rows {
+            let to_server = r[0].first().is_some_and(|p| p == &port.to_string());
+            for (class, method) in r[1].iter().zip(&r[2]) {
+                let m = (class.parse::<u16>().unwrap_or(0), method.parse::<u16>().unwrap_or(0));
+                let call = if to_server {
+                    !matches!(m, (10, 11 | 21 | 31 | 51) | (20, 41))
+                } else {
+                    matches!(m, (10, 10 | 20 | 30 | 60 | 61) | (60, 50 | 60 | 80 | 120))
+                };
+                t.calls += u64::from(call);
+            }
+            if !to_server {
+                t.failed += r[3].iter().filter(|c| *c != "200").count() as u64;
+            }
+        }
+        t
+    }
+
     /// HTTP: requests, responses of status 400 and up, bytes (every byte is
     /// a message; interim 1xx responses are not calls and not used here).
     pub fn http(&self, port: u16) -> Tally {
