@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{num, remote, Daemon};
 use common::prometheus::Prometheus;
-use common::servers::{free_port, RedisServer};
+use common::servers::{free_port, RedisServer, Tansu};
 use serde_json::Value;
 
 /// A config with 1 s windows: `common` lines under Common (indented by 6),
@@ -267,25 +267,6 @@ print(sum(served.acquire(timeout=30) for _ in range(done)), flush=True)
     let _ = daemon.stop();
 }
 
-/// Tansu, a Kafka-compatible in-memory broker, on `port`.
-fn tansu(port: u16) -> Child {
-    let url = format!("tcp://127.0.0.1:{port}");
-    Command::new("tansu")
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu (scripts/setup.sh installs it in /usr/local/bin)")
-}
-
 /// Every message on partition 0 of `topic`, as JSON.
 fn consume(port: u16, topic: &str) -> Vec<Value> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -318,7 +299,7 @@ fn kafka_gets_every_record_even_when_the_broker_starts_late() {
     // The broker is not up yet: records wait in the flusher's buffer.
     let daemon = Daemon::start(&config("", "", &rest));
     daemon.wait_for(Duration::from_secs(10), |rs| healths(rs).len() >= 3);
-    let mut broker = tansu(port);
+    let broker = Tansu::start_on(port);
     let start = Instant::now();
     let mut consumed = Vec::new();
     while start.elapsed() < Duration::from_secs(30) {
@@ -334,8 +315,7 @@ fn kafka_gets_every_record_even_when_the_broker_starts_late() {
         }
     }
     let records = daemon.stop();
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
     let first_healths: Vec<&Value> = healths(&records).into_iter().take(3).collect();
     let kafka_healths = healths(&consumed);
     for h in &first_healths {
@@ -383,7 +363,7 @@ fn which(program: &str) -> std::path::PathBuf {
 fn command_line_secrets_are_masked_in_every_output() {
     let redis = RedisServer::start();
     let broker_port = free_port();
-    let mut broker = tansu(broker_port);
+    let broker = Tansu::start_on(broker_port);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("records.jsonl");
     let rest = format!(
@@ -424,8 +404,7 @@ fn command_line_secrets_are_masked_in_every_output() {
         }
         got
     };
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
     let from_file: Vec<Value> =
         std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for (name, rs) in [("stdout", &records), ("file", &from_file), ("kafka", &from_kafka)] {

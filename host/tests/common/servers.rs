@@ -726,7 +726,14 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Self {
-        let port = free_port();
+        let tansu = Self::start_on(free_port());
+        wait_ready("tansu", || std::net::TcpStream::connect(("127.0.0.1", tansu.port)).is_ok());
+        tansu
+    }
+
+    /// Started on `port`, without waiting for it to listen (a test of a
+    /// client that starts first).
+    pub fn start_on(port: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = spawn(
             Command::new("tansu").args([
@@ -740,7 +747,6 @@ impl Tansu {
             ]),
             "tansu (scripts/setup.sh installs it in /usr/local/bin)",
         );
-        wait_ready("tansu", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         Self { port, child }
     }
 }
