@@ -247,6 +247,14 @@ impl Fields {
         self.text.truncate(mark.1);
     }
 
+    /// Append a copy of every field of `other`.
+    pub(crate) fn extend_from(&mut self, other: &Fields) {
+        for &(key, offset, len) in &other.keys {
+            let value = &other.text.as_bytes()[offset as usize..(offset + len) as usize];
+            self.push(FieldKey(key), value);
+        }
+    }
+
     /// Move the fields written since `mark` to the end of `to`.
     pub(crate) fn move_since(&mut self, mark: (usize, usize), to: &mut Fields) {
         for &(key, offset, len) in &self.keys[mark.0..] {
@@ -386,6 +394,11 @@ pub trait Protocol: Default + 'static {
     /// proven over, with their real size and last timestamp (see the
     /// crate's docs on lost bytes), and parsing resumes at a chunk start.
     /// `None`: no message was in progress, or its head tells nothing.
+    ///
+    /// Protocols whose messages are parts ([`Step::Part`]) return the meta
+    /// of the part in progress with `pair_id` = its part key: the SDK
+    /// reports that part's message with what of it was seen (size, first
+    /// timestamp, fields).
     ///
     /// The default calls [`Protocol::resync`] (plugins written before this
     /// hook existed).

@@ -838,12 +838,21 @@ impl<C> ConnState<C> {
     /// a lost region (see the module docs).
     fn lose<P: Protocol<Conn = C>>(&mut self, proto: &P, ctx: &Ctx, d: usize, ts: u64, lost: u64) {
         let s = &mut self.streams[d];
-        let head_start = s.current.as_ref().map(|c| c.start_ns).or_else(|| s.marks.front().map(|m| m.1));
-        let seen = s.current.as_ref().map_or(0, |c| c.size) + s.buf.len() as u64;
-        let in_progress = s.current.is_some() || !s.buf.is_empty();
+        let mut head_start = s.current.as_ref().map(|c| c.start_ns).or_else(|| s.marks.front().map(|m| m.1));
+        let mut seen = s.current.as_ref().map_or(0, |c| c.size) + s.buf.len() as u64;
+        let in_progress = s.current.is_some() || !s.buf.is_empty() || !s.parts.is_empty();
         let buf = std::mem::take(&mut s.buf);
         let meta = if in_progress { proto.lost(&mut self.proto, ctx, &buf, &mut self.streams[d].fields) } else { None };
         let s = &mut self.streams[d];
+        // A part's message (its pair id names the part) goes with what of it
+        // was seen: its first timestamp, size and fields.
+        if let Some(part) = meta.and_then(|m| m.pair_id).and_then(|id| s.parts.remove(&id)) {
+            head_start = Some(part.start_ns);
+            seen += part.size;
+            let mut own = part.fields;
+            own.extend_from(&s.fields);
+            s.fields = own;
+        }
         let first_ns = head_start.unwrap_or(ts);
         s.buf = buf;
         let fields = std::mem::take(&mut s.fields);

@@ -49,16 +49,11 @@ pub struct Amqp;
 #[derive(Default)]
 pub struct Conn {
     /// Content still to come per (direction, channel): body bytes left
-    /// (once the header said), the meta its method's message ends with, and
-    /// the method's name.
-    content: Vec<(usize, u16, Option<u64>, Meta, &'static str)>,
-    /// Channels with a synchronous request of the client awaiting its reply.
-    waiting: Vec<u16>,
-    /// The frame size agreed in `connection.tune`/`tune-ok` (0: no limit):
-    /// senders cut bodies into frames of that size, so a content's length
-    /// is known from its header and bodies are skipped whole, copied or
-    /// not. `None` (joined midway): body frames are read one by one.
-    frame_max: Option<u32>,
+    /// (once the header said), and the meta its method's message ends with.
+    content: Vec<(usize, u16, Option<u64>, Meta)>,
+    /// Channels with a synchronous request of the client awaiting its
+    /// reply, and the request's class and method ids.
+    waiting: Vec<(u16, u16, u16)>,
 }
 
 impl Conn {
@@ -285,51 +280,70 @@ fn part(n: u64, channel: u16, end: Option<Meta>) -> Step {
     Step::Part { n, part: u64::from(channel), end: end.map(|m| m.with_pair_id(u64::from(channel))) }
 }
 
+/// A method frame as [`Amqp::method_meta`] needs it.
+struct MethodFrame {
+    kind: Kind,
+    channel: u16,
+    class: u16,
+    id: u16,
+    /// Closes: the reply code, and the class and method that failed.
+    close: Option<(u16, u16, u16)>,
+    no_wait: bool,
+}
+
 impl Amqp {
-    /// The meta a method frame's message ends with (`None`: passed over).
-    fn method_meta(conn: &mut Conn, kind: Kind, requests: bool, channel: u16, code: u16, no_wait: bool) -> Option<Meta> {
-        let waiting = conn.waiting.iter().position(|&c| c == channel);
-        Some(match (kind, requests) {
-            (Kind::Request, true) if !no_wait => {
-                if waiting.is_none() {
-                    conn.waiting.push(channel);
-                }
-                Meta::request()
+    /// The meta a method frame's message ends with, and the channel whose
+    /// request it answers (`None`: passed over).
+    fn method_meta(conn: &mut Conn, m: &MethodFrame, requests: bool) -> Option<(Meta, u16)> {
+        let waiting = conn.waiting.iter().position(|w| w.0 == m.channel);
+        let wait = |conn: &mut Conn| {
+            if waiting.is_none() {
+                conn.waiting.push((m.channel, m.class, m.id));
             }
-            (Kind::Reply, false) => {
-                if let Some(i) = waiting {
-                    conn.waiting.swap_remove(i);
-                }
-                Meta::response(true)
+        };
+        let answer = |conn: &mut Conn| {
+            if let Some(i) = waiting {
+                conn.waiting.swap_remove(i);
+            }
+        };
+        let meta = match (m.kind, requests) {
+            (Kind::Request, true) if !m.no_wait => {
+                wait(conn);
+                Meta::request()
             }
             (Kind::Close, true) => {
-                if waiting.is_none() {
-                    conn.waiting.push(channel);
-                }
+                wait(conn);
                 Meta::request()
             }
-            (Kind::CloseOk, false) => {
-                if let Some(i) = waiting {
-                    conn.waiting.swap_remove(i);
-                }
+            (Kind::Reply | Kind::CloseOk, false) => {
+                answer(conn);
                 Meta::response(true)
             }
             // The server closes: a refusal of the request waiting on the
-            // channel (channel 0: the connection's), else news of its own.
-            (Kind::Close, false) => match waiting {
-                Some(i) => {
-                    conn.waiting.swap_remove(i);
-                    Meta::response(false)
+            // channel; a connection.close names the class and method that
+            // failed, on whatever channel it waits; else news of its own.
+            (Kind::Close, false) => {
+                let (code, class, id) = m.close.unwrap_or((0, 0, 0));
+                if waiting.is_some() {
+                    answer(conn);
+                    return Some((Meta::response(false), m.channel));
                 }
-                None => Meta { success: code == 200 || code == 0, ..Meta::oneway() },
-            },
+                let failed = conn.waiting.iter().position(|w| m.channel == 0 && (w.1, w.2) == (class, id));
+                if let Some(i) = failed.filter(|_| code != 200) {
+                    let (channel, _, _) = conn.waiting.swap_remove(i);
+                    return Some((Meta::response(false), channel));
+                }
+                Meta { success: code == 200 || code == 0, ..Meta::oneway() }
+            }
             // A server's own requests (basic.cancel of a deleted queue's
             // consumer, channel.flow) are news to the client: one-way.
             (Kind::ServerAsks, false) | (Kind::Oneway, _) | (Kind::Request, _) => Meta::oneway(),
-            (Kind::ClientAnswers, true) | (Kind::CloseOk, true) => return None,
+            // The client's answers to those and to the handshake.
+            (Kind::ClientAnswers | Kind::CloseOk | Kind::Reply, true) => return None,
             // A method sent the wrong way.
-            _ => return Some(Meta { success: false, ..Meta::oneway() }),
-        })
+            _ => Meta { success: false, ..Meta::oneway() },
+        };
+        Some((meta, m.channel))
     }
 }
 
@@ -363,7 +377,7 @@ impl Protocol for Amqp {
         // connection.start, or (joined midway: AMQP connections live long)
         // a whole method frame of a known method ending where its size says.
         let Some((kind, _, size)) = frame_header(bytes) else { return 0 };
-        if kind != METHOD || size < 4 || bytes.get(7 + size as usize) != Some(&FRAME_END) {
+        if kind != METHOD || size < 4 || usize::try_from(7 + size).ok().and_then(|end| bytes.get(end)) != Some(&FRAME_END) {
             return 0;
         }
         let class = u16::from_be_bytes([bytes[7], bytes[8]]);
@@ -400,7 +414,7 @@ impl Protocol for Amqp {
             METHOD => {
                 let mut cur = Cursor::new(&buf[7..(total as usize).min(buf.len())]);
                 let (Some(class), Some(id)) = (cur.u16_be(), cur.u16_be()) else {
-                    return Step::Invalid("AMQP method frame too short".into());
+                    return if ctx.truncated { Step::NeedMore } else { Step::Invalid("AMQP method frame too short".into()) };
                 };
                 let Some((name, method_kind)) = method(class, id) else {
                     return Step::Invalid(format!("unknown AMQP method {class}.{id}"));
@@ -409,20 +423,17 @@ impl Protocol for Amqp {
                 // then again into the fields after the name.
                 let args_at = cur.position();
                 let no_wait = arguments(class, id, &mut cur, &mut Fields::default()).unwrap_or(false);
-                let code = match (class, id) {
-                    (10, 50) | (20, 40) => u16::from_be_bytes([buf.get(11).copied().unwrap_or(0), buf.get(12).copied().unwrap_or(0)]),
-                    _ => 0,
-                };
-                if (class, id) == (10, 30) || (class, id) == (10, 31) {
-                    // tune (the server's offer) and tune-ok (what holds).
-                    if let Some(b) = buf.get(13..17) {
-                        let frame_max = u32::from_be_bytes(b.try_into().expect("4 bytes"));
-                        if id == 31 || conn.frame_max.is_none() {
-                            conn.frame_max = Some(frame_max);
-                        }
+                let close = match (class, id) {
+                    (10, 50) | (20, 40) => {
+                        let mut c = Cursor::new(&buf[11..(total as usize).min(buf.len())]);
+                        let code = c.u16_be().unwrap_or(0);
+                        let _text = shortstr(&mut c);
+                        Some((code, c.u16_be().unwrap_or(0), c.u16_be().unwrap_or(0)))
                     }
-                }
-                let Some(meta) = Self::method_meta(conn, method_kind, requests, channel, code, no_wait) else {
+                    _ => None,
+                };
+                let frame = MethodFrame { kind: method_kind, channel, class, id, close, no_wait };
+                let Some((meta, answers)) = Self::method_meta(conn, &frame, requests) else {
                     return Step::Discard(total);
                 };
                 // Fields: the name on requests and one-way messages (a
@@ -437,10 +448,10 @@ impl Protocol for Amqp {
                     if let Some(i) = conn.content_at(d, channel) {
                         conn.content.swap_remove(i);
                     }
-                    conn.content.push((d, channel, None, meta, name));
+                    conn.content.push((d, channel, None, meta));
                     return part(total, channel, None);
                 }
-                part(total, channel, Some(meta))
+                Step::Part { n: total, part: u64::from(channel), end: Some(meta.with_pair_id(u64::from(answers))) }
             }
             HEADER => {
                 let Some(i) = conn.content_at(d, channel) else {
@@ -448,25 +459,11 @@ impl Protocol for Amqp {
                 };
                 let body_size = buf.get(11..19).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
                 let Some(body_size) = body_size else {
-                    return Step::Invalid("AMQP content header too short".into());
+                    return if ctx.truncated { Step::NeedMore } else { Step::Invalid("AMQP content header too short".into()) };
                 };
                 if body_size == 0 {
-                    let (_, _, _, meta, _) = conn.content.swap_remove(i);
+                    let (_, _, _, meta) = conn.content.swap_remove(i);
                     return part(total, channel, Some(meta));
-                }
-                if let Some(frame_max) = conn.frame_max {
-                    // The body frames' length from the agreed frame size,
-                    // checked against the first body frame when at hand.
-                    let piece = if frame_max == 0 { body_size } else { u64::from(frame_max).saturating_sub(8).max(1) };
-                    let frames = body_size.div_ceil(piece);
-                    let first_ok = match frame_header(&buf[(total as usize).min(buf.len())..]) {
-                        Some((kind, ch, size)) => kind == BODY && ch == channel && size == piece.min(body_size),
-                        None => true,
-                    };
-                    if first_ok {
-                        let (_, _, _, meta, _) = conn.content.swap_remove(i);
-                        return part(total + body_size + 8 * frames, channel, Some(meta));
-                    }
                 }
                 conn.content[i].2 = Some(body_size);
                 part(total, channel, None)
@@ -479,7 +476,7 @@ impl Protocol for Amqp {
                     return Step::Invalid("AMQP body before its content header".into());
                 };
                 if size >= left {
-                    let (_, _, _, meta, _) = conn.content.swap_remove(i);
+                    let (_, _, _, meta) = conn.content.swap_remove(i);
                     return part(total, channel, Some(meta));
                 }
                 conn.content[i].2 = Some(left - size);
@@ -494,20 +491,20 @@ impl Protocol for Amqp {
     /// whose later body frames were not copied) is reported with the lost
     /// bytes; content in progress on other channels of this direction is
     /// forgotten (the SDK counts it with the region).
-    fn lost(&self, conn: &mut Conn, ctx: &Ctx, _head: &[u8], fields: &mut Fields) -> Option<Meta> {
+    fn lost(&self, conn: &mut Conn, ctx: &Ctx, _head: &[u8], _fields: &mut Fields) -> Option<Meta> {
         let d = ctx.direction.index();
         let mut first = None;
         conn.content.retain(|c| {
             if c.0 == d {
-                first.get_or_insert((c.3, c.4));
+                first.get_or_insert((c.3, c.1));
                 false
             } else {
                 true
             }
         });
-        let (meta, name) = first?;
-        fields.str(CLASS_METHOD, name);
-        Some(meta)
+        let (meta, channel) = first?;
+        // Its part (the channel) holds its name and fields.
+        Some(meta.with_pair_id(u64::from(channel)))
     }
 
     /// After lost bytes: a frame header of a known type on a channel below

@@ -160,6 +160,29 @@ pub fn all() -> Vec<Case> {
     let f_ok = fetch_response(6, 0);
     let big = produce(7, "wl-big", 1, &vec![b'x'; 100_000]);
     let big_ok = produce_response(7, "wl-big", 0);
+    // FindCoordinator v4 (flexible): key type, coordinator keys; its
+    // response: throttle time, coordinators (key, node, host, port, error
+    // code, message, tagged fields).
+    let find_coordinator_v4 = request(10, 4, 12, true, &[&[0][..], &[2], &compact(b"group-1"), &[0]].concat());
+    let find_coordinator_v4_response = response(
+        12,
+        true,
+        &[
+            &0i32.to_be_bytes()[..],
+            &[2],
+            &compact(b"group-1"),
+            &1i32.to_be_bytes(),
+            &compact(b"127.0.0.1"),
+            &9092i32.to_be_bytes(),
+            &0i16.to_be_bytes(),
+            &[0, 0],
+            &[0],
+        ]
+        .concat(),
+    );
+    // DescribeTopicPartitions (key 75, after the table; flexible from v0).
+    let describe_topic_partitions = request(75, 0, 13, true, &[&[2][..], &compact(b"t"), &[0], &[0xff, 0xff, 0xff, 0x7f], &[0xff], &[0]].concat());
+    let describe_topic_partitions_response = response(13, true, &[&0i32.to_be_bytes()[..], &[1], &[0xff], &[0]].concat());
     vec![
         Case {
             name: "ApiVersions, Metadata, Produce (an error), acks=0, Fetch",
@@ -194,17 +217,26 @@ pub fn all() -> Vec<Case> {
             ],
         },
         Case {
-            name: "pipelined requests answered out of order are paired by correlation id",
+            name: "pipelined requests paired by correlation id; FindCoordinator v4; a key newer than the table",
             chunks: vec![
                 TestChunk::egress(1, [api_versions_request(10), metadata_v1(11, "a")].concat()),
-                TestChunk::ingress(2, [metadata_v1_response(11), api_versions_response(10, 35)].concat()),
+                TestChunk::ingress(2, [api_versions_response(10, 35), metadata_v1_response(11)].concat()),
+                TestChunk::egress(3, &find_coordinator_v4),
+                TestChunk::ingress(4, &find_coordinator_v4_response),
+                TestChunk::egress(5, &describe_topic_partitions),
+                TestChunk::ingress(6, &describe_topic_partitions_response),
             ],
             close: vec![],
             expect: vec![
                 req(1, av.len(), 10, "ApiVersions", 3, None),
                 req(1, metadata_v1(11, "a").len(), 11, "Metadata", 1, Some("a")),
-                resp(2, md_resp.len(), 11, None),
                 resp(2, av_ok.len(), 10, Some(35)),
+                resp(2, md_resp.len(), 11, None),
+                req(3, find_coordinator_v4.len(), 12, "FindCoordinator", 4, None),
+                // v4 answers per key: no top-level error code to read.
+                resp(4, find_coordinator_v4_response.len(), 12, None),
+                req(5, describe_topic_partitions.len(), 13, "api_75", 0, None),
+                resp(6, describe_topic_partitions_response.len(), 13, None),
             ],
         },
         Case {

@@ -118,6 +118,26 @@ fn api(key: u16) -> Option<(&'static str, u16)> {
     APIS.get(usize::from(key)).copied()
 }
 
+/// Highest API key believed: keys past the table (added since, like
+/// DescribeTopicPartitions, 75) are named by number.
+const MAX_KEY: u16 = 1000;
+
+/// The first flexible version of `key`: every API added after the table's
+/// was flexible from version 0.
+fn first_flexible(key: u16) -> Option<u16> {
+    match api(key) {
+        Some((_, v)) => Some(v),
+        None => (key <= MAX_KEY).then_some(0),
+    }
+}
+
+fn write_api(fields: &mut Fields, key: u16) {
+    match api(key) {
+        Some((name, _)) => fields.str(API, name),
+        None => fields.str(API, &format!("api_{key}")),
+    }
+}
+
 #[derive(Default)]
 pub struct Kafka;
 
@@ -129,6 +149,16 @@ pub struct Conn {
     /// latest few: a broker that answers them anyway (Tansu does) has those
     /// answers passed over.
     fire_and_forget: std::collections::VecDeque<i32>,
+}
+
+impl Conn {
+    /// A request awaits its response (bounded: the oldest is forgotten).
+    fn remember(&mut self, correlation: i32, key: u16, version: u16) {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((correlation, key, version));
+    }
 }
 
 /// A request's header.
@@ -144,9 +174,8 @@ fn request_header<'a>(cur: &mut Cursor<'a>) -> Option<RequestHeader<'a>> {
     let key = cur.u16_be()?;
     let version = cur.u16_be()?;
     let correlation = cur.u32_be()? as i32;
-    let (_, first_flexible) = api(key)?;
+    let flexible = version >= first_flexible(key)?;
     let client_id = nullable_string(cur)?;
-    let flexible = version >= first_flexible;
     if flexible {
         skip_tagged_fields(cur)?;
     }
@@ -267,7 +296,11 @@ fn request_body(h: &RequestHeader, cur: &mut Cursor) -> (Option<Vec<u8>>, Option
 /// Whether the response of `key` at `version` has an error code
 /// [`response_error`] reads.
 fn has_error_code(key: u16, version: u16) -> bool {
-    matches!(key, API_VERSIONS | PRODUCE | 10..=14 | 16 | 17 | 22 | 25 | 26 | 36) || (key == FETCH && version >= 7)
+    // FindCoordinator v4+ answers per key (a coordinators array): no
+    // top-level error code.
+    matches!(key, API_VERSIONS | PRODUCE | 11..=14 | 16 | 17 | 22 | 25 | 26 | 36)
+        || (key == FETCH && version >= 7)
+        || (key == 10 && version < 4)
 }
 
 /// The response's error code, where it can be told from its front: the
@@ -286,7 +319,7 @@ fn response_error(key: u16, version: u16, flexible: bool, cur: &mut Cursor) -> O
         }
         FETCH if version >= 7 => i16_at(cur, 4), // throttle time, then error code
         // throttle_time_ms (from these versions on), then error_code.
-        10 => i16_at(cur, if version >= 1 { 4 } else { 0 }),    // FindCoordinator
+        10 if version < 4 => i16_at(cur, if version >= 1 { 4 } else { 0 }), // FindCoordinator
         11 => i16_at(cur, if version >= 2 { 4 } else { 0 }),    // JoinGroup
         12 | 13 | 14 => i16_at(cur, if version >= 1 { 4 } else { 0 }), // Heartbeat, LeaveGroup, SyncGroup
         22 | 25 | 26 => i16_at(cur, 4),                          // InitProducerId, AddOffsetsToTxn, EndTxn
@@ -328,7 +361,7 @@ impl Protocol for Kafka {
         if u64::from(size) != bytes.len() as u64 - 4 || size > 1 << 20 {
             return 0;
         }
-        let Some(h) = request_header(&mut cur) else { return 0 };
+        let Some(h) = request_header(&mut cur).filter(|h| api(h.key).is_some()) else { return 0 };
         let printable = h.client_id.is_none_or(|c| c.iter().all(|b| b.is_ascii_graphic() || *b == b' '));
         let sane_version = h.version <= 16;
         match (h.key, printable && sane_version && h.correlation >= 0) {
@@ -355,10 +388,22 @@ impl Protocol for Kafka {
         let mut cur = Cursor::new(&buf[4..want.min(buf.len())]);
         if ctx.carries_requests_or_egress() {
             let Some(h) = request_header(&mut cur) else {
-                return Step::Invalid("bad Kafka request header".into());
+                // A head the capture cut: the key, version and correlation
+                // id are at fixed places; the size is known.
+                if ctx.truncated && buf.len() >= 12 {
+                    let key = u16::from_be_bytes([buf[4], buf[5]]);
+                    let version = u16::from_be_bytes([buf[6], buf[7]]);
+                    let correlation = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                    if first_flexible(key).is_some() {
+                        write_api(fields, key);
+                        fields.int(API_VERSION, i64::from(version));
+                        conn.remember(correlation, key, version);
+                        return Step::Complete(total, Meta::request().with_pair_id(correlation as u32 as u64));
+                    }
+                }
+                return if ctx.truncated { Step::NeedMore } else { Step::Invalid("bad Kafka request header".into()) };
             };
-            let (name, _) = api(h.key).expect("known: the header was read");
-            fields.str(API, name);
+            write_api(fields, h.key);
             fields.int(API_VERSION, i64::from(h.version));
             let (topic, acks) = request_body(&h, &mut cur);
             if let Some(topic) = topic {
@@ -371,14 +416,15 @@ impl Protocol for Kafka {
                 conn.fire_and_forget.push_back(h.correlation);
                 return Step::Complete(total, Meta::oneway());
             }
-            if conn.pending.len() >= MAX_PENDING {
-                conn.pending.pop_front();
-            }
-            conn.pending.push_back((h.correlation, h.key, h.version));
+            conn.remember(h.correlation, h.key, h.version);
             Step::Complete(total, Meta::request().with_pair_id(h.correlation as u32 as u64))
         } else {
             let Some(correlation) = cur.u32_be().map(|c| c as i32) else {
-                return Step::Invalid("Kafka response shorter than its header".into());
+                return if ctx.truncated {
+                    Step::NeedMore
+                } else {
+                    Step::Invalid("Kafka response shorter than its header".into())
+                };
             };
             if let Some(at) = conn.fire_and_forget.iter().position(|&c| c == correlation) {
                 conn.fire_and_forget.remove(at);
@@ -391,10 +437,9 @@ impl Protocol for Kafka {
                 return Step::Complete(total, Meta { outcome_unknown: true, ..pair });
             };
             let (_, key, version) = conn.pending.remove(at).expect("found");
-            let (_, first_flexible) = api(key).expect("remembered from a request");
             // ApiVersions' response header stays version 0 (a client must
             // read it before it knows what the broker speaks).
-            let flexible = version >= first_flexible;
+            let flexible = version >= first_flexible(key).unwrap_or(0);
             let error = if flexible && key != API_VERSIONS && skip_tagged_fields(&mut cur).is_none() {
                 None
             } else {
@@ -419,11 +464,15 @@ impl Protocol for Kafka {
         }
         let mut cur = Cursor::new(&head[4..]);
         if ctx.carries_requests_or_egress() {
-            let h = request_header(&mut cur)?;
-            fields.str(API, api(h.key)?.0);
-            fields.int(API_VERSION, i64::from(h.version));
-            conn.pending.push_back((h.correlation, h.key, h.version));
-            Some(Meta::request().with_pair_id(h.correlation as u32 as u64))
+            // The header's fixed part (the client id may be cut).
+            let key = u16::from_be_bytes([head[4], head[5]]);
+            let version = u16::from_be_bytes([head[6], head[7]]);
+            let correlation = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+            first_flexible(key)?;
+            write_api(fields, key);
+            fields.int(API_VERSION, i64::from(version));
+            conn.remember(correlation, key, version);
+            Some(Meta::request().with_pair_id(correlation as u32 as u64))
         } else {
             let correlation = cur.u32_be()? as i32;
             if let Some(at) = conn.pending.iter().position(|p| p.0 == correlation) {

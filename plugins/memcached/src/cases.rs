@@ -153,6 +153,20 @@ pub fn all() -> Vec<Case> {
             ],
         },
         Case {
+            name: "quiet meta gets: a hit's answer is passed over, the miss is silent, mn ends them",
+            chunks: vec![
+                TestChunk::egress(1, "mg a v q\r\nmg b v k O9 t s f c q\r\nmn\r\n"),
+                TestChunk::ingress(2, "VA 1\r\nx\r\nMN\r\n"),
+            ],
+            close: vec![],
+            expect: vec![
+                oneway(1, 10, "mg", Some("a"), 1),
+                oneway(1, 23, "mg", Some("b"), 1),
+                req(1, 4, "mn", None, 0),
+                resp(2, 4, true),
+            ],
+        },
+        Case {
             name: "a value longer than the capture is skipped by its length",
             chunks: vec![
                 TestChunk::egress(1, &big).truncated((big_head.len() + 100_002) as u64),

@@ -11,10 +11,12 @@
 //! reply goes on to the packet with an empty key). Data blocks are skipped by
 //! their length, copied or not.
 //!
-//! One-way requests (no reply comes): `noreply`, the binary protocol's quiet
-//! opcodes (`setq`, `getq`, ...), meta commands with the `q` flag, `quit`.
-//! Replies to binary quiet requests (hits of `getq`) and to a binary `quit`
-//! are passed over: their request was counted already.
+//! One-way requests (no reply comes, or only on a hit or a failure):
+//! `noreply`, the binary protocol's quiet opcodes (`setq`, `getq`, ...),
+//! meta commands with the `q` flag, `quit`. Their replies are passed over
+//! (the request was counted already): binary ones by their opcode, text
+//! ones by order (while quiet meta commands wait first, a reply is theirs,
+//! up to the `MN` that answers the `mn` ending such a pipeline).
 //!
 //! Outcome: `ERROR`, `CLIENT_ERROR`, `SERVER_ERROR` (binary: statuses other
 //! than not found, exists and not stored) fail the call. A miss (`END`
@@ -51,6 +53,48 @@ pub struct Memcached;
 #[derive(Default)]
 pub struct Conn {
     reply_under_way: [bool; 2],
+    /// Text requests awaiting replies, oldest first: true for a meta
+    /// command with `q`, which is answered only on a hit or a failure (its
+    /// usual outcome is not sent; a pipeline of them usually ends with
+    /// `mn`, answered `MN`).
+    expected: std::collections::VecDeque<bool>,
+}
+
+/// Text requests remembered while their replies are awaited.
+const MAX_EXPECTED: usize = 65_536;
+
+impl Conn {
+    /// What a text reply is: the answer to a waiting request (`true`), or
+    /// (while quiet meta commands wait first) a quiet command's answer,
+    /// passed over because that command was counted as one-way.
+    fn reply_answers(&mut self, line: &[u8]) -> bool {
+        match self.expected.front() {
+            Some(true) if line.starts_with(b"MN") => {
+                // Quiet commands before `mn` were answered by silence.
+                while self.expected.front() == Some(&true) {
+                    self.expected.pop_front();
+                }
+                self.expected.pop_front();
+                true
+            }
+            Some(true) => {
+                self.expected.pop_front();
+                false
+            }
+            Some(false) => {
+                self.expected.pop_front();
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn expect(&mut self, quiet: bool) {
+        if self.expected.len() >= MAX_EXPECTED {
+            self.expected.pop_front();
+        }
+        self.expected.push_back(quiet);
+    }
 }
 
 
@@ -115,8 +159,20 @@ impl Protocol for Memcached {
                 if buf[0] == REQUEST_MAGIC { "request" } else { "response" },
                 if requests { "requests" } else { "responses" }
             )),
-            (_, true) => text_request(buf, fields),
-            (_, false) => text_response(buf),
+            (_, true) => {
+                let (step, expects) = text_request(buf, fields);
+                if let (Step::Complete(..), Some(quiet)) = (&step, expects) {
+                    conn.expect(quiet);
+                }
+                step
+            }
+            (_, false) => match text_response(buf) {
+                Step::Complete(n, meta) if !conn.reply_answers(buf) => {
+                    let _ = meta;
+                    Step::Discard(n)
+                }
+                step => step,
+            },
         };
         if !requests {
             match step {
@@ -151,6 +207,9 @@ impl Protocol for Memcached {
     fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
         let requests = ctx.carries_requests_or_egress();
         let under_way = std::mem::take(&mut conn.reply_under_way[ctx.direction.index()]);
+        // Which replies the lost bytes held is not known: from here on every
+        // reply answers (quiet meta commands' answers may then be orphans).
+        conn.expected.clear();
         if head.is_empty() {
             // Values or statistics were read: the reply went well so far.
             return (under_way && !requests).then(|| Meta::response(true));
@@ -159,7 +218,7 @@ impl Protocol for Memcached {
             let h = binary_header(head)?;
             let name = opcode_name(h.opcode)?;
             if !requests {
-                return (!is_quiet_opcode(h.opcode)).then(|| Meta::response(binary_success(h.status)));
+                return (!is_quiet_opcode(h.opcode)).then(|| Meta::response(binary_success(h.opcode, h.status)));
             }
             fields.str(COMMAND, name);
             let key_at = HEADER + usize::from(h.extras_len);
@@ -191,6 +250,8 @@ struct TextCommand<'a> {
     /// as written, `None` when the argument is no number.
     data: Option<Option<u64>>,
     oneway: bool,
+    /// A meta command with `q`.
+    quiet_meta: bool,
 }
 
 impl<'a> TextCommand<'a> {
@@ -213,16 +274,23 @@ impl<'a> TextCommand<'a> {
         let noreply = total > 1 && last == b"noreply";
         // Meta commands: flags are single tokens after the key (and after
         // `ms`'s data length); `q` asks for no reply on the usual outcome.
-        let meta_quiet = |from: usize| tokens[from.min(kept)..kept].iter().any(|t| t.first() == Some(&b'q'));
+        let meta_quiet = |from: usize| {
+            line.split(|&b| b == b' ').filter(|t| !t.is_empty()).skip(from).any(|t| t.first() == Some(&b'q'))
+        };
         // (first key's token, keys, data length's token, one-way)
+        let quiet_meta = match name {
+            b"mg" | b"md" | b"ma" | b"me" => meta_quiet(2),
+            b"ms" => meta_quiet(3),
+            _ => false,
+        };
         let (key_at, keys, data_at, oneway) = match name {
             b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => (1, 1, Some(4), noreply),
             b"get" | b"gets" => (1, total.saturating_sub(1), None, false),
             b"gat" | b"gats" => (2, total.saturating_sub(2), None, false),
             b"delete" | b"incr" | b"decr" | b"touch" => (1, 1, None, noreply),
-            b"mg" | b"md" | b"ma" | b"me" => (1, 1, None, meta_quiet(2)),
-            b"ms" => (1, 1, Some(2), meta_quiet(3)),
-            b"quit" | b"shutdown" => (0, 0, None, true),
+            b"mg" | b"md" | b"ma" | b"me" => (1, 1, None, quiet_meta),
+            b"ms" => (1, 1, Some(2), quiet_meta),
+            b"quit" => (0, 0, None, true),
             _ => (0, 0, None, noreply),
         };
         let has_key = key_at > 0 && total > key_at;
@@ -232,6 +300,7 @@ impl<'a> TextCommand<'a> {
             key_count: if has_key { keys } else { 0 },
             data: data_at.map(|at: usize| if at < kept { parse_decimal(tokens[at]) } else { None }),
             oneway,
+            quiet_meta,
         }
     }
 
@@ -277,9 +346,10 @@ fn detect_text_request(bytes: &[u8]) -> u8 {
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"ms" => match c.data {
             Some(Some(n)) => {
                 let end = (nl as u64 + 1).saturating_add(n);
-                match bytes.get(end as usize..end as usize + 2) {
+                let block_end = usize::try_from(end).ok().and_then(|e| Some(e..e.checked_add(2)?));
+                match block_end.and_then(|r| bytes.get(r)) {
                     Some(b"\r\n") => 95,
-                    None if (bytes.len() as u64) < end + 2 => 70,
+                    None if (bytes.len() as u64) < end.saturating_add(2) => 70,
                     _ => 0,
                 }
             }
@@ -296,24 +366,32 @@ fn detect_text_request(bytes: &[u8]) -> u8 {
     }
 }
 
-fn text_request(buf: &[u8], fields: &mut Fields) -> Step {
+/// A text request, and what reply it awaits: `Some(false)` one,
+/// `Some(true)` one only on a hit or failure (a quiet meta command), `None`
+/// none.
+fn text_request(buf: &[u8], fields: &mut Fields) -> (Step, Option<bool>) {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        return need_more(buf);
+        return (need_more(buf), None);
     };
     let line = &buf[..nl];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let c = TextCommand::read(line);
     if !is_command_word(c.name) {
-        return Step::Invalid(format!("not a memcached command: `{}`", printable(line)));
+        return (Step::Invalid(format!("not a memcached command: `{}`", printable(line))), None);
     }
     c.write(fields);
     let mut n = nl as u64 + 1;
     match c.data {
         None => {}
         Some(Some(len)) => n = n.saturating_add(len).saturating_add(2),
-        Some(None) => return Step::Invalid(format!("bad data length in `{}`", printable(line))),
+        Some(None) => return (Step::Invalid(format!("bad data length in `{}`", printable(line))), None),
     }
-    Step::Complete(n, c.meta())
+    let expects = match (c.oneway, c.quiet_meta) {
+        (false, _) => Some(false),
+        (true, true) => Some(true),
+        (true, false) => None,
+    };
+    (Step::Complete(n, c.meta()), expects)
 }
 
 fn text_response(buf: &[u8]) -> Step {
@@ -340,6 +418,8 @@ fn text_response(buf: &[u8]) -> Step {
         // `lru_crawler metadump`, up to `END`.
         b"STAT" | b"ITEM" | b"PREFIX" => Step::Continue(n),
         _ if word.starts_with(b"key=") => Step::Continue(n),
+        // `ERROR: shutdown not enabled` and the like.
+        _ if is_error_reply(line) => Step::Complete(n, Meta::response(false)),
         _ if word.is_empty() || !word.iter().all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') => {
             Step::Invalid(format!("not a memcached reply: `{}`", printable(line)))
         }
@@ -419,12 +499,13 @@ fn binary_response(buf: &[u8]) -> Step {
         // One statistic; the packet with an empty key ends the reply.
         return Step::Continue(n);
     }
-    Step::Complete(n, Meta::response(binary_success(h.status)))
+    Step::Complete(n, Meta::response(binary_success(h.opcode, h.status)))
 }
 
-/// Not found, exists and not stored answer the request as asked.
-fn binary_success(status: u16) -> bool {
-    matches!(status, 0x00 | 0x01 | 0x02 | 0x05)
+/// Not found, exists and not stored answer the request as asked, and so
+/// does a SASL step asking for the next (0x21, authentication continue).
+fn binary_success(opcode: u8, status: u16) -> bool {
+    matches!(status, 0x00 | 0x01 | 0x02 | 0x05) || (matches!(opcode, 0x21 | 0x22) && status == 0x21)
 }
 
 /// The binary protocol's opcodes, named as the text protocol's commands.

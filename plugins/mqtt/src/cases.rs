@@ -57,6 +57,17 @@ pub fn publish(topic: &str, qos: u8, id: u16, payload: &[u8]) -> Vec<u8> {
     packet(0x30 | (qos << 1), &body)
 }
 
+/// The same in 5.0's layout (an empty property list after the packet id).
+pub fn publish5(topic: &str, qos: u8, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = string(topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&id.to_be_bytes());
+    }
+    body.push(0);
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1), &body)
+}
+
 /// PUBACK (0x40), PUBREC (0x50), PUBREL (0x62), PUBCOMP (0x70), UNSUBACK
 /// (0xb0) of packet id `id`, with a 5.0 reason code when `code` is given.
 pub fn ack(first: u8, id: u16, code: Option<u8>) -> Vec<u8> {
@@ -98,6 +109,7 @@ pub fn all() -> Vec<Case> {
     let p0 = publish("wl/zero", 0, 0, b"q0");
     let p1 = publish("wl/one", 1, 7, b"q1");
     let p2 = publish("wl/two", 2, 8, b"q2");
+    let p5 = publish5("wl/one", 1, 7, b"q1");
     let sub = subscribe(3, "wl/#", 1);
     let delivery1 = publish("wl/one", 1, 40, b"q1");
     let big = publish("wl/big", 1, 9, &vec![b'x'; 100_000]);
@@ -154,30 +166,35 @@ pub fn all() -> Vec<Case> {
             ],
         },
         Case {
-            name: "refusals: a 3.1.1 CONNACK, a SUBACK, a 5.0 PUBACK",
-            chunks: vec![
-                TestChunk::egress(1, &c4),
-                TestChunk::ingress(2, connack(4, 5)),
-                TestChunk::egress(3, &c5),
-                TestChunk::ingress(4, connack(5, 0)),
-                TestChunk::egress(5, subscribe5(3, "wl/#", 1)),
-                TestChunk::ingress(6, suback5(3, 0x80)),
-                TestChunk::egress(7, &p1),
-                TestChunk::ingress(8, ack(0x40, 7, Some(0x87))),
-                TestChunk::egress(9, &p1),
-                TestChunk::ingress(10, ack(0x40, 7, Some(0x10))),
-            ],
+            name: "a 3.1.1 CONNACK refusal",
+            chunks: vec![TestChunk::egress(1, &c4), TestChunk::ingress(2, connack(4, 5))],
             close: vec![],
             expect: vec![
                 line("req", "out", 1, c4.len(), true, None, "packet_type=CONNECT"),
                 line("resp", "in", 2, 4, false, None, "reason_code=5"),
+            ],
+        },
+        Case {
+            name: "5.0: a SUBACK refusal, PUBACK reason codes",
+            chunks: vec![
+                TestChunk::egress(3, &c5),
+                TestChunk::ingress(4, connack(5, 0)),
+                TestChunk::egress(5, subscribe5(3, "wl/#", 1)),
+                TestChunk::ingress(6, suback5(3, 0x80)),
+                TestChunk::egress(7, &p5),
+                TestChunk::ingress(8, ack(0x40, 7, Some(0x87))),
+                TestChunk::egress(9, &p5),
+                TestChunk::ingress(10, ack(0x40, 7, Some(0x10))),
+            ],
+            close: vec![],
+            expect: vec![
                 line("req", "out", 3, c5.len(), true, None, "packet_type=CONNECT"),
                 line("resp", "in", 4, 5, true, None, "reason_code=0"),
                 line("req", "out", 5, sub.len() + 1, true, Some(3), "packet_type=SUBSCRIBE topic=wl/# qos=1"),
                 line("resp", "in", 6, 6, false, Some(3), "reason_code=128"),
-                line("req", "out", 7, p1.len(), true, Some(7), "packet_type=PUBLISH topic=wl/one qos=1"),
+                line("req", "out", 7, p5.len(), true, Some(7), "packet_type=PUBLISH topic=wl/one qos=1"),
                 line("resp", "in", 8, 5, false, Some(7), "reason_code=135"),
-                line("req", "out", 9, p1.len(), true, Some(7), "packet_type=PUBLISH topic=wl/one qos=1"),
+                line("req", "out", 9, p5.len(), true, Some(7), "packet_type=PUBLISH topic=wl/one qos=1"),
                 // 0x10: no matching subscribers, still a success.
                 line("resp", "in", 10, 5, true, Some(7), "reason_code=16"),
             ],

@@ -323,7 +323,9 @@ impl Protocol for Mqtt {
         let end = (total as usize).min(buf.len()).min(fixed.header_len + MAX_HEAD);
         let body = &buf[fixed.header_len..end];
         let Some((role, ok)) = Self::head(conn, &fixed, requests, body, fields) else {
-            if (buf.len() as u64) < total && buf.len() < fixed.header_len + MAX_HEAD && !ctx.truncated {
+            // More to come, or (cut by the capture) `lost` reads what the
+            // head holds.
+            if ctx.truncated || ((buf.len() as u64) < total && buf.len() < fixed.header_len + MAX_HEAD) {
                 return Step::NeedMore;
             }
             return Step::Invalid(format!("bad MQTT {} packet", NAMES[usize::from(fixed.kind)]));

@@ -98,6 +98,26 @@ pub fn all() -> Vec<Case> {
             ],
         },
         Case {
+            name: "verbose: a permission violation answers its publish, the rest stay paired",
+            chunks: vec![
+                TestChunk::egress(1, CONNECT_VERBOSE),
+                TestChunk::ingress(2, "+OK\r\n"),
+                TestChunk::egress(3, "PUB secret 1\r\nx\r\nPUB open 1\r\ny\r\nPING\r\n"),
+                TestChunk::ingress(4, "-ERR 'Permissions Violation for Publish to \"secret\"'\r\n+OK\r\nPONG\r\n"),
+            ],
+            close: vec![],
+            expect: vec![
+                req(1, CONNECT_VERBOSE.len(), "CONNECT", None),
+                resp(2, 5, true, "+OK"),
+                req(3, 17, "PUB", Some("secret")),
+                req(3, 15, "PUB", Some("open")),
+                req(3, 6, "PING", None),
+                resp(4, 54, false, "-ERR"),
+                resp(4, 5, true, "+OK"),
+                resp(4, 6, true, "PONG"),
+            ],
+        },
+        Case {
             name: "the server pings, the client answers; lower case; an error nobody awaits",
             chunks: vec![
                 TestChunk::ingress(1, "PING\r\n"),

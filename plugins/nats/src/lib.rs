@@ -5,9 +5,10 @@
 //!
 //! Calls: a client's `PING` is answered by the server's `PONG`. On a
 //! connection whose `CONNECT` asked for `"verbose": true`, every `CONNECT`,
-//! `PUB`, `HPUB`, `SUB` and `UNSUB` is answered by `+OK`; a `-ERR` before
-//! that `+OK` (nats-server sends both for a refused publish) makes the call
-//! fail. Without verbose (every client's default) these are one-way
+//! `PUB`, `HPUB`, `SUB` and `UNSUB` is answered by `+OK`, or by `-ERR`
+//! (a permission violation), which fails the call; nats-server answers a
+//! publish to an invalid subject (pedantic) with `-ERR` and then `+OK`: that
+//! `+OK` fails it. Without verbose (every client's default) these are one-way
 //! messages, and so are deliveries (`MSG`, `HMSG`), `INFO`, the server's
 //! own `PING` and the client's `PONG` answering it; a `-ERR` is then a
 //! failed one-way message. A connection joined midway is taken as not
@@ -19,7 +20,7 @@
 //! Fields: `op` (upper case), `subject` (`PUB`, `HPUB`, `SUB`, `MSG`,
 //! `HMSG`).
 
-use wirelens_sdk::cursor::parse_decimal;
+use wirelens_sdk::cursor::{find, parse_decimal};
 use wirelens_sdk::{Ctx, Direction, FieldKey, Fields, Info, Meta, Protocol, Role, Step};
 
 pub mod cases;
@@ -135,7 +136,10 @@ impl<'a> OpLine<'a> {
         Some(match (self.op(), requests) {
             (b"PING", true) => Meta::request(),
             (b"CONNECT", true) => {
-                conn.verbose = json_true(self.args, b"verbose");
+                // A line cut before its options leaves what was known.
+                if !self.args.is_empty() {
+                    conn.verbose = json_true(self.args, b"verbose");
+                }
                 if conn.verbose {
                     Meta::request()
                 } else {
@@ -151,12 +155,15 @@ impl<'a> OpLine<'a> {
                 conn.verbose = true;
                 return None;
             }
-            (b"-ERR", false) if conn.verbose => {
-                // The refused operation fails with the `+OK` that follows,
-                // or, when none does (the server closes), as unanswered.
+            // nats-server follows a pedantic subject refusal with the
+            // `+OK` of the same publish: that `+OK` fails the call. Other
+            // errors (permission violations, or the connection's end) come
+            // instead of the `+OK`: they answer the oldest operation.
+            (b"-ERR", false) if conn.verbose && find(self.args, b"Invalid Publish Subject").is_some() => {
                 conn.refused = true;
                 return None;
             }
+            (b"-ERR", false) if conn.verbose => Meta::response(false),
             (b"-ERR", false) => Meta { success: false, ..Meta::oneway() },
             _ => Meta::oneway(),
         })
