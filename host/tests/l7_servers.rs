@@ -338,7 +338,12 @@ for _ in range(2):
             let all = calls(&records, "redis", |r| side(r) && command(r, c));
             let ok = calls(&records, "redis", |r| side(r) && command(r, c) && r["success"] == "1");
             let n = expected(c);
-            assert_eq!((all, ok), (n, n), "{name} {c}: every call, each a success: {:#?}", of(&records, "redis"));
+            assert_eq!(
+                (all, ok),
+                (n, n),
+                "{name} {c}: every call, each a success: {:#?}\nhealth: {health}",
+                of(&records, "redis")
+            );
         }
     }
     // Continuation records went through (21 KiB of replies per read).

@@ -64,7 +64,7 @@ impl Sandbox {
                 None => UpdateDeadline::Interrupt,
             })
         });
-        arm(&mut store);
+        arm(&mut store, 0);
         let instance = {
             let _running = runtime.calls.enter();
             pre.instantiate(&mut store)
@@ -96,7 +96,7 @@ impl Sandbox {
     /// The plugin's self-description. Also fixes the number of field names
     /// used to check later results.
     pub fn info(&mut self) -> Result<PluginInfo, Failure> {
-        let info = self.call(|p, s| p.info(s))?;
+        let info = self.call(0, |p, s| p.info(s))?;
         self.field_count = info.field_names.len();
         Ok(info)
     }
@@ -109,34 +109,37 @@ impl Sandbox {
 
     /// Apply plugin options.
     pub fn configure(&mut self, options: &[(String, String)]) -> Result<(), Failure> {
-        self.call(|p, s| p.configure(s, options))?.map_err(Failure::Rejected)
+        self.call(0, |p, s| p.configure(s, options))?.map_err(Failure::Rejected)
     }
 
     /// Ask whether a connection starting with `bytes` is the plugin's protocol.
     pub fn detect(&mut self, direction: Direction, role: Role, bytes: &[u8]) -> Result<u8, Failure> {
-        self.call(|p, s| p.detect(s, direction, role, bytes))
+        self.call(bytes.len(), |p, s| p.detect(s, direction, role, bytes))
     }
 
     /// Parse a batch of chunks.
     pub fn feed(&mut self, chunks: &Chunks, data: &[u8]) -> Result<Batch, Failure> {
-        let batch = self.call(|p, s| p.feed(s, chunks, data))?;
+        let batch = self.call(data.len(), |p, s| p.feed(s, chunks, data))?;
         self.check(batch)
     }
 
     /// Finish and forget connections.
     pub fn close(&mut self, conns: &[u64]) -> Result<Batch, Failure> {
-        let batch = self.call(|p, s| p.close(s, conns))?;
+        let batch = self.call(0, |p, s| p.close(s, conns))?;
         self.check(batch)
     }
 
+    /// Run one call of the plugin, on `input_bytes` of input (its CPU
+    /// allowance grows with them: see `CallClock::start`).
     fn call<R>(
         &mut self,
+        input_bytes: usize,
         f: impl FnOnce(&AnyPlugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         if self.poisoned {
             return Err(Failure::Trap("instance already failed".into()));
         }
-        arm(&mut self.store);
+        arm(&mut self.store, input_bytes);
         let result = {
             let _running = self.calls.enter();
             f(&self.plugin, &mut self.store)
@@ -163,12 +166,13 @@ impl Sandbox {
     }
 }
 
-/// Arm the deadline for the call about to start: the epoch ticks of the
-/// configured deadline, then the CPU-time check (see `CallClock`).
-fn arm(store: &mut Store<StoreData>) {
-    let deadline = store.data().call.deadline;
-    store.set_epoch_deadline(ticks(deadline));
-    store.data_mut().call.start();
+/// Arm the deadline for a call about to start with `input_bytes` of
+/// chunks: the epoch ticks of what it may use, then the CPU-time check (see
+/// `CallClock`).
+fn arm(store: &mut Store<StoreData>, input_bytes: usize) {
+    store.data_mut().call.start(input_bytes);
+    let allowed = store.data().call.allowed;
+    store.set_epoch_deadline(ticks(allowed));
 }
 
 fn classify(store: &Store<StoreData>, e: wasmtime::Error, other: fn(String) -> Failure) -> Failure {
