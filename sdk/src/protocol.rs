@@ -249,18 +249,19 @@ impl Fields {
 
     /// Append a copy of every field of `other`.
     pub(crate) fn extend_from(&mut self, other: &Fields) {
-        for &(key, offset, len) in &other.keys {
-            let value = &other.text.as_bytes()[offset as usize..(offset + len) as usize];
-            self.push(FieldKey(key), value);
+        self.push_each(&other.keys, &other.text);
+    }
+
+    /// Append the fields `keys` name in `text` (another `Fields`' columns).
+    fn push_each(&mut self, keys: &[(u16, u32, u32)], text: &str) {
+        for &(key, offset, len) in keys {
+            self.push(FieldKey(key), &text.as_bytes()[offset as usize..(offset + len) as usize]);
         }
     }
 
     /// Move the fields written since `mark` to the end of `to`.
     pub(crate) fn move_since(&mut self, mark: (usize, usize), to: &mut Fields) {
-        for &(key, offset, len) in &self.keys[mark.0..] {
-            let value = &self.text.as_bytes()[offset as usize..(offset + len) as usize];
-            to.push(FieldKey(key), value);
-        }
+        to.push_each(&self.keys[mark.0..], &self.text);
         self.rewind(mark);
     }
 }

@@ -19,7 +19,6 @@ pub const EXITED_GRACE: Duration = Duration::from_secs(2);
 /// library) is a connection of its own beside the socket's ciphertext:
 /// its `sock` is the cookie with [`TLS_SOCK`] set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-
 pub struct ConnKey {
     pub proc: ProcKey,
     pub sock: u64,
