@@ -38,6 +38,12 @@ struct Cli {
     command: Command,
 }
 
+/// Languages `plugins new` writes projects in.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    C,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -91,17 +97,31 @@ enum PluginsCmd {
         /// The plugin component (.wasm).
         file: PathBuf,
     },
-    /// Build a plugin crate (written with wirelens-sdk) into a component,
-    /// with stable Rust and no other tool: compiles for
-    /// wasm32-unknown-unknown and encodes the module as a component.
+    /// Start a plugin project: `new --lang c NAME` writes NAME/NAME.c (a
+    /// working example parser to change) and the C SDK (sdk/README-c.md).
+    /// Rust plugins start from sdk/README.md.
+    New {
+        /// The project's directory; its last part names the plugin
+        /// (NAME.c, NAME.wasm).
+        dir: PathBuf,
+        /// The plugin's language.
+        #[arg(long, value_enum)]
+        lang: Lang,
+    },
+    /// Build a plugin into a component. A Rust crate (written with
+    /// wirelens-sdk) is compiled with stable Rust for wasm32-unknown-unknown;
+    /// a C project (its .c files, written with the C SDK) with clang for
+    /// wasm32 and wasm-ld. Either is then encoded as a component that
+    /// imports nothing but the contract's host.log.
     Build {
-        /// Directory of the plugin crate (holding its Cargo.toml).
+        /// Directory of the plugin: a crate (holding its Cargo.toml) or a
+        /// C project (holding NAME.c).
         #[arg(default_value = ".")]
         crate_dir: PathBuf,
         /// Where to write NAME.wasm (a plugin directory, typically).
         #[arg(long, short, default_value = ".", value_name = "DIR")]
         out: PathBuf,
-        /// Cargo target directory for the wasm build. Default: CRATE_DIR/target.
+        /// Cargo target directory for the wasm build of a crate. Default: CRATE_DIR/target.
         #[arg(long, value_name = "DIR")]
         target_dir: Option<PathBuf>,
         /// Cargo features to enable.
@@ -208,6 +228,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Plugins(PluginsCmd::New { dir, lang: Lang::C }) => {
+            let source = wirelens_plugin_builder::c::new_project(&dir)?;
+            println!("{}", source.display());
+            println!("build it with: wirelens plugins build {} --out PLUGIN_DIR", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(PluginsCmd::Build { crate_dir, out, .. })
+            if wirelens_plugin_builder::c::is_c_project(&crate_dir) =>
+        {
+            let path = wirelens_plugin_builder::c::CBuild::new(&crate_dir, &out).run()?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(PluginsCmd::Build { crate_dir, out, target_dir, features }) => {
             let mut build = wirelens_plugin_builder::Build::new(&crate_dir, &out);

@@ -8,114 +8,83 @@ use std::sync::Arc;
 use wirelens::protocols::{LoadedPlugin, Sandbox, SandboxLimits, Source, WorkerConfig};
 use wirelens_sdk::testing::{load_fixture, render, without_times, Case};
 
-/// Feed each case one chunk per call, then all chunks in one batch; both must
-/// give the case's expected lines.
-fn run_cases(plugin: &Arc<LoadedPlugin>, runtime: &wirelens::protocols::Runtime, cases: &[Case]) {
-    let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
-    for case in cases {
-        let new_sandbox = || {
-            let mut s = Sandbox::instantiate(runtime, plugin_pre(plugin), Arc::from("test")).unwrap();
-            s.set_field_count(names.len());
-            s
-        };
-        let mut sandbox = new_sandbox();
-        let mut one_by_one = Vec::new();
-        for chunk in &case.chunks {
-            let (h, d) = common::host_chunks(std::slice::from_ref(chunk));
-            one_by_one.extend(render(&common::sdk_batch(sandbox.feed(&h, &d).unwrap()), &names));
-        }
-        one_by_one.extend(render(&common::sdk_batch(sandbox.close(&case.close).unwrap()), &names));
-        assert_eq!(one_by_one, case.expect, "wasm, one chunk per call: case `{}`", case.name);
-
-        let mut sandbox = new_sandbox();
-        let (h, d) = common::host_chunks(&case.chunks);
-        let mut batched = render(&common::sdk_batch(sandbox.feed(&h, &d).unwrap()), &names);
-        batched.extend(render(&common::sdk_batch(sandbox.close(&case.close).unwrap()), &names));
-        assert_eq!(batched, case.expect, "wasm, one batch: case `{}`", case.name);
-    }
-}
-
-fn plugin_pre(p: &LoadedPlugin) -> &wirelens::protocols::bindings::AnyPre {
-    p.pre()
-}
-
 #[test]
 fn http_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let http = registry.catalog().get("http").expect("built-in http plugin").clone();
     let cases = wirelens_plugin_http::cases::all();
     assert!(cases.len() >= 10);
-    run_cases(&http, registry.runtime(), &cases);
+    common::run_cases(&http, registry.runtime(), &cases);
 }
 
 #[test]
 fn redis_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let redis = registry.catalog().get("redis").expect("built-in redis plugin").clone();
-    run_cases(&redis, registry.runtime(), &wirelens_plugin_redis::cases::all());
+    common::run_cases(&redis, registry.runtime(), &wirelens_plugin_redis::cases::all());
 }
 
 #[test]
 fn memcached_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let memcached = registry.catalog().get("memcached").expect("built-in memcached plugin").clone();
-    run_cases(&memcached, registry.runtime(), &wirelens_plugin_memcached::cases::all());
+    common::run_cases(&memcached, registry.runtime(), &wirelens_plugin_memcached::cases::all());
 }
 
 #[test]
 fn nats_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let nats = registry.catalog().get("nats").expect("built-in nats plugin").clone();
-    run_cases(&nats, registry.runtime(), &wirelens_plugin_nats::cases::all());
+    common::run_cases(&nats, registry.runtime(), &wirelens_plugin_nats::cases::all());
 }
 
 #[test]
 fn mqtt_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let mqtt = registry.catalog().get("mqtt").expect("built-in mqtt plugin").clone();
-    run_cases(&mqtt, registry.runtime(), &wirelens_plugin_mqtt::cases::all());
+    common::run_cases(&mqtt, registry.runtime(), &wirelens_plugin_mqtt::cases::all());
 }
 
 #[test]
 fn kafka_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let kafka = registry.catalog().get("kafka").expect("built-in kafka plugin").clone();
-    run_cases(&kafka, registry.runtime(), &wirelens_plugin_kafka::cases::all());
+    common::run_cases(&kafka, registry.runtime(), &wirelens_plugin_kafka::cases::all());
 }
 
 #[test]
 fn amqp_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let amqp = registry.catalog().get("amqp").expect("built-in amqp plugin").clone();
-    run_cases(&amqp, registry.runtime(), &wirelens_plugin_amqp::cases::all());
+    common::run_cases(&amqp, registry.runtime(), &wirelens_plugin_amqp::cases::all());
 }
 
 #[test]
 fn dns_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let dns = registry.catalog().get("dns").expect("built-in dns plugin").clone();
-    run_cases(&dns, registry.runtime(), &wirelens_plugin_dns::cases::all());
+    common::run_cases(&dns, registry.runtime(), &wirelens_plugin_dns::cases::all());
 }
 
 #[test]
 fn mysql_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let mysql = registry.catalog().get("mysql").expect("built-in mysql plugin").clone();
-    run_cases(&mysql, registry.runtime(), &wirelens_plugin_mysql::cases::all());
+    common::run_cases(&mysql, registry.runtime(), &wirelens_plugin_mysql::cases::all());
 }
 
 #[test]
 fn pgsql_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let pgsql = registry.catalog().get("pgsql").expect("built-in pgsql plugin").clone();
-    run_cases(&pgsql, registry.runtime(), &wirelens_plugin_pgsql::cases::all());
+    common::run_cases(&pgsql, registry.runtime(), &wirelens_plugin_pgsql::cases::all());
 }
 
 #[test]
 fn http2_cases_through_wasm() {
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let http2 = registry.catalog().get("http2").expect("built-in http2 plugin").clone();
-    run_cases(&http2, registry.runtime(), &wirelens_plugin_http2::cases::all());
+    common::run_cases(&http2, registry.runtime(), &wirelens_plugin_http2::cases::all());
 }
 
 /// 10,000 streams open at once on one connection, through the wasm build
@@ -128,7 +97,7 @@ fn http2_holds_ten_thousand_concurrent_streams_in_the_sandbox() {
     const STREAMS: u32 = 10_000;
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let http2 = registry.catalog().get("http2").expect("built-in http2 plugin").clone();
-    let mut sandbox = Sandbox::instantiate(registry.runtime(), plugin_pre(&http2), Arc::from("test")).unwrap();
+    let mut sandbox = Sandbox::instantiate(registry.runtime(), http2.pre(), Arc::from("test")).unwrap();
     let names: Vec<String> = http2.meta.field_names.iter().map(|s| s.to_string()).collect();
     sandbox.set_field_count(names.len());
     let ids: Vec<u32> = (0..STREAMS).map(|i| 2 * i + 1).collect();
@@ -185,7 +154,7 @@ fn recorded_fixtures_through_wasm() {
             let mut conns: Vec<u64> = chunks.iter().map(|c| c.conn).collect();
             conns.sort_unstable();
             conns.dedup();
-            let mut sandbox = Sandbox::instantiate(registry.runtime(), plugin_pre(&plugin), Arc::from("test")).unwrap();
+            let mut sandbox = Sandbox::instantiate(registry.runtime(), plugin.pre(), Arc::from("test")).unwrap();
             sandbox.set_field_count(names.len());
             let mut lines = Vec::new();
             for chunk in &chunks {
@@ -207,7 +176,7 @@ fn sdk_example_cases_through_wasm() {
     let bytes = common::build_plugin("sdk/example", &[]);
     let minikv = LoadedPlugin::load(&runtime, &bytes, Source::Builtin, &Default::default()).unwrap();
     assert_eq!(&*minikv.meta.name, "minikv");
-    run_cases(&minikv, &runtime, &wirelens_plugin_minikv::cases::all());
+    common::run_cases(&minikv, &runtime, &wirelens_plugin_minikv::cases::all());
 }
 
 /// No built-in plugin claims another's traffic: the first bytes of each
@@ -238,7 +207,7 @@ fn no_plugin_claims_another_protocols_recordings() {
             for other in protocols.iter().filter(|p| **p != owner) {
                 let plugin = registry.catalog().get(other).unwrap().clone();
                 let mut sandbox =
-                    Sandbox::instantiate(registry.runtime(), plugin_pre(&plugin), Arc::from("test")).unwrap();
+                    Sandbox::instantiate(registry.runtime(), plugin.pre(), Arc::from("test")).unwrap();
                 for c in &firsts {
                     let client_dir = match c.direction {
                         wirelens_sdk::Direction::Egress => Direction::Egress,

@@ -355,23 +355,29 @@ pub fn check_rechunking<P: Protocol>(cases: &[Case], rounds: usize, seed: u64) {
 pub fn check_one_byte_reads<P: Protocol>(cases: &[Case]) {
     for case in cases {
         let want = until_error(run::<P>(&case.chunks, &case.close));
-        let mut split = Vec::new();
-        for c in &case.chunks {
-            if c.datagram || c.tick || c.bytes.len() <= 1 {
-                split.push(c.clone());
-                continue;
-            }
-            let n = c.bytes.len();
-            for (i, b) in c.bytes.iter().enumerate() {
-                let mut piece = c.clone();
-                piece.bytes = vec![*b];
-                piece.real_len = if i + 1 == n { c.real_len.map(|r| r - (n as u64 - 1)) } else { None };
-                split.push(piece);
-            }
-        }
-        let got = until_error(run::<P>(&split, &case.close));
+        let got = until_error(run::<P>(&one_byte_reads(&case.chunks), &case.close));
         assert_eq!(got, want, "case `{}` read one byte at a time", case.name);
     }
+}
+
+/// The chunks of [`check_one_byte_reads`]: every stream chunk cut into
+/// one-byte chunks.
+pub fn one_byte_reads(chunks: &[TestChunk]) -> Vec<TestChunk> {
+    let mut split = Vec::new();
+    for c in chunks {
+        if c.datagram || c.tick || c.bytes.len() <= 1 {
+            split.push(c.clone());
+            continue;
+        }
+        let n = c.bytes.len();
+        for (i, b) in c.bytes.iter().enumerate() {
+            let mut piece = c.clone();
+            piece.bytes = vec![*b];
+            piece.real_len = if i + 1 == n { c.real_len.map(|r| r - (n as u64 - 1)) } else { None };
+            split.push(piece);
+        }
+    }
+    split
 }
 
 /// The same case seen from the other end (usually the server): what the
@@ -573,8 +579,18 @@ fn until_error(lines: Vec<String>) -> Vec<String> {
 /// directions and roles. Only checks that nothing panics: every input must
 /// end as messages or per-connection errors.
 pub fn fuzz<P: Protocol>(cases: &[Case], rounds: usize, seed: u64) {
+    for chunks in fuzz_inputs(cases, rounds, seed) {
+        let _ = run::<P>(&chunks, &[1]);
+    }
+}
+
+/// The inputs [`fuzz`] feeds: `rounds` streams of one to eight chunks,
+/// each a mutated chunk of the cases (or random bytes), sometimes with
+/// its direction, role or real length changed. Close connection 1 after.
+pub fn fuzz_inputs(cases: &[Case], rounds: usize, seed: u64) -> Vec<Vec<TestChunk>> {
     let mut rng = Rng::new(seed);
     let seeds: Vec<&TestChunk> = cases.iter().flat_map(|c| &c.chunks).collect();
+    let mut inputs = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let mut chunks = Vec::new();
         for _ in 0..1 + rng.below(8) {
@@ -594,8 +610,9 @@ pub fn fuzz<P: Protocol>(cases: &[Case], rounds: usize, seed: u64) {
             }
             chunks.push(chunk);
         }
-        let _ = run::<P>(&chunks, &[1]);
+        inputs.push(chunks);
     }
+    inputs
 }
 
 fn mutate(bytes: &mut Vec<u8>, rng: &mut Rng) {

@@ -115,3 +115,45 @@ pub fn chunk(conn: u64, direction: host::Direction, data: &[u8]) -> wirelens::pr
         stream_end: 0,
     }
 }
+
+/// The lines (see `wirelens_sdk::testing::render`) a plugin's wasm build
+/// gives for `chunks` fed one per call, then `close`, in a new sandbox.
+pub fn sandbox_lines(
+    plugin: &wirelens::protocols::LoadedPlugin,
+    runtime: &Runtime,
+    chunks: &[wirelens_sdk::testing::TestChunk],
+    close: &[u64],
+) -> Vec<String> {
+    let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
+    let mut sandbox = new_sandbox(plugin, runtime);
+    let mut lines = Vec::new();
+    for chunk in chunks {
+        let (h, d) = host_chunks(std::slice::from_ref(chunk));
+        let batch = sandbox.feed(&h, &d).unwrap_or_else(|e| panic!("plugin call failed: {e:#}"));
+        lines.extend(wirelens_sdk::testing::render(&sdk_batch(batch), &names));
+    }
+    lines.extend(wirelens_sdk::testing::render(&sdk_batch(sandbox.close(close).unwrap()), &names));
+    lines
+}
+
+fn new_sandbox(plugin: &wirelens::protocols::LoadedPlugin, runtime: &Runtime) -> wirelens::protocols::Sandbox {
+    let mut s = wirelens::protocols::Sandbox::instantiate(runtime, plugin.pre(), Arc::from("test")).unwrap();
+    s.set_field_count(plugin.meta.field_names.len());
+    s
+}
+
+/// Feed each case one chunk per call, then all chunks in one batch, each
+/// in a new sandbox: both must give the case's expected lines.
+pub fn run_cases(plugin: &wirelens::protocols::LoadedPlugin, runtime: &Runtime, cases: &[wirelens_sdk::testing::Case]) {
+    let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
+    for case in cases {
+        let one_by_one = sandbox_lines(plugin, runtime, &case.chunks, &case.close);
+        assert_eq!(one_by_one, case.expect, "wasm, one chunk per call: case `{}`", case.name);
+
+        let mut sandbox = new_sandbox(plugin, runtime);
+        let (h, d) = host_chunks(&case.chunks);
+        let mut batched = wirelens_sdk::testing::render(&sdk_batch(sandbox.feed(&h, &d).unwrap()), &names);
+        batched.extend(wirelens_sdk::testing::render(&sdk_batch(sandbox.close(&case.close).unwrap()), &names));
+        assert_eq!(batched, case.expect, "wasm, one batch: case `{}`", case.name);
+    }
+}

@@ -6,11 +6,15 @@
 //! then encoded as a component with the `wit-component` library, so no extra
 //! tool needs installing. Used by `wirelens plugins build` and by the
 //! daemon's build script for the built-in plugins.
+//!
+//! C plugins (written with the C SDK, `sdk/c`) are built by [`c::CBuild`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+pub mod c;
 
 /// The Rust target plugins are compiled for.
 pub const TARGET: &str = "wasm32-unknown-unknown";
