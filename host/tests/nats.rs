@@ -9,6 +9,10 @@
 //! `tests/fixtures/nats/nats-py.chunks` (the same script): tshark still
 //! checks the bytes, which every message accounts for. Needs root,
 //! nats-server and nats-py (scripts/setup.sh installs them).
+//!
+//! The same workload runs again with the NATS plugin written in C
+//! (`plugins/nats-c`, built by `wirelens plugins build` into the daemon's
+//! plugin directory, where it replaces the built-in): the same counts.
 
 mod common;
 
@@ -45,10 +49,37 @@ fn by_op(records: &[Value], side: &dyn Fn(&Value) -> bool) -> BTreeMap<String, u
 
 #[test]
 fn publishes_deliveries_requests_and_pings_are_counted_on_both_ends() {
+    count_the_workload("", None);
+}
+
+#[test]
+fn the_c_plugin_counts_the_same_in_the_daemon() {
+    let plugin_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(["plugins", "build"])
+        .arg(common::root().join("plugins/nats-c"))
+        .arg("--out")
+        .arg(plugin_dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "building plugins/nats-c (clang, lld: scripts/setup.sh): {}", String::from_utf8_lossy(&out.stderr));
+    let component = plugin_dir.path().join("nats-c.wasm");
+    count_the_workload(&format!("PluginDir: {}", plugin_dir.path().display()), Some(&component));
+}
+
+/// Run the workload under a daemon with these `Wirelens` settings and
+/// check the counts on both ends; `plugin`: the plugin file that must be
+/// the one the daemon loaded for NATS.
+fn count_the_workload(wirelens: &str, plugin: Option<&std::path::Path>) {
     let server = NatsServer::start();
     let port = server.port;
     let capture = Capture::start(port);
-    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
+    let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", wirelens));
+    if let Some(plugin) = plugin {
+        let loaded = daemon.wait_for_log(Duration::from_secs(10), &format!("path={}", plugin.display()));
+        assert!(loaded, "the daemon loads {}:\n{}", plugin.display(), daemon.stderr());
+        assert!(daemon.stderr().contains("plugin loaded"), "{}", daemon.stderr());
+    }
     let said = run_script(&["client", &port.to_string(), &N.to_string()]);
     assert_eq!(said.trim(), format!("delivered {} replies {N}", N + 1));
     run_script(&["raw", &port.to_string()]);

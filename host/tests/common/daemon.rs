@@ -92,6 +92,18 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Wait until the daemon's log holds `text` (up to `limit`).
+    pub fn wait_for_log(&self, limit: Duration, text: &str) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.stderr().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Records written so far.
     pub fn records(&self) -> Vec<Value> {
         self.stdout.lock().unwrap().iter().map(|l| serde_json::from_str(l).expect("stdout is JSON lines")).collect()
