@@ -185,7 +185,8 @@ fn mutated_inputs_give_the_same_lines_in_c_and_never_trap() {
 /// 100,000 connections opened, used and closed in one sandbox capped at
 /// 8 MiB: the C engine and allocator give the memory of a connection
 /// (state, a buffered line, fields) back for reuse, and every call is
-/// counted. A leak of 100 bytes per connection would pass the cap.
+/// counted. A leak of 100 bytes per connection would pass the cap, as
+/// would one of 100 bytes per call.
 #[test]
 fn a_hundred_thousand_connections_fit_in_eight_mib() {
     let (runtime, plugin) = load_c_nats(SandboxLimits { memory_bytes: 8 << 20, ..SandboxLimits::default() });
@@ -212,6 +213,15 @@ fn a_hundred_thousand_connections_fit_in_eight_mib() {
         assert!(!lines.iter().any(|l| l.contains("error")), "{lines:?}");
     }
     assert_eq!((requests, responses), (100_000, 100_000));
+    // 120,000 calls of one byte each: most give nothing back, and must
+    // keep nothing either.
+    let mut pings = 0;
+    for (i, byte) in b"PING\r\n".iter().cycle().take(120_000).enumerate() {
+        let (h, d) = common::host_chunks(&[TestChunk::egress(i as u64, [*byte]).on(7)]);
+        let batch = sandbox.feed(&h, &d).unwrap_or_else(|e| panic!("byte {i}: {e:#}"));
+        pings += batch.conn.len();
+    }
+    assert_eq!(pings, 20_000);
 }
 
 /// From nothing to a hot-loaded C plugin, as sdk/README-c.md tells it:

@@ -33,7 +33,8 @@ typedef struct {
 
 /* An operation line, read. */
 typedef struct {
-    char op[9]; /* upper case, NUL-terminated */
+    int op;       /* an enum op_code */
+    char name[9]; /* upper case, NUL-terminated */
     const uint8_t *subject;
     size_t subject_len;
     bool has_payload;
@@ -47,30 +48,37 @@ static bool is_blank(uint8_t b) { return b == ' ' || b == '\t'; }
 /* Rust's u8::is_ascii_whitespace. */
 static bool is_space(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\f'; }
 
+/* The operations, in the order of `op_names`. */
+enum op_code { PUB, HPUB, MSG, HMSG, SUB, UNSUB, CONNECT, INFO, ERR, PING, PONG, OK };
+static const char *const op_names[] = {"PUB", "HPUB", "MSG", "HMSG", "SUB", "UNSUB", "CONNECT",
+                                       "INFO", "-ERR", "PING", "PONG", "+OK"};
+
 /* The operation word, upper case, if it is one NATS knows. */
-static bool read_op(const uint8_t *word, size_t len, char op[9]) {
-    static const char *const known[] = {"PUB", "HPUB", "MSG", "HMSG", "SUB", "UNSUB", "CONNECT",
-                                        "INFO", "-ERR", "PING", "PONG", "+OK"};
+static bool read_op(const uint8_t *word, size_t len, op_line *l) {
     if (len == 0 || len > 8) return false;
     for (size_t i = 0; i < len; i++) {
         uint8_t b = word[i];
         if (!is_alpha(b) && b != '+' && b != '-') return false;
-        op[i] = (char)(b >= 'a' && b <= 'z' ? b - 32 : b);
+        l->name[i] = (char)(b >= 'a' && b <= 'z' ? b - 32 : b);
     }
-    op[len] = 0;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strlen(known[i]) == len && memcmp(known[i], op, len) == 0) return true;
+    l->name[len] = 0;
+    for (size_t i = 0; i < sizeof op_names / sizeof op_names[0]; i++) {
+        if (strcmp(op_names[i], l->name) == 0) {
+            l->op = (enum op_code)i;
+            return true;
+        }
+    }
     return false;
 }
 
-static bool is_op(const op_line *l, const char *name) { return strcmp(l->op, name) == 0; }
+static bool is_op(const op_line *l, enum op_code op) { return l->op == op; }
 
 /* Read a line (without its CR LF); false when it is not a NATS operation. */
 static bool read_line(const uint8_t *line, size_t len, op_line *l) {
     memset(l, 0, sizeof *l);
     size_t word_end = 0;
     while (word_end < len && !is_blank(line[word_end])) word_end++;
-    if (!read_op(line, word_end, l->op)) return false;
+    if (!read_op(line, word_end, l)) return false;
     size_t a = word_end;
     while (a < len && is_space(line[a])) a++;
     l->args = line + a;
@@ -92,12 +100,12 @@ static bool read_line(const uint8_t *line, size_t len, op_line *l) {
     /* subject expected, payload length in the last token, arguments taken */
     bool subject = false, payload = false;
     size_t min = 0, max = (size_t)-1;
-    if (is_op(l, "PUB")) subject = payload = true, min = 2, max = 3;
-    else if (is_op(l, "HPUB") || is_op(l, "MSG")) subject = payload = true, min = 3, max = 4;
-    else if (is_op(l, "HMSG")) subject = payload = true, min = 4, max = 5;
-    else if (is_op(l, "SUB")) subject = true, min = 2, max = 3;
-    else if (is_op(l, "UNSUB")) min = 1, max = 2;
-    else if (is_op(l, "PING") || is_op(l, "PONG") || is_op(l, "+OK")) max = 0;
+    if (is_op(l, PUB)) subject = payload = true, min = 2, max = 3;
+    else if (is_op(l, HPUB) || is_op(l, MSG)) subject = payload = true, min = 3, max = 4;
+    else if (is_op(l, HMSG)) subject = payload = true, min = 4, max = 5;
+    else if (is_op(l, SUB)) subject = true, min = 2, max = 3;
+    else if (is_op(l, UNSUB)) min = 1, max = 2;
+    else if (is_op(l, PING) || is_op(l, PONG) || is_op(l, OK)) max = 0;
     if (count < min || count > max) return false;
     if (subject) l->subject = line + first_at, l->subject_len = first_len;
     if (payload) {
@@ -108,7 +116,7 @@ static bool read_line(const uint8_t *line, size_t len, op_line *l) {
 }
 
 static void write_fields(const op_line *l, wl_fields *fields) {
-    wl_field_str(fields, OP, l->op);
+    wl_field_str(fields, OP, l->name);
     if (l->subject) wl_field_text(fields, SUBJECT, l->subject, l->subject_len);
 }
 
@@ -139,18 +147,18 @@ static bool json_has_key(const uint8_t *json, size_t len, const char *key) {
  * carries requests or the other; false: passed over. */
 static bool op_meta(const op_line *l, bool requests, conn_state *conn, wl_meta *meta) {
     if (requests) {
-        if (is_op(l, "PING")) return *meta = wl_request(), true;
-        if (is_op(l, "CONNECT")) {
+        if (is_op(l, PING)) return *meta = wl_request(), true;
+        if (is_op(l, CONNECT)) {
             /* A line cut before its options leaves what was known. */
             if (l->args_len) conn->verbose = json_true(l->args, l->args_len, "verbose");
             *meta = conn->verbose ? wl_request() : wl_oneway();
             return true;
         }
-        if (conn->verbose && (is_op(l, "PUB") || is_op(l, "HPUB") || is_op(l, "SUB") || is_op(l, "UNSUB")))
+        if (conn->verbose && (is_op(l, PUB) || is_op(l, HPUB) || is_op(l, SUB) || is_op(l, UNSUB)))
             return *meta = wl_request(), true;
     } else {
-        if (is_op(l, "PONG")) return *meta = wl_response(true), true;
-        if (is_op(l, "+OK")) {
+        if (is_op(l, PONG)) return *meta = wl_response(true), true;
+        if (is_op(l, OK)) {
             if (!conn->verbose) {
                 /* Joined midway: the connection is verbose after all; the
                  * request this answers was counted as one-way. */
@@ -161,7 +169,7 @@ static bool op_meta(const op_line *l, bool requests, conn_state *conn, wl_meta *
             conn->refused = false;
             return true;
         }
-        if (is_op(l, "-ERR")) {
+        if (is_op(l, ERR)) {
             static const char invalid[] = "Invalid Publish Subject";
             if (conn->verbose && wl_find(l->args, l->args_len, (const uint8_t *)invalid, sizeof invalid - 1) >= 0) {
                 /* nats-server follows it with the +OK of the same publish. */
@@ -198,10 +206,10 @@ static uint8_t detect(wl_direction direction, wl_role role, const uint8_t *bytes
     op_line l;
     if (!read_line(bytes, (size_t)nl - 1, &l)) return 0;
     bool json = l.args_len > 0 && l.args[0] == '{' && l.args[l.args_len - 1] == '}';
-    if (!requests && is_op(&l, "INFO") && json && json_has_key(l.args, l.args_len, "server_id")) return 95;
-    if (requests && is_op(&l, "CONNECT") && json) return 95;
-    if (requests && (is_op(&l, "PUB") || is_op(&l, "HPUB") || is_op(&l, "SUB"))) return 60;
-    if (!requests && (is_op(&l, "MSG") || is_op(&l, "HMSG"))) return 55;
+    if (!requests && is_op(&l, INFO) && json && json_has_key(l.args, l.args_len, "server_id")) return 95;
+    if (requests && is_op(&l, CONNECT) && json) return 95;
+    if (requests && (is_op(&l, PUB) || is_op(&l, HPUB) || is_op(&l, SUB))) return 60;
+    if (!requests && (is_op(&l, MSG) || is_op(&l, HMSG))) return 55;
     return 0;
 }
 
@@ -245,7 +253,7 @@ static bool lost(void *state, const wl_ctx *ctx, const uint8_t *head, size_t len
     op_line l;
     if (!read_line(head, trimmed, &l)) {
         memset(&l, 0, sizeof l);
-        if (!read_op(head, line_len, l.op)) return false;
+        if (!read_op(head, line_len, &l)) return false;
     }
     if (!op_meta(&l, wl_carries_requests_or_egress(ctx), state, meta)) return false;
     write_fields(&l, fields);

@@ -69,8 +69,16 @@ typedef VEC(uint8_t) bytes_t;
 static void bytes_append(bytes_t *b, const uint8_t *src, size_t n) {
     if (n == 0) return;
     VEC_RESERVE(*b, n);
-    memcpy(b->p + b->len, src, n);
+    uint8_t *dst = b->p + b->len;
     b->len += n;
+    /* Inside the sandbox a memcpy is a call out to the runtime
+     * (`memory.copy`), dearer than a short loop for the few bytes most
+     * field values are. */
+    if (n > 32) {
+        memcpy(dst, src, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
 }
 
 /* ---- fields ---- */
@@ -305,6 +313,22 @@ typedef struct {
     VEC(uint8_t) skip_flags;
 } out_t;
 
+/* Room for `more` messages in every per-message column (they grow
+ * together), and fields for them at a guess. */
+static void out_reserve(out_t *out, size_t more) {
+    VEC_RESERVE(out->conn, more);
+    VEC_RESERVE(out->start_ns, more);
+    VEC_RESERVE(out->end_ns, more);
+    VEC_RESERVE(out->size, more);
+    VEC_RESERVE(out->pair_id, more);
+    VEC_RESERVE(out->flags, more);
+    VEC_RESERVE(out->field_count, more);
+}
+
+/* Messages per chunk in the last batch, so the next batch's columns are
+ * sized once (as the Rust SDK does). */
+static size_t messages_per_chunk = 1;
+
 static void out_error(out_t *out, uint64_t conn, const char *prefix, const char *reason) {
     size_t a = strlen(prefix), b = reason ? strlen(reason) : 0;
     uint8_t *text = malloc(a + b + 1);
@@ -530,12 +554,15 @@ static void write_message(out_t *out, const wl_ctx *ctx, wl_meta meta, uint64_t 
     if (meta.success && !unseen) flags |= MSG_SUCCESS;
     if (meta.has_pair_id) flags |= MSG_HAS_PAIR_ID;
     if (unseen) flags |= MSG_UNSEEN;
-    VEC_PUSH(out->conn, ctx->conn);
-    VEC_PUSH(out->start_ns, start_ns);
-    VEC_PUSH(out->end_ns, end_ns > start_ns ? end_ns : start_ns);
-    VEC_PUSH(out->size, size);
-    VEC_PUSH(out->pair_id, meta.has_pair_id ? meta.pair_id : 0);
-    VEC_PUSH(out->flags, flags);
+    if (out->conn.len == out->conn.cap) out_reserve(out, out->conn.len ? out->conn.len : 16);
+    size_t i = out->conn.len++;
+    out->conn.p[i] = ctx->conn;
+    out->start_ns.p[i] = start_ns;
+    out->end_ns.p[i] = end_ns > start_ns ? end_ns : start_ns;
+    out->size.p[i] = size;
+    out->pair_id.p[i] = meta.has_pair_id ? meta.pair_id : 0;
+    out->flags.p[i] = flags;
+    out->start_ns.len = out->end_ns.len = out->size.len = out->pair_id.len = out->flags.len = out->conn.len;
 }
 
 static wl_ctx ctx_of(conn_t *c, int d) {
@@ -998,7 +1025,27 @@ static void skip_hints(out_t *out) {
 
 #define LIST(v) {(v).p, (v).len}
 
+/* The bindings free a returned list only when it is not empty: free the
+ * empty ones here (their room was reserved ahead). */
+#define FREE_IF_EMPTY(v) \
+    if ((v).len == 0) VEC_FREE(v)
+
 static void out_to_batch(out_t *o, exports_wirelens_protocol_parser_batch_t *ret) {
+    FREE_IF_EMPTY(o->conn);
+    FREE_IF_EMPTY(o->start_ns);
+    FREE_IF_EMPTY(o->end_ns);
+    FREE_IF_EMPTY(o->size);
+    FREE_IF_EMPTY(o->pair_id);
+    FREE_IF_EMPTY(o->flags);
+    FREE_IF_EMPTY(o->field_count);
+    FREE_IF_EMPTY(o->field_key);
+    FREE_IF_EMPTY(o->field_offset);
+    FREE_IF_EMPTY(o->field_len);
+    FREE_IF_EMPTY(o->arena);
+    FREE_IF_EMPTY(o->errors);
+    FREE_IF_EMPTY(o->skip_conn);
+    FREE_IF_EMPTY(o->skip_flags);
+    FREE_IF_EMPTY(o->skip_bytes);
     *ret = (exports_wirelens_protocol_parser_batch_t){
         LIST(o->conn),         LIST(o->start_ns),    LIST(o->end_ns),       LIST(o->size),
         LIST(o->pair_id),      LIST(o->flags),       LIST(o->field_count),  LIST(o->field_key),
@@ -1088,6 +1135,7 @@ void exports_wirelens_protocol_parser_feed(exports_wirelens_protocol_parser_chun
         out_error(&out, UINT64_MAX, "chunk columns of different lengths", NULL);
         n = 0;
     }
+    if (n) out_reserve(&out, n * messages_per_chunk);
     size_t offset = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t id = chunks->conn.ptr[i], ts = chunks->timestamp_ns.ptr[i];
@@ -1121,6 +1169,10 @@ void exports_wirelens_protocol_parser_feed(exports_wirelens_protocol_parser_chun
         bool has_lost = c->s[0].lost.on || c->s[1].lost.on;
         if (has_lost && !had_lost) VEC_PUSH(with_lost, id);
         if (c->s[0].skip > 0 || c->s[1].skip > 0) VEC_PUSH(skipping, id);
+    }
+    if (n) {
+        size_t per = (out.conn.len + n - 1) / n;
+        messages_per_chunk = per < 1 ? 1 : per > 64 ? 64 : per;
     }
     skip_hints(&out);
     wirelens_protocol_types_chunks_free(chunks);
