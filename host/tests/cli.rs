@@ -192,6 +192,39 @@ fn a_bad_plugin_manifest_fails_fast_and_names_the_key() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
+/// `plugins new` refuses a name that cannot name NAME.c or a directory
+/// with files in it, and `plugins build` of a directory holding neither a
+/// crate nor C files says what it expected; a C file with an error fails
+/// the build with clang's message naming the file and line.
+#[test]
+fn plugins_new_and_build_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_name = dir.path().join("my plugin");
+    let out = wirelens(&["plugins", "new", bad_name.to_str().unwrap(), "--lang", "c"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("letters, digits"), "{stderr}");
+
+    let project = dir.path().join("proto");
+    assert!(wirelens(&["plugins", "new", project.to_str().unwrap(), "--lang", "c"]).status.success());
+    let out = wirelens(&["plugins", "new", project.to_str().unwrap(), "--lang", "c"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("not empty"), "{stderr}");
+
+    let source = project.join("proto.c");
+    let text_before = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(&source, text_before.replace("return wl_need_more();", "return wl_need_more()")).unwrap();
+    let out = wirelens(&["plugins", "build", project.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("proto.c:") && stderr.contains("error"), "{stderr}");
+    assert!(!dir.path().join("proto.wasm").exists());
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = wirelens(&["plugins", "build", empty.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("Cargo.toml") && stderr.contains("NAME.c"), "{stderr}");
+}
+
 /// `plugins list | head`: the reader goes away before the command writes;
 /// it ends quietly instead of panicking on the broken pipe.
 #[test]

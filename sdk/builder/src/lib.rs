@@ -138,7 +138,11 @@ struct Manifest {
 /// with cargo's own message naming the key and line.
 fn read_manifest(manifest: &Path) -> Result<Manifest> {
     if !manifest.exists() {
-        bail!("{} not found: give the directory of the plugin crate", manifest.display());
+        bail!(
+            "{} not found: give the directory of a plugin crate (holding Cargo.toml) or of a C plugin \
+             project (holding NAME.c: `wirelens plugins new --lang c NAME`)",
+            manifest.display()
+        );
     }
     let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(["metadata", "--no-deps", "--format-version", "1", "--offline", "--manifest-path"])
