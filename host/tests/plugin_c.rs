@@ -171,6 +171,32 @@ fn lost_and_uncopied_bytes_give_the_same_messages_in_c() {
     }
 }
 
+/// Subjects that are not all ASCII: valid characters kept, bad bytes
+/// replaced (U+FFFD) exactly as the Rust SDK replaces them.
+#[test]
+fn non_ascii_subjects_are_written_as_in_rust() {
+    let subjects: [&[u8]; 8] = [
+        b"caf\xc3\xa9",
+        b"\xf0\x9f\x98\x80.smile",
+        b"bad\xffbyte",
+        b"cut\xe2\x82",
+        b"\xe2\x82x",
+        b"overlong\xc0\xaf",
+        b"surrogate\xed\xa0\x80",
+        b"\xf4\x90\x80\x80high",
+    ];
+    let mut chunks = Vec::new();
+    for (i, subject) in subjects.iter().enumerate() {
+        let mut line = b"PUB ".to_vec();
+        line.extend_from_slice(subject);
+        line.extend_from_slice(b" 1\r\nx\r\n");
+        chunks.push(TestChunk::egress(i as u64 + 1, line));
+    }
+    let rust = testing::run::<Nats>(&chunks, &[1]);
+    assert!(rust.iter().any(|l| l.contains("subject=café")) && rust.iter().any(|l| l.contains('\u{fffd}')), "{rust:?}");
+    same_as_rust("non-ASCII subjects", &chunks, &[1]);
+}
+
 /// Mutated inputs (flipped, inserted, cut and random bytes, changed
 /// directions, roles and lengths): no trap in the C code, and the same
 /// lines as the Rust plugin.

@@ -99,58 +99,54 @@ static void fields_push(wl_fields *f, uint16_t key, const uint8_t *value, size_t
     VEC_PUSH(f->keys, entry);
 }
 
-/* Length of the UTF-8 character starting value[0..len], or 0 when the bytes
- * there are not one; *cut when they are the start of one cut by the end. */
-static size_t utf8_char(const uint8_t *s, size_t len, bool *cut) {
-    uint8_t b = s[0];
-    size_t n;
-    uint8_t lo = 0x80, hi = 0xbf;
-    *cut = false;
+/* What a UTF-8 lead byte says: the character's length (0: not a lead
+ * byte) and the range its second byte must be in. */
+static size_t utf8_lead(uint8_t b, uint8_t *lo, uint8_t *hi) {
+    *lo = 0x80;
+    *hi = 0xbf;
     if (b < 0x80) return 1;
-    if (b >= 0xc2 && b <= 0xdf) n = 2;
-    else if (b >= 0xe0 && b <= 0xef) {
-        n = 3;
-        if (b == 0xe0) lo = 0xa0;
-        if (b == 0xed) hi = 0x9f;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        n = 4;
-        if (b == 0xf0) lo = 0x90;
-        if (b == 0xf4) hi = 0x8f;
-    } else return 0;
-    for (size_t i = 1; i < n; i++) {
-        if (i >= len) {
-            *cut = true;
-            return 0;
-        }
-        uint8_t c = s[i];
-        uint8_t l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xbf;
-        if (c < l || c > h) return 0;
+    if (b >= 0xc2 && b <= 0xdf) return 2;
+    if (b >= 0xe0 && b <= 0xef) {
+        if (b == 0xe0) *lo = 0xa0;
+        if (b == 0xed) *hi = 0x9f;
+        return 3;
     }
-    return n;
+    if (b >= 0xf0 && b <= 0xf4) {
+        if (b == 0xf0) *lo = 0x90;
+        if (b == 0xf4) *hi = 0x8f;
+        return 4;
+    }
+    return 0;
 }
 
-/* Bytes of the invalid sequence at s[0..len] that one U+FFFD replaces (the
- * maximal subpart, as Rust's from_utf8_lossy does). */
-static size_t utf8_bad_run(const uint8_t *s, size_t len) {
-    uint8_t b = s[0];
-    uint8_t lo = 0x80, hi = 0xbf;
-    size_t n;
-    if (b >= 0xc2 && b <= 0xdf) n = 2;
-    else if (b >= 0xe0 && b <= 0xef) {
-        n = 3;
-        if (b == 0xe0) lo = 0xa0;
-        if (b == 0xed) hi = 0x9f;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        n = 4;
-        if (b == 0xf0) lo = 0x90;
-        if (b == 0xf4) hi = 0x8f;
-    } else return 1;
+/* How many bytes from s[0] on are a valid start of one character, at most
+ * its length (the maximal subpart of Unicode's replacement rule). */
+static size_t utf8_valid_prefix(const uint8_t *s, size_t len, size_t *char_len) {
+    uint8_t lo, hi;
+    *char_len = utf8_lead(s[0], &lo, &hi);
+    if (*char_len == 0) return 0;
     size_t i = 1;
-    for (; i < n && i < len; i++) {
+    for (; i < *char_len && i < len; i++) {
         uint8_t l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xbf;
         if (s[i] < l || s[i] > h) break;
     }
     return i;
+}
+
+/* Length of the UTF-8 character starting s[0..len], or 0 when the bytes
+ * there are not one; *cut when they are the start of one cut by the end. */
+static size_t utf8_char(const uint8_t *s, size_t len, bool *cut) {
+    size_t n;
+    size_t valid = utf8_valid_prefix(s, len, &n);
+    *cut = n > 0 && valid == len && valid < n;
+    return n > 0 && valid == n ? n : 0;
+}
+
+/* Bytes of the invalid sequence at s[0..len] that one U+FFFD replaces. */
+static size_t utf8_bad_run(const uint8_t *s, size_t len) {
+    size_t n;
+    size_t valid = utf8_valid_prefix(s, len, &n);
+    return valid ? valid : 1;
 }
 
 void wl_field_text(wl_fields *f, uint16_t key, const uint8_t *value, size_t len) {
