@@ -38,7 +38,11 @@
 static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return p;
     size_t c = *cap ? *cap : 8;
-    while (c < need) c *= 2;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) abort();
+        c *= 2;
+    }
+    if (c > SIZE_MAX / elem) abort(); /* wasm32: size_t is 32 bits */
     void *q = realloc(p, c * elem);
     if (!q) abort();
     *cap = c;
@@ -327,12 +331,39 @@ static size_t messages_per_chunk = 1;
 
 static void out_error(out_t *out, uint64_t conn, const char *prefix, const char *reason) {
     size_t a = strlen(prefix), b = reason ? strlen(reason) : 0;
-    uint8_t *text = malloc(a + b + 1);
-    if (!text) abort();
+    /* The bindings free only non-empty strings. */
+    uint8_t *text = a + b ? malloc(a + b) : NULL;
+    if (a + b && !text) abort();
     memcpy(text, prefix, a);
     if (b) memcpy(text + a, reason, b);
     wirelens_protocol_types_conn_error_t e = {conn, {text, a + b}};
     VEC_PUSH(out->errors, e);
+}
+
+/* Text into buf[at..size-1], NUL-terminated; returns the new end. */
+static size_t append(char *buf, size_t size, size_t at, const char *text) {
+    while (*text && at + 1 < size) buf[at++] = *text++;
+    buf[at] = 0;
+    return at;
+}
+
+static size_t append_u64(char *buf, size_t size, size_t at, uint64_t n) {
+    char digits[21];
+    size_t d = sizeof digits - 1;
+    digits[d] = 0;
+    do {
+        digits[--d] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    return append(buf, size, at, digits + d);
+}
+
+/* a and b joined, in a buffer that lives until the next call (errors are
+ * copied out at once). */
+static const char *compose(const char *a, const char *b) {
+    static char text[512];
+    append(text, sizeof text, append(text, sizeof text, 0, a), b ? b : "");
+    return text;
 }
 
 /* ---- per-connection state ---- */
@@ -399,7 +430,7 @@ typedef struct {
     uint32_t failed_resumes;
     VEC(deferred_t) deferred;
     /* The batch that last listed this connection in `skipping`. */
-    uint32_t hint_batch;
+    uint64_t hint_batch;
 } conn_t;
 
 static void dir_reset(dir_t *s) {
@@ -678,7 +709,7 @@ static void close_lost(conn_t *c, int d, out_t *out) {
     size_t n = pending_count(c);
     pending_t *unseen = malloc((n ? n : 1) * sizeof *unseen);
     if (!unseen) abort();
-    memcpy(unseen, pending_at(c, 0), n * sizeof *unseen);
+    if (n) memcpy(unseen, pending_at(c, 0), n * sizeof *unseen);
     if (lost.has_head && lost.head_meta.kind == WL_RESPONSE) {
         for (size_t i = 0; i < n; i++) {
             bool match = lost.head_meta.has_pair_id ? (unseen[i].has_id && unseen[i].id == lost.head_meta.pair_id)
@@ -807,7 +838,7 @@ static long parse(conn_t *c, const wl_ctx *ctx, int d, const uint8_t *data, size
             }
             c->failed_resumes++;
             if (c->failed_resumes > MAX_FAILED_RESUMES) {
-                *error = "no message start found after lost bytes";
+                *error = compose("no message start found after lost bytes: ", step.reason);
                 return -1;
             }
             dir_reset(s);
@@ -824,10 +855,11 @@ static long parse(conn_t *c, const wl_ctx *ctx, int d, const uint8_t *data, size
         case WL_STEP_CONTINUE: break;
         case WL_STEP_COMPLETE: complete = true; break;
         case WL_STEP_DISCARD: is_message = false; break;
+        default: *error = "the plugin returned an unknown step"; return -1;
         }
         uint64_t n = step.n;
         if (n == 0) {
-            *error = "parser made no progress";
+            *error = compose(wl_plugin.name, " parser made no progress");
             return -1;
         }
         s->resuming = false;
@@ -1000,7 +1032,7 @@ static void tick(uint64_t now_ns, out_t *out) {
 /* Tell the host how many bytes of each direction the plugin will skip
  * (each connection once per batch). */
 static void skip_hints(out_t *out) {
-    static uint32_t batch;
+    static uint64_t batch;
     batch++;
     for (size_t i = 0; i < skipping.len; i++) {
         conn_t *c = conn_get(skipping.p[i]);
@@ -1131,7 +1163,7 @@ void exports_wirelens_protocol_parser_feed(exports_wirelens_protocol_parser_chun
         out_error(&out, UINT64_MAX, "chunk columns of different lengths", NULL);
         n = 0;
     }
-    if (n) out_reserve(&out, n * messages_per_chunk);
+    if (n) out_reserve(&out, n <= SIZE_MAX / messages_per_chunk ? n * messages_per_chunk : n);
     size_t offset = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t id = chunks->conn.ptr[i], ts = chunks->timestamp_ns.ptr[i];
@@ -1142,7 +1174,15 @@ void exports_wirelens_protocol_parser_feed(exports_wirelens_protocol_parser_chun
         }
         size_t captured = chunks->captured.ptr[i];
         if (captured > data->len - offset) {
-            out_error(&out, id, "chunk claims more bytes than data holds", NULL);
+            char text[128];
+            size_t at = 0;
+            at = append(text, sizeof text, at, "chunk claims ");
+            at = append_u64(text, sizeof text, at, captured);
+            at = append(text, sizeof text, at, " bytes at data offset ");
+            at = append_u64(text, sizeof text, at, offset);
+            at = append(text, sizeof text, at, " but data holds ");
+            append_u64(text, sizeof text, at, data->len);
+            out_error(&out, id, text, NULL);
             break;
         }
         const uint8_t *bytes = data->ptr + offset;
@@ -1158,8 +1198,9 @@ void exports_wirelens_protocol_parser_feed(exports_wirelens_protocol_parser_chun
         bool had_lost = c->s[0].lost.on || c->s[1].lost.on;
         const char *error = feed_stream(c, &ctx, ts, bytes, captured, missing, &out);
         if (error) {
-            conn_remove(id);
+            /* The reason first: it may live in the connection's state. */
             out_error(&out, id, "", error);
+            conn_remove(id);
             continue;
         }
         bool has_lost = c->s[0].lost.on || c->s[1].lost.on;

@@ -12,20 +12,24 @@
  * buffers and per-call columns of a few sizes, which this serves with at
  * most 2x waste and no fragmentation scans.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CLASSES 27 /* 16 << 26 = 1 GiB */
-#define HEADER 8
+#define HEADER 16 /* keeps blocks 16-aligned, as max_align_t is on wasm32 */
 #define PAGE 65536u
 
 extern unsigned char __heap_base;
 
-static uintptr_t heap_next, heap_end;
+/* 64-bit so that a memory of 4 GiB (the most wasm32 has) does not wrap. */
+static uint64_t heap_next, heap_end;
+static bool heap_started;
 static void *free_lists[CLASSES];
 
 static int class_of(size_t size) {
+    if (size == 0) size = 1; /* a free block holds its list link */
     if (size > ((size_t)16 << (CLASSES - 1)) - HEADER) return -1;
     size_t total = size + HEADER, block = 16;
     int c = 0;
@@ -37,17 +41,21 @@ static int class_of(size_t size) {
 }
 
 static void *take_from_heap(size_t block) {
-    if (heap_next == 0) {
-        heap_next = ((uintptr_t)&__heap_base + 15) & ~(uintptr_t)15;
-        heap_end = (uintptr_t)__builtin_wasm_memory_size(0) * PAGE;
+    if (!heap_started) {
+        heap_started = true;
+        heap_next = ((uint64_t)(uintptr_t)&__heap_base + 15) & ~(uint64_t)15;
+        heap_end = (uint64_t)__builtin_wasm_memory_size(0) * PAGE;
     }
-    if (block > heap_end - heap_next || heap_next > heap_end) {
-        size_t need = block - (heap_end > heap_next ? heap_end - heap_next : 0);
-        size_t pages = (need + PAGE - 1) / PAGE;
-        if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) return NULL;
-        heap_end += pages * PAGE;
+    if (heap_next + block > heap_end) {
+        uint64_t need = heap_next + block - heap_end;
+        size_t pages = (size_t)((need + PAGE - 1) / PAGE);
+        size_t old = __builtin_wasm_memory_grow(0, pages);
+        if (old == (size_t)-1) return NULL;
+        /* From what memory.grow says, in case anything else grew it. */
+        heap_end = ((uint64_t)old + pages) * PAGE;
+        if (heap_next + block > heap_end) return NULL;
     }
-    void *p = (void *)heap_next;
+    void *p = (void *)(uintptr_t)heap_next;
     heap_next += block;
     return p;
 }
