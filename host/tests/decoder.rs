@@ -81,9 +81,30 @@ fn compare(
         for (side, pred) in [("client", client), ("server", server)] {
             let seen = observed(records, protocol, pred);
             eprintln!("{protocol}: PayloadBytes {payload}, {side}: {seen:?}");
-
+            if (seen.calls, seen.req_bytes, seen.resp_bytes) != (decoder.calls, decoder.req_bytes, decoder.resp_bytes) {
+                explain(protocol, records, pred);
+            }
             assert_agree(&format!("{protocol}, PayloadBytes {payload}, {side} side"), seen, decoder);
         }
+    }
+}
+
+/// For a failed comparison: the side's calls per process (which client
+/// or backend lost calls) and the daemon's last health record.
+fn explain(protocol: &str, records: &[Value], side: &dyn Fn(&Value) -> bool) {
+    let mut by_process: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for r in records.iter().filter(|r| r["type"] == "protocols" && r["protocol"] == protocol && side(r)) {
+        let key = format!("{} {}", r["_process_pid_"], r["_process_cmd_"]);
+        let e = by_process.entry(key).or_default();
+        e.0 += num(r, "total_count");
+        e.1 += u64::from(r["success"] == "0") * num(r, "total_count");
+        e.2 += num(r, "total_req_bytes");
+    }
+    for (process, (calls, failed, req_bytes)) in by_process {
+        eprintln!("  {process}: calls {calls}, failed {failed}, request bytes {req_bytes}");
+    }
+    if let Some(health) = records.iter().rev().find(|r| r["type"] == "health") {
+        eprintln!("  health: {health}");
     }
 }
 
