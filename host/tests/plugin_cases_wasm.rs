@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use wirelens::protocols::{LoadedPlugin, Sandbox, SandboxLimits, Source, WorkerConfig};
-use wirelens_sdk::testing::{load_fixture, render, without_times, Case};
+use wirelens_sdk::testing::{load_fixture, render, without_times};
 
 #[test]
 fn http_cases_through_wasm() {
