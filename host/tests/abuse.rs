@@ -47,16 +47,19 @@ fn high_cardinality_urls_stay_under_the_key_cap() {
     assert!(sent >= 20_000, "wrk sent {sent} requests");
     std::thread::sleep(Duration::from_secs(2));
     let records = daemon.stop();
-    // Per window (one `__time__`), the http keys stay under the cap.
+    // Per window (one `__time__`), the keys stay under the cap. The cap is
+    // the daemon's, over every protocol: other processes' calls on this
+    // machine (a background load's redis) take keys under it too, so every
+    // layer-7 key counts here, not only this test's.
     let mut per_window = std::collections::BTreeMap::<String, u64>::new();
-    for r in records.iter().filter(|r| r["type"] == "protocols" && r["protocol"] == "http") {
+    for r in records.iter().filter(|r| r["type"] == "protocols") {
         *per_window.entry(r["__time__"].as_str().unwrap().to_string()).or_default() += 1;
     }
     // `__time__` is in seconds: the shutdown flush may share the last
     // periodic one's second, so a second holds at most two windows, each of
-    // at most the cap plus the `other` keys (one per outcome).
+    // at most the cap plus the `other` keys (one per protocol and outcome).
     let widest = per_window.values().max().copied().unwrap_or(0);
-    assert!(widest <= 2 * (max_keys + 2), "{widest} keys in one second (cap {max_keys} per window)");
+    assert!(widest <= 2 * (max_keys + 8), "{widest} keys in one second (cap {max_keys} per window)");
     assert!(widest >= max_keys, "the cap was reached: {widest}");
     let folded = calls(&records, "http", |r| r["other"] == "true");
     assert!(folded > 0, "overflow folded into `other`");
