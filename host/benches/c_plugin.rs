@@ -9,33 +9,19 @@
 //! Run: `cargo bench -p wirelens --bench c_plugin` (needs clang and lld).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wirelens::protocols::{LoadedPlugin, Registry, Runtime, Sandbox, SandboxLimits, Source};
+use wirelens::protocols::{LoadedPlugin, Registry, Runtime, SandboxLimits, Source};
 use wirelens_sdk::testing::TestChunk;
+
+/// The integration tests' helpers (chunk columns, sandboxes).
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 
 const CONNS: u64 = 64;
 const ROUNDS: usize = 11;
 const ROUND_TIME: Duration = Duration::from_millis(300);
-
-fn host_chunks(chunks: &[TestChunk]) -> (wirelens::protocols::bindings::Chunks, Vec<u8>) {
-    let (c, data) = wirelens_sdk::testing::to_wire(chunks);
-    let chunks = wirelens::protocols::bindings::Chunks {
-        conn: c.conn,
-        timestamp_ns: c.timestamp_ns,
-        captured: c.captured,
-        real_len: c.real_len,
-        flags: c.flags,
-    };
-    (chunks, data)
-}
-
-fn sandbox(runtime: &Runtime, plugin: &LoadedPlugin) -> Sandbox {
-    let mut s = Sandbox::instantiate(runtime, plugin.pre(), Arc::from("bench")).unwrap();
-    s.set_field_count(plugin.meta.field_names.len());
-    s
-}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -64,9 +50,9 @@ fn main() {
             ]
         })
         .collect();
-    let (cols, data) = host_chunks(&chunks);
+    let (cols, data) = common::host_chunks(&chunks);
     let messages_per_batch = 4 * CONNS as usize;
-    let (mut rs, mut cs) = (sandbox(&runtime, &rust), sandbox(&runtime, &c));
+    let (mut rs, mut cs) = (common::new_sandbox(&rust, &runtime), common::new_sandbox(&c, &runtime));
     assert_eq!(rs.feed(&cols, &data).unwrap().conn.len(), messages_per_batch);
     assert_eq!(cs.feed(&cols, &data).unwrap().conn.len(), messages_per_batch);
 

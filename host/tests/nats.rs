@@ -55,15 +55,8 @@ fn publishes_deliveries_requests_and_pings_are_counted_on_both_ends() {
 #[test]
 fn the_c_plugin_counts_the_same_in_the_daemon() {
     let plugin_dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_wirelens"))
-        .args(["plugins", "build"])
-        .arg(common::root().join("plugins/nats-c"))
-        .arg("--out")
-        .arg(plugin_dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "building plugins/nats-c (clang, lld: scripts/setup.sh): {}", String::from_utf8_lossy(&out.stderr));
-    let component = plugin_dir.path().join("nats-c.wasm");
+    let component = common::build_c_plugin(&common::root().join("plugins/nats-c"), plugin_dir.path());
+    assert_eq!(component, plugin_dir.path().join("nats-c.wasm"));
     count_the_workload(&format!("PluginDir: {}", plugin_dir.path().display()), Some(&component));
 }
 

@@ -34,18 +34,12 @@ fn wirelens(args: &[&std::ffi::OsStr]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `wirelens plugins build PROJECT --out DIR`; the component's path.
-fn build(project: &Path, out: &Path) -> PathBuf {
-    let printed = wirelens(&["plugins".as_ref(), "build".as_ref(), project.as_os_str(), "--out".as_ref(), out.as_os_str()]);
-    PathBuf::from(printed.lines().last().expect("the build prints the component's path"))
-}
-
 /// The C NATS plugin's component, built once for this test binary.
 fn c_nats_component() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let out = common::target_dir().join("test-plugins").join("nats-c");
-        let path = build(&common::root().join("plugins/nats-c"), &out);
+        let path = common::build_c_plugin(&common::root().join("plugins/nats-c"), &out);
         assert!(path.ends_with("nats-c.wasm"), "{}", path.display());
         path
     })
@@ -217,8 +211,7 @@ fn mutated_inputs_give_the_same_lines_in_c_and_never_trap() {
 fn a_hundred_thousand_connections_fit_in_eight_mib() {
     let (runtime, plugin) = load_c_nats(SandboxLimits { memory_bytes: 8 << 20, ..SandboxLimits::default() });
     let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
-    let mut sandbox = wirelens::protocols::Sandbox::instantiate(&runtime, plugin.pre(), Arc::from("test")).unwrap();
-    sandbox.set_field_count(names.len());
+    let mut sandbox = common::new_sandbox(&plugin, &runtime);
     let (mut requests, mut responses) = (0, 0);
     let payload = "x".repeat(600);
     for group in 0..1000u64 {
@@ -265,7 +258,7 @@ fn the_guides_template_builds_hot_loads_and_parses_minikv() {
     std::fs::create_dir(&plugin_dir).unwrap();
     let registry = Registry::new(common::runtime(SandboxLimits::default()), Default::default());
     let _watcher = PluginDirWatcher::start(registry.clone(), &plugin_dir).unwrap();
-    let component = build(&project, &plugin_dir);
+    let component = common::build_c_plugin(&project, &plugin_dir);
     assert_eq!(component, plugin_dir.join("minikv.wasm"));
     let live = common::wait_for(Duration::from_secs(5), || registry.catalog().get("minikv").is_some());
     assert!(live.is_some(), "the C plugin goes live from the plugin directory: {:?}", registry.catalog().entries);

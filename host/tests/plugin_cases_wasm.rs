@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::sync::Arc;
 
-use wirelens::protocols::{LoadedPlugin, Sandbox, SandboxLimits, Source, WorkerConfig};
+use wirelens::protocols::{LoadedPlugin, SandboxLimits, Source, WorkerConfig};
 use wirelens_sdk::testing::{load_fixture, render, without_times};
 
 #[test]
@@ -97,9 +96,8 @@ fn http2_holds_ten_thousand_concurrent_streams_in_the_sandbox() {
     const STREAMS: u32 = 10_000;
     let registry = common::registry_with_builtins(SandboxLimits::default());
     let http2 = registry.catalog().get("http2").expect("built-in http2 plugin").clone();
-    let mut sandbox = Sandbox::instantiate(registry.runtime(), http2.pre(), Arc::from("test")).unwrap();
+    let mut sandbox = common::new_sandbox(&http2, registry.runtime());
     let names: Vec<String> = http2.meta.field_names.iter().map(|s| s.to_string()).collect();
-    sandbox.set_field_count(names.len());
     let ids: Vec<u32> = (0..STREAMS).map(|i| 2 * i + 1).collect();
     // Requests: HEADERS without END_STREAM for every stream, then each
     // stream's last DATA; responses after all of them.
@@ -143,7 +141,6 @@ fn recorded_fixtures_through_wasm() {
     let mut checked = 0;
     for protocol in ["http", "redis", "dns", "mysql", "pgsql", "http2", "memcached", "nats", "mqtt", "kafka", "amqp"] {
         let plugin = registry.catalog().get(protocol).expect("built-in plugin").clone();
-        let names: Vec<String> = plugin.meta.field_names.iter().map(|s| s.to_string()).collect();
         let dir = common::root().join("tests/fixtures").join(protocol);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -154,14 +151,7 @@ fn recorded_fixtures_through_wasm() {
             let mut conns: Vec<u64> = chunks.iter().map(|c| c.conn).collect();
             conns.sort_unstable();
             conns.dedup();
-            let mut sandbox = Sandbox::instantiate(registry.runtime(), plugin.pre(), Arc::from("test")).unwrap();
-            sandbox.set_field_count(names.len());
-            let mut lines = Vec::new();
-            for chunk in &chunks {
-                let (h, d) = common::host_chunks(std::slice::from_ref(chunk));
-                lines.extend(render(&common::sdk_batch(sandbox.feed(&h, &d).unwrap()), &names));
-            }
-            lines.extend(render(&common::sdk_batch(sandbox.close(&conns).unwrap()), &names));
+            let lines = common::sandbox_lines(&plugin, registry.runtime(), &chunks, &conns);
             let want = std::fs::read_to_string(path.with_extension("expect")).unwrap();
             assert_eq!(without_times(&lines), want.lines().collect::<Vec<_>>(), "{}", path.display());
             checked += 1;
@@ -206,8 +196,7 @@ fn no_plugin_claims_another_protocols_recordings() {
             }
             for other in protocols.iter().filter(|p| **p != owner) {
                 let plugin = registry.catalog().get(other).unwrap().clone();
-                let mut sandbox =
-                    Sandbox::instantiate(registry.runtime(), plugin.pre(), Arc::from("test")).unwrap();
+                let mut sandbox = common::new_sandbox(&plugin, registry.runtime());
                 for c in &firsts {
                     let client_dir = match c.direction {
                         wirelens_sdk::Direction::Egress => Direction::Egress,

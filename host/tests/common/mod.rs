@@ -116,6 +116,27 @@ pub fn chunk(conn: u64, direction: host::Direction, data: &[u8]) -> wirelens::pr
     }
 }
 
+/// `wirelens plugins build PROJECT --out OUT` for a C plugin project
+/// (clang and lld: scripts/setup.sh installs them); the component's path,
+/// as the command prints it.
+pub fn build_c_plugin(project: &Path, out: &Path) -> PathBuf {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(["plugins", "build"])
+        .arg(project)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "building {} (C plugins need clang and lld: scripts/setup.sh installs them): {}",
+        project.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    PathBuf::from(printed.lines().last().expect("the build prints the component's path"))
+}
+
 /// The lines (see `wirelens_sdk::testing::render`) a plugin's wasm build
 /// gives for `chunks` fed one per call, then `close`, in a new sandbox.
 pub fn sandbox_lines(
@@ -136,7 +157,8 @@ pub fn sandbox_lines(
     lines
 }
 
-fn new_sandbox(plugin: &wirelens::protocols::LoadedPlugin, runtime: &Runtime) -> wirelens::protocols::Sandbox {
+/// A new sandbox of `plugin`, checking results against its field names.
+pub fn new_sandbox(plugin: &wirelens::protocols::LoadedPlugin, runtime: &Runtime) -> wirelens::protocols::Sandbox {
     let mut s = wirelens::protocols::Sandbox::instantiate(runtime, plugin.pre(), Arc::from("test")).unwrap();
     s.set_field_count(plugin.meta.field_names.len());
     s
