@@ -659,10 +659,9 @@ static __always_inline bool cont_span(__u64 i, __u64 len, __u64 *off, __u32 *m, 
     return true;
 }
 
-/* One call on a flat buffer, as flat_call and its continuation loop take
- * it (a BPF function takes at most five arguments). */
-struct flat {
-    struct sock_desc d;
+/* One call on a flat buffer, as flat_call takes it beside its socket (a
+ * BPF function takes at most five arguments). */
+struct flat_args {
     __u64 pos;
     __u64 buf;
     __u64 buf_len;
@@ -675,6 +674,25 @@ struct flat {
     __u8 flags; /* WL_F_TLS or 0: on every record of the call */
 };
 
+/* The call and its socket, as its continuation loop takes them. */
+struct flat {
+    struct sock_desc d;
+    struct flat_args a;
+};
+
+/* Per thread: the call whose continuation records the bpf_loop below
+ * writes. Not a copy on the stack: the verifier counts a bpf_loop
+ * callback's frame on top of its callers' (512 bytes for the chain: the
+ * programs, flat_call and cont_step), and a build of 6.18.44 refused
+ * on_send with the copy on flat_call's stack (592 bytes). Per
+ * thread, not per CPU: an uprobe program can be preempted. */
+struct {
+    __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct flat);
+} flat_conts SEC(".maps");
+
 /* Continuation record i; 1 stops the loop (the last one, or the ring
  * buffer is full). A bpf_loop callback is verified until its states
  * converge: it writes nothing back and takes where it is from i alone
@@ -682,17 +700,20 @@ struct flat {
  * at once. (Inline, the loop was verified once per iteration and call site,
  * past the verifier's limit.) */
 static long cont_step(__u64 i, void *arg) {
-    const struct flat *c = arg;
+    const struct flat *c = bpf_task_storage_get(&flat_conts, bpf_get_current_task_btf(), 0, 0);
+    if (!c)
+        return 1;
     __u64 off;
     __u32 m;
     bool last;
-    if (!cont_span(i, c->len, &off, &m, &last))
+    const struct flat_args *a = &c->a;
+    if (!cont_span(i, a->len, &off, &m, &last))
         return 1;
-    long real = last ? c->ret - (long)off : (long)m;
+    long real = last ? a->ret - (long)off : (long)m;
     /* Inside a body a plugin skips: the size only. */
-    if (c->pos + off + m <= c->skip_until)
+    if (a->pos + off + m <= a->skip_until)
         m = 0;
-    if (!cont_record(&c->d, c->sys, real, c->direction, c->pos + off, m, c->buf + off, WL_F_CONT | c->flags))
+    if (!cont_record(&c->d, a->sys, real, a->direction, a->pos + off, m, a->buf + off, WL_F_CONT | a->flags))
         return 1;
     return last;
 }
@@ -707,32 +728,50 @@ static long cont_step(__u64 i, void *arg) {
  * counts them). Cutting it would cost the messages inside the
  * uncopied bytes, and with them calls.
  *
- * A global function: verified once, not at each of its call sites (inlined,
- * the continuation loop took on_send past the verifier's limit of a
- * million instructions). What it is given is checked here. */
-__noinline int flat_call(const struct flat *call) {
-    if (!call)
-        return 0;
-    struct flat c = *call;
-    if (c.ret <= 0)
+ * 1: continuation records follow; the call stands in the thread's
+ * flat_conts entry, for flat_records' loop. A global function: verified
+ * once, not at each of its call sites (inlined, with the loop, it took
+ * on_send past the verifier's limit of a million instructions). What it is
+ * given is checked here. */
+__noinline int flat_call(const struct sock_desc *d, const struct flat_args *call) {
+    if (!d || !call || call->ret <= 0)
         return 0;
     /* A datagram longer than the buffer (MSG_TRUNC) moved only buf_len. */
-    c.len = (__u64)c.ret < c.buf_len ? (__u64)c.ret : c.buf_len;
-    __u32 n = cap_len(c.len, c.budget);
-    bool more = c.budget == 0 && c.len > n && c.d.type == SOCK_STREAM;
-    if (!flat_record(&c.d, c.sys, more ? (long)n : c.ret, c.direction, c.pos, n, c.buf, c.flags) || !more)
+    __u64 len = (__u64)call->ret < call->buf_len ? (__u64)call->ret : call->buf_len;
+    __u32 n = cap_len(len, call->budget);
+    bool more = call->budget == 0 && len > n && d->type == SOCK_STREAM;
+    struct flat *c = NULL;
+    if (more) {
+        c = bpf_task_storage_get(&flat_conts, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+        /* No room for the thread's entry: one record, cut (counted). */
+        more = c != NULL;
+    }
+    if (!flat_record(d, call->sys, more ? (long)n : call->ret, call->direction, call->pos, n, call->buf,
+                     call->flags) ||
+        !more || !c)
         return 0;
-    bpf_loop(WL_CONT_RECORDS, cont_step, &c, 0);
-    return 0;
+    c->d = *d;
+    c->a = *call;
+    c->a.len = len;
+    return 1;
+}
+
+/* A call on a flat buffer: its first record, then its continuation records
+ * if it has any. The loop runs here, not in flat_call: the verifier adds a
+ * bpf_loop callback's frame to its caller's, and the programs' frames,
+ * flat_call's and cont_step's together came within 16 bytes of its 512. */
+static __always_inline void flat_records(const struct sock_desc *d, const struct flat_args *call) {
+    if (flat_call(d, call) > 0)
+        bpf_loop(WL_CONT_RECORDS, cont_step, NULL, 0);
 }
 
 static __always_inline void flat_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos,
                                        __u32 budget, __u64 skip_until, __u64 buf, __u64 buf_len) {
-    struct flat c = {
-        .d = *d, .pos = pos, .buf = buf, .buf_len = buf_len, .skip_until = skip_until, .ret = ret, .budget = budget,
+    struct flat_args c = {
+        .pos = pos, .buf = buf, .buf_len = buf_len, .skip_until = skip_until, .ret = ret, .budget = budget,
         .sys = sys, .direction = direction,
     };
-    flat_call(&c);
+    flat_records(d, &c);
 }
 
 /* An event in the per-CPU scratch record, header filled, no payload yet
@@ -1170,11 +1209,12 @@ static __always_inline int ssl_exit(struct pt_regs *ctx) {
         size_event_flagged(&sc->d, sys, n, dir, pos, WL_F_TLS);
         return 0;
     }
-    struct flat call = {
-        .d = sc->d, .pos = pos, .buf = c->buf, .buf_len = n, .ret = n, .skip_until = skip,
+    struct sock_desc d = sc->d;
+    struct flat_args call = {
+        .pos = pos, .buf = c->buf, .buf_len = n, .ret = n, .skip_until = skip,
         .budget = sc->budget[dir], .sys = sys, .direction = dir, .flags = WL_F_TLS,
     };
-    flat_call(&call);
+    flat_records(&d, &call);
     return 0;
 }
 
