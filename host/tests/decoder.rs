@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::daemon::{config, num, remote, Daemon};
+use common::daemon::{config, explain, num, remote, Daemon};
 use common::servers::{dnsmasq, free_port, MariaDb, Nginx, Postgres, RedisServer};
 use common::tshark::{assert_agree, observed, Capture, Tally};
 use serde_json::Value;
@@ -39,16 +39,16 @@ fn daemons() -> Vec<(u32, Daemon)> {
 
 /// Stop the daemons once both sides' calls arrived, and check none lost
 /// events in the kernel (the comparison would be meaningless).
-fn stop(daemons: Vec<(u32, Daemon)>, done: impl Fn(&[Value]) -> bool) -> Vec<(u32, Vec<Value>)> {
+fn stop(daemons: Vec<(u32, Daemon)>, done: impl Fn(&[Value]) -> bool) -> Vec<(u32, Vec<Value>, String)> {
     daemons
         .into_iter()
         .map(|(p, d)| {
             d.wait_for(Duration::from_secs(20), &done);
             std::thread::sleep(Duration::from_millis(1500));
-            let records = d.stop();
+            let (records, log) = d.stop_with_log();
             let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
             assert_eq!(num(health, "kernel_lost"), 0, "PayloadBytes {p}: events lost in the kernel");
-            (p, records)
+            (p, records, log)
         })
         .collect()
 }
@@ -71,40 +71,21 @@ fn cmd_has(what: String) -> impl Fn(&Value) -> bool {
 /// Compare both daemons, both sides, with the decoder's tally.
 fn compare(
     protocol: &str,
-    runs: &[(u32, Vec<Value>)],
+    runs: &[(u32, Vec<Value>, String)],
     decoder: Tally,
     client: &dyn Fn(&Value) -> bool,
     server: &dyn Fn(&Value) -> bool,
 ) {
     eprintln!("{protocol}: tshark {decoder:?}");
-    for (payload, records) in runs {
+    for (payload, records, log) in runs {
         for (side, pred) in [("client", client), ("server", server)] {
             let seen = observed(records, protocol, pred);
             eprintln!("{protocol}: PayloadBytes {payload}, {side}: {seen:?}");
             if (seen.calls, seen.req_bytes, seen.resp_bytes) != (decoder.calls, decoder.req_bytes, decoder.resp_bytes) {
-                explain(protocol, records, pred);
+                explain(protocol, records, pred, log);
             }
             assert_agree(&format!("{protocol}, PayloadBytes {payload}, {side} side"), seen, decoder);
         }
-    }
-}
-
-/// For a failed comparison: the side's calls per process (which client
-/// or backend lost calls) and the daemon's last health record.
-fn explain(protocol: &str, records: &[Value], side: &dyn Fn(&Value) -> bool) {
-    let mut by_process: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
-    for r in records.iter().filter(|r| r["type"] == "protocols" && r["protocol"] == protocol && side(r)) {
-        let key = format!("{} {}", r["_process_pid_"], r["_process_cmd_"]);
-        let e = by_process.entry(key).or_default();
-        e.0 += num(r, "total_count");
-        e.1 += u64::from(r["success"] == "0") * num(r, "total_count");
-        e.2 += num(r, "total_req_bytes");
-    }
-    for (process, (calls, failed, req_bytes)) in by_process {
-        eprintln!("  {process}: calls {calls}, failed {failed}, request bytes {req_bytes}");
-    }
-    if let Some(health) = records.iter().rev().find(|r| r["type"] == "health") {
-        eprintln!("  health: {health}");
     }
 }
 

@@ -20,13 +20,19 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{config, num, Daemon};
+use common::daemon::{config, explain, num, Daemon};
 use common::servers::{client_of, NatsServer};
 use common::tshark::{observed, Capture};
 use serde_json::Value;
 
 /// Publishes (and requests) of the nats-py client.
 const N: u64 = 20;
+
+/// One workload at a time: each runs a daemon that sees both. (A CI run saw
+/// the built-in plugin's client side short by 60 calls while the C
+/// plugin's test built and ran beside it; 16 runs here, 12 of them beside
+/// load, did not repeat it. On a mismatch the test prints why.)
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run_script(args: &[&str]) -> String {
     let script = common::root().join("tests/e2e/nats_calls.py");
@@ -64,6 +70,7 @@ fn the_c_plugin_counts_the_same_in_the_daemon() {
 /// check the counts on both ends; `plugin`: the plugin file that must be
 /// the one the daemon loaded for NATS.
 fn count_the_workload(wirelens: &str, plugin: Option<&std::path::Path>) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = NatsServer::start();
     let port = server.port;
     let capture = Capture::start(port);
@@ -102,9 +109,12 @@ fn count_the_workload(wirelens: &str, plugin: Option<&std::path::Path>) {
         observed(rs, "nats", &client).calls >= want_calls && observed(rs, "nats", &server_side).calls >= want_calls
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let records = daemon.stop();
+    let (records, log) = daemon.stop_with_log();
     for (what, side) in [("client", &client as &dyn Fn(&Value) -> bool), ("server", &server_side)] {
         let seen = observed(&records, "nats", side);
+        if (seen.calls, seen.failed, seen.unknown) != (want_calls, 1, 0) {
+            explain("nats", &records, side, &log);
+        }
         assert_eq!((seen.calls, seen.failed, seen.unknown), (want_calls, 1, 0), "{what}: calls, failures, unknown");
         assert_eq!(by_op(&records, side), want_ops, "{what}: calls by op");
         // Every byte is a message's but the refused publish's -ERR line,

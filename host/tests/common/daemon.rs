@@ -133,13 +133,18 @@ impl Daemon {
     }
 
     /// SIGINT, wait for the exit (pending windows are flushed), all records.
-    pub fn stop(mut self) -> Vec<Value> {
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_with_log().0
+    }
+
+    /// As [`Daemon::stop`], with the daemon's log (for [`explain`]).
+    pub fn stop_with_log(mut self) -> (Vec<Value>, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait().unwrap();
         std::thread::sleep(Duration::from_millis(200)); // let the readers drain
         assert!(status.success(), "daemon exit {status}:\n{}", self.stderr());
-        self.records()
+        (self.records(), self.stderr())
     }
 }
 
@@ -191,4 +196,28 @@ pub fn num(r: &Value, field: &str) -> u64 {
 /// The parsed `remote_info` of a record.
 pub fn remote(r: &Value) -> Value {
     serde_json::from_str(r["remote_info"].as_str().unwrap()).unwrap()
+}
+
+/// For a failed count: one side's calls of `protocol` per process and
+/// operation (which client or backend lost calls, and which kind), the
+/// daemon's last health record, and its warnings and errors (a plugin call
+/// that failed, events lost in the kernel).
+pub fn explain(protocol: &str, records: &[Value], side: &dyn Fn(&Value) -> bool, log: &str) {
+    let mut by_process: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for r in records.iter().filter(|r| r["type"] == "protocols" && r["protocol"] == protocol && side(r)) {
+        let key = format!("{} {} {}", r["_process_pid_"], r["_process_cmd_"], r["op"]);
+        let e = by_process.entry(key).or_default();
+        e.0 += num(r, "total_count");
+        e.1 += u64::from(r["success"] == "0") * num(r, "total_count");
+        e.2 += num(r, "total_req_bytes");
+    }
+    for (process, (calls, failed, req_bytes)) in by_process {
+        eprintln!("  {process}: calls {calls}, failed {failed}, request bytes {req_bytes}");
+    }
+    if let Some(health) = records.iter().rev().find(|r| r["type"] == "health") {
+        eprintln!("  health: {health}");
+    }
+    for line in log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).take(20) {
+        eprintln!("  daemon: {line}");
+    }
 }
