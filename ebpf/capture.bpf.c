@@ -680,12 +680,13 @@ struct flat {
     struct flat_args a;
 };
 
-/* Per thread: the call whose continuation records the bpf_loop below
- * writes. Not a copy on the stack: the verifier counts a bpf_loop
- * callback's frame on top of its callers' (512 bytes for the chain: the
- * programs, flat_call and cont_step), and a build of 6.18.44 refused
- * on_send with the copy on flat_call's stack (592 bytes). Per
- * thread, not per CPU: an uprobe program can be preempted. */
+/* Per thread: the call whose continuation records flat_records' bpf_loop
+ * writes. Not a copy on the stack: the verifier adds a bpf_loop callback's
+ * frame to its caller's (512 bytes for the chain), and a build of 6.18.44
+ * refused on_send when the copy and the loop were in flat_call (312 + 184
+ * + 72 bytes). The chain is now the program and flat_call or cont_step
+ * (tests/ebpf_stack.rs keeps it 64 bytes under the limit). Per thread, not
+ * per CPU: an uprobe program can be preempted. */
 struct {
     __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
     __uint(map_flags, BPF_F_NO_PREALLOC);
@@ -701,8 +702,11 @@ struct {
  * past the verifier's limit.) */
 static long cont_step(__u64 i, void *arg) {
     const struct flat *c = bpf_task_storage_get(&flat_conts, bpf_get_current_task_btf(), 0, 0);
-    if (!c)
+    if (!c) {
+        /* Never seen (flat_call wrote it just before): the rest is lost. */
+        count(WL_CNT_LOST);
         return 1;
+    }
     __u64 off;
     __u32 m;
     bool last;
@@ -757,9 +761,8 @@ __noinline int flat_call(const struct sock_desc *d, const struct flat_args *call
 }
 
 /* A call on a flat buffer: its first record, then its continuation records
- * if it has any. The loop runs here, not in flat_call: the verifier adds a
- * bpf_loop callback's frame to its caller's, and the programs' frames,
- * flat_call's and cont_step's together came within 16 bytes of its 512. */
+ * if it has any. The loop runs here, not in flat_call, so that cont_step's
+ * frame adds to the program's alone (see flat_conts). */
 static __always_inline void flat_records(const struct sock_desc *d, const struct flat_args *call) {
     if (flat_call(d, call) > 0)
         bpf_loop(WL_CONT_RECORDS, cont_step, NULL, 0);
@@ -825,7 +828,7 @@ static long iov_cont_step(__u64 i, void *arg) {
 }
 
 /* A data event whose payload is gathered from an iovec array; a long call
- * on a socket that wants whole calls continues as flat_call's does. */
+ * on a socket that wants whole calls continues as flat_records' does. */
 static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long ret, __u8 direction, __u64 pos,
                                       __u32 budget, __u64 skip_until, __u64 iovs, __u64 cnt) {
     __u32 n = cap_len(ret, budget);
@@ -1282,22 +1285,21 @@ int on_state(__u64 *ctx) {
     __u64 cookie = info->desc.cookie;
     bpf_map_delete_elem(&conn_ctl, &cookie);
     /* Said on behalf of the socket's last user (this runs in whatever
-     * context closed it), with what it moved while counted here. */
-    __u32 zero = 0;
-    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
-    if (!s)
-        return 0;
-    struct wl_counts *counts = (struct wl_counts *)s->payload;
-    counts_record(&s->ev, counts, info, WL_EV_CLOSE);
-    __u64 size = sizeof(struct wl_event) + sizeof(struct wl_counts);
-    if (bpf_ringbuf_output(&events, s, size, wakeup_flag(size)) == 0) {
+     * context closed it), with what it moved while counted here. On the
+     * stack, not in scratch_map: a close can come in softirq (a reset)
+     * while a program on the same CPU is filling a record there. */
+    struct stats_record r = {};
+    struct wl_counts *counts = &r.counts;
+    counts_record(&r.ev, counts, info, WL_EV_CLOSE);
+    __u64 size = sizeof(r);
+    if (bpf_ringbuf_output(&events, &r, size, wakeup_flag(size)) == 0) {
         count(WL_CNT_EVENTS);
         return 0;
     }
     /* The ring is full: what the socket counted waits for the daemon's
      * next flush (a close without counts is only a close). */
     if ((counts->calls[0] | counts->calls[1]) == 0 ||
-        bpf_map_update_elem(&closed_counts, &cookie, s, BPF_ANY) != 0)
+        bpf_map_update_elem(&closed_counts, &cookie, &r, BPF_ANY) != 0)
         count(WL_CNT_LOST);
     return 0;
 }

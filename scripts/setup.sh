@@ -10,7 +10,8 @@ need_target() {
 need_target wasm32-unknown-unknown
 
 # Debian packages: clang and libbpf-dev build the kernel programs (binutils'
-# readelf checks the arm64 build of them); the rest
+# readelf checks the arm64 build of them, llvm's llvm-objdump their stack
+# frames); the rest
 # are the real servers and clients of the end-to-end tests: curl and nginx,
 # iproute2 (network namespaces), python3, redis-server (with redis-cli and
 # redis-benchmark), dnsmasq and dig, MariaDB with its client and the Perl
@@ -28,7 +29,7 @@ need_target wasm32-unknown-unknown
 packages=(clang libbpf-dev binutils curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
     docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux openssl systemd git libcap2-bin
-    memcached libmemcached-tools nats-server mosquitto mosquitto-clients rabbitmq-server lld)
+    memcached libmemcached-tools nats-server mosquitto mosquitto-clients rabbitmq-server lld llvm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
