@@ -685,7 +685,7 @@ struct flat {
  * frame to its caller's (512 bytes for the chain), and a build of 6.18.44
  * refused on_send when the copy and the loop were in flat_call (312 + 184
  * + 72 bytes). The chain is now the program and flat_call or cont_step
- * (tests/ebpf_stack.rs keeps it 64 bytes under the limit). Per thread, not
+ * (tests/ebpf_arches.rs keeps it 64 bytes under the limit). Per thread, not
  * per CPU: an uprobe program can be preempted. */
 struct {
     __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
