@@ -82,8 +82,11 @@ fn tcp_bytes_are_exact_on_both_sides() {
     // Seen at the socket layer as each call completes: no time inside the
     // call is measured (0, as in iLogtail's own records).
     assert_eq!(sum(&records, "send_total_latency", client), 0);
-    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
-    assert_eq!(health["kernel_lost"], "0");
+    // Not asserted: the health record's kernel_lost. It is the whole
+    // machine's (a CI run beside scripts/with-background-load.sh lost
+    // 224,645 records of the load's own redis calls here while this test's
+    // bytes were exact). A loss that touched this test's own connection
+    // fails the exact counts above.
 }
 
 /// With ProtocolProcess off every TCP socket is counted in the kernel and
@@ -131,8 +134,8 @@ fn layer_4_only_counts_in_the_kernel_for_idle_and_closed_connections() {
     assert!(c["_process_cmd_"].as_str().unwrap().contains("echo.py client"), "{c:#?}");
     let s = records.iter().find(|r| server_rec(r)).unwrap();
     assert_eq!(remote(s)["remote_port"], cport);
+    // (kernel_lost is the whole machine's: see tcp_bytes_are_exact_on_both_sides.)
     let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
-    assert_eq!(health["kernel_lost"], "0");
     assert_ne!(health["kernel_counted"], "0", "{health:#?}");
     assert!(!records.iter().any(|r| r.get("protocol").is_some()), "no layer-7 records with ProtocolProcess off");
 }
