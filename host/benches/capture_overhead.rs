@@ -40,7 +40,7 @@ enum Payload {
 }
 
 /// What a measurement writes and reads through.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Channel {
     Tcp(usize),
     Unix(usize),
@@ -152,7 +152,9 @@ impl Daemon {
         );
         let path = std::env::temp_dir().join(format!("wl-bench-{}.yaml", std::process::id()));
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        // `--against` runs alternate this build with another one.
+        let binary = std::env::var("WL_BENCH_DAEMON").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wirelens").to_string());
+        let mut child = Command::new(binary)
             .args(["run", "-c"])
             .arg(&path)
             .env("NO_COLOR", "1")
@@ -257,17 +259,42 @@ const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Time inside the kernel programs per call, for write+read pairs under the
 /// daemon `d`: measured with the kernel's BPF run-time statistics switched
-/// on only for this (they cost two clock reads per run), over every program
-/// run: the socket send or receive program, once per call.
-fn in_kernel_ns_per_call(d: &Daemon, channel: Channel, payload: Payload) -> f64 {
+/// on only for this, over every program run (the socket send or receive
+/// program once per call, and the data-ready one per packet delivered).
+///
+/// The statistics cost something themselves: two clock reads and a
+/// per-CPU update around every run. That cost is measured in the same
+/// reading as the time per run of the cheapest program that ran (in every
+/// mode, `on_data_ready` on a TCP or unix socket: one load and a return),
+/// and the second figure is the first less that much per run. It slightly
+/// understates the programs (by that one load and return per run).
+fn in_kernel_ns_per_call(d: &Daemon, channel: Channel, payload: Payload) -> KernelNs {
     std::fs::write(STATS, "1").expect("enabling kernel.bpf_stats_enabled");
     let before = bpf_prog_stats(d.0.id());
     measure(channel, payload, CALL_PAIRS);
     let after = bpf_prog_stats(d.0.id());
     let _ = std::fs::write(STATS, "0");
-    let ns: u64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
+    let per_prog: Vec<(u64, u64)> = after.iter().zip(&before).map(|(a, b)| (a.0 - b.0, a.1 - b.1)).collect();
+    let ns: u64 = per_prog.iter().map(|p| p.0).sum();
+    let runs: u64 = per_prog.iter().map(|p| p.1).sum();
+    // Programs that ran at least once per pair.
+    let floor = per_prog
+        .iter()
+        .filter(|p| p.1 >= CALL_PAIRS as u64)
+        .map(|p| p.0 as f64 / p.1 as f64)
+        .fold(f64::INFINITY, f64::min);
+    let floor = if floor.is_finite() { floor } else { 0.0 };
     // Two calls (write and read) per pair (plus the warm-up's, a few percent).
-    ns as f64 / (2 * CALL_PAIRS) as f64
+    let calls = (2 * CALL_PAIRS) as f64;
+    KernelNs { raw: ns as f64 / calls, net: (ns as f64 - floor * runs as f64) / calls }
+}
+
+/// Time in the kernel programs per call: as the statistics measure it, and
+/// without their own cost (see `in_kernel_ns_per_call`).
+#[derive(Clone, Copy)]
+struct KernelNs {
+    raw: f64,
+    net: f64,
 }
 
 /// Processes born per exec measurement.
@@ -295,6 +322,47 @@ fn in_kernel_ns_per_exec(d: &Daemon) -> f64 {
     ns as f64 / EXECS as f64
 }
 
+/// See `--kernel-only` in main.
+fn kernel_only(channels: &[Channel], against: Option<&String>) {
+    let channels: Vec<Channel> = channels.iter().copied().filter(|&c| c != Channel::Pipe(64)).collect();
+    let builds: Vec<Option<&String>> = std::iter::once(None).chain(against.map(Some)).collect();
+    let rounds = if against.is_some() { 5 } else { 3 };
+    for mode in Mode::ALL {
+        // ns[build][channel][round]
+        let mut ns = vec![vec![vec![]; channels.len()]; builds.len()];
+        for _ in 0..rounds {
+            for (b, build) in builds.iter().enumerate() {
+                match build {
+                    Some(path) => std::env::set_var("WL_BENCH_DAEMON", path),
+                    None => std::env::remove_var("WL_BENCH_DAEMON"),
+                }
+                let d = mode.daemon();
+                for (i, &c) in channels.iter().enumerate().filter(|(_, &c)| mode.applies(c)) {
+                    ns[b][i].push(in_kernel_ns_per_call(&d, c, mode.payload()));
+                }
+            }
+        }
+        std::env::remove_var("WL_BENCH_DAEMON");
+        for (b, build) in builds.iter().enumerate() {
+            print!("{:>14} {:>10}:", mode.label(), build.map_or("this build", |_| "against"));
+            for (i, c) in channels.iter().enumerate().filter(|(_, &c)| mode.applies(c)) {
+                let (lo, mid, hi) = mmm(ns[b][i].iter().map(|k: &KernelNs| k.raw).collect());
+                let net = mmm(ns[b][i].iter().map(|k| k.net).collect()).1;
+                print!("  {} {lo:.0}/{mid:.0}/{hi:.0} (net {net:.0})", c.label());
+            }
+            println!();
+        }
+        if builds.len() == 2 {
+            print!("{:>14} {:>10}:", mode.label(), "difference");
+            for (i, c) in channels.iter().enumerate().filter(|(_, &c)| mode.applies(c)) {
+                let (lo, mid, hi) = mmm(ns[0][i].iter().zip(&ns[1][i]).map(|(a, b)| a.raw - b.raw).collect());
+                print!("  {} {lo:.0}/{mid:.0}/{hi:.0}", c.label());
+            }
+            println!();
+        }
+    }
+}
+
 fn mmm(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -304,6 +372,15 @@ fn main() {
     // SAFETY: no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the capture benchmark loads eBPF programs: run it as root");
     let channels = [Channel::Tcp(64), Channel::Tcp(4096), Channel::Unix(64), Channel::Unix(4096), Channel::Pipe(64)];
+    // `-- --kernel-only [--against BINARY]`: only the time inside the
+    // programs (about 30 s), for trying a change to them; with another
+    // daemon build, the two take turns round by round and each round's
+    // difference is paired.
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--kernel-only") {
+        kernel_only(&channels, args.iter().position(|a| a == "--against").and_then(|i| args.get(i + 1)));
+        return;
+    }
     // base[c][round]; added[mode][c][round]: ns added per call.
     let mut base = vec![vec![]; channels.len()];
     let mut with = vec![vec![vec![]; channels.len()]; Mode::ALL.len()];
@@ -322,7 +399,7 @@ fn main() {
     }
     // In-kernel time per call, apart from the rounds above so the
     // statistics do not weigh on them.
-    let kernel_ns: Vec<Vec<Option<f64>>> = Mode::ALL
+    let kernel_ns: Vec<Vec<Option<KernelNs>>> = Mode::ALL
         .iter()
         .map(|mode| {
             let d = mode.daemon();
@@ -384,12 +461,15 @@ fn main() {
         }
         println!();
     }
-    println!("time inside the kernel programs per call (kernel.bpf_stats_enabled, one run each):");
+    println!(
+        "time inside the kernel programs per call (kernel.bpf_stats_enabled, one run each; in brackets, less the \
+         statistics' own cost per program run)"
+    );
     for (i, c) in channels.iter().enumerate() {
         print!("{:>10}", c.label());
         for (m, mode) in Mode::ALL.iter().enumerate() {
             if let Some(ns) = kernel_ns[m][i] {
-                print!("  {}: {ns:.0} ns", mode.label());
+                print!("  {}: {:.0} ns ({:.0})", mode.label(), ns.raw, ns.net);
             }
         }
         println!();

@@ -110,8 +110,9 @@ fn workloads() -> Vec<Workload> {
 
 /// Calls per second through the daemon's own path (`Collector`: the
 /// connection tracker, process metadata, the layer-4 window, the plugin
-/// worker, the stitcher and the layer-7 window), events built by hand.
-fn host_path(w: &Workload) -> f64 {
+/// worker, the stitcher and the layer-7 window), events built by hand; and
+/// the ns per event spent outside the plugin calls.
+fn host_path(w: &Workload) -> (f64, f64) {
     let text = "inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      ProtocolProcess: true\nflushers:\n  - Type: flusher_stdout\n";
     let config = Config::parse(text, Path::new("l7_path.yaml")).unwrap();
     let mut collector = Collector::new(&config, None).unwrap();
@@ -122,6 +123,8 @@ fn host_path(w: &Workload) -> f64 {
     let start = Instant::now();
     let mut total = 0u64;
     let mut ts = 0u64;
+    let mut events = 0u64;
+    let plugin_before = collector.l7_plugin_cpu_ns();
     while start.elapsed() < ROUND {
         for _ in 0..32 {
             batch.clear();
@@ -137,12 +140,15 @@ fn host_path(w: &Workload) -> f64 {
             }
             collector.on_batch(&batch);
             collector.poll_l7();
+            events += batch.len() as u64;
         }
         let records = collector.flush_l7();
         total += records.iter().filter_map(|r| r.int("total_count")).sum::<u64>();
     }
     assert!(total > 0, "{}: no calls", w.name);
-    total as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed();
+    let outside = elapsed.as_nanos() as f64 - (collector.l7_plugin_cpu_ns() - plugin_before) as f64;
+    (total as f64 / elapsed.as_secs_f64(), outside / events as f64)
 }
 
 /// Messages per second (two per call) of the parser alone, natively.
@@ -165,13 +171,18 @@ fn native<P: Protocol>(w: &Workload) -> f64 {
 
 fn main() {
     println!("paired calls per second, one thread, {CONNS} connections, 3 rounds (min/median/max)");
-    println!("{:>6}  {:>30}  {:>30}", "proto", "whole host path (wasm)", "parser alone (native)");
+    println!(
+        "{:>6}  {:>30}  {:>30}  {:>30}",
+        "proto", "whole host path (wasm)", "parser alone (native)", "ns/event outside the plugin"
+    );
     // `cargo bench --bench l7_path -- redis` runs one protocol (for profiling).
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     // `--host-only`: the whole host path alone (for profiling it).
     let host_only = std::env::args().any(|a| a == "--host-only");
     for w in workloads().into_iter().filter(|w| only.is_empty() || only.iter().any(|o| o == w.name)) {
-        let mut host: Vec<f64> = (0..3).map(|_| host_path(&w)).collect();
+        let (mut host, mut outside): (Vec<f64>, Vec<f64>) = (0..3).map(|_| host_path(&w)).unzip();
+        outside.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let outside = format!("{:.0}/{:.0}/{:.0}", outside[0], outside[1], outside[2]);
         let mut nat: Vec<f64> = (0..if host_only { 0 } else { 3 })
             .map(|_| match w.name {
                 "http" => native::<wirelens_plugin_http::Http>(&w),
@@ -190,11 +201,16 @@ fn main() {
         host.sort_by(|a, b| a.partial_cmp(b).unwrap());
         nat.sort_by(|a, b| a.partial_cmp(b).unwrap());
         if host_only {
-            println!("{:>6}  {:>30}", w.name, format!("{:.0}/{:.0}/{:.0}", host[0], host[1], host[2]));
+            println!(
+                "{:>6}  {:>30}  {:>30}  {outside:>30}",
+                w.name,
+                format!("{:.0}/{:.0}/{:.0}", host[0], host[1], host[2]),
+                "-"
+            );
             continue;
         }
         println!(
-            "{:>6}  {:>30}  {:>30}",
+            "{:>6}  {:>30}  {:>30}  {outside:>30}",
             w.name,
             format!("{:.0}/{:.0}/{:.0}", host[0], host[1], host[2]),
             format!("{:.0}/{:.0}/{:.0}", nat[0], nat[1], nat[2])

@@ -244,6 +244,12 @@ impl Collector {
         health
     }
 
+    /// CPU time spent inside plugin calls so far (0 without layer 7): for
+    /// measuring the host path apart from the plugins.
+    pub fn l7_plugin_cpu_ns(&self) -> u64 {
+        self.l7.as_ref().map_or(0, |l7| l7.plugin_cpu_ns())
+    }
+
     /// The plugin registry, when layer 7 runs.
     pub fn registry(&self) -> Option<std::sync::Arc<crate::protocols::Registry>> {
         self.l7.as_ref().map(|l7| l7.registry().clone())

@@ -261,6 +261,11 @@ impl Layer7 {
         &self.registry
     }
 
+    /// CPU time spent inside plugin calls so far.
+    pub fn plugin_cpu_ns(&self) -> u64 {
+        self.worker.stats().plugin_cpu_ns
+    }
+
     pub fn health(&self, r: &mut Record) {
         let catalog = self.registry.catalog();
         let quarantined = catalog.active.iter().filter(|p| p.quarantined_until().is_some()).count();
@@ -269,6 +274,7 @@ impl Layer7 {
         r.push("plugins_quarantined", quarantined);
         r.push("l7_connections", self.worker.connections());
         r.push("l7_messages", s.messages);
+        r.push("l7_plugin_cpu_ns", s.plugin_cpu_ns);
         r.push("l7_dropped_connections", s.dropped);
         r.push("l7_orphan_responses", self.stitcher.orphan_responses);
         r.push("l7_pending_evicted", self.stitcher.pending_evicted);

@@ -101,6 +101,27 @@ fn hostile_calls_are_contained_and_counted() {
 }
 
 #[test]
+fn the_time_inside_plugin_calls_is_counted() {
+    // What the health record's `l7_plugin_cpu_ns` shows: the daemon's CPU
+    // less this is its own path. (The deadline is CPU time too.)
+    let limits = SandboxLimits::default();
+    let deadline = limits.deadline;
+    let mut h = Harness::new(limits);
+    let before = h.worker.stats().plugin_cpu_ns;
+    let (_, events, took) = h.exchange(b"REQ LOOP\n", b"RES ok\n");
+    assert!(format!("{events:?}").contains("deadline exceeded"), "{events:?}");
+    let looped = Duration::from_nanos(h.worker.stats().plugin_cpu_ns - before);
+    // The loop ran inside the call until it was stopped, and the call is
+    // all of it that was counted.
+    assert!(looped >= deadline && looped <= took, "counted {looped:?}, deadline {deadline:?}, exchange {took:?}");
+    let before = h.worker.stats().plugin_cpu_ns;
+    let (parsed, _, took) = h.exchange(b"REQ hello\n", b"RES world\n");
+    assert_eq!(parsed.len(), 2);
+    let parsed_in = Duration::from_nanos(h.worker.stats().plugin_cpu_ns - before);
+    assert!(parsed_in > Duration::ZERO && parsed_in <= took, "counted {parsed_in:?}, exchange {took:?}");
+}
+
+#[test]
 fn a_loop_after_an_idle_spell_is_still_stopped() {
     // The epoch ticker sleeps while no call runs; a call must wake it, or a
     // plugin that loops would never be interrupted.

@@ -143,6 +143,10 @@ pub struct WorkerStats {
     pub plugin_failures: u64,
     /// Connections not tracked because `max_connections` was reached.
     pub over_capacity: u64,
+    /// CPU time of the calling thread inside plugin calls (feed and close,
+    /// with their arguments' copy in and results' copy out): the daemon's
+    /// own path is the rest of its CPU time.
+    pub plugin_cpu_ns: u64,
 }
 
 enum Binding {
@@ -465,11 +469,19 @@ impl ProtocolWorker {
             plugin.stats.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let sandbox = self.slots.get_mut(&id).and_then(|s| s.sandbox.as_mut()).expect("created above");
             let fed = (&chunks, ends.as_slice());
-            result = sandbox.feed(&chunks, &data).map(|batch| self.take_batch(&plugin, batch, Some(fed)));
+            // (Two reads of the thread's CPU clock, a system call each, per
+            // call of up to `batch_chunks` chunks.)
+            let cpu_before = crate::clock::thread_cpu_ns();
+            let batch = sandbox.feed(&chunks, &data);
+            self.stats.plugin_cpu_ns += crate::clock::thread_cpu_ns().saturating_sub(cpu_before);
+            result = batch.map(|batch| self.take_batch(&plugin, batch, Some(fed)));
         }
         if result.is_ok() && !closing.is_empty() {
             let Some(sandbox) = self.slots.get_mut(&id).and_then(|s| s.sandbox.as_mut()) else { return };
-            result = sandbox.close(&closing).map(|batch| self.take_batch(&plugin, batch, None));
+            let cpu_before = crate::clock::thread_cpu_ns();
+            let batch = sandbox.close(&closing);
+            self.stats.plugin_cpu_ns += crate::clock::thread_cpu_ns().saturating_sub(cpu_before);
+            result = batch.map(|batch| self.take_batch(&plugin, batch, None));
         }
         if let Err(failure) = result {
             // Connections closed since their chunks were queued are no
