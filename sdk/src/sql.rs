@@ -54,12 +54,15 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
     let mut pending_space = false;
     while i < n && out.len() < MAX_NORMALIZED * 2 {
         let c = sql[i];
-        // White space and comments collapse into one separating space.
-        let after = skip_space_and_comments(sql, i, dialect == Dialect::MySql);
-        if after > i {
-            pending_space = true;
-            i = after;
-            continue;
+        // White space and comments collapse into one separating space. (Only
+        // these bytes can open either: the test keeps the common path cheap.)
+        if c.is_ascii_whitespace() || matches!(c, b'-' | b'#' | b'/') {
+            let after = skip_space_and_comments(sql, i, dialect == Dialect::MySql);
+            if after > i {
+                pending_space = true;
+                i = after;
+                continue;
+            }
         }
         let space = |out: &mut Vec<u8>, pending: &mut bool| {
             if *pending && !out.is_empty() {
@@ -123,10 +126,9 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
             _ => {
                 if is_word(c) {
                     space(&mut out, &mut pending_space);
-                    while i < n && is_word(sql[i]) {
-                        out.push(sql[i]);
-                        i += 1;
-                    }
+                    let end = sql[i..].iter().position(|&b| !is_word(b)).map_or(n, |at| i + at);
+                    out.extend_from_slice(&sql[i..end]);
+                    i = end;
                 } else {
                     // Punctuation: no space before `,` `)` `.`, none after `(` `.`.
                     if matches!(c, b',' | b')' | b'.' | b';') || out.last().is_some_and(|&b| b == b'(' || b == b'.') {
@@ -141,8 +143,9 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
             }
         }
     }
-    let out = collapse_lists(&out);
-    let mut text = String::from_utf8_lossy(&out).into_owned();
+    // Without a `(` there is no list to collapse.
+    let out = if out.contains(&b'(') { collapse_lists(&out) } else { out };
+    let mut text = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     if text.len() > MAX_NORMALIZED {
         let mut cut = MAX_NORMALIZED;
         while !text.is_char_boundary(cut) {
@@ -181,8 +184,22 @@ fn ends_with_keyword(text: &[u8]) -> bool {
 }
 
 fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+    WORD[b as usize]
 }
+
+/// Bytes that continue a word: ASCII letters, digits, `_`, and any byte of
+/// a multi-byte UTF-8 character. A table, because word runs are most of
+/// the text and a load beats four comparisons per byte.
+const WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+        b += 1;
+    }
+    table
+};
 
 /// Index after any white space and comments starting at `i`.
 fn skip_space_and_comments(sql: &[u8], mut i: usize, hash_comments: bool) -> usize {
