@@ -45,7 +45,13 @@ fn producers_and_a_consumer_are_counted_on_both_ends() {
         "kafka_calls.py: {} (kafka-python: scripts/setup.sh installs it)",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("consumed {}", 2 * N + 1));
+    // The N+1 acknowledged messages at least are consumed; the N acks=0 ones
+    // are not guaranteed to be stored (a CI run beside other tests consumed
+    // 22 of 41: Tansu kept none of them), and the counts below come from
+    // tshark, whatever was sent.
+    let said = String::from_utf8_lossy(&out.stdout);
+    let consumed: u64 = said.trim().strip_prefix("consumed ").and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!((N + 1..=2 * N + 1).contains(&consumed), "kafka_calls.py: {said} (want {} to {})", N + 1, 2 * N + 1);
     std::thread::sleep(Duration::from_millis(1000));
     let (decoded, keys) = capture.stop().kafka(port);
     let want_apis: BTreeMap<String, u64> = keys
