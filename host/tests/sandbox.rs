@@ -115,7 +115,10 @@ fn the_time_inside_plugin_calls_is_counted() {
     // all of it that was counted. (The ticker that stops it reads the
     // thread's clock on its own: a CI run counted 9.994 ms of 10, so a
     // millisecond of slack below the deadline.)
-    assert!(looped + Duration::from_millis(1) >= deadline && looped <= took, "counted {looped:?}, deadline {deadline:?}, exchange {took:?}");
+    assert!(
+        looped + Duration::from_millis(1) >= deadline && looped <= took,
+        "counted {looped:?}, deadline {deadline:?}, exchange {took:?}"
+    );
     let before = h.worker.stats().plugin_cpu_ns;
     let (parsed, _, took) = h.exchange(b"REQ hello\n", b"RES world\n");
     assert_eq!(parsed.len(), 2);
