@@ -234,6 +234,17 @@ struct {
     __type(value, struct ssl_call);
 } ssl_calls SEC(".maps");
 
+/* 1 once the daemon attached the uprobes to a TLS library: until then no
+ * SSL call can be in progress, and a socket call skips the thread-storage
+ * lookup that asks (about 20 ns; ProtocolProcess: false or Tls: false never
+ * attach them). */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
+} tls_hooked SEC(".maps");
+
 /* Per SSL object of a process: its socket (calls served from the library's
  * buffer touch no socket) and its plaintext stream positions. */
 struct ssl_key {
@@ -946,6 +957,10 @@ static __always_inline void note_owner(struct sock_info *info, __u32 pid) {
 /* A socket call made inside an SSL_write/SSL_read: the socket is TLS, and
  * it is the call's socket. */
 static __always_inline void note_ssl_socket(struct task_struct *task, struct sock_info *info) {
+    __u32 zero = 0;
+    __u32 *hooked = bpf_map_lookup_elem(&tls_hooked, &zero);
+    if (!hooked || !*hooked)
+        return;
     struct ssl_call *c = bpf_task_storage_get(&ssl_calls, task, 0, 0);
     if (!c || !c->ssl)
         return;

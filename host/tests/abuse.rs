@@ -103,9 +103,10 @@ fn a_connection_flood_stays_under_the_caps() {
     assert!(rss < 256 << 20, "peak RSS {rss} bytes");
     let last = health.last().unwrap();
     println!(
-        "flood: peak tracked {peak_tracked}, over capacity {over}, peak RSS {} MiB, kernel lost {}, events {}",
+        "flood: peak tracked {peak_tracked}, over capacity {over}, peak RSS {} MiB, kernel lost {}, events {}; {}",
         rss >> 20,
         last["kernel_lost"],
-        last["events"]
+        last["events"],
+        text.trim().replace('\n', ", ")
     );
 }
