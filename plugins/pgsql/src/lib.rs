@@ -69,6 +69,18 @@ const PROTOCOL_MAJOR: u32 = 3;
 /// Type bytes the server sends.
 const BACKEND_TYPES: &[u8] = b"123ACDEGHIKNRSTVWZcdnstv";
 
+/// [`BACKEND_TYPES`] as a table by byte: every message of a response is
+/// checked (a slice search was 6% of the parser's time on small results).
+const IS_BACKEND_TYPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < BACKEND_TYPES.len() {
+        table[BACKEND_TYPES[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// First words of statements, for detection.
 const SQL_VERBS: &[&str] = &[
     "SELECT",
@@ -280,7 +292,7 @@ impl Protocol for Pgsql {
         }
         match head.first() {
             Some(b'E') => Some(Meta::response(false)),
-            Some(&t) if BACKEND_TYPES.contains(&t) => Some(Meta::response(true)),
+            Some(&t) if IS_BACKEND_TYPE[usize::from(t)] => Some(Meta::response(true)),
             _ => None,
         }
     }
@@ -499,7 +511,7 @@ fn parse_response(conn: &mut Conn, buf: &[u8], truncated: bool, fields: &mut Fie
             _ => {}
         }
     }
-    if !BACKEND_TYPES.contains(&tag) {
+    if !IS_BACKEND_TYPE[usize::from(tag)] {
         return Step::Invalid(format!("unknown backend message type {}", show(tag)));
     }
     let peek = if tag == b'E' { PEEK } else { 0 };
