@@ -48,7 +48,29 @@ pub fn verb(sql: &[u8]) -> String {
 
 /// Normalize `sql` (see the module documentation). Invalid UTF-8 is replaced.
 pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(sql.len().min(MAX_NORMALIZED));
+    let mut text = String::new();
+    normalize_into(sql, dialect, &mut text);
+    text
+}
+
+/// Normalize `sql` into the field `key`. The text is built in a buffer kept
+/// from call to call, so a statement costs no allocation of its own.
+pub fn normalize_field(fields: &mut crate::Fields, key: crate::FieldKey, sql: &[u8], dialect: Dialect) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    SCRATCH.with_borrow_mut(|text| {
+        normalize_into(sql, dialect, text);
+        fields.str(key, text);
+    });
+}
+
+/// [`normalize`] into `text`, replacing what it held and reusing its
+/// allocation.
+pub fn normalize_into(sql: &[u8], dialect: Dialect, text: &mut String) {
+    let mut out = std::mem::take(text).into_bytes();
+    out.clear();
+    out.reserve(sql.len().min(MAX_NORMALIZED));
     let mut i = 0;
     let n = sql.len();
     let mut pending_space = false;
@@ -145,7 +167,7 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
     }
     // Without a `(` there is no list to collapse.
     let out = if out.contains(&b'(') { collapse_lists(&out) } else { out };
-    let mut text = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    *text = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     if text.len() > MAX_NORMALIZED {
         let mut cut = MAX_NORMALIZED;
         while !text.is_char_boundary(cut) {
@@ -153,7 +175,6 @@ pub fn normalize(sql: &[u8], dialect: Dialect) -> String {
         }
         text.truncate(cut);
     }
-    text
 }
 
 /// `x + -5` and `x + 5` are one statement shape: a sign written right

@@ -29,7 +29,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use wirelens_sdk::cursor::Cursor;
-use wirelens_sdk::sql::{normalize, Dialect};
+use wirelens_sdk::sql::{normalize, normalize_field, Dialect};
 use wirelens_sdk::{Ctx, Direction, FieldKey, Fields, Info, Meta, Protocol, Role, Step};
 
 pub mod cases;
@@ -329,10 +329,14 @@ fn request(conn: &mut Conn, p: &Packet, truncated: bool, fields: &mut Fields) ->
             if !p.has(1 + SQL_TEXT) && !truncated {
                 return Step::NeedMore;
             }
-            let sql = normalize(&body[..body.len().min(SQL_TEXT)], Dialect::MySql);
-            fields.str(SQL, &sql);
+            let text = &body[..body.len().min(SQL_TEXT)];
             if command == 0x16 {
+                // A prepared statement's text is kept for its executions.
+                let sql = normalize(text, Dialect::MySql);
+                fields.str(SQL, &sql);
                 expect = Some(Expect::Prepare(sql.into()));
+            } else {
+                normalize_field(fields, SQL, text, Dialect::MySql);
             }
         }
         0x17 | 0x19 | 0x1a | 0x1c => {

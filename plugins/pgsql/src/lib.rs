@@ -442,7 +442,7 @@ fn simple_query(conn: &mut Conn, frame: &Frame, fields: &mut Fields) -> Step {
     conn.batch = Batch::default();
     conn.last_synced = false;
     fields.str(COMMAND, "QUERY");
-    fields.str(SQL, &normalize(text));
+    sql::normalize_field(fields, SQL, text, Dialect::Postgres);
     Step::Complete(frame.wire_len, Meta::request())
 }
 
