@@ -235,9 +235,9 @@ struct {
 } ssl_calls SEC(".maps");
 
 /* 1 once the daemon attached the uprobes to a TLS library: until then no
- * SSL call can be in progress, and a socket call skips the thread-storage
- * lookup that asks (about 20 ns; ProtocolProcess: false or Tls: false never
- * attach them). */
+ * SSL call can be in progress, and a TCP call skips the thread-storage
+ * lookup that asks (measured: 33-39 ns a call; ProtocolProcess: false or
+ * Tls: false never attach them). */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
