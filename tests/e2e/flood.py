@@ -59,12 +59,16 @@ def connect(byte):
     test is about the daemon, not about the listener's queues."""
     global retried
     for _ in range(5):
+        c = None
         try:
             c = socket.create_connection(addr, timeout=5)
             c.send(byte)
             return c
         except (ConnectionResetError, ConnectionRefusedError, socket.timeout):
             retried += 1
+            # A connection whose send failed is not kept open.
+            if c is not None:
+                c.close()
     raise RuntimeError(f"5 tries to connect failed ({retried} retries so far)")
 
 
