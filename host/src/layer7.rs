@@ -285,9 +285,6 @@ impl Layer7 {
     }
 }
 
-/// A protocol's (requests, responses) budget as [egress, ingress] for a
-/// process in `role` (a client sends requests; a server receives them);
-/// the larger of the two either way when the role is unknown.
 /// Count a connection's completed calls.
 fn aggregate(window: &mut L7Window, at: Endpoint, calls: &mut Vec<Call>) {
     for call in calls.drain(..) {
@@ -295,6 +292,9 @@ fn aggregate(window: &mut L7Window, at: Endpoint, calls: &mut Vec<Call>) {
     }
 }
 
+/// A protocol's (requests, responses) budget as [egress, ingress] for a
+/// process in `role` (a client sends requests; a server receives them);
+/// the larger of the two either way when the role is unknown.
 fn by_direction((request, response): (u32, u32), role: Role) -> [u32; 2] {
     let either = if request == 0 || response == 0 { 0 } else { request.max(response) };
     match role {

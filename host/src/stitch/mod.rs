@@ -3,10 +3,12 @@
 //! request's first byte to the response's last byte, and requests left
 //! unanswered reported as failed after a timeout.
 
-use std::collections::VecDeque;
+mod by_id;
 
-use crate::fast_hash::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use by_id::ById;
 
 use crate::protocols::{FieldSet, LoadedPlugin, MessageKind, Parsed};
 
@@ -61,7 +63,7 @@ impl Waiting {
 #[derive(Default)]
 pub struct Pending {
     fifo: VecDeque<Waiting>,
-    by_id: HashMap<u64, Waiting>,
+    by_id: ById<Waiting>,
     /// Requests given up past the bound, oldest first, whose responses are
     /// still to come: each takes the next response in order, so the rest
     /// stay paired with their own (and when the last was sent).
@@ -121,7 +123,7 @@ impl Stitcher {
             }
             MessageKind::Response => {
                 let req = match m.pair_id {
-                    Some(id) => pending.by_id.remove(&id),
+                    Some(id) => pending.by_id.remove(id),
                     None if pending.skipped > 0 => {
                         // The answer to a request given up: already counted.
                         pending.skipped -= 1;
@@ -152,10 +154,10 @@ impl Stitcher {
                 old
             }
             None => {
-                let Some(&id) = pending.by_id.iter().min_by_key(|(_, w)| w.start_ns).map(|(id, _)| id) else {
+                let Some(id) = pending.by_id.iter().min_by_key(|(_, w)| w.start_ns).map(|(id, _)| id) else {
                     return;
                 };
-                pending.by_id.remove(&id).unwrap()
+                pending.by_id.remove(id).expect("just seen")
             }
         };
         self.waiting -= 1;
@@ -180,13 +182,11 @@ impl Stitcher {
             self.waiting -= 1;
             out.push(unanswered(pending.fifo.pop_front().unwrap()));
         }
-        if !pending.by_id.is_empty() {
-            let expired: Vec<u64> = pending.by_id.iter().filter(|(_, w)| old(w)).map(|(k, _)| *k).collect();
-            for k in expired {
-                self.waiting -= 1;
-                out.push(unanswered(pending.by_id.remove(&k).unwrap()));
-            }
-        }
+        let waiting = &mut self.waiting;
+        pending.by_id.take_where(old, |w| {
+            *waiting -= 1;
+            out.push(unanswered(w));
+        });
     }
 }
 
