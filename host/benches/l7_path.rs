@@ -20,6 +20,30 @@ use wirelens_sdk::{Engine, Protocol};
 const CONNS: u64 = 64;
 const ROUND: Duration = Duration::from_millis(700);
 
+/// A round goes on for `ROUND`, or with `L7_PATH_BATCHES=N` for N steps
+/// of 32 batches (for instruction counts, e.g. under callgrind).
+struct Round {
+    start: Instant,
+    left: Option<u64>,
+}
+
+impl Round {
+    fn new() -> Self {
+        Self { start: Instant::now(), left: std::env::var("L7_PATH_BATCHES").ok().and_then(|n| n.parse().ok()) }
+    }
+
+    fn more(&mut self) -> bool {
+        match &mut self.left {
+            None => self.start.elapsed() < ROUND,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
+}
+
 struct Workload {
     name: &'static str,
     request: Vec<u8>,
@@ -115,7 +139,10 @@ fn workloads() -> Vec<Workload> {
 fn host_path(w: &Workload) -> (f64, f64) {
     let text = "inputs:\n  - Type: observer_ilogtail_network_v1\n    Common:\n      ProtocolProcess: true\nflushers:\n  - Type: flusher_stdout\n";
     let config = Config::parse(text, Path::new("l7_path.yaml")).unwrap();
-    let mut collector = Collector::new(&config, None).unwrap();
+    // Compiled plugins cached across rounds (compiling all of them took
+    // most of a run's time).
+    let cache = std::env::temp_dir().join("wirelens-l7-path-cache");
+    let mut collector = Collector::new(&config, Some(cache)).unwrap();
     let proc = ProcKey { pid: std::process::id(), start_ns: 1 };
     let server = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), w.port);
     let local = |conn: u64| (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 40_000 + conn as u16);
@@ -125,7 +152,8 @@ fn host_path(w: &Workload) -> (f64, f64) {
     let mut ts = 0u64;
     let mut events = 0u64;
     let plugin_before = collector.l7_plugin_cpu_ns();
-    while start.elapsed() < ROUND {
+    let mut round = Round::new();
+    while round.more() {
         for _ in 0..32 {
             batch.clear();
             for conn in 0..CONNS {
@@ -161,7 +189,8 @@ fn native<P: Protocol>(w: &Workload) -> f64 {
     let (cols, data) = to_wire(&chunks);
     let start = Instant::now();
     let mut msgs = 0u64;
-    while start.elapsed() < ROUND {
+    let mut round = Round::new();
+    while round.more() {
         for _ in 0..32 {
             msgs += engine.feed(&cols, &data).len() as u64;
         }

@@ -84,3 +84,35 @@ impl FieldSets {
         set
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::{Registry, Runtime, SandboxLimits};
+
+    /// The same plugin and fields are one set; any difference (a value, a
+    /// key, where one value ends and the next begins, the plugin) another.
+    #[test]
+    fn same_fields_one_set() {
+        let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
+        registry.load_builtins();
+        let catalog = registry.catalog();
+        let (http, redis) = (catalog.get("http").unwrap(), catalog.get("redis").unwrap());
+        let mut sets = FieldSets::default();
+        let mut id = |p, f: &[(u16, &str)]| sets.intern(p, f.iter().copied()).id;
+        let get = id(http, &[(0, "GET"), (1, "/a")]);
+        assert_eq!(id(http, &[(0, "GET"), (1, "/a")]), get);
+        let others = [
+            id(http, &[(0, "GET"), (1, "/b")]),
+            id(http, &[(0, "GET"), (2, "/a")]),
+            id(http, &[(0, "GE"), (1, "T/a")]),
+            id(http, &[(0, "GET")]),
+            id(redis, &[(0, "GET"), (1, "/a")]),
+        ];
+        let mut all = others.to_vec();
+        all.push(get);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 6, "{others:?} and {get}");
+    }
+}
