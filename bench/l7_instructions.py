@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Instructions per event of the daemon's layer-7 path outside the plugin,
+counted by callgrind: the same from run to run, whatever else this noisy
+VM does (its wall clock does not resolve 20 ns per event between builds).
+
+Each protocol runs `l7_path BINARY PROTOCOL --host-only` under
+`valgrind --tool=callgrind` with `L7_PATH_BATCHES=N` (fixed rounds), and
+reports per event: `l7_path::host_path` minus `Collector::new` (loading the
+plugins) minus the plugin calls (`Sandbox::feed`, `Sandbox::close`: the
+sandbox, the lifting of their results and the wasm), and the plugin calls
+themselves. The bench's own building of events (about 100-140 per event)
+stays in the first figure.
+
+    cargo bench -p wirelens --bench l7_path --no-run   # prints the binary
+    cp target/release/deps/l7_path-HASH /tmp/l7_before  # then change, rebuild
+    python3 bench/l7_instructions.py /tmp/l7_before target/release/deps/l7_path-HASH [PROTOCOL...]
+
+Runs from anywhere (the bench is run in `host/`); needs valgrind.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+PROTOCOLS = "http redis http2 memcached nats mqtt kafka amqp dns mysql pgsql".split()
+EVENTS_PER_STEP = 32 * 64 * 2  # batches per step, connections, events per call
+ROUNDS = 3
+
+
+def inclusive(out_file):
+    """Inclusive instruction counts by function name."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", out_file], capture_output=True, text=True, check=True
+    ).stdout
+    counts = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+) \(.*?\)\s+\S*?:(\S+)", line)
+        if m:
+            counts.setdefault(m.group(2), int(m.group(1).replace(",", "")))
+    return counts
+
+
+def measure(binary, protocol, batches, workdir):
+    out = os.path.join(workdir, f"cg.{os.path.basename(binary)}.{protocol}")
+    env = dict(os.environ, L7_PATH_BATCHES=str(batches))
+    subprocess.run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, protocol, "--host-only"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    c = inclusive(out)
+    events = ROUNDS * batches * EVENTS_PER_STEP
+    plugin = c.get("wirelens::protocols::sandbox::Sandbox::feed", 0) + c.get(
+        "wirelens::protocols::sandbox::Sandbox::close", 0
+    )
+    if "l7_path::host_path" not in c or plugin == 0:
+        sys.exit(f"{binary} {protocol}: no host_path or plugin calls in the profile (a release build of l7_path?)")
+    host = c["l7_path::host_path"] - c.get("wirelens::collector::Collector::new", 0) - plugin
+    return host / events, plugin / events
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("binaries", nargs="+", help="one l7_path binary, or two to compare (before, after)")
+    ap.add_argument("--batches", type=int, default=10, help="steps of 32 batches per round (3 rounds)")
+    ap.add_argument("--only", nargs="*", default=None, help="protocols (default: all)")
+    args = ap.parse_args()
+    binaries = [os.path.abspath(b) for b in args.binaries[:2]]
+    protocols = args.only or PROTOCOLS
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is missing: apt-get install valgrind")
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "host"))
+    with tempfile.TemporaryDirectory() as workdir:
+        head = "".join(f"{os.path.basename(b)[:20]:>22}" for b in binaries)
+        print(f"instructions per event, outside the plugin ({ROUNDS} rounds of {args.batches} x 32 batches)")
+        print(f"{'proto':>10}{head}{'change' if len(binaries) == 2 else '':>9}{'plugin':>9}")
+        for p in protocols:
+            figures = [measure(b, p, args.batches, workdir) for b in binaries]
+            cols = "".join(f"{host:22.0f}" for host, _ in figures)
+            change = ""
+            if len(figures) == 2:
+                change = f"{100 * (figures[1][0] - figures[0][0]) / figures[0][0]:+.1f}%"
+            print(f"{p:>10}{cols}{change:>9}{figures[-1][1]:9.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
