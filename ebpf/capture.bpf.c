@@ -234,16 +234,25 @@ struct {
     __type(value, struct ssl_call);
 } ssl_calls SEC(".maps");
 
-/* 1 once the daemon attached the uprobes to a TLS library: until then no
- * SSL call can be in progress, and a TCP call skips the thread-storage
- * lookup that asks (measured: 33-39 ns a call; ProtocolProcess: false or
- * Tls: false never attach them). */
+/* SSL calls in progress on the whole machine (entered, not yet returned,
+ * by threads that still live). While there are none, a TCP call skips the
+ * thread-storage lookup that asks whether it runs inside one (measured:
+ * 33-39 ns a call), so a hooked TLS library costs the other sockets
+ * nothing between its calls. A thread sees its own call counted: it
+ * counted it itself before its socket calls. */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, __u32);
-} tls_hooked SEC(".maps");
+    __type(value, __s64);
+} ssl_in_flight SEC(".maps");
+
+static __always_inline void ssl_in_flight_add(__s64 n) {
+    __u32 zero = 0;
+    __s64 *in_flight = bpf_map_lookup_elem(&ssl_in_flight, &zero);
+    if (in_flight)
+        __sync_fetch_and_add(in_flight, n);
+}
 
 /* Per SSL object of a process: its socket (calls served from the library's
  * buffer touch no socket) and its plaintext stream positions. */
@@ -958,8 +967,8 @@ static __always_inline void note_owner(struct sock_info *info, __u32 pid) {
  * it is the call's socket. */
 static __always_inline void note_ssl_socket(struct task_struct *task, struct sock_info *info) {
     __u32 zero = 0;
-    __u32 *hooked = bpf_map_lookup_elem(&tls_hooked, &zero);
-    if (!hooked || !*hooked)
+    __s64 *in_flight = bpf_map_lookup_elem(&ssl_in_flight, &zero);
+    if (!in_flight || *in_flight <= 0)
         return;
     struct ssl_call *c = bpf_task_storage_get(&ssl_calls, task, 0, 0);
     if (!c || !c->ssl)
@@ -1165,6 +1174,9 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, bool ex) {
     struct ssl_call *c = bpf_task_storage_get(&ssl_calls, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
     if (!c)
         return 0;
+    /* (A call whose return was missed is still counted: not twice.) */
+    if (!c->ssl)
+        ssl_in_flight_add(1);
     c->ssl = FUNC_ARG_1(ctx);
     c->buf = FUNC_ARG_2(ctx);
     c->moved = ex ? FUNC_ARG_4(ctx) : 0;
@@ -1186,6 +1198,7 @@ static __always_inline int ssl_exit(struct pt_regs *ctx) {
         return 0;
     struct ssl_key k = {.ssl = c->ssl, .tgid = bpf_get_current_pid_tgid() >> 32};
     c->ssl = 0;
+    ssl_in_flight_add(-1);
     long ret = (int)FUNC_RET(ctx);
     long n = ret;
     if (c->moved) {
@@ -1475,6 +1488,13 @@ int on_fork(__u64 *ctx) {
 SEC("tp_btf/sched_process_exit")
 int on_exit(__u64 *ctx) {
     struct task_struct *task = (struct task_struct *)ctx[0];
+    /* A thread that ends inside an SSL call (killed while it waited in
+     * SSL_read) never returns from it. */
+    struct ssl_call *c = bpf_task_storage_get(&ssl_calls, task, 0, 0);
+    if (c && c->ssl) {
+        c->ssl = 0;
+        ssl_in_flight_add(-1);
+    }
     if (task->pid != task->tgid)
         return 0; /* a thread */
     __u32 pid = task->tgid;

@@ -143,7 +143,7 @@ fn pump(mut a: impl Write, mut b: impl Read, size: usize, payload: Payload, pair
     start.elapsed().as_nanos() as f64 / pairs as f64
 }
 
-struct Daemon(Child);
+struct Daemon(Child, std::sync::mpsc::Receiver<String>);
 
 impl Daemon {
     fn start(common_extra: &str, ebpf_extra: &str) -> Self {
@@ -170,8 +170,29 @@ impl Daemon {
             }
             line.clear();
         }
-        std::thread::spawn(move || for _ in err.lines() {});
-        Self(child)
+        let (lines, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        Self(child, log)
+    }
+
+    /// Wait (at most 30 s) until the daemon has hooked a TLS library this
+    /// process maps (`--tls-hooked`): it looks at processes it saw talk, so
+    /// this one talks meanwhile.
+    fn wait_tls_hooked(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            measure(Channel::Tcp(64), Payload::Requests, 10);
+            while let Ok(line) = self.1.recv_timeout(Duration::from_millis(100)) {
+                if line.contains("TLS library attached") {
+                    return;
+                }
+            }
+        }
+        panic!("the daemon did not attach to libssl within 30 s (is Wirelens.Tls on?)");
     }
 
     /// utime + stime of the daemon, in seconds.
@@ -322,8 +343,20 @@ fn in_kernel_ns_per_exec(d: &Daemon) -> f64 {
     ns as f64 / EXECS as f64
 }
 
+/// `--tls-hooked`: this process maps OpenSSL's libssl, so a daemon that
+/// parses protocols hooks it, as it would on any host where a client or
+/// server uses OpenSSL (layer 4 only and filtered daemons never hook it).
+fn map_libssl() {
+    // SAFETY: a NUL-terminated name; the handle is kept for the process's life.
+    let handle = unsafe { libc::dlopen(c"libssl.so.3".as_ptr(), libc::RTLD_NOW) };
+    assert!(!handle.is_null(), "--tls-hooked needs libssl.so.3 (apt-get install libssl3)");
+}
+
 /// See `--kernel-only` in main.
-fn kernel_only(channels: &[Channel], against: Option<&String>) {
+fn kernel_only(channels: &[Channel], against: Option<&String>, tls_hooked: bool) {
+    if tls_hooked {
+        map_libssl();
+    }
     let channels: Vec<Channel> = channels.iter().copied().filter(|&c| c != Channel::Pipe(64)).collect();
     let builds: Vec<Option<&String>> = std::iter::once(None).chain(against.map(Some)).collect();
     let rounds = if against.is_some() { 5 } else { 3 };
@@ -337,6 +370,9 @@ fn kernel_only(channels: &[Channel], against: Option<&String>) {
                     None => std::env::remove_var("WL_BENCH_DAEMON"),
                 }
                 let d = mode.daemon();
+                if tls_hooked && matches!(mode, Mode::Captured | Mode::BodySkipped) {
+                    d.wait_tls_hooked();
+                }
                 for (i, &c) in channels.iter().enumerate().filter(|(_, &c)| mode.applies(c)) {
                     ns[b][i].push(in_kernel_ns_per_call(&d, c, mode.payload()));
                 }
@@ -372,13 +408,15 @@ fn main() {
     // SAFETY: no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the capture benchmark loads eBPF programs: run it as root");
     let channels = [Channel::Tcp(64), Channel::Tcp(4096), Channel::Unix(64), Channel::Unix(4096), Channel::Pipe(64)];
-    // `-- --kernel-only [--against BINARY]`: only the time inside the
-    // programs (about 30 s), for trying a change to them; with another
-    // daemon build, the two take turns round by round and each round's
-    // difference is paired.
+    // `-- --kernel-only [--against BINARY] [--tls-hooked]`: only the time
+    // inside the programs (about 30 s), for trying a change to them; with
+    // another daemon build, the two take turns round by round and each
+    // round's difference is paired; `--tls-hooked`: with a TLS library
+    // hooked (see `map_libssl`).
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--kernel-only") {
-        kernel_only(&channels, args.iter().position(|a| a == "--against").and_then(|i| args.get(i + 1)));
+        let against = args.iter().position(|a| a == "--against").and_then(|i| args.get(i + 1));
+        kernel_only(&channels, against, args.iter().any(|a| a == "--tls-hooked"));
         return;
     }
     // base[c][round]; added[mode][c][round]: ns added per call.

@@ -233,6 +233,7 @@ impl Collector {
         health.push("tls_libraries_failed", capture.tls_libraries_failed);
         health.push("tls_calls", capture.tls_calls);
         health.push("tls_no_socket", capture.tls_no_socket);
+        health.push("tls_calls_in_progress", capture.tls_calls_in_progress);
         health.push("connections", self.tracker.len());
         health.push("connections_over_capacity", t.over_capacity);
         health.push("connections_expired", t.expired);

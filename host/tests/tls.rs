@@ -235,6 +235,38 @@ fn python_ssl_pair_started_before_the_daemon() {
     }
 }
 
+/// SSL calls in progress are counted machine-wide (a TCP call asks whether
+/// it runs inside one only while any are): a client and a server waiting
+/// inside SSL_read are counted, and a client killed there (its return
+/// probe never runs) stops being counted when its thread ends, as the
+/// server does when its read returns.
+#[test]
+fn ssl_calls_in_progress_end_with_their_threads() {
+    let _serial = lock();
+    let root = web_root();
+    let cert: Cert = self_signed();
+    let port = free_port();
+    let mut server = python_server(port, &cert, root.path());
+    let (mut client, mut out) = waiting_client(&["hang", &port.to_string()], None);
+    let daemon = Daemon::start(&config("DropLocalConnections: false", "", ""));
+    let attached = daemon.wait_for(Duration::from_secs(15), |rs| latest_health(rs, "tls_libraries") >= 1);
+    assert!(attached, "libssl not attached: {}", daemon.stderr());
+    // Other processes of the machine may be inside SSL calls too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = latest_health(&daemon.records(), "tls_calls_in_progress");
+    writeln!(client.stdin.as_mut().unwrap()).unwrap();
+    assert_eq!(line_of(&mut out), "hanging");
+    let in_progress = |rs: &[Value]| latest_health(rs, "tls_calls_in_progress");
+    let waiting = daemon.wait_for(Duration::from_secs(10), |rs| in_progress(rs) > before);
+    assert!(waiting, "a client waiting in SSL_read is not counted: {} before, {}", before, health(&daemon.records()));
+    client.kill().unwrap();
+    let _ = client.wait();
+    let ended = daemon.wait_for(Duration::from_secs(10), |rs| in_progress(rs) <= before);
+    let records = daemon.stop();
+    finish(&mut server);
+    assert!(ended, "a thread killed inside SSL_read is still counted: {before} before, {}", health(&records));
+}
+
 /// The Python `ssl` HTTPS server of tests/e2e/tls_pair.py serving `root`, ready.
 fn python_server(port: u16, cert: &Cert, root: &std::path::Path) -> Child {
     let mut server = Command::new("python3")

@@ -12,6 +12,10 @@ late PORT N: load OpenSSL only when told (a line on stdin), as a program
 that loads it late (dlopen) does: then one GET, "connected", and after
 another line N GETs and one of /missing on the same connection, "done ...".
 
+hang PORT: print "waiting", wait for a line, connect and shake hands,
+print "hanging", then wait inside SSL_read for bytes the server never
+sends, until killed.
+
 OpenSSL (Python's `ssl`, which `http.client` imports) is imported only
 where it is used, for `late`.
 """
@@ -78,10 +82,26 @@ def late(port, n):
     print("done", " ".join(statuses), flush=True)
 
 
+def hang(port):
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    print("waiting", flush=True)
+    sys.stdin.readline()
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))))
+    print("hanging", flush=True)
+    s.recv(1)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(*sys.argv[2:5])
     elif sys.argv[1] == "late":
         late(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "hang":
+        hang(sys.argv[2])
     else:
         client(sys.argv[2], sys.argv[3], len(sys.argv) > 4)

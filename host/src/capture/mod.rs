@@ -117,6 +117,9 @@ pub struct CaptureStats {
     /// whose socket was unknown (not recorded).
     pub tls_calls: u64,
     pub tls_no_socket: u64,
+    /// SSL calls in progress on the machine now (entered, not returned):
+    /// while there are any, every TCP call asks whether it runs inside one.
+    pub tls_calls_in_progress: u64,
 }
 
 /// Attached programs and the reader thread; dropping it detaches everything.
@@ -128,6 +131,7 @@ pub struct Capture {
     closed_counts: BpfHashMap<MapData, u64, [u8; COUNTS_RECORD]>,
     ctl_gen: Array<MapData, u32>,
     generation: u32,
+    ssl_in_flight: Array<MapData, i64>,
     procs: reader::Procs,
     /// Processes the daemon's reads of the kernel's counts described.
     seen: reader::Seen,
@@ -158,6 +162,7 @@ impl Capture {
         let conn_ctl = BpfHashMap::try_from(ebpf.take_map("conn_ctl").context("conn_ctl map")?)?;
         let closed_counts = BpfHashMap::try_from(ebpf.take_map("closed_counts").context("closed_counts map")?)?;
         let ctl_gen = Array::try_from(ebpf.take_map("ctl_gen").context("ctl_gen map")?)?;
+        let ssl_in_flight = Array::try_from(ebpf.take_map("ssl_in_flight").context("ssl_in_flight map")?)?;
         let stop = Arc::new(AtomicBool::new(false));
         let malformed = Arc::new(AtomicU64::new(0));
         let reader = {
@@ -182,6 +187,7 @@ impl Capture {
             closed_counts,
             ctl_gen,
             generation: 0,
+            ssl_in_flight,
             procs,
             seen: reader::Seen::default(),
             stop,
@@ -265,6 +271,7 @@ impl Capture {
             tls_libraries_failed: self.tls.as_ref().map_or(0, |t| t.failed),
             tls_calls: sum(event::CNT_TLS),
             tls_no_socket: sum(event::CNT_TLS_NO_SOCKET),
+            tls_calls_in_progress: self.ssl_in_flight.get(&0, 0).map_or(0, |n| n.max(0) as u64),
         }
     }
 

@@ -17,7 +17,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aya::maps::Array;
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::UProbe;
 use aya::Ebpf;
@@ -129,15 +128,6 @@ impl TlsLibraries {
         if !self.done.insert((meta.dev(), meta.ino())) {
             return;
         }
-        // Before the first probe: a socket call inside an SSL call must find
-        // the flag up (see `tls_hooked` in the programs).
-        if self.attached == 0 {
-            if let Err(e) = mark_hooked(ebpf) {
-                tracing::warn!("TLS library not attached: {e:#}");
-                self.failed += 1;
-                return;
-            }
-        }
         match attach_library(ebpf, path) {
             Ok(functions) => {
                 self.attached += 1;
@@ -169,14 +159,6 @@ fn libraries_of(pid: u32) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// Tell the socket programs that SSL calls may be in progress from now on.
-fn mark_hooked(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let map = ebpf.map_mut("tls_hooked").ok_or_else(|| anyhow::anyhow!("tls_hooked map missing from the object"))?;
-    let mut hooked: Array<_, u32> = Array::try_from(map)?;
-    hooked.set(0, 1, 0)?;
-    Ok(())
 }
 
 /// Attach every probe to the library; the functions attached (a library

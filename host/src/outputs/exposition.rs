@@ -12,8 +12,15 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Health fields that are levels; every other health field counts since
 /// the daemon started.
-const GAUGES: [&str; 6] =
-    ["connections", "l7_connections", "plugins_quarantined", "rss_bytes", "tls_libraries", "tls_libraries_failed"];
+const GAUGES: [&str; 7] = [
+    "connections",
+    "l7_connections",
+    "plugins_quarantined",
+    "rss_bytes",
+    "tls_libraries",
+    "tls_libraries_failed",
+    "tls_calls_in_progress",
+];
 
 /// Whether a health field is a level (a gauge) rather than a count.
 pub fn is_gauge(field: &str) -> bool {
