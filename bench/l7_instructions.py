@@ -78,15 +78,18 @@ def main():
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "host"))
     with tempfile.TemporaryDirectory() as workdir:
         head = "".join(f"{os.path.basename(b)[:20]:>22}" for b in binaries)
-        print(f"instructions per event, outside the plugin ({ROUNDS} rounds of {args.batches} x 32 batches)")
-        print(f"{'proto':>10}{head}{'change' if len(binaries) == 2 else '':>9}{'plugin':>9}")
+        print(f"instructions per event ({ROUNDS} rounds of {args.batches} x 32 batches)")
+        print(f"{'outside the plugin':>{10 + 22 * len(binaries) + 9}}   in the plugin (wasm, lifting)")
+        print(f"{'proto':>10}{head}{'change' if len(binaries) == 2 else '':>9}{head}{'change' if len(binaries) == 2 else '':>9}")
         for p in protocols:
             figures = [measure(b, p, args.batches, workdir) for b in binaries]
             cols = "".join(f"{host:22.0f}" for host, _ in figures)
-            change = ""
+            plugin_cols = "".join(f"{plugin:22.0f}" for _, plugin in figures)
+            change = plugin_change = ""
             if len(figures) == 2:
                 change = f"{100 * (figures[1][0] - figures[0][0]) / figures[0][0]:+.1f}%"
-            print(f"{p:>10}{cols}{change:>9}{figures[-1][1]:9.0f}", flush=True)
+                plugin_change = f"{100 * (figures[1][1] - figures[0][1]) / figures[0][1]:+.1f}%"
+            print(f"{p:>10}{cols}{change:>9}{plugin_cols}{plugin_change:>9}", flush=True)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,6 @@ struct Lost {
     last_ns: u64,
 }
 
-
 fn direction_of(i: usize) -> Direction {
     if i == 0 {
         Direction::Egress
@@ -235,8 +234,7 @@ impl<P: Protocol> Engine<P> {
             return out;
         }
         let mut offset = 0usize;
-        for i in 0..n {
-            let chunk = chunks.get(i).expect("columns checked above");
+        for chunk in chunks.rows() {
             if !self.feed_one(&chunk, data, &mut offset, &mut out) {
                 break;
             }
@@ -522,6 +520,10 @@ impl<C> ConnState<C> {
     /// for it first).
     fn answer(&mut self, ctx: &Ctx, d: usize, meta: &Meta, out: &mut Batch) {
         match self.answered_by(meta) {
+            // Mostly the oldest (`remove` moves elements even then).
+            Some(0) => {
+                self.outstanding.pop_front();
+            }
             Some(i) => {
                 self.outstanding.remove(i);
             }
@@ -1036,6 +1038,11 @@ fn write(
     unseen: bool,
 ) {
     match fields {
+        // Responses mostly carry no field: skip the column work.
+        Some(fields) if fields.keys.is_empty() => {
+            fields.text.clear();
+            out.field_count.push(0);
+        }
         Some(fields) => {
             // A message carries at most u16::MAX fields (the count's width).
             fields.keys.truncate(usize::from(u16::MAX));

@@ -41,7 +41,9 @@ pub struct WorkerConfig {
     /// How often idle plugins are told the time (contract 1.1: they end
     /// waits for bytes that were lost).
     pub tick_every: std::time::Duration,
-    /// A plugin's queued chunks are parsed when this many are waiting...
+    /// A plugin's queued chunks are parsed when this many are waiting
+    /// (a call costs about 25,000 instructions whatever it carries: 400
+    /// per event at 64 chunks, a seventh of redis's plugin time)...
     pub batch_chunks: usize,
     /// ... or this many bytes.
     pub batch_bytes: usize,
@@ -58,7 +60,7 @@ impl Default for WorkerConfig {
             detect_bytes: 512,
             detect_hold_bytes: 16 << 10,
             tick_every: std::time::Duration::from_millis(500),
-            batch_chunks: 64,
+            batch_chunks: 256,
             batch_bytes: 256 << 10,
             max_connections: 65_536,
         }
