@@ -43,6 +43,13 @@ pub fn all() -> Vec<Case> {
     let tr_b = tcp(&message(9, true, 0, "b.x.test", 1, 1));
     let r_big = message(0x1234, true, 0, "x.test", 1, 200);
     let tr_big = tcp(&r_big);
+    // Five labels of 63 bytes: 319 bytes of text, over the 255 a name has.
+    let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63), "e".repeat(63)].join(".");
+    let q_long = message(0x2000, false, 0, &long, 1, 0);
+    let r_long = message(0x2000, true, 0, &long, 1, 1);
+    // A label whose bytes are not UTF-8 (`caf` then 0xff 0xfe).
+    let mut q_bytes = message(0x2001, false, 0, "cafxx.test", 1, 0);
+    q_bytes[16..18].copy_from_slice(&[0xff, 0xfe]);
     vec![
         Case {
             name: "udp query and answer",
@@ -146,6 +153,27 @@ pub fn all() -> Vec<Case> {
             expect: vec![
                 format!("1 req out 1-2 size={} id=4660 ok query_record=x.test query_type=A", tq.len()),
                 format!("1 resp in 3-3 size={} id=4660 ok query_record=x.test query_type=A rcode=NOERROR", tr.len()),
+            ],
+        },
+        Case {
+            name: "names: an over-long one's text cut at 255 bytes, bytes not UTF-8 replaced; both still pair",
+            chunks: vec![
+                TestChunk::egress(1, &q_long).datagram(),
+                TestChunk::ingress(2, &r_long).datagram(),
+                TestChunk::egress(3, &q_bytes).datagram(),
+            ],
+            close: vec![],
+            expect: vec![
+                format!("1 req out 1-1 size={} id=8192 ok query_record={} query_type=A", q_long.len(), &long[..255]),
+                format!(
+                    "1 resp in 2-2 size={} id=8192 ok query_record={} query_type=A rcode=NOERROR",
+                    r_long.len(),
+                    &long[..255]
+                ),
+                format!(
+                    "1 req out 3-3 size={} id=8193 ok query_record=caf\u{fffd}\u{fffd}.test query_type=A",
+                    q_bytes.len()
+                ),
             ],
         },
         Case {

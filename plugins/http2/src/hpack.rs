@@ -56,6 +56,10 @@ pub struct Decoder {
     joined_midway: bool,
     /// Fields reported unknown so far.
     pub unknown_fields: u64,
+    /// A literal's name and value are decoded here, reused from field to
+    /// field (a fresh `Vec` for each was most of the plugin's allocations).
+    name: Vec<u8>,
+    value: Vec<u8>,
 }
 
 impl Decoder {
@@ -69,6 +73,8 @@ impl Decoder {
             limit,
             joined_midway: false,
             unknown_fields: 0,
+            name: Vec::new(),
+            value: Vec::new(),
         }
     }
 
@@ -127,25 +133,38 @@ impl Decoder {
                 // never indexed (0001).
                 let (prefix, index_it) = if first & 0xc0 == 0x40 { (6, true) } else { (4, false) };
                 let name_index = integer(&mut block, prefix)?;
-                let name: Option<Vec<u8>> = if name_index == 0 {
-                    Some(string(&mut block)?)
+                let (mut name, mut value) = (std::mem::take(&mut self.name), std::mem::take(&mut self.value));
+                let known = if name_index == 0 {
+                    string(&mut block, &mut name)?;
+                    true
                 } else {
-                    self.lookup(name_index)?.map(|(n, _)| n.to_vec())
+                    match self.lookup(name_index)? {
+                        Some((n, _)) => {
+                            name.clear();
+                            name.extend_from_slice(n);
+                            true
+                        }
+                        None => false,
+                    }
                 };
-                let value = string(&mut block)?;
-                if name.is_none() {
+                string(&mut block, &mut value)?;
+                if !known {
                     self.unknown_fields += 1;
                 }
-                field(name.as_deref(), Some(&value));
+                field(known.then_some(&name[..]), Some(&value));
                 if index_it {
-                    let entry = match name {
-                        Some(name) => Entry::Known(name, value),
+                    let entry = if known {
+                        // The buffers become the entry's; the next literal
+                        // starts new ones.
+                        Entry::Known(std::mem::take(&mut name), std::mem::take(&mut value))
+                    } else {
                         // The name's length is unknown: count the value
                         // only, the least it can take.
-                        None => Entry::Unknown(value.len() + ENTRY_OVERHEAD),
+                        Entry::Unknown(value.len() + ENTRY_OVERHEAD)
                     };
                     self.insert(entry);
                 }
+                (self.name, self.value) = (name, value);
             }
         }
         Ok(())
@@ -213,8 +232,8 @@ fn integer(block: &mut &[u8], n: u32) -> Result<u64, Error> {
 }
 
 /// A string literal (RFC 7541 5.2): a Huffman bit, a 7-bit-prefix length,
-/// the bytes.
-fn string(block: &mut &[u8]) -> Result<Vec<u8>, Error> {
+/// the bytes; decoded into `out` (emptied first).
+fn string(block: &mut &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     let huffman = block.first().ok_or(Error::Truncated)? & 0x80 != 0;
     let len = integer(block, 7)?;
     let len = usize::try_from(len).map_err(|_| Error::Overflow)?;
@@ -223,10 +242,12 @@ fn string(block: &mut &[u8]) -> Result<Vec<u8>, Error> {
     }
     let (raw, rest) = block.split_at(len);
     *block = rest;
+    out.clear();
     if huffman {
-        huffman_decode(raw)
+        huffman_decode_into(raw, out)
     } else {
-        Ok(raw.to_vec())
+        out.extend_from_slice(raw);
+        Ok(())
     }
 }
 
@@ -289,7 +310,13 @@ static CODE: Canonical = canonical();
 /// Decode a Huffman-coded string (RFC 7541 5.2): up to 7 bits of padding,
 /// all ones (a prefix of EOS), may end it.
 pub fn huffman_decode(raw: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(raw.len() * 8 / 5);
+    let mut out = Vec::new();
+    huffman_decode_into(raw, &mut out).map(|()| out)
+}
+
+/// [`huffman_decode`], appending to `out`.
+fn huffman_decode_into(raw: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    out.reserve(raw.len() * 8 / 5);
     let (mut code, mut len) = (0u32, 0usize);
     for &byte in raw {
         for bit in (0..8).rev() {
@@ -313,7 +340,7 @@ pub fn huffman_decode(raw: &[u8]) -> Result<Vec<u8>, Error> {
     if len > 7 || code != (1 << len) - 1 {
         return Err(Error::BadHuffman);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The static table (RFC 7541 Appendix A).

@@ -108,6 +108,8 @@ pub struct Conn {
     streams: HashMap<u32, Stream, BuildHasherDefault<StreamIdHasher>>,
     /// The direction the preface came in (the client's), once seen.
     client_dir: Option<usize>,
+    /// Reused from header block to header block (no allocation per call).
+    heads: Heads,
 }
 
 #[derive(Default)]
@@ -208,7 +210,6 @@ impl Hasher for StreamIdHasher {
     }
 }
 
-
 /// A frame's header.
 #[derive(Clone, Copy, Debug)]
 struct Frame {
@@ -247,23 +248,52 @@ impl Frame {
 /// The headers a call's fields come from.
 #[derive(Default)]
 struct Heads {
-    method: Option<Vec<u8>>,
-    path: Option<Vec<u8>>,
-    authority: Option<Vec<u8>>,
-    host: Option<Vec<u8>>,
+    method: Value,
+    path: Value,
+    authority: Value,
+    host: Value,
     status: Option<u16>,
     grpc: bool,
     grpc_status: Option<u32>,
 }
 
+/// A header's value, its buffer kept for the next header block.
+#[derive(Default)]
+struct Value {
+    set: bool,
+    bytes: Vec<u8>,
+}
+
+impl Value {
+    fn set(&mut self, value: &[u8]) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(value);
+        self.set = true;
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        self.set.then_some(&self.bytes[..])
+    }
+}
+
 impl Heads {
+    /// Ready for the next header block.
+    fn reset(&mut self) {
+        for v in [&mut self.method, &mut self.path, &mut self.authority, &mut self.host] {
+            v.set = false;
+        }
+        self.status = None;
+        self.grpc = false;
+        self.grpc_status = None;
+    }
+
     fn take(&mut self, name: Option<&[u8]>, value: Option<&[u8]>) {
         let (Some(name), Some(value)) = (name, value) else { return };
         match name {
-            b":method" => self.method = Some(value.to_vec()),
-            b":path" => self.path = Some(value.to_vec()),
-            b":authority" => self.authority = Some(value.to_vec()),
-            b"host" => self.host = Some(value.to_vec()),
+            b":method" => self.method.set(value),
+            b":path" => self.path.set(value),
+            b":authority" => self.authority.set(value),
+            b"host" => self.host.set(value),
             b":status" => self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()),
             b"content-type" => self.grpc |= value.starts_with(b"application/grpc"),
             b"grpc-status" => self.grpc_status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()),
@@ -399,8 +429,26 @@ impl Http2 {
         ends: bool,
         fields: &mut Fields,
     ) {
-        let mut heads = Heads::default();
+        let mut heads = std::mem::take(&mut conn.heads);
+        heads.reset();
         let unknowns = conn.decode_block(d, block, |n, v| heads.take(n, v));
+        self.apply_heads(conn, ctx, d, id, &heads, unknowns, ends, fields);
+        conn.heads = heads;
+    }
+
+    /// What a decoded header block says of its stream and its fields.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_heads(
+        &self,
+        conn: &mut Conn,
+        ctx: &Ctx,
+        d: usize,
+        id: u32,
+        heads: &Heads,
+        unknowns: bool,
+        ends: bool,
+        fields: &mut Fields,
+    ) {
         let client = conn.is_client(d, ctx);
         let Some(stream) = conn.stream(id) else { return };
         if client {
@@ -410,10 +458,10 @@ impl Http2 {
             stream.requested = true;
             stream.grpc = heads.grpc;
             fields.str(VERSION, "2");
-            if let Some(m) = &heads.method {
+            if let Some(m) = heads.method.get() {
                 fields.text(METHOD, m);
             }
-            if let Some(p) = &heads.path {
+            if let Some(p) = heads.path.get() {
                 fields.text(URL, url_path(p, self.keep_query));
                 if heads.grpc && !self.http_fields_only {
                     // `/package.Service/Method`
@@ -424,7 +472,7 @@ impl Http2 {
                     }
                 }
             }
-            if let Some(h) = heads.authority.as_ref().or(heads.host.as_ref()) {
+            if let Some(h) = heads.authority.get().or(heads.host.get()) {
                 fields.text(HOST, h);
             }
         } else {
