@@ -38,7 +38,8 @@ pub fn publish(channel: u16, exchange: &str, routing_key: &str, body: &[u8], fra
 }
 
 fn content(channel: u16, body: &[u8], frame_max: usize) -> Vec<u8> {
-    let mut out = frame(2, channel, &[&60u16.to_be_bytes()[..], &[0, 0], &(body.len() as u64).to_be_bytes(), &[0, 0]].concat());
+    let mut out =
+        frame(2, channel, &[&60u16.to_be_bytes()[..], &[0, 0], &(body.len() as u64).to_be_bytes(), &[0, 0]].concat());
     for piece in body.chunks(frame_max) {
         out.extend(frame(3, channel, piece));
     }
@@ -60,8 +61,10 @@ fn line(kind: &str, dir: &str, ts: u64, size: usize, id: u16, ok: bool, fields: 
 }
 
 pub fn all() -> Vec<Case> {
-    let start = method(0, 10, 10, &[&[0, 9][..], &[0, 0, 0, 0], &[0, 0, 0, 5], b"PLAIN", &[0, 0, 0, 5], b"en_US"].concat());
-    let start_ok = method(0, 10, 11, &[&[0, 0, 0, 0][..], &shortstr("PLAIN"), &[0, 0, 0, 2], b"\0g", &shortstr("en_US")].concat());
+    let start =
+        method(0, 10, 10, &[&[0, 9][..], &[0, 0, 0, 0], &[0, 0, 0, 5], b"PLAIN", &[0, 0, 0, 5], b"en_US"].concat());
+    let start_ok =
+        method(0, 10, 11, &[&[0, 0, 0, 0][..], &shortstr("PLAIN"), &[0, 0, 0, 2], b"\0g", &shortstr("en_US")].concat());
     let open = method(0, 10, 40, &[&shortstr("/")[..], &[0], &[0]].concat());
     let open_ok = method(0, 10, 41, &[0]);
     let ch_open = method(1, 20, 10, &[0]);
@@ -76,9 +79,15 @@ pub fn all() -> Vec<Case> {
     let refused = channel_close(2, 404, "NOT_FOUND - no queue 'missing'");
     let close_ok = method(2, 20, 41, &[]);
     let heartbeat = frame(8, 0, &[]);
-    let ex_declare = method(5, 40, 10, &[&[0, 0][..], &shortstr("bad"), &shortstr("nope"), &[0], &[0, 0, 0, 0]].concat());
-    let conn_close =
-        method(0, 10, 50, &[&503u16.to_be_bytes()[..], &shortstr("COMMAND_INVALID - unknown exchange type 'nope'"), &[0, 40, 0, 10]].concat());
+    let ex_declare =
+        method(5, 40, 10, &[&[0, 0][..], &shortstr("bad"), &shortstr("nope"), &[0], &[0, 0, 0, 0]].concat());
+    let conn_close = method(
+        0,
+        10,
+        50,
+        &[&503u16.to_be_bytes()[..], &shortstr("COMMAND_INVALID - unknown exchange type 'nope'"), &[0, 40, 0, 10]]
+            .concat(),
+    );
     vec![
         Case {
             name: "handshake, declare, publish, deliver, ack, a refused declare",
@@ -107,8 +116,24 @@ pub fn all() -> Vec<Case> {
                 line("resp", "in", 6, ch_open_ok.len(), 1, true, ""),
                 line("req", "out", 7, declare.len(), 1, true, "class_method=queue.declare queue=wl-q"),
                 line("resp", "in", 8, declare_ok.len(), 1, true, "queue=wl-q"),
-                line("oneway", "out", 9, pub1.len(), 1, true, "class_method=basic.publish exchange=wl-x routing_key=wl.key"),
-                line("oneway", "in", 10, d1.len(), 1, true, "class_method=basic.deliver exchange=wl-x routing_key=wl.key"),
+                line(
+                    "oneway",
+                    "out",
+                    9,
+                    pub1.len(),
+                    1,
+                    true,
+                    "class_method=basic.publish exchange=wl-x routing_key=wl.key",
+                ),
+                line(
+                    "oneway",
+                    "in",
+                    10,
+                    d1.len(),
+                    1,
+                    true,
+                    "class_method=basic.deliver exchange=wl-x routing_key=wl.key",
+                ),
                 line("oneway", "out", 11, ack.len(), 1, true, "class_method=basic.ack"),
                 line("req", "out", 12, missing.len(), 2, true, "class_method=queue.declare queue=missing"),
                 line("resp", "in", 13, refused.len(), 2, false, "class_method=channel.close reply_code=404"),
@@ -141,7 +166,15 @@ pub fn all() -> Vec<Case> {
             expect: vec![
                 line("req", "out", 1, queue_declare(2, "b", 0).len(), 2, true, "class_method=queue.declare queue=b"),
                 line("resp", "in", 2, queue_declare_ok(2, "b").len(), 2, true, "queue=b"),
-                line("oneway", "in", 2, deliver(1, 7, "x", "k", b"abcdef").len(), 1, true, "class_method=basic.deliver exchange=x routing_key=k"),
+                line(
+                    "oneway",
+                    "in",
+                    2,
+                    deliver(1, 7, "x", "k", b"abcdef").len(),
+                    1,
+                    true,
+                    "class_method=basic.deliver exchange=x routing_key=k",
+                ),
             ],
         },
         Case {
@@ -154,14 +187,30 @@ pub fn all() -> Vec<Case> {
             ],
             close: vec![],
             expect: vec![
-                line("oneway", "out", 1, queue_declare(1, "nw", 16).len(), 1, true, "class_method=queue.declare queue=nw"),
+                line(
+                    "oneway",
+                    "out",
+                    1,
+                    queue_declare(1, "nw", 16).len(),
+                    1,
+                    true,
+                    "class_method=queue.declare queue=nw",
+                ),
                 // The second body frame's header was not copied: the
                 // publish's place is lost until the reply at 4 proves the
                 // region over. The region (the declare at 3 in it) goes to
                 // the publish; the declare's call is counted, its request
                 // unseen.
-                line("oneway", "out", 2, big.len() + declare.len(), 1, true, "class_method=basic.publish exchange=wl-x routing_key=wl.big")
-                    .replace("2-2", "2-3"),
+                line(
+                    "oneway",
+                    "out",
+                    2,
+                    big.len() + declare.len(),
+                    1,
+                    true,
+                    "class_method=basic.publish exchange=wl-x routing_key=wl.big",
+                )
+                .replace("2-2", "2-3"),
                 "1 req out 2-2 size=0 id=1 unseen".to_string(),
                 line("resp", "in", 4, declare_ok.len(), 1, true, "queue=wl-q"),
             ],

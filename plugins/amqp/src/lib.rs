@@ -147,11 +147,19 @@ const MORE: [(u16, u16, &str, Kind); 11] = [
     (90, 20, "tx.commit", Kind::Request),
 ];
 
-const TX_MORE: [(u16, u16, &str, Kind); 3] =
-    [(90, 21, "tx.commit-ok", Kind::Reply), (90, 30, "tx.rollback", Kind::Request), (90, 31, "tx.rollback-ok", Kind::Reply)];
+const TX_MORE: [(u16, u16, &str, Kind); 3] = [
+    (90, 21, "tx.commit-ok", Kind::Reply),
+    (90, 30, "tx.rollback", Kind::Request),
+    (90, 31, "tx.rollback-ok", Kind::Reply),
+];
 
+/// The method's name and kind. The tables are in `(class, id)` order
+/// (tested): a binary search, where a scan was a tenth of the plugin's time.
 fn method(class: u16, id: u16) -> Option<(&'static str, Kind)> {
-    METHODS.iter().chain(&MORE).chain(&TX_MORE).find(|m| m.0 == class && m.1 == id).map(|m| (m.2, m.3))
+    [&METHODS[..], &MORE[..], &TX_MORE[..]].into_iter().find_map(|table| {
+        let at = table.binary_search_by_key(&(class, id), |m| (m.0, m.1)).ok()?;
+        Some((table[at].2, table[at].3))
+    })
 }
 
 /// Methods that carry content (a header frame and body frames follow).
@@ -377,7 +385,10 @@ impl Protocol for Amqp {
         // connection.start, or (joined midway: AMQP connections live long)
         // a whole method frame of a known method ending where its size says.
         let Some((kind, _, size)) = frame_header(bytes) else { return 0 };
-        if kind != METHOD || size < 4 || usize::try_from(7 + size).ok().and_then(|end| bytes.get(end)) != Some(&FRAME_END) {
+        if kind != METHOD
+            || size < 4
+            || usize::try_from(7 + size).ok().and_then(|end| bytes.get(end)) != Some(&FRAME_END)
+        {
             return 0;
         }
         let class = u16::from_be_bytes([bytes[7], bytes[8]]);
@@ -414,7 +425,11 @@ impl Protocol for Amqp {
             METHOD => {
                 let mut cur = Cursor::new(&buf[7..(total as usize).min(buf.len())]);
                 let (Some(class), Some(id)) = (cur.u16_be(), cur.u16_be()) else {
-                    return if ctx.truncated { Step::NeedMore } else { Step::Invalid("AMQP method frame too short".into()) };
+                    return if ctx.truncated {
+                        Step::NeedMore
+                    } else {
+                        Step::Invalid("AMQP method frame too short".into())
+                    };
                 };
                 let Some((name, method_kind)) = method(class, id) else {
                     return Step::Invalid(format!("unknown AMQP method {class}.{id}"));
@@ -459,7 +474,11 @@ impl Protocol for Amqp {
                 };
                 let body_size = buf.get(11..19).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
                 let Some(body_size) = body_size else {
-                    return if ctx.truncated { Step::NeedMore } else { Step::Invalid("AMQP content header too short".into()) };
+                    return if ctx.truncated {
+                        Step::NeedMore
+                    } else {
+                        Step::Invalid("AMQP content header too short".into())
+                    };
                 };
                 if body_size == 0 {
                     let (_, _, _, meta) = conn.content.swap_remove(i);
@@ -522,3 +541,22 @@ impl Protocol for Amqp {
 }
 
 wirelens_sdk::export_plugin!(Amqp);
+
+#[cfg(test)]
+mod method_table_tests {
+    use super::*;
+
+    /// `method` searches the tables by halves: they must stay in order.
+    #[test]
+    fn method_tables_are_in_order_and_every_method_is_found() {
+        let all: Vec<_> = METHODS.iter().chain(&MORE).chain(&TX_MORE).collect();
+        for pair in all.windows(2) {
+            assert!((pair[0].0, pair[0].1) < (pair[1].0, pair[1].1), "{} before {}", pair[0].2, pair[1].2);
+        }
+        for m in &all {
+            assert_eq!(method(m.0, m.1).map(|(name, _)| name), Some(m.2));
+        }
+        assert_eq!(method(60, 41).map(|(name, _)| name), None);
+        assert_eq!(method(99, 10).map(|(name, _)| name), None);
+    }
+}
