@@ -40,14 +40,20 @@ def server(port, cert, key):
     httpd.serve_forever()
 
 
-def connect(port):
-    import http.client
+def client_context():
+    """A client context that takes the test's self-signed certificate."""
     import ssl
 
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    return http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx)
+    return ctx
+
+
+def connect(port):
+    import http.client
+
+    return http.client.HTTPSConnection("127.0.0.1", int(port), context=client_context())
 
 
 def get(conn, paths):
@@ -84,14 +90,10 @@ def late(port, n):
 
 def hang(port):
     import socket
-    import ssl
 
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
     print("waiting", flush=True)
     sys.stdin.readline()
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))))
+    s = client_context().wrap_socket(socket.create_connection(("127.0.0.1", int(port))))
     print("hanging", flush=True)
     s.recv(1)
 
