@@ -212,6 +212,43 @@ impl Fields {
         self.push(key, &digits[at..]);
     }
 
+    /// Add a text field of `parts` joined by `sep` (a DNS name's labels, a
+    /// path's segments), cut at `max` bytes (and at most 4 KiB, at a
+    /// character boundary). It is written straight into the fields' text: no
+    /// buffer to build it in first, whose copies (and zeroing) are each a
+    /// call out to the runtime inside the sandbox. Parts that are not UTF-8
+    /// are replaced as in [`Fields::text`]; `sep` should be ASCII (anything
+    /// else is written as `?`).
+    pub fn joined<'p>(&mut self, key: FieldKey, parts: impl IntoIterator<Item = &'p [u8]>, sep: u8, max: usize) {
+        let max = max.min(4096);
+        let sep = if sep.is_ascii() { sep } else { b'?' };
+        let start = self.text.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let room = max - (self.text.len() - start);
+            if room == 0 || (i > 0 && room == 1) {
+                break;
+            }
+            // SAFETY: only ASCII, or whole characters of a `str`, are
+            // appended, so the text stays UTF-8.
+            let text = unsafe { self.text.as_mut_vec() };
+            if i > 0 {
+                text.push(sep);
+            }
+            let room = max - (text.len() - start);
+            if is_ascii(part) {
+                extend_small(text, &part[..part.len().min(room)]);
+            } else {
+                let lossy = String::from_utf8_lossy(part);
+                let mut cut = lossy.len().min(room);
+                while !lossy.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.extend_from_slice(&lossy.as_bytes()[..cut]);
+            }
+        }
+        self.keys.push((key.0, start as u32, (self.text.len() - start) as u32));
+    }
+
     /// Append `value`, which is UTF-8, and its field entry.
     #[inline(always)]
     fn push(&mut self, key: FieldKey, value: &[u8]) {
@@ -469,5 +506,27 @@ mod tests {
         let v = values(&f);
         assert_eq!(&v[..6], &["0", "-42", "-9223372036854775808", "9223372036854775807", "café", "bad\u{fffd}byte"]);
         assert_eq!(v[6].len(), 4095);
+    }
+
+    #[test]
+    fn joined_parts_are_cut_at_whole_characters_and_never_end_on_a_separator() {
+        let mut f = Fields::default();
+        f.joined(FieldKey(0), [&b"www"[..], b"example", b"com"], b'.', 255);
+        f.joined(FieldKey(0), [&b"caf"[..], b"\xff\xfe", b"x"], b'.', 255);
+        // "ab.c" then "é" (2 bytes) ends at byte 6: cut before it at 5.
+        f.joined(FieldKey(0), [&b"ab"[..], "cé".as_bytes()], b'.', 5);
+        f.joined(FieldKey(0), [&b"ab"[..], "cé".as_bytes()], b'.', 6);
+        // Full after the first part: no separator alone at the end.
+        f.joined(FieldKey(0), [&b"abc"[..], b"d"], b'.', 4);
+        f.joined(FieldKey(0), [&b"abc"[..], b"d"], b'.', 3);
+        f.joined(FieldKey(0), std::iter::empty(), b'.', 10);
+        f.joined(FieldKey(0), [&b"a"[..], b"b"], 0xe9, 10);
+        f.joined(FieldKey(0), [&[b'x'; 5000][..]], b'.', usize::MAX);
+        let v = values(&f);
+        assert_eq!(
+            &v[..8],
+            &["www.example.com", "caf.\u{fffd}\u{fffd}.x", "ab.c", "ab.c\u{e9}", "abc", "abc", "", "a?b"]
+        );
+        assert_eq!(v[8].len(), 4096);
     }
 }

@@ -71,7 +71,7 @@ impl Protocol for Dns {
             // The whole datagram is the message (the SDK hands it over at
             // once; bytes the capture cut off are added to its size).
             return match parse_message(buf, true) {
-                Some(m) => Step::Complete(buf.len() as u64, message_meta(&m, fields)),
+                Some(m) => Step::Complete(buf.len() as u64, message_meta(&m, buf, fields)),
                 None => Step::Invalid("not a DNS message".into()),
             };
         }
@@ -85,7 +85,7 @@ impl Protocol for Dns {
         let whole = body.len() >= usize::from(n);
         let body = &body[..body.len().min(usize::from(n))];
         match parse_message(body, whole || ctx.truncated) {
-            Some(m) => Step::Complete(wire, message_meta(&m, fields)),
+            Some(m) => Step::Complete(wire, message_meta(&m, body, fields)),
             None if whole => Step::Invalid("not a DNS message".into()),
             // Header or question still to come.
             None => Step::NeedMore,
@@ -94,14 +94,19 @@ impl Protocol for Dns {
 
     fn lost(&self, _conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {
         let body = if ctx.datagram { head } else { head.get(2..)? };
-        parse_message(body, true).map(|m| message_meta(&m, fields))
+        parse_message(body, true).map(|m| message_meta(&m, body, fields))
     }
 }
 
-/// Fields and meta of a parsed message; paired by transaction id.
-fn message_meta(m: &Message, fields: &mut Fields) -> Meta {
-    if let Some(name) = &m.qname {
-        fields.text(QUERY_RECORD, name.as_bytes());
+/// Fields and meta of a parsed message (`msg`); paired by transaction id.
+fn message_meta(m: &Message, msg: &[u8], fields: &mut Fields) -> Meta {
+    if let Some(name) = m.qname.clone() {
+        match msg.get(name) {
+            Some([]) | None => fields.str(QUERY_RECORD, "."),
+            // At most 255 bytes of text (RFC 1035 2.3.4): a longer name's
+            // text is cut there, and the message is still read.
+            Some(labels) => fields.joined(QUERY_RECORD, Labels(labels), b'.', 255),
+        }
         fields.str(QUERY_TYPE, type_name(m.qtype));
     }
     let meta = if m.response {
@@ -140,7 +145,9 @@ struct Message {
     response: bool,
     rcode: u8,
     qdcount: u16,
-    qname: Option<Name>,
+    /// The first question's name: its labels on the wire (`msg[range]`,
+    /// length bytes included, without the end or a compression pointer).
+    qname: Option<std::ops::Range<usize>>,
     qtype: u16,
 }
 
@@ -178,53 +185,40 @@ fn parse_message(msg: &[u8], cut: bool) -> Option<Message> {
     Some(Message { id, response, rcode: (flags & 0xf) as u8, qdcount, qname, qtype })
 }
 
-/// A question name as text (labels joined by dots), kept inline: building
-/// a `String` label by label was a fifth of the plugin's time. A name is
-/// at most 255 bytes (RFC 1035 2.3.4); the text of a longer one is cut
-/// there, and the message is still read.
-struct Name {
-    len: usize,
-    bytes: [u8; 255],
-}
+/// The labels of a name read by [`read_name`].
+struct Labels<'a>(&'a [u8]);
 
-impl Name {
-    fn push(&mut self, part: &[u8]) {
-        let n = part.len().min(self.bytes.len() - self.len);
-        self.bytes[self.len..self.len + n].copy_from_slice(&part[..n]);
-        self.len += n;
-    }
+impl<'a> Iterator for Labels<'a> {
+    type Item = &'a [u8];
 
-    /// The name's bytes (labels need not be UTF-8: the field replaces what
-    /// is not).
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (&len, rest) = self.0.split_first()?;
+        let (label, rest) = rest.split_at_checked(usize::from(len))?;
+        self.0 = rest;
+        Some(label)
     }
 }
 
 /// A question name (no compression pointers in questions in practice; a
-/// pointer ends the name).
-fn read_name(cur: &mut Cursor<'_>) -> Option<Name> {
-    let mut name = Name { len: 0, bytes: [0; 255] };
+/// pointer ends the name): where its labels are in the message. Its text
+/// is written later, straight into the fields (copying the name out and
+/// moving it around were a tenth of the plugin inside the sandbox).
+fn read_name(cur: &mut Cursor<'_>) -> Option<std::ops::Range<usize>> {
+    let start = cur.position();
     for _ in 0..128 {
+        let end = cur.position();
         let len = cur.u8()?;
         if len == 0 {
-            if name.len == 0 {
-                name.push(b".");
-            }
-            return Some(name);
+            return Some(start..end);
         }
         if len & 0xc0 == 0xc0 {
             cur.u8()?;
-            return Some(name);
+            return Some(start..end);
         }
         if len > 63 {
             return None;
         }
-        let label = cur.take(usize::from(len))?;
-        if name.len > 0 {
-            name.push(b".");
-        }
-        name.push(label);
+        cur.take(usize::from(len))?;
     }
     None
 }
