@@ -218,7 +218,7 @@ fn is_word(b: u8) -> bool {
 /// Bytes that continue a word: ASCII letters, digits, `_`, and any byte of
 /// a multi-byte UTF-8 character. A table, because word runs are most of
 /// the text and a load beats four comparisons per byte.
-const WORD: [bool; 256] = {
+static WORD: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {

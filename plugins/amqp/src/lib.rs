@@ -79,7 +79,7 @@ enum Kind {
     CloseOk,
 }
 
-const METHODS: [(u16, u16, &str, Kind); 50] = [
+static METHODS: [(u16, u16, &str, Kind); 50] = [
     (10, 10, "connection.start", Kind::ServerAsks),
     (10, 11, "connection.start-ok", Kind::ClientAnswers),
     (10, 20, "connection.secure", Kind::ServerAsks),
@@ -133,7 +133,7 @@ const METHODS: [(u16, u16, &str, Kind); 50] = [
 ];
 
 /// Methods past the table's size limit.
-const MORE: [(u16, u16, &str, Kind); 11] = [
+static MORE: [(u16, u16, &str, Kind); 11] = [
     (60, 80, "basic.ack", Kind::Oneway),
     (60, 90, "basic.reject", Kind::Oneway),
     (60, 100, "basic.recover-async", Kind::Oneway),
@@ -147,7 +147,7 @@ const MORE: [(u16, u16, &str, Kind); 11] = [
     (90, 20, "tx.commit", Kind::Request),
 ];
 
-const TX_MORE: [(u16, u16, &str, Kind); 3] = [
+static TX_MORE: [(u16, u16, &str, Kind); 3] = [
     (90, 21, "tx.commit-ok", Kind::Reply),
     (90, 30, "tx.rollback", Kind::Request),
     (90, 31, "tx.rollback-ok", Kind::Reply),

@@ -254,7 +254,7 @@ fn string(block: &mut &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
 /// Code lengths of the 257 symbols of HPACK's Huffman code (RFC 7541
 /// Appendix B; 256 is EOS). The code is canonical: codes follow from the
 /// lengths, in order of length then symbol.
-const CODE_LENGTHS: [u8; 257] = [
+static CODE_LENGTHS: [u8; 257] = [
     13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28, 28, 28, 28, 28, 28,
     28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12,
     10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, 15, 5, 6,
@@ -344,7 +344,7 @@ fn huffman_decode_into(raw: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
 }
 
 /// The static table (RFC 7541 Appendix A).
-const STATIC: [(&str, &str); 61] = [
+static STATIC: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
     (":method", "POST"),

@@ -34,7 +34,7 @@ const MAX_MESSAGE: u64 = 100 << 20;
 const MAX_PENDING: usize = 65_536;
 
 /// Each API key's name and its first flexible version (`u16::MAX`: none).
-const APIS: [(&str, u16); 69] = [
+static APIS: [(&str, u16); 69] = [
     ("Produce", 9),
     ("Fetch", 12),
     ("ListOffsets", 6),

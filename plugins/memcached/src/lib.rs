@@ -510,7 +510,7 @@ fn binary_success(opcode: u8, status: u16) -> bool {
 
 /// The binary protocol's opcodes, named as the text protocol's commands.
 fn opcode_name(opcode: u8) -> Option<&'static str> {
-    const NAMES: [&str; 0x25] = [
+    static NAMES: [&str; 0x25] = [
         "get", "set", "add", "replace", "delete", "incr", "decr", "quit", "flush_all", "getq", "noop", "version",
         "getk", "getkq", "append", "prepend", "stats", "setq", "addq", "replaceq", "deleteq", "incrq", "decrq",
         "quitq", "flush_allq", "appendq", "prependq", "verbosity", "touch", "gat", "gatq", "", "sasl_list_mechs",

@@ -47,7 +47,7 @@ const PINGRESP: u8 = 13;
 const DISCONNECT: u8 = 14;
 const AUTH: u8 = 15;
 
-const NAMES: [&str; 16] = [
+static NAMES: [&str; 16] = [
     "", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE", "SUBACK",
     "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH",
 ];

@@ -71,7 +71,7 @@ const BACKEND_TYPES: &[u8] = b"123ACDEGHIKNRSTVWZcdnstv";
 
 /// [`BACKEND_TYPES`] as a table by byte: every message of a response is
 /// checked (a slice search was 6% of the parser's time on small results).
-const IS_BACKEND_TYPE: [bool; 256] = {
+static IS_BACKEND_TYPE: [bool; 256] = {
     let mut table = [false; 256];
     let mut i = 0;
     while i < BACKEND_TYPES.len() {
