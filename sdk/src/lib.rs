@@ -26,7 +26,7 @@ pub mod wire;
 pub use cursor::Cursor;
 /// Fast byte search (SIMD inside the sandbox too), re-exported for plugins.
 pub use memchr;
-pub use protocol::{Ctx, FieldKey, Fields, Info, Meta, Protocol, Step};
+pub use protocol::{extend_small, Ctx, FieldKey, Fields, Info, Meta, Protocol, Step};
 pub use stream::Engine;
 
 /// Bindings generated from `wit/protocol.wit`. Plugins use the types

@@ -319,9 +319,10 @@ fn is_ascii(bytes: &[u8]) -> bool {
 
 /// `v.extend_from_slice(b)` for the short values fields mostly are: inside
 /// the sandbox a memcpy of unknown length is a call out to the runtime
-/// (`memory.copy`), dearer than copying a few words in place.
+/// (`memory.copy`), dearer than copying a few words in place. Longer
+/// slices (over 32 bytes) are copied as `extend_from_slice` does.
 #[inline(always)]
-pub(crate) fn extend_small(v: &mut Vec<u8>, b: &[u8]) {
+pub fn extend_small(v: &mut Vec<u8>, b: &[u8]) {
     let n = b.len();
     if n > 32 {
         return v.extend_from_slice(b);

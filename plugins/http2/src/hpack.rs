@@ -141,7 +141,7 @@ impl Decoder {
                     match self.lookup(name_index)? {
                         Some((n, _)) => {
                             name.clear();
-                            name.extend_from_slice(n);
+                            wirelens_sdk::extend_small(&mut name, n);
                             true
                         }
                         None => false,
@@ -246,7 +246,7 @@ fn string(block: &mut &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     if huffman {
         huffman_decode_into(raw, out)
     } else {
-        out.extend_from_slice(raw);
+        wirelens_sdk::extend_small(out, raw);
         Ok(())
     }
 }

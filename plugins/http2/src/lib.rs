@@ -267,7 +267,7 @@ struct Value {
 impl Value {
     fn set(&mut self, value: &[u8]) {
         self.bytes.clear();
-        self.bytes.extend_from_slice(value);
+        wirelens_sdk::extend_small(&mut self.bytes, value);
         self.set = true;
     }
 
