@@ -68,6 +68,7 @@ const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
+const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
@@ -133,6 +134,13 @@ pub fn all() -> Vec<Case> {
 
     // A stream the server resets.
     let reset = frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]);
+
+    // A header block split over HEADERS and CONTINUATION frames (servers
+    // split blocks over the peer's frame size): decoded whole at the end.
+    let split_head = frame(HEADERS, END_STREAM, 1, &get_a[..3]);
+    let split_more = frame(CONTINUATION, 0, 1, &get_a[3..9]);
+    let split_end = frame(CONTINUATION, END_HEADERS, 1, &get_a[9..]);
+    let split_resp = frame(HEADERS, END_HEADERS | END_STREAM, 1, &indexed(8));
 
     vec![
         Case {
@@ -224,6 +232,29 @@ pub fn all() -> Vec<Case> {
                     true,
                     "resp_code=200 grpc_status=0 response_messages=3",
                 ),
+            ],
+        },
+        Case {
+            name: "a header block continued over two CONTINUATION frames, in separate reads",
+            chunks: vec![
+                TestChunk::egress(1, [PREFACE.to_vec(), settings(), split_head.clone()].concat()),
+                TestChunk::egress(2, split_more.clone()),
+                TestChunk::egress(3, split_end.clone()),
+                TestChunk::ingress(4, [settings(), split_resp.clone()].concat()),
+            ],
+            close: vec![],
+            expect: vec![
+                line(
+                    "req",
+                    "out",
+                    1,
+                    3,
+                    split_head.len() + split_more.len() + split_end.len(),
+                    1,
+                    true,
+                    "version=2 method=GET url=/a host=localhost",
+                ),
+                line("resp", "in", 4, 4, split_resp.len(), 1, true, "resp_code=200"),
             ],
         },
         Case {

@@ -662,11 +662,17 @@ impl Protocol for Http2 {
                         stream: f.stream,
                         end_stream: f.kind == HEADERS && f.flags & END_STREAM != 0,
                         promise: f.kind == PUSH_PROMISE,
-                        block: fragment.map(<[u8]>::to_vec).unwrap_or_default(),
+                        // Filled below only if continued: a block whole in
+                        // its frame (the usual case) is decoded in place.
+                        block: Vec::new(),
                         cut: fragment.is_none(),
                     }
                 };
                 if f.flags & END_HEADERS == 0 {
+                    let mut pending = pending;
+                    if f.kind != CONTINUATION {
+                        pending.block = fragment.map(<[u8]>::to_vec).unwrap_or_default();
+                    }
                     let part = u64::from(pending.stream);
                     conn.dirs[d].pending = Some(pending);
                     return if pending_is_push(conn, d) {
@@ -675,7 +681,11 @@ impl Protocol for Http2 {
                         Step::Part { n: f.size(), part, end: None }
                     };
                 }
-                let block = (!pending.cut).then_some(pending.block.as_slice());
+                let block = match f.kind {
+                    CONTINUATION => pending.block.as_slice(),
+                    _ => fragment.unwrap_or_default(),
+                };
+                let block = (!pending.cut).then_some(block);
                 if pending.promise {
                     // Decoded for HPACK's sake; the promised stream is pushed.
                     let promised = if whole && payload.len() >= 4 {
