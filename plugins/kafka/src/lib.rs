@@ -238,12 +238,13 @@ fn array_len(cur: &mut Cursor, flexible: bool) -> Option<Option<u64>> {
     }
 }
 
-/// The first topic a request names, and Produce's acks.
-fn request_body(h: &RequestHeader, cur: &mut Cursor) -> (Option<Vec<u8>>, Option<i16>) {
+/// The first topic a request names (where it is in the request: a copy
+/// was an allocation a request), and Produce's acks.
+fn request_body<'a>(h: &RequestHeader, cur: &mut Cursor<'a>) -> (Option<&'a [u8]>, Option<i16>) {
     let flex = h.flexible;
-    let first_topic = |cur: &mut Cursor| -> Option<Vec<u8>> {
+    let first_topic = |cur: &mut Cursor<'a>| -> Option<&'a [u8]> {
         match array_len(cur, flex)? {
-            Some(n) if n > 0 => string(cur, flex)?.map(<[u8]>::to_vec),
+            Some(n) if n > 0 => string(cur, flex)?,
             _ => None,
         }
     };
@@ -276,7 +277,7 @@ fn request_body(h: &RequestHeader, cur: &mut Cursor) -> (Option<Vec<u8>>, Option
         // From Metadata v10 a topic is its id (16 bytes), then its name.
         METADATA if h.version >= 10 => {
             let topic = match array_len(cur, flex) {
-                Some(Some(n)) if n > 0 => cur.skip(16).and_then(|_| string(cur, flex)).flatten().map(<[u8]>::to_vec),
+                Some(Some(n)) if n > 0 => cur.skip(16).and_then(|_| string(cur, flex)).flatten(),
                 _ => None,
             };
             (topic, None)
@@ -284,7 +285,7 @@ fn request_body(h: &RequestHeader, cur: &mut Cursor) -> (Option<Vec<u8>>, Option
         METADATA | CREATE_TOPICS => (first_topic(cur), None),
         DELETE_TOPICS if h.version < 6 => {
             let topic = match array_len(cur, flex) {
-                Some(Some(n)) if n > 0 => string(cur, flex).flatten().map(<[u8]>::to_vec),
+                Some(Some(n)) if n > 0 => string(cur, flex).flatten(),
                 _ => None,
             };
             (topic, None)
@@ -407,7 +408,7 @@ impl Protocol for Kafka {
             fields.int(API_VERSION, i64::from(h.version));
             let (topic, acks) = request_body(&h, &mut cur);
             if let Some(topic) = topic {
-                fields.text(TOPIC, &topic);
+                fields.text(TOPIC, topic);
             }
             if h.key == PRODUCE && acks == Some(0) {
                 if conn.fire_and_forget.len() >= 64 {
