@@ -193,6 +193,15 @@ impl Fields {
     /// Add an integer field (carried as decimal text, as records show it).
     #[inline]
     pub fn int(&mut self, key: FieldKey, value: i64) {
+        // Most integers are small (versions, status codes, counts): up to
+        // three digits in 32-bit arithmetic, without the loop of 64-bit
+        // divisions (about 170 instructions an integer in the sandbox).
+        if (0..1000).contains(&value) {
+            let v = value as u32;
+            let digits = [b'0' + (v / 100) as u8, b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
+            let first = usize::from(v < 100) + usize::from(v < 10);
+            return self.push(key, &digits[first..]);
+        }
         // By hand: core::fmt costs more than the parsing inside the sandbox.
         let mut digits = [0u8; 20];
         let mut n = value.unsigned_abs();
@@ -495,6 +504,9 @@ mod tests {
     #[test]
     fn ints_and_texts() {
         let mut f = Fields::default();
+        for n in [0, 7, 9, 10, 42, 99, 100, 200, 999, 1000, 65535] {
+            f.int(FieldKey(2), n);
+        }
         f.int(FieldKey(0), 0);
         f.int(FieldKey(0), -42);
         f.int(FieldKey(0), i64::MIN);
@@ -505,6 +517,8 @@ mod tests {
         long.extend_from_slice("é".as_bytes()); // cut in the middle of this character
         f.text(FieldKey(1), &long);
         let v = values(&f);
+        assert_eq!(&v[..11], &["0", "7", "9", "10", "42", "99", "100", "200", "999", "1000", "65535"]);
+        let v = &v[11..];
         assert_eq!(&v[..6], &["0", "-42", "-9223372036854775808", "9223372036854775807", "café", "bad\u{fffd}byte"]);
         assert_eq!(v[6].len(), 4095);
     }
