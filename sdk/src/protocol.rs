@@ -316,7 +316,7 @@ impl Fields {
 /// bytes, at a time on wasm32): inside the sandbox every iteration of a
 /// loop also pays a deadline check.
 #[inline(always)]
-fn is_ascii(bytes: &[u8]) -> bool {
+pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
     let mut words = bytes.chunks_exact(8);
     let mut acc = 0u64;
     for w in &mut words {

@@ -74,6 +74,8 @@ pub fn normalize_into(sql: &[u8], dialect: Dialect, text: &mut String) {
     let mut i = 0;
     let n = sql.len();
     let mut pending_space = false;
+    // Whether `out` holds a `(` (tracked: scanning it afterwards cost more).
+    let mut paren = false;
     while i < n && out.len() < MAX_NORMALIZED * 2 {
         let c = sql[i];
         // White space and comments collapse into one separating space. (Only
@@ -115,6 +117,7 @@ pub fn normalize_into(sql: &[u8], dialect: Dialect, text: &mut String) {
                 // Quoted identifier: kept as written.
                 space(&mut out, &mut pending_space);
                 let end = skip_quoted(sql, i, c, false);
+                paren |= sql[i..end].contains(&b'(');
                 out.extend_from_slice(&sql[i..end]);
                 i = end;
             }
@@ -165,6 +168,7 @@ pub fn normalize_into(sql: &[u8], dialect: Dialect, text: &mut String) {
                     }
                     space(&mut out, &mut pending_space);
                     out.push(c);
+                    paren |= c == b'(';
                     i += 1;
                     // `a,b` and `a, b` read the same: one space after a comma.
                     pending_space = c == b',';
@@ -173,8 +177,14 @@ pub fn normalize_into(sql: &[u8], dialect: Dialect, text: &mut String) {
         }
     }
     // Without a `(` there is no list to collapse.
-    let out = if out.contains(&b'(') { collapse_lists(&out) } else { out };
-    *text = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let out = if paren { collapse_lists(&out) } else { out };
+    *text = if crate::protocol::is_ascii(&out) {
+        // SAFETY: ASCII is UTF-8 (the usual statement: checked a word at a
+        // time, where full validation cost a tenth of normalizing).
+        unsafe { String::from_utf8_unchecked(out) }
+    } else {
+        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    };
     if text.len() > MAX_NORMALIZED {
         let mut cut = MAX_NORMALIZED;
         while !text.is_char_boundary(cut) {
@@ -399,6 +409,18 @@ mod tests {
         assert_eq!(pg("select count(*) from pgbench_branches"), "select count(*) from pgbench_branches");
         assert_eq!(verb(b"  /* hint */ (select 1)"), "SELECT");
         assert_eq!(verb(b"begin"), "BEGIN");
+    }
+
+    #[test]
+    fn text_not_ascii_and_parentheses_only_in_quotes() {
+        assert_eq!(pg("SELECT nom FROM café WHERE é = 'ü'"), "SELECT nom FROM café WHERE é = ?");
+        assert_eq!(
+            normalize(b"SELECT a\xff FROM t WHERE b = 1", Dialect::Postgres),
+            "SELECT a\u{fffd} FROM t WHERE b = ?"
+        );
+        // A `(` inside a quoted identifier still counts for collapsing lists.
+        assert_eq!(pg("SELECT \"f(\" FROM t"), "SELECT \"f(\" FROM t");
+        assert_eq!(my("SELECT `g(` FROM t WHERE x IN (1, 2)"), "SELECT `g(` FROM t WHERE x IN (?)");
     }
 
     #[test]
