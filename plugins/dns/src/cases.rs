@@ -50,7 +50,20 @@ pub fn all() -> Vec<Case> {
     // A label whose bytes are not UTF-8 (`caf` then 0xff 0xfe).
     let mut q_bytes = message(0x2001, false, 0, "cafxx.test", 1, 0);
     q_bytes[16..18].copy_from_slice(&[0xff, 0xfe]);
+    // The root (`dig . NS`), and a name that is only a compression pointer.
+    let ns = message(0x2002, false, 0, "x", 2, 0);
+    let q_root = [&ns[..12], &[0], &ns[15..]].concat();
+    let q_pointer = [&ns[..12], &[0xc0, 0x0c], &ns[15..]].concat();
     vec![
+        Case {
+            name: "the root, and a name that is only a pointer",
+            chunks: vec![TestChunk::egress(1, &q_root).datagram(), TestChunk::egress(2, &q_pointer).datagram()],
+            close: vec![],
+            expect: vec![
+                format!("1 req out 1-1 size={} id=8194 ok query_record=. query_type=NS", q_root.len()),
+                format!("1 req out 2-2 size={} id=8194 ok query_record= query_type=NS", q_pointer.len()),
+            ],
+        },
         Case {
             name: "udp query and answer",
             chunks: vec![TestChunk::egress(1, &q_a).datagram(), TestChunk::ingress(2, &r_a).datagram()],

@@ -101,8 +101,11 @@ impl Protocol for Dns {
 /// Fields and meta of a parsed message (`msg`); paired by transaction id.
 fn message_meta(m: &Message, msg: &[u8], fields: &mut Fields) -> Meta {
     if let Some(name) = m.qname.clone() {
-        match msg.get(name) {
-            Some([]) | None => fields.str(QUERY_RECORD, "."),
+        match msg.get(name.clone()) {
+            // No label: the root if the name ends there, nothing readable if
+            // a compression pointer stands for all of it.
+            Some([]) => fields.str(QUERY_RECORD, if msg.get(name.start) == Some(&0) { "." } else { "" }),
+            None => {}
             // At most 255 bytes of text (RFC 1035 2.3.4): a longer name's
             // text is cut there, and the message is still read.
             Some(labels) => fields.joined(QUERY_RECORD, Labels(labels), b'.', 255),
