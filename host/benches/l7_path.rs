@@ -17,6 +17,11 @@ use wirelens::config::Config;
 use wirelens_sdk::testing::{to_wire, TestChunk};
 use wirelens_sdk::{Engine, Protocol};
 
+/// The daemon's allocator (see `src/main.rs`), so the host path is
+/// measured as the daemon runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONNS: u64 = 64;
 const ROUND: Duration = Duration::from_millis(700);
 
