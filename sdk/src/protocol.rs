@@ -248,11 +248,7 @@ impl Fields {
                 extend_small(text, &part[..part.len().min(room)]);
             } else {
                 let lossy = String::from_utf8_lossy(part);
-                let mut cut = lossy.len().min(room);
-                while !lossy.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text.extend_from_slice(&lossy.as_bytes()[..cut]);
+                text.extend_from_slice(&lossy.as_bytes()[..lossy.floor_char_boundary(room)]);
             }
         }
         self.keys.push((key.0, start as u32, (self.text.len() - start) as u32));

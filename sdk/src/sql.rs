@@ -185,13 +185,7 @@ pub fn normalize_into(sql: &[u8], dialect: Dialect, text: &mut String) {
     } else {
         String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     };
-    if text.len() > MAX_NORMALIZED {
-        let mut cut = MAX_NORMALIZED;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
+    text.truncate(text.floor_char_boundary(MAX_NORMALIZED));
 }
 
 /// `x + -5` and `x + 5` are one statement shape: a sign written right

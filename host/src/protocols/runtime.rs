@@ -302,11 +302,7 @@ impl bindings::wirelens::protocol::host::Host for StoreData {
             return;
         }
         self.log_lines += 1;
-        let mut end = message.len().min(1024);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let text = &message[..end];
+        let text = &message[..message.floor_char_boundary(1024)];
         let plugin = &*self.label;
         match level {
             LogLevel::Error => tracing::error!(plugin, "{text}"),
