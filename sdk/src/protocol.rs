@@ -11,7 +11,10 @@ pub struct Info {
     pub version: &'static str,
     /// One line for `wirelens plugins list`.
     pub description: &'static str,
-    /// Well-known ports: only a hint for detection order.
+    /// Well-known ports. A connection on one of them asks this plugin first,
+    /// and its claim (at or above the daemon's threshold, 50) is final; on
+    /// other ports every plugin is asked and the most confident wins (95
+    /// or more ends the search).
     pub default_ports: &'static [u16],
     /// Names of the fields this protocol's messages carry. A [`FieldKey`] is
     /// an index into this list.
@@ -408,7 +411,8 @@ pub trait Protocol: Default + 'static {
     }
 
     /// How sure (0-100) that a connection whose first bytes in `direction`
-    /// are `bytes` speaks this protocol. 0 means no.
+    /// are `bytes` speaks this protocol. 0 means no; 50 or more claims it;
+    /// 95 or more (an opening only this protocol has) ends the search.
     fn detect(&self, direction: Direction, role: Role, bytes: &[u8]) -> u8;
 
     /// Decide the next step for the bytes at the front of a stream. `buf` is
