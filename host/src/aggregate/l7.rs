@@ -206,8 +206,8 @@ mod tests {
 
     fn call(sets: &mut FieldSets, plugin: &Arc<LoadedPlugin>, command: &str, latency_ns: u64) -> Call {
         Call {
-            request: sets.intern(plugin, [(0, command)].into_iter()),
-            response: Some(sets.intern(plugin, std::iter::empty())),
+            request: sets.intern_pairs(plugin, &[(0, command)]),
+            response: Some(sets.intern_pairs(plugin, &[])),
             latency_ns,
             req_bytes: 10,
             resp_bytes: 5,

@@ -43,6 +43,8 @@ pub struct FieldSets {
     sets: HashMap<Box<[u8]>, Arc<FieldSet>>,
     scratch: Vec<u8>,
     next_id: u64,
+    /// The last plugin's set of no fields.
+    empty: Option<Arc<FieldSet>>,
 }
 
 impl FieldSets {
@@ -50,21 +52,59 @@ impl FieldSets {
     /// are forgotten (values taken from traffic: URLs, SQL text).
     const MAX: usize = 16 * 1024;
 
-    /// The shared set of `plugin` with these fields, in this order.
-    pub fn intern<'a>(
+    /// The shared set of `plugin` with these fields, in this order: field
+    /// `i` is `keys[i]` with the text `arena[offsets[i]..][..lens[i]]`
+    /// (spans the sandbox checked: a span that is not is taken as empty).
+    #[inline]
+    pub fn intern(
         &mut self,
         plugin: &Arc<LoadedPlugin>,
-        fields: impl Iterator<Item = (u16, &'a str)> + Clone,
+        keys: &[u16],
+        offsets: &[u32],
+        lens: &[u32],
+        arena: &str,
     ) -> Arc<FieldSet> {
+        let n = keys.len().min(offsets.len()).min(lens.len());
+        // Most responses carry no field: the plugin's empty set, kept.
+        if n == 0 {
+            if let Some(set) = self.empty.as_ref().filter(|s| Arc::ptr_eq(&s.plugin, plugin)) {
+                return set.clone();
+            }
+        }
+        let text = |i: usize| {
+            let start = offsets[i] as usize;
+            arena.get(start..start.saturating_add(lens[i] as usize)).unwrap_or_default()
+        };
+        // The key: the plugin, the count, the keys, the lengths, the texts.
+        // A message's texts are usually one run in the arena (the SDK
+        // writes them so): then they are copied at once.
         let key = &mut self.scratch;
         key.clear();
         key.extend_from_slice(&plugin.meta.id.to_le_bytes());
-        for (k, v) in fields.clone() {
-            key.extend_from_slice(&k.to_le_bytes());
-            key.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            key.extend_from_slice(v.as_bytes());
+        key.extend_from_slice(&(n as u16).to_le_bytes());
+        let mut run = true;
+        for i in 0..n {
+            key.extend_from_slice(&keys[i].to_le_bytes());
+            key.extend_from_slice(&lens[i].to_le_bytes());
+            run &= i == 0 || offsets[i] == offsets[i - 1].wrapping_add(lens[i - 1]);
+        }
+        let whole = if n == 0 {
+            Some("")
+        } else if run {
+            let start = offsets[0] as usize;
+            let end = offsets[n - 1] as usize + lens[n - 1] as usize;
+            arena.get(start..end)
+        } else {
+            None
+        };
+        match whole {
+            Some(t) => key.extend_from_slice(t.as_bytes()),
+            None => (0..n).for_each(|i| key.extend_from_slice(text(i).as_bytes())),
         }
         if let Some(set) = self.sets.get(&key[..]) {
+            if n == 0 {
+                self.empty = Some(set.clone());
+            }
             return set.clone();
         }
         if self.sets.len() >= Self::MAX {
@@ -74,14 +114,27 @@ impl FieldSets {
         let set = Arc::new(FieldSet {
             id: self.next_id,
             plugin: plugin.clone(),
-            fields: fields.map(|(k, v)| (k, Arc::from(v))).collect(),
+            fields: (0..n).map(|i| (keys[i], Arc::from(text(i)))).collect(),
         });
         // Still full of sets in use: this one is not remembered (it is
         // counted correctly, only not shared).
         if self.sets.len() < 2 * Self::MAX {
             self.sets.insert(self.scratch.clone().into_boxed_slice(), set.clone());
         }
+        if n == 0 {
+            self.empty = Some(set.clone());
+        }
         set
+    }
+
+    /// [`FieldSets::intern`] of `(key, text)` pairs (tests).
+    #[cfg(test)]
+    pub fn intern_pairs(&mut self, plugin: &Arc<LoadedPlugin>, fields: &[(u16, &str)]) -> Arc<FieldSet> {
+        let arena: String = fields.iter().map(|(_, v)| *v).collect();
+        let keys: Vec<u16> = fields.iter().map(|(k, _)| *k).collect();
+        let lens: Vec<u32> = fields.iter().map(|(_, v)| v.len() as u32).collect();
+        let offsets: Vec<u32> = lens.iter().scan(0, |at, len| Some(std::mem::replace(at, *at + len))).collect();
+        self.intern(plugin, &keys, &offsets, &lens, &arena)
     }
 }
 
@@ -99,7 +152,7 @@ mod tests {
         let catalog = registry.catalog();
         let (http, redis) = (catalog.get("http").unwrap(), catalog.get("redis").unwrap());
         let mut sets = FieldSets::default();
-        let mut id = |p, f: &[(u16, &str)]| sets.intern(p, f.iter().copied()).id;
+        let mut id = |p, f: &[(u16, &str)]| sets.intern_pairs(p, f).id;
         let get = id(http, &[(0, "GET"), (1, "/a")]);
         assert_eq!(id(http, &[(0, "GET"), (1, "/a")]), get);
         let others = [
@@ -114,5 +167,23 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), 6, "{others:?} and {get}");
+    }
+
+    /// Texts wherever they are in the arena (one run, out of order, apart)
+    /// are the same set when keys and texts are the same.
+    #[test]
+    fn spans_anywhere_in_the_arena() {
+        let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
+        registry.load_builtins();
+        let http = registry.catalog().get("http").unwrap().clone();
+        let mut sets = FieldSets::default();
+        let run = sets.intern(&http, &[0, 1], &[1, 4], &[3, 2], "xGET/a").id;
+        let reversed = sets.intern(&http, &[0, 1], &[2, 0], &[3, 2], "/aGET").id;
+        let apart = sets.intern(&http, &[0, 1], &[0, 5], &[3, 2], "GET--/a").id;
+        assert_eq!((run, reversed), (apart, apart));
+        let set = sets.intern(&http, &[0, 1], &[2, 0], &[3, 2], "/aGET");
+        assert_eq!(set.fields.iter().map(|(k, v)| (*k, &**v)).collect::<Vec<_>>(), [(0, "GET"), (1, "/a")]);
+        // The same bytes split otherwise: another set.
+        assert_ne!(sets.intern(&http, &[0, 1], &[0, 2], &[2, 3], "GET/a").id, run);
     }
 }

@@ -533,13 +533,13 @@ impl ProtocolWorker {
         let mut field = 0usize;
         for i in 0..batch.conn.len() {
             let count = usize::from(batch.field_count[i]);
+            let span = field..field + count;
             let fields = self.fields.intern(
                 plugin,
-                (field..field + count).map(|f| {
-                    let start = batch.field_offset[f] as usize;
-                    let text = arena.get(start..start + batch.field_len[f] as usize).unwrap_or_default();
-                    (batch.field_key[f], text)
-                }),
+                batch.field_key.get(span.clone()).unwrap_or_default(),
+                batch.field_offset.get(span.clone()).unwrap_or_default(),
+                batch.field_len.get(span).unwrap_or_default(),
+                arena,
             );
             field += count;
             let flags = batch.flags[i];

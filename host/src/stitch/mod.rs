@@ -249,7 +249,7 @@ mod tests {
             pair_id: id,
             success: true,
             unseen: false,
-            fields: FieldSets::default().intern(p, [(1, value)].into_iter()),
+            fields: FieldSets::default().intern_pairs(p, &[(1, value)]),
         }
     }
 
