@@ -28,7 +28,9 @@ struct Stats {
 
 /// One window of statistics, with a cap on its keys.
 pub struct L4Window {
-    stats: HashMap<Key, Stats>,
+    /// Each key's place in `entries`.
+    index: HashMap<Key, u32>,
+    entries: Vec<(Key, Stats)>,
     max_keys: usize,
     /// Calls folded into no key because the cap was reached.
     pub overflow: u64,
@@ -36,7 +38,7 @@ pub struct L4Window {
 
 impl L4Window {
     pub fn new(max_keys: usize) -> Self {
-        Self { stats: HashMap::default(), max_keys, overflow: 0 }
+        Self { index: HashMap::default(), entries: Vec::new(), max_keys, overflow: 0 }
     }
 
     /// Count one data call on a kept connection.
@@ -63,24 +65,43 @@ impl L4Window {
     }
 
     /// The connection's key's figures; `None` (counted) past the cap.
+    /// Their place is kept on the connection: the next call finds them
+    /// without hashing the key (it was a twelfth of the daemon's path per
+    /// event) if the entry there still has its key (a place from an older
+    /// window, or of a datagram socket's other peer, is looked up again).
     fn entry(&mut self, conn: &Conn, ev: &Event) -> Option<&mut Stats> {
         // Datagram sockets without a fixed peer carry it per call.
         let (remote_ip, remote_port) = if ev.remote.1 != 0 { ev.remote } else { conn.remote };
         let key = Key { proc: conn.key.proc, remote_ip, remote_port, role: conn.role, socket_type: conn.socket_type };
-        // Below the cap a key is hashed once.
-        if self.stats.len() >= self.max_keys && !self.stats.contains_key(&key) {
-            self.overflow += 1;
-            return None;
-        }
-        Some(self.stats.entry(key).or_default())
+        let hint = conn.l4_hint.get();
+        let at = if self.entries.get(hint).is_some_and(|(k, _)| *k == key) {
+            hint
+        } else {
+            let at = match self.index.get(&key) {
+                Some(&at) => at as usize,
+                None if self.index.len() >= self.max_keys => {
+                    self.overflow += 1;
+                    return None;
+                }
+                None => {
+                    self.entries.push((key, Stats::default()));
+                    self.index.insert(key, self.entries.len() as u32 - 1);
+                    self.entries.len() - 1
+                }
+            };
+            conn.l4_hint.set(at);
+            at
+        };
+        Some(&mut self.entries[at].1)
     }
 
     /// The window's records (`type: statistics`) of the processes the
     /// filters keep (decided after their calls were counted when container
     /// metadata came late), and a new empty window.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
-        let mut out = Vec::with_capacity(self.stats.len());
-        for (k, s) in self.stats.drain() {
+        let mut out = Vec::with_capacity(self.entries.len());
+        self.index.clear();
+        for (k, s) in self.entries.drain(..) {
             if !procs.keep(k.proc) {
                 continue;
             }
@@ -103,5 +124,57 @@ impl L4Window {
             out.push(r);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::EventBatch;
+    use crate::connections::{Tracker, TrackerConfig};
+
+    /// (remote port, sent bytes, calls) of each key, by port.
+    fn figures(w: &L4Window) -> Vec<(u16, u64, u64)> {
+        let mut out: Vec<_> = w.entries.iter().map(|(k, s)| (k.remote_port, s.send_bytes, s.send_packets)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// A connection's figures are found again from the place kept on it,
+    /// and only while that place still holds its key: a datagram socket
+    /// sending to two peers in turn, connections of the same key, a new
+    /// window, the cap.
+    #[test]
+    fn kept_places_count_each_call_under_its_key() {
+        let mut tracker = Tracker::new(TrackerConfig { drop_local: false, ..TrackerConfig::default() });
+        let mut window = L4Window::new(3);
+        let proc = ProcKey { pid: std::process::id(), start_ns: 1 };
+        let local = ("10.0.0.1".parse().unwrap(), 40000);
+        let peer = |port| ("10.0.0.2".parse().unwrap(), port);
+        let mut batch = EventBatch::default();
+        let mut send = |window: &mut L4Window, sock: u64, port: u16, bytes: usize| {
+            batch.clear();
+            batch.data(proc, sock, 1, Direction::Egress, Role::Client, local, peer(port), &vec![0; bytes]);
+            let ev = &batch.events()[0];
+            let conn = tracker.on_event(ev).unwrap();
+            window.add(conn, ev);
+        };
+        for (port, bytes) in [(53, 10), (5353, 20), (53, 30), (53, 40), (5353, 50)] {
+            send(&mut window, 1, port, bytes);
+        }
+        // Another socket to the same peer: the same key.
+        send(&mut window, 2, 53, 5);
+        assert_eq!(figures(&window), [(53, 85, 4), (5353, 70, 2)]);
+        window.entries.clear();
+        window.index.clear();
+        // A new window: places kept from the last one hold other keys now.
+        send(&mut window, 3, 80, 1);
+        send(&mut window, 1, 5353, 2);
+        send(&mut window, 1, 53, 3);
+        assert_eq!(figures(&window), [(53, 3, 1), (80, 1, 1), (5353, 2, 1)]);
+        // Past the cap (3 keys) a new key is counted as overflow only.
+        send(&mut window, 4, 443, 9);
+        send(&mut window, 1, 53, 3);
+        assert_eq!((figures(&window), window.overflow), (vec![(53, 6, 2), (80, 1, 1), (5353, 2, 1)], 1));
     }
 }

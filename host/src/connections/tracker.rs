@@ -58,6 +58,9 @@ pub struct Conn {
     /// did not see: open before the daemon started. Its protocols' state
     /// from before (HTTP/2's header tables) is unknown.
     pub joined_midway: bool,
+    /// Where the layer-4 window keeps this connection's figures (its
+    /// cache: see `L4Window::entry`).
+    pub l4_hint: std::cell::Cell<usize>,
     last_seen: Instant,
 }
 
@@ -278,7 +281,18 @@ fn new_conn(
     };
     // The kernel names the role of the TCP connections it saw begin.
     let joined_midway = ev.role.is_none() && socket_type == SocketType::Inet && ev.transport == Transport::Stream;
-    Conn { id, key, role, socket_type, local: ev.local, remote: ev.remote, dropped, joined_midway, last_seen: now }
+    Conn {
+        id,
+        key,
+        role,
+        socket_type,
+        local: ev.local,
+        remote: ev.remote,
+        dropped,
+        joined_midway,
+        l4_hint: Default::default(),
+        last_seen: now,
+    }
 }
 
 /// For an inet socket whose beginning the kernel did not see (older than
