@@ -1,11 +1,11 @@
 //! The host's own addresses (getifaddrs), for `DropLocalConnections`.
 
-use std::collections::HashSet;
+use crate::fast_hash::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Every address configured on an interface of this network namespace.
 pub fn addresses() -> HashSet<IpAddr> {
-    let mut out = HashSet::new();
+    let mut out = HashSet::default();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {

@@ -1,7 +1,6 @@
 use std::collections::hash_map::Entry;
-use std::collections::HashSet;
 
-use crate::fast_hash::HashMap;
+use crate::fast_hash::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -126,7 +125,7 @@ impl Tracker {
             by_sock: HashMap::default(),
             next_id: 1,
             listening: Listening::default(),
-            local_addrs: HashSet::new(),
+            local_addrs: HashSet::default(),
             stats: TrackerStats::default(),
             now: Instant::now(),
             newly_dropped: Vec::new(),
@@ -401,7 +400,7 @@ mod tests {
     #[test]
     fn sockets_the_kernel_did_not_see_begin_get_their_role_from_listening_ports() {
         let mut t = tracker(false);
-        t.refresh_host_view(Listening::from_ports([40000], []), HashSet::new());
+        t.refresh_host_view(Listening::from_ports([40000], []), HashSet::default());
         let mut ev = event(9, AF_INET, "10.0.0.2", ROLE_UNKNOWN);
         ev.direction = Direction::Ingress;
         assert_eq!(t.on_event(&ev).unwrap().role, Role::Server);

@@ -380,34 +380,35 @@ impl ProtocolWorker {
     fn detect(&mut self, chunk: &ChunkIn<'_>, bytes: &[u8]) -> Option<u64> {
         let catalog = self.registry.catalog();
         let now = Instant::now();
-        let mut candidates: Vec<(bool, &Arc<LoadedPlugin>)> = catalog
-            .active
-            .iter()
-            .filter(|p| self.config.include.as_ref().is_none_or(|inc| inc.iter().any(|n| **n == *p.meta.name)))
-            .filter(|p| p.is_available(now))
-            .map(|p| (p.meta.default_ports.contains(&chunk.port_hint), p))
-            .collect();
-        candidates.sort_by_key(|(hinted, _)| !hinted);
         // (confidence, plugin, whether its port hinted it)
         let mut best: Option<(u8, u64, bool)> = None;
-        for (hinted, plugin) in candidates {
-            // Hinted plugins come first: a claim among them is final.
-            if best.is_some_and(|(_, _, by_hint)| by_hint) {
-                break;
-            }
-            let id = plugin.meta.id;
-            self.stats.detect_calls += 1;
-            let Some(sandbox) = self.sandbox(plugin) else { continue };
-            match sandbox.detect(chunk.direction, chunk.role, bytes) {
-                Ok(confidence) => {
-                    if confidence >= self.config.detect_threshold && best.is_none_or(|(c, _, _)| confidence > c) {
-                        best = Some((confidence, id, hinted));
-                        if confidence >= 95 {
-                            break;
+        // Hinted plugins first; a claim among them is final. (No list is
+        // built and sorted: this runs for every new connection.)
+        'passes: for hinted in [true, false] {
+            for plugin in catalog.active.iter() {
+                if best.is_some_and(|(_, _, by_hint)| by_hint) {
+                    break 'passes;
+                }
+                if plugin.meta.default_ports.contains(&chunk.port_hint) != hinted
+                    || self.config.include.as_ref().is_some_and(|inc| !inc.iter().any(|n| **n == *plugin.meta.name))
+                    || !plugin.is_available(now)
+                {
+                    continue;
+                }
+                let id = plugin.meta.id;
+                self.stats.detect_calls += 1;
+                let Some(sandbox) = self.sandbox(plugin) else { continue };
+                match sandbox.detect(chunk.direction, chunk.role, bytes) {
+                    Ok(confidence) => {
+                        if confidence >= self.config.detect_threshold && best.is_none_or(|(c, _, _)| confidence > c) {
+                            best = Some((confidence, id, hinted));
+                            if confidence >= 95 {
+                                break 'passes;
+                            }
                         }
                     }
+                    Err(failure) => self.fail_slot(id, failure, &[]),
                 }
-                Err(failure) => self.fail_slot(id, failure, &[]),
             }
         }
         best.map(|(_, id, _)| id)
