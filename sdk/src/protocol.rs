@@ -14,7 +14,7 @@ pub struct Info {
     /// Well-known ports. A connection on one of them asks this plugin first,
     /// and its claim (at or above the daemon's threshold, 50) is final; on
     /// other ports every plugin is asked and the most confident wins (95
-    /// or more ends the search).
+    /// or more ends the search), and the port is then learnt for it.
     pub default_ports: &'static [u16],
     /// Names of the fields this protocol's messages carry. A [`FieldKey`] is
     /// an index into this list.

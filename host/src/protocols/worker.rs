@@ -1,7 +1,8 @@
 //! Per-thread dispatch of captured chunks to plugins.
 //!
 //! A connection is offered to the active plugins (those allowed by
-//! `IncludeProtocols`, port-hinted ones first) until one claims it; from
+//! `IncludeProtocols`, port-hinted ones first: default ports, and ports
+//! learnt from earlier claims) until one claims it; from
 //! then on its chunks go to that plugin's instance only, in batches (one
 //! component call per batch, bytes copied in once). Each worker owns one
 //! instance per plugin version: a connection stays on the version it was
@@ -235,9 +236,16 @@ pub struct ProtocolWorker {
     events: Vec<ConnEvent>,
     stats: WorkerStats,
     fields: FieldSets,
+    /// Ports learnt from claims: the plugin that last claimed a connection
+    /// on each port (a server on a port no plugin names, like redis on
+    /// 16399, is then asked for first, as on a default port).
+    learnt_ports: HashMap<u16, u64>,
 }
 
 impl ProtocolWorker {
+    /// Most ports remembered (forgotten wholesale past it).
+    const MAX_LEARNT_PORTS: usize = 4096;
+
     pub fn new(registry: Arc<Registry>, config: WorkerConfig) -> Self {
         Self {
             registry,
@@ -248,6 +256,7 @@ impl ProtocolWorker {
             events: Vec::new(),
             stats: WorkerStats::default(),
             fields: FieldSets::default(),
+            learnt_ports: HashMap::default(),
         }
     }
 
@@ -387,15 +396,17 @@ impl ProtocolWorker {
 
     /// The plugin that claims a connection whose first bytes in `chunk`'s
     /// direction are `bytes`, if any: the most confident at or above the
-    /// threshold. Plugins whose default ports include the connection's are
-    /// asked first, and one of them that claims it ends the search: port
-    /// and bytes agree, and each plugin asked is a call into its sandbox
-    /// (about 3,600 instructions: asking all eleven built-in plugins cost a
-    /// new DNS socket about 40,000, as much as parsing 4 or 5 queries).
-    /// Otherwise a claim of 95 or more ends it.
+    /// threshold. Plugins whose default ports include the connection's
+    /// (or that claimed the last connection on its port) are asked first,
+    /// and one of them that claims it ends the search: port and bytes
+    /// agree, and each plugin asked is a call into its sandbox (about 3,600
+    /// instructions: asking all eleven built-in plugins cost a new DNS
+    /// socket about 40,000, as much as parsing 4 or 5 queries). Otherwise a
+    /// claim of 95 or more ends it.
     fn detect(&mut self, chunk: &ChunkIn<'_>, bytes: &[u8]) -> Option<u64> {
         let catalog = self.registry.catalog();
         let now = Instant::now();
+        let learnt = self.learnt_ports.get(&chunk.port_hint).copied();
         // (confidence, plugin, whether its port hinted it)
         let mut best: Option<(u8, u64, bool)> = None;
         // Hinted plugins first; a claim among them is final. (No list is
@@ -405,7 +416,8 @@ impl ProtocolWorker {
                 if best.is_some_and(|(_, _, by_hint)| by_hint) {
                     break 'passes;
                 }
-                if plugin.meta.default_ports.contains(&chunk.port_hint) != hinted
+                let by_port = plugin.meta.default_ports.contains(&chunk.port_hint) || learnt == Some(plugin.meta.id);
+                if by_port != hinted
                     || self.config.include.as_ref().is_some_and(|inc| !inc.iter().any(|n| **n == *plugin.meta.name))
                     || !plugin.is_available(now)
                 {
@@ -427,7 +439,14 @@ impl ProtocolWorker {
                 }
             }
         }
-        best.map(|(_, id, _)| id)
+        let (_, id, _) = best?;
+        if chunk.port_hint != 0 && learnt != Some(id) {
+            if self.learnt_ports.len() >= Self::MAX_LEARNT_PORTS {
+                self.learnt_ports.clear();
+            }
+            self.learnt_ports.insert(chunk.port_hint, id);
+        }
+        Some(id)
     }
 
     /// The slot's instance, created if needed; `None` if that failed.
@@ -650,9 +669,20 @@ mod tests {
 
     /// Detects one first chunk: the protocol claimed and plugins asked.
     fn detect(bytes: &[u8], port: u16, datagram: bool) -> (Option<Arc<str>>, u64) {
-        let mut w = worker();
+        detect_on(&mut worker(), 1, bytes, port, datagram)
+    }
+
+    fn detect_on(
+        w: &mut ProtocolWorker,
+        conn: u64,
+        bytes: &[u8],
+        port: u16,
+        datagram: bool,
+    ) -> (Option<Arc<str>>, u64) {
+        let asked = w.stats.detect_calls;
+        w.events.clear();
         w.push(ChunkIn {
-            conn: 1,
+            conn,
             direction: Direction::Egress,
             role: Role::Client,
             timestamp_ns: 1,
@@ -666,7 +696,7 @@ mod tests {
             ConnEvent::Detected { protocol, .. } => Some(protocol.clone()),
             _ => None,
         });
-        (claimed, w.stats.detect_calls)
+        (claimed, w.stats.detect_calls - asked)
     }
 
     /// A plugin whose default port the connection uses and that claims it
@@ -688,5 +718,22 @@ mod tests {
         assert!(asked >= 2, "asked {asked}");
         // Redis on its port: its 95 claim, one call.
         assert_eq!(detect(b"*1\r\n$4\r\nPING\r\n", 6379, false), (Some("redis".into()), 1));
+    }
+
+    /// A port no plugin names is learnt from a claim: the next connection
+    /// on it asks that plugin first, and its claim is final; bytes it does
+    /// not claim still reach the others.
+    #[test]
+    fn ports_are_learnt_from_claims() {
+        let mut w = worker();
+        let active = w.registry.catalog().active.len() as u64;
+        let query = wirelens_plugin_dns::cases::message(7, false, 0, "svc.cluster.local", 1, 0);
+        assert_eq!(detect_on(&mut w, 1, &query, 5300, true), (Some("dns".into()), active));
+        assert_eq!(detect_on(&mut w, 2, &query, 5300, true), (Some("dns".into()), 1));
+        let (claimed, asked) = detect_on(&mut w, 3, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 5300, false);
+        assert_eq!(claimed.as_deref(), Some("http"));
+        assert!(asked >= 2, "asked {asked}");
+        // The port now names HTTP.
+        assert_eq!(detect_on(&mut w, 4, b"GET /b HTTP/1.1\r\n\r\n", 5300, false), (Some("http".into()), 1));
     }
 }
