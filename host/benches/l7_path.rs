@@ -194,7 +194,8 @@ fn host_path(w: &Workload) -> (f64, f64) {
 }
 
 /// A first call on other connections: the plugins' instances are made
-/// (records dropped, not timed).
+/// (records dropped, not timed). Two functions, this and
+/// `detect_connections`, because callgrind tells them apart by name.
 #[inline(never)]
 fn make_instances(
     collector: &mut Collector,

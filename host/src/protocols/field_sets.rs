@@ -101,26 +101,26 @@ impl FieldSets {
             Some(t) => key.extend_from_slice(t.as_bytes()),
             None => (0..n).for_each(|i| key.extend_from_slice(text(i).as_bytes())),
         }
-        if let Some(set) = self.sets.get(&key[..]) {
-            if n == 0 {
-                self.empty = Some(set.clone());
+        let set = match self.sets.get(&key[..]) {
+            Some(set) => set.clone(),
+            None => {
+                if self.sets.len() >= Self::MAX {
+                    self.sets.retain(|_, s| Arc::strong_count(s) > 1);
+                }
+                self.next_id += 1;
+                let set = Arc::new(FieldSet {
+                    id: self.next_id,
+                    plugin: plugin.clone(),
+                    fields: (0..n).map(|i| (keys[i], Arc::from(text(i)))).collect(),
+                });
+                // Still full of sets in use: this one is not remembered (it
+                // is counted correctly, only not shared).
+                if self.sets.len() < 2 * Self::MAX {
+                    self.sets.insert(self.scratch.clone().into_boxed_slice(), set.clone());
+                }
+                set
             }
-            return set.clone();
-        }
-        if self.sets.len() >= Self::MAX {
-            self.sets.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        self.next_id += 1;
-        let set = Arc::new(FieldSet {
-            id: self.next_id,
-            plugin: plugin.clone(),
-            fields: (0..n).map(|i| (keys[i], Arc::from(text(i)))).collect(),
-        });
-        // Still full of sets in use: this one is not remembered (it is
-        // counted correctly, only not shared).
-        if self.sets.len() < 2 * Self::MAX {
-            self.sets.insert(self.scratch.clone().into_boxed_slice(), set.clone());
-        }
+        };
         if n == 0 {
             self.empty = Some(set.clone());
         }

@@ -407,15 +407,15 @@ impl ProtocolWorker {
         let catalog = self.registry.catalog();
         let now = Instant::now();
         let learnt = self.learnt_ports.get(&chunk.port_hint).copied();
-        // (confidence, plugin, whether its port hinted it)
-        let mut best: Option<(u8, u64, bool)> = None;
-        // Hinted plugins first; a claim among them is final. (No list is
-        // built and sorted: this runs for every new connection.)
+        let mut best: Option<(u8, u64)> = None;
+        // Hinted plugins first. (No list is built and sorted: this runs for
+        // every new connection.)
         'passes: for hinted in [true, false] {
+            // A claim among the hinted plugins is final.
+            if best.is_some() {
+                break;
+            }
             for plugin in catalog.active.iter() {
-                if best.is_some_and(|(_, _, by_hint)| by_hint) {
-                    break 'passes;
-                }
                 let by_port = plugin.meta.default_ports.contains(&chunk.port_hint) || learnt == Some(plugin.meta.id);
                 if by_port != hinted
                     || self.config.include.as_ref().is_some_and(|inc| !inc.iter().any(|n| **n == *plugin.meta.name))
@@ -428,8 +428,8 @@ impl ProtocolWorker {
                 let Some(sandbox) = self.sandbox(plugin) else { continue };
                 match sandbox.detect(chunk.direction, chunk.role, bytes) {
                     Ok(confidence) => {
-                        if confidence >= self.config.detect_threshold && best.is_none_or(|(c, _, _)| confidence > c) {
-                            best = Some((confidence, id, hinted));
+                        if confidence >= self.config.detect_threshold && best.is_none_or(|(c, _)| confidence > c) {
+                            best = Some((confidence, id));
                             if confidence >= 95 {
                                 break 'passes;
                             }
@@ -439,7 +439,7 @@ impl ProtocolWorker {
                 }
             }
         }
-        let (_, id, _) = best?;
+        let (_, id) = best?;
         if chunk.port_hint != 0 && learnt != Some(id) {
             if self.learnt_ports.len() >= Self::MAX_LEARNT_PORTS {
                 self.learnt_ports.clear();
