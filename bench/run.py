@@ -4,6 +4,7 @@ measures observers: the CPU it adds per observed call at a fixed rate, the
 latency it adds at that rate, and the throughput left at saturation.
 
     sudo python3 bench/run.py [--rounds 5] [--seconds 8] [--only TEXT] [--baseline BINARY] [--report PATH]
+                              [--variants LIST] [--saturation-only]
 
 Loads (servers on loopback, so each request is observed at both ends):
 redis GET, redis GET pipelined 16, pgbench select-only, HTTP GET against
@@ -12,8 +13,11 @@ median of three flat-out runs); the fixed rate is 75% of it.
 
 Then, in every round and for every variant (without the daemon; probes
 only: attached to every socket call, every call dropped at the first check;
-layer 4 only: ProtocolProcess false; everything; and, with --baseline,
-everything with another build), in an order that rotates each round:
+layer 4 only: ProtocolProcess false; capture only: everything's kernel
+programs and copies, the records read off the ring and decoded, then
+dropped (WIRELENS_BENCH_DISCARD): what any daemon behind this capture pays
+before it does anything; everything; and, with --baseline, everything with
+another build), in an order that rotates each round:
 - flat out (saturation): the throughput, as it is;
 - at the fixed rate: throughput, p50 and p99 (from each request's due time,
   so a client held up shows), and the machine's busy time from /proc/stat
@@ -23,6 +27,9 @@ everything with another build), in an order that rotates each round:
   kernel programs' time (BPF run-time statistics, switched on only for the
   last 35% of the run, as they cost two clock reads per program run), the
   daemon's own CPU, and the rest (wake-ups, cache and scheduler effects).
+
+--saturation-only skips the fixed rate (more rounds in the same time, for
+the saturation ratios alone) and writes only the saturation table.
 
 Ratios are paired per round (with / without of the same round), so drift
 over the run cancels; tables show median and min-max over the rounds.
@@ -47,6 +54,7 @@ from common import CARGO_ENV, ROOT, TARGET, Daemon, Servers, config_text
 # every socket call and drop it at their first check.
 NO_PID = 4_194_000
 FIXED_SHARE = 0.75
+VARIANTS = ["without", "probes only", "layer 4 only", "capture only", "everything"]
 LOADGEN = os.path.join(TARGET, "release", "wirelens-loadgen")
 
 # What DeepFlow published (SIGCOMM 2023, "Network-Centric Distributed
@@ -243,16 +251,22 @@ def run_variant(load, variant, binary, rate, args, tmp):
     """Saturation, then the fixed rate, under one daemon (or none)."""
     daemon, records = None, None
     if variant != "without":
+        env = {"WIRELENS_BENCH_DISCARD": "1"} if variant == "capture only" else None
         records = os.path.join(tmp, f"records-{time.time_ns()}.jsonl")
         config = {
             "probes only": config_text(records, pids=[NO_PID]),
             "layer 4 only": config_text(records, protocols=False),
         }.get(variant, config_text(records))
-        daemon = Daemon(binary, tmp, config=config, records=records)
+        daemon = Daemon(binary, tmp, config=config, records=records, env=env)
         if not daemon.ready:
             sys.exit(f"the daemon ({binary}) did not start; see {daemon.err.name}")
     out = {}
     out["sat"], out["sat_p99"] = load.flat_out(args.seconds)
+    if args.saturation_only:
+        if daemon:
+            daemon.terminate()
+            out["lost"] = count_calls(records, load.proto, 0)[1]
+        return out
     time.sleep(1.5)  # the windows flush the saturation phase's calls
     offset = os.path.getsize(records) if records and os.path.exists(records) else 0
 
@@ -330,7 +344,43 @@ def halving_section(results):
     return lines + [""]
 
 
+def saturation_section(results, variants):
+    lines = [
+        "## At saturation (flat out)",
+        "",
+        "The application's throughput with the variant over without, in the same round; redis loads are"
+        " `wirelens-loadgen --flat-out` (8 connections), nginx is wrk (2 threads, 16 connections), pgbench"
+        " 8 clients. Capture only: everything's kernel programs and copies, with the daemon reading the records"
+        " off the ring and dropping them (what any daemon behind this capture pays before its own work).",
+        "",
+        "| load | max without (/s) | " + " | ".join(f"{v} ratio" for v in variants if v != "without") + " |",
+        "|---|---|" + "---|" * (len(variants) - 1),
+    ]
+    for name, rate, per_variant in results:
+        base = per_variant["without"]
+        cells = []
+        for v in variants:
+            if v == "without":
+                continue
+            cells.append(mmm([r["sat"] / b["sat"] for r, b in zip(per_variant[v], base)], "{:.3f}"))
+        lines.append(f"| {name} | {mmm([b['sat'] for b in base])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(args, maxima, results, variants):
+    if args.saturation_only:
+        lines = ["# wirelens: the throughput left at saturation", "",
+                 f"`bench/run.py --saturation-only` on this machine ({os.cpu_count()} cores,"
+                 f" {time.strftime('%Y-%m-%d')}): {args.rounds} rounds of {args.seconds} s; each figure is the median"
+                 " (min-max) over the rounds of a ratio paired within a round.", ""]
+        lines += saturation_section(results, variants)
+        lost = {v: sum(r.get("lost", 0) for _, _, pv in results for r in pv[v]) for v in variants if v != "without"}
+        lines += ["", "Kernel loss (records the ring buffer had no room for), summed over the rounds: "
+                  + ", ".join(f"{v} {n}" for v, n in lost.items()) + ".", ""]
+        with open(args.report, "w") as f:
+            f.write("\n".join(lines))
+        print(f"wrote {args.report}")
+        return
     lines = [
         "# wirelens: what it costs the applications it watches",
         "",
@@ -392,25 +442,7 @@ def report(args, maxima, results, variants):
                 f" {mmm(plugins) if split else '-'} | {mmm(own) if split else '-'} |"
                 f" {mmm(reported, '{:.3f}') if reported else '-'} |"
                 f" {max(r['lost'] for r in rows)} |")
-    lines += [
-        "",
-        "## At saturation (flat out)",
-        "",
-        "The application's throughput with the variant over without, in the same round; redis loads are"
-        " `wirelens-loadgen --flat-out` (8 connections), nginx is wrk (2 threads, 16 connections), pgbench"
-        " 8 clients.",
-        "",
-        "| load | max without (/s) | " + " | ".join(f"{v} ratio" for v in variants if v != "without") + " |",
-        "|---|---|" + "---|" * (len(variants) - 1),
-    ]
-    for name, rate, per_variant in results:
-        base = per_variant["without"]
-        cells = []
-        for v in variants:
-            if v == "without":
-                continue
-            cells.append(mmm([r["sat"] / b["sat"] for r, b in zip(per_variant[v], base)], "{:.3f}"))
-        lines.append(f"| {name} | {mmm([b['sat'] for b in base])} | " + " | ".join(cells) + " |")
+    lines += [""] + saturation_section(results, variants)
     lines += ["", "Maxima measured before the rounds (median of three flat-out runs without the daemon): "
               + ", ".join(f"{n} {m:.0f}/s" for n, m in maxima.items()) + ".", ""]
     everything = [r for _, _, pv in results for r in pv.get("everything", [])]
@@ -451,7 +483,19 @@ def main():
                     help="another wirelens build (e.g. the previous commit's), run with everything on as one more"
                          " variant of the same rounds (A/B)")
     ap.add_argument("--report", default=os.path.join(ROOT, "bench", "report.md"))
+    ap.add_argument("--variants", metavar="LIST",
+                    help="comma-separated variants to run besides `without` (default: all of "
+                         + ", ".join(VARIANTS[1:]) + ")")
+    ap.add_argument("--saturation-only", action="store_true",
+                    help="skip the fixed rate; report the saturation ratios only")
     args = ap.parse_args()
+    variants = VARIANTS + (["baseline"] if args.baseline else [])
+    if args.variants:
+        asked = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in asked if v not in variants]
+        if unknown:
+            sys.exit(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(variants[1:])})")
+        variants = ["without"] + [v for v in variants[1:] if v in asked]
     if os.geteuid() != 0:
         sys.exit("run as root (the daemon loads eBPF programs)")
     if args.baseline and not os.access(args.baseline, os.X_OK):
@@ -475,7 +519,6 @@ def main():
         loads = [l for l in loads if args.only in l.name]
         if not loads:
             sys.exit(f"--only {args.only}: no load has that in its name")
-    variants = ["without", "probes only", "layer 4 only", "everything"] + (["baseline"] if args.baseline else [])
     maxima, results = {}, []
     set_bpf_stats(False)
     try:
@@ -489,6 +532,10 @@ def main():
                     binary_v = args.baseline if v == "baseline" else binary
                     per_variant[v].append(run_variant(load, v, binary_v, rate, args, tmp))
                     x = per_variant[v][-1]
+                    if args.saturation_only:
+                        print(f"{load.name} round {r + 1} {v}: saturation {x['sat']:.0f}/s, lost {x.get('lost', 0)}",
+                              flush=True)
+                        continue
                     print(f"{load.name} round {r + 1} {v}: saturation {x['sat']:.0f}/s, fixed {x['fixed']:.0f}/s"
                           f" p99 {x['p99']:.3f} ms, busy {x['busy_per_s']:.3f} s/s, daemon {x['daemon_per_s']:.3f},"
                           f" bpf {x['bpf_per_s']:.3f}, calls {x['calls']}", flush=True)

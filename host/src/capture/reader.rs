@@ -61,6 +61,10 @@ impl Reader {
                 return;
             }
         };
+        // A measurement mode (bench/run.py's "capture only"): records are
+        // read and decoded, then dropped: the cost of the kernel's capture
+        // and of taking records off the ring, without anything after it.
+        let discard = std::env::var_os("WIRELENS_BENCH_DISCARD").is_some();
         let mut batch = fresh_batch();
         // Processes already described (bounded: forgotten wholesale when
         // large; describing one again costs a map lookup).
@@ -76,7 +80,9 @@ impl Reader {
                     malformed.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(item);
-                if batch.len() == BATCH || batch.payload_bytes() >= BATCH_BYTES {
+                if discard {
+                    batch.clear();
+                } else if batch.len() == BATCH || batch.payload_bytes() >= BATCH_BYTES {
                     let full = std::mem::replace(&mut batch, fresh_batch());
                     if !hand_over(&sink, full, &stop) {
                         return; // the pipeline is gone, or stopping: shutting down
