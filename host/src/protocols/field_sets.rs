@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::fast_hash::HashMap;
 
+use super::wire::MessageKind;
 use super::LoadedPlugin;
 
 /// One protocol's field list, shared by every message that has it.
@@ -45,6 +46,11 @@ pub struct FieldSets {
     next_id: u64,
     /// The last plugin's set of no fields.
     empty: Option<Arc<FieldSet>>,
+    /// The last set with fields, per message kind (requests, responses,
+    /// one-way): messages of a kind come in runs with the same fields
+    /// (pipelined commands, a client's repeated query, `200` after `200`),
+    /// which are then compared field by field, without a key or a hash.
+    last: [Option<Arc<FieldSet>>; 3],
 }
 
 impl FieldSets {
@@ -54,10 +60,12 @@ impl FieldSets {
 
     /// The shared set of `plugin` with these fields, in this order: field
     /// `i` is `keys[i]` with the text `arena[offsets[i]..][..lens[i]]`
-    /// (spans the sandbox checked: a span that is not is taken as empty).
+    /// (spans the sandbox checked: a span that is not is taken as empty),
+    /// for a message of `kind`.
     #[inline]
     pub fn intern(
         &mut self,
+        kind: MessageKind,
         plugin: &Arc<LoadedPlugin>,
         keys: &[u16],
         offsets: &[u32],
@@ -75,6 +83,16 @@ impl FieldSets {
             let start = offsets[i] as usize;
             arena.get(start..start.saturating_add(lens[i] as usize)).unwrap_or_default()
         };
+        let run = kind as usize;
+        if let Some(last) = self.last[run].as_ref() {
+            if n > 0
+                && last.fields.len() == n
+                && Arc::ptr_eq(&last.plugin, plugin)
+                && last.fields.iter().enumerate().all(|(i, (key, value))| *key == keys[i] && **value == *text(i))
+            {
+                return last.clone();
+            }
+        }
         // The key: the plugin, the count, the keys, the lengths, the texts.
         // A message's texts are usually one run in the arena (the SDK
         // writes them so): then they are copied at once.
@@ -82,15 +100,15 @@ impl FieldSets {
         key.clear();
         key.extend_from_slice(&plugin.meta.id.to_le_bytes());
         key.extend_from_slice(&(n as u16).to_le_bytes());
-        let mut run = true;
+        let mut one_run = true;
         for i in 0..n {
             key.extend_from_slice(&keys[i].to_le_bytes());
             key.extend_from_slice(&lens[i].to_le_bytes());
-            run &= i == 0 || offsets[i] == offsets[i - 1].wrapping_add(lens[i - 1]);
+            one_run &= i == 0 || offsets[i] == offsets[i - 1].wrapping_add(lens[i - 1]);
         }
         let whole = if n == 0 {
             Some("")
-        } else if run {
+        } else if one_run {
             let start = offsets[0] as usize;
             let end = offsets[n - 1] as usize + lens[n - 1] as usize;
             arena.get(start..end)
@@ -123,18 +141,20 @@ impl FieldSets {
         };
         if n == 0 {
             self.empty = Some(set.clone());
+        } else {
+            self.last[run] = Some(set.clone());
         }
         set
     }
 
-    /// [`FieldSets::intern`] of `(key, text)` pairs (tests).
+    /// [`FieldSets::intern`] of `(key, text)` pairs, for a request (tests).
     #[cfg(test)]
     pub fn intern_pairs(&mut self, plugin: &Arc<LoadedPlugin>, fields: &[(u16, &str)]) -> Arc<FieldSet> {
         let arena: String = fields.iter().map(|(_, v)| *v).collect();
         let keys: Vec<u16> = fields.iter().map(|(k, _)| *k).collect();
         let lens: Vec<u32> = fields.iter().map(|(_, v)| v.len() as u32).collect();
         let offsets: Vec<u32> = lens.iter().scan(0, |at, len| Some(std::mem::replace(at, *at + len))).collect();
-        self.intern(plugin, &keys, &offsets, &lens, &arena)
+        self.intern(MessageKind::Request, plugin, &keys, &offsets, &lens, &arena)
     }
 }
 
@@ -177,13 +197,50 @@ mod tests {
         registry.load_builtins();
         let http = registry.catalog().get("http").unwrap().clone();
         let mut sets = FieldSets::default();
-        let run = sets.intern(&http, &[0, 1], &[1, 4], &[3, 2], "xGET/a").id;
-        let reversed = sets.intern(&http, &[0, 1], &[2, 0], &[3, 2], "/aGET").id;
-        let apart = sets.intern(&http, &[0, 1], &[0, 5], &[3, 2], "GET--/a").id;
+        let run = sets.intern(MessageKind::Request, &http, &[0, 1], &[1, 4], &[3, 2], "xGET/a").id;
+        let reversed = sets.intern(MessageKind::Request, &http, &[0, 1], &[2, 0], &[3, 2], "/aGET").id;
+        let apart = sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 5], &[3, 2], "GET--/a").id;
         assert_eq!((run, reversed), (apart, apart));
-        let set = sets.intern(&http, &[0, 1], &[2, 0], &[3, 2], "/aGET");
+        let set = sets.intern(MessageKind::Request, &http, &[0, 1], &[2, 0], &[3, 2], "/aGET");
         assert_eq!(set.fields.iter().map(|(k, v)| (*k, &**v)).collect::<Vec<_>>(), [(0, "GET"), (1, "/a")]);
         // The same bytes split otherwise: another set.
-        assert_ne!(sets.intern(&http, &[0, 1], &[0, 2], &[2, 3], "GET/a").id, run);
+        assert_ne!(sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 2], &[2, 3], "GET/a").id, run);
+    }
+
+    /// A message like the last one but for its plugin, a key or a value is
+    /// another set, asked right after it (the last set is kept apart).
+    #[test]
+    fn the_last_set_is_reused_only_when_all_is_the_same() {
+        let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
+        registry.load_builtins();
+        let catalog = registry.catalog();
+        let (http, redis) = (catalog.get("http").unwrap(), catalog.get("redis").unwrap());
+        let mut sets = FieldSets::default();
+        let get = sets.intern_pairs(http, &[(0, "GET"), (1, "/a")]);
+        assert!(Arc::ptr_eq(&get, &sets.intern_pairs(http, &[(0, "GET"), (1, "/a")])));
+        let mut seen = vec![get.id];
+        for (plugin, fields) in [
+            (redis, &[(0, "GET"), (1, "/a")][..]),
+            (http, &[(0, "GET"), (1, "/a")]),
+            (http, &[(0, "GET"), (2, "/a")]),
+            (http, &[(0, "GET"), (1, "/b")]),
+            (http, &[(0, "GET")]),
+            (http, &[(0, "GET"), (1, "/b"), (2, "x")]),
+        ] {
+            let set = sets.intern_pairs(plugin, fields);
+            assert_eq!(set.fields.iter().map(|(k, v)| (*k, &**v)).collect::<Vec<_>>(), fields);
+            assert!(Arc::ptr_eq(&set.plugin, plugin));
+            seen.push(set.id);
+        }
+        // Another kind of message with the same fields: the same set.
+        let as_response = sets.intern(MessageKind::Response, http, &[0, 1], &[0, 3], &[3, 2], "GET/a");
+        assert_eq!(as_response.id, get.id);
+        // The second is the first again (the redis set came between).
+        assert_eq!(seen[2], seen[0]);
+        seen.remove(2);
+        let mut distinct = seen.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), seen.len(), "{seen:?}");
     }
 }

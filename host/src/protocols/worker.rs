@@ -570,7 +570,10 @@ impl ProtocolWorker {
         for i in 0..batch.conn.len() {
             let count = usize::from(batch.field_count[i]);
             let span = field..field + count;
+            let flags = batch.flags[i];
+            let kind = wire::kind(flags).unwrap_or(MessageKind::Oneway);
             let fields = self.fields.intern(
+                kind,
                 plugin,
                 batch.field_key.get(span.clone()).unwrap_or_default(),
                 batch.field_offset.get(span.clone()).unwrap_or_default(),
@@ -578,10 +581,9 @@ impl ProtocolWorker {
                 arena,
             );
             field += count;
-            let flags = batch.flags[i];
             self.parsed.push(Parsed {
                 conn: batch.conn[i],
-                kind: wire::kind(flags).unwrap_or(MessageKind::Oneway),
+                kind,
                 direction: if flags & MSG_INGRESS != 0 { Direction::Ingress } else { Direction::Egress },
                 start_ns: batch.start_ns[i],
                 end_ns: batch.end_ns[i],
