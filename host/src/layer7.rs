@@ -65,6 +65,8 @@ struct L7Conn {
     next_pos: [Option<u64>; 2],
     /// Open before the capture saw it begin.
     joined_midway: bool,
+    /// Where its last call was counted in the window (see `L7Window::add`).
+    window_place: usize,
 }
 
 pub struct Layer7 {
@@ -140,6 +142,7 @@ impl Layer7 {
             pending: Pending::default(),
             next_pos: [None; 2],
             joined_midway: conn.joined_midway,
+            window_place: 0,
         });
         let chunk = ChunkIn {
             conn: conn.id,
@@ -228,7 +231,7 @@ impl Layer7 {
         for m in self.parsed.drain(..) {
             let Some(c) = self.conns.get_mut(&m.conn) else { continue };
             self.stitcher.add(&mut c.pending, m, &mut self.calls);
-            aggregate(&mut self.window, c.at, &mut self.calls);
+            aggregate(&mut self.window, c.at, &mut c.window_place, &mut self.calls);
         }
         let events = std::mem::take(&mut self.events);
         for e in &events {
@@ -240,9 +243,9 @@ impl Layer7 {
         self.events = events;
         self.events.clear();
         for id in std::mem::take(&mut self.closing) {
-            if let Some(c) = self.conns.remove(&id) {
+            if let Some(mut c) = self.conns.remove(&id) {
                 self.stitcher.close(c.pending, &mut self.calls);
-                aggregate(&mut self.window, c.at, &mut self.calls);
+                aggregate(&mut self.window, c.at, &mut c.window_place, &mut self.calls);
             }
         }
     }
@@ -252,7 +255,7 @@ impl Layer7 {
         let now = crate::clock::monotonic_ns();
         for c in self.conns.values_mut() {
             self.stitcher.expire(&mut c.pending, now, &mut self.calls);
-            aggregate(&mut self.window, c.at, &mut self.calls);
+            aggregate(&mut self.window, c.at, &mut c.window_place, &mut self.calls);
         }
         self.window.flush(time, procs)
     }
@@ -287,9 +290,9 @@ impl Layer7 {
 }
 
 /// Count a connection's completed calls.
-fn aggregate(window: &mut L7Window, at: Endpoint, calls: &mut Vec<Call>) {
+fn aggregate(window: &mut L7Window, at: Endpoint, place: &mut usize, calls: &mut Vec<Call>) {
     for call in calls.drain(..) {
-        window.add(at, call);
+        window.add(at, call, place);
     }
 }
 

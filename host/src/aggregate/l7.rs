@@ -92,7 +92,11 @@ struct Entry {
 }
 
 pub struct L7Window {
-    stats: HashMap<Key, Entry>,
+    /// The window's keys in the order they came, with an index by key: a
+    /// connection keeps its last key's place (`add`'s hint), so a run of
+    /// calls of the same kind on a connection is counted without hashing.
+    entries: Vec<(Key, Entry)>,
+    index: HashMap<Key, usize>,
     max_keys: usize,
     /// Calls folded into an `other` key because the cap was reached.
     pub overflow: u64,
@@ -100,31 +104,42 @@ pub struct L7Window {
 
 impl L7Window {
     pub fn new(max_keys: usize) -> Self {
-        Self { stats: HashMap::default(), max_keys, overflow: 0 }
+        Self { entries: Vec::new(), index: HashMap::default(), max_keys, overflow: 0 }
     }
 
-    /// Count `call`.
-    pub fn add(&mut self, at: Endpoint, call: Call) {
+    /// Count `call`, made at `at`. `hint` is where the connection's last
+    /// call was counted (any value at first): checked against the key,
+    /// then set to this call's place.
+    pub fn add(&mut self, at: Endpoint, call: Call, hint: &mut usize) {
         let key = Key {
             at,
             request: call.request.id,
             response: call.response.as_ref().map_or(0, |r| r.id),
             success: call.success,
         };
-        // Below the cap a key is hashed once; at the cap, a new key folds.
-        let key = if self.stats.len() >= self.max_keys && !self.stats.contains_key(&key) {
+        let (latency, req_bytes, resp_bytes) = (call.latency_ns, call.req_bytes, call.resp_bytes);
+        let place = if self.entries.get(*hint).is_some_and(|(k, _)| *k == key) {
+            *hint
+        } else if let Some(&place) = self.index.get(&key) {
+            place
+        } else if self.entries.len() < self.max_keys {
+            self.insert(key, call)
+        } else {
+            // At the cap, a new key folds into its protocol's `other` key.
             self.overflow += 1;
-            Key {
+            let other = Key {
                 at: Endpoint::new(ProcKey::default(), Role::Unknown, (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), false),
                 request: 0,
                 response: call.plugin().meta.id,
                 success: call.success,
+            };
+            match self.index.get(&other) {
+                Some(&place) => place,
+                None => self.insert(other, call),
             }
-        } else {
-            key
         };
-        let (latency, req_bytes, resp_bytes) = (call.latency_ns, call.req_bytes, call.resp_bytes);
-        let s = &mut self.stats.entry(key).or_insert_with(|| Entry { call, stats: Stats::default() }).stats;
+        *hint = place;
+        let s = &mut self.entries[place].1.stats;
         s.count += 1;
         s.latency += latency;
         s.req_bytes += req_bytes;
@@ -132,11 +147,20 @@ impl L7Window {
         s.sketch.add(latency);
     }
 
+    /// A new key, with the first call counted under it; its place.
+    fn insert(&mut self, key: Key, call: Call) -> usize {
+        let place = self.entries.len();
+        self.entries.push((key, Entry { call, stats: Stats::default() }));
+        self.index.insert(key, place);
+        place
+    }
+
     /// The window's `type: protocols` records of the processes the filters
     /// keep, and a new empty window.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
         let mut merged: HashMap<Labels, Stats> = HashMap::default();
-        for (k, e) in self.stats.drain() {
+        self.index.clear();
+        for (k, e) in self.entries.drain(..) {
             // (`other` keys belong to no process.)
             if k.at.proc.pid != 0 && !procs.keep(k.at.proc) {
                 continue;
@@ -243,15 +267,17 @@ mod tests {
             false,
         );
         let mut w = L7Window::new(3);
+        // One connection's place in the window, through every step below.
+        let mut hint = 0;
         // GET through the plugin before and after a reload: two keys in the
         // window, one record.
-        w.add(at, call(&mut sets, &old, "GET", 100));
-        w.add(at, call(&mut sets, &new, "GET", 300));
-        w.add(at, call(&mut sets, &new, "GET", 500));
-        w.add(at, call(&mut sets, &old, "SET", 50));
+        w.add(at, call(&mut sets, &old, "GET", 100), &mut hint);
+        w.add(at, call(&mut sets, &new, "GET", 300), &mut hint);
+        w.add(at, call(&mut sets, &new, "GET", 500), &mut hint);
+        w.add(at, call(&mut sets, &old, "SET", 50), &mut hint);
         // Past the cap of 3 keys: counted under `other`.
-        w.add(at, call(&mut sets, &new, "DEL", 7));
-        w.add(at, call(&mut sets, &new, "INCR", 8));
+        w.add(at, call(&mut sets, &new, "DEL", 7), &mut hint);
+        w.add(at, call(&mut sets, &new, "INCR", 8), &mut hint);
         assert_eq!(w.overflow, 2);
         let records = w.flush(1, &ProcessCache::default());
         assert_eq!(
@@ -260,5 +286,26 @@ mod tests {
         );
         // The window starts afresh.
         assert!(w.flush(2, &ProcessCache::default()).is_empty());
+        // The place kept from the last window names nothing (or another
+        // key) now: each call still counts under its own key.
+        for (command, latency) in [("SET", 1), ("GET", 2), ("GET", 4), ("SET", 8), ("GET", 16)] {
+            w.add(at, call(&mut sets, &new, command, latency), &mut hint);
+        }
+        let other = Endpoint::new(ProcKey { pid: 8, start_ns: 1 }, Role::Client, at.remote, false);
+        w.add(other, call(&mut sets, &new, "GET", 32), &mut hint);
+        w.add(at, call(&mut sets, &new, "GET", 64), &mut hint);
+        let records = w.flush(3, &ProcessCache::default());
+        let mut by_pid: Vec<_> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.int("_process_pid_").unwrap(),
+                    r.text("command").unwrap().to_string(),
+                    r.int("total_latency_ns").unwrap(),
+                )
+            })
+            .collect();
+        by_pid.sort();
+        assert_eq!(by_pid, vec![(7, "GET".into(), 86), (7, "SET".into(), 9), (8, "GET".into(), 32)], "{records:?}");
     }
 }
