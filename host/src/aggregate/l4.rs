@@ -1,9 +1,9 @@
 //! Layer-4 statistics per process, remote endpoint, role and socket type,
 //! over one `FlushOutL4Interval` window.
 
-use crate::fast_hash::HashMap;
 use std::net::IpAddr;
 
+use super::keyed::KeyedEntries;
 use crate::capture::{Counts, Direction, Event, ProcKey};
 use crate::connections::{Conn, Role, SocketType};
 use crate::metadata::ProcessCache;
@@ -28,9 +28,7 @@ struct Stats {
 
 /// One window of statistics, with a cap on its keys.
 pub struct L4Window {
-    /// Each key's place in `entries`.
-    index: HashMap<Key, u32>,
-    entries: Vec<(Key, Stats)>,
+    keys: KeyedEntries<Key, Stats>,
     max_keys: usize,
     /// Calls folded into no key because the cap was reached.
     pub overflow: u64,
@@ -38,7 +36,7 @@ pub struct L4Window {
 
 impl L4Window {
     pub fn new(max_keys: usize) -> Self {
-        Self { index: HashMap::default(), entries: Vec::new(), max_keys, overflow: 0 }
+        Self { keys: KeyedEntries::default(), max_keys, overflow: 0 }
     }
 
     /// Count one data call on a kept connection.
@@ -65,43 +63,30 @@ impl L4Window {
     }
 
     /// The connection's key's figures; `None` (counted) past the cap.
-    /// Their place is kept on the connection: the next call finds them
-    /// without hashing the key (it was a twelfth of the daemon's path per
-    /// event) if the entry there still has its key (a place from an older
-    /// window, or of a datagram socket's other peer, is looked up again).
+    /// Their place is kept on the connection (see [`KeyedEntries`]; a
+    /// datagram socket's calls to another peer are another key).
     fn entry(&mut self, conn: &Conn, ev: &Event) -> Option<&mut Stats> {
         // Datagram sockets without a fixed peer carry it per call.
         let (remote_ip, remote_port) = if ev.remote.1 != 0 { ev.remote } else { conn.remote };
         let key = Key { proc: conn.key.proc, remote_ip, remote_port, role: conn.role, socket_type: conn.socket_type };
-        let hint = conn.l4_hint.get();
-        let at = if self.entries.get(hint).is_some_and(|(k, _)| *k == key) {
-            hint
-        } else {
-            let at = match self.index.get(&key) {
-                Some(&at) => at as usize,
-                None if self.index.len() >= self.max_keys => {
-                    self.overflow += 1;
-                    return None;
-                }
-                None => {
-                    self.entries.push((key, Stats::default()));
-                    self.index.insert(key, self.entries.len() as u32 - 1);
-                    self.entries.len() - 1
-                }
-            };
-            conn.l4_hint.set(at);
-            at
+        let at = match self.keys.find(&key, conn.l4_hint.get()) {
+            Some(at) => at,
+            None if self.keys.len() >= self.max_keys => {
+                self.overflow += 1;
+                return None;
+            }
+            None => self.keys.insert(key, Stats::default()),
         };
-        Some(&mut self.entries[at].1)
+        conn.l4_hint.set(at);
+        Some(self.keys.value_mut(at))
     }
 
     /// The window's records (`type: statistics`) of the processes the
     /// filters keep (decided after their calls were counted when container
     /// metadata came late), and a new empty window.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
-        let mut out = Vec::with_capacity(self.entries.len());
-        self.index.clear();
-        for (k, s) in self.entries.drain(..) {
+        let mut out = Vec::with_capacity(self.keys.len());
+        for (k, s) in self.keys.drain() {
             if !procs.keep(k.proc) {
                 continue;
             }
@@ -135,7 +120,7 @@ mod tests {
 
     /// (remote port, sent bytes, calls) of each key, by port.
     fn figures(w: &L4Window) -> Vec<(u16, u64, u64)> {
-        let mut out: Vec<_> = w.entries.iter().map(|(k, s)| (k.remote_port, s.send_bytes, s.send_packets)).collect();
+        let mut out: Vec<_> = w.keys.iter().map(|(k, s)| (k.remote_port, s.send_bytes, s.send_packets)).collect();
         out.sort_unstable();
         out
     }
@@ -165,8 +150,7 @@ mod tests {
         // Another socket to the same peer: the same key.
         send(&mut window, 2, 53, 5);
         assert_eq!(figures(&window), [(53, 85, 4), (5353, 70, 2)]);
-        window.entries.clear();
-        window.index.clear();
+        window.keys.drain();
         // A new window: places kept from the last one hold other keys now.
         send(&mut window, 3, 80, 1);
         send(&mut window, 1, 5353, 2);

@@ -8,6 +8,7 @@ use crate::fast_hash::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use super::keyed::KeyedEntries;
 use super::sketch::Sketch;
 use crate::capture::ProcKey;
 use crate::connections::Role;
@@ -92,11 +93,9 @@ struct Entry {
 }
 
 pub struct L7Window {
-    /// The window's keys in the order they came, with an index by key: a
-    /// connection keeps its last key's place (`add`'s hint), so a run of
-    /// calls of the same kind on a connection is counted without hashing.
-    entries: Vec<(Key, Entry)>,
-    index: HashMap<Key, usize>,
+    /// A connection keeps its last key's place (`add`'s hint), so a run of
+    /// calls of the same kind on it is counted without hashing.
+    keys: KeyedEntries<Key, Entry>,
     max_keys: usize,
     /// Calls folded into an `other` key because the cap was reached.
     pub overflow: u64,
@@ -104,7 +103,7 @@ pub struct L7Window {
 
 impl L7Window {
     pub fn new(max_keys: usize) -> Self {
-        Self { entries: Vec::new(), index: HashMap::default(), max_keys, overflow: 0 }
+        Self { keys: KeyedEntries::default(), max_keys, overflow: 0 }
     }
 
     /// Count `call`, made at `at`. `hint` is where the connection's last
@@ -118,12 +117,11 @@ impl L7Window {
             success: call.success,
         };
         let (latency, req_bytes, resp_bytes) = (call.latency_ns, call.req_bytes, call.resp_bytes);
-        let place = if self.entries.get(*hint).is_some_and(|(k, _)| *k == key) {
-            *hint
-        } else if let Some(&place) = self.index.get(&key) {
+        let entry = |call| Entry { call, stats: Stats::default() };
+        let place = if let Some(place) = self.keys.find(&key, *hint) {
             place
-        } else if self.entries.len() < self.max_keys {
-            self.insert(key, call)
+        } else if self.keys.len() < self.max_keys {
+            self.keys.insert(key, entry(call))
         } else {
             // At the cap, a new key folds into its protocol's `other` key.
             self.overflow += 1;
@@ -133,13 +131,13 @@ impl L7Window {
                 response: call.plugin().meta.id,
                 success: call.success,
             };
-            match self.index.get(&other) {
-                Some(&place) => place,
-                None => self.insert(other, call),
+            match self.keys.find(&other, *hint) {
+                Some(place) => place,
+                None => self.keys.insert(other, entry(call)),
             }
         };
         *hint = place;
-        let s = &mut self.entries[place].1.stats;
+        let s = &mut self.keys.value_mut(place).stats;
         s.count += 1;
         s.latency += latency;
         s.req_bytes += req_bytes;
@@ -147,20 +145,11 @@ impl L7Window {
         s.sketch.add(latency);
     }
 
-    /// A new key, with the first call counted under it; its place.
-    fn insert(&mut self, key: Key, call: Call) -> usize {
-        let place = self.entries.len();
-        self.entries.push((key, Entry { call, stats: Stats::default() }));
-        self.index.insert(key, place);
-        place
-    }
-
     /// The window's `type: protocols` records of the processes the filters
     /// keep, and a new empty window.
     pub fn flush(&mut self, time: u64, procs: &ProcessCache) -> Vec<Record> {
         let mut merged: HashMap<Labels, Stats> = HashMap::default();
-        self.index.clear();
-        for (k, e) in self.entries.drain(..) {
+        for (k, e) in self.keys.drain() {
             // (`other` keys belong to no process.)
             if k.at.proc.pid != 0 && !procs.keep(k.at.proc) {
                 continue;
