@@ -83,10 +83,10 @@ impl FieldSets {
             let start = offsets[i] as usize;
             arena.get(start..start.saturating_add(lens[i] as usize)).unwrap_or_default()
         };
-        let run = kind as usize;
-        if let Some(last) = self.last[run].as_ref() {
-            if n > 0
-                && last.fields.len() == n
+        // (Only sets with fields are kept there: equal lengths mean n > 0.)
+        let slot = kind as usize;
+        if let Some(last) = self.last[slot].as_ref() {
+            if last.fields.len() == n
                 && Arc::ptr_eq(&last.plugin, plugin)
                 && last.fields.iter().enumerate().all(|(i, (key, value))| *key == keys[i] && **value == *text(i))
             {
@@ -142,7 +142,7 @@ impl FieldSets {
         if n == 0 {
             self.empty = Some(set.clone());
         } else {
-            self.last[run] = Some(set.clone());
+            self.last[slot] = Some(set.clone());
         }
         set
     }
@@ -163,12 +163,18 @@ mod tests {
     use super::*;
     use crate::protocols::{Registry, Runtime, SandboxLimits};
 
+    /// A registry with the built-in plugins loaded.
+    fn builtins() -> Arc<Registry> {
+        let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
+        registry.load_builtins();
+        registry
+    }
+
     /// The same plugin and fields are one set; any difference (a value, a
     /// key, where one value ends and the next begins, the plugin) another.
     #[test]
     fn same_fields_one_set() {
-        let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
-        registry.load_builtins();
+        let registry = builtins();
         let catalog = registry.catalog();
         let (http, redis) = (catalog.get("http").unwrap(), catalog.get("redis").unwrap());
         let mut sets = FieldSets::default();
@@ -193,8 +199,7 @@ mod tests {
     /// are the same set when keys and texts are the same.
     #[test]
     fn spans_anywhere_in_the_arena() {
-        let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
-        registry.load_builtins();
+        let registry = builtins();
         let http = registry.catalog().get("http").unwrap().clone();
         let mut sets = FieldSets::default();
         let run = sets.intern(MessageKind::Request, &http, &[0, 1], &[1, 4], &[3, 2], "xGET/a").id;
@@ -211,8 +216,7 @@ mod tests {
     /// another set, asked right after it (the last set is kept apart).
     #[test]
     fn the_last_set_is_reused_only_when_all_is_the_same() {
-        let registry = Registry::new(Runtime::new(SandboxLimits::default(), None).unwrap(), Default::default());
-        registry.load_builtins();
+        let registry = builtins();
         let catalog = registry.catalog();
         let (http, redis) = (catalog.get("http").unwrap(), catalog.get("redis").unwrap());
         let mut sets = FieldSets::default();
