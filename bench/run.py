@@ -377,9 +377,7 @@ def report(args, maxima, results, variants):
         lost = {v: sum(r.get("lost", 0) for _, _, pv in results for r in pv[v]) for v in variants if v != "without"}
         lines += ["", "Kernel loss (records the ring buffer had no room for), summed over the rounds: "
                   + ", ".join(f"{v} {n}" for v, n in lost.items()) + ".", ""]
-        with open(args.report, "w") as f:
-            f.write("\n".join(lines))
-        print(f"wrote {args.report}")
+        write_report(args, lines)
         return
     lines = [
         "# wirelens: what it costs the applications it watches",
@@ -469,6 +467,10 @@ def report(args, maxima, results, variants):
     lines.append(f"| {DEEPFLOW[2][0]} | {DEEPFLOW[2][1]} | (the daemon is the whole agent) |")
     lines.append(f"| {DEEPFLOW[3][0]} | {DEEPFLOW[3][1]} | per protocol (see the README's capture budgets) |")
     lines.append("")
+    write_report(args, lines)
+
+
+def write_report(args, lines):
     with open(args.report, "w") as f:
         f.write("\n".join(lines))
     print(f"wrote {args.report}")
