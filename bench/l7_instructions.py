@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 
-PROTOCOLS = "http redis http2 memcached nats mqtt kafka amqp dns mysql pgsql".split()
+# `redis-p16`: 16 pipelined GETs per write and their 16 replies per read
+# (its events carry 16 messages each: per message is a sixteenth).
+PROTOCOLS = "http redis redis-p16 http2 memcached nats mqtt kafka amqp dns mysql pgsql".split()
 CONNS = 64
 EVENTS_PER_STEP = 32 * CONNS * 2  # batches per step, connections, events per call
 ROUNDS = 3
