@@ -228,11 +228,22 @@ impl Layer7 {
     /// Parse what is queued and stitch it into the window.
     pub fn poll(&mut self) {
         self.worker.poll(&mut self.parsed, &mut self.events);
-        for m in self.parsed.drain(..) {
-            let Some(c) = self.conns.get_mut(&m.conn) else { continue };
-            self.stitcher.add(&mut c.pending, m, &mut self.calls);
+        // A plugin's messages come in runs of one connection (a chunk's
+        // worth, a pipeline's): one lookup per run, not per message.
+        let mut messages = self.parsed.drain(..).peekable();
+        while let Some(first) = messages.next() {
+            let conn = first.conn;
+            let Some(c) = self.conns.get_mut(&conn) else {
+                while messages.next_if(|m| m.conn == conn).is_some() {}
+                continue;
+            };
+            self.stitcher.add(&mut c.pending, first, &mut self.calls);
+            while let Some(m) = messages.next_if(|m| m.conn == conn) {
+                self.stitcher.add(&mut c.pending, m, &mut self.calls);
+            }
             aggregate(&mut self.window, c.at, &mut c.window_place, &mut self.calls);
         }
+        drop(messages);
         let events = std::mem::take(&mut self.events);
         for e in &events {
             if let ConnEvent::Dropped { conn, protocol, reason } = e {

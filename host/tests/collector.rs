@@ -89,6 +89,42 @@ fn events_become_layer_4_and_layer_7_records() {
     assert_eq!(num(health, "connections"), 0, "every connection closed: {health}");
 }
 
+/// Two connections to two servers whose calls interleave, each side
+/// pipelining two requests in one write: every message is stitched on its
+/// own connection and counted under its own server, whatever order the
+/// messages of the two come in.
+#[test]
+fn interleaved_connections_keep_their_own_calls() {
+    let mut c = collector("");
+    let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    let two: Vec<u8> = [HTTP_REQUEST, HTTP_REQUEST].concat();
+    let mut batch = EventBatch::default();
+    let mut ts = 1_000_000_000;
+    for _ in 0..10 {
+        let (a, b) = ((LOCAL, 40_001), (LOCAL, 40_002));
+        batch.data(me(), 1, ts, Direction::Egress, Role::Client, a, (SERVER, 8080), &two);
+        batch.data(me(), 2, ts, Direction::Egress, Role::Client, b, (other, 8080), HTTP_REQUEST);
+        // Server A answers in 1 ms, server B in 3 ms.
+        batch.data(me(), 1, ts + 1_000_000, Direction::Ingress, Role::Client, a, (SERVER, 8080), HTTP_RESPONSE);
+        batch.data(me(), 1, ts + 1_000_000, Direction::Ingress, Role::Client, a, (SERVER, 8080), HTTP_RESPONSE);
+        batch.data(me(), 2, ts + 3_000_000, Direction::Ingress, Role::Client, b, (other, 8080), HTTP_RESPONSE);
+        ts += 10_000_000;
+    }
+    c.on_batch(&batch);
+    c.poll_l7();
+    let l7 = json(&c.flush_l7());
+    let by_server = |ip: &str| -> &Value {
+        l7.iter()
+            .find(|r| r["protocol"] == "http" && r["remote_info"].as_str().unwrap().contains(ip))
+            .unwrap_or_else(|| panic!("no call to {ip}: {l7:?}"))
+    };
+    let (a, b) = (by_server("10.0.0.2"), by_server("10.0.0.3"));
+    assert_eq!((num(a, "total_count"), num(b, "total_count")), (20, 10), "{l7:?}");
+    assert_eq!(num(a, "total_latency_ns"), 20 * 1_000_000);
+    assert_eq!(num(b, "total_latency_ns"), 10 * 3_000_000);
+    assert_eq!(c.flush_l7().len(), 0, "every call was counted in the first window");
+}
+
 #[test]
 fn a_process_the_filters_exclude_yields_nothing() {
     let mut c = collector("      IncludeCmdRegex: '^no-such-program'\n");
