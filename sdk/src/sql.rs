@@ -157,8 +157,11 @@ pub fn normalize_into(sql: &[u8], dialect: Dialect, text: &mut String) {
             _ => {
                 if is_word(c) {
                     space(&mut out, &mut pending_space);
-                    let end = sql[i..].iter().position(|&b| !is_word(b)).map_or(n, |at| i + at);
-                    // (Words are short: a copy in place, not `memory.copy`.)
+                    // The word, and the words after it that are copied as
+                    // they are (`SELECT id FROM users WHERE id`): one copy
+                    // for the run, not a turn of this loop per word and space.
+                    let end = plain_run(sql, i);
+                    // (Runs are short: a copy in place, not `memory.copy`.)
                     crate::protocol::extend_small(&mut out, &sql[i..end]);
                     i = end;
                 } else {
@@ -213,6 +216,31 @@ fn ends_with_keyword(text: &[u8]) -> bool {
         b"set", b"return", b"in", b"is", b"like", b"between", b"case",
     ];
     KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
+}
+
+/// The end of the run of words starting at `i` that stays as written: words
+/// joined by one space, each starting with a byte that only continues a
+/// word (a letter, `_`, a byte of a multi-byte character) and not opening
+/// a prefixed string (`E'..'`, `X'..'`, ...). Digits start numbers, which
+/// become `?`; anything else ends the run and goes through the general
+/// rules.
+fn plain_run(sql: &[u8], mut i: usize) -> usize {
+    let n = sql.len();
+    loop {
+        while i < n && is_word(sql[i]) {
+            i += 1;
+        }
+        if i + 1 >= n || sql[i] != b' ' {
+            return i;
+        }
+        let next = sql[i + 1];
+        let prefixed_string =
+            matches!(next, b'e' | b'E' | b'x' | b'X' | b'b' | b'B' | b'n' | b'N') && sql.get(i + 2) == Some(&b'\'');
+        if !is_word(next) || next.is_ascii_digit() || prefixed_string {
+            return i;
+        }
+        i += 1;
+    }
 }
 
 fn is_word(b: u8) -> bool {
@@ -415,6 +443,25 @@ mod tests {
         // A `(` inside a quoted identifier still counts for collapsing lists.
         assert_eq!(pg("SELECT \"f(\" FROM t"), "SELECT \"f(\" FROM t");
         assert_eq!(my("SELECT `g(` FROM t WHERE x IN (1, 2)"), "SELECT `g(` FROM t WHERE x IN (?)");
+    }
+
+    #[test]
+    fn runs_of_plain_words_stop_where_a_rule_applies() {
+        assert_eq!(
+            pg("SELECT abalance FROM pgbench_accounts WHERE aid = 1234;"),
+            "SELECT abalance FROM pgbench_accounts WHERE aid = ?;"
+        );
+        // A number, a prefixed string, a second space, a comment after a word.
+        assert_eq!(pg("SELECT a FROM t LIMIT 10 OFFSET 5"), "SELECT a FROM t LIMIT ? OFFSET ?");
+        assert_eq!(pg("SELECT a WHERE b = E'x' AND c = N'y' OR d x'0a'"), "SELECT a WHERE b = ? AND c = ? OR d ?");
+        assert_eq!(my("select x'0a', b'1', n from t"), "select ?, ?, n from t");
+        assert_eq!(my("SELECT  a  FROM t-- c\n WHERE b"), "SELECT a FROM t WHERE b");
+        assert_eq!(my("SELECT a /* c */ FROM t"), "SELECT a FROM t");
+        // Words that merely start like prefixed strings, digits inside words.
+        assert_eq!(pg("SELECT name, bx, e2 FROM events WHERE v1 = 3"), "SELECT name, bx, e2 FROM events WHERE v1 = ?");
+        // A trailing space, non-ASCII words, a leading space.
+        assert_eq!(pg(" SELECT é FROM ü "), "SELECT é FROM ü");
+        assert_eq!(pg("SELECT a -1"), "SELECT a -?");
     }
 
     #[test]
