@@ -60,8 +60,10 @@ impl FieldSets {
 
     /// The shared set of `plugin` with these fields, in this order: field
     /// `i` is `keys[i]` with the text `arena[offsets[i]..][..lens[i]]`
-    /// (spans the sandbox checked: a span that is not is taken as empty),
-    /// for a message of `kind`.
+    /// (spans the sandbox checked: UTF-8 on character boundaries; a span
+    /// that is not is taken as empty), for a message of `kind`. The arena
+    /// is taken as bytes: it was validated once, in the sandbox, and a
+    /// text is made of it only for a new set.
     #[inline]
     pub fn intern(
         &mut self,
@@ -70,7 +72,7 @@ impl FieldSets {
         keys: &[u16],
         offsets: &[u32],
         lens: &[u32],
-        arena: &str,
+        arena: &[u8],
     ) -> Arc<FieldSet> {
         let n = keys.len().min(offsets.len()).min(lens.len());
         // Most responses carry no field: the plugin's empty set, kept.
@@ -88,7 +90,11 @@ impl FieldSets {
         if let Some(last) = self.last[slot].as_ref() {
             if last.fields.len() == n
                 && Arc::ptr_eq(&last.plugin, plugin)
-                && last.fields.iter().enumerate().all(|(i, (key, value))| *key == keys[i] && **value == *text(i))
+                && last
+                    .fields
+                    .iter()
+                    .enumerate()
+                    .all(|(i, (key, value))| *key == keys[i] && value.as_bytes() == text(i))
             {
                 return last.clone();
             }
@@ -106,8 +112,8 @@ impl FieldSets {
             key.extend_from_slice(&lens[i].to_le_bytes());
             one_run &= i == 0 || offsets[i] == offsets[i - 1].wrapping_add(lens[i - 1]);
         }
-        let whole = if n == 0 {
-            Some("")
+        let whole: Option<&[u8]> = if n == 0 {
+            Some(b"")
         } else if one_run {
             let start = offsets[0] as usize;
             let end = offsets[n - 1] as usize + lens[n - 1] as usize;
@@ -116,8 +122,8 @@ impl FieldSets {
             None
         };
         match whole {
-            Some(t) => key.extend_from_slice(t.as_bytes()),
-            None => (0..n).for_each(|i| key.extend_from_slice(text(i).as_bytes())),
+            Some(t) => key.extend_from_slice(t),
+            None => (0..n).for_each(|i| key.extend_from_slice(text(i))),
         }
         let set = match self.sets.get(&key[..]) {
             Some(set) => set.clone(),
@@ -129,7 +135,9 @@ impl FieldSets {
                 let set = Arc::new(FieldSet {
                     id: self.next_id,
                     plugin: plugin.clone(),
-                    fields: (0..n).map(|i| (keys[i], Arc::from(text(i)))).collect(),
+                    fields: (0..n)
+                        .map(|i| (keys[i], Arc::from(std::str::from_utf8(text(i)).unwrap_or_default())))
+                        .collect(),
                 });
                 // Still full of sets in use: this one is not remembered (it
                 // is counted correctly, only not shared).
@@ -154,7 +162,7 @@ impl FieldSets {
         let keys: Vec<u16> = fields.iter().map(|(k, _)| *k).collect();
         let lens: Vec<u32> = fields.iter().map(|(_, v)| v.len() as u32).collect();
         let offsets: Vec<u32> = lens.iter().scan(0, |at, len| Some(std::mem::replace(at, *at + len))).collect();
-        self.intern(MessageKind::Request, plugin, &keys, &offsets, &lens, &arena)
+        self.intern(MessageKind::Request, plugin, &keys, &offsets, &lens, arena.as_bytes())
     }
 }
 
@@ -202,14 +210,21 @@ mod tests {
         let registry = builtins();
         let http = registry.catalog().get("http").unwrap().clone();
         let mut sets = FieldSets::default();
-        let run = sets.intern(MessageKind::Request, &http, &[0, 1], &[1, 4], &[3, 2], "xGET/a").id;
-        let reversed = sets.intern(MessageKind::Request, &http, &[0, 1], &[2, 0], &[3, 2], "/aGET").id;
-        let apart = sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 5], &[3, 2], "GET--/a").id;
+        let run = sets.intern(MessageKind::Request, &http, &[0, 1], &[1, 4], &[3, 2], b"xGET/a").id;
+        let reversed = sets.intern(MessageKind::Request, &http, &[0, 1], &[2, 0], &[3, 2], b"/aGET").id;
+        let apart = sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 5], &[3, 2], b"GET--/a").id;
         assert_eq!((run, reversed), (apart, apart));
-        let set = sets.intern(MessageKind::Request, &http, &[0, 1], &[2, 0], &[3, 2], "/aGET");
+        let set = sets.intern(MessageKind::Request, &http, &[0, 1], &[2, 0], &[3, 2], b"/aGET");
         assert_eq!(set.fields.iter().map(|(k, v)| (*k, &**v)).collect::<Vec<_>>(), [(0, "GET"), (1, "/a")]);
         // The same bytes split otherwise: another set.
-        assert_ne!(sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 2], &[2, 3], "GET/a").id, run);
+        assert_ne!(sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 2], &[2, 3], b"GET/a").id, run);
+        // Texts of several bytes a character, taken from the arena's bytes;
+        // the same again is the same set, one character otherwise is not.
+        let arena = "GET/café/cafè".as_bytes();
+        let cafe = sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 3], &[3, 6], arena);
+        assert_eq!(cafe.fields.iter().map(|(k, v)| (*k, &**v)).collect::<Vec<_>>(), [(0, "GET"), (1, "/café")]);
+        assert_eq!(sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 3], &[3, 6], arena).id, cafe.id);
+        assert_ne!(sets.intern(MessageKind::Request, &http, &[0, 1], &[0, 9], &[3, 6], arena).id, cafe.id);
     }
 
     /// A message like the last one but for its plugin, a key or a value is
@@ -237,7 +252,7 @@ mod tests {
             seen.push(set.id);
         }
         // Another kind of message with the same fields: the same set.
-        let as_response = sets.intern(MessageKind::Response, http, &[0, 1], &[0, 3], &[3, 2], "GET/a");
+        let as_response = sets.intern(MessageKind::Response, http, &[0, 1], &[0, 3], &[3, 2], b"GET/a");
         assert_eq!(as_response.id, get.id);
         // The second is the first again (the redis set came between).
         assert_eq!(seen[2], seen[0]);

@@ -567,8 +567,9 @@ impl ProtocolWorker {
     fn take_batch(&mut self, plugin: &Arc<LoadedPlugin>, batch: Batch, fed: Option<(&Chunks, &[u64])>) {
         self.stats.messages += batch.conn.len() as u64;
         // Checked by the sandbox: the arena is UTF-8 and spans fall on
-        // character boundaries.
-        let arena = std::str::from_utf8(&batch.arena).unwrap_or_default();
+        // character boundaries (not validated again here: a set's texts
+        // are made of it only when the set is new).
+        let arena = batch.arena.as_slice();
         let mut field = 0usize;
         for i in 0..batch.conn.len() {
             let count = usize::from(batch.field_count[i]);
