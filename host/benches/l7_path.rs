@@ -257,13 +257,9 @@ fn main() {
     let host_only = std::env::args().any(|a| a == "--host-only");
     for w in workloads().into_iter().filter(|w| only.is_empty() || only.iter().any(|o| o == w.name)) {
         let rounds: Vec<(f64, f64, f64)> = (0..3).map(|_| host_path(&w)).collect();
-        let spread = |pick: fn(&(f64, f64, f64)) -> f64| {
-            let mut v: Vec<f64> = rounds.iter().map(pick).collect();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            format!("{:.0}/{:.0}/{:.0}", v[0], v[1], v[2])
-        };
-        let (host, outside, per_call) = (spread(|r| r.0), spread(|r| r.1), spread(|r| r.2));
-        let mut nat: Vec<f64> = (0..if host_only { 0 } else { 3 })
+        let column = |pick: fn(&(f64, f64, f64)) -> f64| spread(rounds.iter().map(pick).collect());
+        let (host, outside, per_call) = (column(|r| r.0), column(|r| r.1), column(|r| r.2));
+        let nat: Vec<f64> = (0..if host_only { 0 } else { 3 })
             .map(|_| match w.name {
                 "http" => native::<wirelens_plugin_http::Http>(&w),
                 "redis" | "redis-p16" => native::<wirelens_plugin_redis::Redis>(&w),
@@ -278,8 +274,13 @@ fn main() {
                 _ => native::<wirelens_plugin_dns::Dns>(&w),
             })
             .collect();
-        nat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let native = if host_only { "-".to_string() } else { format!("{:.0}/{:.0}/{:.0}", nat[0], nat[1], nat[2]) };
+        let native = if host_only { "-".to_string() } else { spread(nat) };
         println!("{:>9}  {host:>26}  {native:>26}  {outside:>18}  {per_call:>18}", w.name);
     }
+}
+
+/// Min/median/max of three rounds.
+fn spread(mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    format!("{:.0}/{:.0}/{:.0}", v[0], v[1], v[2])
 }

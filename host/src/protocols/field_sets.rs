@@ -60,10 +60,10 @@ impl FieldSets {
 
     /// The shared set of `plugin` with these fields, in this order: field
     /// `i` is `keys[i]` with the text `arena[offsets[i]..][..lens[i]]`
-    /// (spans the sandbox checked: UTF-8 on character boundaries; a span
-    /// that is not is taken as empty), for a message of `kind`. The arena
-    /// is taken as bytes: it was validated once, in the sandbox, and a
-    /// text is made of it only for a new set.
+    /// (spans the sandbox checked: inside the arena, UTF-8, on character
+    /// boundaries; a span outside the arena is taken as empty), for a
+    /// message of `kind`. The arena is taken as bytes: it was validated
+    /// once, in the sandbox, and a text is made of it only for a new set.
     #[inline]
     pub fn intern(
         &mut self,
