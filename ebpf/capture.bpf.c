@@ -42,10 +42,12 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
-/* Iovecs the first record of a call walks: grpcio (chttp2) writes a new
- * connection's first request in 24 (HPACK slices); 32 costs the verifier
- * about 0.25 s more per program variant than 8. */
+/* Iovec headers read from a call's array at once: grpcio (chttp2) writes a
+ * new connection's first request in 24 (HPACK slices). A record walks any
+ * number of iovecs, up to the system's limit. */
 #define MAX_IOV 32
+#define UIO_MAXIOV 1024
+_Static_assert((MAX_IOV & (MAX_IOV - 1)) == 0, "the scratch's iovec headers are indexed by a mask");
 
 /* Set by the loader before the programs are loaded. */
 const volatile __u32 payload_max = 4096;
@@ -293,10 +295,30 @@ struct iov_cursor {
     __u64 at;
 };
 
+/* A copy from an iovec array under way: the bytes wanted next, the end of
+ * those the record takes, and where they go in its payload (at most max). */
+struct iov_copy {
+    __u64 want;
+    __u64 end;
+    __u32 off;
+    __u32 max;
+};
+
 struct scratch {
     struct wl_event ev;
     __u8 payload[2 * WL_MAX_PAYLOAD];
     struct iov_cursor cur; /* of the gathered call being recorded */
+    /* The gathered call's iovec array (cnt iovecs at iovs), and `heads` of
+     * its headers from iovec head_at on, read from it in one read: each
+     * read of user memory costs 100-200 ns here, whatever its size, and
+     * nginx answers with a writev of two iovecs. Then the copy under way.
+     * All for iov_step. */
+    __u64 iovs;
+    __u64 cnt;
+    __u64 head_at;
+    __u64 heads;
+    struct iovec head[MAX_IOV];
+    struct iov_copy copy;
 };
 
 struct {
@@ -529,36 +551,25 @@ static __always_inline __u32 copy_flat(struct scratch *s, __u32 off, __u64 src, 
     return n;
 }
 
-/* Copy up to `total` bytes from an iovec array, from byte `start` of the
- * bytes it holds end to end, looking at up to iov_max iovecs from the
- * cursor (moved past every iovec left behind). */
-static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovs, __u64 cnt, struct iov_cursor *cur, __u64 start,
-                                      __u64 total, __u32 max, const int iov_max) {
-    __u32 off = 0;
-    __u64 want = start, end = start + total;
-    for (int k = 0; k < iov_max; k++) {
-        if (cur->idx >= cnt || want >= end)
-            break;
-        struct iovec iov = {};
-        if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovs + cur->idx * sizeof(struct iovec))) != 0)
-            break;
-        __u64 len = iov.iov_len;
-        if (want < cur->at + len) {
-            __u64 in = want - cur->at, n = len - in;
-            if (n > end - want)
-                n = end - want;
-            __u32 got = copy_flat(s, off, (__u64)iov.iov_base + in, n, max);
-            if (got == 0)
-                break;
-            off += got;
-            want += got;
-            if (want < cur->at + len)
-                break; /* the rest of this iovec is the next record's */
-        }
-        cur->at += len;
-        cur->idx++;
+/* Copy what the copy c wants of the iovec at the cursor (base, len);
+ * true: go on to the next iovec (the cursor moved past this one). */
+static __always_inline bool take_iov(struct scratch *s, struct iov_cursor *cur, struct iov_copy *c, __u64 base,
+                                     __u64 len) {
+    if (c->want < cur->at + len) {
+        __u64 in = c->want - cur->at, n = len - in;
+        if (n > c->end - c->want)
+            n = c->end - c->want;
+        __u32 got = copy_flat(s, c->off, base + in, n, c->max);
+        if (got == 0)
+            return false;
+        c->off += got;
+        c->want += got;
+        if (c->want < cur->at + len)
+            return false; /* the rest of this iovec is the next record's */
     }
-    return off;
+    cur->at += len;
+    cur->idx++;
+    return true;
 }
 
 /* A peer address given with a send (unconnected datagram sockets). */
@@ -812,19 +823,54 @@ static __always_inline struct scratch *scratch_event(const struct sock_desc *d, 
 struct gathered {
     struct sock_desc d;
     __u64 pos;
-    __u64 iovs;
-    __u64 cnt;
     __u64 skip_until;
     long ret;
     __u16 sys;
     __u8 direction;
 };
 
-/* Iovecs a continuation record looks through, from where the record before
- * stopped: the loop inside a bpf_loop callback costs the verifier about a
- * second per program at MAX_IOV, which every variant pays. An 8 KiB record
- * spans at most two of Redis's 16 KiB reply blocks. */
-#define CONT_IOV 4
+/* The next iovec of the copy under way (s->copy, from the cursor); 1
+ * stops the loop. Headers are read MAX_IOV at a time. A bpf_loop callback
+ * that keeps all it knows in the scratch (map memory, which the verifier
+ * does not follow), so it is verified once, however many iovecs a call
+ * has: inline, a walk over MAX_IOV headers was verified turn by turn at
+ * each call site (about 200,000 instructions per socket program). */
+static long iov_step(__u64 k, void *arg) {
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+    if (!s)
+        return 1;
+    __u64 idx = s->cur.idx;
+    if (idx >= s->cnt || s->copy.want >= s->copy.end)
+        return 1;
+    if (idx - s->head_at >= s->heads) {
+        __u64 n = s->cnt - idx < MAX_IOV ? s->cnt - idx : MAX_IOV;
+        barrier_var(n);
+        if (n > MAX_IOV)
+            n = MAX_IOV;
+        s->heads = 0;
+        if (bpf_probe_read_user(s->head, n * sizeof(struct iovec), (void *)(s->iovs + idx * sizeof(struct iovec))))
+            return 1;
+        s->head_at = idx;
+        s->heads = n;
+    }
+    const struct iovec *h = &s->head[(idx - s->head_at) & (MAX_IOV - 1)];
+    return take_iov(s, &s->cur, &s->copy, (__u64)h->iov_base, h->iov_len) ? 0 : 1;
+}
+
+/* Copy up to `total` bytes of the gathered call in the scratch, from byte
+ * `start` of the bytes its iovecs hold end to end, into the record's
+ * payload (at most max bytes), walking on from the cursor. If headers
+ * cannot be read (the array unmapped since the call), the record carries
+ * fewer bytes or none: its size still counts. */
+static __always_inline __u32 copy_iov(struct scratch *s, __u64 start, __u64 total, __u32 max) {
+    s->copy.want = start;
+    s->copy.end = start + total;
+    s->copy.off = 0;
+    s->copy.max = max;
+    bpf_loop(UIO_MAXIOV, iov_step, NULL, 0);
+    return s->copy.off;
+}
 
 /* Continuation record i of a gathered call (see cont_step: the same rules). */
 static long iov_cont_step(__u64 i, void *arg) {
@@ -840,8 +886,7 @@ static long iov_cont_step(__u64 i, void *arg) {
         return 1;
     s->ev.flags = WL_F_CONT;
     /* Inside a body a plugin skips: the size only. */
-    s->ev.captured =
-        c->pos + off + m <= c->skip_until ? 0 : copy_iov(s, c->iovs, c->cnt, &s->cur, off, m, WL_MAX_PAYLOAD, CONT_IOV);
+    s->ev.captured = c->pos + off + m <= c->skip_until ? 0 : copy_iov(s, off, m, WL_MAX_PAYLOAD);
     if (s->ev.captured < s->ev.real_len)
         count(WL_CNT_TRUNCATED);
     return submit(s) ? last : 1;
@@ -856,16 +901,18 @@ static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long
     struct scratch *s = scratch_event(d, WL_EV_DATA, sys, more ? (long)n : ret, direction, pos);
     if (!s)
         return;
+    s->iovs = iovs;
+    s->cnt = cnt;
+    s->heads = 0;
     s->cur.idx = 0;
     s->cur.at = 0;
-    s->ev.captured = copy_iov(s, iovs, cnt, &s->cur, 0, n, n, MAX_IOV);
+    s->ev.captured = copy_iov(s, 0, n, n);
     if (s->ev.captured < s->ev.real_len)
         count(WL_CNT_TRUNCATED);
     if (!submit(s) || !more)
         return;
     struct gathered c = {
-        .d = *d, .pos = pos, .iovs = iovs, .cnt = cnt, .skip_until = skip_until, .ret = ret, .sys = sys,
-        .direction = direction,
+        .d = *d, .pos = pos, .skip_until = skip_until, .ret = ret, .sys = sys, .direction = direction,
     };
     bpf_loop(WL_CONT_RECORDS, iov_cont_step, &c, 0);
 }

@@ -1,6 +1,7 @@
 //! What capture costs the observed application per socket call: ns per
 //! write+read pair over a TCP loopback connection and a unix socketpair
-//! (64 B and 4 KiB writes), and over a pipe (not a socket), in each mode of
+//! (64 B and 4 KiB writes; over TCP also 64 B written by writev in two
+//! halves, as nginx writes a response's head and body), and over a pipe (not a socket), in each mode of
 //! the daemon:
 //! - filtered: the daemon runs for another pid only (EBPF.Pid), so every
 //!   call is dropped at the programs' first check;
@@ -43,6 +44,9 @@ enum Payload {
 #[derive(Clone, Copy, PartialEq)]
 enum Channel {
     Tcp(usize),
+    /// TCP, each request written with writev in two halves (as nginx
+    /// writes a response: its head and its body).
+    TcpWritev(usize),
     Unix(usize),
     /// Not a socket: what capture costs every other call.
     Pipe(usize),
@@ -52,6 +56,7 @@ impl Channel {
     fn label(self) -> String {
         match self {
             Channel::Tcp(n) => format!("tcp {n}"),
+            Channel::TcpWritev(n) => format!("tcp writev {n}"),
             Channel::Unix(n) => format!("unix {n}"),
             Channel::Pipe(n) => format!("pipe {n}"),
         }
@@ -106,6 +111,10 @@ fn measure(channel: Channel, payload: Payload, pairs: usize) -> f64 {
             let (a, b) = tcp_pair();
             pump(a, b, size, payload, pairs)
         }
+        Channel::TcpWritev(size) => {
+            let (a, b) = tcp_pair();
+            pump(Halves(a), b, size, payload, pairs)
+        }
         Channel::Unix(size) => {
             let (a, b) = socketpair();
             pump(a, b, size, payload, pairs)
@@ -114,6 +123,20 @@ fn measure(channel: Channel, payload: Payload, pairs: usize) -> f64 {
             let (a, b) = pipe();
             pump(a, b, size, payload, pairs)
         }
+    }
+}
+
+/// A writer whose every write is one writev of the buffer's two halves.
+struct Halves<W>(W);
+
+impl<W: Write> Write for Halves<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (head, body) = buf.split_at(buf.len() / 2);
+        self.0.write_vectored(&[std::io::IoSlice::new(head), std::io::IoSlice::new(body)])
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -407,7 +430,14 @@ fn mmm(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     // SAFETY: no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the capture benchmark loads eBPF programs: run it as root");
-    let channels = [Channel::Tcp(64), Channel::Tcp(4096), Channel::Unix(64), Channel::Unix(4096), Channel::Pipe(64)];
+    let channels = [
+        Channel::Tcp(64),
+        Channel::Tcp(4096),
+        Channel::TcpWritev(64),
+        Channel::Unix(64),
+        Channel::Unix(4096),
+        Channel::Pipe(64),
+    ];
     // `-- --kernel-only [--against BINARY] [--tls-hooked]`: only the time
     // inside the programs (about 30 s), for trying a change to them; with
     // another daemon build, the two take turns round by round and each
