@@ -4,7 +4,7 @@ measures observers: the CPU it adds per observed call at a fixed rate, the
 latency it adds at that rate, and the throughput left at saturation.
 
     sudo python3 bench/run.py [--rounds 5] [--seconds 8] [--only TEXT] [--baseline BINARY] [--report PATH]
-                              [--variants LIST] [--saturation-only]
+                              [--variants LIST] [--baseline-variant VARIANT] [--saturation-only]
 
 Loads (servers on loopback, so each request is observed at both ends):
 redis GET, redis GET pipelined 16, pgbench select-only, HTTP GET against
@@ -17,7 +17,9 @@ layer 4 only: ProtocolProcess false; capture only: everything's kernel
 programs and copies, the records read off the ring and decoded, then
 dropped (WIRELENS_BENCH_DISCARD): what any daemon behind this capture pays
 before it does anything; everything; and, with --baseline, everything with
-another build), in an order that rotates each round:
+another build, or the variant --baseline-variant names: `capture only` A/Bs
+a change to the kernel programs or the reader), in an order that rotates
+each round:
 - flat out (saturation): the throughput, as it is;
 - at the fixed rate: throughput, p50 and p99 (from each request's due time,
   so a client held up shows), and the machine's busy time from /proc/stat
@@ -429,9 +431,9 @@ def report(args, maxima, results, variants):
                        for r, o in zip(rows, observed)]
             own = [(r["daemon_per_s"] - r["plugin_per_s"]) / r["events_per_s"] * 1e9
                    if r["plugin_per_s"] is not None and r["events_per_s"] else None for r in rows]
-            split = v in ("everything", "baseline")
-            reported = [r["calls"] / (o * args.seconds) for r, o in zip(rows, observed)] if v in (
-                "everything", "baseline") else None
+            # Variants that parse (the baseline build runs the variant it was given).
+            split = (args.baseline_variant if v == "baseline" else v) == "everything"
+            reported = [r["calls"] / (o * args.seconds) for r, o in zip(rows, observed)] if split else None
             lines.append(
                 f"| {name} | {rate:.0f} | {v} | {mmm(ratio, '{:.3f}')} | {mmm([r['p50'] for r in rows], '{:.3f}')} |"
                 f" {mmm([r['p99'] for r in rows], '{:.3f}')} | {mmm(p99r, '{:.2f}')} |"
@@ -484,6 +486,8 @@ def main():
     ap.add_argument("--baseline", metavar="BINARY",
                     help="another wirelens build (e.g. the previous commit's), run with everything on as one more"
                          " variant of the same rounds (A/B)")
+    ap.add_argument("--baseline-variant", metavar="VARIANT", default="everything",
+                    help="what the --baseline build runs (default: everything)")
     ap.add_argument("--report", default=os.path.join(ROOT, "bench", "report.md"))
     ap.add_argument("--variants", metavar="LIST",
                     help="comma-separated variants to run besides `without` (default: all of "
@@ -500,6 +504,8 @@ def main():
         variants = ["without"] + [v for v in variants[1:] if v in asked]
     if os.geteuid() != 0:
         sys.exit("run as root (the daemon loads eBPF programs)")
+    if args.baseline_variant not in VARIANTS[1:]:
+        sys.exit(f"--baseline-variant: unknown {args.baseline_variant} (known: {', '.join(VARIANTS[1:])})")
     if args.baseline and not os.access(args.baseline, os.X_OK):
         sys.exit(f"--baseline {args.baseline}: not an executable")
     for tool in ["redis-server", "nginx", "pgbench", "wrk"]:
@@ -531,8 +537,8 @@ def main():
             for r in range(args.rounds):
                 order = variants[r % len(variants):] + variants[:r % len(variants)]
                 for v in order:
-                    binary_v = args.baseline if v == "baseline" else binary
-                    per_variant[v].append(run_variant(load, v, binary_v, rate, args, tmp))
+                    binary_v, run_as = (args.baseline, args.baseline_variant) if v == "baseline" else (binary, v)
+                    per_variant[v].append(run_variant(load, run_as, binary_v, rate, args, tmp))
                     x = per_variant[v][-1]
                     if args.saturation_only:
                         print(f"{load.name} round {r + 1} {v}: saturation {x['sat']:.0f}/s, lost {x.get('lost', 0)}",
