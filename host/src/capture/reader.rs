@@ -20,8 +20,8 @@ const BATCH: usize = 256;
 const BATCH_BYTES: usize = 256 << 10;
 
 /// How often the reader drains the ring buffer when not woken (the kernel
-/// wakes it only when what is pending crosses `wakeup_bytes`: batched
-/// wake-ups).
+/// wakes it only when what is pending reaches `wakeup_bytes`, looked at on
+/// every 16th record of a CPU: batched wake-ups).
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How long the kernel's entry of an exited process is kept (its last events
@@ -155,7 +155,7 @@ fn sweep_exited(procs: &Procs) {
 /// under steady traffic the reader would wake for every few events (each
 /// wake-up costing the observed applications a context switch and the
 /// daemon a small batch). With EPOLLET only the kernel's explicit wake-ups
-/// (what is pending crossed `wakeup_bytes`) end a wait early; otherwise the
+/// (what is pending reached `wakeup_bytes`) end a wait early; otherwise the
 /// reader drains once per poll interval.
 struct Wakeups(std::os::fd::OwnedFd);
 
