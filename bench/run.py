@@ -484,8 +484,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--only", metavar="TEXT", help="only the loads whose name contains TEXT")
     ap.add_argument("--baseline", metavar="BINARY",
-                    help="another wirelens build (e.g. the previous commit's), run with everything on as one more"
-                         " variant of the same rounds (A/B)")
+                    help="another wirelens build (e.g. the previous commit's), run with everything on (or as"
+                         " --baseline-variant says) as one more variant of the same rounds (A/B)")
     ap.add_argument("--baseline-variant", metavar="VARIANT", default="everything",
                     help="what the --baseline build runs (default: everything)")
     ap.add_argument("--report", default=os.path.join(ROOT, "bench", "report.md"))

@@ -296,7 +296,8 @@ struct iov_cursor {
 };
 
 /* A copy from an iovec array under way: the bytes wanted next, the end of
- * those the record takes, and where they go in its payload (at most max). */
+ * those the record takes, and where they go in its payload (at most max,
+ * the bytes it takes in all). */
 struct iov_copy {
     __u64 want;
     __u64 end;
@@ -581,10 +582,12 @@ static __always_inline __u32 copy_flat(struct scratch *s, __u32 off, __u64 src, 
     return n;
 }
 
-/* Copy what the copy c wants of the iovec at the cursor (base, len);
- * true: go on to the next iovec (the cursor moved past this one). */
-static __always_inline bool take_iov(struct scratch *s, struct iov_cursor *cur, struct iov_copy *c, __u64 base,
-                                     __u64 len) {
+/* Copy what the scratch's copy under way wants of the iovec at its cursor
+ * (base, len); true: go on to the next iovec (the cursor moved past this
+ * one). */
+static __always_inline bool take_iov(struct scratch *s, __u64 base, __u64 len) {
+    struct iov_cursor *cur = &s->cur;
+    struct iov_copy *c = &s->copy;
     if (c->want < cur->at + len) {
         __u64 in = c->want - cur->at, n = len - in;
         if (n > c->end - c->want)
@@ -885,19 +888,19 @@ static long iov_step(__u64 k, void *arg) {
         s->heads = n;
     }
     const struct iovec *h = &s->head[(idx - s->head_at) & (MAX_IOV - 1)];
-    return take_iov(s, &s->cur, &s->copy, (__u64)h->iov_base, h->iov_len) ? 0 : 1;
+    return take_iov(s, (__u64)h->iov_base, h->iov_len) ? 0 : 1;
 }
 
-/* Copy up to `total` bytes of the gathered call in the scratch, from byte
- * `start` of the bytes its iovecs hold end to end, into the record's
- * payload (at most max bytes), walking on from the cursor. If headers
+/* Copy up to `total` bytes (at most WL_MAX_PAYLOAD) of the gathered call
+ * in the scratch, from byte `start` of the bytes its iovecs hold end to
+ * end, into the record's payload, walking on from the cursor. If headers
  * cannot be read (the array unmapped since the call), the record carries
  * fewer bytes or none: its size still counts. */
-static __always_inline __u32 copy_iov(struct scratch *s, __u64 start, __u64 total, __u32 max) {
+static __always_inline __u32 copy_iov(struct scratch *s, __u64 start, __u32 total) {
     s->copy.want = start;
     s->copy.end = start + total;
     s->copy.off = 0;
-    s->copy.max = max;
+    s->copy.max = total;
     bpf_loop(UIO_MAXIOV, iov_step, NULL, 0);
     return s->copy.off;
 }
@@ -916,7 +919,7 @@ static long iov_cont_step(__u64 i, void *arg) {
         return 1;
     s->ev.flags = WL_F_CONT;
     /* Inside a body a plugin skips: the size only. */
-    s->ev.captured = c->pos + off + m <= c->skip_until ? 0 : copy_iov(s, off, m, WL_MAX_PAYLOAD);
+    s->ev.captured = c->pos + off + m <= c->skip_until ? 0 : copy_iov(s, off, m);
     if (s->ev.captured < s->ev.real_len)
         count(WL_CNT_TRUNCATED);
     return submit(s) ? last : 1;
@@ -936,7 +939,7 @@ static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long
     s->heads = 0;
     s->cur.idx = 0;
     s->cur.at = 0;
-    s->ev.captured = copy_iov(s, 0, n, n);
+    s->ev.captured = copy_iov(s, 0, n);
     if (s->ev.captured < s->ev.real_len)
         count(WL_CNT_TRUNCATED);
     if (!submit(s) || !more)
