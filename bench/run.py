@@ -30,13 +30,18 @@ each round:
   last 35% of the run, as they cost two clock reads per program run), the
   daemon's own CPU, and the rest (wake-ups, cache and scheduler effects).
 
+`--variants "...,without again"` adds a second run without the daemon to
+every round: its ratios to the first (an A/A comparison) show how far this
+machine's noise moves a ratio that nothing changed.
+
 --saturation-only skips the fixed rate (more rounds in the same time, for
 the saturation ratios alone) and writes only the saturation table.
 
 Ratios are paired per round (with / without of the same round), so drift
 over the run cancels; tables show median and min-max over the rounds.
 Needs root (eBPF), what scripts/setup.sh installs, and a release build
-(made here with cargo). Writes bench/report.md.
+(made here with cargo). Writes bench/report.md, and every round's figures
+beside it (bench/report.json).
 """
 import argparse
 import glob
@@ -57,6 +62,10 @@ from common import CARGO_ENV, ROOT, TARGET, Daemon, Servers, config_text
 NO_PID = 4_194_000
 FIXED_SHARE = 0.75
 VARIANTS = ["without", "probes only", "layer 4 only", "capture only", "everything"]
+# Asked for by name only (--variants): a second run without the daemon in
+# every round, whose ratios to the first are this machine's noise floor
+# (an A/A comparison: what a ratio of the other variants needs to exceed).
+CONTROL = "without again"
 LOADGEN = os.path.join(TARGET, "release", "wirelens-loadgen")
 
 # What DeepFlow published (SIGCOMM 2023, "Network-Centric Distributed
@@ -252,7 +261,7 @@ def count_calls(records_path, proto, skip_bytes):
 def run_variant(load, variant, binary, rate, args, tmp):
     """Saturation, then the fixed rate, under one daemon (or none)."""
     daemon, records = None, None
-    if variant != "without":
+    if variant not in ("without", CONTROL):
         env = {"WIRELENS_BENCH_DISCARD": "1"} if variant == "capture only" else None
         records = os.path.join(tmp, f"records-{time.time_ns()}.jsonl")
         config = {
@@ -316,10 +325,11 @@ def mmm(values, fmt="{:.0f}"):
 BEFORE_ISSUE_16 = {"redis GET": 2191, "pgbench select-only": 4846, "HTTP GET, nginx": 4328}
 
 
-def halving_section(results):
+def halving_section(results, args):
     """Where each load stands against half of its figure before issue 16,
     and what of this run's cost is the kernel's, the plugins' and the
-    daemon's own path."""
+    daemon's own path; with a --baseline build running everything (the
+    build before issue 16, say), that build in the same rounds too."""
     lines = ["## Against the target: half the cost per observed call of the build before issue 16", "",
              "Kernel + daemon per observed call with everything on, medians of this run. The kernel part is shown"
              " as measured and net of the statistics' own cost; the daemon's part split into the plugin calls and"
@@ -343,6 +353,36 @@ def halving_section(results):
         cell = lambda v: "-" if v is None else f"{v:.0f}"
         lines.append(f"| {name} | {BEFORE_ISSUE_16[name]} | {BEFORE_ISSUE_16[name] / 2:.0f} | {cell(measured)} |"
                      f" {cell(net)} | {cell(plugins)} | {cell(own)} | {cell(total)} |")
+    lines.append("")
+    if args.baseline and args.baseline_variant == "everything":
+        lines += same_run_section(results, args)
+    return lines
+
+
+def kernel_and_daemon_net(r):
+    """Kernel programs (net of the statistics' own cost) + daemon, per
+    observed call, of one round."""
+    return (r["bpf_net_per_s"] + r["daemon_per_s"]) / (2 * r["fixed"]) * 1e9
+
+
+def same_run_section(results, args):
+    """This build against the --baseline build, both with everything on,
+    paired per round: machines differ, so a figure measured on another day
+    is no baseline for a ratio."""
+    lines = [f"### Against the --baseline build ({os.path.basename(args.baseline)}) in the same rounds", "",
+             "Kernel programs (net) + daemon per observed call, both builds with everything on at the same"
+             " fixed rate; the ratio is paired per round (this build over the baseline's).", "",
+             "| load | baseline build (ns) | this build (ns) | ratio | saturation ratio, baseline build |"
+             " saturation ratio, this build |", "|---|---|---|---|---|---|"]
+    for name, _rate, per_variant in results:
+        rows, old, base = per_variant.get("everything", []), per_variant.get("baseline", []), per_variant["without"]
+        if not rows or not old:
+            continue
+        lines.append(f"| {name} | {mmm([kernel_and_daemon_net(r) for r in old])} |"
+                     f" {mmm([kernel_and_daemon_net(r) for r in rows])} |"
+                     f" {mmm([kernel_and_daemon_net(r) / kernel_and_daemon_net(o) for r, o in zip(rows, old)], '{:.3f}')} |"
+                     f" {mmm([o['sat'] / b['sat'] for o, b in zip(old, base)], '{:.3f}')} |"
+                     f" {mmm([r['sat'] / b['sat'] for r, b in zip(rows, base)], '{:.3f}')} |")
     return lines + [""]
 
 
@@ -449,7 +489,7 @@ def report(args, maxima, results, variants):
     if everything:
         lines += [f"Daemon peak RSS (everything): {mmm([r['rss_mib'] for r in everything])} MiB;"
                   f" plugin call failures: {sum(r['plugin_failures'] for r in everything)}.", ""]
-    lines += halving_section(results)
+    lines += halving_section(results, args)
     lines += ["## Beside DeepFlow's published figures", "", "| what | DeepFlow | wirelens (this run) |", "|---|---|---|"]
     ours = {}
     for name, rate, per_variant in results:
@@ -482,7 +522,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=8)
-    ap.add_argument("--only", metavar="TEXT", help="only the loads whose name contains TEXT")
+    ap.add_argument("--only", metavar="TEXT",
+                    help="only the load named TEXT, else the loads whose name contains TEXT")
     ap.add_argument("--baseline", metavar="BINARY",
                     help="another wirelens build (e.g. the previous commit's), run with everything on (or as"
                          " --baseline-variant says) as one more variant of the same rounds (A/B)")
@@ -491,12 +532,14 @@ def main():
     ap.add_argument("--report", default=os.path.join(ROOT, "bench", "report.md"))
     ap.add_argument("--variants", metavar="LIST",
                     help="comma-separated variants to run besides `without` (default: all of "
-                         + ", ".join(VARIANTS[1:]) + ")")
+                         + ", ".join(VARIANTS[1:]) + f"); `{CONTROL}` adds a second run without the daemon"
+                         " (an A/A control: its ratios are the noise floor)")
     ap.add_argument("--saturation-only", action="store_true",
                     help="skip the fixed rate; report the saturation ratios only")
     args = ap.parse_args()
     variants = VARIANTS + (["baseline"] if args.baseline else [])
     if args.variants:
+        variants += [CONTROL]
         asked = [v.strip() for v in args.variants.split(",") if v.strip()]
         unknown = [v for v in asked if v not in variants]
         if unknown:
@@ -524,7 +567,8 @@ def main():
         HttpLoad("HTTP GET, nginx", servers.nginx),
     ]
     if args.only:
-        loads = [l for l in loads if args.only in l.name]
+        exact = [l for l in loads if l.name == args.only]
+        loads = exact or [l for l in loads if args.only in l.name]
         if not loads:
             sys.exit(f"--only {args.only}: no load has that in its name")
     maxima, results = {}, []
@@ -549,6 +593,9 @@ def main():
                           f" bpf {x['bpf_per_s']:.3f}, calls {x['calls']}", flush=True)
             results.append((load.name, rate, per_variant))
             report(args, maxima, results, variants)
+            # Every round's figures beside the report, to compute from again.
+            with open(os.path.splitext(args.report)[0] + ".json", "w") as f:
+                json.dump({"args": vars(args), "maxima": maxima, "results": results}, f, indent=1)
     finally:
         set_bpf_stats(False)
         servers.stop()

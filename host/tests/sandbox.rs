@@ -130,14 +130,19 @@ fn the_time_inside_plugin_calls_is_counted() {
 fn a_loop_after_an_idle_spell_is_still_stopped() {
     // The epoch ticker sleeps while no call runs; a call must wake it, or a
     // plugin that loops would never be interrupted.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // (Building the test plugin may take a while on a cold build: only
+        // the looping call is timed.)
         let mut h = Harness::new(SandboxLimits::default());
         h.http_still_works();
+        let _ = ready_tx.send(());
         std::thread::sleep(Duration::from_millis(50)); // long enough for the ticker to sleep
         let (parsed, events, took) = h.exchange(b"REQ LOOP\n", b"RES ok\n");
         let _ = done_tx.send((parsed.len(), format!("{events:?}"), took));
     });
+    ready_rx.recv_timeout(Duration::from_secs(600)).expect("the harness was built");
     let (parsed, events, took) =
         done_rx.recv_timeout(Duration::from_secs(20)).expect("the looping call was never interrupted");
     assert_eq!(parsed, 0);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{AnyPlugin, AnyPre, Batch, Chunks, Direction, PluginInfo, Role};
-use super::runtime::{ticks, Calls, MemoryLimitExceeded, Runtime, StoreData};
+use super::runtime::{Calls, MemoryLimitExceeded, Runtime, StoreData};
 use super::wire;
 use super::SandboxLimits;
 
@@ -57,10 +57,12 @@ impl Sandbox {
     pub fn instantiate(runtime: &Runtime, pre: &AnyPre, label: Arc<str>) -> Result<Self, Failure> {
         let mut store = Store::new(&runtime.engine, StoreData::new(label, &runtime.limits));
         store.limiter(|d| &mut d.limiter);
-        // The deadline is CPU time of the calling thread (see CallClock).
+        // The deadline is CPU time of the calling thread (see CallClock),
+        // looked at on every epoch increment the call sees: few, as the
+        // ticker runs fast only while one call outlasts its quiet period.
         store.epoch_deadline_callback(|ctx| {
             Ok(match ctx.data().call.remaining() {
-                Some(left) => UpdateDeadline::Continue(ticks(left)),
+                Some(_) => UpdateDeadline::Continue(1),
                 None => UpdateDeadline::Interrupt,
             })
         });
@@ -167,12 +169,11 @@ impl Sandbox {
 }
 
 /// Arm the deadline for a call about to start with `input_bytes` of
-/// chunks: the epoch ticks of what it may use, then the CPU-time check (see
-/// `CallClock`).
+/// chunks: its CPU time is checked at the next epoch increment, and at each
+/// one after (see `CallClock` and the ticker).
 fn arm(store: &mut Store<StoreData>, input_bytes: usize) {
     store.data_mut().call.start(input_bytes);
-    let allowed = store.data().call.allowed;
-    store.set_epoch_deadline(ticks(allowed));
+    store.set_epoch_deadline(1);
 }
 
 fn classify(store: &Store<StoreData>, e: wasmtime::Error, other: fn(String) -> Failure) -> Failure {
