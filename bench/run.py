@@ -325,11 +325,10 @@ def mmm(values, fmt="{:.0f}"):
 BEFORE_ISSUE_16 = {"redis GET": 2191, "pgbench select-only": 4846, "HTTP GET, nginx": 4328}
 
 
-def halving_section(results, args):
+def halving_section(results):
     """Where each load stands against half of its figure before issue 16,
     and what of this run's cost is the kernel's, the plugins' and the
-    daemon's own path; with a --baseline build running everything (the
-    build before issue 16, say), that build in the same rounds too."""
+    daemon's own path."""
     lines = ["## Against the target: half the cost per observed call of the build before issue 16", "",
              "Kernel + daemon per observed call with everything on, medians of this run. The kernel part is shown"
              " as measured and net of the statistics' own cost; the daemon's part split into the plugin calls and"
@@ -353,10 +352,7 @@ def halving_section(results, args):
         cell = lambda v: "-" if v is None else f"{v:.0f}"
         lines.append(f"| {name} | {BEFORE_ISSUE_16[name]} | {BEFORE_ISSUE_16[name] / 2:.0f} | {cell(measured)} |"
                      f" {cell(net)} | {cell(plugins)} | {cell(own)} | {cell(total)} |")
-    lines.append("")
-    if args.baseline and args.baseline_variant == "everything":
-        lines += same_run_section(results, args)
-    return lines
+    return lines + [""]
 
 
 def kernel_and_daemon_net(r):
@@ -489,7 +485,9 @@ def report(args, maxima, results, variants):
     if everything:
         lines += [f"Daemon peak RSS (everything): {mmm([r['rss_mib'] for r in everything])} MiB;"
                   f" plugin call failures: {sum(r['plugin_failures'] for r in everything)}.", ""]
-    lines += halving_section(results, args)
+    lines += halving_section(results)
+    if args.baseline and args.baseline_variant == "everything":
+        lines += same_run_section(results, args)
     lines += ["## Beside DeepFlow's published figures", "", "| what | DeepFlow | wirelens (this run) |", "|---|---|---|"]
     ours = {}
     for name, rate, per_variant in results:

@@ -250,15 +250,12 @@ impl CallClock {
         self.allowed = self.deadline.saturating_add(Self::PER_KIB.saturating_mul(kib));
     }
 
-    /// Interrupt, or how much more CPU time the call may use.
-    pub(crate) fn remaining(&self) -> Option<Duration> {
+    /// The call has used the CPU time it may (or the wall-clock cap passed):
+    /// interrupt it.
+    pub(crate) fn is_over(&self) -> bool {
         let used = Duration::from_nanos(clock::thread_cpu_ns().saturating_sub(self.cpu_start_ns));
         let wall_cap = self.allowed.saturating_mul(Self::WALL_CAP_FACTOR);
-        if used >= self.allowed || self.wall_start.elapsed() >= wall_cap {
-            None
-        } else {
-            Some(self.allowed - used)
-        }
+        used >= self.allowed || self.wall_start.elapsed() >= wall_cap
     }
 }
 

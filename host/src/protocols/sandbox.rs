@@ -61,10 +61,7 @@ impl Sandbox {
         // looked at on every epoch increment the call sees: few, as the
         // ticker runs fast only while one call outlasts its quiet period.
         store.epoch_deadline_callback(|ctx| {
-            Ok(match ctx.data().call.remaining() {
-                Some(_) => UpdateDeadline::Continue(1),
-                None => UpdateDeadline::Interrupt,
-            })
+            Ok(if ctx.data().call.is_over() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
         });
         arm(&mut store, 0);
         let instance = {
