@@ -449,14 +449,22 @@ impl EventBatch {
 
     /// Decode one record of the kernel's into the batch; false if it is
     /// malformed (counted by the caller).
+    ///
+    /// The event is written straight into the batch's spare room: built
+    /// elsewhere and pushed, its ~200 bytes were moved twice per record
+    /// (two `memmove` calls in the reader, measured under nginx).
     pub fn decode(&mut self, bytes: &[u8]) -> bool {
-        match Event::decode(bytes) {
-            Some((ev, payload)) => {
-                self.push(ev, payload);
-                true
-            }
-            None => false,
-        }
+        let Some((raw, payload, counts)) = Event::check(bytes) else {
+            return false;
+        };
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(payload);
+        let range = start..self.data.len() as u32;
+        self.events.reserve(1);
+        self.events.spare_capacity_mut()[0].write(Event::from_raw(&raw, range, counts));
+        // SAFETY: the slot past the length was just initialised.
+        unsafe { self.events.set_len(self.events.len() + 1) };
+        true
     }
 }
 
@@ -483,6 +491,14 @@ impl Event {
     /// Decode one record (ring buffer or iterator) into the event and its
     /// captured bytes; `None` if it is malformed (counted by the caller).
     pub fn decode(bytes: &[u8]) -> Option<(Self, &[u8])> {
+        let (raw, payload, counts) = Self::check(bytes)?;
+        Some((Self::from_raw(&raw, 0..0, counts), payload))
+    }
+
+    /// A record's header, its captured bytes (none for close and stats
+    /// records) and the counts those carry; `None` if it is malformed.
+    #[inline(always)]
+    fn check(bytes: &[u8]) -> Option<(RawEvent, &[u8], Counts)> {
         let header = std::mem::size_of::<RawEvent>();
         if bytes.len() < header {
             return None;
@@ -490,27 +506,30 @@ impl Event {
         // SAFETY: RawEvent is plain old data and the slice holds enough bytes.
         let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let captured = (raw.captured as usize).min(MAX_PAYLOAD);
-        let mut payload = bytes.get(header..header + captured)?;
-        let mut counts = Counts::default();
-        let kind = match raw.kind {
-            EV_DATA => EventKind::Data,
+        let payload = bytes.get(header..header + captured)?;
+        match raw.kind {
+            EV_DATA => Some((raw, payload, Counts::default())),
             EV_CLOSE | EV_STATS => {
                 if payload.len() != std::mem::size_of::<Counts>() {
                     return None;
                 }
                 // SAFETY: Counts is plain old data and the slice is its size.
-                counts = unsafe { std::ptr::read_unaligned(payload.as_ptr().cast()) };
-                payload = &[];
-                if raw.kind == EV_CLOSE {
-                    EventKind::Close
-                } else {
-                    EventKind::Stats
-                }
+                let counts = unsafe { std::ptr::read_unaligned(payload.as_ptr().cast()) };
+                Some((raw, &[], counts))
             }
-            _ => return None,
-        };
-        let event = Self {
-            kind,
+            _ => None,
+        }
+    }
+
+    /// The event a checked record describes (its kind is one of the three).
+    #[inline(always)]
+    fn from_raw(raw: &RawEvent, payload: std::ops::Range<u32>, counts: Counts) -> Self {
+        Self {
+            kind: match raw.kind {
+                EV_CLOSE => EventKind::Close,
+                EV_STATS => EventKind::Stats,
+                _ => EventKind::Data,
+            },
             proc: ProcKey { pid: raw.pid, start_ns: raw.start_ns },
             sock: raw.sock,
             ts: raw.ts,
@@ -537,12 +556,11 @@ impl Event {
             comm: raw.comm,
             cmdline: None,
             cgroup: None,
-            payload: 0..0,
+            payload,
             counts,
             continued: raw.flags & F_CONT != 0,
             tls: raw.flags & F_TLS != 0,
-        };
-        Some((event, payload))
+        }
     }
 }
 

@@ -103,23 +103,33 @@ impl Reader {
     }
 }
 
-/// Processes described already, and the last one (events come in runs
-/// from one process: that one needs no lookup).
+/// Processes described already, and the last few (events come in runs
+/// from a few processes, a client and its server taking turns: those
+/// need no hash lookup).
 #[derive(Default)]
-pub(super) struct Seen(crate::fast_hash::HashSet<event::ProcKey>, Option<event::ProcKey>);
+pub(super) struct Seen {
+    described: crate::fast_hash::HashSet<event::ProcKey>,
+    recent: [event::ProcKey; RECENT],
+    next: usize,
+}
+
+/// Processes remembered without a lookup.
+const RECENT: usize = 4;
 
 impl Seen {
     /// Describe the event's process if it is new (data, stats and close
     /// events name the process that used the socket).
     pub fn describe_once(&mut self, ev: &mut Event, procs: &Procs) {
-        if ev.proc.pid == 0 || !matches!(ev.kind, EventKind::Data | EventKind::Stats) || self.1 == Some(ev.proc) {
+        if ev.proc.pid == 0 || !matches!(ev.kind, EventKind::Data | EventKind::Stats) || self.recent.contains(&ev.proc)
+        {
             return;
         }
-        self.1 = Some(ev.proc);
-        if self.0.len() > 65_536 {
-            self.0.clear();
+        self.recent[self.next] = ev.proc;
+        self.next = (self.next + 1) % RECENT;
+        if self.described.len() > 65_536 {
+            self.described.clear();
         }
-        if self.0.insert(ev.proc) {
+        if self.described.insert(ev.proc) {
             describe(ev, procs);
         }
     }

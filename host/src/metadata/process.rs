@@ -36,10 +36,15 @@ pub struct ProcessCache {
     denied: Vec<ProcKey>,
     /// How long an exited process is remembered (longer than any window).
     linger: std::time::Duration,
-    /// The last process `observe` decided on, and the decision: events
-    /// come in runs from one process, and this spares the lookup.
-    last: Option<(ProcKey, bool)>,
+    /// The last few processes `observe` decided on, and the decisions:
+    /// events come in runs from a few processes (a client and its server
+    /// taking turns), and this spares the lookup.
+    recent: [Option<(ProcKey, bool)>; RECENT],
+    next: usize,
 }
+
+/// Decisions remembered without a lookup.
+const RECENT: usize = 4;
 
 impl ProcessCache {
     /// `linger`: how long exited processes stay described (at least the
@@ -65,15 +70,14 @@ impl ProcessCache {
         cmdline: Option<&str>,
         cgroup: Option<&str>,
     ) -> bool {
-        if let Some((last, keep)) = self.last {
-            if last == key {
-                return keep;
-            }
+        if let Some(&(_, keep)) = self.recent.iter().flatten().find(|(k, _)| *k == key) {
+            return keep;
         }
         let redactor = &self.redactor;
         let p = self.procs.entry(key).or_insert_with(|| read(key.pid, comm, cmdline, cgroup, redactor));
         if let Some(keep) = p.keep {
-            self.last = Some((key, keep));
+            self.recent[self.next] = Some((key, keep));
+            self.next = (self.next + 1) % RECENT;
             return keep;
         }
         if let Some(c) = &p.container {
@@ -133,7 +137,7 @@ impl ProcessCache {
     /// Forget processes that exited more than `linger` ago (gone from
     /// /proc, or their pid taken by a later process).
     pub fn expire(&mut self) {
-        self.last = None;
+        self.recent = [None; RECENT];
         let now = std::time::Instant::now();
         let linger = self.linger;
         // The latest start seen per pid: an older process with that pid ended.
