@@ -39,10 +39,14 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        // `WIRELENS_PERFMAP=1` names plugin code for `perf` (/tmp/perf-PID.map).
-        if std::env::var_os("WIRELENS_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
+        // `WIRELENS_PERFMAP=1` names plugin code for `perf` (/tmp/perf-PID.map);
+        // `WIRELENS_PERFMAP=jitdump` writes its instructions as well, for
+        // `perf record -k 1`, `perf inject --jit` and `perf annotate`.
+        match std::env::var("WIRELENS_PERFMAP").as_deref() {
+            Ok("jitdump") => config.profiler(wasmtime::ProfilingStrategy::JitDump),
+            Ok(_) => config.profiler(wasmtime::ProfilingStrategy::PerfMap),
+            Err(_) => &mut config,
+        };
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         bindings::wirelens::protocol::host::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)

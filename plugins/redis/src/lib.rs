@@ -55,16 +55,15 @@ struct Msg {
 }
 
 impl Msg {
-    /// Ready for the next message; what the last one said is returned.
-    fn reset(&mut self) -> (u64, Option<Word>) {
-        let said = (self.argc, self.command.take());
+    /// Ready for the next message.
+    fn reset(&mut self) {
         self.active = false;
         self.stack.clear();
         self.argc = 0;
+        self.command = None;
         self.success = false;
         self.push = false;
         self.first_word = None;
-        said
     }
 }
 
@@ -80,20 +79,28 @@ struct Word {
 
 impl Word {
     fn new(data: &[u8], upper: bool) -> Self {
+        let mut word = None;
+        Self::set(&mut word, data, upper);
+        word.expect("set")
+    }
+
+    /// `slot` holds `data` (cut to [`MAX_WORD`]), written in place: a word
+    /// built byte by byte and then moved was read back before its bytes
+    /// were stored (a store-forwarding stall, a tenth of the parser's time).
+    #[inline]
+    fn set(slot: &mut Option<Word>, data: &[u8], upper: bool) {
         let n = data.len().min(MAX_WORD);
-        let mut bytes = [0u8; MAX_WORD];
-        bytes[..n].copy_from_slice(&data[..n]);
+        let word = slot.insert(Word { len: n as u8, bytes: [0; MAX_WORD] });
+        word.bytes[..n].copy_from_slice(&data[..n]);
         if upper {
-            bytes[..n].make_ascii_uppercase();
+            word.bytes[..n].make_ascii_uppercase();
         }
-        Self { len: n as u8, bytes }
     }
 
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 }
-
 
 impl Protocol for Redis {
     type Conn = Conn;
@@ -163,10 +170,11 @@ impl Protocol for Redis {
         }
         let step = parse_elements(conn, d, requests, ctx.truncated, buf);
         if let Step::Complete(_, _) = step {
-            let (argc, command) = conn.msgs[d].reset();
             if requests {
-                finish_request(conn, command.as_ref().map(Word::as_bytes), argc, fields);
+                let msg = &conn.msgs[d];
+                conn.subscribed |= finish_request(msg.command.as_ref().map(Word::as_bytes), msg.argc, fields);
             }
+            conn.msgs[d].reset();
         }
         step
     }
@@ -225,7 +233,7 @@ impl Protocol for Redis {
                     None => {}
                 }
             }
-            finish_request(conn, command.as_ref().map(Word::as_bytes), argc, fields);
+            conn.subscribed |= finish_request(command.as_ref().map(Word::as_bytes), argc, fields);
             return Some(Meta::request());
         }
         let (success, push) = if msg.active {
@@ -294,9 +302,9 @@ fn parse_elements(conn: &mut Conn, d: usize, requests: bool, truncated: bool, bu
                         Some(data) if cur.skip(2).is_some() => {
                             if wanted_word {
                                 if requests {
-                                    msg.command = Some(Word::new(data, true));
+                                    Word::set(&mut msg.command, data, true);
                                 } else {
-                                    msg.first_word = Some(Word::new(data, false));
+                                    Word::set(&mut msg.first_word, data, false);
                                 }
                             }
                         }
@@ -396,19 +404,18 @@ fn parse_inline(conn: &mut Conn, buf: &[u8], fields: &mut Fields) -> Step {
         return Step::Invalid(format!("not a Redis command: `{}`", String::from_utf8_lossy(line)));
     }
     let argc = 1 + words.count() as u64;
-    finish_request(conn, Some(Word::new(word, true).as_bytes()), argc, fields);
+    conn.subscribed |= finish_request(Some(Word::new(word, true).as_bytes()), argc, fields);
     Step::Complete(cur.position() as u64, Meta::request())
 }
 
-fn finish_request(conn: &mut Conn, command: Option<&[u8]>, argc: u64, fields: &mut Fields) {
+/// A request's fields; true when it subscribes the connection to pushes.
+fn finish_request(command: Option<&[u8]>, argc: u64, fields: &mut Fields) -> bool {
     let command = command.unwrap_or_default();
-    if matches!(command, b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE") {
-        conn.subscribed = true;
-    }
     if !command.is_empty() {
         fields.text(COMMAND, command);
         fields.int(KEY_COUNT, key_count(command, argc) as i64);
     }
+    matches!(command, b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE")
 }
 
 /// Keys a command names, from its shape (argc includes the command).
