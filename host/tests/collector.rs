@@ -226,7 +226,7 @@ fn plugins_tell_the_kernel_what_to_copy() {
     let last = |sock| controls.iter().rev().find(|(s, _)| *s == sock).map(|(_, k)| *k);
     let http = last(7).unwrap_or_else(|| panic!("a control for the HTTP connection: {controls:?}"));
     assert_eq!(http.mode, Mode::Copy);
-    assert_eq!(http.budget, [1024, 1024], "the HTTP plugin's budget (requests out, responses in)");
+    assert_eq!(http.budget, [1024, 512], "the HTTP plugin's budget (requests out, responses in)");
     assert_eq!(http.skip_until, [0, (head.len() + 3_000_000) as u64], "the body is skipped to its end");
     let server = last(9).unwrap_or_else(|| panic!("a control for the server's side: {controls:?}"));
     assert_eq!(server.skip_until, [(head.len() + 3_000_000) as u64, 0], "the server's response body");

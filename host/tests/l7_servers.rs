@@ -275,6 +275,78 @@ print(total)
     assert_eq!(health["kernel_lost"], "0");
 }
 
+/// Responses whose head is longer than what is copied of a response (the
+/// HTTP plugin's 512 bytes; nginx's `/wide` adds an 800-byte header): the
+/// fields past the cut and the head's framing are lost, never the call.
+/// Each is counted and paired with its request, with its status (the first
+/// line), outcome, exact size and a plausible latency, and so are the calls
+/// after it on the same keep-alive connection, at both ends.
+#[test]
+fn response_heads_longer_than_the_budget_still_make_whole_calls() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "hello\n").unwrap();
+    let nginx = Nginx::start(root.path());
+    let server_pid = nginx.child.id().to_string();
+    let daemon = l7_daemon();
+    let rounds = 5u64;
+    // One keep-alive connection; prints the response bytes per path and the
+    // longest head seen.
+    let client = r#"
+import json, socket, sys
+port, rounds = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket()
+s.connect(("127.0.0.1", port))
+got, longest, buf = {}, 0, b""
+for _ in range(rounds):
+    for path in ("/wide", "/index.html", "/wide", "/missing"):
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
+        while len(buf) < length:
+            buf += s.recv(65536)
+        buf = buf[length:]
+        got[path] = got.get(path, 0) + len(head) + 4 + length
+        longest = max(longest, len(head) + 4)
+print(json.dumps({"bytes": got, "longest_head": longest}))
+"#;
+    let started = Instant::now();
+    let out = std::process::Command::new("python3")
+        .args(["-c", client, &nginx.port.to_string(), &rounds.to_string()])
+        .output()
+        .expect("python3 (scripts/setup.sh installs it)");
+    let client_time = started.elapsed().as_nanos() as u64;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["longest_head"].as_u64().unwrap() > 800, "the wide head is longer than the budget: {report}");
+    let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
+    let client_side = |r: &Value| client_of(r, nginx.port) && cmd_has(r, "python3");
+    let expected = 4 * rounds;
+    daemon.wait_for(Duration::from_secs(15), |rs| {
+        calls(rs, "http", server) >= expected && calls(rs, "http", client_side) >= expected
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
+        for (path, code, success, count) in
+            [("/wide", "200", "1", 2 * rounds), ("/index.html", "200", "1", rounds), ("/missing", "404", "0", rounds)]
+        {
+            let these = |r: &Value| {
+                side(r) && r["method"] == "GET" && r["url"] == path && r["resp_code"] == code && r["success"] == success
+            };
+            assert_eq!(calls(&records, "http", these), count, "{name} {path}: {:#?}", of(&records, "http"));
+            let bytes: u64 =
+                records.iter().filter(|r| r["protocol"] == "http" && these(r)).map(|r| num(r, "total_resp_bytes")).sum();
+            assert_eq!(bytes, report["bytes"][path].as_u64().unwrap(), "{name} {path}: response bytes are exact");
+        }
+        assert_eq!(calls(&records, "http", side), 4 * rounds, "{name}: no other call: {:#?}", of(&records, "http"));
+        latencies_plausible(&records, client_time, name, |r| r["protocol"] == "http" && side(r));
+    }
+    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+    assert_eq!(health["kernel_lost"], "0");
+}
+
 /// A pipelined client against a Redis server: one write or read carries
 /// 200 commands or replies, 21 to 28 KiB, longer than one kernel record
 /// (4 KiB). The rest of such a call follows in continuation records instead

@@ -350,8 +350,11 @@ impl Nginx {
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
              uwsgi_temp_path {d}; scgi_temp_path {d};\n\
              server {{ listen 127.0.0.1:{port}{tls}; root {}; location /echo {{ return 201 \"created\\n\"; }}\n\
-             location /gz/ {{ gzip on; gzip_types *; gzip_min_length 0; }} }} }}\n",
-            root.display()
+             location /gz/ {{ gzip on; gzip_types *; gzip_min_length 0; }}\n\
+             location /wide {{ add_header X-Pad \"{}\"; return 200 \"wide\\n\"; }} }} }}\n",
+            root.display(),
+            // A response head longer than the HTTP plugin copies (512 bytes).
+            "p".repeat(800)
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();

@@ -90,11 +90,18 @@ impl Protocol for Http {
         Some("method")
     }
 
-    /// Heads: a request line and its headers, a status line and its
-    /// headers. Bodies of known length are skipped (not copied at all);
-    /// past 1 KiB a call's bytes are body or headers no field reads.
+    /// Heads: a request line and its headers (1 KiB: long URLs, `Host`
+    /// after cookies), a status line and its headers (512 bytes: a
+    /// response's fields are all on its first line; past that, its
+    /// headers only frame it). Bodies of known length are skipped (not
+    /// copied at all). A head cut at the budget loses its framing, not
+    /// the call: the SDK closes it as lost bytes when the next request
+    /// proves it over (`response_heads_longer_than_the_budget_still_make_whole_calls`).
+    /// Measured under nginx at 60k requests/s (612-byte page, 850-byte
+    /// responses): the daemon's CPU 0.177-0.185 cores with 1 KiB, 0.152-0.155
+    /// with 512 bytes.
     fn capture_bytes() -> Option<(u32, u32)> {
-        Some((1024, 1024))
+        Some((1024, 512))
     }
 
     fn configure(&mut self, key: &str, value: &str) -> Result<(), String> {
