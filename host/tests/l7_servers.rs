@@ -336,8 +336,11 @@ print(json.dumps({"bytes": got, "longest_head": longest}))
                 side(r) && r["method"] == "GET" && r["url"] == path && r["resp_code"] == code && r["success"] == success
             };
             assert_eq!(calls(&records, "http", these), count, "{name} {path}: {:#?}", of(&records, "http"));
-            let bytes: u64 =
-                records.iter().filter(|r| r["protocol"] == "http" && these(r)).map(|r| num(r, "total_resp_bytes")).sum();
+            let bytes: u64 = records
+                .iter()
+                .filter(|r| r["protocol"] == "http" && these(r))
+                .map(|r| num(r, "total_resp_bytes"))
+                .sum();
             assert_eq!(bytes, report["bytes"][path].as_u64().unwrap(), "{name} {path}: response bytes are exact");
         }
         assert_eq!(calls(&records, "http", side), 4 * rounds, "{name}: no other call: {:#?}", of(&records, "http"));

@@ -71,7 +71,6 @@ enum Body {
     UntilClose,
 }
 
-
 impl Protocol for Http {
     type Conn = Conn;
 
