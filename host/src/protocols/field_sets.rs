@@ -5,6 +5,7 @@
 //! reference counting per field per message (measured: these were about a
 //! third of the daemon's layer-7 path).
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::fast_hash::HashMap;
@@ -12,7 +13,10 @@ use crate::fast_hash::HashMap;
 use super::wire::MessageKind;
 use super::LoadedPlugin;
 
-/// One protocol's field list, shared by every message that has it.
+/// One protocol's field list, shared by every message that has it, by
+/// `Rc`: sets are made, held and let go on the collector's thread only
+/// (records take their values, `Arc<str>`), and an atomic count cost four
+/// locked instructions per call (a message's set taken, a call's two let go).
 #[derive(Debug)]
 pub struct FieldSet {
     /// Unique for the daemon's life (never reused, so a number held in a
@@ -41,16 +45,16 @@ impl FieldSet {
 /// The interning table, keyed by an encoding of (plugin, fields).
 #[derive(Default)]
 pub struct FieldSets {
-    sets: HashMap<Box<[u8]>, Arc<FieldSet>>,
+    sets: HashMap<Box<[u8]>, Rc<FieldSet>>,
     scratch: Vec<u8>,
     next_id: u64,
     /// The last plugin's set of no fields.
-    empty: Option<Arc<FieldSet>>,
+    empty: Option<Rc<FieldSet>>,
     /// The last set with fields, per message kind (requests, responses,
     /// one-way): messages of a kind come in runs with the same fields
     /// (pipelined commands, a client's repeated query, `200` after `200`),
     /// which are then compared field by field, without a key or a hash.
-    last: [Option<Arc<FieldSet>>; 3],
+    last: [Option<Rc<FieldSet>>; 3],
 }
 
 impl FieldSets {
@@ -73,7 +77,7 @@ impl FieldSets {
         offsets: &[u32],
         lens: &[u32],
         arena: &[u8],
-    ) -> Arc<FieldSet> {
+    ) -> Rc<FieldSet> {
         let n = keys.len().min(offsets.len()).min(lens.len());
         // Most responses carry no field: the plugin's empty set, kept.
         if n == 0 {
@@ -129,10 +133,10 @@ impl FieldSets {
             Some(set) => set.clone(),
             None => {
                 if self.sets.len() >= Self::MAX {
-                    self.sets.retain(|_, s| Arc::strong_count(s) > 1);
+                    self.sets.retain(|_, s| Rc::strong_count(s) > 1);
                 }
                 self.next_id += 1;
-                let set = Arc::new(FieldSet {
+                let set = Rc::new(FieldSet {
                     id: self.next_id,
                     plugin: plugin.clone(),
                     fields: (0..n)
@@ -157,7 +161,7 @@ impl FieldSets {
 
     /// [`FieldSets::intern`] of `(key, text)` pairs, for a request (tests).
     #[cfg(test)]
-    pub fn intern_pairs(&mut self, plugin: &Arc<LoadedPlugin>, fields: &[(u16, &str)]) -> Arc<FieldSet> {
+    pub fn intern_pairs(&mut self, plugin: &Arc<LoadedPlugin>, fields: &[(u16, &str)]) -> Rc<FieldSet> {
         let arena: String = fields.iter().map(|(_, v)| *v).collect();
         let keys: Vec<u16> = fields.iter().map(|(k, _)| *k).collect();
         let lens: Vec<u32> = fields.iter().map(|(_, v)| v.len() as u32).collect();
@@ -236,7 +240,7 @@ mod tests {
         let (http, redis) = (catalog.get("http").unwrap(), catalog.get("redis").unwrap());
         let mut sets = FieldSets::default();
         let get = sets.intern_pairs(http, &[(0, "GET"), (1, "/a")]);
-        assert!(Arc::ptr_eq(&get, &sets.intern_pairs(http, &[(0, "GET"), (1, "/a")])));
+        assert!(Rc::ptr_eq(&get, &sets.intern_pairs(http, &[(0, "GET"), (1, "/a")])));
         let mut seen = vec![get.id];
         for (plugin, fields) in [
             (redis, &[(0, "GET"), (1, "/a")][..]),

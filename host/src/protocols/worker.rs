@@ -10,6 +10,7 @@
 //! and new connections use the newest version.
 
 use crate::fast_hash::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,7 +106,7 @@ pub struct Parsed {
     pub unseen: bool,
     /// The plugin and the message's fields, shared by every message with
     /// the same ones (see [`FieldSets`]).
-    pub fields: Arc<FieldSet>,
+    pub fields: Rc<FieldSet>,
 }
 
 impl Parsed {

@@ -6,6 +6,7 @@
 mod by_id;
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use by_id::ById;
@@ -16,9 +17,9 @@ use crate::protocols::{FieldSet, LoadedPlugin, MessageKind, Parsed};
 #[derive(Clone, Debug)]
 pub struct Call {
     /// The request's fields (or the one-way message's)...
-    pub request: Arc<FieldSet>,
+    pub request: Rc<FieldSet>,
     /// ... and the response's, when it was paired.
-    pub response: Option<Arc<FieldSet>>,
+    pub response: Option<Rc<FieldSet>>,
     pub latency_ns: u64,
     pub req_bytes: u64,
     pub resp_bytes: u64,
@@ -47,7 +48,7 @@ impl Call {
 /// A request waiting for its response: only what the call needs (a deep
 /// pipeline keeps tens of thousands of these per connection).
 struct Waiting {
-    request: Arc<FieldSet>,
+    request: Rc<FieldSet>,
     start_ns: u64,
     size: u64,
 }
