@@ -531,7 +531,7 @@ def main():
     ap.add_argument("--variants", metavar="LIST",
                     help="comma-separated variants to run besides `without` (default: all of "
                          + ", ".join(VARIANTS[1:]) + f"); `{CONTROL}` adds a second run without the daemon"
-                         " (an A/A control: its ratios are the noise floor)")
+                         " (an A/A control: its ratios are the noise floor); with --baseline, its build always runs")
     ap.add_argument("--saturation-only", action="store_true",
                     help="skip the fixed rate; report the saturation ratios only")
     args = ap.parse_args()
@@ -539,6 +539,8 @@ def main():
     if args.variants:
         variants += [CONTROL]
         asked = [v.strip() for v in args.variants.split(",") if v.strip()]
+        if args.baseline and "baseline" not in asked:
+            asked.append("baseline")  # --baseline asks for its variant
         unknown = [v for v in asked if v not in variants]
         if unknown:
             sys.exit(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(variants[1:])})")
