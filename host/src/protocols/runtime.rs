@@ -40,9 +40,11 @@ impl Runtime {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         // `WIRELENS_PERFMAP=1` names plugin code for `perf` (/tmp/perf-PID.map);
-        // `WIRELENS_PERFMAP=jitdump` writes its instructions as well, for
-        // `perf record -k 1`, `perf inject --jit` and `perf annotate`.
+        // in a build with the `profiling` feature, `WIRELENS_PERFMAP=jitdump`
+        // writes its instructions as well (./jit-PID.dump), for `perf record
+        // -k 1`, `perf inject --jit` and `perf annotate`.
         match std::env::var("WIRELENS_PERFMAP").as_deref() {
+            #[cfg(feature = "profiling")]
             Ok("jitdump") => config.profiler(wasmtime::ProfilingStrategy::JitDump),
             Ok(_) => config.profiler(wasmtime::ProfilingStrategy::PerfMap),
             Err(_) => &mut config,
