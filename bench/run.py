@@ -333,8 +333,8 @@ def halving_section(results):
              "Kernel + daemon per observed call with everything on, medians of this run. The kernel part is shown"
              " as measured and net of the statistics' own cost; the daemon's part split into the plugin calls and"
              " its own path (per observed call: its per-event figure times the events per observed call)."
-             " \"Before issue 16\" is a run of 2026-12-02 on the host this VM had then (2-3 times slower than"
-             " since 2026-12-05): a run with `--baseline` set to that build compares in the same rounds (below).", "",
+             " \"Before issue 16\" is a run of 2026-12-02 on the host this VM had then (its maxima 1.3-2.5"
+             " times lower than since 2026-12-05): a run with `--baseline` set to that build compares in the same rounds (below).", "",
              "| load | before issue 16 (ns) | target (ns) | this run, as measured (ns) | kernel programs, net (ns) |"
              " daemon: in plugins (ns) | daemon: its own path (ns) | net total (ns) |",
              "|---|---|---|---|---|---|---|---|"]
