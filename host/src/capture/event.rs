@@ -360,11 +360,16 @@ impl EventBatch {
 
     /// Append an event and its captured bytes.
     pub fn push(&mut self, mut ev: Event, payload: &[u8]) -> &mut Event {
-        let start = self.data.len() as u32;
-        self.data.extend_from_slice(payload);
-        ev.payload = start..self.data.len() as u32;
+        ev.payload = self.append(payload);
         self.events.push(ev);
         self.events.last_mut().expect("pushed")
+    }
+
+    /// Keep an event's captured bytes; where they are in the buffer.
+    fn append(&mut self, payload: &[u8]) -> std::ops::Range<u32> {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(payload);
+        start..self.data.len() as u32
     }
 
     /// A data event built by hand (tests and benches drive the collector
@@ -457,9 +462,7 @@ impl EventBatch {
         let Some((raw, payload, counts)) = Event::check(bytes) else {
             return false;
         };
-        let start = self.data.len() as u32;
-        self.data.extend_from_slice(payload);
-        let range = start..self.data.len() as u32;
+        let range = self.append(payload);
         self.events.reserve(1);
         self.events.spare_capacity_mut()[0].write(Event::from_raw(&raw, range, counts));
         // SAFETY: the slot past the length was just initialised.
