@@ -109,23 +109,21 @@ impl Reader {
 #[derive(Default)]
 pub(super) struct Seen {
     described: crate::fast_hash::HashSet<event::ProcKey>,
-    recent: [event::ProcKey; RECENT],
-    next: usize,
+    recent: crate::fast_hash::Recent<event::ProcKey>,
 }
-
-/// Processes remembered without a lookup.
-const RECENT: usize = 4;
 
 impl Seen {
     /// Describe the event's process if it is new (data, stats and close
     /// events name the process that used the socket).
     pub fn describe_once(&mut self, ev: &mut Event, procs: &Procs) {
-        if ev.proc.pid == 0 || !matches!(ev.kind, EventKind::Data | EventKind::Stats) || self.recent.contains(&ev.proc)
+        let proc = ev.proc;
+        if proc.pid == 0
+            || !matches!(ev.kind, EventKind::Data | EventKind::Stats)
+            || self.recent.find(|p| *p == proc).is_some()
         {
             return;
         }
-        self.recent[self.next] = ev.proc;
-        self.next = (self.next + 1) % RECENT;
+        self.recent.remember(proc);
         if self.described.len() > 65_536 {
             self.described.clear();
         }

@@ -39,12 +39,8 @@ pub struct ProcessCache {
     /// The last few processes `observe` decided on, and the decisions:
     /// events come in runs from a few processes (a client and its server
     /// taking turns), and this spares the lookup.
-    recent: [Option<(ProcKey, bool)>; RECENT],
-    next: usize,
+    recent: crate::fast_hash::Recent<(ProcKey, bool)>,
 }
-
-/// Decisions remembered without a lookup.
-const RECENT: usize = 4;
 
 impl ProcessCache {
     /// `linger`: how long exited processes stay described (at least the
@@ -70,14 +66,13 @@ impl ProcessCache {
         cmdline: Option<&str>,
         cgroup: Option<&str>,
     ) -> bool {
-        if let Some(&(_, keep)) = self.recent.iter().flatten().find(|(k, _)| *k == key) {
+        if let Some(&(_, keep)) = self.recent.find(|(k, _)| *k == key) {
             return keep;
         }
         let redactor = &self.redactor;
         let p = self.procs.entry(key).or_insert_with(|| read(key.pid, comm, cmdline, cgroup, redactor));
         if let Some(keep) = p.keep {
-            self.recent[self.next] = Some((key, keep));
-            self.next = (self.next + 1) % RECENT;
+            self.recent.remember((key, keep));
             return keep;
         }
         if let Some(c) = &p.container {
@@ -137,7 +132,7 @@ impl ProcessCache {
     /// Forget processes that exited more than `linger` ago (gone from
     /// /proc, or their pid taken by a later process).
     pub fn expire(&mut self) {
-        self.recent = [None; RECENT];
+        self.recent.clear();
         let now = std::time::Instant::now();
         let linger = self.linger;
         // The latest start seen per pid: an older process with that pid ended.
