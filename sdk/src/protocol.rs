@@ -154,6 +154,42 @@ pub enum Step {
     Invalid(String),
 }
 
+impl Step {
+    /// One step for several messages: `one` reads the message at the front
+    /// of the bytes it is given, and is given the bytes after it in turn
+    /// for as long as it returns `Continue` for a message that ends within
+    /// `buf`. The step covers what it read: `Complete` at the message that
+    /// ends the lot, else `Continue` over the messages read (a step other
+    /// than those after the first message is left for the next call, with
+    /// the fields written during it taken back). For responses made of many
+    /// small messages (PostgreSQL's RowDescription, DataRows and
+    /// CommandComplete, a MySQL result set's packets), each of which would
+    /// otherwise be a trip through the SDK.
+    pub fn read_on(buf: &[u8], fields: &mut Fields, mut one: impl FnMut(&[u8], &mut Fields) -> Step) -> Step {
+        let mut at = 0usize;
+        loop {
+            let mark = (fields.keys.len(), fields.text.len());
+            match one(&buf[at..], fields) {
+                Step::Continue(n) => {
+                    let next = (at as u64).saturating_add(n);
+                    match usize::try_from(next) {
+                        // A next message starts in the bytes at hand.
+                        Ok(next) if next < buf.len() => at = next,
+                        _ => return Step::Continue(next),
+                    }
+                }
+                Step::Complete(n, meta) => return Step::Complete((at as u64).saturating_add(n), meta),
+                _ if at > 0 => {
+                    fields.keys.truncate(mark.0);
+                    fields.text.truncate(mark.1);
+                    return Step::Continue(at as u64);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Where a parser writes the fields of the message in progress. Fields
 /// written during a call that returns [`Step::NeedMore`] are thrown away, so
 /// a parser can always write as it goes.
@@ -483,6 +519,41 @@ mod tests {
 
     fn values(f: &Fields) -> Vec<&str> {
         f.keys.iter().map(|&(_, o, l)| &f.text[o as usize..(o + l) as usize]).collect()
+    }
+
+    /// Messages `<len><tag>` of one digit and one letter, `.` ending the
+    /// lot; each writes its tag; a lower-case one waits for its whole
+    /// length, an upper-case one is skipped by it.
+    fn one(rest: &[u8], fields: &mut Fields) -> Step {
+        let (Some(&len), Some(&tag)) = (rest.first(), rest.get(1)) else { return Step::NeedMore };
+        let len = u64::from(len - b'0');
+        fields.text(FieldKey(0), &[tag]);
+        match tag {
+            b'.' => Step::Complete(len, Meta::response(true)),
+            b'?' => Step::Invalid("?".into()),
+            _ if tag.is_ascii_lowercase() && rest.len() < len as usize => Step::NeedMore,
+            _ => Step::Continue(len),
+        }
+    }
+
+    #[test]
+    fn read_on_covers_whole_messages_and_takes_back_the_rest() {
+        let read = |buf: &[u8]| {
+            let mut f = Fields::default();
+            let step = Step::read_on(buf, &mut f, one);
+            (step, values(&f).concat())
+        };
+        // To the end of the lot, in one step.
+        assert_eq!(read(b"2a3bx2."), (Step::Complete(7, Meta::response(true)), "ab.".into()));
+        // Past the bytes at hand: skipped as a plain Continue would.
+        assert_eq!(read(b"2a9B"), (Step::Continue(11), "aB".into()));
+        // A message still short, or a bad one, after others: those read, its
+        // fields taken back (the next call sees it again).
+        assert_eq!(read(b"2a3b"), (Step::Continue(2), "a".into()));
+        assert_eq!(read(b"2a2?"), (Step::Continue(2), "a".into()));
+        // First of all: as `one` said.
+        assert_eq!(read(b"2?").0, Step::Invalid("?".into()));
+        assert_eq!(read(b"3a").0, Step::NeedMore);
     }
 
     #[test]

@@ -195,32 +195,16 @@ impl Protocol for Mysql {
     }
 
     fn parse(&self, conn: &mut Conn, ctx: &Ctx, buf: &[u8], fields: &mut Fields) -> Step {
-        let Some(p) = Packet::read(buf) else { return Step::NeedMore };
-        let requests = ctx.carries_requests_or_egress();
-        if requests {
+        if ctx.carries_requests_or_egress() {
+            let Some(p) = Packet::read(buf) else { return Step::NeedMore };
             return request(conn, &p, ctx.truncated, fields);
         }
-        // The packets of a response are read on while they lie whole in
-        // the bytes at hand: one step for the lot, not one per packet (a
-        // result set's column definitions and rows cost a trip through the
-        // SDK each).
-        let (mut at, mut p) = (0usize, p);
-        loop {
-            match response(conn, &p, (buf.len() - at) as u64, ctx.truncated, fields) {
-                Step::Continue(n) => {
-                    let next = (at as u64).saturating_add(n);
-                    let Ok(start) = usize::try_from(next) else { return Step::Continue(next) };
-                    match buf.get(start..).filter(|rest| !rest.is_empty()).and_then(Packet::read) {
-                        Some(q) => (at, p) = (start, q),
-                        None => return Step::Continue(next),
-                    }
-                }
-                Step::Complete(n, meta) => return Step::Complete((at as u64).saturating_add(n), meta),
-                // What the packets after those read say is for the next call.
-                _ if at > 0 => return Step::Continue(at as u64),
-                other => return other,
-            }
-        }
+        // The packets of a response are read on within one step while they
+        // lie whole in the bytes at hand (see `Step::read_on`).
+        Step::read_on(buf, fields, |rest, fields| match Packet::read(rest) {
+            Some(p) => response(conn, &p, rest.len() as u64, ctx.truncated, fields),
+            None => Step::NeedMore,
+        })
     }
 
     fn lost(&self, conn: &mut Conn, ctx: &Ctx, head: &[u8], fields: &mut Fields) -> Option<Meta> {

@@ -501,27 +501,10 @@ fn remember_statement(statements: &mut BTreeMap<Vec<u8>, String>, name: &[u8], t
 // Responses (backend messages)
 
 /// The messages of a response at the front of `buf`, read on to its
-/// ReadyForQuery while they lie whole in the bytes at hand: one step for
-/// the lot, not one per message (a query's RowDescription, DataRows and
-/// CommandComplete cost a trip through the SDK each).
+/// ReadyForQuery within one step while they lie whole in the bytes at hand
+/// (see [`Step::read_on`]).
 fn parse_response(conn: &mut Conn, buf: &[u8], truncated: bool, fields: &mut Fields) -> Step {
-    let mut at = 0usize;
-    loop {
-        match parse_response_message(conn, &buf[at..], truncated, fields) {
-            Step::Continue(n) => {
-                let next = (at as u64).saturating_add(n);
-                match usize::try_from(next) {
-                    // A next message starts in the bytes at hand.
-                    Ok(next) if next < buf.len() => at = next,
-                    _ => return Step::Continue(next),
-                }
-            }
-            Step::Complete(n, meta) => return Step::Complete((at as u64).saturating_add(n), meta),
-            // What the bytes after the messages read say is for the next call.
-            _ if at > 0 => return Step::Continue(at as u64),
-            other => return other,
-        }
-    }
+    Step::read_on(buf, fields, |rest, fields| parse_response_message(conn, rest, truncated, fields))
 }
 
 /// One message of a response at the front of `buf`.
