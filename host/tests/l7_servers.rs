@@ -33,6 +33,23 @@ fn latencies_plausible(records: &[Value], limit_ns: u64, what: &str, pred: impl 
     assert!(seen > 0, "{what}: no records");
 }
 
+/// Run a Python client script with its arguments; what it printed.
+fn python_client(script: &str, args: &[String]) -> Vec<u8> {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Sum of `field` over the `http` records matching `pred`.
+fn http_total(records: &[Value], field: &str, pred: impl Fn(&Value) -> bool) -> u64 {
+    records.iter().filter(|r| r["protocol"] == "http" && pred(r)).map(|r| num(r, field)).sum()
+}
+
 #[test]
 fn mysql_calls_from_the_mariadb_client_and_a_prepared_statement_client() {
     let db = MariaDb::start();
@@ -245,12 +262,8 @@ for _ in range(rounds):
     total += len(head) + 4 + length
 print(total)
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", client, &nginx.port.to_string(), &rounds.to_string()])
-        .output()
-        .expect("python3 (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let received: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let out = python_client(client, &[nginx.port.to_string(), rounds.to_string()]);
+    let received: u64 = String::from_utf8_lossy(&out).trim().parse().unwrap();
     let headers = received - rounds * body;
     let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
     let client_side = |r: &Value| client_of(r, nginx.port) && cmd_has(r, "python3");
@@ -262,8 +275,7 @@ print(total)
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
         let ok = |r: &Value| side(r) && r["url"] == "/big.bin" && r["resp_code"] == "200" && r["success"] == "1";
         assert_eq!(calls(&records, "http", ok), rounds, "{name}: {:#?}", of(&records, "http"));
-        let resp: u64 =
-            records.iter().filter(|r| r["protocol"] == "http" && ok(r)).map(|r| num(r, "total_resp_bytes")).sum();
+        let resp = http_total(&records, "total_resp_bytes", ok);
         assert_eq!(resp, rounds * body + headers, "{name}: response bytes are exact");
     }
     let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
@@ -312,13 +324,9 @@ for _ in range(rounds):
 print(json.dumps({"bytes": got, "longest_head": longest}))
 "#;
     let started = Instant::now();
-    let out = std::process::Command::new("python3")
-        .args(["-c", client, &nginx.port.to_string(), &rounds.to_string()])
-        .output()
-        .expect("python3 (scripts/setup.sh installs it)");
+    let out = python_client(client, &[nginx.port.to_string(), rounds.to_string()]);
     let client_time = started.elapsed().as_nanos() as u64;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_slice(&out).unwrap();
     assert!(report["longest_head"].as_u64().unwrap() > 800, "the wide head is longer than the budget: {report}");
     let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
     let client_side = |r: &Value| client_of(r, nginx.port) && cmd_has(r, "python3");
@@ -336,11 +344,7 @@ print(json.dumps({"bytes": got, "longest_head": longest}))
                 side(r) && r["method"] == "GET" && r["url"] == path && r["resp_code"] == code && r["success"] == success
             };
             assert_eq!(calls(&records, "http", these), count, "{name} {path}: {:#?}", of(&records, "http"));
-            let bytes: u64 = records
-                .iter()
-                .filter(|r| r["protocol"] == "http" && these(r))
-                .map(|r| num(r, "total_resp_bytes"))
-                .sum();
+            let bytes = http_total(&records, "total_resp_bytes", these);
             assert_eq!(bytes, report["bytes"][path].as_u64().unwrap(), "{name} {path}: response bytes are exact");
         }
         assert_eq!(calls(&records, "http", side), 4 * rounds, "{name}: no other call: {:#?}", of(&records, "http"));
@@ -390,11 +394,7 @@ for _ in range(2):
     while got < want:
         got += len(s.recv(16384))
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", client, &redis.port.to_string(), &batches.to_string(), &per_batch.to_string()])
-        .output()
-        .expect("python3 (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    python_client(client, &[redis.port.to_string(), batches.to_string(), per_batch.to_string()]);
     let n = batches * per_batch;
     let expected = |c: &str| if c == "GET" { n + 2 * 3000 } else { n };
     let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
