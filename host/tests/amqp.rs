@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{config, num, Daemon};
+use common::daemon::{config, l7_total, num, Daemon};
 use common::servers::{client_of, RabbitMq};
 use common::tshark::{observed, Capture};
 use serde_json::Value;
@@ -63,11 +63,8 @@ fn publishes_deliveries_and_synchronous_methods_are_counted_on_both_ends() {
         assert_eq!(methods.get("basic.deliver"), Some(&N), "{what}: {methods:?}");
         assert_eq!(methods.get("basic.get"), Some(&2), "{what}: {methods:?}");
         assert_eq!(methods.get("queue.declare"), Some(&2), "{what}: {methods:?}");
-        let publish_bytes: u64 = records
-            .iter()
-            .filter(|r| r["protocol"] == "amqp" && side(r) && r["class_method"] == "basic.publish")
-            .map(|r| num(r, "total_req_bytes"))
-            .sum();
+        let publish_bytes: u64 =
+            l7_total(&records, "amqp", "total_req_bytes", |r| side(r) && r["class_method"] == "basic.publish");
         assert!(publish_bytes > 100_000, "{what}: the 100 KB publish's size is whole ({publish_bytes} bytes)");
     }
 }

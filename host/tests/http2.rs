@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{config, num, Daemon};
+use common::daemon::{config, l7_total, num, Daemon};
 use common::servers::{client_of, free_port, self_signed, Nginx};
 use common::tshark::{observed, Capture};
 use serde_json::Value;
@@ -84,11 +84,9 @@ fn curl_to_nginx_with_prior_knowledge_counts_every_call() {
         let by_method = calls_by(&records, pred, "method");
         assert_eq!(by_method, BTreeMap::from([("GET".into(), 4), ("HEAD".into(), 1)]), "{side}: calls by method");
         // The 2 MiB body was mostly not copied: its size is whole all the same.
-        let big_get: u64 = records
-            .iter()
-            .filter(|r| r["protocol"] == "http2" && pred(r) && r["url"] == "/big.bin" && r["method"] == "GET")
-            .map(|r| num(r, "total_resp_bytes"))
-            .sum();
+        let big_get: u64 = l7_total(&records, "http2", "total_resp_bytes", |r| {
+            pred(r) && r["url"] == "/big.bin" && r["method"] == "GET"
+        });
         assert!(big_get > 2 << 20, "{side}: the big response's size ({big_get} bytes)");
         assert!(
             records.iter().filter(|r| r["protocol"] == "http2" && pred(r)).all(|r| r["version"] == "2"),

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{config, num, Daemon};
+use common::daemon::{config, l7_total, num, Daemon};
 use common::servers::{calls, client_of, cmd_has, MariaDb, Nginx, Postgres, RedisServer};
 use serde_json::Value;
 
@@ -43,11 +43,6 @@ fn python_client(script: &str, args: &[String]) -> Vec<u8> {
         .expect("python3 (scripts/setup.sh installs it)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     out.stdout
-}
-
-/// Sum of `field` over the `http` records matching `pred`.
-fn http_total(records: &[Value], field: &str, pred: impl Fn(&Value) -> bool) -> u64 {
-    records.iter().filter(|r| r["protocol"] == "http" && pred(r)).map(|r| num(r, field)).sum()
 }
 
 #[test]
@@ -275,7 +270,7 @@ print(total)
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
         let ok = |r: &Value| side(r) && r["url"] == "/big.bin" && r["resp_code"] == "200" && r["success"] == "1";
         assert_eq!(calls(&records, "http", ok), rounds, "{name}: {:#?}", of(&records, "http"));
-        let resp = http_total(&records, "total_resp_bytes", ok);
+        let resp = l7_total(&records, "http", "total_resp_bytes", ok);
         assert_eq!(resp, rounds * body + headers, "{name}: response bytes are exact");
     }
     let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
@@ -344,7 +339,7 @@ print(json.dumps({"bytes": got, "longest_head": longest}))
                 side(r) && r["method"] == "GET" && r["url"] == path && r["resp_code"] == code && r["success"] == success
             };
             assert_eq!(calls(&records, "http", these), count, "{name} {path}: {:#?}", of(&records, "http"));
-            let bytes = http_total(&records, "total_resp_bytes", these);
+            let bytes = l7_total(&records, "http", "total_resp_bytes", these);
             assert_eq!(bytes, report["bytes"][path].as_u64().unwrap(), "{name} {path}: response bytes are exact");
         }
         assert_eq!(calls(&records, "http", side), 4 * rounds, "{name}: no other call: {:#?}", of(&records, "http"));

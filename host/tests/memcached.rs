@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{config, num, Daemon};
+use common::daemon::{config, l7_total, num, Daemon};
 use common::servers::{client_of, Memcached};
 use common::tshark::{assert_agree, observed, Capture};
 use serde_json::Value;
@@ -128,11 +128,7 @@ fn text_and_binary_calls_are_counted_on_both_ends() {
     }
     // The 200 KB values were mostly not copied; their sizes are whole.
     for side in [&text_client as &dyn Fn(&Value) -> bool, &text_server] {
-        let set_bytes: u64 = records
-            .iter()
-            .filter(|r| r["protocol"] == "memcached" && side(r) && r["command"] == "set")
-            .map(|r| num(r, "total_req_bytes"))
-            .sum();
+        let set_bytes: u64 = l7_total(&records, "memcached", "total_req_bytes", |r| side(r) && r["command"] == "set");
         assert!(set_bytes > 200_000, "the large set's size ({set_bytes} bytes)");
     }
 }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{config, num, Daemon};
+use common::daemon::{config, l7_total, num, Daemon};
 use common::servers::{client_of, Mosquitto};
 use common::tshark::{observed, Capture};
 use serde_json::Value;
@@ -109,10 +109,6 @@ fn publishes_at_every_qos_subscriptions_and_refusals_are_counted_on_both_ends() 
         assert_eq!(types.get("SUBSCRIBE"), Some(&1), "{what}: {types:?}");
     }
     // The 100 KB publish was mostly not copied; its size is whole.
-    let big_bytes: u64 = records
-        .iter()
-        .filter(|r| r["protocol"] == "mqtt" && client(r) && r["topic"] == "wl/big")
-        .map(|r| num(r, "total_req_bytes"))
-        .sum();
+    let big_bytes: u64 = l7_total(&records, "mqtt", "total_req_bytes", |r| client(r) && r["topic"] == "wl/big");
     assert!(big_bytes > 100_000, "the large publish's size ({big_bytes} bytes)");
 }

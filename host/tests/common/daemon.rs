@@ -188,6 +188,11 @@ pub fn sum(records: &[Value], field: &str, pred: impl Fn(&Value) -> bool) -> u64
         .sum()
 }
 
+/// Sum of a numeric field over the layer-7 records of `protocol` matching `pred`.
+pub fn l7_total(records: &[Value], protocol: &str, field: &str, pred: impl Fn(&Value) -> bool) -> u64 {
+    records.iter().filter(|r| r["protocol"] == protocol && pred(r)).map(|r| num(r, field)).sum()
+}
+
 /// A record's numeric field (every value is a string), or a panic naming it.
 pub fn num(r: &Value, field: &str) -> u64 {
     r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
