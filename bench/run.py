@@ -226,14 +226,30 @@ def set_bpf_stats(on):
         f.write("1" if on else "0")
 
 
+def lost_before(records_path, skip_bytes):
+    """The daemon's kernel loss in its last health record before byte `skip_bytes`."""
+    lost = 0
+    with open(records_path, "rb") as f:
+        for line in f.read(skip_bytes).splitlines():
+            if b'"health"' in line:
+                try:
+                    lost = int(json.loads(line).get("kernel_lost", 0))
+                except ValueError:
+                    continue
+    return lost
+
+
 def count_calls(records_path, proto, skip_bytes):
     """Layer-7 calls of `proto`, the kernel loss, and the rates (per second)
     of events captured and of time inside plugin calls, in the records
     written after byte `skip_bytes` of the file (health records come once a
-    second: FlushOutL4Interval 1)."""
+    second: FlushOutL4Interval 1). The loss counts from the last health
+    record before `skip_bytes` (the daemon's count is since it started: a
+    saturation phase before is not the fixed rate's loss)."""
     calls, lost, health = 0, 0, []
     if not os.path.exists(records_path):
         return 0, 0, None, None
+    before = lost_before(records_path, skip_bytes)
     with open(records_path) as f:
         f.seek(skip_bytes)
         for line in f:
@@ -244,7 +260,7 @@ def count_calls(records_path, proto, skip_bytes):
             if r.get("type") == "protocols" and r.get("protocol") == proto:
                 calls += int(r["total_count"])
             elif r.get("type") == "health":
-                lost = max(lost, int(r.get("kernel_lost", 0)))
+                lost = max(lost, int(r.get("kernel_lost", 0)) - before)
                 if "l7_plugin_cpu_ns" in r:  # (not in builds before it)
                     health.append((int(r.get("events", 0)), int(r["l7_plugin_cpu_ns"])))
     if len(health) < 3:
@@ -280,6 +296,7 @@ def run_variant(load, variant, binary, rate, args, tmp):
         return out
     time.sleep(1.5)  # the windows flush the saturation phase's calls
     offset = os.path.getsize(records) if records and os.path.exists(records) else 0
+    out["sat_lost"] = lost_before(records, offset) if records and os.path.exists(records) else 0
 
     seconds = args.seconds
     running = load.fixed(rate, seconds)
@@ -445,8 +462,8 @@ def report(args, maxima, results, variants):
         "| load | rate (/s) | variant | throughput ratio | p50 (ms) | p99 (ms) | p99 ratio | busy (cores) |"
         " added CPU per observed call (ns) | kernel programs (ns) | kernel programs, net (ns) | daemon (ns) |"
         " kernel + daemon (ns) | rest (ns) | daemon: in plugins (ns) | daemon: its own path per event (ns) |"
-        " calls reported / observed | kernel lost |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " calls reported / observed | kernel lost at the fixed rate | kernel lost flat out |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rate, per_variant in results:
         base = per_variant["without"]
@@ -479,7 +496,7 @@ def report(args, maxima, results, variants):
                 f" {mmm(daemon)} | {mmm([k + d for k, d in zip(bpf, daemon)])} | {mmm(rest)} |"
                 f" {mmm(plugins) if split else '-'} | {mmm(own) if split else '-'} |"
                 f" {mmm(reported, '{:.3f}') if reported else '-'} |"
-                f" {max(r['lost'] for r in rows)} |")
+                f" {max(r['lost'] for r in rows)} | {max(r.get('sat_lost', 0) for r in rows)} |")
     lines += [""] + saturation_section(results, variants)
     lines += ["", "Maxima measured before the rounds (median of three flat-out runs without the daemon): "
               + ", ".join(f"{n} {m:.0f}/s" for n, m in maxima.items()) + ".", ""]
@@ -592,7 +609,8 @@ def main():
                         continue
                     print(f"{load.name} round {r + 1} {v}: saturation {x['sat']:.0f}/s, fixed {x['fixed']:.0f}/s"
                           f" p99 {x['p99']:.3f} ms, busy {x['busy_per_s']:.3f} s/s, daemon {x['daemon_per_s']:.3f},"
-                          f" bpf {x['bpf_per_s']:.3f}, calls {x['calls']}", flush=True)
+                          f" bpf {x['bpf_per_s']:.3f}, calls {x['calls']}, lost {x['lost']} (flat out {x.get('sat_lost', 0)})",
+                          flush=True)
             results.append((load.name, rate, per_variant))
             report(args, maxima, results, variants)
             # Every round's figures beside the report, to compute from again.
