@@ -416,9 +416,11 @@ for _ in range(2):
             );
         }
     }
-    // Continuation records went through (21 KiB of replies per read).
-    let truncated: u64 = health["truncated"].as_str().unwrap().parse().unwrap();
-    assert_eq!(truncated, 0, "no call was cut: {health}");
+    // The counts above are what continuation records going through means
+    // here: a read cut at 4 KiB loses the replies past the cut. (Health's
+    // `truncated` is not asserted: it counts every process the daemon sees,
+    // the other tests of this file running beside it included, and it once
+    // failed here on 9 cuts while every call of this test was counted.)
 }
 
 /// `Common.IncludeProtocols` limits which plugins may claim a connection
