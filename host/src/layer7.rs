@@ -291,6 +291,7 @@ impl Layer7 {
         r.push("l7_plugin_cpu_ns", s.plugin_cpu_ns);
         r.push("l7_plugin_calls", s.calls);
         r.push("l7_detect_calls", s.detect_calls);
+        r.push("l7_no_protocol", s.no_protocol);
         r.push("l7_dropped_connections", s.dropped);
         r.push("l7_orphan_responses", self.stitcher.orphan_responses);
         r.push("l7_pending_evicted", self.stitcher.pending_evicted);

@@ -232,6 +232,9 @@ fn plugins_tell_the_kernel_what_to_copy() {
     assert_eq!(server.skip_until, [(head.len() + 3_000_000) as u64, 0], "the server's response body");
     let other = last(8).unwrap_or_else(|| panic!("a control for the unknown connection: {controls:?}"));
     assert_eq!(other.mode, Mode::L4, "left to the kernel's counting");
+    let l4 = json(&c.flush_l4(Default::default()));
+    let health = l4.iter().find(|r| r["type"] == "health").expect("a health record");
+    assert_eq!(num(health, "l7_no_protocol"), 1, "the unknown connection, counted in health: {health}");
 }
 
 /// As curl sees a large response: the request and the response's first

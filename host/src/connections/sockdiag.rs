@@ -119,6 +119,20 @@ fn dump(family: u8, protocol: u8, states: u32, mut each: impl FnMut(&InetDiagMsg
         return Err(io::Error::last_os_error());
     }
     let _close = CloseOnDrop(fd);
+    // The dump runs on the daemon's main loop: a reply that never ends
+    // must not hold the loop (and capture behind it) without limit. Past
+    // the timeout the dump fails, is logged, and the last view stays.
+    let timeout = libc::timeval { tv_sec: 1, tv_usec: 0 };
+    // SAFETY: a valid fd and a timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
     #[repr(C)]
     struct Request {
         hdr: NlMsgHdr,
