@@ -239,17 +239,16 @@ def lost_before(records_path, skip_bytes):
     return lost
 
 
-def count_calls(records_path, proto, skip_bytes):
+def count_calls(records_path, proto, skip_bytes, lost_base=0):
     """Layer-7 calls of `proto`, the kernel loss, and the rates (per second)
     of events captured and of time inside plugin calls, in the records
     written after byte `skip_bytes` of the file (health records come once a
-    second: FlushOutL4Interval 1). The loss counts from the last health
-    record before `skip_bytes` (the daemon's count is since it started: a
+    second: FlushOutL4Interval 1). The loss counts from `lost_base`, the
+    daemon's loss before `skip_bytes` (its count is since it started: a
     saturation phase before is not the fixed rate's loss)."""
     calls, lost, health = 0, 0, []
     if not os.path.exists(records_path):
         return 0, 0, None, None
-    before = lost_before(records_path, skip_bytes)
     with open(records_path) as f:
         f.seek(skip_bytes)
         for line in f:
@@ -260,7 +259,7 @@ def count_calls(records_path, proto, skip_bytes):
             if r.get("type") == "protocols" and r.get("protocol") == proto:
                 calls += int(r["total_count"])
             elif r.get("type") == "health":
-                lost = max(lost, int(r.get("kernel_lost", 0)) - before)
+                lost = max(lost, int(r.get("kernel_lost", 0)) - lost_base)
                 if "l7_plugin_cpu_ns" in r:  # (not in builds before it)
                     health.append((int(r.get("events", 0)), int(r["l7_plugin_cpu_ns"])))
     if len(health) < 3:
@@ -296,7 +295,7 @@ def run_variant(load, variant, binary, rate, args, tmp):
         return out
     time.sleep(1.5)  # the windows flush the saturation phase's calls
     offset = os.path.getsize(records) if records and os.path.exists(records) else 0
-    out["sat_lost"] = lost_before(records, offset) if records and os.path.exists(records) else 0
+    out["sat_lost"] = lost_before(records, offset) if offset else 0
 
     seconds = args.seconds
     running = load.fixed(rate, seconds)
@@ -320,7 +319,8 @@ def run_variant(load, variant, binary, rate, args, tmp):
         with open(f"/proc/{daemon.proc.pid}/status") as f:
             out["rss_mib"] = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
         daemon.terminate()
-        out["calls"], out["lost"], out["events_per_s"], out["plugin_per_s"] = count_calls(records, load.proto, offset)
+        out["calls"], out["lost"], out["events_per_s"], out["plugin_per_s"] = count_calls(
+            records, load.proto, offset, out["sat_lost"])
         with open(daemon.err.name) as f:
             out["plugin_failures"] = f.read().count("plugin call failed")
     return out
