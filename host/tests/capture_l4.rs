@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{config, remote, sum, Daemon};
-use common::servers::{dnsmasq, free_port, http_server, RedisServer};
+use common::servers::{calls, dnsmasq, free_port, http_server, RedisServer};
 use serde_json::Value;
 
 fn echo_py() -> String {
@@ -462,12 +462,7 @@ fn http_calls_through_the_wasm_plugin() {
     let client_time = started.elapsed().as_nanos() as u64;
     assert!(ok.success());
     let is_http = |r: &Value| r["type"] == "protocols" && r["protocol"] == "http";
-    let count = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| -> u64 {
-        rs.iter()
-            .filter(|r| is_http(r) && pred(r))
-            .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
-            .sum()
-    };
+    let count = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| calls(rs, "http", pred);
     let server_side = |r: &Value| is_pid(r, spid) && r["role"] == "server";
     daemon.wait_for(Duration::from_secs(10), |rs| count(rs, &server_side) >= 3);
     let records = daemon.stop();
@@ -508,12 +503,7 @@ fn redis_calls_from_redis_cli_and_pipelined_redis_benchmark() {
         .output()
         .unwrap();
     assert!(bench.status.success());
-    let calls = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| -> u64 {
-        rs.iter()
-            .filter(|r| r["type"] == "protocols" && r["protocol"] == "redis" && pred(r))
-            .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
-            .sum()
-    };
+    let calls = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| common::servers::calls(rs, "redis", pred);
     // With a small capture (WIRELENS_TEST_PAYLOAD_BYTES=256), the later SETs
     // of each 16-command write were never copied: they count, with no
     // command (their fields were in the lost bytes). With 4 KiB, every one
@@ -579,12 +569,7 @@ fn dns_over_udp_and_tcp_from_dig_against_dnsmasq() {
         assert!(dig(&b, true).contains("1.2.3.4"));
     }
     assert!(dig(&nope, false).contains("REFUSED"));
-    let calls = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| -> u64 {
-        rs.iter()
-            .filter(|r| r["type"] == "protocols" && r["protocol"] == "dns" && pred(r))
-            .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
-            .sum()
-    };
+    let calls = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| common::servers::calls(rs, "dns", pred);
     // dnsmasq answers TCP from a forked child, which carries its parent's
     // command line (and this server's port in it).
     let own = format!("--port={port}");
@@ -688,9 +673,7 @@ fn http_fields_survive_messages_cut_across_many_iovecs() {
     let is_call = |r: &Value, role: &str| {
         r["type"] == "protocols" && r["protocol"] == "http" && is_pid(r, pid) && r["role"] == role
     };
-    let total = |rs: &[Value], role: &str| -> u64 {
-        rs.iter().filter(|r| is_call(r, role)).map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap()).sum()
-    };
+    let total = |rs: &[Value], role: &str| calls(rs, "http", |r| is_pid(r, pid) && r["role"] == role);
     daemon.wait_for(Duration::from_secs(10), |rs| total(rs, "client") >= 3 && total(rs, "server") >= 3);
     let records = daemon.stop();
     for role in ["client", "server"] {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::cri::Containerd;
 use common::daemon::{config, remote, Daemon};
-use common::servers::{DockerEngine, RedisServer};
+use common::servers::{calls, DockerEngine, RedisServer};
 use serde_json::Value;
 
 /// Who made a statistics record: the container's name, or `host`.
@@ -220,12 +220,10 @@ fn a_stuck_runtime_does_not_block_capture() {
     let records = daemon.stop();
     let last = records.iter().rev().find(|r| r["type"] == "health").unwrap();
     assert_eq!(last["kernel_lost"], "0", "{last}");
-    let pings: u64 = records
-        .iter()
-        .filter(|r| r["type"] == "protocols" && r["command"] == "PING" && r["role"] == "server")
-        .filter(|r| r["_process_pid_"] == redis.child.id().to_string().as_str())
-        .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
-        .sum();
+    let server_pid = redis.child.id().to_string();
+    let pings = calls(&records, "redis", |r| {
+        r["command"] == "PING" && r["role"] == "server" && r["_process_pid_"] == server_pid.as_str()
+    });
     assert!(pings >= 80_000, "every call seen: {pings}");
     assert!(!held.lock().unwrap().is_empty(), "the daemon did ask the stuck runtime");
 }

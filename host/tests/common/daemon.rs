@@ -190,7 +190,11 @@ pub fn sum(records: &[Value], field: &str, pred: impl Fn(&Value) -> bool) -> u64
 
 /// Sum of a numeric field over the layer-7 records of `protocol` matching `pred`.
 pub fn l7_total(records: &[Value], protocol: &str, field: &str, pred: impl Fn(&Value) -> bool) -> u64 {
-    records.iter().filter(|r| r["protocol"] == protocol && pred(r)).map(|r| num(r, field)).sum()
+    records
+        .iter()
+        .filter(|r| r["type"] == "protocols" && r["protocol"] == protocol && pred(r))
+        .map(|r| num(r, field))
+        .sum()
 }
 
 /// A record's numeric field (every value is a string), or a panic naming it.

@@ -12,11 +12,7 @@ use serde_json::Value;
 
 /// Sum of `total_count` over `protocols` records of `protocol` matching `pred`.
 pub fn calls(records: &[Value], protocol: &str, pred: impl Fn(&Value) -> bool) -> u64 {
-    records
-        .iter()
-        .filter(|r| r["type"] == "protocols" && r["protocol"] == protocol && pred(r))
-        .map(|r| r["total_count"].as_str().unwrap().parse::<u64>().unwrap())
-        .sum()
+    super::daemon::l7_total(records, protocol, "total_count", pred)
 }
 
 /// The record is the client side of a connection to `port` on this host.
