@@ -41,7 +41,9 @@ Ratios are paired per round (with / without of the same round), so drift
 over the run cancels; tables show median and min-max over the rounds.
 Needs root (eBPF), what scripts/setup.sh installs, and a release build
 (made here with cargo). Writes bench/report.md, and every round's figures
-beside it (bench/report.json).
+beside it (bench/report.json). A round with the daemon parsing that reports
+under 90% of the calls it saw keeps its daemon log and records (health every
+second) in bench/report-kept/, named in the round's line and the report.
 """
 import argparse
 import glob
@@ -66,6 +68,9 @@ VARIANTS = ["without", "probes only", "layer 4 only", "capture only", "everythin
 # every round, whose ratios to the first are this machine's noise floor
 # (an A/A comparison: what a ratio of the other variants needs to exceed).
 CONTROL = "without again"
+# A round with the daemon parsing that reports under this share of the calls
+# it saw keeps its daemon log and records beside the report (keep_evidence).
+KEEP_BELOW = 0.9
 LOADGEN = os.path.join(TARGET, "release", "wirelens-loadgen")
 
 # What DeepFlow published (SIGCOMM 2023, "Network-Centric Distributed
@@ -323,7 +328,23 @@ def run_variant(load, variant, binary, rate, args, tmp):
             records, load.proto, offset, out["sat_lost"])
         with open(daemon.err.name) as f:
             out["plugin_failures"] = f.read().count("plugin call failed")
+        parses = (args.baseline_variant if variant == "baseline" else variant) == "everything"
+        if parses and out["calls"] < KEEP_BELOW * 2 * out["fixed"] * seconds:
+            out["kept"] = keep_evidence(args, load, variant, daemon, records)
     return out
+
+
+def keep_evidence(args, load, variant, daemon, records):
+    """A round that reported too few of its calls: its daemon log and records
+    (health every second, the windows' calls) are copied beside the report, as
+    the temporary directory goes at the end of the run."""
+    stem = re.sub(r"[^a-z0-9]+", "-", f"{load.name} {variant} {time.strftime('%H%M%S')}".lower())
+    kept = os.path.join(os.path.splitext(args.report)[0] + "-kept", stem)
+    os.makedirs(kept, exist_ok=True)
+    shutil.copy(daemon.err.name, os.path.join(kept, "daemon.log"))
+    if os.path.exists(records):
+        shutil.copy(records, os.path.join(kept, "records.jsonl"))
+    return kept
 
 
 # --- the report -----------------------------------------------------------------
@@ -504,6 +525,10 @@ def report(args, maxima, results, variants):
     if everything:
         lines += [f"Daemon peak RSS (everything): {mmm([r['rss_mib'] for r in everything])} MiB;"
                   f" plugin call failures: {sum(r['plugin_failures'] for r in everything)}.", ""]
+    kept = [r["kept"] for _, _, pv in results for rows in pv.values() for r in rows if "kept" in r]
+    lines += [f"Rounds that reported under {KEEP_BELOW:.0%} of their calls: {len(kept)}"
+              + (" (daemon logs and records kept in " + ", ".join(f"`{os.path.relpath(k, ROOT)}`" for k in kept) + ")"
+                 if kept else "") + ".", ""]
     lines += halving_section(results)
     if args.baseline and args.baseline_variant == "everything":
         lines += same_run_section(results, args)
@@ -609,7 +634,8 @@ def main():
                         continue
                     print(f"{load.name} round {r + 1} {v}: saturation {x['sat']:.0f}/s, fixed {x['fixed']:.0f}/s"
                           f" p99 {x['p99']:.3f} ms, busy {x['busy_per_s']:.3f} s/s, daemon {x['daemon_per_s']:.3f},"
-                          f" bpf {x['bpf_per_s']:.3f}, calls {x['calls']}, lost {x['lost']} (flat out {x.get('sat_lost', 0)})",
+                          f" bpf {x['bpf_per_s']:.3f}, calls {x['calls']}, lost {x['lost']} (flat out {x.get('sat_lost', 0)})"
+                          + (f"; too few calls, kept {x['kept']}" if "kept" in x else ""),
                           flush=True)
             results.append((load.name, rate, per_variant))
             report(args, maxima, results, variants)
