@@ -328,17 +328,18 @@ def run_variant(load, variant, binary, rate, args, tmp):
             records, load.proto, offset, out["sat_lost"])
         with open(daemon.err.name) as f:
             out["plugin_failures"] = f.read().count("plugin call failed")
-        parses = (args.baseline_variant if variant == "baseline" else variant) == "everything"
-        if parses and out["calls"] < KEEP_BELOW * 2 * out["fixed"] * seconds:
-            out["kept"] = keep_evidence(args, load, variant, daemon, records)
+        if variant == "everything" and out["calls"] < KEEP_BELOW * 2 * out["fixed"] * seconds:
+            out["kept"] = keep_evidence(args, load, variant, binary, daemon, records)
     return out
 
 
-def keep_evidence(args, load, variant, daemon, records):
+def keep_evidence(args, load, variant, binary, daemon, records):
     """A round that reported too few of its calls: its daemon log and records
     (health every second, the windows' calls) are copied beside the report, as
     the temporary directory goes at the end of the run."""
-    stem = re.sub(r"[^a-z0-9]+", "-", f"{load.name} {variant} {time.strftime('%H%M%S')}".lower())
+    # The build's file name too: the --baseline build runs as a variant.
+    stem = re.sub(r"[^a-z0-9]+", "-",
+                  f"{load.name} {variant} {os.path.basename(binary)} {time.strftime('%H%M%S')}".lower())
     kept = os.path.join(os.path.splitext(args.report)[0] + "-kept", stem)
     os.makedirs(kept, exist_ok=True)
     shutil.copy(daemon.err.name, os.path.join(kept, "daemon.log"))
