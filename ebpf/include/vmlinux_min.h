@@ -58,6 +58,8 @@ enum {
 
 enum {
     BPF_RB_AVAIL_DATA = 0,
+    BPF_RB_CONS_POS = 2,
+    BPF_RB_PROD_POS = 3,
 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)

@@ -341,6 +341,14 @@ fn add_pids(ebpf: &mut Ebpf, map: &str, pids: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// What pending in the ring wakes the reader: `wakeup_bytes`, but at most a
+/// quarter of the ring. A ring no larger than the mark (`RingBufferBytes`
+/// of 256 KiB or less) never reached it: the reader drained only once per
+/// poll interval, and a 64 KiB ring lost records at 15k calls/s.
+fn wakeup_mark(config: &CaptureConfig) -> u64 {
+    config.wakeup_bytes.min(u64::from(config.ring_bytes) / 4)
+}
+
 /// Load the object and every program into the kernel (the verifier runs
 /// here), without attaching anything. A rejection names the program and
 /// ends with the verifier's last lines.
@@ -363,7 +371,7 @@ pub fn load(config: &CaptureConfig, btf: &Btf) -> Result<Ebpf> {
         .override_global("drop_unknown", &drop_unknown, true)
         .override_global("drop_loopback", &drop_loopback, true)
         .override_global("l4_default", &l4_default, true)
-        .override_global("wakeup_bytes", &config.wakeup_bytes, true)
+        .override_global("wakeup_bytes", &wakeup_mark(config), true)
         .map_max_entries("events", config.ring_bytes)
         // `thread_infos` is task-local storage, which aya has no Rust
         // type for; only the kernel uses it.
@@ -421,4 +429,18 @@ fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
         ebpf.program_mut(program).with_context(|| format!("program {program} missing from the object"))?.try_into()?;
     prog.attach().with_context(|| format!("attaching {program} to the tracepoint {tracepoint}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_is_woken_before_a_small_ring_fills() {
+        let at = |ring_bytes| wakeup_mark(&CaptureConfig { ring_bytes, ..CaptureConfig::default() });
+        assert_eq!(at(8 << 20), 256 << 10, "the default ring wakes at the default mark");
+        assert_eq!(at(1 << 20), 256 << 10);
+        assert_eq!(at(256 << 10), 64 << 10, "a ring the size of the mark wakes at a quarter");
+        assert_eq!(at(4096), 1024);
+    }
 }
