@@ -433,7 +433,8 @@ for _ in range(2):
 /// What the SDK cannot tell yet: after holes in both directions, the first
 /// request parsed after its direction's hole waits among the hidden ones
 /// until the response proves the hole over (`sdk/src/stream.rs`), so its
-/// call is counted, with its outcome, but without its fields (command).
+/// call is counted, with its outcome, but without its fields (command), and
+/// with the hole's bytes in its request size (see the README).
 #[test]
 fn calls_after_the_ring_buffer_overflowed_are_all_counted() {
     use std::io::{BufRead, BufReader, Write};
