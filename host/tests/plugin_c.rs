@@ -22,6 +22,7 @@ use wirelens::protocols::reload::PluginDirWatcher;
 use wirelens::protocols::{LoadedPlugin, Registry, Runtime, SandboxLimits, Source};
 use wirelens_plugin_nats::Nats;
 use wirelens_sdk::testing::{self, Case, Rng, TestChunk};
+use wirelens_sdk::{Direction, Role};
 
 /// `wirelens ARGS`; its stdout, or the test fails with its stderr.
 fn wirelens(args: &[&std::ffi::OsStr]) -> String {
@@ -150,6 +151,39 @@ fn lost_and_uncopied_bytes_give_the_same_messages_in_c() {
         TestChunk::ingress(4, "PONG\r\nPONG\r\nPONG\r\n"),
     ];
     same_as_rust("a lost PING", &lost_ping, &[]);
+    // Holes in the records of both directions, or of requests alone, found
+    // at each direction's next record (the fence in sdk/src/stream.rs).
+    for role in [Role::Client, Role::Server] {
+        let (rq, rs) = if role == Role::Client {
+            (Direction::Egress, Direction::Ingress)
+        } else {
+            (Direction::Ingress, Direction::Egress)
+        };
+        let at = |d: Direction, ts: u64, bytes: &[u8]| TestChunk::egress(ts, bytes).direction(d).role(role);
+        let gap = |d: Direction, ts: u64, n: u64| at(d, ts, b"").truncated(n);
+        let both = vec![
+            at(rq, 1, b"PING\r\n"),
+            at(rs, 2, b"PONG\r\n"),
+            at(rq, 3, b"PING\r\n"),
+            gap(rq, 10, 60),
+            at(rq, 10, b"PING\r\nPING\r\n"),
+            gap(rs, 11, 66),
+            at(rs, 11, b"PONG\r\nPONG\r\n"),
+            gap(rs, 13, 6),
+            at(rs, 13, b"PONG\r\n"),
+            at(rq, 14, b"PING\r\n"),
+        ];
+        same_as_rust(&format!("{role:?}: holes in both directions"), &both, &[1]);
+        let answered_before = vec![
+            at(rq, 1, b"PING\r\n"),
+            at(rs, 2, b"PONG\r\n"),
+            at(rs, 4, b"PONG\r\n"),
+            gap(rq, 5, 12),
+            at(rq, 5, b"PING\r\n"),
+            at(rs, 6, b"PONG\r\nPONG\r\n"),
+        ];
+        same_as_rust(&format!("{role:?}: a hole of requests, answered before"), &answered_before, &[1]);
+    }
     for case in wirelens_plugin_nats::cases::all() {
         let cut: Vec<TestChunk> = case
             .chunks

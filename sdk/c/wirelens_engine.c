@@ -379,6 +379,10 @@ typedef struct {
     wl_meta head_meta;
     uint64_t head_start_ns;
     uint64_t bytes, first_ns, last_ns;
+    /* Only a hole in the records, after this direction's chunk at
+     * `before_hole`: the next chunk starts a read or write of its own. */
+    bool after_gap;
+    uint64_t before_hole;
 } lost_t;
 
 typedef struct {
@@ -429,6 +433,12 @@ typedef struct {
     uint64_t hidden_bytes, hidden_start_ns;
     uint32_t failed_resumes;
     VEC(deferred_t) deferred;
+    /* Requests parsed right after a hole in their direction's records (see
+     * `Fence` in sdk/src/stream.rs): `fence_before` outstanding requests are
+     * from before it. */
+    bool fence_on, fence_hidden_next;
+    size_t fence_before;
+    uint64_t fence_at_ns;
     /* The batch that last listed this connection in `skipping`. */
     uint64_t hint_batch;
 } conn_t;
@@ -447,6 +457,7 @@ static void dir_reset(dir_t *s) {
 static size_t pending_count(const conn_t *c) { return c->outstanding.len - c->outstanding_head; }
 static pending_t *pending_at(conn_t *c, size_t i) { return &c->outstanding.p[c->outstanding_head + i]; }
 static void pending_remove(conn_t *c, size_t i) {
+    if (c->fence_on && i < c->fence_before) c->fence_before--;
     if (i == 0) {
         c->outstanding_head++;
     } else {
@@ -608,7 +619,14 @@ static long answered_by(conn_t *c, const wl_meta *m) {
 
 static void answer(conn_t *c, const wl_ctx *ctx, int d, const wl_meta *m, out_t *out) {
     long i = answered_by(c, m);
-    if (i >= 0) {
+    bool hidden_next = false;
+    if (c->fence_on && c->fence_hidden_next && !m->has_pair_id && (i < 0 || (size_t)i >= c->fence_before)) {
+        /* The requests before the fence are answered: the hidden ones come
+         * next. */
+        c->fence_on = false;
+        hidden_next = c->hidden_on && c->hidden_dir != d && c->hidden_bytes > 0;
+    }
+    if (i >= 0 && !hidden_next) {
         pending_remove(c, (size_t)i);
     } else if (c->hidden_on && c->hidden_dir != d) {
         uint64_t size = c->hidden_bytes;
@@ -673,7 +691,12 @@ static void emit_held(conn_t *c, const wl_ctx *ctx, int d, wl_meta meta, uint64_
     c->s[1 - d].lost = other;
 }
 
-static void close_lost(conn_t *c, int d, out_t *out) {
+static void close_lost_upto(conn_t *c, int d, size_t answers, out_t *out);
+static void close_lost(conn_t *c, int d, out_t *out) { close_lost_upto(c, d, SIZE_MAX, out); }
+
+/* A lost region of responses answers at most the `answers` oldest
+ * outstanding requests. */
+static void close_lost_upto(conn_t *c, int d, size_t answers, out_t *out) {
     if (!c->s[d].lost.on) return;
     lost_t lost = c->s[d].lost;
     c->s[d].lost.on = false;
@@ -705,8 +728,11 @@ static void close_lost(conn_t *c, int d, out_t *out) {
         }
         return;
     }
-    /* Responses: every outstanding request was answered in the region. */
+    /* Responses: every outstanding request was answered in the region
+     * (those before the fence, when it ended at a fence). */
+    c->fence_on = false;
     size_t n = pending_count(c);
+    if (n > answers) n = answers;
     pending_t *unseen = malloc((n ? n : 1) * sizeof *unseen);
     if (!unseen) abort();
     if (n) memcpy(unseen, pending_at(c, 0), n * sizeof *unseen);
@@ -755,7 +781,7 @@ static bool call_lost(conn_t *c, const wl_ctx *ctx, const uint8_t *head, size_t 
 
 /* `lost` bytes that will never be seen follow what is buffered: start a
  * lost region. */
-static void lose(conn_t *c, const wl_ctx *ctx, int d, uint64_t ts, uint64_t lost) {
+static void lose(conn_t *c, const wl_ctx *ctx, int d, uint64_t ts, uint64_t lost, bool gap, uint64_t before_hole) {
     dir_t *s = &c->s[d];
     bool has_start = s->current.on || s->marks.len > 0;
     uint64_t head_start = s->current.on ? s->current.start_ns : (s->marks.len ? s->marks.p[0].ts : 0);
@@ -774,7 +800,7 @@ static void lose(conn_t *c, const wl_ctx *ctx, int d, uint64_t ts, uint64_t lost
     }
     s->resuming = false;
     s->lossy = true;
-    s->lost = (lost_t){true, has_meta, meta, first_ns, seen + lost, first_ns, ts};
+    s->lost = (lost_t){true, has_meta, meta, first_ns, seen + lost, first_ns, ts, gap && !in_progress, before_hole};
 }
 
 /* The plugin's buffer bound (64 KiB when it sets none). */
@@ -815,7 +841,7 @@ static long parse(conn_t *c, const wl_ctx *ctx, int d, const uint8_t *data, size
                 bytes_append(&s->buf, data + pos, len - pos);
                 s->marks.len = 0;
                 VEC_PUSH(s->marks, ((mark_t){0, start}));
-                lose(c, ctx, d, ts, 0);
+                lose(c, ctx, d, ts, 0, false, 0);
                 return (long)len;
             }
             return (long)pos;
@@ -842,7 +868,7 @@ static long parse(conn_t *c, const wl_ctx *ctx, int d, const uint8_t *data, size
                 return -1;
             }
             dir_reset(s);
-            s->lost = (lost_t){true, false, {0}, 0, avail, ts_at(marks, nmarks, ts, pos), ts};
+            s->lost = (lost_t){true, false, {0}, 0, avail, ts_at(marks, nmarks, ts, pos), ts, false, 0};
             s->resuming = false;
             return (long)len;
         }
@@ -939,18 +965,54 @@ static long parse_buffer(conn_t *c, const wl_ctx *ctx, int d, uint64_t ts, out_t
     return used;
 }
 
+/* End direction `d`'s lost region, a hole in the records, at the chunk at
+ * hand where that is sound (`end_hole_at_chunk` in sdk/src/stream.rs): in
+ * the request direction always (a fence goes up before the chunk's
+ * requests); in the response direction only behind a fence, when the hole
+ * began before it, answering the requests before the fence. */
+static void end_hole_at_chunk(conn_t *c, int d, uint64_t ts, out_t *out) {
+    wl_ctx ctx = ctx_of(c, d);
+    int requests = wl_carries_requests(&ctx);
+    if (requests < 0) {
+        if (c->request_dir == d) {
+            requests = 1;
+        } else if (c->request_dir == 1 - d) {
+            requests = 0;
+        } else {
+            return;
+        }
+    }
+    uint64_t before_hole = c->s[d].lost.before_hole;
+    if (requests) {
+        close_lost(c, d, out);
+        if (!c->fence_on) {
+            c->fence_on = true;
+            c->fence_before = pending_count(c);
+            c->fence_at_ns = ts;
+            c->fence_hidden_next = c->s[1 - d].last_ts <= before_hole;
+        }
+    } else if (c->fence_on && before_hole < c->fence_at_ns) {
+        close_lost_upto(c, d, c->fence_before, out);
+    }
+}
+
 /* One chunk of a byte stream; returns NULL, or why the connection is given
  * up. */
 static const char *feed_stream(conn_t *c, const wl_ctx *ctx, uint64_t ts, const uint8_t *present, size_t plen,
                                uint64_t missing, out_t *out) {
     int d = ctx->direction == WL_INGRESS;
     const char *error = NULL;
+    uint64_t previous_ts = c->s[d].last_ts;
     c->s[d].last_ts = ts;
+    /* A chunk with no bytes at all stands for records the kernel lost. */
+    bool gap = plen == 0;
     if (c->s[d].lost.on && c->s[1 - d].lost.on) close_lost(c, d, out);
+    if (c->s[d].lost.on && c->s[d].lost.after_gap && !gap) end_hole_at_chunk(c, d, ts, out);
     dir_t *s = &c->s[d];
     if (s->lost.on) {
         s->lost.bytes += plen + missing;
         s->lost.last_ns = ts;
+        if (!gap) s->lost.after_gap = false;
         return NULL;
     }
     if (s->to_end) {
@@ -1009,7 +1071,7 @@ static const char *feed_stream(conn_t *c, const wl_ctx *ctx, uint64_t ts, const 
     s->skip -= absorbed;
     missing -= absorbed;
     if (absorbed > 0 && s->skip == 0) finish_skip(c, ctx, d, ts, out);
-    if (missing > 0) lose(c, ctx, d, ts, missing);
+    if (missing > 0) lose(c, ctx, d, ts, missing, gap, previous_ts);
     return NULL;
 }
 

@@ -24,6 +24,12 @@
 //!   unknown);
 //! - parsing resumes at the direction's next chunk.
 //!
+//! Records the kernel lost (a chunk with no bytes) are a hole that the host
+//! finds only at the direction's next record. A hole in the requests'
+//! direction ends at that record, behind a fence (`Fence`); a hole in the
+//! responses' direction ends at its next record only behind a fence (see
+//! `ConnState::end_hole_at_chunk`).
+//!
 //! So lost bytes cost the fields inside them, never a call's count,
 //! pairing, size or latency; a success flag is only unknown when the
 //! response's first bytes were never seen.
@@ -99,6 +105,32 @@ struct ConnState<C> {
     failed_resumes: u32,
     /// Responses that came before their request was complete.
     deferred: Vec<Deferred>,
+    /// Requests parsed right after a hole in the records of their direction
+    /// (see [`Fence`]).
+    fence: Option<Fence>,
+}
+
+/// Requests parsed right after a hole in the records of their direction
+/// (records the kernel lost) were made after the requests the hole hid.
+/// - A hole in the kernel's records (its ring buffer was full) is one window
+///   of time for both directions, but the host learns of each direction's
+///   hole only at that direction's next record. The response direction's
+///   hole cannot hold the responses of requests made after the window: when
+///   that hole turns up, it answers only the requests from before the fence
+///   (and the hidden ones).
+/// - When responses are seen instead, and none was seen since the hole
+///   began, the hidden requests' responses are still to come: they answer
+///   the hidden requests after those before the fence and before those
+///   after it, in order. (A response seen since the hole began may have
+///   been a hidden request's: then the hidden ones are answered last, by
+///   responses with no request, as after any hole.)
+struct Fence {
+    /// Outstanding requests from before the hole (the oldest ones).
+    before: usize,
+    /// When the first chunk after the hole was sent or received.
+    at_ns: u64,
+    /// The hidden requests are answered next after those before the fence.
+    hidden_next: bool,
 }
 
 /// A response waiting for the request it answers to be complete.
@@ -183,6 +215,10 @@ struct Lost {
     /// Kernel time of the region's first and latest chunk.
     first_ns: u64,
     last_ns: u64,
+    /// The region is only a hole in the records, which began after this
+    /// direction's chunk at this time: nothing was in progress, so the next
+    /// chunk starts a read or write of its own after the hole.
+    after_gap: Option<u64>,
 }
 
 fn direction_of(i: usize) -> Direction {
@@ -292,6 +328,7 @@ impl<P: Protocol> Engine<P> {
             hidden_requests: None,
             failed_resumes: 0,
             deferred: Vec::new(),
+            fence: None,
         });
         if chunk.role != Role::Unknown {
             state.role = chunk.role;
@@ -484,6 +521,7 @@ impl<C> ConnState<C> {
             self.request_dir = Some(d);
             if self.outstanding.len() >= MAX_OUTSTANDING {
                 self.outstanding.pop_front();
+                self.forget_before_fence(0);
             }
             self.outstanding.push_back(meta.pair_id);
         } else if meta.kind == MessageKind::Response {
@@ -532,22 +570,80 @@ impl<C> ConnState<C> {
     /// if its request was among those lost, an unseen request is written
     /// for it first).
     fn answer(&mut self, ctx: &Ctx, d: usize, meta: &Meta, out: &mut Batch) {
-        match self.answered_by(meta) {
+        let at = self.answered_by(meta);
+        if let Some(fence) = self.fence.as_ref().filter(|f| f.hidden_next && meta.pair_id.is_none()) {
+            if at.is_none_or(|i| i >= fence.before) {
+                // The requests before the fence are answered: the hidden
+                // ones, lost right before it, come next (their responses
+                // were not lost, or no hole of responses answered them).
+                self.fence = None;
+                if self.hidden_requests.as_ref().is_some_and(|h| h.dir != d && h.bytes > 0) {
+                    self.answer_hidden(ctx, d, meta, out);
+                    return;
+                }
+            }
+        }
+        match at {
             // Mostly the oldest (`remove` moves elements even then).
             Some(0) => {
                 self.outstanding.pop_front();
+                self.forget_before_fence(0);
             }
             Some(i) => {
                 self.outstanding.remove(i);
+                self.forget_before_fence(i);
             }
-            None => {
-                if let Some(hidden) = self.hidden_requests.as_mut().filter(|h| h.dir != d) {
-                    let size = std::mem::take(&mut hidden.bytes);
-                    let request = Meta { pair_id: meta.pair_id, ..Meta::request() };
-                    let rctx = Ctx { direction: direction_of(hidden.dir), ..*ctx };
-                    write(out, &rctx, request, hidden.start_ns, hidden.start_ns, size, None, true);
-                }
+            None => self.answer_hidden(ctx, d, meta, out),
+        }
+    }
+
+    /// A response to a request among the hidden ones: an unseen request is
+    /// written for it, with the bytes of theirs not attributed yet.
+    fn answer_hidden(&mut self, ctx: &Ctx, d: usize, meta: &Meta, out: &mut Batch) {
+        if let Some(hidden) = self.hidden_requests.as_mut().filter(|h| h.dir != d) {
+            let size = std::mem::take(&mut hidden.bytes);
+            let request = Meta { pair_id: meta.pair_id, ..Meta::request() };
+            let rctx = Ctx { direction: direction_of(hidden.dir), ..*ctx };
+            write(out, &rctx, request, hidden.start_ns, hidden.start_ns, size, None, true);
+        }
+    }
+
+    /// The outstanding request at `i` is gone: one fewer before the fence if
+    /// it was before it.
+    fn forget_before_fence(&mut self, i: usize) {
+        if let Some(fence) = self.fence.as_mut().filter(|f| i < f.before) {
+            fence.before -= 1;
+        }
+    }
+
+    /// End the lost region of direction `d`, a hole in the records that
+    /// began after its chunk at `before_hole`, at the chunk at hand (sent or
+    /// received at `ts`) where that is sound (see [`Fence`]). After a hole a
+    /// read or write starts a message more often than not, and a parse that
+    /// fails there is a failed resume, as after any region.
+    /// - In the request direction: requests were lost, and the chunk's own
+    ///   requests will be answered after it, whatever the hole held. A fence
+    ///   goes up before them.
+    /// - In the response direction: only behind a fence, when the hole began
+    ///   before the requests after the fence were made; it answers the
+    ///   requests before the fence. Otherwise (a hole of responses alone) it
+    ///   cannot be told which outstanding requests the hole answered, and
+    ///   the region waits for a proof from the requests, as before.
+    fn end_hole_at_chunk(&mut self, ctx: &Ctx, d: usize, before_hole: u64, ts: u64, out: &mut Batch) {
+        let requests = match ctx.carries_requests() {
+            Some(requests) => requests,
+            None if self.request_dir == Some(d) => true,
+            None if self.request_dir == Some(1 - d) => false,
+            None => return,
+        };
+        if requests {
+            self.close_lost(ctx.conn, d, out);
+            if self.fence.is_none() {
+                let hidden_next = self.streams[1 - d].last_ts <= before_hole;
+                self.fence = Some(Fence { before: self.outstanding.len(), at_ns: ts, hidden_next });
             }
+        } else if let Some(answers) = self.fence.as_ref().filter(|f| before_hole < f.at_ns).map(|f| f.before) {
+            self.close_lost_upto(ctx.conn, d, answers, out);
         }
     }
 
@@ -568,6 +664,12 @@ impl<C> ConnState<C> {
     /// End the lost region of direction `d` (see the module docs); parsing
     /// resumes at its next chunk.
     fn close_lost(&mut self, conn: u64, d: usize, out: &mut Batch) {
+        self.close_lost_upto(conn, d, usize::MAX, out);
+    }
+
+    /// [`ConnState::close_lost`], where a region of responses answers at
+    /// most the `answers` oldest outstanding requests.
+    fn close_lost_upto(&mut self, conn: u64, d: usize, answers: usize, out: &mut Batch) {
         let Some(lost) = self.streams[d].lost.take() else { return };
         self.streams[d].resuming = true;
         // Parts whose ends were in the region: their messages are counted
@@ -599,10 +701,12 @@ impl<C> ConnState<C> {
             }
             return;
         }
-        // Responses: every outstanding request was answered in the region.
+        // Responses: every outstanding request was answered in the region
+        // (those before the fence, when it ended at a fence).
+        self.fence = None;
         let head = lost.head;
         let unseen: Vec<Option<u64>> = {
-            let mut pending: Vec<Option<u64>> = self.outstanding.iter().copied().collect();
+            let mut pending: Vec<Option<u64>> = self.outstanding.iter().take(answers).copied().collect();
             if let Some((meta, _)) = head {
                 if meta.kind == MessageKind::Response {
                     let at = match meta.pair_id {
@@ -657,7 +761,9 @@ impl<C> ConnState<C> {
         out: &mut Batch,
     ) -> Result<(), String> {
         let d = ctx.direction.index();
-        self.streams[d].last_ts = ts;
+        let previous_ts = std::mem::replace(&mut self.streams[d].last_ts, ts);
+        // A chunk with no bytes at all stands for records the kernel lost.
+        let gap = present.is_empty();
         if self.streams[d].lost.is_some() && self.streams[1 - d].lost.is_some() {
             // Both directions lost their place: neither can prove the
             // other's region over, and waiting would lose every call until
@@ -665,10 +771,17 @@ impl<C> ConnState<C> {
             // direction's region ends here and parsing resumes with it.
             self.close_lost(ctx.conn, d, out);
         }
+        let before_hole = self.streams[d].lost.as_ref().and_then(|l| l.after_gap);
+        if let Some(before_hole) = before_hole.filter(|_| !gap) {
+            self.end_hole_at_chunk(ctx, d, before_hole, ts, out);
+        }
         let s = &mut self.streams[d];
         if let Some(lost) = s.lost.as_mut() {
             lost.bytes += present.len() as u64 + missing;
             lost.last_ns = ts;
+            if !gap {
+                lost.after_gap = None;
+            }
             return Ok(());
         }
         if s.to_end {
@@ -757,7 +870,7 @@ impl<C> ConnState<C> {
         }
         if missing > 0 {
             // Bytes we will never see, past anything a length accounts for.
-            self.lose(proto, ctx, d, ts, missing);
+            self.lose(proto, ctx, d, ts, missing, gap.then_some(previous_ts));
         }
         Ok(())
     }
@@ -851,7 +964,18 @@ impl<C> ConnState<C> {
 
     /// `lost` bytes that will never be seen follow what is buffered: start
     /// a lost region (see the module docs).
-    fn lose<P: Protocol<Conn = C>>(&mut self, proto: &P, ctx: &Ctx, d: usize, ts: u64, lost: u64) {
+    /// `after_gap`: these bytes are a hole in the records, after this
+    /// direction's chunk at that time (see [`Lost::after_gap`]).
+    #[allow(clippy::too_many_arguments)]
+    fn lose<P: Protocol<Conn = C>>(
+        &mut self,
+        proto: &P,
+        ctx: &Ctx,
+        d: usize,
+        ts: u64,
+        lost: u64,
+        after_gap: Option<u64>,
+    ) {
         let s = &mut self.streams[d];
         let mut head_start = s.current.as_ref().map(|c| c.start_ns).or_else(|| s.marks.front().map(|m| m.1));
         let mut seen = s.current.as_ref().map_or(0, |c| c.size) + s.buf.len() as u64;
@@ -877,7 +1001,8 @@ impl<C> ConnState<C> {
         }
         s.resuming = false;
         s.lossy = true;
-        s.lost = Some(Lost { head: meta.map(|m| (m, first_ns)), bytes: seen + lost, first_ns, last_ns: ts });
+        let after_gap = after_gap.filter(|_| !in_progress);
+        s.lost = Some(Lost { head: meta.map(|m| (m, first_ns)), bytes: seen + lost, first_ns, last_ns: ts, after_gap });
     }
 
     /// Parse messages from the front of `data` (the buffer, or a chunk when
@@ -916,7 +1041,7 @@ impl<C> ConnState<C> {
                         s.buf.extend_from_slice(tail);
                         s.marks.clear();
                         s.marks.push_back((0, ts_at(pos)));
-                        self.lose(proto, ctx, d, ts, 0);
+                        self.lose(proto, ctx, d, ts, 0, None);
                         return Ok(data.len());
                     }
                     break;
@@ -948,7 +1073,7 @@ impl<C> ConnState<C> {
                     let s = &mut self.streams[d];
                     s.reset();
                     let rest = avail;
-                    s.lost = Some(Lost { head: None, bytes: rest, first_ns: ts_at(pos), last_ns: ts });
+                    s.lost = Some(Lost { head: None, bytes: rest, first_ns: ts_at(pos), last_ns: ts, after_gap: None });
                     s.resuming = false;
                     return Ok(data.len());
                 }

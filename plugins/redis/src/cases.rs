@@ -414,6 +414,150 @@ mod tests {
         }
     }
 
+    /// A ring-buffer overflow loses records of both directions in one time
+    /// window; the host learns of each direction's hole only at that
+    /// direction's next record. The first commands read (or sent) after the
+    /// hole came after it, so they keep their names, sizes, times and
+    /// replies; the call in flight when the hole began gets an unseen
+    /// reply, and calls wholly inside the hole are what it costs.
+    #[test]
+    fn calls_after_a_hole_in_both_directions_keep_their_fields() {
+        let ping = command(&[b"PING"]);
+        let incr = command(&[b"INCR", b"a"]);
+        let decr = command(&[b"DECR", b"a"]);
+        for role in [Role::Server, Role::Client] {
+            // (requests go in for a server, out for a client)
+            let (rq, rs) = match role {
+                Role::Server => (Direction::Ingress, Direction::Egress),
+                _ => (Direction::Egress, Direction::Ingress),
+            };
+            let (rqd, rsd) = if role == Role::Server { ("in", "out") } else { ("out", "in") };
+            let at = |d: Direction, ts: u64, bytes: &[u8]| TestChunk::egress(ts, bytes).direction(d).role(role);
+            let gap = |d: Direction, ts: u64, n: u64| at(d, ts, b"").truncated(n);
+            for pipelined in [1usize, 3] {
+                let incrs: Vec<u8> = (0..pipelined).flat_map(|_| incr.clone()).collect();
+                let replies: Vec<u8> = (0..pipelined).flat_map(|_| b":1\r\n".to_vec()).collect();
+                let chunks = vec![
+                    at(rq, 1, &ping),
+                    at(rs, 2, b"+PONG\r\n"),
+                    // In flight when the hole began: its reply is in the hole.
+                    at(rq, 3, &ping),
+                    // The hole: 50 PINGs and their replies, then the next
+                    // records of each direction.
+                    gap(rq, 10, 50 * ping.len() as u64),
+                    at(rq, 10, &incrs),
+                    gap(rs, 11, 51 * 7),
+                    at(rs, 11, &replies),
+                    at(rq, 12, &decr),
+                    at(rs, 13, b":0\r\n"),
+                ];
+                let got = run::<Redis>(&chunks, &[1]);
+                let req = |ts: u64, size: usize, cmd: &str| {
+                    format!("1 req {rqd} {ts}-{ts} size={size} ok command={cmd} key_count={}", u8::from(cmd != "PING"))
+                };
+                let resp = |ts: u64, size: usize| format!("1 resp {rsd} {ts}-{ts} size={size} ok");
+                let mut want = vec![req(1, ping.len(), "PING"), resp(2, 7), req(3, ping.len(), "PING")];
+                for _ in 0..pipelined {
+                    want.push(req(10, incr.len(), "INCR"));
+                }
+                want.push(format!("1 resp {rsd} 11-11 size={} unseen", 51 * 7));
+                for _ in 0..pipelined {
+                    want.push(resp(11, 4));
+                }
+                want.extend([req(12, decr.len(), "DECR"), resp(13, 4)]);
+                assert_eq!(got, want, "{role:?}, {pipelined} after the hole");
+            }
+        }
+    }
+
+    /// A fence lasts until its hole of replies turns up: a later hole of
+    /// replies alone (no commands lost) waits for the next command to prove
+    /// it over and answers every outstanding command, as before.
+    #[test]
+    fn a_later_hole_of_replies_alone_still_waits_for_a_proof() {
+        let (incr, decr, get) = (command(&[b"INCR", b"a"]), command(&[b"DECR", b"a"]), command(&[b"GET", b"a"]));
+        let at = |d: Direction, ts: u64, bytes: &[u8]| TestChunk::egress(ts, bytes).direction(d).role(Role::Server);
+        let (rq, rs) = (Direction::Ingress, Direction::Egress);
+        let chunks = vec![
+            at(rq, 10, b"").truncated(700),
+            at(rq, 10, &incr),
+            at(rs, 11, b"").truncated(357),
+            at(rs, 11, b":1\r\n"),
+            at(rq, 12, &decr),
+            at(rs, 13, b"").truncated(70),
+            at(rs, 13, b":0\r\n"),
+            at(rq, 14, &get),
+            at(rs, 15, b"$1\r\n0\r\n"),
+        ];
+        let got = run::<Redis>(&chunks, &[1]);
+        let req =
+            |ts: u64, size: usize, cmd: &str| format!("1 req in {ts}-{ts} size={size} ok command={cmd} key_count=1");
+        assert_eq!(
+            got,
+            vec![
+                req(10, incr.len(), "INCR"),
+                "1 resp out 11-11 size=4 ok".to_string(),
+                req(12, decr.len(), "DECR"),
+                "1 resp out 13-13 size=74 unseen".to_string(),
+                req(14, get.len(), "GET"),
+                "1 resp out 15-15 size=7 ok".to_string(),
+            ]
+        );
+    }
+
+    /// Commands lost with no reply lost: the replies after the hole answer,
+    /// in order, the commands before it, then the lost ones (one unseen
+    /// command for them), then the commands after it with their names. A
+    /// reply seen after the hole began but before the next command may have
+    /// been a lost command's: then the lost ones are answered last, as
+    /// after any hole.
+    #[test]
+    fn commands_lost_alone_are_answered_in_their_place() {
+        let ping = command(&[b"PING"]);
+        let at = |d: Direction, ts: u64, bytes: &[u8]| TestChunk::egress(ts, bytes).direction(d);
+        let (out, inn) = (Direction::Egress, Direction::Ingress);
+        let req = |ts: u64| format!("1 req out {ts}-{ts} size={} ok command=PING key_count=0", ping.len());
+        // A client pipelining: the second PING's record was lost.
+        let chunks = vec![
+            at(out, 1, &ping),
+            at(out, 3, b"").truncated(ping.len() as u64),
+            at(out, 3, &ping),
+            at(inn, 4, b"+PONG\r\n+PONG\r\n+PONG\r\n"),
+        ];
+        assert_eq!(
+            run::<Redis>(&chunks, &[1]),
+            vec![
+                req(1),
+                req(3),
+                "1 resp in 4-4 size=7 ok".to_string(),
+                format!("1 req out 3-3 size={} unseen", ping.len()),
+                "1 resp in 4-4 size=7 ok".to_string(),
+                "1 resp in 4-4 size=7 ok".to_string(),
+            ]
+        );
+        // A server: the lost command's reply was written before the next
+        // command was read.
+        let chunks = vec![
+            at(inn, 1, &ping).role(Role::Server),
+            at(out, 2, b"+PONG\r\n").role(Role::Server),
+            at(out, 4, b"+OK\r\n").role(Role::Server),
+            at(inn, 5, b"").truncated(30).role(Role::Server),
+            at(inn, 5, &ping).role(Role::Server),
+            at(out, 6, b"+PONG\r\n").role(Role::Server),
+        ];
+        let req = |ts: u64| format!("1 req in {ts}-{ts} size={} ok command=PING key_count=0", ping.len());
+        assert_eq!(
+            run::<Redis>(&chunks, &[1]),
+            vec![
+                req(1),
+                "1 resp out 2-2 size=7 ok".to_string(),
+                "1 resp out 4-4 size=5 ok".to_string(),
+                req(5),
+                "1 resp out 6-6 size=7 ok".to_string(),
+            ]
+        );
+    }
+
     /// The server's side of a deep pipeline: commands read 16 KiB at a
     /// time (a 4 KiB record and continuations, cut anywhere in a command),
     /// the replies to each read's whole commands written at once, records
