@@ -675,6 +675,8 @@ static void emit(conn_t *c, const wl_ctx *ctx, int d, wl_meta meta, uint64_t sta
         if (pending_count(c) >= MAX_OUTSTANDING) pending_remove(c, 0);
         pending_push(c, (pending_t){meta.has_pair_id, meta.pair_id});
     } else if (meta.kind == WL_RESPONSE) {
+        /* A response seen after the fence with no hole before it. */
+        if (!unseen && c->fence_on && !c->fence_hidden_next) c->fence_on = false;
         answer(c, ctx, d, &meta, out);
     }
     write_message(out, ctx, meta, start_ns, end_ns, size, &c->s[d].fields, unseen);

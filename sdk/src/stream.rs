@@ -525,6 +525,11 @@ impl<C> ConnState<C> {
             }
             self.outstanding.push_back(meta.pair_id);
         } else if meta.kind == MessageKind::Response {
+            if !unseen && self.fence.as_ref().is_some_and(|f| !f.hidden_next) {
+                // A response seen after the fence with no hole before it:
+                // no hole of responses from that time is still to come.
+                self.fence = None;
+            }
             self.answer(ctx, d, &meta, out);
         }
         write(out, ctx, meta, start_ns, end_ns, size, Some(&mut self.streams[d].fields), unseen);
