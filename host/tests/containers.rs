@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::cri::Containerd;
-use common::daemon::{config, remote, Daemon};
+use common::daemon::{config, last_health, remote, Daemon};
 use common::servers::{calls, DockerEngine, RedisServer};
 use serde_json::Value;
 
@@ -122,7 +122,7 @@ fn container_metadata_and_every_filter_on_a_real_docker_engine() {
         assert_eq!(seen, set(want), "with {filters}");
         // Excluded long-lived processes are then dropped in the kernel.
         if want.len() < 4 {
-            let last = records.iter().rev().find(|r| r["type"] == "health").unwrap();
+            let last = last_health(&records).unwrap();
             let denied: u64 = last["kernel_denied"].as_str().unwrap().parse().unwrap();
             assert!(denied > 0, "with {filters}: excluded processes are dropped in the kernel: {last}");
         }
@@ -218,7 +218,7 @@ fn a_stuck_runtime_does_not_block_capture() {
     }
     daemon.wait_for(Duration::from_secs(10), |rs| rs.iter().filter(|r| r["type"] == "health").count() >= 3);
     let records = daemon.stop();
-    let last = records.iter().rev().find(|r| r["type"] == "health").unwrap();
+    let last = last_health(&records).unwrap();
     assert_eq!(last["kernel_lost"], "0", "{last}");
     let server_pid = redis.child.id().to_string();
     let pings = calls(&records, "redis", |r| {

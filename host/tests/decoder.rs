@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::daemon::{config, explain, num, remote, Daemon};
+use common::daemon::{config, explain, last_health, num, remote, Daemon};
 use common::servers::{dnsmasq, free_port, MariaDb, Nginx, Postgres, RedisServer};
 use common::tshark::{assert_agree, observed, Capture, Tally};
 use serde_json::Value;
@@ -46,7 +46,7 @@ fn stop(daemons: Vec<(u32, Daemon)>, done: impl Fn(&[Value]) -> bool) -> Vec<(u3
             d.wait_for(Duration::from_secs(20), &done);
             std::thread::sleep(Duration::from_millis(1500));
             let (records, log) = d.stop_with_log();
-            let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+            let health = last_health(&records).expect("a health record");
             assert_eq!(num(health, "kernel_lost"), 0, "PayloadBytes {p}: events lost in the kernel");
             (p, records, log)
         })

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{config, l7_total, num, Daemon};
+use common::daemon::{config, l7_total, last_health, num, Daemon};
 use common::servers::{client_of, free_port, self_signed, Nginx};
 use common::tshark::{observed, Capture};
 use serde_json::Value;
@@ -158,7 +158,7 @@ fn a_channel_older_than_the_daemon_counts_every_call() {
         let urls = calls_by(&records, pred, "url");
         assert_eq!(urls.get("/demo.Store/Missing"), Some(&1), "{side}: a literal path decodes: {urls:?}");
     }
-    let health = records.iter().rev().find(|r| r["type"] == "health").unwrap();
+    let health = last_health(&records).unwrap();
     assert!(num(health, "l7_connections_midway") >= 2, "both ends of the channel joined midway: {health}");
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{config, l7_total, num, Daemon};
+use common::daemon::{config, l7_total, last_health, num, Daemon};
 use common::servers::{calls, client_of, cmd_has, MariaDb, Nginx, Postgres, RedisServer};
 use serde_json::Value;
 
@@ -273,7 +273,7 @@ print(total)
         let resp = l7_total(&records, "http", "total_resp_bytes", ok);
         assert_eq!(resp, rounds * body + headers, "{name}: response bytes are exact");
     }
-    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+    let health = last_health(&records).expect("a health record");
     // About 46 reads of 64 KiB a body, of which those before the plugin's
     // word reached the kernel (some tens of milliseconds) are copied.
     let skipped: u64 = health["kernel_skipped"].as_str().unwrap().parse().unwrap();
@@ -345,7 +345,7 @@ print(json.dumps({"bytes": got, "longest_head": longest}))
         assert_eq!(calls(&records, "http", side), 4 * rounds, "{name}: no other call: {:#?}", of(&records, "http"));
         latencies_plausible(&records, client_time, name, |r| r["protocol"] == "http" && side(r));
     }
-    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+    let health = last_health(&records).expect("a health record");
     assert_eq!(health["kernel_lost"], "0");
 }
 
@@ -401,7 +401,7 @@ for _ in range(2):
     });
     std::thread::sleep(Duration::from_millis(1500));
     let records = daemon.stop();
-    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+    let health = last_health(&records).expect("a health record");
     assert_eq!(health["kernel_lost"], "0", "the ring buffer lost records: this test cannot tell: {health}");
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "redis-server"), (&client, "client")] {
         for c in ["SET", "GET"] {
@@ -496,7 +496,7 @@ print("done", flush=True)
     writeln!(stdin, "go").unwrap();
     expect_line("overflowed");
     daemon.signal(libc::SIGCONT);
-    let lost = |rs: &[Value]| rs.iter().rev().find(|r| r["type"] == "health").map_or(0, |h| num(h, "kernel_lost"));
+    let lost = |rs: &[Value]| last_health(rs).map_or(0, |h| num(h, "kernel_lost"));
     // The loss is in a health record, and the reader has caught up.
     assert!(daemon.wait_for(Duration::from_secs(10), |rs| lost(rs) > 0), "the ring buffer never overflowed");
     std::thread::sleep(Duration::from_millis(1500));
@@ -516,7 +516,7 @@ print("done", flush=True)
     });
     std::thread::sleep(Duration::from_millis(1500));
     let records = daemon.stop();
-    let health = records.iter().rev().find(|r| r["type"] == "health").expect("a health record");
+    let health = last_health(&records).expect("a health record");
     assert_eq!(
         lost(&records),
         lost_before,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{config, num, remote, Daemon};
+use common::daemon::{config, last_health, num, remote, Daemon};
 use common::servers::{client_of, free_port, RedisServer};
 use serde_json::Value;
 
@@ -249,7 +249,7 @@ fn grpc_and_http_receivers_get_every_call_byte_and_bucket_through_failures() {
         assert!(health.get("wirelens.health.events").is_some_and(|p| int(&p["as_int"]) > 0), "{transport}: health");
         assert!(health.contains_key("wirelens.health.connections"), "{transport}: health levels");
     }
-    let last = records.iter().rev().find(|r| r["type"] == "health").unwrap();
+    let last = last_health(&records).unwrap();
     assert_eq!(num(last, "flusher_dropped"), 0, "nothing dropped");
 }
 
@@ -265,8 +265,7 @@ fn a_final_refusal_drops_and_counts_the_records() {
         receiver.http_port, receiver.grpc_port
     );
     let daemon = Daemon::start(&(config("", "", "") + &flushers));
-    let dropped =
-        |rs: &[Value]| rs.iter().rev().find(|r| r["type"] == "health").map_or(0, |h| num(h, "flusher_dropped"));
+    let dropped = |rs: &[Value]| last_health(rs).map_or(0, |h| num(h, "flusher_dropped"));
     assert!(daemon.wait_for(Duration::from_secs(20), |rs| dropped(rs) >= 4), "{}", daemon.stderr());
     let stderr = daemon.stderr();
     assert!(stderr.contains("HTTP 400") && stderr.contains("InvalidArgument"), "the refusals are logged:\n{stderr}");

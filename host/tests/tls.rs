@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::daemon::{config, num, remote, sum, Daemon};
+use common::daemon::{config, last_health, num, remote, sum, Daemon};
 use common::servers::{
     calls, client_of, cmd_has, free_port, self_signed, Cert, DockerEngine, MariaDb, Nginx, Postgres, RedisServer,
 };
@@ -103,18 +103,13 @@ fn curl_with_keys(urls: &[String], keylog: Option<&std::path::Path>) -> (u32, St
     (pid, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The latest health record so far.
-fn latest_health_record(records: &[Value]) -> Option<&Value> {
-    records.iter().rev().find(|r| r["type"] == "health")
-}
-
 /// A field of the latest health record so far (0 before the first).
 fn latest_health(records: &[Value], field: &str) -> u64 {
-    latest_health_record(records).map_or(0, |h| num(h, field))
+    last_health(records).map_or(0, |h| num(h, field))
 }
 
 fn health(records: &[Value]) -> &Value {
-    latest_health_record(records).expect("a health record")
+    last_health(records).expect("a health record")
 }
 
 /// curl -> nginx over HTTPS on one keep-alive connection: 5 pages, 2 not

@@ -197,6 +197,11 @@ pub fn l7_total(records: &[Value], protocol: &str, field: &str, pred: impl Fn(&V
         .sum()
 }
 
+/// The daemon's latest health record among `records`, if any.
+pub fn last_health(records: &[Value]) -> Option<&Value> {
+    records.iter().rev().find(|r| r["type"] == "health")
+}
+
 /// A record's numeric field (every value is a string), or a panic naming it.
 pub fn num(r: &Value, field: &str) -> u64 {
     r[field].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{field} in {r}"))
@@ -223,7 +228,7 @@ pub fn explain(protocol: &str, records: &[Value], side: &dyn Fn(&Value) -> bool,
     for (process, (calls, failed, req_bytes)) in by_process {
         eprintln!("  {process}: calls {calls}, failed {failed}, request bytes {req_bytes}");
     }
-    if let Some(health) = records.iter().rev().find(|r| r["type"] == "health") {
+    if let Some(health) = last_health(records) {
         eprintln!("  health: {health}");
     }
     for line in log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).take(20) {
