@@ -60,10 +60,32 @@ const volatile __u8 drop_loopback = 0;
 const volatile __u8 l4_default = 0;       /* TCP sockets start counted in the kernel (ProtocolProcess: false) */
 const volatile __u64 wakeup_bytes = 256 * 1024;
 
+/* Two rings, one for even CPUs and one for odd: producers on two CPUs do
+ * not contend for one ring's lock and producer position (redis GET at 50k
+ * calls/s, load on both CPUs: the programs 444-492 ns net per observed call
+ * against 525-568 with one ring). The daemon merges them in time order. */
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 8 << 20);
-} events SEC(".maps");
+} events_even SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 8 << 20);
+} events_odd SEC(".maps");
+
+/* The ring of this CPU (a program does not move between CPUs). */
+static __always_inline int odd_cpu(void) {
+    return bpf_get_smp_processor_id() & 1;
+}
+
+/* A reservation in, or a copy to, this CPU's ring (a helper's map must be
+ * a constant: one call per ring). */
+#define RING_RESERVE(odd, size) \
+    ((odd) ? bpf_ringbuf_reserve(&events_odd, (size), 0) : bpf_ringbuf_reserve(&events_even, (size), 0))
+#define RING_OUTPUT(odd, data, size, flags)                                 \
+    ((odd) ? bpf_ringbuf_output(&events_odd, (data), (size), (flags)) \
+           : bpf_ringbuf_output(&events_even, (data), (size), (flags)))
 
 /* Pid sets as bitmaps (bit pid % 64 of word pid / 64, for pids up to 2^22):
  * array lookups are inlined by the verifier, so the per-call filter costs a
@@ -518,7 +540,7 @@ _Static_assert((WAKE_CHECK_EVERY & (WAKE_CHECK_EVERY - 1)) == 0, "checked by a m
  * below the mark: a CPU whose looks kept finding it above, the other CPU
  * writing meanwhile, never woke the reader again, which then drained once
  * per poll interval; a 64 KiB ring at 15k redis calls/s lost records.) */
-static __always_inline __u64 wakeup_flag(__u64 size) {
+static __always_inline __u64 wakeup_flag(int odd, __u64 size) {
     __u32 slot = WL_CNT_EVENTS, zero = 0;
     __u64 *written = bpf_map_lookup_elem(&counters, &slot);
     if (written && (*written & (WAKE_CHECK_EVERY - 1)) != 0)
@@ -526,11 +548,12 @@ static __always_inline __u64 wakeup_flag(__u64 size) {
     __u64 *w = bpf_map_lookup_elem(&woke, &zero);
     if (!w)
         return BPF_RB_NO_WAKEUP;
-    if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size < wakeup_bytes)
+    void *ring = odd ? (void *)&events_odd : (void *)&events_even;
+    if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) + size < wakeup_bytes)
         return BPF_RB_NO_WAKEUP;
-    if (bpf_ringbuf_query(&events, BPF_RB_CONS_POS) < *w)
+    if (bpf_ringbuf_query(ring, BPF_RB_CONS_POS) < *w)
         return BPF_RB_NO_WAKEUP;
-    *w = bpf_ringbuf_query(&events, BPF_RB_PROD_POS);
+    *w = bpf_ringbuf_query(ring, BPF_RB_PROD_POS);
     return BPF_RB_FORCE_WAKEUP;
 }
 
@@ -545,7 +568,8 @@ static __always_inline int submit(struct scratch *s) {
     barrier_var(size);
     size &= (2 * WL_MAX_PAYLOAD - 1);
     size += sizeof(struct wl_event);
-    if (bpf_ringbuf_output(&events, s, size, wakeup_flag(size)) == 0) {
+    int odd = odd_cpu();
+    if (RING_OUTPUT(odd, s, size, wakeup_flag(odd, size)) == 0) {
         count(WL_CNT_EVENTS);
         return 1;
     }
@@ -668,8 +692,9 @@ static __always_inline void peer_from_datagram(struct sock_desc *d, struct sock 
  * (waste under 2x). 0: the ring buffer was full (counted as lost). */
 #define RESERVE_CLASS(room)                                                                    \
     if (n <= (room)) {                                                                         \
-        __u64 wake = wakeup_flag(sizeof(struct wl_event) + (room));                            \
-        struct wl_event *e = bpf_ringbuf_reserve(&events, sizeof(struct wl_event) + (room), 0); \
+        int odd = odd_cpu();                                                                   \
+        __u64 wake = wakeup_flag(odd, sizeof(struct wl_event) + (room));                       \
+        struct wl_event *e = RING_RESERVE(odd, sizeof(struct wl_event) + (room));              \
         if (!e) {                                                                              \
             count(WL_CNT_LOST);                                                                \
             return 0;                                                                          \
@@ -959,8 +984,9 @@ static __always_inline void iov_event(const struct sock_desc *d, __u16 sys, long
  * bodies). A fixed-size reservation straight in the ring. */
 static __always_inline void size_event_flagged(const struct sock_desc *d, __u16 sys, long ret, __u8 direction,
                                                __u64 pos, __u8 flags) {
-    __u64 wake = wakeup_flag(sizeof(struct wl_event));
-    struct wl_event *e = bpf_ringbuf_reserve(&events, sizeof(struct wl_event), 0);
+    int odd = odd_cpu();
+    __u64 wake = wakeup_flag(odd, sizeof(struct wl_event));
+    struct wl_event *e = RING_RESERVE(odd, sizeof(struct wl_event));
     if (!e) {
         count(WL_CNT_LOST);
         return;
@@ -1405,7 +1431,8 @@ int on_state(__u64 *ctx) {
     struct wl_counts *counts = &r.counts;
     counts_record(&r.ev, counts, info, WL_EV_CLOSE);
     __u64 size = sizeof(r);
-    if (bpf_ringbuf_output(&events, &r, size, wakeup_flag(size)) == 0) {
+    int odd = odd_cpu();
+    if (RING_OUTPUT(odd, &r, size, wakeup_flag(odd, size)) == 0) {
         count(WL_CNT_EVENTS);
         return 0;
     }

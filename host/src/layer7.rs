@@ -81,6 +81,10 @@ pub struct Layer7 {
     controls: HashMap<u64, SocketControl>,
     /// Holes in connections' streams (records the ring buffer lost).
     stream_gaps: u64,
+    /// Records that came after a newer record of their stream (from the
+    /// other CPUs' ring, past the reader's grace): dropped, their bytes
+    /// already reported as a hole.
+    late_records: u64,
     /// Connections a plugin claimed whose beginning the capture missed.
     midway: u64,
     closing: Vec<u64>,
@@ -119,6 +123,7 @@ impl Layer7 {
             payload_bytes,
             controls: HashMap::default(),
             stream_gaps: 0,
+            late_records: 0,
             midway: 0,
             closing: Vec::new(),
             parsed: Vec::new(),
@@ -162,6 +167,10 @@ impl Layer7 {
         // continuation of a long call, or whole calls).
         if ev.transport == Transport::Stream {
             let d = usize::from(ev.direction == Direction::Ingress);
+            if l7.next_pos[d].is_some_and(|at| ev.pos < at) {
+                self.late_records += 1;
+                return;
+            }
             if let Some(expected) = l7.next_pos[d].filter(|&at| ev.pos > at) {
                 self.stream_gaps += 1;
                 self.worker.push(ChunkIn { data: &[], real_len: ev.pos - expected, stream_end: ev.pos, ..chunk });
@@ -296,6 +305,7 @@ impl Layer7 {
         r.push("l7_orphan_responses", self.stitcher.orphan_responses);
         r.push("l7_pending_evicted", self.stitcher.pending_evicted);
         r.push("l7_stream_gaps", self.stream_gaps);
+        r.push("l7_late_records", self.late_records);
         r.push("l7_connections_midway", self.midway);
         r.push("l7_overflow", self.window.overflow);
     }

@@ -374,7 +374,9 @@ impl EventBatch {
 
     /// A data event built by hand (tests and benches drive the collector
     /// with these, without the kernel): an inet stream socket whose
-    /// beginning was seen, payload captured whole.
+    /// beginning was seen, payload captured whole, at the stream position
+    /// the kernel would give it (where the socket's last hand-built event
+    /// of that direction on this thread ended).
     #[allow(clippy::too_many_arguments)]
     pub fn data(
         &mut self,
@@ -387,13 +389,22 @@ impl EventBatch {
         remote: (IpAddr, u16),
         payload: &[u8],
     ) -> &mut Event {
+        thread_local! {
+            static POSITIONS: std::cell::RefCell<std::collections::HashMap<(u64, bool), u64>> = Default::default();
+        }
+        let pos = POSITIONS.with_borrow_mut(|p| {
+            let at = p.entry((sock, direction == Direction::Ingress)).or_default();
+            let pos = *at;
+            *at += payload.len() as u64;
+            pos
+        });
         let ev = Event {
             kind: EventKind::Data,
             proc,
             sock,
             ts,
             real_len: payload.len() as u64,
-            pos: 0,
+            pos,
             direction,
             role: Some(role),
             socket_type: SocketType::Inet,

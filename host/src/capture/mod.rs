@@ -155,7 +155,10 @@ impl Capture {
         for (program, tracepoint) in PROGRAMS {
             attach(&mut ebpf, program, tracepoint)?;
         }
-        let ring = RingBuf::try_from(ebpf.take_map("events").context("events map")?)?;
+        let mut ring = |name: &str| -> Result<RingBuf<MapData>> {
+            Ok(RingBuf::try_from(ebpf.take_map(name).with_context(|| format!("{name} map"))?)?)
+        };
+        let rings = [ring("events_even")?, ring("events_odd")?];
         let procs: reader::Procs =
             Arc::new(Mutex::new(BpfHashMap::try_from(ebpf.take_map("procs").context("procs map")?)?));
         let counters = PerCpuArray::try_from(ebpf.take_map("counters").context("counters map")?)?;
@@ -167,7 +170,7 @@ impl Capture {
         let malformed = Arc::new(AtomicU64::new(0));
         let reader = {
             let reader = reader::Reader {
-                ring,
+                rings,
                 procs: procs.clone(),
                 sink,
                 spare,
@@ -372,7 +375,8 @@ pub fn load(config: &CaptureConfig, btf: &Btf) -> Result<Ebpf> {
         .override_global("drop_loopback", &drop_loopback, true)
         .override_global("l4_default", &l4_default, true)
         .override_global("wakeup_bytes", &wakeup_mark(config), true)
-        .map_max_entries("events", config.ring_bytes)
+        .map_max_entries("events_even", config.ring_bytes)
+        .map_max_entries("events_odd", config.ring_bytes)
         // `thread_infos` is task-local storage, which aya has no Rust
         // type for; only the kernel uses it.
         .allow_unsupported_maps()

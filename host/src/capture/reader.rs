@@ -1,5 +1,14 @@
-//! The thread that drains the ring buffer into [`EventBatch`]es for the
+//! The thread that drains the ring buffers into [`EventBatch`]es for the
 //! collector, describing each process the first time it shows up.
+//!
+//! The kernel writes to two rings, one for even CPUs and one for odd (two
+//! producers sharing one ring contend for its lock and producer position).
+//! A connection's calls move between CPUs, so the reader merges the rings
+//! in time order: it takes the older of the two rings' first records, and
+//! from one ring alone only records older than [`GRACE_NS`] (a record the
+//! other ring shows later was timed when it was written, at most that long
+//! before it could be seen). A record that still comes later than a newer
+//! one of its connection is dropped as lost (`layer7`'s stream positions).
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +28,11 @@ const BATCH: usize = 256;
 /// Payload bytes a batch holds before it is handed over.
 const BATCH_BYTES: usize = 256 << 10;
 
+/// How long before it can be read a record may have been timed: the time a
+/// program takes between reading the clock and committing the record (a
+/// payload copy: microseconds), with room for an interrupt.
+const GRACE_NS: u64 = 1_000_000;
+
 /// How often the reader drains the ring buffer when not woken (the kernel
 /// wakes it only when what is pending reaches `wakeup_bytes`, looked at on
 /// every 16th record of a CPU: batched wake-ups).
@@ -35,7 +49,8 @@ const PROCS_SWEEP: Duration = Duration::from_secs(5);
 pub(super) type Procs = Arc<Mutex<BpfHashMap<MapData, u32, event::RawProc>>>;
 
 pub(super) struct Reader {
-    pub ring: RingBuf<MapData>,
+    /// The even CPUs' ring and the odd CPUs' ring.
+    pub rings: [RingBuf<MapData>; 2],
     pub procs: Procs,
     pub sink: SyncSender<EventBatch>,
     /// Batches the collector is done with, to refill (no allocation per batch).
@@ -46,7 +61,7 @@ pub(super) struct Reader {
 
 impl Reader {
     pub fn run(self) {
-        let Reader { mut ring, procs, sink, spare, stop, malformed } = self;
+        let Reader { mut rings, procs, sink, spare, stop, malformed } = self;
         let fresh_batch = || match spare.try_recv() {
             Ok(mut b) => {
                 b.clear();
@@ -54,7 +69,7 @@ impl Reader {
             }
             Err(_) => EventBatch::with_capacity(BATCH, 64 << 10),
         };
-        let wake = match Wakeups::new(ring.as_raw_fd()) {
+        let wake = match Wakeups::new(&rings) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!("ring buffer reader: {e:#}");
@@ -71,8 +86,27 @@ impl Reader {
         let mut seen = Seen::default();
         let mut next_sweep = std::time::Instant::now() + PROCS_SWEEP;
         while !stop.load(Ordering::Relaxed) {
+            // Records left for the grace wait for the next look (looking
+            // sooner for them drained 3.8 times as often: the daemon's CPU
+            // +38% at redis GET 20k/s).
             wake.wait(POLL_INTERVAL);
-            while let Some(item) = ring.next() {
+            let limit = crate::clock::monotonic_ns().saturating_sub(GRACE_NS);
+            let [even, odd] = &mut rings;
+            loop {
+                let (a, b) = (even.next(), odd.next());
+                let Some(take_even) = older(a.as_deref().map(record_ts), b.as_deref().map(record_ts), limit) else {
+                    // Left in their rings (not consumed) for the next look.
+                    std::mem::forget(a);
+                    std::mem::forget(b);
+                    break;
+                };
+                let item = if take_even {
+                    std::mem::forget(b);
+                    a.expect("older says it is there")
+                } else {
+                    std::mem::forget(a);
+                    b.expect("older says it is there")
+                };
                 if batch.decode(&item) {
                     let ev = batch.events_mut().last_mut().expect("decoded");
                     seen.describe_once(ev, &procs);
@@ -100,6 +134,26 @@ impl Reader {
                 next_sweep = std::time::Instant::now() + PROCS_SWEEP;
             }
         }
+    }
+}
+
+/// A record's kernel time (the first field of every record; 0 for one too
+/// short, which decoding then counts as malformed).
+fn record_ts(record: &[u8]) -> u64 {
+    record.get(..8).map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// Which ring's first record goes next, given each ring's first record's
+/// time (`None`: nothing to read there): `Some(true)` the even ring's,
+/// `Some(false)` the odd ring's, `None` neither yet. From one ring alone,
+/// only a record timed no later than `limit` (the other ring may still
+/// show an older one).
+fn older(even: Option<u64>, odd: Option<u64>, limit: u64) -> Option<bool> {
+    match (even, odd) {
+        (Some(e), Some(o)) => Some(e <= o),
+        (Some(e), None) => (e <= limit).then_some(true),
+        (None, Some(o)) => (o <= limit).then_some(false),
+        (None, None) => None,
     }
 }
 
@@ -168,7 +222,7 @@ fn sweep_exited(procs: &Procs) {
 struct Wakeups(std::os::fd::OwnedFd);
 
 impl Wakeups {
-    fn new(ring_fd: std::os::fd::RawFd) -> Result<Self> {
+    fn new(rings: &[RingBuf<MapData>]) -> Result<Self> {
         use std::os::fd::FromRawFd;
         // SAFETY: plain syscall; the fd is checked before it is owned.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -177,19 +231,21 @@ impl Wakeups {
         }
         // SAFETY: a fresh fd we own.
         let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(epfd) };
-        let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: 0 };
-        // SAFETY: valid fds and event struct.
-        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, ring_fd, &mut ev) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("epoll_ctl on the ring buffer");
+        for ring in rings {
+            let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: 0 };
+            // SAFETY: valid fds and event struct.
+            if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, ring.as_raw_fd(), &mut ev) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("epoll_ctl on a ring buffer");
+            }
         }
         Ok(Self(owned))
     }
 
     /// Until the kernel wakes the reader or `limit` passes.
     fn wait(&self, limit: Duration) {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: one valid event slot.
-        unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, limit.as_millis() as i32) };
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        // SAFETY: two valid event slots.
+        unsafe { libc::epoll_wait(self.0.as_raw_fd(), ev.as_mut_ptr(), 2, limit.as_millis() as i32) };
     }
 }
 
@@ -210,5 +266,23 @@ fn hand_over(sink: &SyncSender<EventBatch>, mut batch: EventBatch, stop: &Atomic
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::older;
+
+    #[test]
+    fn the_older_first_record_goes_first_and_one_ring_alone_waits_for_the_grace() {
+        assert_eq!(older(Some(5), Some(7), 0), Some(true));
+        assert_eq!(older(Some(9), Some(7), 0), Some(false));
+        assert_eq!(older(Some(7), Some(7), 0), Some(true));
+        // One ring alone: only what the other cannot undercut any more.
+        assert_eq!(older(Some(5), None, 4), None);
+        assert_eq!(older(Some(5), None, 5), Some(true));
+        assert_eq!(older(None, Some(5), 4), None);
+        assert_eq!(older(None, Some(3), 4), Some(false));
+        assert_eq!(older(None, None, u64::MAX), None);
     }
 }
