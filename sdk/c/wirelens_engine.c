@@ -693,6 +693,14 @@ static void emit_held(conn_t *c, const wl_ctx *ctx, int d, wl_meta meta, uint64_
     c->s[1 - d].lost = other;
 }
 
+/* Whether direction `d` carries requests (1) or not (0): by the role, else
+ * by the direction requests were seen in; -1 when neither tells. */
+static int carries_requests(const conn_t *c, const wl_ctx *ctx, int d) {
+    int requests = wl_carries_requests(ctx);
+    if (requests >= 0) return requests;
+    return c->request_dir < 0 ? -1 : c->request_dir == d;
+}
+
 static void close_lost_upto(conn_t *c, int d, size_t answers, out_t *out);
 static void close_lost(conn_t *c, int d, out_t *out) { close_lost_upto(c, d, SIZE_MAX, out); }
 
@@ -708,8 +716,7 @@ static void close_lost_upto(conn_t *c, int d, size_t answers, out_t *out) {
     if (lost.has_head) {
         holds_responses = lost.head_meta.kind == WL_RESPONSE;
     } else {
-        int requests = wl_carries_requests(&ctx);
-        holds_responses = requests >= 0 ? !requests : c->request_dir == 1 - d;
+        holds_responses = carries_requests(c, &ctx, d) == 0;
     }
     if (!holds_responses) {
         uint64_t bytes = lost.bytes;
@@ -974,16 +981,8 @@ static long parse_buffer(conn_t *c, const wl_ctx *ctx, int d, uint64_t ts, out_t
  * began before it, answering the requests before the fence. */
 static void end_hole_at_chunk(conn_t *c, int d, uint64_t ts, out_t *out) {
     wl_ctx ctx = ctx_of(c, d);
-    int requests = wl_carries_requests(&ctx);
-    if (requests < 0) {
-        if (c->request_dir == d) {
-            requests = 1;
-        } else if (c->request_dir == 1 - d) {
-            requests = 0;
-        } else {
-            return;
-        }
-    }
+    int requests = carries_requests(c, &ctx, d);
+    if (requests < 0) return;
     uint64_t before_hole = c->s[d].lost.before_hole;
     if (requests) {
         close_lost(c, d, out);

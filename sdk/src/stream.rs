@@ -613,6 +613,12 @@ impl<C> ConnState<C> {
         }
     }
 
+    /// Whether direction `d` carries requests: by the role, else by the
+    /// direction requests were seen in; `None` when neither tells.
+    fn carries_requests(&self, ctx: &Ctx, d: usize) -> Option<bool> {
+        ctx.carries_requests().or_else(|| self.request_dir.map(|r| r == d))
+    }
+
     /// The outstanding request at `i` is gone: one fewer before the fence if
     /// it was before it.
     fn forget_before_fence(&mut self, i: usize) {
@@ -635,12 +641,7 @@ impl<C> ConnState<C> {
     ///   cannot be told which outstanding requests the hole answered, and
     ///   the region waits for a proof from the requests, as before.
     fn end_hole_at_chunk(&mut self, ctx: &Ctx, d: usize, before_hole: u64, ts: u64, out: &mut Batch) {
-        let requests = match ctx.carries_requests() {
-            Some(requests) => requests,
-            None if self.request_dir == Some(d) => true,
-            None if self.request_dir == Some(1 - d) => false,
-            None => return,
-        };
+        let Some(requests) = self.carries_requests(ctx, d) else { return };
         if requests {
             self.close_lost(ctx.conn, d, out);
             if self.fence.is_none() {
@@ -683,10 +684,7 @@ impl<C> ConnState<C> {
         let ctx = Ctx { conn, direction: direction_of(d), role: self.role, datagram: false, truncated: false };
         let holds_responses = match lost.head {
             Some((meta, _)) => meta.kind == MessageKind::Response,
-            None => match ctx.carries_requests() {
-                Some(requests) => !requests,
-                None => self.request_dir == Some(1 - d),
-            },
+            None => self.carries_requests(&ctx, d) == Some(false),
         };
         if !holds_responses {
             // Requests went missing: the head (if seen) is reported now,
