@@ -19,7 +19,8 @@ use crate::metadata::ProcessCache;
 use crate::protocols::bindings::{Direction as WireDirection, Role as WireRole};
 use crate::protocols::reload::PluginDirWatcher;
 use crate::protocols::{
-    ChunkIn, ConnEvent, Parsed, PluginOptions, ProtocolWorker, Registry, Runtime, SandboxLimits, WorkerConfig,
+    ChunkIn, ConnEvent, MessageKind, Parsed, PluginOptions, ProtocolWorker, Registry, Runtime, SandboxLimits,
+    WorkerConfig,
 };
 use crate::records::Record;
 use crate::stitch::{Call, Pending, Stitcher};
@@ -67,6 +68,17 @@ struct L7Conn {
     joined_midway: bool,
     /// Where its last call was counted in the window (see `L7Window::add`).
     window_place: usize,
+    /// A byte stream (not datagrams).
+    stream: bool,
+    /// Its client pipelines (made a request before the last was answered,
+    /// in first-in first-out order): it is copied whole from its next call
+    /// on, whatever its protocol's budget. One read or write carries
+    /// several messages there, and the heads after the first would lie in
+    /// bytes not copied. Lost, they are a region of messages whose count
+    /// nobody knows, which costs calls their outcomes and pairing
+    /// (measured: an open-loop HTTP client at 100k requests/s reading
+    /// several responses at once, 1.3-1.8% of its calls).
+    pipelined: bool,
 }
 
 pub struct Layer7 {
@@ -87,6 +99,8 @@ pub struct Layer7 {
     late_records: u64,
     /// Connections a plugin claimed whose beginning the capture missed.
     midway: u64,
+    /// Streams seen pipelining (see `L7Conn::pipelined`).
+    pipelined: u64,
     closing: Vec<u64>,
     parsed: Vec<Parsed>,
     events: Vec<ConnEvent>,
@@ -125,6 +139,7 @@ impl Layer7 {
             stream_gaps: 0,
             late_records: 0,
             midway: 0,
+            pipelined: 0,
             closing: Vec::new(),
             parsed: Vec::new(),
             events: Vec::new(),
@@ -148,6 +163,8 @@ impl Layer7 {
             next_pos: [None; 2],
             joined_midway: conn.joined_midway,
             window_place: 0,
+            stream: ev.transport == Transport::Stream,
+            pipelined: false,
         });
         let chunk = ChunkIn {
             conn: conn.id,
@@ -199,6 +216,7 @@ impl Layer7 {
         }
         let mut control = l7.control;
         match e {
+            ConnEvent::Detected { .. } if l7.pipelined => control.budget = [0, 0],
             ConnEvent::Detected { .. } => control.budget = by_direction(budget.unwrap_or_default(), l7.role),
             // Nothing parses it any more: counted in the kernel.
             ConnEvent::NoProtocol { .. } | ConnEvent::Dropped { .. } => control.mode = Mode::L4,
@@ -246,8 +264,20 @@ impl Layer7 {
                 while messages.next_if(|m| m.conn == conn).is_some() {}
                 continue;
             };
-            self.stitcher.add(&mut c.pending, first, &mut self.calls);
-            while let Some(m) = messages.next_if(|m| m.conn == conn) {
+            for m in std::iter::once(first).chain(std::iter::from_fn(|| messages.next_if(|m| m.conn == conn))) {
+                if !c.pipelined
+                    && c.stream
+                    && m.pair_id.is_none()
+                    && m.kind == MessageKind::Request
+                    && c.pending.awaits_in_order()
+                {
+                    c.pipelined = true;
+                    self.pipelined += 1;
+                    if c.control.budget != [0, 0] {
+                        c.control.budget = [0, 0];
+                        self.controls.insert(c.sock, c.control);
+                    }
+                }
                 self.stitcher.add(&mut c.pending, m, &mut self.calls);
             }
             aggregate(&mut self.window, c.at, &mut c.window_place, &mut self.calls);
@@ -307,6 +337,7 @@ impl Layer7 {
         r.push("l7_stream_gaps", self.stream_gaps);
         r.push("l7_late_records", self.late_records);
         r.push("l7_connections_midway", self.midway);
+        r.push("l7_pipelined_connections", self.pipelined);
         r.push("l7_overflow", self.window.overflow);
     }
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use serde_json::Value;
-use wirelens::capture::{Direction, EventBatch, Mode, ProcKey, Role};
+use wirelens::capture::{Direction, EventBatch, Mode, ProcKey, Role, SocketControl};
 use wirelens::collector::Collector;
 use wirelens::config::Config;
 use wirelens::records::Record;
@@ -235,6 +235,64 @@ fn plugins_tell_the_kernel_what_to_copy() {
     let l4 = json(&c.flush_l4(Default::default()));
     let health = l4.iter().find(|r| r["type"] == "health").expect("a health record");
     assert_eq!(num(health, "l7_no_protocol"), 1, "the unknown connection, counted in health: {health}");
+}
+
+/// A client that makes a request before the last is answered (pipelining)
+/// reads and writes several messages per call: from then on its connection
+/// is copied whole, in both directions (the heads after the first in a
+/// call would lie past the budget). A client that waits for each response
+/// keeps its plugin's budget.
+#[test]
+fn a_pipelining_connection_is_copied_whole() {
+    let mut c = collector("");
+    let (pipelining, waiting) = ((LOCAL, 40_021), (LOCAL, 40_022));
+    let two = [HTTP_REQUEST, HTTP_REQUEST].concat();
+    let mut batch = EventBatch::default();
+    batch.data(me(), 21, 1_000, Direction::Egress, Role::Client, pipelining, (SERVER, 8080), &two);
+    batch.data(me(), 21, 2_000, Direction::Ingress, Role::Client, pipelining, (SERVER, 8080), HTTP_RESPONSE);
+    batch.data(me(), 21, 3_000, Direction::Ingress, Role::Client, pipelining, (SERVER, 8080), HTTP_RESPONSE);
+    for ts in [1_000, 3_000] {
+        batch.data(me(), 22, ts, Direction::Egress, Role::Client, waiting, (SERVER, 8080), HTTP_REQUEST);
+        batch.data(me(), 22, ts + 1_000, Direction::Ingress, Role::Client, waiting, (SERVER, 8080), HTTP_RESPONSE);
+    }
+    c.on_batch(&batch);
+    let mut controls = vec![];
+    for _ in 0..200 {
+        c.poll_l7();
+        controls.extend(c.take_controls());
+        if controls.iter().any(|(s, _)| *s == 22) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let last = |controls: &[(u64, SocketControl)], sock| {
+        controls.iter().rev().find(|(s, _)| *s == sock).map(|(_, k)| k.budget)
+    };
+    // Seen pipelining as it was detected: never given the budget (a
+    // socket's default is whole calls).
+    assert_eq!(last(&controls, 21).unwrap_or([0, 0]), [0, 0], "whole calls once pipelining: {controls:?}");
+    assert_eq!(last(&controls, 22), Some([1024, 512]), "the plugin's budget: {controls:?}");
+    // The waiting client starts pipelining later: its budget goes.
+    let mut batch = EventBatch::default();
+    batch.data(me(), 22, 5_000, Direction::Egress, Role::Client, waiting, (SERVER, 8080), &two);
+    batch.data(me(), 22, 6_000, Direction::Ingress, Role::Client, waiting, (SERVER, 8080), HTTP_RESPONSE);
+    batch.data(me(), 22, 7_000, Direction::Ingress, Role::Client, waiting, (SERVER, 8080), HTTP_RESPONSE);
+    c.on_batch(&batch);
+    for _ in 0..200 {
+        c.poll_l7();
+        controls.extend(c.take_controls());
+        if last(&controls, 22) == Some([0, 0]) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(last(&controls, 22), Some([0, 0]), "whole calls from the pipelining on: {controls:?}");
+    let l4 = json(&c.flush_l4(Default::default()));
+    let health = l4.iter().find(|r| r["type"] == "health").expect("a health record");
+    assert_eq!(num(health, "l7_pipelined_connections"), 2, "{health}");
+    let l7 = json(&c.flush_l7());
+    let http: u64 = l7.iter().filter(|r| r["protocol"] == "http").map(|r| num(r, "total_count")).sum();
+    assert_eq!(http, 6, "every call counted: {l7:?}");
 }
 
 /// As curl sees a large response: the request and the response's first

@@ -349,6 +349,86 @@ print(json.dumps({"bytes": got, "longest_head": longest}))
     assert_eq!(health["kernel_lost"], "0");
 }
 
+/// A client that pipelines HTTP: it writes 16 requests at once and reads
+/// their responses (1.7 KiB and 0.4 KiB) in reads of up to 64 KiB, so one
+/// read carries many responses. The HTTP plugin's budget copies 512 bytes
+/// of a response call: the heads after the first in a read would lie in
+/// bytes not copied, and their calls lose their outcome and pairing (a
+/// region of responses no one can count). A connection seen pipelining is
+/// copied whole from its next call on, at both ends, so every call comes
+/// out whole: method, URL, status, outcome and exact response bytes. The
+/// client first makes two calls whose responses fit the budget together
+/// (both whole either way), then waits for the daemon to widen the copy:
+/// the calls it makes before the kernel hears of it are not asserted
+/// against that.
+#[test]
+fn a_pipelining_http_client_gets_every_call_whole_at_both_ends() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("tiny"), "t\n").unwrap();
+    std::fs::write(root.path().join("page.html"), "p".repeat(1500)).unwrap();
+    let nginx = Nginx::start(root.path());
+    let server_pid = nginx.child.id().to_string();
+    let daemon = l7_daemon();
+    let rounds = 60u64;
+    let client = r#"
+import json, socket, sys, time
+port, rounds = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket()
+s.connect(("127.0.0.1", port))
+buf, got, most = b"", {}, 0
+def pipeline(paths):
+    global buf, most
+    s.sendall(b"".join(b"GET " + p.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n" for p in paths))
+    time.sleep(0.003)  # the responses pile up: one read takes many
+    for p in paths:
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            most = max(most, len(chunk))
+            buf += chunk
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
+        while len(buf) < length:
+            chunk = s.recv(65536)
+            most = max(most, len(chunk))
+            buf += chunk
+        buf = buf[length:]
+        got[p] = got.get(p, 0) + len(head) + 4 + length
+pipeline(["/tiny", "/tiny"])
+time.sleep(0.5)
+for _ in range(rounds):
+    pipeline(["/page.html"] * 12 + ["/missing"] * 4)
+print(json.dumps({"bytes": got, "largest_read": most}))
+"#;
+    let out = python_client(client, &[nginx.port.to_string(), rounds.to_string()]);
+    let report: Value = serde_json::from_slice(&out).unwrap();
+    assert!(report["largest_read"].as_u64().unwrap() > 8192, "reads carried many responses: {report}");
+    let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
+    let client_side = |r: &Value| client_of(r, nginx.port) && cmd_has(r, "python3");
+    let expected = 2 + 16 * rounds;
+    daemon.wait_for(Duration::from_secs(15), |rs| {
+        calls(rs, "http", server) >= expected && calls(rs, "http", client_side) >= expected
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    let health = last_health(&records).expect("a health record");
+    assert_eq!(health["kernel_lost"], "0", "the ring buffer lost records: this test cannot tell: {health}");
+    for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
+        for (path, code, success, count) in
+            [("/tiny", "200", "1", 2), ("/page.html", "200", "1", 12 * rounds), ("/missing", "404", "0", 4 * rounds)]
+        {
+            let these = |r: &Value| {
+                side(r) && r["method"] == "GET" && r["url"] == path && r["resp_code"] == code && r["success"] == success
+            };
+            assert_eq!(calls(&records, "http", these), count, "{name} {path}: {:#?}\n{health}", of(&records, "http"));
+            let bytes = l7_total(&records, "http", "total_resp_bytes", these);
+            assert_eq!(bytes, report["bytes"][path].as_u64().unwrap(), "{name} {path}: response bytes are exact");
+        }
+        assert_eq!(calls(&records, "http", side), expected, "{name}: no other call: {:#?}", of(&records, "http"));
+    }
+    let pipelined: u64 = health["l7_pipelined_connections"].as_str().unwrap().parse().unwrap();
+    assert!(pipelined >= 2, "both ends were seen pipelining: {health}");
+}
+
 /// A pipelined client against a Redis server: one write or read carries
 /// 200 commands or replies, 21 to 28 KiB, longer than one kernel record
 /// (4 KiB). The rest of such a call follows in continuation records instead

@@ -77,6 +77,12 @@ impl Pending {
         self.fifo.is_empty() && self.by_id.is_empty() && self.skipped == 0
     }
 
+    /// A request without a pairing id waits for its response: one made now
+    /// is pipelined (made before an earlier one was answered).
+    pub fn awaits_in_order(&self) -> bool {
+        !self.fifo.is_empty() || self.skipped > 0
+    }
+
     fn len(&self) -> usize {
         self.fifo.len() + self.by_id.len()
     }
