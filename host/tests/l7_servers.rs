@@ -282,6 +282,26 @@ print(total)
     assert_eq!(health["kernel_lost"], "0");
 }
 
+/// On one side (`side`, named `name`): `count` GETs of each `path`, each
+/// with its status `code` and outcome (`success`), whose response bytes add
+/// up to what the client read (`bytes[path]`).
+fn http_gets_whole(
+    records: &[Value],
+    side: &dyn Fn(&Value) -> bool,
+    name: &str,
+    paths: &[(&str, &str, &str, u64)],
+    bytes: &Value,
+) {
+    for &(path, code, success, count) in paths {
+        let these = |r: &Value| {
+            side(r) && r["method"] == "GET" && r["url"] == path && r["resp_code"] == code && r["success"] == success
+        };
+        assert_eq!(calls(records, "http", these), count, "{name} {path}: {:#?}", of(records, "http"));
+        let total = l7_total(records, "http", "total_resp_bytes", these);
+        assert_eq!(total, bytes[path].as_u64().unwrap(), "{name} {path}: response bytes are exact");
+    }
+}
+
 /// Responses whose head is longer than what is copied of a response (the
 /// HTTP plugin's 512 bytes; nginx's `/wide` adds an 800-byte header): the
 /// fields past the cut and the head's framing are lost, never the call.
@@ -332,16 +352,9 @@ print(json.dumps({"bytes": got, "longest_head": longest}))
     std::thread::sleep(Duration::from_millis(1500));
     let records = daemon.stop();
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
-        for (path, code, success, count) in
-            [("/wide", "200", "1", 2 * rounds), ("/index.html", "200", "1", rounds), ("/missing", "404", "0", rounds)]
-        {
-            let these = |r: &Value| {
-                side(r) && r["method"] == "GET" && r["url"] == path && r["resp_code"] == code && r["success"] == success
-            };
-            assert_eq!(calls(&records, "http", these), count, "{name} {path}: {:#?}", of(&records, "http"));
-            let bytes = l7_total(&records, "http", "total_resp_bytes", these);
-            assert_eq!(bytes, report["bytes"][path].as_u64().unwrap(), "{name} {path}: response bytes are exact");
-        }
+        let paths =
+            [("/wide", "200", "1", 2 * rounds), ("/index.html", "200", "1", rounds), ("/missing", "404", "0", rounds)];
+        http_gets_whole(&records, side, name, &paths, &report["bytes"]);
         assert_eq!(calls(&records, "http", side), 4 * rounds, "{name}: no other call: {:#?}", of(&records, "http"));
         latencies_plausible(&records, client_time, name, |r| r["protocol"] == "http" && side(r));
     }
@@ -413,16 +426,9 @@ print(json.dumps({"bytes": got, "largest_read": most}))
     let health = last_health(&records).expect("a health record");
     assert_eq!(health["kernel_lost"], "0", "the ring buffer lost records: this test cannot tell: {health}");
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
-        for (path, code, success, count) in
-            [("/tiny", "200", "1", 2), ("/page.html", "200", "1", 12 * rounds), ("/missing", "404", "0", 4 * rounds)]
-        {
-            let these = |r: &Value| {
-                side(r) && r["method"] == "GET" && r["url"] == path && r["resp_code"] == code && r["success"] == success
-            };
-            assert_eq!(calls(&records, "http", these), count, "{name} {path}: {:#?}\n{health}", of(&records, "http"));
-            let bytes = l7_total(&records, "http", "total_resp_bytes", these);
-            assert_eq!(bytes, report["bytes"][path].as_u64().unwrap(), "{name} {path}: response bytes are exact");
-        }
+        let paths =
+            [("/tiny", "200", "1", 2), ("/page.html", "200", "1", 12 * rounds), ("/missing", "404", "0", 4 * rounds)];
+        http_gets_whole(&records, side, name, &paths, &report["bytes"]);
         assert_eq!(calls(&records, "http", side), expected, "{name}: no other call: {:#?}", of(&records, "http"));
     }
     let pipelined: u64 = health["l7_pipelined_connections"].as_str().unwrap().parse().unwrap();
