@@ -433,7 +433,9 @@ pub trait Protocol: Default + 'static {
     /// [`Ctx::truncated`] and [`Protocol::lost`]): a call's count, pairing,
     /// outcome, size and latency must not depend on them. `None`: the
     /// daemon's capture size. Users override it with
-    /// `Wirelens.CaptureBytes`.
+    /// `Wirelens.CaptureBytes`. A connection seen pipelining (a request
+    /// made while an earlier one, paired in order, waits) is copied whole
+    /// from then on, whatever this says.
     fn capture_bytes() -> Option<(u32, u32)> {
         None
     }
