@@ -77,7 +77,7 @@ struct L7Conn {
     /// bytes not copied. Lost, they are a region of messages whose count
     /// nobody knows, which costs calls their outcomes and pairing
     /// (measured: an open-loop HTTP client at 100k requests/s reading
-    /// several responses at once, 1.3-1.8% of its calls).
+    /// several responses at once, 1.3-2.8% of its calls).
     pipelined: bool,
 }
 
