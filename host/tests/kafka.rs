@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{config, num, Daemon};
+use common::daemon::{config, last_health, num, Daemon};
 use common::servers::{client_of, Tansu};
 use common::tshark::{assert_agree, observed, Capture};
 use serde_json::Value;
@@ -73,6 +73,15 @@ fn producers_and_a_consumer_are_counted_on_both_ends() {
     let records = daemon.stop();
     for (what, side) in [("client", &client as &dyn Fn(&Value) -> bool), ("server", &server)] {
         let seen = observed(&records, "kafka", side);
+        if (seen.calls, seen.failed, seen.req_bytes, seen.resp_bytes)
+            != (decoded.calls, decoded.failed, decoded.req_bytes, decoded.resp_bytes)
+        {
+            // (A CI run once found one client call failed and 70 response
+            // bytes short, every call present; not seen again in 4 local
+            // runs: which API it was is the first thing to know.)
+            let mine: Vec<&Value> = records.iter().filter(|r| r["protocol"] == "kafka" && side(r)).collect();
+            eprintln!("{what}: daemon {seen:?}, tshark {decoded:?}\n{mine:#?}\nhealth: {:?}", last_health(&records));
+        }
         assert_eq!(seen.unknown, 0, "{what}: no outcome unknown");
         assert_agree(what, seen, decoded);
         assert_eq!(by_api(&records, side), want_apis, "{what}: calls by API");
