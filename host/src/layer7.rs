@@ -19,8 +19,7 @@ use crate::metadata::ProcessCache;
 use crate::protocols::bindings::{Direction as WireDirection, Role as WireRole};
 use crate::protocols::reload::PluginDirWatcher;
 use crate::protocols::{
-    ChunkIn, ConnEvent, MessageKind, Parsed, PluginOptions, ProtocolWorker, Registry, Runtime, SandboxLimits,
-    WorkerConfig,
+    ChunkIn, ConnEvent, Parsed, PluginOptions, ProtocolWorker, Registry, Runtime, SandboxLimits, WorkerConfig,
 };
 use crate::records::Record;
 use crate::stitch::{Call, Pending, Stitcher};
@@ -265,12 +264,8 @@ impl Layer7 {
                 continue;
             };
             for m in std::iter::once(first).chain(std::iter::from_fn(|| messages.next_if(|m| m.conn == conn))) {
-                if !c.pipelined
-                    && c.stream
-                    && m.pair_id.is_none()
-                    && m.kind == MessageKind::Request
-                    && c.pending.awaits_in_order()
-                {
+                let pipelining = self.stitcher.add(&mut c.pending, m, &mut self.calls);
+                if pipelining && c.stream && !c.pipelined {
                     c.pipelined = true;
                     self.pipelined += 1;
                     if c.control.budget != [0, 0] {
@@ -278,7 +273,6 @@ impl Layer7 {
                         self.controls.insert(c.sock, c.control);
                     }
                 }
-                self.stitcher.add(&mut c.pending, m, &mut self.calls);
             }
             aggregate(&mut self.window, c.at, &mut c.window_place, &mut self.calls);
         }

@@ -77,12 +77,6 @@ impl Pending {
         self.fifo.is_empty() && self.by_id.is_empty() && self.skipped == 0
     }
 
-    /// A request without a pairing id waits for its response: one made now
-    /// is pipelined (made before an earlier one was answered).
-    pub fn awaits_in_order(&self) -> bool {
-        !self.fifo.is_empty() || self.skipped > 0
-    }
-
     fn len(&self) -> usize {
         self.fifo.len() + self.by_id.len()
     }
@@ -109,8 +103,9 @@ impl Stitcher {
     }
 
     /// Feed one parsed message of the connection whose requests wait in
-    /// `pending`; completed calls go to `out`.
-    pub fn add(&mut self, pending: &mut Pending, m: Parsed, out: &mut Vec<Call>) {
+    /// `pending`; completed calls go to `out`. True for a request paired in
+    /// order made while an earlier one still waits: the client pipelines.
+    pub fn add(&mut self, pending: &mut Pending, m: Parsed, out: &mut Vec<Call>) -> bool {
         match m.kind {
             MessageKind::Request => {
                 if pending.len() >= self.max_pending || self.waiting >= self.max_pending_total {
@@ -124,8 +119,15 @@ impl Stitcher {
                             self.waiting -= 1;
                             out.push(unanswered(old));
                         }
+                        false
                     }
-                    None => pending.fifo.push_back(Waiting::of(m)),
+                    None => {
+                        // (A request given up past the bound still waits
+                        // for its answer.)
+                        let pipelined = !pending.fifo.is_empty() || pending.skipped > 0;
+                        pending.fifo.push_back(Waiting::of(m));
+                        pipelined
+                    }
                 }
             }
             MessageKind::Response => {
@@ -134,7 +136,7 @@ impl Stitcher {
                     None if pending.skipped > 0 => {
                         // The answer to a request given up: already counted.
                         pending.skipped -= 1;
-                        return;
+                        return false;
                     }
                     None => pending.fifo.pop_front(),
                 };
@@ -145,8 +147,12 @@ impl Stitcher {
                     }
                     None => self.orphan_responses += 1,
                 }
+                false
             }
-            MessageKind::Oneway => out.push(single(m)),
+            MessageKind::Oneway => {
+                out.push(single(m));
+                false
+            }
         }
     }
 
@@ -267,15 +273,15 @@ mod tests {
         let mut conns: Vec<Pending> = (0..5).map(|_| Pending::default()).collect();
         let mut out = Vec::new();
         // Pipelined: two requests, then their responses in order.
-        s.add(&mut conns[1], msg(&p, 1, MessageKind::Request, 10, 11, None), &mut out);
-        s.add(&mut conns[1], msg(&p, 1, MessageKind::Request, 20, 21, None), &mut out);
+        assert!(!s.add(&mut conns[1], msg(&p, 1, MessageKind::Request, 10, 11, None), &mut out));
+        assert!(s.add(&mut conns[1], msg(&p, 1, MessageKind::Request, 20, 21, None), &mut out), "pipelined");
         s.add(&mut conns[1], msg(&p, 1, MessageKind::Response, 30, 35, None), &mut out);
         s.add(&mut conns[1], msg(&p, 1, MessageKind::Response, 40, 45, None), &mut out);
         assert_eq!(out.iter().map(|c| c.latency_ns).collect::<Vec<_>>(), vec![25, 25]);
         out.clear();
         // By id, answered out of order.
         s.add(&mut conns[2], msg(&p, 2, MessageKind::Request, 100, 100, Some(7)), &mut out);
-        s.add(&mut conns[2], msg(&p, 2, MessageKind::Request, 110, 110, Some(8)), &mut out);
+        assert!(!s.add(&mut conns[2], msg(&p, 2, MessageKind::Request, 110, 110, Some(8)), &mut out), "by id");
         s.add(&mut conns[2], msg(&p, 2, MessageKind::Response, 150, 150, Some(8)), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].latency_ns, 40);
