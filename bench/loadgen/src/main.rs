@@ -8,10 +8,14 @@
 //! ```
 //!
 //! Request k (a write of `pipeline` commands) is due at start + k * pipeline
-//! / rate and goes out then on connection k % conns, answered or not (open
-//! loop: a slow server does not lower the rate). Its latency runs from its
-//! due time to the last byte of its reply, so a client that fell behind
-//! shows in the figures (no coordinated omission). Every reply has one
+//! / rate. Redis: it goes out then on connection k % conns, answered or not
+//! (open loop: a slow server does not lower the rate; Redis clients do
+//! pipeline). HTTP: it goes out on a connection with no request in flight,
+//! waiting at the client while all are busy, as wrk2 and every common
+//! HTTP/1.1 client do (they never pipeline; an observer copies a pipelining
+//! connection's responses whole). Its latency runs from its due time to the
+//! last byte of its reply, so a client that fell behind shows in the
+//! figures (no coordinated omission). Every reply has one
 //! size (the same key, the same file), learnt from a first request, so
 //! replies are counted by bytes. One thread, epoll with nanosecond
 //! timeouts. `--flat-out` sends the next request on a connection as soon as
@@ -171,6 +175,9 @@ fn main() {
     let mut answered = 0u64;
     let mut latencies: Vec<u32> = Vec::with_capacity((writes_due.min(50_000_000)) as usize);
     let mut max_behind = Duration::ZERO;
+    // HTTP: one request in flight per connection; the due ones wait here.
+    let one_in_flight = a.proto == "http" && !a.flat_out;
+    let mut backlog: std::collections::VecDeque<Instant> = Default::default();
     // 16 KiB reads, as hiredis (and so most Redis clients) make them.
     let mut buf = vec![0u8; 16 * 1024];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
@@ -197,26 +204,37 @@ fn main() {
     loop {
         let now = Instant::now();
         if !a.flat_out {
-            while sent < writes_due {
-                let due = start + interval.mul_f64(sent as f64);
+            while sent + (backlog.len() as u64) < writes_due {
+                let due = start + interval.mul_f64((sent + backlog.len() as u64) as f64);
                 if due > now {
                     break;
                 }
                 max_behind = max_behind.max(now - due);
+                if one_in_flight {
+                    backlog.push_back(due);
+                    continue;
+                }
                 let c = &mut conns[(sent % a.conns as u64) as usize];
                 send(c, due, &request);
                 sent += 1;
             }
+            // Requests due while every connection was busy, to the idle ones.
+            for c in conns.iter_mut().filter(|c| c.waiting.is_empty()) {
+                let Some(due) = backlog.pop_front() else { break };
+                send(c, due, &request);
+                sent += 1;
+            }
         }
-        let idle = conns.iter().all(|c| c.waiting.is_empty());
+        let idle = backlog.is_empty() && conns.iter().all(|c| c.waiting.is_empty());
         if (now >= end && (a.flat_out || sent >= writes_due) && idle) || now >= end + Duration::from_secs(5) {
             break;
         }
         // Until the next write is due (at most 10 ms).
-        let wait = if a.flat_out || sent >= writes_due {
+        let queued = sent + backlog.len() as u64;
+        let wait = if a.flat_out || queued >= writes_due {
             Duration::from_millis(10)
         } else {
-            (start + interval.mul_f64(sent as f64)).saturating_duration_since(now).min(Duration::from_millis(10))
+            (start + interval.mul_f64(queued as f64)).saturating_duration_since(now).min(Duration::from_millis(10))
         };
         let ts = libc::timespec { tv_sec: 0, tv_nsec: wait.as_nanos() as libc::c_long };
         // SAFETY: valid epoll fd, buffer of events.len() events, timespec.
@@ -256,6 +274,11 @@ fn main() {
                             if a.flat_out && done_at < end {
                                 send(c, done_at, &request);
                                 sent += 1;
+                            } else if c.waiting.is_empty() {
+                                if let Some(due) = backlog.pop_front() {
+                                    send(c, due, &request);
+                                    sent += 1;
+                                }
                             }
                         }
                         if got < buf.len() {
