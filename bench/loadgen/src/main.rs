@@ -1,9 +1,10 @@
-//! An open-loop load at a fixed rate, for `bench/run.py`: the clients Debian
-//! ships (redis-benchmark, wrk) only run flat out, and a Python client
-//! cannot reach tens of thousands of requests per second.
+//! A load at a fixed rate (requests due on a schedule, whatever the
+//! replies), for `bench/run.py`: the clients Debian ships (redis-benchmark,
+//! wrk) only run flat out, and a Python client cannot reach tens of
+//! thousands of requests per second.
 //!
 //! ```text
-//! wirelens-loadgen --proto redis|http --port P --rate R --seconds S [--conns 8] [--pipeline 1]
+//! wirelens-loadgen --proto redis|http --port P --rate R --seconds S [--conns 8] [--pipeline 1] [--open-loop]
 //! wirelens-loadgen --proto redis --port P --seconds S --flat-out
 //! ```
 //!
@@ -13,7 +14,8 @@
 //! pipeline). HTTP: it goes out on a connection with no request in flight,
 //! waiting at the client while all are busy, as wrk2 and every common
 //! HTTP/1.1 client do (they never pipeline; an observer copies a pipelining
-//! connection's responses whole). Its latency runs from its due time to the
+//! connection's responses whole); `--open-loop` makes HTTP go out as Redis
+//! does, a pipelining client. Its latency runs from its due time to the
 //! last byte of its reply, so a client that fell behind shows in the
 //! figures (no coordinated omission). Every reply has one
 //! size (the same key, the same file), learnt from a first request, so
@@ -37,10 +39,21 @@ struct Args {
     conns: usize,
     pipeline: usize,
     flat_out: bool,
+    /// HTTP too goes out on schedule, answered or not (it pipelines).
+    open_loop: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { proto: String::new(), port: 0, rate: 0.0, seconds: 5.0, conns: 8, pipeline: 1, flat_out: false };
+    let mut a = Args {
+        proto: String::new(),
+        port: 0,
+        rate: 0.0,
+        seconds: 5.0,
+        conns: 8,
+        pipeline: 1,
+        flat_out: false,
+        open_loop: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -52,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
             "--conns" => a.conns = value("--conns")?.parse().map_err(|e| format!("--conns: {e}"))?,
             "--pipeline" => a.pipeline = value("--pipeline")?.parse().map_err(|e| format!("--pipeline: {e}"))?,
             "--flat-out" => a.flat_out = true,
+            "--open-loop" => a.open_loop = true,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -176,7 +190,7 @@ fn main() {
     let mut latencies: Vec<u32> = Vec::with_capacity((writes_due.min(50_000_000)) as usize);
     let mut max_behind = Duration::ZERO;
     // HTTP: one request in flight per connection; the due ones wait here.
-    let one_in_flight = a.proto == "http" && !a.flat_out;
+    let one_in_flight = a.proto == "http" && !a.flat_out && !a.open_loop;
     let mut backlog: std::collections::VecDeque<Instant> = Default::default();
     // 16 KiB reads, as hiredis (and so most Redis clients) make them.
     let mut buf = vec![0u8; 16 * 1024];
