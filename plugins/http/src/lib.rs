@@ -386,13 +386,12 @@ struct Headers<'a> {
 
 impl<'a> Headers<'a> {
     fn add(&mut self, line: &'a [u8]) {
-        let Some(colon) = memchr(b':', line) else { return };
+        // A field name ends at its colon, with no whitespace before it (RFC
+        // 9112 5.1), so the four wanted names are told by where a colon
+        // stands: no search for the colon of every header line (a `memchr`
+        // call each, a fifth of a response's parse).
+        let Some(colon) = [4, 7, 14, 17].into_iter().find(|&at| line.get(at) == Some(&b':')) else { return };
         let name = &line[..colon];
-        // Compare lengths first: most headers are none of these four.
-        let wanted = matches!(name.len(), 4 | 7 | 14 | 17);
-        if !wanted {
-            return;
-        }
         let value = trim(&line[colon + 1..]);
         if name.eq_ignore_ascii_case(b"upgrade") {
             self.upgrade_h2c = value.split(|&b| b == b',').any(|p| trim(p).eq_ignore_ascii_case(b"h2c"));
