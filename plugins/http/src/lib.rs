@@ -389,7 +389,8 @@ impl<'a> Headers<'a> {
         // A field name ends at its colon, with no whitespace before it (RFC
         // 9112 5.1), so the four wanted names are told by where a colon
         // stands: no search for the colon of every header line (a `memchr`
-        // call each, a fifth of a response's parse).
+        // call each: 5% of the SDK and parser's instructions on nginx's
+        // 8-header responses, native).
         let Some(colon) = [4, 7, 14, 17].into_iter().find(|&at| line.get(at) == Some(&b':')) else { return };
         let name = &line[..colon];
         let value = trim(&line[colon + 1..]);
