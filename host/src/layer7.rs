@@ -80,6 +80,18 @@ struct L7Conn {
     pipelined: bool,
 }
 
+impl L7Conn {
+    /// Wish `control` for the socket: a change is queued in `controls` for
+    /// the kernel. (A TLS connection's plaintext has wishes of its own,
+    /// under the socket's cookie with the TLS bit.)
+    fn wish(&mut self, control: SocketControl, controls: &mut HashMap<u64, SocketControl>) {
+        if control != self.control {
+            self.control = control;
+            controls.insert(self.sock, control);
+        }
+    }
+}
+
 pub struct Layer7 {
     registry: Arc<Registry>,
     worker: ProtocolWorker,
@@ -224,12 +236,7 @@ impl Layer7 {
                 control.skip_until[d] = control.skip_until[d].max(*until);
             }
         }
-        // (A TLS connection's plaintext has wishes of its own, under the
-        // socket's cookie with the TLS bit.)
-        if control != l7.control {
-            l7.control = control;
-            self.controls.insert(l7.sock, control);
-        }
+        l7.wish(control, &mut self.controls);
     }
 
     /// (requests, responses) bytes copied per call for a protocol: the
@@ -268,10 +275,7 @@ impl Layer7 {
                 if pipelining && c.stream && !c.pipelined {
                     c.pipelined = true;
                     self.pipelined += 1;
-                    if c.control.budget != [0, 0] {
-                        c.control.budget = [0, 0];
-                        self.controls.insert(c.sock, c.control);
-                    }
+                    c.wish(SocketControl { budget: [0, 0], ..c.control }, &mut self.controls);
                 }
             }
             aggregate(&mut self.window, c.at, &mut c.window_place, &mut self.calls);
