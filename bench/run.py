@@ -397,6 +397,12 @@ def halving_section(results):
     return lines + [""]
 
 
+def reported_share(r, args):
+    """The calls a round's daemon reported over the calls observed at the
+    fixed rate (2 per request)."""
+    return r["calls"] / (2 * r["fixed"] * args.seconds)
+
+
 def kernel_and_daemon_net(r):
     """Kernel programs (net of the statistics' own cost) + daemon, per
     observed call, of one round."""
@@ -416,7 +422,7 @@ def same_run_section(results, args):
     # A build that loses records reports fewer calls and so costs less per
     # observed call: its cost compares only where it reported them all.
     def reported(rows):
-        return mmm([r["calls"] / (2 * r["fixed"] * args.seconds) for r in rows], '{:.3f}')
+        return mmm([reported_share(r, args) for r in rows], '{:.3f}')
 
     for name, _rate, per_variant in results:
         rows, old, base = per_variant.get("everything", []), per_variant.get("baseline", []), per_variant["without"]
@@ -518,7 +524,7 @@ def report(args, maxima, results, variants):
                    if r["plugin_per_s"] is not None and r["events_per_s"] else None for r in rows]
             # Variants that parse (the baseline build runs the variant it was given).
             split = (args.baseline_variant if v == "baseline" else v) == "everything"
-            reported = [r["calls"] / (o * args.seconds) for r, o in zip(rows, observed)] if split else None
+            reported = [reported_share(r, args) for r in rows] if split else None
             lines.append(
                 f"| {name} | {rate:.0f} | {v} | {mmm(ratio, '{:.3f}')} | {mmm([r['p50'] for r in rows], '{:.3f}')} |"
                 f" {mmm([r['p99'] for r in rows], '{:.3f}')} | {mmm(p99r, '{:.2f}')} |"
