@@ -229,7 +229,6 @@ fn large_bodies_are_skipped_in_the_kernel_and_still_counted_exactly() {
     let body = 3_000_000u64;
     std::fs::write(root.path().join("big.bin"), "b".repeat(body as usize)).unwrap();
     let nginx = Nginx::start(root.path());
-    let server_pid = nginx.child.id().to_string();
     let daemon = l7_daemon();
     let rounds = 4u64;
     // A keep-alive client that reads each body in 64 KiB reads 5 ms apart,
@@ -260,13 +259,8 @@ print(total)
     let out = python_client(client, &[nginx.port.to_string(), rounds.to_string()]);
     let received: u64 = String::from_utf8_lossy(&out).trim().parse().unwrap();
     let headers = received - rounds * body;
-    let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
-    let client_side = |r: &Value| client_of(r, nginx.port) && cmd_has(r, "python3");
-    daemon.wait_for(Duration::from_secs(15), |rs| {
-        calls(rs, "http", server) >= rounds && calls(rs, "http", client_side) >= rounds
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    let records = daemon.stop();
+    let (server, client_side) = nginx_and_python_ends(&nginx);
+    let records = records_once_both_ends(daemon, [&server, &client_side], rounds);
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
         let ok = |r: &Value| side(r) && r["url"] == "/big.bin" && r["resp_code"] == "200" && r["success"] == "1";
         assert_eq!(calls(&records, "http", ok), rounds, "{name}: {:#?}", of(&records, "http"));
@@ -280,6 +274,22 @@ print(total)
     eprintln!("reads not copied: {skipped}");
     assert!(skipped >= rounds * 10, "reads not copied: {health:#?}");
     assert_eq!(health["kernel_lost"], "0");
+}
+
+/// The two ends of a Python client's calls to nginx: nginx's process as
+/// the server, and the client's connections to it.
+fn nginx_and_python_ends(nginx: &Nginx) -> (impl Fn(&Value) -> bool, impl Fn(&Value) -> bool) {
+    let (pid, port) = (nginx.child.id().to_string(), nginx.port);
+    let server = move |r: &Value| r["_process_pid_"] == pid.as_str() && r["role"] == "server";
+    (server, move |r: &Value| client_of(r, port) && cmd_has(r, "python3"))
+}
+
+/// The records, once the daemon has counted `expected` HTTP calls at each
+/// of `ends` and flushed once more.
+fn records_once_both_ends(daemon: Daemon, ends: [&dyn Fn(&Value) -> bool; 2], expected: u64) -> Vec<Value> {
+    daemon.wait_for(Duration::from_secs(15), |rs| ends.iter().all(|end| calls(rs, "http", end) >= expected));
+    std::thread::sleep(Duration::from_millis(1500));
+    daemon.stop()
 }
 
 /// On one side (`side`, named `name`): `count` GETs of each `path`, each
@@ -313,7 +323,6 @@ fn response_heads_longer_than_the_budget_still_make_whole_calls() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("index.html"), "hello\n").unwrap();
     let nginx = Nginx::start(root.path());
-    let server_pid = nginx.child.id().to_string();
     let daemon = l7_daemon();
     let rounds = 5u64;
     // One keep-alive connection; prints the response bytes per path and the
@@ -343,14 +352,9 @@ print(json.dumps({"bytes": got, "longest_head": longest}))
     let client_time = started.elapsed().as_nanos() as u64;
     let report: Value = serde_json::from_slice(&out).unwrap();
     assert!(report["longest_head"].as_u64().unwrap() > 800, "the wide head is longer than the budget: {report}");
-    let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
-    let client_side = |r: &Value| client_of(r, nginx.port) && cmd_has(r, "python3");
+    let (server, client_side) = nginx_and_python_ends(&nginx);
     let expected = 4 * rounds;
-    daemon.wait_for(Duration::from_secs(15), |rs| {
-        calls(rs, "http", server) >= expected && calls(rs, "http", client_side) >= expected
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    let records = daemon.stop();
+    let records = records_once_both_ends(daemon, [&server, &client_side], expected);
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
         let paths =
             [("/wide", "200", "1", 2 * rounds), ("/index.html", "200", "1", rounds), ("/missing", "404", "0", rounds)];
@@ -380,7 +384,6 @@ fn a_pipelining_http_client_gets_every_call_whole_at_both_ends() {
     std::fs::write(root.path().join("tiny"), "t\n").unwrap();
     std::fs::write(root.path().join("page.html"), "p".repeat(1500)).unwrap();
     let nginx = Nginx::start(root.path());
-    let server_pid = nginx.child.id().to_string();
     let daemon = l7_daemon();
     let rounds = 60u64;
     let client = r#"
@@ -415,14 +418,9 @@ print(json.dumps({"bytes": got, "largest_read": most}))
     let out = python_client(client, &[nginx.port.to_string(), rounds.to_string()]);
     let report: Value = serde_json::from_slice(&out).unwrap();
     assert!(report["largest_read"].as_u64().unwrap() > 8192, "reads carried many responses: {report}");
-    let server = |r: &Value| r["_process_pid_"] == server_pid.as_str() && r["role"] == "server";
-    let client_side = |r: &Value| client_of(r, nginx.port) && cmd_has(r, "python3");
+    let (server, client_side) = nginx_and_python_ends(&nginx);
     let expected = 2 + 16 * rounds;
-    daemon.wait_for(Duration::from_secs(15), |rs| {
-        calls(rs, "http", server) >= expected && calls(rs, "http", client_side) >= expected
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    let records = daemon.stop();
+    let records = records_once_both_ends(daemon, [&server, &client_side], expected);
     let health = last_health(&records).expect("a health record");
     assert_eq!(health["kernel_lost"], "0", "the ring buffer lost records: this test cannot tell: {health}");
     for (side, name) in [(&server as &dyn Fn(&Value) -> bool, "nginx"), (&client_side, "client")] {
