@@ -13,6 +13,7 @@ pub mod collector;
 pub mod config;
 pub mod config_watch;
 pub mod connections;
+pub mod copy_tuning;
 pub mod daemon;
 pub mod fast_hash;
 pub mod layer7;

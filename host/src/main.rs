@@ -148,7 +148,19 @@ fn main() -> ExitCode {
         // SAFETY: setting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    // The daemon's large copies (see copy_tuning): this may start the
+    // program again, so it comes before any thread or log line.
+    let restart_failed =
+        matches!(cli.command, Command::Run { .. }).then(wirelens::copy_tuning::restart_with_vector_copies).flatten();
     init_logs(cli.verbose, cli.log_format);
+    if let Some(why) = restart_failed {
+        tracing::warn!("{why}");
+    }
+    if matches!(cli.command, Command::Run { .. }) {
+        // What the copies run with (/proc/PID/environ may not show it: glibc
+        // rewrites the variable's original text when it reads it).
+        tracing::debug!("GLIBC_TUNABLES: {}", std::env::var("GLIBC_TUNABLES").as_deref().unwrap_or("(not set)"));
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -404,3 +404,57 @@ fn untrusted_plugin_and_cache_directories_are_refused() {
     let (stdout, stderr) = text(&out);
     assert!(stdout.contains("writable by everyone"), "{stdout}{stderr}");
 }
+
+/// `run` on an AMD CPU starts itself once more with glibc's
+/// `x86_rep_movsb_threshold` set (host/src/copy_tuning.rs): same pid, same
+/// process name, the tunable in the environment it runs with; a
+/// `GLIBC_TUNABLES` that names the threshold already is kept as it is (the
+/// opt-out). Elsewhere the environment is left alone.
+#[test]
+fn run_starts_itself_again_with_vector_copies_on_amd() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: false}}]\nflushers: [{Type: flusher_stdout}]\n",
+    )
+    .unwrap();
+    let amd = std::fs::read_to_string("/proc/cpuinfo").unwrap().contains("AuthenticAMD");
+    // The daemon's own account of the variable (its debug line), and its
+    // process name once its threads run (they start after the restart).
+    let started = |tunables: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wirelens"));
+        cmd.args(["run", "-c", cfg.to_str().unwrap()])
+            .env("WIRELENS_CACHE_DIR", common::target_dir().join("test-artifact-cache"))
+            .env("RUST_LOG", "wirelens=debug")
+            .env_remove("GLIBC_TUNABLES")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(t) = tunables {
+            cmd.env("GLIBC_TUNABLES", t);
+        }
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let threads = common::wait_for(std::time::Duration::from_secs(30), || {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let n = status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok());
+            n.is_some_and(|n: u32| n > 1)
+        });
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(threads.is_some(), "the daemon never started its threads: {stderr}");
+        assert!(!stderr.contains("starting again"), "{stderr}");
+        let seen = stderr.lines().find_map(|l| l.split_once("GLIBC_TUNABLES: ")).map(|(_, v)| v.trim().to_string());
+        assert_eq!(comm.trim(), "wirelens", "the process keeps its name");
+        seen.unwrap_or_else(|| panic!("no GLIBC_TUNABLES line: {stderr}"))
+    };
+    let ours = "glibc.cpu.x86_rep_movsb_threshold=0x10000000";
+    assert_eq!(started(None), if amd { ours } else { "(not set)" });
+    let other = "glibc.malloc.check=0";
+    assert_eq!(started(Some(other)), if amd { format!("{other}:{ours}") } else { other.to_string() });
+    let opt_out = "glibc.cpu.x86_rep_movsb_threshold=0x840";
+    assert_eq!(started(Some(opt_out)), opt_out);
+}
