@@ -16,13 +16,19 @@
 //! starts itself again (same pid, arguments and environment) with
 //! `GLIBC_TUNABLES` set, once. A `GLIBC_TUNABLES` that already names the
 //! threshold is left as it is: that is also how to opt out
-//! (`GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=2048` keeps glibc's
-//! default).
+//! (`GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=0x840`, glibc's own
+//! value on the test machine). A program started with raised privileges
+//! (file capabilities, setuid: glibc's secure mode) gets no tunables from
+//! its environment, so there the daemon does not try; and a marker in the
+//! environment of the second start keeps it from ever starting a third
+//! time, whatever glibc made of the variable.
 
 /// The tunable, and the value measured above (past glibc's 1 MiB stop
 /// threshold: `rep movsb` is then never chosen).
 const TUNABLE: &str = "glibc.cpu.x86_rep_movsb_threshold";
 const VALUE: &str = "0x10000000";
+/// Set for the second start only (and removed by it).
+const MARKER: &str = "WIRELENS_STARTED_AGAIN";
 
 /// What to do about the tunable, from the current `GLIBC_TUNABLES` and the
 /// CPU's vendor: `Some(value)` for the variable when the daemon should
@@ -45,6 +51,15 @@ pub fn restart_with_vector_copies() -> Option<String> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
+        if std::env::var_os(MARKER).is_some() {
+            // Before any thread: nothing else reads the environment yet.
+            std::env::remove_var(MARKER);
+            return None;
+        }
+        // SAFETY: reads the process's auxiliary vector.
+        if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+            return None;
+        }
         let amd = std::fs::read_to_string("/proc/cpuinfo")
             .is_ok_and(|c| c.lines().take(8).any(|l| l.starts_with("vendor_id") && l.ends_with("AuthenticAMD")));
         let current = std::env::var("GLIBC_TUNABLES").ok();
@@ -58,7 +73,8 @@ pub fn restart_with_vector_copies() -> Option<String> {
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_default();
         // exec() returns only on failure.
-        let error = std::process::Command::new(exe).arg0(arg0).args(args).env("GLIBC_TUNABLES", value).exec();
+        let error =
+            std::process::Command::new(exe).arg0(arg0).args(args).env("GLIBC_TUNABLES", value).env(MARKER, "1").exec();
         Some(format!("starting again with {TUNABLE} failed ({error}); glibc's default copies are used"))
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]

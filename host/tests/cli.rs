@@ -14,6 +14,18 @@ fn wirelens(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A config that runs the daemon without eBPF (no root needed), written
+/// into `dir`.
+fn no_capture_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: false}}]\nflushers: [{Type: flusher_stdout}]\n",
+    )
+    .unwrap();
+    cfg
+}
+
 fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
@@ -265,12 +277,7 @@ fn logs_in_a_pipe_have_no_colour_codes() {
 fn run_honours_cache_dir() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
-        "inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: false}}]\nflushers: [{Type: flusher_stdout}]\n",
-    )
-    .unwrap();
+    let cfg = no_capture_config(dir.path());
     let child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
         .args(["run", "-c", cfg.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()])
         .env("WIRELENS_CACHE_DIR", dir.path().join("elsewhere"))
@@ -409,20 +416,16 @@ fn untrusted_plugin_and_cache_directories_are_refused() {
 /// `x86_rep_movsb_threshold` set (host/src/copy_tuning.rs): same pid, same
 /// process name, the tunable in the environment it runs with; a
 /// `GLIBC_TUNABLES` that names the threshold already is kept as it is (the
-/// opt-out). Elsewhere the environment is left alone.
+/// opt-out). Elsewhere the environment is left alone, and so it is in the
+/// second start itself.
 #[test]
 fn run_starts_itself_again_with_vector_copies_on_amd() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
-        "inputs: [{Type: observer_ilogtail_network_v1, EBPF: {Enabled: false}}]\nflushers: [{Type: flusher_stdout}]\n",
-    )
-    .unwrap();
+    let cfg = no_capture_config(dir.path());
     let amd = std::fs::read_to_string("/proc/cpuinfo").unwrap().contains("AuthenticAMD");
     // The daemon's own account of the variable (its debug line), and its
     // process name once its threads run (they start after the restart).
-    let started = |tunables: Option<&str>| {
+    let started_with = |tunables: Option<&str>, marker: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wirelens"));
         cmd.args(["run", "-c", cfg.to_str().unwrap()])
             .env("WIRELENS_CACHE_DIR", common::target_dir().join("test-artifact-cache"))
@@ -432,6 +435,11 @@ fn run_starts_itself_again_with_vector_copies_on_amd() {
             .stderr(std::process::Stdio::piped());
         if let Some(t) = tunables {
             cmd.env("GLIBC_TUNABLES", t);
+        }
+        if marker {
+            cmd.env("WIRELENS_STARTED_AGAIN", "1");
+        } else {
+            cmd.env_remove("WIRELENS_STARTED_AGAIN");
         }
         let child = cmd.spawn().unwrap();
         let pid = child.id();
@@ -451,10 +459,14 @@ fn run_starts_itself_again_with_vector_copies_on_amd() {
         assert_eq!(comm.trim(), "wirelens", "the process keeps its name");
         seen.unwrap_or_else(|| panic!("no GLIBC_TUNABLES line: {stderr}"))
     };
+    let started = |tunables| started_with(tunables, false);
     let ours = "glibc.cpu.x86_rep_movsb_threshold=0x10000000";
     assert_eq!(started(None), if amd { ours } else { "(not set)" });
     let other = "glibc.malloc.check=0";
     assert_eq!(started(Some(other)), if amd { format!("{other}:{ours}") } else { other.to_string() });
     let opt_out = "glibc.cpu.x86_rep_movsb_threshold=0x840";
     assert_eq!(started(Some(opt_out)), opt_out);
+    // A second start never starts a third, whatever glibc left of the
+    // variable (in its secure mode it drops it).
+    assert_eq!(started_with(None, true), "(not set)");
 }
