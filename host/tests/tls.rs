@@ -123,7 +123,7 @@ fn curl_to_nginx_over_https() {
     let nginx = Nginx::start_tls(root.path(), &cert);
     let clear = Nginx::start(root.path());
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    std::thread::sleep(Duration::from_millis(1500)); // the first library scan
+    daemon.wait_for_tls_libraries();
     let url = |port: u16, path: &str| format!("https://127.0.0.1:{port}{path}");
     let mut urls: Vec<String> = (0..5).map(|i| url(nginx.port, &format!("/index.html?i={i}"))).collect();
     urls.push(url(nginx.port, "/missing"));
@@ -206,7 +206,7 @@ fn python_ssl_pair_started_before_the_daemon() {
     let (mut client, mut out) = waiting_client(&["client", &port.to_string(), "10", "wait"], None);
 
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    std::thread::sleep(Duration::from_millis(1500)); // the first library scan
+    daemon.wait_for_tls_libraries();
     writeln!(client.stdin.as_mut().unwrap()).unwrap();
     assert_eq!(line_of(&mut out), format!("done {}404", "200 ".repeat(10)));
     let (cpid, spid) = (client.id(), server.id());
