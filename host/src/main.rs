@@ -150,13 +150,13 @@ fn main() -> ExitCode {
     }
     // The daemon's large copies (see copy_tuning): this may start the
     // program again, so it comes before any thread or log line.
-    let restart_failed =
-        matches!(cli.command, Command::Run { .. }).then(wirelens::copy_tuning::restart_with_vector_copies).flatten();
+    let running = matches!(cli.command, Command::Run { .. });
+    let restart_failed = running.then(wirelens::copy_tuning::restart_with_vector_copies).flatten();
     init_logs(cli.verbose, cli.log_format);
     if let Some(why) = restart_failed {
         tracing::warn!("{why}");
     }
-    if matches!(cli.command, Command::Run { .. }) {
+    if running {
         // What the copies run with (/proc/PID/environ may not show it: glibc
         // rewrites the variable's original text when it reads it).
         tracing::debug!("GLIBC_TUNABLES: {}", std::env::var("GLIBC_TUNABLES").as_deref().unwrap_or("(not set)"));

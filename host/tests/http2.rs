@@ -233,7 +233,7 @@ fn https_with_alpn_h2_is_parsed_from_the_plaintext() {
     let cert = self_signed();
     let nginx = Nginx::start_tls_h2(root.path(), &cert);
     let daemon = daemon();
-    daemon.wait_for_tls_libraries();
+    daemon.wait_for_tls_libraries(1);
     let base = format!("https://127.0.0.1:{}", nginx.port);
     let out = run(Command::new("curl")
         .args(["-s", "-k", "--http2", "-w", "%{http_version} %{http_code}\n"])

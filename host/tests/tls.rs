@@ -123,7 +123,7 @@ fn curl_to_nginx_over_https() {
     let nginx = Nginx::start_tls(root.path(), &cert);
     let clear = Nginx::start(root.path());
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    daemon.wait_for_tls_libraries();
+    daemon.wait_for_tls_libraries(1);
     let url = |port: u16, path: &str| format!("https://127.0.0.1:{port}{path}");
     let mut urls: Vec<String> = (0..5).map(|i| url(nginx.port, &format!("/index.html?i={i}"))).collect();
     urls.push(url(nginx.port, "/missing"));
@@ -206,7 +206,7 @@ fn python_ssl_pair_started_before_the_daemon() {
     let (mut client, mut out) = waiting_client(&["client", &port.to_string(), "10", "wait"], None);
 
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    daemon.wait_for_tls_libraries();
+    daemon.wait_for_tls_libraries(1);
     writeln!(client.stdin.as_mut().unwrap()).unwrap();
     assert_eq!(line_of(&mut out), format!("done {}404", "200 ".repeat(10)));
     let (cpid, spid) = (client.id(), server.id());
@@ -244,8 +244,7 @@ fn ssl_calls_in_progress_end_with_their_threads() {
     let mut server = python_server(port, &cert, root.path());
     let (mut client, mut out) = waiting_client(&["hang", &port.to_string()], None);
     let daemon = Daemon::start(&config("DropLocalConnections: false", "", ""));
-    let attached = daemon.wait_for(Duration::from_secs(15), |rs| latest_health(rs, "tls_libraries") >= 1);
-    assert!(attached, "libssl not attached: {}", daemon.stderr());
+    daemon.wait_for_tls_libraries(1);
     // Other processes of the machine may be inside SSL calls too.
     std::thread::sleep(Duration::from_millis(1500));
     let before = latest_health(&daemon.records(), "tls_calls_in_progress");
@@ -563,8 +562,7 @@ fn a_library_loaded_late_is_found() {
     assert_eq!(line_of(&mut out), "connected");
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", client.id())).unwrap();
     assert!(maps.contains(&format!("{}/libssl.so.3", copy.path().display())), "the client maps the copy");
-    let attached = daemon.wait_for(Duration::from_secs(15), |rs| latest_health(rs, "tls_libraries") >= 2);
-    assert!(attached, "the copy is attached: {}", daemon.stderr());
+    daemon.wait_for_tls_libraries(2);
     writeln!(client.stdin.as_mut().unwrap()).unwrap();
     assert_eq!(line_of(&mut out), format!("done {}404", "200 ".repeat(10)));
     let cpid = client.id();

@@ -121,14 +121,15 @@ impl Daemon {
         false
     }
 
-    /// Wait until the daemon's health says TLS libraries are hooked (its
-    /// first library scan, which runs beside the start: a short-lived
-    /// client started before it is not seen), failing the test after 15 s.
-    pub fn wait_for_tls_libraries(&self) {
+    /// Wait until the daemon's health says at least `at_least` TLS
+    /// libraries are hooked (the library scan runs beside the start: a
+    /// short-lived client started before it is not seen), failing the test
+    /// after 15 s.
+    pub fn wait_for_tls_libraries(&self, at_least: u64) {
         let hooked = |rs: &[Value]| last_health(rs).map_or(0, |h| num(h, "tls_libraries"));
         assert!(
-            self.wait_for(Duration::from_secs(15), |rs| hooked(rs) >= 1),
-            "no TLS library hooked within 15 s: {}",
+            self.wait_for(Duration::from_secs(15), |rs| hooked(rs) >= at_least),
+            "fewer than {at_least} TLS libraries hooked within 15 s: {}",
             self.stderr()
         );
     }
