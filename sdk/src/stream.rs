@@ -27,8 +27,10 @@
 //! Records the kernel lost (a chunk with no bytes) are a hole that the host
 //! finds only at the direction's next record. A hole in the requests'
 //! direction ends at that record, behind a fence (`Fence`); a hole in the
-//! responses' direction ends at its next record only behind a fence (see
-//! `ConnState::end_hole_at_chunk`).
+//! responses' direction ends at its next record behind a fence, or on a
+//! connection whose client waits for each response (seen answering one
+//! request at a time): there that record answers the last request made
+//! before it (see `ConnState::end_hole_at_chunk`).
 //!
 //! So lost bytes cost the fields inside them, never a call's count,
 //! pairing, size or latency; a success flag is only unknown when the
@@ -94,7 +96,13 @@ struct ConnState<C> {
     role: Role,
     streams: [DirStream; 2],
     /// Requests reported and not answered yet, oldest first.
-    outstanding: VecDeque<Option<u64>>,
+    outstanding: VecDeque<Outstanding>,
+    /// Responses seen with only their own request waiting, outside lost
+    /// regions and fences (see [`ConnState::serial`]).
+    one_at_a_time: u32,
+    /// A response was seen there with two or more requests waiting: the
+    /// client pipelines.
+    pipelines: bool,
     /// The direction requests were seen in (to tell which lost region holds
     /// responses when the role is unknown).
     request_dir: Option<usize>,
@@ -133,6 +141,18 @@ struct Fence {
     hidden_next: bool,
 }
 
+/// A request waiting for its response.
+#[derive(Clone, Copy)]
+struct Outstanding {
+    pair_id: Option<u64>,
+    /// When its first bytes were sent or received.
+    start_ns: u64,
+}
+
+/// Responses seen one request at a time, before any loss, for a connection
+/// to count as a client that waits for each response.
+const SERIAL_EVIDENCE: u32 = 3;
+
 /// A response waiting for the request it answers to be complete.
 struct Deferred {
     ctx: Ctx,
@@ -151,6 +171,8 @@ struct Hidden {
     bytes: u64,
     /// When the region began.
     start_ns: u64,
+    /// When its last region ended (the hidden requests were made before).
+    end_ns: u64,
 }
 
 #[derive(Default)]
@@ -324,6 +346,8 @@ impl<P: Protocol> Engine<P> {
             role: chunk.role,
             streams: Default::default(),
             outstanding: VecDeque::new(),
+            one_at_a_time: 0,
+            pipelines: false,
             request_dir: None,
             hidden_requests: None,
             failed_resumes: 0,
@@ -523,8 +547,16 @@ impl<C> ConnState<C> {
                 self.outstanding.pop_front();
                 self.forget_before_fence(0);
             }
-            self.outstanding.push_back(meta.pair_id);
+            self.outstanding.push_back(Outstanding { pair_id: meta.pair_id, start_ns });
         } else if meta.kind == MessageKind::Response {
+            // (Not while a hole is being accounted for: requests whose
+            // answers it held may still be waiting.)
+            if !unseen && self.fence.is_none() && self.streams.iter().all(|s| s.lost.is_none()) {
+                match self.outstanding.len() {
+                    0 | 1 => self.one_at_a_time = self.one_at_a_time.saturating_add(1),
+                    _ => self.pipelines = true,
+                }
+            }
             if !unseen && self.fence.as_ref().is_some_and(|f| !f.hidden_next) {
                 // A response seen after the fence with no hole before it:
                 // no hole of responses from that time is still to come.
@@ -564,10 +596,10 @@ impl<C> ConnState<C> {
     /// Which outstanding request a response answers, if any.
     fn answered_by(&self, meta: &Meta) -> Option<usize> {
         match meta.pair_id {
-            Some(id) => self.outstanding.iter().position(|p| *p == Some(id)),
+            Some(id) => self.outstanding.iter().position(|p| p.pair_id == Some(id)),
             // In order: the oldest request paired in order (a protocol may
             // pair some requests by id and others in order, like MQTT).
-            None => self.outstanding.iter().position(Option::is_none),
+            None => self.outstanding.iter().position(|p| p.pair_id.is_none()),
         }
     }
 
@@ -634,22 +666,61 @@ impl<C> ConnState<C> {
     /// fails there is a failed resume, as after any region.
     /// - In the request direction: requests were lost, and the chunk's own
     ///   requests will be answered after it, whatever the hole held. A fence
-    ///   goes up before them.
-    /// - In the response direction: only behind a fence, when the hole began
-    ///   before the requests after the fence were made; it answers the
-    ///   requests before the fence. Otherwise (a hole of responses alone) it
-    ///   cannot be told which outstanding requests the hole answered, and
-    ///   the region waits for a proof from the requests, as before.
+    ///   goes up before them (moved there from an earlier hole's).
+    /// - In the response direction, on a connection whose client waits for
+    ///   each response: the chunk answers the last request made before it,
+    ///   and the hole answered every earlier one.
+    /// - Else in the response direction: only behind a fence, when the hole
+    ///   began before the requests after the fence were made; it answers
+    ///   the requests before the fence. Otherwise (a hole of responses
+    ///   alone) it cannot be told which outstanding requests the hole
+    ///   answered, and the region waits for a proof from the requests, as
+    ///   before.
     fn end_hole_at_chunk(&mut self, ctx: &Ctx, d: usize, before_hole: u64, ts: u64, out: &mut Batch) {
         let Some(requests) = self.carries_requests(ctx, d) else { return };
         if requests {
             self.close_lost(ctx.conn, d, out);
-            if self.fence.is_none() {
-                let hidden_next = self.streams[1 - d].last_ts <= before_hole;
-                self.fence = Some(Fence { before: self.outstanding.len(), at_ns: ts, hidden_next });
-            }
+            // A fence from an earlier hole moves here: every request seen so
+            // far was made before this one, and a hole of responses that
+            // began before it may hold all their answers.
+            let hidden_next = self.streams[1 - d].last_ts <= before_hole;
+            self.fence = Some(Fence { before: self.outstanding.len(), at_ns: ts, hidden_next });
+        } else if let Some(waited) = self.serial_waiting_at(d, ts) {
+            // A client that waits for each response: the chunk answers the
+            // last request made before it, and the hole held the answers
+            // to all earlier ones (the hidden requests' too).
+            self.hidden_requests = None;
+            self.close_lost_upto(ctx.conn, d, waited - 1, out);
         } else if let Some(answers) = self.fence.as_ref().filter(|f| before_hole < f.at_ns).map(|f| f.before) {
             self.close_lost_upto(ctx.conn, d, answers, out);
+        }
+    }
+
+    /// Whether the connection's client waits for each response: its
+    /// responses, where pairing is sure, answered one request at a time and
+    /// never more.
+    fn serial(&self) -> bool {
+        !self.pipelines && self.one_at_a_time >= SERIAL_EVIDENCE
+    }
+
+    /// For a serial connection whose response direction `d` lost records
+    /// before a response chunk at `ts`: how many outstanding requests were
+    /// made before that chunk, when the last of them is surely the one the
+    /// chunk answers (paired in order, no request hidden after it, none
+    /// in a region of the request direction still open). `None` otherwise
+    /// (the fence's rules apply).
+    fn serial_waiting_at(&self, d: usize, ts: u64) -> Option<usize> {
+        if !self.serial() || self.streams[1 - d].lost.is_some() {
+            return None;
+        }
+        if self.outstanding.iter().any(|p| p.pair_id.is_some()) {
+            return None;
+        }
+        let waited = self.outstanding.iter().take_while(|p| p.start_ns <= ts).count();
+        let last = self.outstanding.get(waited.checked_sub(1)?)?;
+        match self.hidden_requests.as_ref().filter(|h| h.dir != d && h.bytes > 0) {
+            Some(hidden) if hidden.end_ns > last.start_ns => None,
+            _ => Some(waited),
         }
     }
 
@@ -699,17 +770,30 @@ impl<C> ConnState<C> {
             // Lost bytes not yet given to a request add up (a request can
             // span several lost regions: the read after a failed resume).
             match self.hidden_requests.as_mut().filter(|h| h.dir == d) {
-                Some(h) => h.bytes += bytes,
-                None => self.hidden_requests = Some(Hidden { dir: d, bytes, start_ns: lost.first_ns }),
+                Some(h) => {
+                    h.bytes += bytes;
+                    h.end_ns = lost.last_ns;
+                }
+                None => {
+                    let hidden = Hidden { dir: d, bytes, start_ns: lost.first_ns, end_ns: lost.last_ns };
+                    self.hidden_requests = Some(hidden);
+                }
             }
             return;
         }
         // Responses: every outstanding request was answered in the region
         // (those before the fence, when it ended at a fence).
-        self.fence = None;
+        match self.fence.as_mut() {
+            // Proven over by a request (or the connection's end): the
+            // region held every answer so far, the hidden requests' too.
+            // The fence stays for a hole of responses that began before it
+            // and is found at the next response.
+            Some(fence) if answers == usize::MAX => fence.hidden_next = false,
+            _ => self.fence = None,
+        }
         let head = lost.head;
         let unseen: Vec<Option<u64>> = {
-            let mut pending: Vec<Option<u64>> = self.outstanding.iter().take(answers).copied().collect();
+            let mut pending: Vec<Option<u64>> = self.outstanding.iter().take(answers).map(|p| p.pair_id).collect();
             if let Some((meta, _)) = head {
                 if meta.kind == MessageKind::Response {
                     let at = match meta.pair_id {
@@ -767,6 +851,9 @@ impl<C> ConnState<C> {
         let previous_ts = std::mem::replace(&mut self.streams[d].last_ts, ts);
         // A chunk with no bytes at all stands for records the kernel lost.
         let gap = present.is_empty();
+        // (Taken first: the region may close just below, and a hole's end
+        // still puts up its fence.)
+        let before_hole = self.streams[d].lost.as_ref().and_then(|l| l.after_gap);
         if self.streams[d].lost.is_some() && self.streams[1 - d].lost.is_some() {
             // Both directions lost their place: neither can prove the
             // other's region over, and waiting would lose every call until
@@ -774,7 +861,6 @@ impl<C> ConnState<C> {
             // direction's region ends here and parsing resumes with it.
             self.close_lost(ctx.conn, d, out);
         }
-        let before_hole = self.streams[d].lost.as_ref().and_then(|l| l.after_gap);
         if let Some(before_hole) = before_hole.filter(|_| !gap) {
             self.end_hole_at_chunk(ctx, d, before_hole, ts, out);
         }
