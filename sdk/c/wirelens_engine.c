@@ -24,6 +24,10 @@
 #define MAX_FAILED_RESUMES 16
 #define MAX_START_GUESSES 64
 #define MAX_OUTSTANDING 65536
+/* Responses seen one request at a time, outside holes, for a connection to
+ * count as a client that waits for each response (`SERIAL_EVIDENCE` in
+ * sdk/src/stream.rs). */
+#define SERIAL_EVIDENCE 3
 #define MAX_FIELD_TEXT 4096
 
 #define CHUNK_INGRESS 1
@@ -410,6 +414,7 @@ typedef struct {
 typedef struct {
     bool has_id;
     uint64_t id;
+    uint64_t start_ns; /* when its first bytes were sent or received */
 } pending_t;
 
 typedef struct {
@@ -430,7 +435,12 @@ typedef struct {
     int request_dir; /* -1: none seen */
     bool hidden_on;
     int hidden_dir;
-    uint64_t hidden_bytes, hidden_start_ns;
+    uint64_t hidden_bytes, hidden_start_ns, hidden_end_ns;
+    /* Responses seen with only their own request waiting, outside lost
+     * regions and fences; `pipelines`: one seen there with two or more
+     * waiting (see `ConnState::serial` in sdk/src/stream.rs). */
+    uint32_t one_at_a_time;
+    bool pipelines;
     uint32_t failed_resumes;
     VEC(deferred_t) deferred;
     /* Requests parsed right after a hole in their direction's records (see
@@ -673,8 +683,16 @@ static void emit(conn_t *c, const wl_ctx *ctx, int d, wl_meta meta, uint64_t sta
         if (!unseen && c->hidden_on && c->hidden_bytes == 0) c->hidden_on = false;
         c->request_dir = d;
         if (pending_count(c) >= MAX_OUTSTANDING) pending_remove(c, 0);
-        pending_push(c, (pending_t){meta.has_pair_id, meta.pair_id});
+        pending_push(c, (pending_t){meta.has_pair_id, meta.pair_id, start_ns});
     } else if (meta.kind == WL_RESPONSE) {
+        /* (Not while a hole is being accounted for.) */
+        if (!unseen && !c->fence_on && !c->s[0].lost.on && !c->s[1].lost.on) {
+            if (pending_count(c) >= 2) {
+                c->pipelines = true;
+            } else if (c->one_at_a_time < UINT32_MAX) {
+                c->one_at_a_time++;
+            }
+        }
         /* A response seen after the fence with no hole before it. */
         if (!unseen && c->fence_on && !c->fence_hidden_next) c->fence_on = false;
         answer(c, ctx, d, &meta, out);
@@ -735,11 +753,18 @@ static void close_lost_upto(conn_t *c, int d, size_t answers, out_t *out) {
             c->hidden_bytes = bytes;
             c->hidden_start_ns = lost.first_ns;
         }
+        c->hidden_end_ns = lost.last_ns;
         return;
     }
     /* Responses: every outstanding request was answered in the region
-     * (those before the fence, when it ended at a fence). */
-    c->fence_on = false;
+     * (those before the fence, when it ended at a fence). Proven over by a
+     * request (or the end): the fence stays, for a hole of responses that
+     * began before it and is found at the next response. */
+    if (c->fence_on && answers == SIZE_MAX) {
+        c->fence_hidden_next = false;
+    } else {
+        c->fence_on = false;
+    }
     size_t n = pending_count(c);
     if (n > answers) n = answers;
     pending_t *unseen = malloc((n ? n : 1) * sizeof *unseen);
@@ -974,24 +999,46 @@ static long parse_buffer(conn_t *c, const wl_ctx *ctx, int d, uint64_t ts, out_t
     return used;
 }
 
-/* End direction `d`'s lost region, a hole in the records, at the chunk at
- * hand where that is sound (`end_hole_at_chunk` in sdk/src/stream.rs): in
- * the request direction always (a fence goes up before the chunk's
- * requests); in the response direction only behind a fence, when the hole
- * began before it, answering the requests before the fence. */
-static void end_hole_at_chunk(conn_t *c, int d, uint64_t ts, out_t *out) {
+/* For a connection whose client waits for each response, and whose
+ * response direction `d` lost records before a chunk at `ts`: how many
+ * outstanding requests were made before that chunk, when the last of them
+ * is surely the one it answers; 0 otherwise (`serial_waiting_at` in
+ * sdk/src/stream.rs). */
+static size_t serial_waiting_at(conn_t *c, int d, uint64_t ts) {
+    if (c->pipelines || c->one_at_a_time < SERIAL_EVIDENCE || c->s[1 - d].lost.on) return 0;
+    size_t n = pending_count(c), waited = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (pending_at(c, i)->has_id) return 0;
+    }
+    while (waited < n && pending_at(c, waited)->start_ns <= ts) waited++;
+    if (waited == 0) return 0;
+    bool hidden = c->hidden_on && c->hidden_dir != d && c->hidden_bytes > 0;
+    if (hidden && c->hidden_end_ns > pending_at(c, waited - 1)->start_ns) return 0;
+    return waited;
+}
+
+/* End direction `d`'s lost region, a hole in the records after its chunk at
+ * `before_hole`, at the chunk at hand where that is sound
+ * (`end_hole_at_chunk` in sdk/src/stream.rs): in the request direction
+ * always (a fence goes up before the chunk's requests, moved there from an
+ * earlier hole's); in the response direction of a connection whose client
+ * waits for each response, answering the last request before the chunk
+ * with it and the earlier ones with the hole; else only behind a fence,
+ * when the hole began before it, answering the requests before the fence. */
+static void end_hole_at_chunk(conn_t *c, int d, uint64_t before_hole, uint64_t ts, out_t *out) {
     wl_ctx ctx = ctx_of(c, d);
     int requests = carries_requests(c, &ctx, d);
     if (requests < 0) return;
-    uint64_t before_hole = c->s[d].lost.before_hole;
+    size_t waited;
     if (requests) {
         close_lost(c, d, out);
-        if (!c->fence_on) {
-            c->fence_on = true;
-            c->fence_before = pending_count(c);
-            c->fence_at_ns = ts;
-            c->fence_hidden_next = c->s[1 - d].last_ts <= before_hole;
-        }
+        c->fence_on = true;
+        c->fence_before = pending_count(c);
+        c->fence_at_ns = ts;
+        c->fence_hidden_next = c->s[1 - d].last_ts <= before_hole;
+    } else if ((waited = serial_waiting_at(c, d, ts)) > 0) {
+        c->hidden_on = false;
+        close_lost_upto(c, d, waited - 1, out);
     } else if (c->fence_on && before_hole < c->fence_at_ns) {
         close_lost_upto(c, d, c->fence_before, out);
     }
@@ -1007,8 +1054,12 @@ static const char *feed_stream(conn_t *c, const wl_ctx *ctx, uint64_t ts, const 
     c->s[d].last_ts = ts;
     /* A chunk with no bytes at all stands for records the kernel lost. */
     bool gap = plen == 0;
+    /* (Taken first: the region may close just below, and a hole's end
+     * still puts up its fence.) */
+    bool hole_ends = c->s[d].lost.on && c->s[d].lost.after_gap && !gap;
+    uint64_t before_hole = c->s[d].lost.before_hole;
     if (c->s[d].lost.on && c->s[1 - d].lost.on) close_lost(c, d, out);
-    if (c->s[d].lost.on && c->s[d].lost.after_gap && !gap) end_hole_at_chunk(c, d, ts, out);
+    if (hole_ends) end_hole_at_chunk(c, d, before_hole, ts, out);
     dir_t *s = &c->s[d];
     if (s->lost.on) {
         s->lost.bytes += plen + missing;
