@@ -25,11 +25,13 @@ need_target wasm32-unknown-unknown
 # for the NATS plugin's, mosquitto and its clients for the MQTT plugin's,
 # rabbitmq-server for the AMQP plugin's (its service is not started: the test
 # starts a node of its own); lld (wasm-ld) links C plugins, which clang
-# compiles for wasm32 (sdk/README-c.md).
+# compiles for wasm32 (sdk/README-c.md); nginx's echo module gives the
+# HTTP/2 tests a location that answers late (echo_sleep).
 packages=(clang libbpf-dev binutils curl iproute2 python3 redis-server dnsmasq-base bind9-dnsutils nginx-light
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
     docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux openssl systemd git libcap2-bin
-    memcached libmemcached-tools nats-server mosquitto mosquitto-clients rabbitmq-server lld llvm)
+    memcached libmemcached-tools nats-server mosquitto mosquitto-clients rabbitmq-server lld llvm
+    libnginx-mod-http-echo)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -223,6 +223,45 @@ fn grpcio_calls_get_their_method_status_and_message_counts() {
     }
 }
 
+/// A gRPC call the client gives up (its deadline passes: grpcio resets the
+/// stream, as tshark sees) while nginx sleeps on it (the server sends no
+/// reset in return, and no response): the call ends at the reset, a
+/// failure, with the time to the reset as its latency, at both ends. It
+/// once waited for a response that never came, and failed at the
+/// connection's close with no latency (or 30 s later on a channel kept
+/// open).
+#[test]
+fn a_call_the_client_cancels_ends_at_the_reset() {
+    let root = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start_h2c_slow(root.path());
+    let port = nginx.port;
+    let script = common::root().join("tests/e2e/grpc_calls.py");
+    let capture = Capture::start(port);
+    let daemon = daemon();
+    let out = run(Command::new("python3").arg(&script).args(["cancel", &port.to_string()]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+    let decoded = capture.stop();
+    let resets = decoded.fields(&[format!("tcp.port=={port},http2")], "http2.type == 3", &["tcp.dstport"]);
+    let from_client = resets.iter().filter(|r| r[0] == [port.to_string()]).count();
+    assert_eq!((resets.len(), from_client), (1, 1), "tshark sees one RST_STREAM, the client's: {resets:?}");
+    let client = client_of_port(port);
+    let srv = server_pid(nginx.child.id());
+    let slow = |rs: &[Value], pred: &dyn Fn(&Value) -> bool| -> Vec<Value> {
+        rs.iter().filter(|r| r["protocol"] == "http2" && pred(r) && r["grpc_method"] == "Slow").cloned().collect()
+    };
+    daemon.wait_for(Duration::from_secs(10), |rs| !slow(rs, &client).is_empty() && !slow(rs, &srv).is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+    let records = daemon.stop();
+    for (side, pred) in [("client", &client as &dyn Fn(&Value) -> bool), ("server", &srv)] {
+        let calls: Vec<Value> = slow(&records, pred);
+        assert_eq!(calls.len(), 1, "{side}: one record of the Slow call: {calls:#?}");
+        let r = &calls[0];
+        assert_eq!((num(r, "total_count"), r["success"].as_str()), (1, Some("0")), "{side}: a failed call: {r}");
+        let latency_ms = num(r, "total_latency_ns") / 1_000_000;
+        assert!((250..2500).contains(&latency_ms), "{side}: the time to the reset, 0.3 s: {latency_ms} ms: {r}");
+    }
+}
+
 /// curl -> nginx over HTTPS, where ALPN chose h2: the plaintext read at
 /// OpenSSL starts with the preface, and the calls are HTTP/2's, flagged
 /// TLS; curl's three transfers are three streams on one connection.

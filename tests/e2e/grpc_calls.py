@@ -11,9 +11,13 @@ code): the service is registered with a generic handler.
                                   Missing (NOT_FOUND), one Watch (3 replies),
                                   one Upload (4 messages in), one Chat (2 and
                                   2); prints "done"
+  grpc_calls.py cancel PORT       one Slow call (the server answers after
+                                  3 s) given up after 0.3 s (its deadline:
+                                  grpcio resets the stream); prints "done"
 """
 
 import sys
+import time
 from concurrent import futures
 
 try:
@@ -86,6 +90,19 @@ def client(port, unary):
     print("done", flush=True)
 
 
+def cancel(port):
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        try:
+            ch.unary_unary(f"/{SERVICE}/Slow")(b"s", timeout=0.3)
+            sys.exit("Slow answered within its deadline")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+        # The channel stays open past the reset (no close ends the call).
+        time.sleep(0.5)
+    print("done", flush=True)
+
+
 def hold(port, unary):
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         assert ch.unary_unary(f"/{SERVICE}/Get")(b"first", timeout=10) == b"v" * 16
@@ -98,6 +115,8 @@ def hold(port, unary):
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "cancel":
+        cancel(int(sys.argv[2]))
     elif sys.argv[1] == "hold":
         hold(int(sys.argv[2]), int(sys.argv[3]))
     else:

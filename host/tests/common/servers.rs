@@ -320,6 +320,20 @@ impl Nginx {
         Self::start_listening(root, " http2")
     }
 
+    /// [`Nginx::start_h2c`], where `/demo.Store/Slow` answers after 3 s
+    /// (the echo module's `echo_sleep`: libnginx-mod-http-echo, which
+    /// scripts/setup.sh installs).
+    pub fn start_h2c_slow(root: &Path) -> Self {
+        let module = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
+        assert!(Path::new(module).exists(), "{module}: apt-get install libnginx-mod-http-echo (scripts/setup.sh)");
+        Self::start_configured(
+            root,
+            " http2",
+            &format!("load_module {module};"),
+            "location /demo.Store/Slow { echo_sleep 3; echo late; }",
+        )
+    }
+
     /// nginx speaking HTTP/2 over TLS (ALPN h2), with `cert`.
     pub fn start_tls_h2(root: &Path, cert: &Cert) -> Self {
         let tls =
@@ -337,17 +351,23 @@ impl Nginx {
 
     /// nginx with `listen 127.0.0.1:PORT{tls}`.
     fn start_listening(root: &Path, tls: &str) -> Self {
+        Self::start_configured(root, tls, "", "")
+    }
+
+    /// ... with `main` at the top of the configuration and `locations`
+    /// in the server.
+    fn start_configured(root: &Path, tls: &str, main: &str, locations: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path().display();
         let conf = format!(
-            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+            "{main} daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
              uwsgi_temp_path {d}; scgi_temp_path {d};\n\
              server {{ listen 127.0.0.1:{port}{tls}; root {}; location /echo {{ return 201 \"created\\n\"; }}\n\
              location /gz/ {{ gzip on; gzip_types *; gzip_min_length 0; }}\n\
-             location /wide {{ add_header X-Pad \"{}\"; return 200 \"wide\\n\"; }} }} }}\n",
+             location /wide {{ add_header X-Pad \"{}\"; return 200 \"wide\\n\"; }} {locations} }} }}\n",
             root.display(),
             // A response head longer than the HTTP plugin copies (512 bytes).
             "p".repeat(800)

@@ -68,6 +68,7 @@ const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
+const WINDOW_UPDATE: u8 = 8;
 const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -132,8 +133,9 @@ pub fn all() -> Vec<Case> {
     let midway_grpc_head = frame(HEADERS, END_HEADERS, 7, &[indexed(8), indexed(82)].concat());
     let midway_grpc_trailers = frame(HEADERS, END_HEADERS | END_STREAM, 7, &indexed(83));
 
-    // A stream the server resets.
+    // A stream the server resets; one the client resets (CANCEL).
     let reset = frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]);
+    let client_reset = frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]);
 
     // A header block split over HEADERS and CONTINUATION frames (servers
     // split blocks over the peer's frame size): decoded whole at the end.
@@ -279,6 +281,29 @@ pub fn all() -> Vec<Case> {
                     "1 resp in 2-2 size={} id=7 unseen resp_code=200",
                     midway_grpc_head.len() + midway_grpc_trailers.len()
                 ),
+            ],
+        },
+        Case {
+            name: "a stream the client resets after its request is a failed call, answered by the reset",
+            chunks: vec![
+                TestChunk::egress(1, [PREFACE.to_vec(), req_a.clone()].concat()),
+                TestChunk::ingress(2, settings()),
+                TestChunk::egress(3, client_reset.clone()),
+                // Frames of the stream already on their way, and a reset in
+                // return (grpcio's server sends one), then the next call.
+                TestChunk::ingress(
+                    4,
+                    [frame(WINDOW_UPDATE, 0, 1, &[0, 0, 0x10, 0]), frame(DATA, 0, 1, b"late"), reset.clone()].concat(),
+                ),
+                TestChunk::egress(5, req_b.clone()),
+                TestChunk::ingress(6, [ok_head.clone(), body_b.clone()].concat()),
+            ],
+            close: vec![],
+            expect: vec![
+                line("req", "out", 1, 1, req_a.len(), 1, true, "version=2 method=GET url=/a host=localhost"),
+                line("resp", "out", 3, 3, client_reset.len(), 1, false, ""),
+                line("req", "out", 5, 5, req_b.len(), 3, true, "version=2 method=GET url=/b host=localhost"),
+                line("resp", "in", 6, 6, ok_head.len() + body_b.len(), 3, true, "resp_code=200"),
             ],
         },
         Case {

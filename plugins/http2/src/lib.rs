@@ -27,9 +27,11 @@
 //!   one.
 //! - **Server push** (PUSH_PROMISE and the pushed stream) is no call: no
 //!   request was sent. Its header blocks are decoded, to keep HPACK in step.
-//! - **A client that resets a stream** after its request ended leaves the
-//!   call waiting for a response; it ends as a failed call when the host
-//!   times the request out. The stream's state here goes at the reset.
+//! - **A client that resets a stream** after its request ended (a gRPC
+//!   cancellation) ends the call there: the reset is its response, a
+//!   failure, whose size is the RST_STREAM frame's (response frames the
+//!   server had sent of the stream are not in it). The stream's state here
+//!   goes at the reset.
 //! - **h2c by `Upgrade`**: the HTTP/1 plugin keeps the connection and
 //!   parses it from the 101 on with this parser ([`Http2::for_upgrade`]),
 //!   so those calls are `http` records with `version` 2; the upgraded
@@ -110,6 +112,11 @@ pub struct Conn {
     client_dir: Option<usize>,
     /// Reused from header block to header block (no allocation per call).
     heads: Heads,
+    /// The last streams the client reset before any response (their resets
+    /// answered the calls): the server's frames of them still on their way,
+    /// or a reset in return, belong to no call. Stream ids are never reused.
+    cancelled: [u32; 4],
+    cancelled_next: usize,
 }
 
 #[derive(Default)]
@@ -309,6 +316,11 @@ impl Conn {
             Some(c) => c == d,
             None => ctx.carries_requests_or_egress(),
         }
+    }
+
+    /// A server's frame of a stream whose call the client's reset answered.
+    fn answered_by_reset(&self, d: usize, ctx: &Ctx, id: u32) -> bool {
+        !self.is_client(d, ctx) && self.cancelled.contains(&id) && !self.streams.contains_key(&id)
     }
 
     fn stream(&mut self, id: u32) -> Option<&mut Stream> {
@@ -625,6 +637,9 @@ impl Protocol for Http2 {
                 if f.stream == 0 {
                     return Step::Invalid("DATA on stream 0".into());
                 }
+                if conn.answered_by_reset(d, ctx, f.stream) {
+                    return Step::Discard(f.size());
+                }
                 self.data(conn, ctx, d, f, buf, fields)
             }
             HEADERS | PUSH_PROMISE | CONTINUATION => {
@@ -718,9 +733,26 @@ impl Protocol for Http2 {
                 }
                 // A reset stream is closed: its state goes (frames already
                 // on their way are counted without it).
-                let ended = conn.streams.get(&f.stream).is_some_and(|s| s.ended[d] || s.pushed);
-                if ended {
+                if conn.answered_by_reset(d, ctx, f.stream) {
+                    return Step::Discard(f.size());
+                }
+                let stream = conn.streams.get(&f.stream);
+                let pushed = stream.is_some_and(|s| s.pushed);
+                if stream.is_some_and(|s| s.ended[d]) || pushed {
+                    let unanswered = stream.is_some_and(|s| s.status == 0 && !s.response_unknowns);
                     conn.streams.remove(&f.stream);
+                    if !pushed && conn.is_client(d, ctx) {
+                        // The client cancelled a call it had sent whole (a
+                        // gRPC cancellation, a page left): no response will
+                        // come, so the reset answers it, a failure, at its
+                        // time (the host would fail it 30 s later).
+                        if unanswered {
+                            conn.cancelled[conn.cancelled_next] = f.stream;
+                            conn.cancelled_next = (conn.cancelled_next + 1) % conn.cancelled.len();
+                        }
+                        let meta = Meta::response(false).with_pair_id(u64::from(f.stream));
+                        return Step::Part { n: f.size(), part: u64::from(f.stream), end: Some(meta) };
+                    }
                     return Step::Discard(f.size());
                 }
                 // The stream's message of this direction ends here; a
