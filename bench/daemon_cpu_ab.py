@@ -68,7 +68,7 @@ def main():
                 c0, t0 = daemon.cpu(), time.time()
                 time.sleep(args.seconds * 2 / 3)
                 c1, t1 = daemon.cpu(), time.time()
-                achieved, p50, p99 = running.result(timeout=args.seconds * 4 + 30)
+                achieved, p50, p99, _answered = running.result(timeout=args.seconds * 4 + 30)
                 daemon.terminate()
                 ns = (c1 - c0) / (t1 - t0) / (2 * achieved) * 1e9
                 per_call[name].append(ns)
