@@ -149,8 +149,8 @@ struct Outstanding {
     start_ns: u64,
 }
 
-/// Responses seen one request at a time, before any loss, for a connection
-/// to count as a client that waits for each response.
+/// Responses seen one request at a time, outside holes, for a connection to
+/// count as a client that waits for each response.
 const SERIAL_EVIDENCE: u32 = 3;
 
 /// A response waiting for the request it answers to be complete.
