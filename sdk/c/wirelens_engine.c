@@ -443,6 +443,10 @@ typedef struct {
     bool pipelines;
     uint32_t failed_resumes;
     VEC(deferred_t) deferred;
+    /* Responses with no request to answer, held until the request
+     * direction's next record tells whether a hole hid their requests
+     * (`holds_orphan`). */
+    VEC(deferred_t) orphans;
     /* Requests parsed right after a hole in their direction's records (see
      * `Fence` in sdk/src/stream.rs): `fence_before` outstanding requests are
      * from before it. */
@@ -546,6 +550,8 @@ static void conn_free(conn_t *c) {
     VEC_FREE(c->outstanding);
     for (size_t i = 0; i < c->deferred.len; i++) fields_free(&c->deferred.p[i].fields);
     VEC_FREE(c->deferred);
+    for (size_t i = 0; i < c->orphans.len; i++) fields_free(&c->orphans.p[i].fields);
+    VEC_FREE(c->orphans);
     free(c);
 }
 
@@ -651,6 +657,36 @@ static void answer(conn_t *c, const wl_ctx *ctx, int d, const wl_meta *m, out_t 
 }
 
 static void close_lost(conn_t *c, int d, out_t *out);
+static int carries_requests(const conn_t *c, const wl_ctx *ctx, int d);
+
+/* Whether a response of direction `d` answers no request known yet: then
+ * it is held until the request direction's next record, which shows
+ * whether the kernel lost its request's record (`holds_orphan` in
+ * sdk/src/stream.rs). */
+static bool holds_orphan(conn_t *c, const wl_ctx *ctx, int d, const wl_meta *m) {
+    if (m->has_pair_id || answered_by(c, m) >= 0) return false;
+    if (c->hidden_on && c->hidden_dir != d && c->hidden_bytes > 0) return false;
+    if (c->s[1 - d].lost.on || c->orphans.len >= MAX_OUTSTANDING) return false;
+    wl_ctx other = *ctx;
+    other.direction = (1 - d) ? WL_INGRESS : WL_EGRESS;
+    return carries_requests(c, &other, 1 - d) == 1;
+}
+
+/* Write the held responses with no request: each answers a request hidden
+ * in a hole, if one just ended, else none. */
+static void release_orphans(conn_t *c, out_t *out) {
+    size_t n = c->orphans.len;
+    c->orphans.len = 0;
+    for (size_t i = 0; i < n; i++) {
+        deferred_t *r = &c->orphans.p[i];
+        int d = r->ctx.direction == WL_INGRESS;
+        /* (Its request was made before it, whenever that was.) */
+        if (c->hidden_on && c->hidden_dir != d && r->start_ns < c->hidden_start_ns) c->hidden_start_ns = r->start_ns;
+        answer(c, &r->ctx, d, &r->meta, out);
+        write_message(out, &r->ctx, r->meta, r->start_ns, r->end_ns, r->size, &r->fields, false);
+        fields_free(&r->fields);
+    }
+}
 
 static void release_deferred(conn_t *c, out_t *out) {
     size_t n = c->deferred.len, kept = 0;
@@ -685,6 +721,11 @@ static void emit(conn_t *c, const wl_ctx *ctx, int d, wl_meta meta, uint64_t sta
         if (pending_count(c) >= MAX_OUTSTANDING) pending_remove(c, 0);
         pending_push(c, (pending_t){meta.has_pair_id, meta.pair_id, start_ns});
     } else if (meta.kind == WL_RESPONSE) {
+        if (!unseen && holds_orphan(c, ctx, d, &meta)) {
+            deferred_t r = {*ctx, meta, start_ns, end_ns, size, fields_take(&c->s[d].fields)};
+            VEC_PUSH(c->orphans, r);
+            return;
+        }
         /* (Not while a hole is being accounted for.) */
         if (!unseen && !c->fence_on && !c->s[0].lost.on && !c->s[1].lost.on) {
             if (pending_count(c) >= 2) {
@@ -1060,6 +1101,9 @@ static const char *feed_stream(conn_t *c, const wl_ctx *ctx, uint64_t ts, const 
     uint64_t before_hole = c->s[d].lost.before_hole;
     if (c->s[d].lost.on && c->s[1 - d].lost.on) close_lost(c, d, out);
     if (hole_ends) end_hole_at_chunk(c, d, before_hole, ts, out);
+    /* The request direction's next record: the hole before it (if any)
+     * has ended above. */
+    if (!gap && c->orphans.len && carries_requests(c, ctx, d) == 1) release_orphans(c, out);
     dir_t *s = &c->s[d];
     if (s->lost.on) {
         s->lost.bytes += plen + missing;
@@ -1359,6 +1403,7 @@ void exports_wirelens_protocol_parser_close(protocol_plugin_list_u64_t *conns,
                 emit(c, &ctx, d, meta, cur.start_ns, s->last_ts, size, false, &out);
             }
         }
+        release_orphans(c, &out);
         /* Responses whose request never completed: written as they are. */
         for (size_t j = 0; j < c->deferred.len; j++) {
             deferred_t *r = &c->deferred.p[j];

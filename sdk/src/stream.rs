@@ -113,6 +113,10 @@ struct ConnState<C> {
     failed_resumes: u32,
     /// Responses that came before their request was complete.
     deferred: Vec<Deferred>,
+    /// Responses that came with no request to answer, held until the
+    /// request direction's next record tells whether a hole hid their
+    /// requests (see [`ConnState::holds_orphan`]).
+    orphans: Vec<Deferred>,
     /// Requests parsed right after a hole in the records of their direction
     /// (see [`Fence`]).
     fence: Option<Fence>,
@@ -352,6 +356,7 @@ impl<P: Protocol> Engine<P> {
             hidden_requests: None,
             failed_resumes: 0,
             deferred: Vec::new(),
+            orphans: Vec::new(),
             fence: None,
         });
         if chunk.role != Role::Unknown {
@@ -433,6 +438,7 @@ impl<P: Protocol> Engine<P> {
                     state.emit(&ctx, d, meta, current.start_ns, end, size, false, &mut out);
                 }
             }
+            state.release_orphans(&mut out);
             // Responses whose request never completed: written as they are.
             for mut r in std::mem::take(&mut state.deferred) {
                 let d = r.ctx.direction.index();
@@ -549,6 +555,11 @@ impl<C> ConnState<C> {
             }
             self.outstanding.push_back(Outstanding { pair_id: meta.pair_id, start_ns });
         } else if meta.kind == MessageKind::Response {
+            if !unseen && self.holds_orphan(ctx, d, &meta) {
+                let fields = std::mem::take(&mut self.streams[d].fields);
+                self.orphans.push(Deferred { ctx: *ctx, meta, start_ns, end_ns, size, fields });
+                return;
+            }
             // (Not while a hole is being accounted for: requests whose
             // answers it held may still be waiting.)
             if !unseen && self.fence.is_none() && self.streams.iter().all(|s| s.lost.is_none()) {
@@ -724,6 +735,40 @@ impl<C> ConnState<C> {
         }
     }
 
+    /// Whether a response of direction `d` answers no request known yet,
+    /// on a byte stream: then it is held. The kernel may have lost its
+    /// request's record (near the edge of a ring-buffer overflow a smaller
+    /// response can fit where a request did not), and that hole shows only
+    /// at the request direction's next record: with it, the response
+    /// answers an unseen request of the hole's bytes; without, it goes out
+    /// as a response with no request (a capture that began mid-call), as
+    /// before.
+    fn holds_orphan(&self, ctx: &Ctx, d: usize, meta: &Meta) -> bool {
+        !ctx.datagram
+            && meta.pair_id.is_none()
+            && self.answered_by(meta).is_none()
+            && !self.hidden_requests.as_ref().is_some_and(|h| h.dir != d && h.bytes > 0)
+            && self.streams[1 - d].lost.is_none()
+            && self.carries_requests(&Ctx { direction: direction_of(1 - d), ..*ctx }, 1 - d) == Some(true)
+            && self.orphans.len() < MAX_OUTSTANDING
+    }
+
+    /// Write the held responses with no request (see
+    /// [`ConnState::holds_orphan`]): each answers a request hidden in a
+    /// hole, if one just ended, else none.
+    fn release_orphans(&mut self, out: &mut Batch) {
+        for mut r in std::mem::take(&mut self.orphans) {
+            let d = r.ctx.direction.index();
+            if let Some(hidden) = self.hidden_requests.as_mut().filter(|h| h.dir != d) {
+                // (The hole is known at the next record: its request was
+                // made before the response, whenever that was.)
+                hidden.start_ns = hidden.start_ns.min(r.start_ns);
+            }
+            self.answer(&r.ctx, d, &r.meta, out);
+            write(out, &r.ctx, r.meta, r.start_ns, r.end_ns, r.size, Some(&mut r.fields), false);
+        }
+    }
+
     /// Write the responses that waited for their requests, now answerable.
     fn release_deferred(&mut self, out: &mut Batch) {
         let waiting = std::mem::take(&mut self.deferred);
@@ -863,6 +908,11 @@ impl<C> ConnState<C> {
         }
         if let Some(before_hole) = before_hole.filter(|_| !gap) {
             self.end_hole_at_chunk(ctx, d, before_hole, ts, out);
+        }
+        if !gap && !self.orphans.is_empty() && self.carries_requests(ctx, d) == Some(true) {
+            // The request direction's next record: the hole before it (if
+            // any) has ended above.
+            self.release_orphans(out);
         }
         let s = &mut self.streams[d];
         if let Some(lost) = s.lost.as_mut() {

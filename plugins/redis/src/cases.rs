@@ -536,7 +536,9 @@ mod tests {
             ]
         );
         // A server: the lost command's reply was written before the next
-        // command was read.
+        // command was read. The reply waits for the commands' next record,
+        // which shows the hole: it answers an unseen command of the hole's
+        // bytes (made before the reply; when, the hole does not tell).
         let chunks = vec![
             at(inn, 1, &ping).role(Role::Server),
             at(out, 2, b"+PONG\r\n").role(Role::Server),
@@ -551,6 +553,7 @@ mod tests {
             vec![
                 req(1),
                 "1 resp out 2-2 size=7 ok".to_string(),
+                "1 req in 4-4 size=30 unseen".to_string(),
                 "1 resp out 4-4 size=5 ok".to_string(),
                 req(5),
                 "1 resp out 6-6 size=7 ok".to_string(),
@@ -676,14 +679,16 @@ mod tests {
             let (rqd, rsd) = if role == Role::Server { ("in", "out") } else { ("out", "in") };
             let whole = calls.iter().filter(|c| !lost(c)).count();
             // A reply whose command alone was lost, at an edge, comes before
-            // the hole is known: it has no command (the host counts it as
-            // such, orphan_responses).
-            let orphans =
-                calls.iter().filter(|c| lost_record(c.request_at, true) && !lost_record(c.reply_at, false)).count();
+            // the hole is known: it is held until the commands' next record
+            // shows the hole, and answers an unseen command. With commands
+            // in flight it may pair with another one instead (pairing can
+            // shift there), and as many replies may end with no command.
+            let orphans = calls.iter().filter(|c| lost_record(c.request_at, true) && !lost_record(c.reply_at, false));
+            let allowed = if in_flight > 1 { orphans.count() } else { 0 };
             let requests = got.iter().filter(|l| l.contains(" req ")).count();
             let replies = got.iter().filter(|l| l.contains(" resp ")).count();
             assert!(
-                !got.iter().any(|l| l.contains("error")) && replies <= requests + orphans && requests >= whole,
+                !got.iter().any(|l| l.contains("error")) && replies <= requests + allowed && requests >= whole,
                 "round {round}: {requests} requests, {replies} replies, {whole} calls outside the windows: {got:?}"
             );
             for c in calls.iter().filter(|c| !lost(c)) {
