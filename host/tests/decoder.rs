@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::daemon::{config, explain, last_health, num, remote, Daemon};
 use common::servers::{dnsmasq, free_port, MariaDb, Nginx, Postgres, RedisServer};
-use common::tshark::{assert_agree, observed, Capture, Tally};
+use common::tshark::{assert_agree, observed, Capture, Decoded, Tally};
 use serde_json::Value;
 
 /// One workload at a time: each runs two daemons and tshark, and together
@@ -25,6 +25,24 @@ use serde_json::Value;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const PAYLOADS: [u32; 2] = [4096, 256];
+
+/// Run `workload` (servers, capture, daemons, clients; it returns the
+/// capture's verdict and what must live on) again, up to 3 times in all,
+/// while tshark's capture of it missed segments: the capture cannot judge
+/// then, whatever the daemons did (dumpcap on this loaded 2-core machine
+/// misses some now and then; a CI run lost one frame of pgbench's).
+fn with_whole_capture<T>(mut workload: impl FnMut() -> (Result<Decoded, String>, T)) -> (Decoded, T) {
+    let mut attempt = 1;
+    loop {
+        let (decoded, live) = workload();
+        match decoded {
+            Ok(decoded) => return (decoded, live),
+            Err(why) if attempt < 3 => eprintln!("attempt {attempt} of 3, again: {why}"),
+            Err(why) => panic!("3 attempts: {why}"),
+        }
+        attempt += 1;
+    }
+}
 
 /// Two daemons (default capture size and 256 bytes) with 1-second windows.
 fn daemons() -> Vec<(u32, Daemon)> {
@@ -203,41 +221,45 @@ fn http_agrees_with_tshark() {
 #[test]
 fn pgsql_agrees_with_tshark() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let pg = Postgres::start();
-    let port = pg.port;
-    let capture = Capture::start(port);
-    let daemons = daemons();
-    let init = pg.pgbench(&["-i", "-s", "1", "-q", "postgres"]);
-    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
-    let out = pg.psql(&[
-        "-c",
-        "SELECT * FROM pgbench_accounts LIMIT 5000",
-        "-c",
-        "SELECT * FROM missing_table",
-        "-c",
-        "COPY (SELECT * FROM pgbench_accounts LIMIT 3000) TO STDOUT",
-        "-c",
-        "CREATE TABLE t (a int, b text)",
-    ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing_table"));
-    let mut copy_in = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-X", "-q", "-c", "COPY t FROM STDIN"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        let mut stdin = copy_in.stdin.take().unwrap();
-        for i in 0..5000 {
-            writeln!(stdin, "{i}\trow number {i} of the copy").unwrap();
+    let (decoded, (pg, daemons)) = with_whole_capture(|| {
+        let pg = Postgres::start();
+        let port = pg.port;
+        let capture = Capture::start(port);
+        let daemons = daemons();
+        let init = pg.pgbench(&["-i", "-s", "1", "-q", "postgres"]);
+        assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+        let out = pg.psql(&[
+            "-c",
+            "SELECT * FROM pgbench_accounts LIMIT 5000",
+            "-c",
+            "SELECT * FROM missing_table",
+            "-c",
+            "COPY (SELECT * FROM pgbench_accounts LIMIT 3000) TO STDOUT",
+            "-c",
+            "CREATE TABLE t (a int, b text)",
+        ]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("missing_table"));
+        let mut copy_in = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-X", "-q", "-c", "COPY t FROM STDIN"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        {
+            let mut stdin = copy_in.stdin.take().unwrap();
+            for i in 0..5000 {
+                writeln!(stdin, "{i}\trow number {i} of the copy").unwrap();
+            }
         }
-    }
-    assert!(copy_in.wait().unwrap().success());
-    for mode in ["simple", "extended"] {
-        let b = pg.pgbench(&["-M", mode, "-t", "20", "-c", "2", "-n", "postgres"]);
-        assert!(b.status.success(), "pgbench -M {mode}: {}", String::from_utf8_lossy(&b.stderr));
-    }
-    let decoder = capture.stop().pgsql(port);
+        assert!(copy_in.wait().unwrap().success());
+        for mode in ["simple", "extended"] {
+            let b = pg.pgbench(&["-M", mode, "-t", "20", "-c", "2", "-n", "postgres"]);
+            assert!(b.status.success(), "pgbench -M {mode}: {}", String::from_utf8_lossy(&b.stderr));
+        }
+        (capture.try_stop(), (pg, daemons))
+    });
+    let port = pg.port;
+    let decoder = decoded.pgsql(port);
     assert!(decoder.calls > 200 && decoder.failed >= 1, "the workload ran: {decoder:?}");
     // Backends carry the postmaster's command line, which names the port.
     let (client, srv) = (client_of(port), cmd_has(format!("-p {port} ")));
@@ -250,16 +272,20 @@ fn pgsql_agrees_with_tshark() {
 #[test]
 fn mysql_agrees_with_tshark() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let db = MariaDb::start();
-    let setup = db.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20)); INSERT INTO app.t VALUES (1, 'ann'), (2, 'bob')");
-    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let (decoded, (db, daemons)) = with_whole_capture(|| {
+        let db = MariaDb::start();
+        let setup = db.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20)); INSERT INTO app.t VALUES (1, 'ann'), (2, 'bob')");
+        assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+        let port = db.port;
+        let capture = Capture::start(port);
+        let daemons = daemons();
+        let out = db.sql("SELECT seq FROM mysql.seq_1_to_5000; SELECT repeat('y', 300000); SELECT * FROM app.missing; SELECT name FROM app.t WHERE id = 1; INSERT INTO app.t VALUES (3, 'cy')");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("1146"));
+        run(Command::new("perl").arg(common::root().join("tests/e2e/mysql_prepared.pl")).args([&port.to_string(), "10"]));
+        (capture.try_stop(), (db, daemons))
+    });
     let port = db.port;
-    let capture = Capture::start(port);
-    let daemons = daemons();
-    let out = db.sql("SELECT seq FROM mysql.seq_1_to_5000; SELECT repeat('y', 300000); SELECT * FROM app.missing; SELECT name FROM app.t WHERE id = 1; INSERT INTO app.t VALUES (3, 'cy')");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1146"));
-    run(Command::new("perl").arg(common::root().join("tests/e2e/mysql_prepared.pl")).args([&port.to_string(), "10"]));
-    let decoder = capture.stop().mysql(port);
+    let decoder = decoded.mysql(port);
     assert!(decoder.calls >= 15 && decoder.failed >= 1, "the workload ran: {decoder:?}");
     let (client, srv) = (client_of(port), pid_is(db.child.id()));
     let runs = stop(daemons, |rs| common::tshark::observed(rs, "mysql", &srv).calls >= decoder.calls);
