@@ -619,7 +619,7 @@ static void write_message(out_t *out, const wl_ctx *ctx, wl_meta meta, uint64_t 
     out->start_ns.len = out->end_ns.len = out->size.len = out->pair_id.len = out->flags.len = out->conn.len;
 }
 
-static wl_ctx ctx_of(conn_t *c, int d) {
+static wl_ctx ctx_of(const conn_t *c, int d) {
     return (wl_ctx){c->id, d ? WL_INGRESS : WL_EGRESS, c->role, false};
 }
 
@@ -657,19 +657,17 @@ static void answer(conn_t *c, const wl_ctx *ctx, int d, const wl_meta *m, out_t 
 }
 
 static void close_lost(conn_t *c, int d, out_t *out);
-static int carries_requests(const conn_t *c, const wl_ctx *ctx, int d);
+static int carries_requests(const conn_t *c, int d);
 
 /* Whether a response of direction `d` answers no request known yet: then
  * it is held until the request direction's next record, which shows
  * whether the kernel lost its request's record (`holds_orphan` in
  * sdk/src/stream.rs). */
-static bool holds_orphan(conn_t *c, const wl_ctx *ctx, int d, const wl_meta *m) {
+static bool holds_orphan(conn_t *c, int d, const wl_meta *m) {
     if (m->has_pair_id || answered_by(c, m) >= 0) return false;
     if (c->hidden_on && c->hidden_dir != d && c->hidden_bytes > 0) return false;
     if (c->s[1 - d].lost.on || c->orphans.len >= MAX_OUTSTANDING) return false;
-    wl_ctx other = *ctx;
-    other.direction = (1 - d) ? WL_INGRESS : WL_EGRESS;
-    return carries_requests(c, &other, 1 - d) == 1;
+    return carries_requests(c, 1 - d) == 1;
 }
 
 /* Write the held responses with no request: each answers a request hidden
@@ -721,7 +719,7 @@ static void emit(conn_t *c, const wl_ctx *ctx, int d, wl_meta meta, uint64_t sta
         if (pending_count(c) >= MAX_OUTSTANDING) pending_remove(c, 0);
         pending_push(c, (pending_t){meta.has_pair_id, meta.pair_id, start_ns});
     } else if (meta.kind == WL_RESPONSE) {
-        if (!unseen && holds_orphan(c, ctx, d, &meta)) {
+        if (!unseen && holds_orphan(c, d, &meta)) {
             deferred_t r = {*ctx, meta, start_ns, end_ns, size, fields_take(&c->s[d].fields)};
             VEC_PUSH(c->orphans, r);
             return;
@@ -754,8 +752,9 @@ static void emit_held(conn_t *c, const wl_ctx *ctx, int d, wl_meta meta, uint64_
 
 /* Whether direction `d` carries requests (1) or not (0): by the role, else
  * by the direction requests were seen in; -1 when neither tells. */
-static int carries_requests(const conn_t *c, const wl_ctx *ctx, int d) {
-    int requests = wl_carries_requests(ctx);
+static int carries_requests(const conn_t *c, int d) {
+    wl_ctx ctx = ctx_of(c, d);
+    int requests = wl_carries_requests(&ctx);
     if (requests >= 0) return requests;
     return c->request_dir < 0 ? -1 : c->request_dir == d;
 }
@@ -775,7 +774,7 @@ static void close_lost_upto(conn_t *c, int d, size_t answers, out_t *out) {
     if (lost.has_head) {
         holds_responses = lost.head_meta.kind == WL_RESPONSE;
     } else {
-        holds_responses = carries_requests(c, &ctx, d) == 0;
+        holds_responses = carries_requests(c, d) == 0;
     }
     if (!holds_responses) {
         uint64_t bytes = lost.bytes;
@@ -1067,8 +1066,7 @@ static size_t serial_waiting_at(conn_t *c, int d, uint64_t ts) {
  * with it and the earlier ones with the hole; else only behind a fence,
  * when the hole began before it, answering the requests before the fence. */
 static void end_hole_at_chunk(conn_t *c, int d, uint64_t before_hole, uint64_t ts, out_t *out) {
-    wl_ctx ctx = ctx_of(c, d);
-    int requests = carries_requests(c, &ctx, d);
+    int requests = carries_requests(c, d);
     if (requests < 0) return;
     size_t waited;
     if (requests) {
@@ -1103,7 +1101,7 @@ static const char *feed_stream(conn_t *c, const wl_ctx *ctx, uint64_t ts, const 
     if (hole_ends) end_hole_at_chunk(c, d, before_hole, ts, out);
     /* The request direction's next record: the hole before it (if any)
      * has ended above. */
-    if (!gap && c->orphans.len && carries_requests(c, ctx, d) == 1) release_orphans(c, out);
+    if (!gap && c->orphans.len && carries_requests(c, d) == 1) release_orphans(c, out);
     dir_t *s = &c->s[d];
     if (s->lost.on) {
         s->lost.bytes += plen + missing;

@@ -658,7 +658,8 @@ impl<C> ConnState<C> {
 
     /// Whether direction `d` carries requests: by the role, else by the
     /// direction requests were seen in; `None` when neither tells.
-    fn carries_requests(&self, ctx: &Ctx, d: usize) -> Option<bool> {
+    fn carries_requests(&self, d: usize) -> Option<bool> {
+        let ctx = Ctx { conn: 0, direction: direction_of(d), role: self.role, datagram: false, truncated: false };
         ctx.carries_requests().or_else(|| self.request_dir.map(|r| r == d))
     }
 
@@ -688,7 +689,7 @@ impl<C> ConnState<C> {
     ///   answered, and the region waits for a proof from the requests, as
     ///   before.
     fn end_hole_at_chunk(&mut self, ctx: &Ctx, d: usize, before_hole: u64, ts: u64, out: &mut Batch) {
-        let Some(requests) = self.carries_requests(ctx, d) else { return };
+        let Some(requests) = self.carries_requests(d) else { return };
         if requests {
             self.close_lost(ctx.conn, d, out);
             // A fence from an earlier hole moves here: every request seen so
@@ -749,7 +750,7 @@ impl<C> ConnState<C> {
             && self.answered_by(meta).is_none()
             && !self.hidden_requests.as_ref().is_some_and(|h| h.dir != d && h.bytes > 0)
             && self.streams[1 - d].lost.is_none()
-            && self.carries_requests(&Ctx { direction: direction_of(1 - d), ..*ctx }, 1 - d) == Some(true)
+            && self.carries_requests(1 - d) == Some(true)
             && self.orphans.len() < MAX_OUTSTANDING
     }
 
@@ -800,7 +801,7 @@ impl<C> ConnState<C> {
         let ctx = Ctx { conn, direction: direction_of(d), role: self.role, datagram: false, truncated: false };
         let holds_responses = match lost.head {
             Some((meta, _)) => meta.kind == MessageKind::Response,
-            None => self.carries_requests(&ctx, d) == Some(false),
+            None => self.carries_requests(d) == Some(false),
         };
         if !holds_responses {
             // Requests went missing: the head (if seen) is reported now,
@@ -909,7 +910,7 @@ impl<C> ConnState<C> {
         if let Some(before_hole) = before_hole.filter(|_| !gap) {
             self.end_hole_at_chunk(ctx, d, before_hole, ts, out);
         }
-        if !gap && !self.orphans.is_empty() && self.carries_requests(ctx, d) == Some(true) {
+        if !gap && !self.orphans.is_empty() && self.carries_requests(d) == Some(true) {
             // The request direction's next record: the hole before it (if
             // any) has ended above.
             self.release_orphans(out);
