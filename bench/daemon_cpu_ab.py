@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from run import HttpLoad, RedisLoad  # noqa: E402
+from run import HttpLoad, RedisLoad, mmm  # noqa: E402
 
 
 def parse_variant(text):
@@ -76,19 +76,13 @@ def main():
                       f"daemon {ns:.0f} ns per observed call", flush=True)
     finally:
         servers.stop()
-    names = list(per_call)
-    for name in names:
-        values = sorted(per_call[name])
+    first = next(iter(per_call))
+    for name, values in per_call.items():
         # Paired: each round's figure over the first variant's in the same
         # round (drift between rounds falls on both).
-        ratios = sorted(a / b for a, b in zip(per_call[name], per_call[names[0]]))
-        print(f"{name}: {median(values):.0f} ({values[0]:.0f}-{values[-1]:.0f}) ns per observed call; "
-              f"to {names[0]}, paired: {median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})")
+        ratios = [a / b for a, b in zip(values, per_call[first])]
+        print(f"{name}: {mmm(values)} ns per observed call; to {first}, paired: {mmm(ratios, '{:.3f}')}")
 
-
-def median(values):
-    n = len(values)
-    return (values[n // 2] + values[(n - 1) // 2]) / 2
 
 if __name__ == "__main__":
     main()
