@@ -348,10 +348,10 @@ fn excluded_processes_are_denied_at_the_uprobe() {
     let filters = "DropLocalConnections: false\nFlushOutL7Interval: 1\nIncludeCmdRegex: '^no-such-program$'";
     let daemon = Daemon::start(&config(filters, "", ""));
     let mut server = python_server(port, &cert, root.path());
-    std::thread::sleep(Duration::from_millis(1500)); // the library scan
-                                                     // One call each, to be decided on; then 200 more, after the server's
-                                                     // denial landed (the new client's first calls may be read: its first
-                                                     // events decide it).
+    daemon.wait_for_tls_libraries(1);
+    // One call each, to be decided on; then 200 more, after the server's
+    // denial landed (the new client's first calls may be read: its first
+    // events decide it).
     let first = Command::new("python3").arg(&script).args(["client", &port.to_string(), "1"]).output().unwrap();
     assert!(first.status.success());
     std::thread::sleep(Duration::from_millis(1500));
@@ -437,7 +437,7 @@ fn postgres_over_tls_counts_as_in_the_clear() {
         pg.init_pgbench();
     }
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    std::thread::sleep(Duration::from_millis(1500));
+    daemon.wait_for_tls_libraries(1);
     for pg in &servers {
         pg.psql_sample();
         pg.pgbench_both_protocols();
@@ -474,7 +474,7 @@ fn redis_over_tls_counts_as_in_the_clear() {
     let cert = self_signed();
     let servers = [RedisServer::start(), RedisServer::start_tls(&cert)];
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    std::thread::sleep(Duration::from_millis(1500));
+    daemon.wait_for_tls_libraries(1);
     for redis in &servers {
         assert_eq!(redis.cli(&["SET", "k", "v"]).trim(), "OK");
         assert_eq!(redis.cli(&["GET", "k"]).trim(), "v");
@@ -515,7 +515,7 @@ fn mariadb_over_tls_counts_as_in_the_clear() {
     let cert = self_signed();
     let servers = [MariaDb::start(), MariaDb::start_tls(&cert)];
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    std::thread::sleep(Duration::from_millis(1500));
+    daemon.wait_for_tls_libraries(1);
     let script = "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name TEXT); \
                   INSERT INTO shop.items VALUES (1, 'a'), (2, 'b'); SELECT name FROM shop.items WHERE id = 2; \
                   SELECT * FROM shop.missing; SELECT COUNT(*) FROM shop.items";
@@ -587,7 +587,6 @@ fn a_container_with_its_own_libssl() {
     let mut docker = DockerEngine::start();
     docker.import_with("wirelens-curl:test", &["curl"]);
     let daemon = Daemon::start(&config("DropLocalConnections: false\nFlushOutL7Interval: 1", "", ""));
-    std::thread::sleep(Duration::from_millis(1500));
     let libraries = |rs: &[Value]| latest_health(rs, "tls_libraries");
     daemon.wait_for(Duration::from_secs(10), |rs| libraries(rs) >= 1);
     let host_libraries = libraries(&daemon.records());
