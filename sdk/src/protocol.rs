@@ -145,8 +145,11 @@ pub enum Step {
     /// these bytes end the part's message, which is then emitted with that
     /// meta. A response is deferred while the request part of its
     /// `pair_id` is still in progress, so give a part's messages
-    /// `pair_id` = `part`. `n` past the bytes at hand is skipped as for
-    /// `Continue` (uncopied bytes included). Byte streams only.
+    /// `pair_id` = `part`. A response the requests' side sends (a client
+    /// cancelling its call, as HTTP/2's RST_STREAM) answers the call: the
+    /// part of that pair id the other side had begun is dropped, unwritten.
+    /// `n` past the bytes at hand is skipped as for `Continue` (uncopied
+    /// bytes included). Byte streams only.
     Part { n: u64, part: u64, end: Option<Meta> },
     /// The bytes at hand are not enough to decide: call again with more.
     NeedMore,

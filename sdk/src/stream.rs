@@ -574,6 +574,9 @@ impl<C> ConnState<C> {
                 self.fence = None;
             }
             self.answer(ctx, d, &meta, out);
+            if let Some(id) = meta.pair_id.filter(|_| self.carries_requests(d) == Some(true)) {
+                self.drop_part(1 - d, id);
+            }
         }
         write(out, ctx, meta, start_ns, end_ns, size, Some(&mut self.streams[d].fields), unseen);
         if meta.kind == MessageKind::Request && !self.deferred.is_empty() {
@@ -601,6 +604,25 @@ impl<C> ConnState<C> {
         if spare.len() < SPARE_FIELDS {
             used.clear();
             spare.push(used);
+        }
+    }
+
+    /// A response from the requests' direction (a client cancelling its
+    /// call: HTTP/2's RST_STREAM) answered the call of part `id`: what the
+    /// responses' direction `d` had begun of that part's response belongs
+    /// to no call now. Without this the part stayed until the connection
+    /// closed (one per call cancelled mid-response, up to `MAX_PARTS`, past
+    /// which new parts' bytes belong to no message).
+    fn drop_part(&mut self, d: usize, id: u64) {
+        let s = &mut self.streams[d];
+        let Some(mut part) = s.parts.remove(&id) else { return };
+        if s.skip_part.as_ref().is_some_and(|(key, _)| *key == id) {
+            // Its frame's bytes still to come are skipped, no part's now.
+            s.skip_part = None;
+        }
+        if s.spare_fields.len() < SPARE_FIELDS {
+            part.fields.clear();
+            s.spare_fields.push(part.fields);
         }
     }
 
@@ -1402,7 +1424,12 @@ mod part_tests {
             if !payload.is_empty() {
                 fields.text(FieldKey(0), payload);
             }
-            let meta = if buf[0] == b'Q' { Meta::request() } else { Meta::response(true) };
+            let meta = match buf[0] {
+                b'Q' => Meta::request(),
+                // A cancel: the client's own answer to its call.
+                b'C' => Meta::response(false),
+                _ => Meta::response(true),
+            };
             let end = (buf[2] == 1).then(|| meta.with_pair_id(u64::from(buf[1])));
             Step::Part { n, part: u64::from(buf[1]), end }
         }
@@ -1449,6 +1476,32 @@ mod part_tests {
             &[1],
         );
         assert_eq!(got, ["1 req out 1-3 size=10 id=5 ok tag=h tag=t", "1 resp in 2-2 size=5 id=5 ok tag=r"]);
+    }
+
+    /// A call its client cancels (a response from the requests' side, as
+    /// HTTP/2's RST_STREAM) while its response is under way: the part the
+    /// server had begun goes with the call (it stayed until the close, one
+    /// per call cancelled so), and a later frame of that stream is a part
+    /// of its own, not the rest of that response.
+    #[test]
+    fn a_cancel_from_the_requests_side_drops_the_response_begun() {
+        let got = run::<Mux>(
+            &[
+                TestChunk::egress(1, frame(b'Q', 1, true, b"q")),
+                TestChunk::ingress(2, frame(b'R', 1, false, b"begun")),
+                TestChunk::egress(3, frame(b'C', 1, true, b"")),
+                TestChunk::ingress(4, frame(b'R', 1, true, b"z")),
+            ],
+            &[1],
+        );
+        assert_eq!(
+            got,
+            [
+                "1 req out 1-1 size=5 id=1 ok tag=q",
+                "1 resp out 3-3 size=4 id=1 fail",
+                "1 resp in 4-4 size=5 id=1 ok tag=z"
+            ]
+        );
     }
 
     /// A part's frame the capture cut: its uncopied bytes are skipped

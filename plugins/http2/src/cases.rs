@@ -307,6 +307,26 @@ pub fn all() -> Vec<Case> {
             ],
         },
         Case {
+            name: "a stream the client resets after the server's response began is answered by the reset alone",
+            chunks: vec![
+                TestChunk::egress(1, [PREFACE.to_vec(), req_a.clone()].concat()),
+                TestChunk::ingress(2, [settings(), frame(HEADERS, END_HEADERS, 1, &indexed(8))].concat()),
+                TestChunk::egress(3, client_reset.clone()),
+                // The server's response goes on a little, and resets back.
+                TestChunk::ingress(4, [frame(DATA, 0, 1, b"late"), reset.clone()].concat()),
+                TestChunk::egress(5, req_b.clone()),
+                TestChunk::ingress(6, [ok_head.clone(), body_b.clone()].concat()),
+            ],
+            // Nothing of stream 1's response is left to come out at the close.
+            close: vec![1],
+            expect: vec![
+                line("req", "out", 1, 1, req_a.len(), 1, true, "version=2 method=GET url=/a host=localhost"),
+                line("resp", "out", 3, 3, client_reset.len(), 1, false, ""),
+                line("req", "out", 5, 5, req_b.len(), 3, true, "version=2 method=GET url=/b host=localhost"),
+                line("resp", "in", 6, 6, ok_head.len() + body_b.len(), 3, true, "resp_code=200"),
+            ],
+        },
+        Case {
             name: "a stream the server resets is a failed call",
             chunks: vec![
                 TestChunk::egress(1, [PREFACE.to_vec(), req_a.clone()].concat()),

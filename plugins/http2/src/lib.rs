@@ -739,17 +739,18 @@ impl Protocol for Http2 {
                 let stream = conn.streams.get(&f.stream);
                 let pushed = stream.is_some_and(|s| s.pushed);
                 if stream.is_some_and(|s| s.ended[d]) || pushed {
-                    let unanswered = stream.is_some_and(|s| s.status == 0 && !s.response_unknowns);
                     conn.streams.remove(&f.stream);
                     if !pushed && conn.is_client(d, ctx) {
                         // The client cancelled a call it had sent whole (a
                         // gRPC cancellation, a page left): no response will
                         // come, so the reset answers it, a failure, at its
-                        // time (the host would fail it 30 s later).
-                        if unanswered {
-                            conn.cancelled[conn.cancelled_next] = f.stream;
-                            conn.cancelled_next = (conn.cancelled_next + 1) % conn.cancelled.len();
-                        }
+                        // time (the host would fail it 30 s later). What
+                        // the server had begun of its response goes (the
+                        // SDK drops that part: a response from the
+                        // requests' side answered it), and its frames of
+                        // the stream still on their way are no call's.
+                        conn.cancelled[conn.cancelled_next] = f.stream;
+                        conn.cancelled_next = (conn.cancelled_next + 1) % conn.cancelled.len();
                         let meta = Meta::response(false).with_pair_id(u64::from(f.stream));
                         return Step::Part { n: f.size(), part: u64::from(f.stream), end: Some(meta) };
                     }
