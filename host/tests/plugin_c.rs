@@ -21,7 +21,7 @@ use std::time::Duration;
 use wirelens::protocols::reload::PluginDirWatcher;
 use wirelens::protocols::{LoadedPlugin, Registry, Runtime, SandboxLimits, Source};
 use wirelens_plugin_nats::Nats;
-use wirelens_sdk::testing::{self, Case, Rng, TestChunk};
+use wirelens_sdk::testing::{self, Case, RingLoss, Rng, TestChunk};
 use wirelens_sdk::{Direction, Role};
 
 /// `wirelens ARGS`; its stdout, or the test fails with its stderr.
@@ -223,39 +223,14 @@ fn ragged_overflows_give_the_same_messages_in_c() {
             })
             .collect();
         records.sort_by_key(|r| r.0);
-        let windows: Vec<(u64, u64, u64, u64, usize)> = (0..1 + rng.below(3))
-            .map(|_| {
-                let from = 1800 + rng.below(12_000) as u64;
-                let edges = (rng.below(400) as u64, rng.below(400) as u64, rng.below(4));
-                (from, from + 300 + rng.below(1500) as u64, edges.0, edges.1, edges.2)
-            })
-            .collect();
-        let lost = |t: u64, request: bool| {
-            windows.iter().any(|&(a, b, before, after, mode)| {
-                let edge = (a.saturating_sub(before)..a).contains(&t) || (b + 1..=b + after).contains(&t);
-                let at_edge = match mode {
-                    0 => request,
-                    1 => !request,
-                    2 => false,
-                    _ => Rng::new(t * 7919 + round).below(2) == 0,
-                };
-                (a..=b).contains(&t) || edge && at_edge
-            })
-        };
-        let mut chunks = Vec::new();
-        let mut hole = [0u64; 2];
-        for (t, d, bytes) in records {
-            let at = |b: &[u8]| TestChunk::egress(t, b).direction(d).role(role);
-            if lost(t, d == rq) {
-                hole[d.index()] += bytes.len() as u64;
-                continue;
-            }
-            if hole[d.index()] > 0 {
-                chunks.push(at(b"").truncated(std::mem::take(&mut hole[d.index()])));
-            }
-            chunks.push(at(bytes));
+        let mut loss = RingLoss { windows: vec![], edges: vec![], seed: round };
+        for _ in 0..1 + rng.below(3) {
+            let from = 1800 + rng.below(12_000) as u64;
+            loss.edges.push((rng.below(400) as u64, rng.below(400) as u64, rng.below(4)));
+            loss.windows.push((from, from + 300 + rng.below(1500) as u64));
         }
-        same_as_rust(&format!("round {round}: windows {windows:?}"), &chunks, &[1]);
+        let chunks = loss.chunks(&records, role, rq);
+        same_as_rust(&format!("round {round}: {loss:?}"), &chunks, &[1]);
     }
 }
 

@@ -275,6 +275,60 @@ impl Rng {
     }
 }
 
+/// Kernel ring-buffer overflows, simulated for tests of lost records: a
+/// record whose time falls in a window is lost, and so are some near its
+/// edges. A ring fills unevenly: just before a window (and just after it,
+/// as the reader frees room) only the larger records fail, or only the
+/// smaller, or some of either.
+#[derive(Clone, Debug)]
+pub struct RingLoss {
+    /// Each window's first and last time.
+    pub windows: Vec<(u64, u64)>,
+    /// Each window's ragged edges: how long before it and after it, and
+    /// which records they lose: 0 requests, 1 responses, 2 none, else some
+    /// of either (by the record's time and `seed`).
+    pub edges: Vec<(u64, u64, usize)>,
+    pub seed: u64,
+}
+
+impl RingLoss {
+    /// Whether the record at time `t` (a request's or a response's) is lost.
+    pub fn lost(&self, t: u64, request: bool) -> bool {
+        self.windows.iter().zip(&self.edges).any(|(&(from, to), &(before, after, mode))| {
+            let at_edge = (from.saturating_sub(before)..from).contains(&t) || (to + 1..=to + after).contains(&t);
+            let edge_loses = match mode {
+                0 => request,
+                1 => !request,
+                2 => false,
+                _ => Rng::new(t * 7919 + self.seed).below(2) == 0,
+            };
+            (from..=to).contains(&t) || at_edge && edge_loses
+        })
+    }
+
+    /// The chunks the host feeds a plugin for these records (time,
+    /// direction, bytes; in time order) of connection 1 in `role`, whose
+    /// requests go in direction `requests`: the records not lost, each
+    /// after a chunk of no bytes standing for those lost before it in its
+    /// direction (a hole, as the host reports one).
+    pub fn chunks(&self, records: &[(u64, Direction, &[u8])], role: Role, requests: Direction) -> Vec<TestChunk> {
+        let mut chunks = Vec::new();
+        let mut hole = [0u64; 2];
+        for &(t, d, bytes) in records {
+            let at = |b: &[u8]| TestChunk::egress(t, b).direction(d).role(role);
+            if self.lost(t, d == requests) {
+                hole[d.index()] += bytes.len() as u64;
+                continue;
+            }
+            if hole[d.index()] > 0 {
+                chunks.push(at(b"").truncated(std::mem::take(&mut hole[d.index()])));
+            }
+            chunks.push(at(bytes));
+        }
+        chunks
+    }
+}
+
 /// The same bytes cut differently: each run of consecutive untruncated
 /// chunks of one direction and connection is joined and re-cut at random
 /// points (one to five pieces per run). Order across directions is kept,

@@ -580,7 +580,7 @@ mod tests {
     /// reply without a command, no connection given up).
     #[test]
     fn calls_outside_overflow_windows_come_out_whole() {
-        use wirelens_sdk::testing::Rng;
+        use wirelens_sdk::testing::{RingLoss, Rng};
         struct Call {
             command: Vec<u8>,
             name: &'static str,
@@ -624,18 +624,8 @@ mod tests {
             // Ragged edges: how long, and which records they lose.
             let edges: Vec<(u64, u64, usize)> =
                 windows.iter().map(|_| (rng.below(400) as u64, rng.below(400) as u64, rng.below(4))).collect();
-            let lost_at_edge = |t: u64, request: bool, mode: usize| match mode {
-                0 => request,
-                1 => !request,
-                2 => false,
-                _ => Rng::new(t * 7919 + round as u64).below(2) == 0,
-            };
-            let lost_record = |t: u64, request: bool| {
-                windows.iter().zip(&edges).any(|(&(a, b), &(before, after, mode))| {
-                    let edge = (a.saturating_sub(before)..a).contains(&t) || (b + 1..=b + after).contains(&t);
-                    (a..=b).contains(&t) || edge && lost_at_edge(t, request, mode)
-                })
-            };
+            let loss = RingLoss { windows, edges, seed: round as u64 };
+            let lost_record = |t: u64, request: bool| loss.lost(t, request);
             let lost = |c: &Call| lost_record(c.request_at, true) || lost_record(c.reply_at, false);
             let (rq, rs) = match role {
                 Role::Server => (Direction::Ingress, Direction::Egress),
@@ -646,19 +636,7 @@ mod tests {
                 .flat_map(|c| [(c.request_at, rq, c.command.as_slice()), (c.reply_at, rs, c.reply.as_slice())])
                 .collect();
             records.sort_by_key(|r| r.0);
-            let mut chunks = Vec::new();
-            let mut hole = [0u64; 2];
-            for (t, d, bytes) in records {
-                let at = |t: u64, b: &[u8]| TestChunk::egress(t, b).direction(d).role(role);
-                if lost_record(t, d == rq) {
-                    hole[d.index()] += bytes.len() as u64;
-                    continue;
-                }
-                if hole[d.index()] > 0 {
-                    chunks.push(at(t, b"").truncated(std::mem::take(&mut hole[d.index()])));
-                }
-                chunks.push(at(t, bytes));
-            }
+            let chunks = loss.chunks(&records, role, rq);
             let got = run::<Redis>(&chunks, &[1]);
             // Pair as the daemon does: requests wait in order.
             let mut waiting = std::collections::VecDeque::new();
@@ -708,8 +686,9 @@ mod tests {
                 }
                 assert!(
                     pair.is_some_and(|(end, resp)| *end == c.reply_at.to_string() && *resp == want_reply),
-                    "round {round} ({role:?}, replies {in_flight} commands later, windows {windows:?}): the call at \
+                    "round {round} ({role:?}, replies {in_flight} commands later, windows {:?}): the call at \
                      {} came out as {pair:?}, not {want_request:?} with {want_reply:?}",
+                    loss.windows,
                     c.request_at
                 );
                 checked += 1;
