@@ -327,6 +327,32 @@ pub fn all() -> Vec<Case> {
             ],
         },
         Case {
+            name: "six streams the client resets at once (a parent call's deadline) answer nothing more",
+            chunks: {
+                let streams = [1u32, 3, 5, 7, 9, 11];
+                let each = |f: &dyn Fn(u32) -> Vec<u8>| streams.iter().flat_map(|&s| f(s)).collect::<Vec<u8>>();
+                let get_root = [indexed(2), indexed(6), indexed(4)].concat();
+                vec![
+                    TestChunk::egress(1, [PREFACE.to_vec(), each(&|s| frame(HEADERS, END_HEADERS | END_STREAM, s, &get_root))].concat()),
+                    TestChunk::ingress(2, [settings(), each(&|s| frame(HEADERS, END_HEADERS, s, &indexed(8)))].concat()),
+                    TestChunk::egress(3, each(&|s| frame(RST_STREAM, 0, s, &[0, 0, 0, 8]))),
+                    // Every response's last frame was on its way.
+                    TestChunk::ingress(4, each(&|s| frame(DATA, END_STREAM, s, b"late"))),
+                ]
+            },
+            close: vec![1],
+            expect: {
+                let request = frame(HEADERS, END_HEADERS | END_STREAM, 1, &[indexed(2), indexed(6), indexed(4)].concat());
+                let reset = frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]);
+                let mut lines: Vec<String> = [1u32, 3, 5, 7, 9, 11]
+                    .iter()
+                    .map(|&s| line("req", "out", 1, 1, request.len(), s, true, "version=2 method=GET url=/"))
+                    .collect();
+                lines.extend([1u32, 3, 5, 7, 9, 11].iter().map(|&s| line("resp", "out", 3, 3, reset.len(), s, false, "")));
+                lines
+            },
+        },
+        Case {
             name: "a stream the server resets is a failed call",
             chunks: vec![
                 TestChunk::egress(1, [PREFACE.to_vec(), req_a.clone()].concat()),

@@ -31,7 +31,8 @@
 //!   cancellation) ends the call there: the reset is its response, a
 //!   failure, whose size is the RST_STREAM frame's (response frames the
 //!   server had sent of the stream are not in it). The stream's state here
-//!   goes at the reset.
+//!   goes at the reset; the server's frames of it still on their way belong
+//!   to no call (the last 32 streams so reset are remembered).
 //! - **h2c by `Upgrade`**: the HTTP/1 plugin keeps the connection and
 //!   parses it from the 101 on with this parser ([`Http2::for_upgrade`]),
 //!   so those calls are `http` records with `version` 2; the upgraded
@@ -112,10 +113,12 @@ pub struct Conn {
     client_dir: Option<usize>,
     /// Reused from header block to header block (no allocation per call).
     heads: Heads,
-    /// The last streams the client reset before any response (their resets
+    /// The last streams the client reset after their requests (their resets
     /// answered the calls): the server's frames of them still on their way,
     /// or a reset in return, belong to no call. Stream ids are never reused.
-    cancelled: [u32; 4],
+    /// 32: a client resets many at once when a call that fanned out to them
+    /// is given up (each one past these would be an orphan response).
+    cancelled: [u32; 32],
     cancelled_next: usize,
 }
 
@@ -320,7 +323,9 @@ impl Conn {
 
     /// A server's frame of a stream whose call the client's reset answered.
     fn answered_by_reset(&self, d: usize, ctx: &Ctx, id: u32) -> bool {
-        !self.is_client(d, ctx) && self.cancelled.contains(&id) && !self.streams.contains_key(&id)
+        // (The stream map first: a frame of a stream in progress, the usual
+        // case, needs no look through the ring.)
+        !self.is_client(d, ctx) && !self.streams.contains_key(&id) && self.cancelled.contains(&id)
     }
 
     fn stream(&mut self, id: u32) -> Option<&mut Stream> {
