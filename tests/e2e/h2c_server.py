@@ -29,6 +29,15 @@ def respond(conn, sock, stream, path):
 
 
 def serve_one(sock):
+    # A client that closes with bytes unread resets the connection: that
+    # ends its service like a close (no traceback for the test's output).
+    try:
+        serve(sock)
+    except ConnectionResetError:
+        pass
+
+
+def serve(sock):
     with sock:
         data = b""
         while b"\r\n\r\n" not in data:
