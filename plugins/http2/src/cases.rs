@@ -144,6 +144,21 @@ pub fn all() -> Vec<Case> {
     let split_end = frame(CONTINUATION, END_HEADERS, 1, &get_a[9..]);
     let split_resp = frame(HEADERS, END_HEADERS | END_STREAM, 1, &indexed(8));
 
+    // Six streams at once: GET / (static entries only) on each.
+    const SIX: [u32; 6] = [1, 3, 5, 7, 9, 11];
+    let on_six = |f: &dyn Fn(u32) -> Vec<u8>| SIX.iter().flat_map(|&s| f(s)).collect::<Vec<u8>>();
+    let get_root = [indexed(2), indexed(6), indexed(4)].concat();
+    let root_request = |s| frame(HEADERS, END_HEADERS | END_STREAM, s, &get_root);
+    let root_request_len = root_request(1).len();
+
+    // What the client's cancel of stream 1 and a next call on stream 3 give.
+    let cancelled_then_b = vec![
+        line("req", "out", 1, 1, req_a.len(), 1, true, "version=2 method=GET url=/a host=localhost"),
+        line("resp", "out", 3, 3, client_reset.len(), 1, false, ""),
+        line("req", "out", 5, 5, req_b.len(), 3, true, "version=2 method=GET url=/b host=localhost"),
+        line("resp", "in", 6, 6, ok_head.len() + body_b.len(), 3, true, "resp_code=200"),
+    ];
+
     vec![
         Case {
             name: "two interleaved GETs with prior knowledge",
@@ -299,12 +314,7 @@ pub fn all() -> Vec<Case> {
                 TestChunk::ingress(6, [ok_head.clone(), body_b.clone()].concat()),
             ],
             close: vec![],
-            expect: vec![
-                line("req", "out", 1, 1, req_a.len(), 1, true, "version=2 method=GET url=/a host=localhost"),
-                line("resp", "out", 3, 3, client_reset.len(), 1, false, ""),
-                line("req", "out", 5, 5, req_b.len(), 3, true, "version=2 method=GET url=/b host=localhost"),
-                line("resp", "in", 6, 6, ok_head.len() + body_b.len(), 3, true, "resp_code=200"),
-            ],
+            expect: cancelled_then_b.clone(),
         },
         Case {
             name: "a stream the client resets after the server's response began is answered by the reset alone",
@@ -319,38 +329,23 @@ pub fn all() -> Vec<Case> {
             ],
             // Nothing of stream 1's response is left to come out at the close.
             close: vec![1],
-            expect: vec![
-                line("req", "out", 1, 1, req_a.len(), 1, true, "version=2 method=GET url=/a host=localhost"),
-                line("resp", "out", 3, 3, client_reset.len(), 1, false, ""),
-                line("req", "out", 5, 5, req_b.len(), 3, true, "version=2 method=GET url=/b host=localhost"),
-                line("resp", "in", 6, 6, ok_head.len() + body_b.len(), 3, true, "resp_code=200"),
-            ],
+            expect: cancelled_then_b.clone(),
         },
         Case {
             name: "six streams the client resets at once (a parent call's deadline) answer nothing more",
-            chunks: {
-                let streams = [1u32, 3, 5, 7, 9, 11];
-                let each = |f: &dyn Fn(u32) -> Vec<u8>| streams.iter().flat_map(|&s| f(s)).collect::<Vec<u8>>();
-                let get_root = [indexed(2), indexed(6), indexed(4)].concat();
-                vec![
-                    TestChunk::egress(1, [PREFACE.to_vec(), each(&|s| frame(HEADERS, END_HEADERS | END_STREAM, s, &get_root))].concat()),
-                    TestChunk::ingress(2, [settings(), each(&|s| frame(HEADERS, END_HEADERS, s, &indexed(8)))].concat()),
-                    TestChunk::egress(3, each(&|s| frame(RST_STREAM, 0, s, &[0, 0, 0, 8]))),
-                    // Every response's last frame was on its way.
-                    TestChunk::ingress(4, each(&|s| frame(DATA, END_STREAM, s, b"late"))),
-                ]
-            },
+            chunks: vec![
+                TestChunk::egress(1, [PREFACE.to_vec(), on_six(&|s| root_request(s))].concat()),
+                TestChunk::ingress(2, [settings(), on_six(&|s| frame(HEADERS, END_HEADERS, s, &indexed(8)))].concat()),
+                TestChunk::egress(3, on_six(&|s| frame(RST_STREAM, 0, s, &[0, 0, 0, 8]))),
+                // Every response's last frame was on its way.
+                TestChunk::ingress(4, on_six(&|s| frame(DATA, END_STREAM, s, b"late"))),
+            ],
             close: vec![1],
-            expect: {
-                let request = frame(HEADERS, END_HEADERS | END_STREAM, 1, &[indexed(2), indexed(6), indexed(4)].concat());
-                let reset = frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]);
-                let mut lines: Vec<String> = [1u32, 3, 5, 7, 9, 11]
-                    .iter()
-                    .map(|&s| line("req", "out", 1, 1, request.len(), s, true, "version=2 method=GET url=/"))
-                    .collect();
-                lines.extend([1u32, 3, 5, 7, 9, 11].iter().map(|&s| line("resp", "out", 3, 3, reset.len(), s, false, "")));
-                lines
-            },
+            expect: SIX
+                .iter()
+                .map(|&s| line("req", "out", 1, 1, root_request_len, s, true, "version=2 method=GET url=/"))
+                .chain(SIX.iter().map(|&s| line("resp", "out", 3, 3, client_reset.len(), s, false, "")))
+                .collect(),
         },
         Case {
             name: "a stream the server resets is a failed call",
