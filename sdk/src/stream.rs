@@ -475,6 +475,15 @@ impl<P: Protocol> Engine<P> {
 }
 
 impl DirStream {
+    /// Keep a part's fields, emptied, for the next parts (up to
+    /// `SPARE_FIELDS`).
+    fn spare(&mut self, mut fields: Fields) {
+        if self.spare_fields.len() < SPARE_FIELDS {
+            fields.clear();
+            self.spare_fields.push(fields);
+        }
+    }
+
     /// Drop `n` parsed bytes from the front of the buffer.
     fn consume(&mut self, n: usize) {
         if n == 0 {
@@ -599,12 +608,8 @@ impl<C> ConnState<C> {
     fn emit_part(&mut self, ctx: &Ctx, d: usize, meta: Meta, part: PartMessage, end_ns: u64, out: &mut Batch) {
         let own = std::mem::replace(&mut self.streams[d].fields, part.fields);
         self.emit(ctx, d, meta, part.start_ns, end_ns, part.size, false, out);
-        let mut used = std::mem::replace(&mut self.streams[d].fields, own);
-        let spare = &mut self.streams[d].spare_fields;
-        if spare.len() < SPARE_FIELDS {
-            used.clear();
-            spare.push(used);
-        }
+        let used = std::mem::replace(&mut self.streams[d].fields, own);
+        self.streams[d].spare(used);
     }
 
     /// A response from the requests' direction (a client cancelling its
@@ -615,15 +620,12 @@ impl<C> ConnState<C> {
     /// which new parts' bytes belong to no message).
     fn drop_part(&mut self, d: usize, id: u64) {
         let s = &mut self.streams[d];
-        let Some(mut part) = s.parts.remove(&id) else { return };
+        let Some(part) = s.parts.remove(&id) else { return };
         if s.skip_part.as_ref().is_some_and(|(key, _)| *key == id) {
             // Its frame's bytes still to come are skipped, no part's now.
             s.skip_part = None;
         }
-        if s.spare_fields.len() < SPARE_FIELDS {
-            part.fields.clear();
-            s.spare_fields.push(part.fields);
-        }
+        s.spare(part.fields);
     }
 
     /// Which outstanding request a response answers, if any.

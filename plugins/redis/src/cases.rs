@@ -625,8 +625,7 @@ mod tests {
             let edges: Vec<(u64, u64, usize)> =
                 windows.iter().map(|_| (rng.below(400) as u64, rng.below(400) as u64, rng.below(4))).collect();
             let loss = RingLoss { windows, edges, seed: round as u64 };
-            let lost_record = |t: u64, request: bool| loss.lost(t, request);
-            let lost = |c: &Call| lost_record(c.request_at, true) || lost_record(c.reply_at, false);
+            let lost = |c: &Call| loss.lost(c.request_at, true) || loss.lost(c.reply_at, false);
             let (rq, rs) = match role {
                 Role::Server => (Direction::Ingress, Direction::Egress),
                 _ => (Direction::Egress, Direction::Ingress),
@@ -661,7 +660,7 @@ mod tests {
             // shows the hole, and answers an unseen command. With commands
             // in flight it may pair with another one instead (pairing can
             // shift there), and as many replies may end with no command.
-            let orphans = calls.iter().filter(|c| lost_record(c.request_at, true) && !lost_record(c.reply_at, false));
+            let orphans = calls.iter().filter(|c| loss.lost(c.request_at, true) && !loss.lost(c.reply_at, false));
             let allowed = if in_flight > 1 { orphans.count() } else { 0 };
             let requests = got.iter().filter(|l| l.contains(" req ")).count();
             let replies = got.iter().filter(|l| l.contains(" resp ")).count();
