@@ -18,7 +18,8 @@ need_target wasm32-unknown-unknown
 # driver of the prepared-statement client, PostgreSQL with psql and pgbench,
 # Prometheus (scrapes the flusher_prometheus endpoint in a test), and a
 # Docker engine with busybox (the image of the container tests), wrk
-# and gnuplot for the benchmark harness (bench/run.py), and tshark, the
+# and gnuplot for the benchmark harness (bench/run.py), perf for its CPU
+# breakdown (bench/cost_breakdown.py), and tshark, the
 # independent decoder the layer-7 tests compare with (it asks whether
 # non-root users may capture: the answer is no, below); memcached and
 # libmemcached-tools for the memcached plugin's end-to-end test, nats-server
@@ -31,7 +32,7 @@ packages=(clang libbpf-dev binutils curl iproute2 python3 redis-server dnsmasq-b
     mariadb-server mariadb-client libdbd-mariadb-perl postgresql postgresql-contrib prometheus
     docker.io containerd busybox-static wrk gnuplot-nox tshark util-linux openssl systemd git libcap2-bin
     memcached libmemcached-tools nats-server mosquitto mosquitto-clients rabbitmq-server lld llvm
-    libnginx-mod-http-echo)
+    libnginx-mod-http-echo linux-perf)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
