@@ -58,11 +58,10 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import CARGO_ENV, ROOT, TARGET, Daemon, Servers, config_text
-from run import FIXED_SHARE, HttpLoad, PgbenchLoad, RedisLoad, bpf_prog_stats
+from common import ROOT, Daemon, config_text
+from run import FIXED_SHARE, HttpLoad, PgbenchLoad, RedisLoad, bpf_prog_stats, build_and_serve
 
 PERIOD_NS = 250_000  # one cpu-clock sample per 250 us of a CPU's time
 
@@ -349,17 +348,9 @@ def main():
         return
     if os.geteuid() != 0:
         sys.exit("run as root (the daemon loads eBPF programs; perf samples the kernel)")
-    for tool in ["perf", "redis-server", "nginx", "pgbench", "wrk"]:
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: run scripts/setup.sh")
     if args.before and not os.access(args.before, os.X_OK):
         sys.exit(f"--before {args.before}: not an executable")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "wirelens", "-p", "wirelens-loadgen"], cwd=ROOT,
-                   check=True, env=CARGO_ENV)
-    binary = os.path.join(TARGET, "release", "wirelens")
-    tmp = tempfile.mkdtemp(prefix="wirelens-breakdown-")
-    os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user
-    servers = Servers(tmp)
+    binary, tmp, servers = build_and_serve(["perf"], "wirelens-breakdown-")
     loads = [RedisLoad("redis GET", servers.redis, 1), PgbenchLoad("pgbench select-only", servers.pg, tmp),
              HttpLoad("HTTP GET, nginx", servers.nginx)]
     loads = [l for l in loads if not args.only or args.only in l.name]

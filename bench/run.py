@@ -587,6 +587,20 @@ def write_report(args, lines):
     print(f"wrote {args.report}")
 
 
+def build_and_serve(tools, prefix):
+    """What a bench run starts with: the tools it needs besides the servers',
+    a release build, a temporary directory and the servers in it. Returns
+    (the daemon binary, the directory, the servers)."""
+    for tool in ["redis-server", "nginx", "pgbench", "wrk", *tools]:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run scripts/setup.sh")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "wirelens", "-p", "wirelens-loadgen"], cwd=ROOT,
+                   check=True, env=CARGO_ENV)
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user
+    return os.path.join(TARGET, "release", "wirelens"), tmp, Servers(tmp)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -634,15 +648,7 @@ def main():
         sys.exit(f"--baseline-variant: unknown {args.baseline_variant} (known: {', '.join(VARIANTS[1:])})")
     if args.baseline and not os.access(args.baseline, os.X_OK):
         sys.exit(f"--baseline {args.baseline}: not an executable")
-    for tool in ["redis-server", "nginx", "pgbench", "wrk"]:
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: run scripts/setup.sh")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "wirelens", "-p", "wirelens-loadgen"], cwd=ROOT,
-                   check=True, env=CARGO_ENV)
-    binary = os.path.join(TARGET, "release", "wirelens")
-    tmp = tempfile.mkdtemp(prefix="wirelens-bench-")
-    os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user
-    servers = Servers(tmp)
+    binary, tmp, servers = build_and_serve([], "wirelens-bench-")
     loads = [
         RedisLoad("redis GET", servers.redis, 1),
         RedisLoad("redis GET, pipeline 16", servers.redis, 16),
