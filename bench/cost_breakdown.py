@@ -179,7 +179,9 @@ def line_table(pid):
 
 
 def own_by_line(ips, table):
-    """The programs' own samples per source line of ebpf/capture.bpf.c."""
+    """The programs' own samples per source line of ebpf/capture.bpf.c (the
+    line info's file is not read: the headers hold no functions, so every
+    line is that file's)."""
     addrs = [a for a, _ in table]
     counts = {}
     for ip in ips:
