@@ -61,7 +61,7 @@ import sys
 import time
 
 from common import ROOT, Daemon, config_text
-from run import FIXED_SHARE, HttpLoad, PgbenchLoad, RedisLoad, bpf_prog_stats, build_and_serve
+from run import FIXED_SHARE, HttpLoad, PgbenchLoad, RedisLoad, bpf_prog_stats, build_and_serve, mmm
 
 PERIOD_NS = 250_000  # one cpu-clock sample per 250 us of a CPU's time
 
@@ -128,10 +128,12 @@ INFO_SIZE, NR_LINE_INFO, LINE_INFO, JITED_LINE_INFO, NR_JITED_LINE_INFO = 232, 1
 LINE_INFO_REC_SIZE, JITED_LINE_INFO_REC_SIZE = 172, 176
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def bpf(cmd, attr):
-    libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(attr, 128)
-    fd = libc.syscall(NR_BPF, cmd, buf, 128)
+    fd = LIBC.syscall(NR_BPF, cmd, buf, 128)
     if fd < 0:
         raise OSError(ctypes.get_errno(), f"bpf({cmd})")
     return fd
@@ -242,17 +244,11 @@ def one_round(load, binary, rate, seconds, tmp):
         # Read while the programs are loaded: their addresses are this run's.
         own_lines = own_by_line(own_ips, line_table(daemon.proc.pid))
     finally:
-        daemon.proc.send_signal(2)
-        daemon.proc.wait(20)
+        daemon.terminate()
         if os.path.exists(records):
             os.unlink(records)
     calls = per_second * seconds * 2  # each request is observed at both ends
     return {p: n * PERIOD_NS / calls for p, n in counts.items()}, own_lines
-
-
-def mmm(values, fmt="{:.0f}"):
-    values = sorted(values)
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(values[0])}-{fmt.format(values[-1])})"
 
 
 def total(row, prefix=("kernel", "daemon")):
